@@ -1,0 +1,30 @@
+# Strata — the two commands a fresh machine needs are `make demo` and `make test`.
+# Both install what they need first (scripts/setup.sh: idempotent, quiet when done).
+
+CARGO ?= cargo
+NEXTEST_PROFILE ?= $(if $(CI),ci,default)
+
+.PHONY: all setup build demo test bench clean
+
+all: build
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release --locked --workspace --bins
+
+## demo: generate a small OCI image, import it into a temp store, list and verify it.
+demo: build
+	@scripts/demo.sh target/release
+
+## test: every test in the workspace (unit, integration, end-to-end) with nextest.
+test: setup
+	$(CARGO) nextest run --locked --workspace --all-targets --profile $(NEXTEST_PROFILE) --no-tests=fail
+
+## bench: the side-by-side benchmarks (results go to benches/README.md by hand).
+bench: build
+	target/release/strata-bench ingest --strata target/release/strata
+
+clean:
+	$(CARGO) clean

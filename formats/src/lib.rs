@@ -1,0 +1,23 @@
+//! Strata's formats: pure, synchronous parsers and writers with no I/O of their own.
+//!
+//! Everything here reads through a [`ReadAt`] (random access to a blob) or a plain
+//! `Read`, and writes to a plain `Write`; nothing here knows about files, HTTP, tokio or
+//! FUSE. Every parser takes untrusted bytes: sizes are bounded, offsets checked, and
+//! malformed input is an error, never a panic.
+//!
+//! - [`read_at`]: the [`ReadAt`] seam every higher layer implements (local blobs,
+//!   remote blobs through a range fetcher, cached blobs).
+//! - [`digest`]: OCI content digests (`sha256:<hex>`), parsed and verified.
+//! - [`filters`]: containerd's filter expression syntax (`labels."k"==v,name~=^x`).
+//! - [`labels`]: containerd's label rules (key + value ≤ 4096 bytes).
+//! - [`errdefs`]: the error categories every crate maps its errors to.
+
+pub mod digest;
+pub mod errdefs;
+pub mod filters;
+pub mod labels;
+pub mod read_at;
+
+pub use digest::{Digest, DigestError, Digester};
+pub use errdefs::ErrorKind;
+pub use read_at::{FileReadAt, ReadAt, ReadAtCursor};

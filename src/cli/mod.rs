@@ -1,0 +1,69 @@
+//! The `strata` command line: argument definitions and dispatch.
+
+mod content;
+mod format;
+mod image;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Strata: a container snapshotter-and-storage engine.
+///
+/// Strata keeps container images in a content-addressed store with containerd's
+/// semantics, and (in later releases) serves them to containerd as snapshots, lazily.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, propagate_version = true, max_term_width = 100)]
+#[command(after_help = "Examples:\n  strata --root /tmp/strata image import ./image-layout\n  strata --root /tmp/strata content ls\n  strata content ingest --expected sha256:… ./blob")]
+pub(crate) struct Cli {
+    /// Root directory of Strata's state (content store, metadata database).
+    #[arg(long, global = true, env = "STRATA_ROOT", default_value = "/var/lib/strata")]
+    root: PathBuf,
+
+    /// Log level: error, warn, info, debug or trace (or a tracing filter such as
+    /// `strata=debug`).
+    #[arg(long, global = true, env = "STRATA_LOG", default_value = "warn")]
+    log_level: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage the content store: blobs addressed by digest.
+    #[command(subcommand)]
+    Content(content::ContentCommand),
+    /// Manage images: import archives and layouts, list and remove image records.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+}
+
+pub(crate) fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    let result = match &cli.command {
+        Command::Content(c) => content::run(&cli.root, c),
+        Command::Image(c) => image::run(&cli.root, c),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the context chain, outermost first.
+            eprintln!("strata: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn open_store(root: &std::path::Path) -> anyhow::Result<strata::store::Store> {
+    use anyhow::Context as _;
+    strata::store::Store::open(root).with_context(|| format!("open store at {}", root.display()))
+}

@@ -1,0 +1,15 @@
+//! Strata, the hub: content store, metadata, and (as the project grows) the registry
+//! client, range fetcher, chunk cache and daemon, wired together for the `strata` CLI.
+//!
+//! The lower crates define formats and seams; this crate implements the seams and composes
+//! everything from a typed configuration with explicit constructor calls (no globals):
+//! - [`content`]: the content-addressed blob store (containerd content-store semantics);
+//! - [`metadata`]: the transactional database of images, leases and blob labels, and the
+//!   garbage collector that marks from them;
+//! - [`image`]: OCI image handling: importing image layouts and `docker save` archives;
+//! - [`store`]: a Strata root on disk, opening all of the above together.
+
+pub mod content;
+pub mod image;
+pub mod metadata;
+pub mod store;
