@@ -76,7 +76,9 @@ pub fn docker_save_tar_bytes(
     let mut layer_paths = Vec::new();
     let mut parent: Option<String> = None;
     for layer in &built.layers {
-        let id = sha256_hex(format!("{}\n{}", parent.as_deref().unwrap_or(""), layer.diff_id).as_bytes());
+        let id = sha256_hex(
+            format!("{}\n{}", parent.as_deref().unwrap_or(""), layer.diff_id).as_bytes(),
+        );
         let mut v1 = json!({
             "id": id,
             "created": image.created,
@@ -102,7 +104,10 @@ pub fn docker_save_tar_bytes(
     let repo_tags: Vec<String> = repo_tags.iter().map(|t| (*t).to_owned()).collect();
     if let Some(top) = &parent {
         for (name, tag) in &parsed {
-            repositories.entry(name).or_default().insert(tag, top.clone());
+            repositories
+                .entry(name)
+                .or_default()
+                .insert(tag, top.clone());
         }
     }
     if !parsed.is_empty() {
@@ -151,7 +156,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("save.tar");
         let image = sample_image(3);
-        let summary = write_docker_save_tar(&out, &image, &["sample:1.0", "sample:latest"]).unwrap();
+        let summary =
+            write_docker_save_tar(&out, &image, &["sample:1.0", "sample:latest"]).unwrap();
         let tar = fs::read(&out).unwrap();
         let entries = tar_entries(&tar);
         assert_eq!(entries.last().unwrap().path, "manifest.json");
@@ -159,25 +165,37 @@ mod tests {
         let manifest_bytes = tar_file(&tar, "manifest.json");
         assert_eq!(manifest_bytes, summary.manifest_json);
         let manifest: Value = serde_json::from_slice(&manifest_bytes).unwrap();
-        assert!(manifest_bytes.starts_with(br#"[{"Config":"#), "docker's key order");
+        assert!(
+            manifest_bytes.starts_with(br#"[{"Config":"#),
+            "docker's key order"
+        );
         let item = &manifest.as_array().unwrap()[0];
         assert_eq!(item["RepoTags"], json!(["sample:1.0", "sample:latest"]));
         let config_path = item["Config"].as_str().unwrap();
         assert_eq!(config_path, summary.config_path);
         let config_bytes = tar_file(&tar, config_path);
         assert_eq!(sha256_digest(&config_bytes), summary.config_digest);
-        assert_eq!(format!("{}.json", digest_hex(&summary.config_digest)), config_path);
+        assert_eq!(
+            format!("{}.json", digest_hex(&summary.config_digest)),
+            config_path
+        );
         let config = ImageConfiguration::from_reader(config_bytes.as_slice()).unwrap();
         assert_eq!(config.rootfs().diff_ids(), &summary.diff_ids);
 
-        let layers: Vec<&str> = item["Layers"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+        let layers: Vec<&str> = item["Layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .collect();
         assert_eq!(layers, summary.layer_paths);
         assert_eq!(layers.len(), image.layers.len());
         for (path, diff_id) in layers.iter().zip(&summary.diff_ids) {
             assert_eq!(&sha256_digest(&tar_file(&tar, path)), diff_id);
             let dir = path.strip_suffix("/layer.tar").unwrap();
             assert_eq!(tar_file(&tar, &format!("{dir}/VERSION")), b"1.0");
-            let v1: Value = serde_json::from_slice(&tar_file(&tar, &format!("{dir}/json"))).unwrap();
+            let v1: Value =
+                serde_json::from_slice(&tar_file(&tar, &format!("{dir}/json"))).unwrap();
             assert_eq!(v1["id"], dir);
         }
         let repositories: Value = serde_json::from_slice(&tar_file(&tar, "repositories")).unwrap();
@@ -199,9 +217,18 @@ mod tests {
 
     #[test]
     fn repo_tags_are_validated() {
-        assert_eq!(split_repo_tag("localhost:5000/app:v1").unwrap(), ("localhost:5000/app", "v1"));
+        assert_eq!(
+            split_repo_tag("localhost:5000/app:v1").unwrap(),
+            ("localhost:5000/app", "v1")
+        );
         assert_eq!(split_repo_tag("sample:1.0").unwrap(), ("sample", "1.0"));
-        for bad in ["sample", "localhost:5000/app", ":tag", "name:", "a@sha256:00:x"] {
+        for bad in [
+            "sample",
+            "localhost:5000/app",
+            ":tag",
+            "name:",
+            "a@sha256:00:x",
+        ] {
             assert!(split_repo_tag(bad).is_err(), "{bad}");
         }
     }

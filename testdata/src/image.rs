@@ -107,7 +107,11 @@ impl BlobRef {
     /// The `oci-spec` descriptor.
     pub fn to_descriptor(&self) -> Result<Descriptor> {
         let media_type = MediaType::from(self.media_type.as_str());
-        Ok(Descriptor::new(media_type, self.size, Digest::from_str(&self.digest)?))
+        Ok(Descriptor::new(
+            media_type,
+            self.size,
+            Digest::from_str(&self.digest)?,
+        ))
     }
 }
 
@@ -363,7 +367,10 @@ mod tests {
         assert_eq!(config.variant().as_deref(), Some("v8"));
         let runtime = config.config().as_ref().unwrap();
         assert_eq!(runtime.entrypoint().as_ref().unwrap(), &["/bin/sh", "-c"]);
-        assert_eq!(runtime.env().as_ref().unwrap(), &["PATH=/bin", "LANG=C.UTF-8"]);
+        assert_eq!(
+            runtime.env().as_ref().unwrap(),
+            &["PATH=/bin", "LANG=C.UTF-8"]
+        );
         assert_eq!(runtime.working_dir().as_deref(), Some("/srv"));
         let history = config.history().as_ref().unwrap();
         assert_eq!(history.len(), 3);
@@ -380,7 +387,10 @@ mod tests {
             assert_eq!(desc.digest().to_string(), layer.digest);
             assert_eq!(desc.size(), layer.gzip.len() as u64);
         }
-        assert_eq!(built.manifest, BlobRef::of(MEDIA_TYPE_MANIFEST, &built.manifest_json));
+        assert_eq!(
+            built.manifest,
+            BlobRef::of(MEDIA_TYPE_MANIFEST, &built.manifest_json)
+        );
         assert_eq!(built.blobs().len(), 4);
     }
 

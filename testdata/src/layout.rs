@@ -265,7 +265,10 @@ mod tests {
         assert_eq!(config_desc.media_type(), &MediaType::ImageConfig);
         let config_bytes = blob(dir, config_desc.digest().as_ref(), config_desc.size());
         let config = ImageConfiguration::from_reader(config_bytes.as_slice()).unwrap();
-        assert_eq!(config.architecture().to_string(), summary.platform.architecture);
+        assert_eq!(
+            config.architecture().to_string(),
+            summary.platform.architecture
+        );
         assert_eq!(config.rootfs().diff_ids().len(), manifest.layers().len());
         for (layer, diff_id) in manifest.layers().iter().zip(config.rootfs().diff_ids()) {
             assert_eq!(layer.media_type(), &MediaType::ImageLayerGzip);
@@ -312,7 +315,12 @@ mod tests {
         let single = &summary.refs[0];
         assert_eq!(single.target.media_type, crate::image::MEDIA_TYPE_MANIFEST);
         assert_eq!(single.target, single.images[0].manifest);
-        check_manifest(dir, &single.target.digest, single.target.size, &single.images[0]);
+        check_manifest(
+            dir,
+            &single.target.digest,
+            single.target.size,
+            &single.images[0],
+        );
 
         let multi = &summary.refs[1];
         assert_eq!(multi.target.media_type, MEDIA_TYPE_INDEX);
@@ -322,12 +330,19 @@ mod tests {
         assert_eq!(platform_index.manifests().len(), 2);
         for (desc, image) in platform_index.manifests().iter().zip(&multi.images) {
             let platform = desc.platform().as_ref().unwrap();
-            assert_eq!(platform.architecture().to_string(), image.platform.architecture);
+            assert_eq!(
+                platform.architecture().to_string(),
+                image.platform.architecture
+            );
             assert_eq!(platform.os().to_string(), "linux");
             assert_eq!(desc.media_type(), &MediaType::ImageManifest);
             check_manifest(dir, desc.digest().as_ref(), desc.size(), image);
         }
-        let arches: Vec<&str> = multi.images.iter().map(|i| i.platform.architecture.as_str()).collect();
+        let arches: Vec<&str> = multi
+            .images
+            .iter()
+            .map(|i| i.platform.architecture.as_str())
+            .collect();
         assert_eq!(arches, ["amd64", "arm64"]);
         // The platform images share their top layer: it is stored once.
         assert_eq!(multi.images[0].layers.last(), multi.images[1].layers.last());
@@ -341,13 +356,22 @@ mod tests {
         let sb = write_oci_layout(b.path(), &images()).unwrap();
         assert_eq!(sa, sb);
         for name in ["oci-layout", "index.json"] {
-            assert_eq!(fs::read(a.path().join(name)).unwrap(), fs::read(b.path().join(name)).unwrap());
+            assert_eq!(
+                fs::read(a.path().join(name)).unwrap(),
+                fs::read(b.path().join(name)).unwrap()
+            );
         }
         for digest in &sa.blobs {
             let rel = Path::new("blobs/sha256").join(digest_hex(digest));
-            assert_eq!(fs::read(a.path().join(&rel)).unwrap(), fs::read(b.path().join(&rel)).unwrap());
+            assert_eq!(
+                fs::read(a.path().join(&rel)).unwrap(),
+                fs::read(b.path().join(&rel)).unwrap()
+            );
         }
-        assert_eq!(oci_layout_tar_bytes(&images()).unwrap(), oci_layout_tar_bytes(&images()).unwrap());
+        assert_eq!(
+            oci_layout_tar_bytes(&images()).unwrap(),
+            oci_layout_tar_bytes(&images()).unwrap()
+        );
         let other = write_oci_layout(b.path(), &[("x", sample_image(2).into())]).unwrap();
         assert_ne!(other.refs[0].target, sa.refs[0].target);
     }
@@ -359,21 +383,35 @@ mod tests {
         let summary = write_oci_layout_tar(&out, &images()).unwrap();
         let entries = tar_entries(&fs::read(&out).unwrap());
         let names: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(&names[..4], ["oci-layout", "index.json", "blobs", "blobs/sha256"]);
+        assert_eq!(
+            &names[..4],
+            ["oci-layout", "index.json", "blobs", "blobs/sha256"]
+        );
         assert_eq!(names.len(), 4 + summary.blobs.len());
         let dir = tmp.path().join("dir");
         let dir_summary = write_oci_layout(&dir, &images()).unwrap();
         assert_eq!(summary, dir_summary);
         for entry in entries.iter().filter(|e| e.kind == tar::EntryType::Regular) {
-            assert_eq!(entry.data, fs::read(dir.join(&entry.path)).unwrap(), "{}", entry.path);
+            assert_eq!(
+                entry.data,
+                fs::read(dir.join(&entry.path)).unwrap(),
+                "{}",
+                entry.path
+            );
         }
     }
 
     #[test]
     fn bad_inputs_are_rejected() {
         let dup = [("a", sample_image(1).into()), ("a", sample_image(2).into())];
-        assert!(matches!(oci_layout_tar_bytes(&dup), Err(Error::DuplicateRef(_))));
+        assert!(matches!(
+            oci_layout_tar_bytes(&dup),
+            Err(Error::DuplicateRef(_))
+        ));
         let empty = [("e", LayoutImage::Multi(Vec::new()))];
-        assert!(matches!(oci_layout_tar_bytes(&empty), Err(Error::EmptyIndex(_))));
+        assert!(matches!(
+            oci_layout_tar_bytes(&empty),
+            Err(Error::EmptyIndex(_))
+        ));
     }
 }

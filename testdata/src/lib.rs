@@ -96,7 +96,9 @@ pub enum Error {
     #[error("multi-platform image {0:?} has no platform images")]
     EmptyIndex(String),
     /// A size string (e.g. `256MiB`) could not be parsed.
-    #[error("invalid size {0:?}: expected a number with an optional unit (B, KiB, MiB, GiB, TiB, kB, MB, GB, TB)")]
+    #[error(
+        "invalid size {0:?}: expected a number with an optional unit (B, KiB, MiB, GiB, TiB, kB, MB, GB, TB)"
+    )]
     InvalidSize(String),
     /// Building an OCI structure with `oci-spec` failed.
     #[error("building OCI structure failed")]

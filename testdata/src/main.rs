@@ -32,7 +32,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Write an OCI image-layout directory holding the sample image.
-    #[command(after_help = "Example:\n  strata-testdata oci-layout /tmp/sample-oci --multi-platform --name docker.io/library/sample:1.0 --seed 7\n\nPrints `PATH<TAB>DIGEST` per blob, oci-layout and index.json, then\n`DIR/index.json#REF<TAB>DIGEST<TAB>MEDIA-TYPE` per reference.")]
+    #[command(
+        after_help = "Example:\n  strata-testdata oci-layout /tmp/sample-oci --multi-platform --name docker.io/library/sample:1.0 --seed 7\n\nPrints `PATH<TAB>DIGEST` per blob, oci-layout and index.json, then\n`DIR/index.json#REF<TAB>DIGEST<TAB>MEDIA-TYPE` per reference."
+    )]
     OciLayout {
         /// Layout directory (created if missing).
         #[arg(value_name = "DIR")]
@@ -41,7 +43,9 @@ enum Command {
         image: ImageArgs,
     },
     /// Write the same OCI image layout as a tar archive.
-    #[command(after_help = "Example:\n  strata-testdata oci-tar /tmp/sample-oci.tar --name 1.0 --seed 7\n\nPrints `FILE<TAB>DIGEST`, then `FILE#REF<TAB>DIGEST<TAB>MEDIA-TYPE` per reference.")]
+    #[command(
+        after_help = "Example:\n  strata-testdata oci-tar /tmp/sample-oci.tar --name 1.0 --seed 7\n\nPrints `FILE<TAB>DIGEST`, then `FILE#REF<TAB>DIGEST<TAB>MEDIA-TYPE` per reference."
+    )]
     OciTar {
         /// Output tar file.
         #[arg(value_name = "FILE")]
@@ -50,7 +54,9 @@ enum Command {
         image: ImageArgs,
     },
     /// Write the sample image as a classic `docker save` tar (manifest.json last).
-    #[command(after_help = "Example:\n  strata-testdata docker-save /tmp/sample-docker.tar --tag sample:1.0 --tag sample:latest --seed 7\n\nPrints `FILE<TAB>DIGEST`, `FILE#TAG<TAB>CONFIG-DIGEST` per tag and\n`FILE:LAYER-PATH<TAB>DIFF-ID` per layer.")]
+    #[command(
+        after_help = "Example:\n  strata-testdata docker-save /tmp/sample-docker.tar --tag sample:1.0 --tag sample:latest --seed 7\n\nPrints `FILE<TAB>DIGEST`, `FILE#TAG<TAB>CONFIG-DIGEST` per tag and\n`FILE:LAYER-PATH<TAB>DIFF-ID` per layer."
+    )]
     DockerSave {
         /// Output tar file.
         #[arg(value_name = "FILE")]
@@ -63,7 +69,9 @@ enum Command {
         seed: u64,
     },
     /// Write a file of fast, seeded pseudo-random bytes.
-    #[command(after_help = "Example:\n  strata-testdata random /tmp/big.bin --size 256MiB --seed 3\n\nSizes: plain bytes (4096), binary units (64K, 256MiB, 1GiB) or decimal units (10MB).\nPrints `FILE<TAB>DIGEST<TAB>SIZE`.")]
+    #[command(
+        after_help = "Example:\n  strata-testdata random /tmp/big.bin --size 256MiB --seed 3\n\nSizes: plain bytes (4096), binary units (64K, 256MiB, 1GiB) or decimal units (10MB).\nPrints `FILE<TAB>DIGEST<TAB>SIZE`."
+    )]
     Random {
         /// Output file (truncated if it exists).
         #[arg(value_name = "FILE")]
@@ -87,7 +95,11 @@ struct ImageArgs {
     #[arg(long)]
     multi_platform: bool,
     /// `org.opencontainers.image.ref.name` of the index.json entry (repeatable).
-    #[arg(long = "name", value_name = "REF", default_value = "docker.io/library/sample:1.0")]
+    #[arg(
+        long = "name",
+        value_name = "REF",
+        default_value = "docker.io/library/sample:1.0"
+    )]
     names: Vec<String>,
     /// Seed of the sample image's contents.
     #[arg(long, default_value_t = 1)]
@@ -113,7 +125,10 @@ fn size_arg(text: &str) -> Result<u64, String> {
 
 fn print_refs(prefix: &str, summary: &LayoutSummary) {
     for r in &summary.refs {
-        println!("{prefix}#{}\t{}\t{}", r.name, r.target.digest, r.target.media_type);
+        println!(
+            "{prefix}#{}\t{}\t{}",
+            r.name, r.target.digest, r.target.media_type
+        );
     }
 }
 
@@ -131,15 +146,24 @@ fn oci_layout(dir: &Path, image: &ImageArgs) -> Result<()> {
         println!("{}\t{digest}", path.display());
     }
     let oci_layout = std::fs::read(dir.join("oci-layout")).context("reading back oci-layout")?;
-    println!("{}\t{}", dir.join("oci-layout").display(), sha256_digest(&oci_layout));
+    println!(
+        "{}\t{}",
+        dir.join("oci-layout").display(),
+        sha256_digest(&oci_layout)
+    );
     let index = dir.join("index.json");
-    println!("{}\t{}", index.display(), sha256_digest(&summary.index_json));
+    println!(
+        "{}\t{}",
+        index.display(),
+        sha256_digest(&summary.index_json)
+    );
     print_refs(&index.display().to_string(), &summary);
     Ok(())
 }
 
 fn oci_tar(file: &Path, image: &ImageArgs) -> Result<()> {
-    let (bytes, summary) = oci_layout_tar_bytes(&image.images()).context("building OCI layout tar")?;
+    let (bytes, summary) =
+        oci_layout_tar_bytes(&image.images()).context("building OCI layout tar")?;
     write_file(file, &bytes)?;
     print_refs(&file.display().to_string(), &summary);
     Ok(())
@@ -148,7 +172,8 @@ fn oci_tar(file: &Path, image: &ImageArgs) -> Result<()> {
 fn docker_save(file: &Path, tags: &[String], seed: u64) -> Result<()> {
     let image: ImageSpec = sample_image(seed);
     let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
-    let (bytes, summary) = docker_save_tar_bytes(&image, &tags).context("building docker save tar")?;
+    let (bytes, summary) =
+        docker_save_tar_bytes(&image, &tags).context("building docker save tar")?;
     write_file(file, &bytes)?;
     for tag in &summary.repo_tags {
         println!("{}#{tag}\t{}", file.display(), summary.config_digest);
@@ -199,20 +224,37 @@ mod tests {
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
         for sub in Cli::command().get_subcommands() {
-            let help = sub.get_after_help().map(ToString::to_string).unwrap_or_default();
-            assert!(help.contains("Example:"), "{} lacks an example", sub.get_name());
+            let help = sub
+                .get_after_help()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            assert!(
+                help.contains("Example:"),
+                "{} lacks an example",
+                sub.get_name()
+            );
         }
     }
 
     #[test]
     fn parses_commands() {
-        let cli = Cli::try_parse_from(["strata-testdata", "random", "f", "--size", "256MiB"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["strata-testdata", "random", "f", "--size", "256MiB"]).unwrap();
         assert!(matches!(cli.command, Command::Random { size, seed: 1, .. } if size == 256 << 20));
         let cli = Cli::try_parse_from([
-            "strata-testdata", "oci-layout", "d", "--multi-platform", "--name", "1.0", "--seed", "4",
+            "strata-testdata",
+            "oci-layout",
+            "d",
+            "--multi-platform",
+            "--name",
+            "1.0",
+            "--seed",
+            "4",
         ])
         .unwrap();
-        let Command::OciLayout { image, .. } = cli.command else { panic!() };
+        let Command::OciLayout { image, .. } = cli.command else {
+            panic!()
+        };
         assert!(image.multi_platform);
         assert_eq!(image.names, ["1.0"]);
         assert!(Cli::try_parse_from(["strata-testdata", "random", "f", "--size", "lots"]).is_err());

@@ -75,8 +75,17 @@ pub fn sample_for(seed: u64, platform: Platform) -> ImageSpec {
         .symlink("usr/lib/libc.so", "libc.so.6")
         .random_file("usr/lib/libz.so.1", 0o755, bin("libz"), 64 * KIB)
         .random_file("usr/lib/libtiny.so", 0o644, bin("libtiny"), 3 * KIB)
-        .file("usr/share/doc/busybox/README", 0o644, "BusyBox sample docs\n")
-        .random_file("usr/share/doc/busybox/manual.bin", 0o644, sub_seed(seed, "manual"), 8 * KIB)
+        .file(
+            "usr/share/doc/busybox/README",
+            0o644,
+            "BusyBox sample docs\n",
+        )
+        .random_file(
+            "usr/share/doc/busybox/manual.bin",
+            0o644,
+            sub_seed(seed, "manual"),
+            8 * KIB,
+        )
         .file(format!("{long_dir}/messages.mo"), 0o644, "long path\n")
         .owner(1000, 1000)
         .dir("home/user", 0o750)
@@ -86,10 +95,18 @@ pub fn sample_for(seed: u64, platform: Platform) -> ImageSpec {
         .mtime(crate::layer::DEFAULT_MTIME + 3600)
         .created_by("COPY app /app")
         .random_file("app/server", 0o755, bin("server"), 192 * KIB)
-        .file("app/config.json", 0o644, format!("{{\"port\":8080,\"seed\":{seed}}}\n"))
+        .file(
+            "app/config.json",
+            0o644,
+            format!("{{\"port\":8080,\"seed\":{seed}}}\n"),
+        )
         .whiteout("etc/motd")
         .opaque("usr/share/doc")
-        .file("usr/share/doc/README", 0o644, "Docs were replaced by the app layer.\n")
+        .file(
+            "usr/share/doc/README",
+            0o644,
+            "Docs were replaced by the app layer.\n",
+        )
         .file("etc/hostname", 0o644, "sample-app\n");
 
     let small = LayerSpec::new()
@@ -137,14 +154,20 @@ mod tests {
         assert_eq!(kind("bin/sh"), Some(tar::EntryType::Symlink));
         assert_eq!(kind("bin/ls"), Some(tar::EntryType::Link));
         assert!(base.iter().any(|e| e.path.len() > 100));
-        let app: Vec<String> = tar_entries(&built.layers[1].tar).into_iter().map(|e| e.path).collect();
+        let app: Vec<String> = tar_entries(&built.layers[1].tar)
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
         assert!(app.contains(&"etc/.wh.motd".to_owned()));
         assert!(app.contains(&"usr/share/doc/.wh..wh..opq".to_owned()));
     }
 
     #[test]
     fn platforms_differ_in_binaries_but_share_top_layer() {
-        let images: Vec<_> = sample_multiplatform(5).iter().map(|i| i.build().unwrap()).collect();
+        let images: Vec<_> = sample_multiplatform(5)
+            .iter()
+            .map(|i| i.build().unwrap())
+            .collect();
         assert_ne!(images[0].layers[0].digest, images[1].layers[0].digest);
         assert_eq!(images[0].layers[2].digest, images[1].layers[2].digest);
         assert_eq!(images[1].platform, Platform::linux_arm64());

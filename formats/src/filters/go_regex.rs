@@ -15,6 +15,7 @@
 use std::fmt::Write as _;
 
 use regex::Regex;
+
 /// Go's maximum repetition count.
 const MAX_REPEAT: u32 = 1000;
 
@@ -438,7 +439,7 @@ fn group_flags(cs: &[char], i: usize, out: &mut String) -> Option<usize> {
 
 /// Compiles a `~=` pattern as Go's `regexp.Compile` would; `None` where Go
 /// would fail (then the selector matches nothing).
-fn compile_go_regex(pattern: &[u8]) -> Option<Regex> {
+pub(super) fn compile_go_regex(pattern: &[u8]) -> Option<Regex> {
     let pattern = std::str::from_utf8(pattern).ok()?;
-    Regex::new(&go_regex::translate(pattern)?).ok()
+    Regex::new(&translate(pattern)?).ok()
 }

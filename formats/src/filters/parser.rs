@@ -5,13 +5,13 @@ use super::scanner::{Ch, Scanner, Token};
 use super::{Bytes, FieldPath, FilterError, Op, OpKind, Selector};
 
 /// containerd's recursive-descent parser over [`Scanner`].
-struct Parser<'a> {
+pub(super) struct Parser<'a> {
     input: &'a str,
     scanner: Scanner<'a>,
 }
 
 impl<'a> Parser<'a> {
-    fn new(input: &'a str) -> Parser<'a> {
+    pub(super) fn new(input: &'a str) -> Parser<'a> {
         Parser { input, scanner: Scanner::new(input) }
     }
 
@@ -23,7 +23,7 @@ impl<'a> Parser<'a> {
         self.error(position, self.scanner.err.unwrap_or_default())
     }
 
-    fn selectors(&mut self) -> Result<Vec<Selector>, FilterError> {
+    pub(super) fn selectors(&mut self) -> Result<Vec<Selector>, FilterError> {
         let mut selectors = vec![self.selector()?];
         loop {
             match self.scanner.peek() {
@@ -123,7 +123,7 @@ impl<'a> Parser<'a> {
 
 /// Go's `strconv.Unquote` extended to `/…/` and `|…|` (containerd's
 /// `quote.go`). The result may not be UTF-8: `\xff` and `\377` are bytes.
-fn unquote(quoted: &str) -> Option<Vec<u8>> {
+pub(super) fn unquote(quoted: &str) -> Option<Vec<u8>> {
     let bytes = quoted.as_bytes();
     let (&quote, rest) = bytes.split_first()?;
     let (&last, inner) = rest.split_last()?;

@@ -2,7 +2,7 @@
 
 /// One character as containerd's scanner sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ch {
+pub(super) enum Ch {
     Eof,
     /// NUL, or U+FFFD (Go's decoder reports a literal U+FFFD as a decoding
     /// error, and containerd rejects both).
@@ -11,7 +11,7 @@ enum Ch {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Token {
+pub(super) enum Token {
     Eof,
     Illegal,
     Quoted,
@@ -26,18 +26,18 @@ enum Token {
 /// containerd's scanner, state for state: `pos` is the start of the last
 /// character read, `ppos` the end; `value` is set after an operator so that
 /// the next run of characters is scanned as a value.
-struct Scanner<'a> {
+pub(super) struct Scanner<'a> {
     input: &'a str,
     pos: usize,
-    ppos: usize,
+    pub(super) ppos: usize,
     value: bool,
     /// The first error met; like containerd's, it is sticky, and it is what
     /// an `Illegal` token reports.
-    err: Option<&'static str>,
+    pub(super) err: Option<&'static str>,
 }
 
 impl<'a> Scanner<'a> {
-    fn new(input: &'a str) -> Scanner<'a> {
+    pub(super) fn new(input: &'a str) -> Scanner<'a> {
         Scanner { input, pos: 0, ppos: 0, value: false, err: None }
     }
 
@@ -67,7 +67,7 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    fn peek(&mut self) -> Ch {
+    pub(super) fn peek(&mut self) -> Ch {
         let (pos, ppos) = (self.pos, self.ppos);
         let ch = self.next();
         self.pos = pos;
@@ -80,7 +80,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Returns the next token's start, kind and text.
-    fn scan(&mut self) -> (usize, Token, &'a str) {
+    pub(super) fn scan(&mut self) -> (usize, Token, &'a str) {
         let mut ch = self.next();
         let mut pos = self.pos;
         loop {

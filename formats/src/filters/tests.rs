@@ -4,6 +4,9 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
+use super::go_regex::compile_go_regex;
+use super::parser::unquote;
+use super::scanner::{Scanner, Token};
 use super::*;
 
 /// containerd's filter test corpus item.
