@@ -50,8 +50,8 @@ pub(crate) fn run(root: &Path, cmd: &ImageCommand) -> anyhow::Result<()> {
     match cmd {
         ImageCommand::Import { path, base_name } => {
             let opts = strata::image::ImportOptions { base_name: base_name.clone(), ..Default::default() };
-            let imported =
-                strata::image::import(&store, path, &opts).with_context(|| format!("import {}", path.display()))?;
+            // The importer's errors already name the archive.
+            let imported = strata::image::import(&store, path, &opts)?;
             for img in &imported.images {
                 println!("{}  {}", img.name, img.target.digest());
             }
