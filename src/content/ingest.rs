@@ -180,11 +180,10 @@ pub(super) fn open(
                 )));
             }
             let recorded_total = read_opt(&dir.join("total"))?.and_then(|s| s.trim().parse::<u64>().ok());
-            if let (Some(p), Some(r)) = (total, recorded_total) {
-                if p != r {
+            if let (Some(p), Some(r)) = (total, recorded_total)
+                && p != r {
                     return Err(ContentError::TotalMismatch { reference: reference.to_owned(), provided: p, recorded: r });
                 }
-            }
             let started = read_opt(&dir.join("startedat"))?
                 .and_then(|s| from_nanos(&s))
                 .unwrap_or_else(SystemTime::now);
@@ -423,7 +422,7 @@ impl IngestWriter {
                     break Ok(copied);
                 }
                 let written = match &direct {
-                    Some(fd) if n == COPY_BUF && self.offset % DIRECT_ALIGN == 0 => {
+                    Some(fd) if n == COPY_BUF && self.offset.is_multiple_of(DIRECT_ALIGN) => {
                         direct_used = true;
                         self.write_direct(fd, &buf.as_slice()[..n])
                     }

@@ -216,11 +216,10 @@ impl LocalContentStore {
         total: Option<u64>,
         expected: Option<&Digest>,
     ) -> Result<IngestWriter, ContentError> {
-        if let Some(d) = expected {
-            if self.exists(d) {
+        if let Some(d) = expected
+            && self.exists(d) {
                 return Err(ContentError::AlreadyExists(d.clone()));
             }
-        }
         ingest::open(self, reference, total, expected)
     }
 
