@@ -7,9 +7,12 @@
 //! - [`metadata`]: the transactional database of images, leases and blob labels, and the
 //!   garbage collector that marks from them;
 //! - [`image`]: OCI image handling: importing image layouts and `docker save` archives;
+//! - [`registry`]: the OCI distribution client: references, `hosts.toml` mirrors, docker
+//!   credentials, token auth, resolve/fetch/push;
 //! - [`store`]: a Strata root on disk, opening all of the above together.
 
 pub mod content;
 pub mod image;
 pub mod metadata;
+pub mod registry;
 pub mod store;

@@ -3,6 +3,7 @@
 mod content;
 mod format;
 mod image;
+mod transfer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +39,10 @@ enum Command {
     /// Manage images: import archives and layouts, list and remove image records.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Pull an image from a registry into the store (verified, resumable).
+    Pull(transfer::PullArgs),
+    /// Push an image from the store to a registry.
+    Push(transfer::PushArgs),
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -46,6 +51,8 @@ pub(crate) fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Content(c) => content::run(&cli.root, c),
         Command::Image(c) => image::run(&cli.root, c),
+        Command::Pull(a) => transfer::pull(&cli.root, a),
+        Command::Push(a) => transfer::push(&cli.root, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

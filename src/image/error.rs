@@ -105,6 +105,9 @@ pub enum ImageError {
     /// The input uses something Strata does not support (schema1, non-sha256 digests…).
     #[error("{0}")]
     Unsupported(String),
+    /// Something the image needs does not exist (e.g. no manifest for the platform).
+    #[error("{0}")]
+    NotFound(String),
     /// The content store failed.
     #[error(transparent)]
     Content(#[from] ContentError),
@@ -136,6 +139,7 @@ impl ImageError {
             Self::MissingBlob { .. } | Self::MissingEntry { .. } => ErrorKind::NotFound,
             Self::UnsafePath { .. } | Self::TooLarge { .. } | Self::Invalid { .. } => ErrorKind::InvalidArgument,
             Self::Unsupported(_) => ErrorKind::NotImplemented,
+            Self::NotFound(_) => ErrorKind::NotFound,
             Self::Content(e) => e.kind(),
             Self::Metadata(e) => e.kind(),
             Self::Store(StoreError::Content(e)) => e.kind(),

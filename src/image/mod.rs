@@ -8,6 +8,8 @@
 //!   store and setting containerd's `containerd.io/gc.ref.content.*` labels on every parent,
 //!   so garbage collection from an image record reaches all of the image's blobs.
 //! - [`media`]: media-type constants and classification, layer compression sniffing.
+//! - [`pull`](pull::pull) and [`push`](push::push): images between a registry and the store.
+//! - [`platform`]: platform parsing, normalisation and selection from an index.
 //! - [`ImageError`]: the module's typed error, with [`ImageError::kind`].
 
 mod archive;
@@ -15,6 +17,9 @@ mod docker;
 mod error;
 mod import;
 pub mod media;
+pub mod platform;
+pub mod pull;
+pub mod push;
 pub mod walk;
 
 pub use archive::MAX_JSON_SIZE;

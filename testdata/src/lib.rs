@@ -33,6 +33,7 @@ pub mod image;
 pub mod layer;
 pub mod layout;
 pub mod random;
+pub mod registry;
 pub mod sample;
 
 #[cfg(test)]
@@ -51,6 +52,7 @@ pub use layout::{
     write_oci_layout_tar,
 };
 pub use random::{RandomReader, parse_size, random_bytes, random_file};
+pub use registry::{FaultProxy, RegistryServer, TokenAuthGateway};
 pub use sample::{sample_image, sample_multiplatform};
 
 /// Errors returned by the fixture generators.

@@ -1,0 +1,221 @@
+//! `strata pull` and `strata push`: images between a registry and the local store.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use clap::Args;
+use strata::image::platform::Platform;
+use strata::image::pull::{PullEvent, PullOptions};
+use strata::image::push::{BlobOutcome, PushEvent, PushOptions};
+use strata::registry::{ClientOptions, Reference, RegistryClient};
+
+use super::format;
+
+/// How to reach registries: shared by pull and push.
+#[derive(Debug, Args)]
+pub(crate) struct RegistryArgs {
+    /// Use plain HTTP (no TLS) for registries without a hosts.toml (as `ctr --plain-http`).
+    #[arg(long)]
+    plain_http: bool,
+    /// containerd's `config_path`: a directory of `<host>/hosts.toml` files (mirrors,
+    /// CAs, skip_verify, plain HTTP). Ignored if it does not exist.
+    #[arg(long, env = "STRATA_HOSTS_DIR", default_value = "/etc/containerd/certs.d")]
+    hosts_dir: PathBuf,
+    /// Docker config.json with credentials (`auths`, `credsStore`, `credHelpers`).
+    /// Default: $DOCKER_CONFIG/config.json or ~/.docker/config.json.
+    #[arg(long)]
+    docker_config: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    fn client(&self) -> anyhow::Result<RegistryClient> {
+        let opts = ClientOptions {
+            hosts_dir: self.hosts_dir.is_dir().then(|| self.hosts_dir.clone()),
+            plain_http: self.plain_http,
+            docker_config: self.docker_config.clone(),
+            ..ClientOptions::default()
+        };
+        Ok(RegistryClient::new(opts)?)
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  strata pull alpine:3.20\n  \
+    strata pull --plain-http 127.0.0.1:5000/app:1.0\n  strata pull --platform linux/arm64 docker.io/library/busybox:latest")]
+pub(crate) struct PullArgs {
+    /// The image reference (`alpine` means docker.io/library/alpine:latest).
+    reference: String,
+    /// The platform to pull from a multi-platform image (default: this host's).
+    #[arg(long)]
+    platform: Option<Platform>,
+    /// Blobs downloaded at once.
+    #[arg(long, default_value_t = 3)]
+    max_concurrent_downloads: usize,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  strata push --plain-http 127.0.0.1:5000/app:1.0\n  \
+    strata push --plain-http 127.0.0.1:5000/copy:1.0 docker.io/library/sample:1.0\n  \
+    strata push --platform linux/amd64 registry.example.com/team/app:2")]
+pub(crate) struct PushArgs {
+    /// Where to push: a registry reference.
+    reference: String,
+    /// The local image to push (`strata image ls`); default: the same name as REFERENCE.
+    local: Option<String>,
+    /// Push only this platform's manifest of a multi-platform image.
+    #[arg(long)]
+    platform: Option<Platform>,
+    /// Blobs uploaded at once.
+    #[arg(long, default_value_t = 3)]
+    max_concurrent_uploads: usize,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start async runtime")
+}
+
+/// Per-blob progress: bars on a terminal, one log line per blob event otherwise.
+struct Reporter {
+    bars: Option<(indicatif::MultiProgress, Mutex<HashMap<String, indicatif::ProgressBar>>)>,
+}
+
+impl Reporter {
+    fn new() -> Self {
+        let tty = std::io::stderr().is_terminal();
+        Self { bars: tty.then(|| (indicatif::MultiProgress::new(), Mutex::new(HashMap::new()))) }
+    }
+
+    fn start(&self, label: String, key: &str, size: u64, offset: u64) {
+        match &self.bars {
+            Some((multi, bars)) => {
+                let bar = multi.add(indicatif::ProgressBar::new(size));
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{prefix:<26} [{bar:30}] {bytes:>10}/{total_bytes:<10} {msg}")
+                        .expect("invariant: valid template")
+                        .progress_chars("=> "),
+                );
+                bar.set_prefix(label);
+                bar.set_position(offset);
+                bars.lock().expect("invariant: not poisoned").insert(key.to_owned(), bar);
+            }
+            None if offset > 0 && offset < size => {
+                eprintln!("{label}: resuming at {} of {}", format::size(offset), format::size(size));
+            }
+            None => {}
+        }
+    }
+
+    fn advance(&self, key: &str, n: u64) {
+        if let Some((_, bars)) = &self.bars {
+            if let Some(b) = bars.lock().expect("invariant: not poisoned").get(key) {
+                b.inc(n);
+            }
+        }
+    }
+
+    fn message(&self, key: &str, label: &str, msg: &str) {
+        match &self.bars {
+            Some((_, bars)) => {
+                if let Some(b) = bars.lock().expect("invariant: not poisoned").get(key) {
+                    b.set_message(msg.to_owned());
+                }
+            }
+            None => eprintln!("{label}: {msg}"),
+        }
+    }
+
+    fn finish(&self, key: &str, label: &str, msg: &str) {
+        match &self.bars {
+            Some((_, bars)) => {
+                if let Some(b) = bars.lock().expect("invariant: not poisoned").get(key) {
+                    b.set_position(b.length().unwrap_or(0));
+                    b.finish_with_message(msg.to_owned());
+                }
+            }
+            None => eprintln!("{label}: {msg}"),
+        }
+    }
+}
+
+fn short(d: &strata_formats::Digest) -> String {
+    d.encoded()[..12].to_owned()
+}
+
+pub(crate) fn pull(root: &Path, args: &PullArgs) -> anyhow::Result<()> {
+    let store = super::open_store(root)?;
+    let reference: Reference = args.reference.parse()?;
+    let client = args.registry.client()?;
+    let reporter = Arc::new(Reporter::new());
+    let kinds: Arc<Mutex<HashMap<String, &'static str>>> = Arc::default();
+    let (r, k) = (reporter.clone(), kinds.clone());
+    let progress = move |e: &PullEvent| match e {
+        PullEvent::Resolved { reference, digest } => eprintln!("{reference}: resolved to {digest}"),
+        PullEvent::BlobStarted { kind, digest, size, offset } => {
+            k.lock().expect("invariant: not poisoned").insert(digest.to_string(), kind);
+            r.start(format!("{kind} {}", short(digest)), &digest.to_string(), *size, *offset);
+        }
+        PullEvent::BlobProgress { digest, bytes } => r.advance(&digest.to_string(), *bytes),
+        PullEvent::BlobRetry { digest, offset, cause } => {
+            let kind = k.lock().expect("invariant: not poisoned").get(&digest.to_string()).copied().unwrap_or("blob");
+            r.message(&digest.to_string(), &format!("{kind} {}", short(digest)), &format!("retrying from {offset}: {cause}"));
+        }
+        PullEvent::BlobDone { digest, size, existed } => {
+            let kind = k.lock().expect("invariant: not poisoned").get(&digest.to_string()).copied().unwrap_or("blob");
+            let msg = if *existed { "already present".to_owned() } else { format!("done ({})", format::size(*size)) };
+            r.finish(&digest.to_string(), &format!("{kind} {}", short(digest)), &msg);
+        }
+    };
+    let opts = PullOptions {
+        platform: args.platform.clone().unwrap_or_else(Platform::host),
+        max_concurrent_downloads: args.max_concurrent_downloads,
+        progress: Some(Arc::new(progress)),
+        ..PullOptions::default()
+    };
+    let start = std::time::Instant::now();
+    let record = runtime()?.block_on(strata::image::pull::pull(&store, &client, &reference, &opts))?;
+    eprintln!("pulled {} in {:.1}s", record.name, start.elapsed().as_secs_f64());
+    println!("{}", record.target.digest());
+    Ok(())
+}
+
+pub(crate) fn push(root: &Path, args: &PushArgs) -> anyhow::Result<()> {
+    let store = super::open_store(root)?;
+    let target: Reference = args.reference.parse()?;
+    let local = args.local.clone().unwrap_or_else(|| target.to_string());
+    let image = store
+        .metadata()
+        .image(&local)
+        .with_context(|| format!("push {target}: local image {local:?} (see `strata image ls`)"))?;
+    let client = args.registry.client()?;
+    let reporter = Arc::new(Reporter::new());
+    let r = reporter.clone();
+    let progress = move |e: &PushEvent| match e {
+        PushEvent::BlobStarted { digest, size } => r.start(format!("blob {}", short(digest)), &digest.to_string(), *size, 0),
+        PushEvent::BlobDone { digest, size, outcome } => {
+            let msg = match outcome {
+                BlobOutcome::Exists => "already in the registry".to_owned(),
+                BlobOutcome::Mounted => "mounted from another repository".to_owned(),
+                BlobOutcome::Uploaded => format!("uploaded ({})", format::size(*size)),
+            };
+            r.finish(&digest.to_string(), &format!("blob {}", short(digest)), &msg);
+        }
+        PushEvent::ManifestPushed { digest, reference } => eprintln!("manifest {}: pushed to {reference}", short(digest)),
+    };
+    let opts = PushOptions {
+        platform: args.platform.clone(),
+        max_concurrent_uploads: args.max_concurrent_uploads,
+        progress: Some(Arc::new(progress)),
+    };
+    let start = std::time::Instant::now();
+    let root_desc = runtime()?.block_on(strata::image::push::push(&store, &client, &image, &target, &opts))?;
+    eprintln!("pushed {local} to {target} in {:.1}s", start.elapsed().as_secs_f64());
+    println!("{}", root_desc.digest());
+    Ok(())
+}

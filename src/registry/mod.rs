@@ -1,0 +1,37 @@
+//! The OCI distribution client: resolve, fetch, and push against registries, with
+//! containerd's host configuration (`hosts.toml` mirrors) and docker's credentials.
+//!
+//! - [`Reference`]: image references, parsed and normalised as docker does
+//!   (`alpine` → `docker.io/library/alpine:latest`).
+//! - [`hosts`]: which hosts serve a registry (mirrors, then the server), read from
+//!   containerd's `hosts.toml` layout, and ctr's `--plain-http`.
+//! - [`credentials`]: credentials from docker's `config.json` and credential helpers.
+//! - [`auth`]: `WWW-Authenticate` challenges, the Bearer token flow and Basic, with a
+//!   token cache that refreshes expired or rejected tokens.
+//! - [`RegistryClient`]: the HTTP core (host fallback, TLS clients and connection reuse,
+//!   authentication, retries with backoff, redirects that keep `Range`), and the
+//!   operations: [`resolve`](RegistryClient::resolve),
+//!   [`fetch_manifest`](RegistryClient::fetch_manifest),
+//!   [`fetch_blob`](RegistryClient::fetch_blob), [`blob_size`](RegistryClient::blob_size),
+//!   [`mount_blob`](RegistryClient::mount_blob), [`push_blob`](RegistryClient::push_blob),
+//!   [`push_manifest`](RegistryClient::push_manifest).
+//! - [`RegistryError`]: the module's typed error, with [`RegistryError::kind`].
+//!
+//! The client is async (tokio); everything else here is synchronous.
+
+pub mod auth;
+mod client;
+pub mod credentials;
+mod error;
+mod fetch;
+pub mod hosts;
+mod reference;
+mod upload;
+
+pub use auth::Scope;
+pub use client::{ClientOptions, RegistryClient};
+pub use credentials::{Credential, DockerConfig};
+pub use error::RegistryError;
+pub use fetch::{ContentRange, MANIFEST_ACCEPT, MAX_MANIFEST_SIZE, check_range, is_partial, parse_content_range};
+pub use hosts::{Capabilities, Capability, HostsConfig, RegistryHost};
+pub use reference::{DEFAULT_TAG, DOCKER_HUB, DOCKER_HUB_API_HOST, Reference, api_host};
