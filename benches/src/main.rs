@@ -5,6 +5,8 @@
 //! reference, measured back to back on the same input, is the number that matters.
 
 mod ingest;
+mod pull;
+mod range;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -22,10 +24,20 @@ enum Bench {
     /// Ingest of a large file (hash + write + fsync) vs `sha256sum` of the same file.
     #[command(after_help = "Example:\n  strata-bench ingest --strata target/release/strata --size 1GiB")]
     Ingest(ingest::IngestArgs),
+    /// Pull of a generated ~200 MB image from a local registry vs containerd 1.6's
+    /// `ctr content fetch` and `ctr image pull` (all `--plain-http`, cold each run).
+    #[command(after_help = "Example:\n  strata-bench pull --strata target/release/strata --size-mb 200 --layers 8 --runs 5")]
+    Pull(pull::PullArgs),
+    /// Random 64 KiB reads of a 256 MiB blob from a local registry through `RangeReader`
+    /// (1 and 8 threads) vs one fresh connection per read (reqwest, curl).
+    #[command(after_help = "Example:\n  strata-bench range --size 256MiB --reads 10000 --threads 1,8")]
+    Range(range::RangeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
         Bench::Ingest(args) => ingest::run(&args),
+        Bench::Pull(args) => pull::run(&args),
+        Bench::Range(args) => range::run(&args),
     }
 }

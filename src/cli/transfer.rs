@@ -113,10 +113,10 @@ impl Reporter {
     }
 
     fn advance(&self, key: &str, n: u64) {
-        if let Some((_, bars)) = &self.bars {
-            if let Some(b) = bars.lock().expect("invariant: not poisoned").get(key) {
-                b.inc(n);
-            }
+        if let Some((_, bars)) = &self.bars
+            && let Some(b) = bars.lock().expect("invariant: not poisoned").get(key)
+        {
+            b.inc(n);
         }
     }
 

@@ -226,65 +226,16 @@ fn manifest_bytes(config: &Descriptor, layers: &[Descriptor]) -> Result<Vec<u8>,
 /// Normalises a Docker reference as containerd's `docker.ParseDockerRef` does:
 /// `busybox` → `docker.io/library/busybox:latest`, `me/app:1` → `docker.io/me/app:1`,
 /// `registry.local:5000/app` → `registry.local:5000/app:latest`; with a digest, the tag
-/// is dropped.
+/// is dropped. The grammar is [`Reference`](crate::registry::Reference)'s, so imported
+/// names and pulled names are normalised identically.
 pub fn normalize_reference(reference: &str) -> Result<String, ImageError> {
-    let invalid = |reason: &str| ImageError::invalid(format!("image reference {reference:?}"), reason);
-    if reference.is_empty() || reference.len() > 4096 {
-        return Err(invalid("must be 1 to 4096 bytes"));
-    }
-    let (name_tag, digest) = match reference.split_once('@') {
-        Some((n, d)) => {
-            d.parse::<Digest>().map_err(|e| invalid(&e.to_string()))?;
-            (n, Some(d))
+    match reference.parse::<crate::registry::Reference>() {
+        Ok(r) => Ok(r.to_docker_ref().to_string()),
+        Err(crate::registry::RegistryError::InvalidReference { reason, .. }) => {
+            Err(ImageError::invalid(format!("image reference {reference:?}"), reason))
         }
-        None => (reference, None),
-    };
-    let (name, tag) = match name_tag.rfind(':') {
-        Some(i) if !name_tag[i + 1..].contains('/') => (&name_tag[..i], Some(&name_tag[i + 1..])),
-        _ => (name_tag, None),
-    };
-    let (domain, path) = match name.split_once('/') {
-        Some((first, rest))
-            if first.contains(['.', ':']) || first == "localhost" || first.chars().any(|c| c.is_ascii_uppercase()) =>
-        {
-            (first, rest.to_owned())
-        }
-        _ => ("docker.io", name.to_owned()),
-    };
-    let domain = if domain == "index.docker.io" { "docker.io" } else { domain };
-    let path = if domain == "docker.io" && !path.contains('/') { format!("library/{path}") } else { path };
-    let component_ok = |c: &str| {
-        !c.is_empty()
-            && c.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
-            && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-            && c.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
-    };
-    if domain.is_empty() || domain.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
-        return Err(invalid("bad registry host"));
+        Err(e) => Err(ImageError::invalid(format!("image reference {reference:?}"), e)),
     }
-    if !path.split('/').all(component_ok) {
-        return Err(invalid("repository path must be lower-case letters, digits and separators"));
-    }
-    let mut out = format!("{domain}/{path}");
-    match (tag, digest) {
-        (_, Some(d)) => {
-            out.push('@');
-            out.push_str(d);
-        }
-        (Some(t), None) => {
-            let ok = !t.is_empty()
-                && t.len() <= 128
-                && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-                && !t.starts_with(['.', '-']);
-            if !ok {
-                return Err(invalid("bad tag"));
-            }
-            out.push(':');
-            out.push_str(t);
-        }
-        (None, None) => out.push_str(":latest"),
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

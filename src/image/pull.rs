@@ -42,7 +42,7 @@ pub struct PullOptions {
     /// Attempts per blob for broken transfers (each resumes where the last stopped).
     pub max_attempts: u32,
     /// Progress reports, called from several tasks.
-    pub progress: Option<Arc<dyn Fn(&PullEvent) + Send + Sync>>,
+    pub progress: Option<PullEventSink>,
 }
 
 impl std::fmt::Debug for PullOptions {
@@ -59,6 +59,9 @@ impl Default for PullOptions {
         Self { platform: Platform::host(), max_concurrent_downloads: 3, max_attempts: 5, progress: None }
     }
 }
+
+/// Where progress events go: called from several tasks at once.
+pub type PullEventSink = Arc<dyn Fn(&PullEvent) + Send + Sync>;
 
 /// What a pull reports as it goes.
 #[derive(Debug, Clone)]
@@ -118,7 +121,7 @@ pub enum PullError {
         reference: String,
         /// The cause.
         #[source]
-        source: RegistryError,
+        source: Box<RegistryError>,
     },
     /// Storing or checking content failed.
     #[error("pull {reference}: {source}")]
@@ -127,7 +130,7 @@ pub enum PullError {
         reference: String,
         /// The cause.
         #[source]
-        source: ImageError,
+        source: Box<ImageError>,
     },
 }
 
@@ -158,8 +161,8 @@ pub async fn pull(
 ) -> Result<ImageRecord, PullError> {
     let name = reference.to_string();
     let p = Puller { store, client, reference, opts };
-    let reg = |source| PullError::Registry { reference: name.clone(), source };
-    let img = |source| PullError::Image { reference: name.clone(), source };
+    let reg = |source| PullError::Registry { reference: name.clone(), source: Box::new(source) };
+    let img = |source| PullError::Image { reference: name.clone(), source: Box::new(source) };
 
     // Content written below is not referenced until the record exists: keep GC off it.
     let gc_store = store.clone();
@@ -234,11 +237,11 @@ impl Puller<'_> {
     }
 
     fn err_img(&self, source: ImageError) -> PullError {
-        PullError::Image { reference: self.reference.to_string(), source }
+        PullError::Image { reference: self.reference.to_string(), source: Box::new(source) }
     }
 
     fn err_reg(&self, source: RegistryError) -> PullError {
-        PullError::Registry { reference: self.reference.to_string(), source }
+        PullError::Registry { reference: self.reference.to_string(), source: Box::new(source) }
     }
 
     fn source_label(&self) -> BTreeMap<String, String> {
@@ -323,7 +326,7 @@ impl Puller<'_> {
             if attempt == 1 {
                 self.event(PullEvent::BlobStarted { kind, digest: digest.clone(), size, offset });
             }
-            let range = (offset > 0 && offset < size).then(|| offset..size);
+            let range = (offset > 0 && offset < size).then_some(offset..size);
             let transfer = self.transfer(&digest, range, writer).await;
             let (writer, failure) = match transfer {
                 Ok(w) => (w, None),
@@ -389,13 +392,14 @@ impl Puller<'_> {
             }
         }
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        // The ingest's own copy pipeline (4 MiB O_DIRECT writes, hashing on a second
+        // thread) reads the network chunks through a small adapter.
         let sink = tokio::task::spawn_blocking(move || {
-            while let Some(chunk) = rx.blocking_recv() {
-                if let Err(e) = writer.write_chunk(&chunk) {
-                    return (writer, Some(e));
-                }
+            let mut source = ChannelReader { rx: &mut rx, current: Bytes::new() };
+            match writer.copy_from(&mut source) {
+                Ok(_) => (writer, None),
+                Err(e) => (writer, Some(e)),
             }
-            (writer, None)
         });
         let mut net_error = None;
         loop {
@@ -423,6 +427,27 @@ impl Puller<'_> {
             Some(e) => Err((writer, Failure::Net(e))),
             None => Ok(writer),
         }
+    }
+}
+
+/// A blocking `Read` over the chunks a download task sends; EOF when the sender is gone.
+struct ChannelReader<'a> {
+    rx: &'a mut tokio::sync::mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl std::io::Read for ChannelReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = self.current.slice(n..);
+        Ok(n)
     }
 }
 

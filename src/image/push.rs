@@ -32,7 +32,7 @@ pub struct PushOptions {
     /// Blobs uploaded at once (0 means 3).
     pub max_concurrent_uploads: usize,
     /// Progress reports, called from several tasks.
-    pub progress: Option<Arc<dyn Fn(&PushEvent) + Send + Sync>>,
+    pub progress: Option<PushEventSink>,
 }
 
 impl std::fmt::Debug for PushOptions {
@@ -51,6 +51,9 @@ pub enum BlobOutcome {
     /// Uploaded.
     Uploaded,
 }
+
+/// Where progress events go: called from several tasks at once.
+pub type PushEventSink = Arc<dyn Fn(&PushEvent) + Send + Sync>;
 
 /// What a push reports as it goes.
 #[derive(Debug, Clone)]
@@ -90,7 +93,7 @@ pub enum PushError {
         reference: String,
         /// The cause.
         #[source]
-        source: RegistryError,
+        source: Box<RegistryError>,
     },
     /// Reading the image from the store failed.
     #[error("push {reference}: {source}")]
@@ -99,7 +102,7 @@ pub enum PushError {
         reference: String,
         /// The cause.
         #[source]
-        source: ImageError,
+        source: Box<ImageError>,
     },
 }
 
@@ -122,8 +125,8 @@ pub async fn push(
     opts: &PushOptions,
 ) -> Result<Descriptor, PushError> {
     let name = target.to_string();
-    let img = |source: ImageError| PushError::Image { reference: name.clone(), source };
-    let reg = |source: RegistryError| PushError::Registry { reference: name.clone(), source };
+    let img = |source: ImageError| PushError::Image { reference: name.clone(), source: Box::new(source) };
+    let reg = |source: RegistryError| PushError::Registry { reference: name.clone(), source: Box::new(source) };
     let read = |d: &Descriptor| -> Result<Vec<u8>, PushError> {
         let digest = descriptor_digest(d).map_err(img)?;
         store.content().read_all(&digest, MAX_MANIFEST_SIZE).map_err(|e| img(e.into()))
@@ -228,8 +231,8 @@ async fn push_blob(
     opts: &PushOptions,
 ) -> Result<(), PushError> {
     let name = target.to_string();
-    let img = |source: ImageError| PushError::Image { reference: name.clone(), source };
-    let reg = |source: RegistryError| PushError::Registry { reference: name.clone(), source };
+    let img = |source: ImageError| PushError::Image { reference: name.clone(), source: Box::new(source) };
+    let reg = |source: RegistryError| PushError::Registry { reference: name.clone(), source: Box::new(source) };
     let digest = descriptor_digest(desc).map_err(img)?;
     let size = desc.size();
     event(opts, PushEvent::BlobStarted { digest: digest.clone(), size });

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
@@ -23,6 +24,7 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(60);
 pub struct MetadataDb {
     path: PathBuf,
     wait: Duration,
+    shared: Arc<Mutex<Weak<Database>>>,
 }
 
 /// Nanoseconds since the epoch: containerd keeps timestamps at nanosecond precision.
@@ -45,7 +47,7 @@ struct StoredBlob {
 impl MetadataDb {
     /// Opens (creating if needed) the database at `path`, with all its tables.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, MetadataError> {
-        let db = Self { path: path.into(), wait: DEFAULT_WAIT };
+        let db = Self { path: path.into(), wait: DEFAULT_WAIT, shared: Arc::default() };
         db.write(|txn| {
             for t in [BLOBS, IMAGES, LEASES] {
                 txn.open_table(t).map_err(|e| db.err(e))?;
@@ -64,12 +66,23 @@ impl MetadataDb {
         MetadataError::Database { path: self.path.display().to_string(), message: e.to_string() }
     }
 
-    fn database(&self) -> Result<Database, MetadataError> {
+    /// The open database. Tasks of this process that overlap share one handle (redb lets
+    /// one handle per file exist); the file is closed when the last of them is done, so
+    /// other `strata` processes get their turn between operations.
+    fn database(&self) -> Result<Arc<Database>, MetadataError> {
+        let mut shared = self.shared.lock().expect("invariant: not poisoned");
+        if let Some(db) = shared.upgrade() {
+            return Ok(db);
+        }
         let start = Instant::now();
         let mut backoff = Duration::from_millis(2);
         loop {
             match Database::create(&self.path) {
-                Ok(db) => return Ok(db),
+                Ok(db) => {
+                    let db = Arc::new(db);
+                    *shared = Arc::downgrade(&db);
+                    return Ok(db);
+                }
                 Err(DatabaseError::DatabaseAlreadyOpen) if start.elapsed() < self.wait => {
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_millis(100));

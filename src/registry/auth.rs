@@ -20,7 +20,7 @@
 //! Concurrent requests needing the same token wait for one fetch (the cache entry is
 //! locked while it is filled), so a burst after a cold start fetches one token.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,6 +30,7 @@ use http::HeaderValue;
 use serde::Deserialize;
 use url::Url;
 
+pub use super::challenge::{Challenge, parse_challenges};
 use super::credentials::{Credential, DockerConfig};
 use super::error::{RegistryError, redact};
 
@@ -89,114 +90,6 @@ impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let v: Vec<&str> = self.iter().collect();
         f.write_str(&v.join(" "))
-    }
-}
-
-/// One `WWW-Authenticate` challenge: a scheme with its parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Challenge {
-    /// The scheme, lower-cased: `bearer`, `basic`.
-    pub scheme: String,
-    /// Parameters by lower-cased name: `realm`, `service`, `scope`, `error`.
-    pub params: BTreeMap<String, String>,
-}
-
-impl Challenge {
-    /// A parameter's value.
-    pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.get(name).map(String::as_str)
-    }
-}
-
-/// Parses the challenges of one `WWW-Authenticate` header value (RFC 7235: several
-/// challenges separated by commas, parameters as tokens or quoted strings with `\`
-/// escapes). Malformed parts are skipped; a token68 credential is ignored.
-pub fn parse_challenges(value: &str) -> Vec<Challenge> {
-    let mut p = Cursor { s: value.as_bytes(), i: 0 };
-    let mut out = Vec::new();
-    loop {
-        p.skip(|c| matches!(c, b' ' | b'\t' | b','));
-        if p.eof() {
-            break;
-        }
-        let scheme = p.token();
-        if scheme.is_empty() {
-            p.i += 1;
-            continue;
-        }
-        let mut ch = Challenge { scheme: scheme.to_ascii_lowercase(), params: BTreeMap::new() };
-        loop {
-            p.skip(|c| matches!(c, b' ' | b'\t'));
-            let start = p.i;
-            let name = p.token();
-            p.skip(|c| matches!(c, b' ' | b'\t'));
-            if name.is_empty() || !p.eat(b'=') {
-                // Not `name=`: the next challenge's scheme starts here.
-                p.i = start;
-                break;
-            }
-            p.skip(|c| matches!(c, b' ' | b'\t'));
-            let v = if p.eat(b'"') { p.quoted() } else { p.token() };
-            ch.params.insert(name.to_ascii_lowercase(), v);
-            p.skip(|c| matches!(c, b' ' | b'\t'));
-            if !p.eat(b',') {
-                break;
-            }
-        }
-        out.push(ch);
-    }
-    out
-}
-
-struct Cursor<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl Cursor<'_> {
-    fn eof(&self) -> bool {
-        self.i >= self.s.len()
-    }
-
-    fn skip(&mut self, f: impl Fn(u8) -> bool) {
-        while self.i < self.s.len() && f(self.s[self.i]) {
-            self.i += 1;
-        }
-    }
-
-    fn eat(&mut self, c: u8) -> bool {
-        if self.s.get(self.i) == Some(&c) {
-            self.i += 1;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// An RFC 7230 token.
-    fn token(&mut self) -> String {
-        let start = self.i;
-        self.skip(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c));
-        String::from_utf8_lossy(&self.s[start..self.i]).into_owned()
-    }
-
-    /// The rest of a quoted string whose opening quote was eaten.
-    fn quoted(&mut self) -> String {
-        let mut out = Vec::new();
-        while let Some(&c) = self.s.get(self.i) {
-            self.i += 1;
-            match c {
-                b'"' => break,
-                b'\\' => {
-                    if let Some(&n) = self.s.get(self.i) {
-                        out.push(n);
-                        self.i += 1;
-                    }
-                }
-                _ => out.push(c),
-            }
-        }
-        String::from_utf8_lossy(&out).into_owned()
     }
 }
 
@@ -316,7 +209,11 @@ impl Authorizer {
             .credential
             .get_or_try_init(|| async move {
                 tokio::task::spawn_blocking(move || docker.credentials(&owned)).await.map_err(|e| {
-                    RegistryError::CredentialHelper { helper: "lookup".into(), host: host.to_owned(), reason: e.to_string() }
+                    RegistryError::CredentialHelper {
+                        helper: "lookup".into(),
+                        host: host.to_owned(),
+                        reason: e.to_string(),
+                    }
                 })?
             })
             .await
@@ -350,14 +247,18 @@ impl Authorizer {
                     None => {
                         let cred = self.credential(host).await?;
                         let (token, lifetime) = fetch_token(http, host, &challenge, scope, cred.as_ref()).await?;
-                        *cached = Some(CachedToken { token: token.clone(), refresh_at: TokenCache::refresh_at(now, lifetime) });
+                        *cached = Some(CachedToken {
+                            token: token.clone(),
+                            refresh_at: TokenCache::refresh_at(now, lifetime),
+                        });
                         token
                     }
                 };
-                let header = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| RegistryError::InvalidResponse {
-                    url: challenge.param("realm").unwrap_or_default().to_owned(),
-                    reason: "token is not a valid header value".into(),
-                })?;
+                let header =
+                    HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| RegistryError::InvalidResponse {
+                        url: challenge.param("realm").unwrap_or_default().to_owned(),
+                        reason: "token is not a valid header value".into(),
+                    })?;
                 Ok(Some(SentAuth { header, token_key: Some(key) }))
             }
             _ => Ok(None),
@@ -434,20 +335,11 @@ async fn fetch_token(
     };
 
     if let Some(Credential::IdentityToken(refresh)) = cred {
-        let mut form = url::form_urlencoded::Serializer::new(String::new());
-        form.append_pair("grant_type", "refresh_token")
-            .append_pair("refresh_token", refresh)
-            .append_pair("client_id", CLIENT_ID);
-        if let Some(s) = service {
-            form.append_pair("service", s);
-        }
-        if !scope.is_empty() {
-            form.append_pair("scope", &scope.to_string());
-        }
+        let form = oauth_form(refresh, service, scope);
         let resp = http
             .post(realm.clone())
             .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(form.finish())
+            .body(form)
             .send()
             .await
             .map_err(|e| RegistryError::transport(&reqwest::Method::POST, &realm, e))?;
@@ -483,14 +375,31 @@ async fn fetch_token(
     }
 }
 
+/// The OAuth2 refresh-token grant form. (A function of its own because the serializer is
+/// not `Send` and must not live across an `.await`.)
+fn oauth_form(refresh: &str, service: Option<&str>, scope: &Scope) -> String {
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    form.append_pair("grant_type", "refresh_token")
+        .append_pair("refresh_token", refresh)
+        .append_pair("client_id", CLIENT_ID);
+    if let Some(s) = service {
+        form.append_pair("service", s);
+    }
+    if !scope.is_empty() {
+        form.append_pair("scope", &scope.to_string());
+    }
+    form.finish()
+}
+
 /// The repositories a scope set names, for messages.
 fn scope_repositories(scope: &Scope) -> String {
-    let repos: Vec<&str> = scope.iter().filter_map(|s| s.strip_prefix("repository:")?.rsplit_once(':').map(|(r, _)| r)).collect();
+    let repos: Vec<&str> =
+        scope.iter().filter_map(|s| s.strip_prefix("repository:")?.rsplit_once(':').map(|(r, _)| r)).collect();
     repos.join(",")
 }
 
 async fn token_from(resp: reqwest::Response, realm: &Url) -> Result<(String, Duration), RegistryError> {
-    let body = super::client::read_limited(resp, MAX_TOKEN_RESPONSE, realm).await?;
+    let body = super::response::read_limited(resp, MAX_TOKEN_RESPONSE, realm).await?;
     let answer: TokenAnswer = serde_json::from_slice(&body)
         .map_err(|e| RegistryError::invalid_response(realm, format!("token answer is not JSON: {e}")))?;
     answer
@@ -499,50 +408,33 @@ async fn token_from(resp: reqwest::Response, realm: &Url) -> Result<(String, Dur
 }
 
 async fn body_hint(resp: reqwest::Response) -> String {
-    let s = super::client::error_detail(resp).await;
+    let s = super::response::error_detail(resp).await;
     if s.is_empty() { s } else { format!(": {s}") }
 }
 
 async fn status_of(method: &str, url: &Url, code: u16, resp: reqwest::Response) -> RegistryError {
-    RegistryError::Status { method: method.into(), url: redact(url), code, body: super::client::error_detail(resp).await }
+    RegistryError::Status {
+        method: method.into(),
+        url: redact(url),
+        code,
+        body: super::response::error_detail(resp).await,
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]
-    fn parses_challenges() {
-        let c = parse_challenges(
-            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull""#,
+    fn oauth_refresh_form() {
+        let form = oauth_form("r&t", Some("svc"), &Scope::pull("a/b").and(&Scope::push("c")));
+        assert_eq!(
+            form,
+            "grant_type=refresh_token&refresh_token=r%26t&client_id=strata&service=svc\
+             &scope=repository%3Aa%2Fb%3Apull+repository%3Ac%3Apull%2Cpush"
         );
-        assert_eq!(c.len(), 1);
-        assert_eq!(c[0].scheme, "bearer");
-        assert_eq!(c[0].param("realm"), Some("https://auth.docker.io/token"));
-        assert_eq!(c[0].param("service"), Some("registry.docker.io"));
-        assert_eq!(c[0].param("scope"), Some("repository:library/alpine:pull"));
-
-        let c = parse_challenges(r#"Basic realm="Registry Realm""#);
-        assert_eq!((c[0].scheme.as_str(), c[0].param("realm")), ("basic", Some("Registry Realm")));
-
-        // Several challenges in one value, odd spacing, unquoted values, escapes, case.
-        let c = parse_challenges(
-            r#"Basic realm="a, \"quoted\" \\ realm" , BEARER Realm = https://r/token ,service=svc,error="insufficient_scope", Negotiate abc==, Digest realm="d""#,
-        );
-        let schemes: Vec<&str> = c.iter().map(|c| c.scheme.as_str()).collect();
-        assert_eq!(schemes, ["basic", "bearer", "negotiate", "digest"]);
-        assert_eq!(c[0].param("realm"), Some(r#"a, "quoted" \ realm"#));
-        assert_eq!(c[1].param("realm"), Some("https://r/token"));
-        assert_eq!(c[1].param("service"), Some("svc"));
-        assert_eq!(c[1].param("error"), Some("insufficient_scope"));
-        assert_eq!(c[3].param("realm"), Some("d"));
-
-        assert!(parse_challenges("").is_empty());
-        assert!(parse_challenges(" , ,").is_empty());
-        // Unterminated quotes and junk do not panic.
-        let c = parse_challenges(r#"Bearer realm="unterminated"#);
-        assert_eq!(c[0].param("realm"), Some("unterminated"));
-        let _ = parse_challenges("=\"\\");
     }
 
     #[test]
@@ -561,7 +453,10 @@ mod tests {
         let fmt = |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap();
         let answer = |json: String| serde_json::from_str::<TokenAnswer>(&json).unwrap().into_token(now);
         assert_eq!(answer(r#"{"token":"t"}"#.into()), Some(("t".into(), Duration::from_secs(60))));
-        assert_eq!(answer(r#"{"access_token":"a","expires_in":300}"#.into()), Some(("a".into(), Duration::from_secs(300))));
+        assert_eq!(
+            answer(r#"{"access_token":"a","expires_in":300}"#.into()),
+            Some(("a".into(), Duration::from_secs(300)))
+        );
         assert_eq!(answer(r#"{"token":"","access_token":"a"}"#.into()).unwrap().0, "a");
         assert_eq!(answer(r#"{"expires_in":300}"#.into()), None);
         // Issued 100 s ago: 200 s left.

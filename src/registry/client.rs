@@ -26,7 +26,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use reqwest::{Method, Request, RequestBuilder, Response, StatusCode};
 use url::Url;
 
@@ -35,11 +34,10 @@ use super::credentials::DockerConfig;
 use super::error::{RegistryError, redact};
 use super::hosts::{Capability, ClientCert, HostsConfig, RegistryHost};
 use super::reference::Reference;
+use super::response::{error_detail, status_error};
 
 /// Redirects followed for one request.
 const MAX_REDIRECTS: usize = 10;
-/// Bytes of an error body read for a message.
-const ERROR_BODY_LIMIT: usize = 4096;
 
 /// How a [`RegistryClient`] is configured.
 #[derive(Debug, Clone)]
@@ -163,7 +161,8 @@ impl RegistryClient {
     /// repository) so that a burst of requests afterwards finds an open connection and a
     /// cached token instead of each opening its own and fetching its own.
     pub async fn warm(&self, r: &Reference) -> Result<(), RegistryError> {
-        let resp = self.send(r, Capability::Pull, Scope::pull(r.repository()), |http, base| http.get(base.clone())).await?;
+        let resp =
+            self.send(r, Capability::Pull, Scope::pull(r.repository()), |http, base| http.get(base.clone())).await?;
         if resp.status().is_success() {
             Ok(())
         } else {
@@ -202,9 +201,10 @@ impl RegistryClient {
         for (i, host) in candidates.into_iter().enumerate() {
             let http = self.http_for(host)?;
             let base = host.base_url()?;
-            let req = build(&http, &base)
-                .build()
-                .map_err(|e| RegistryError::InvalidArgument { what: format!("request to {}", redact(&base)), reason: e.to_string() })?;
+            let req = build(&http, &base).build().map_err(|e| RegistryError::InvalidArgument {
+                what: format!("request to {}", redact(&base)),
+                reason: e.to_string(),
+            })?;
             let (method, url) = (req.method().clone(), redact(req.url()));
             let result = self.execute_on(r, host, req, scope).await;
             let is_last = i == last;
@@ -217,7 +217,9 @@ impl RegistryClient {
                 };
             if move_on {
                 match &result {
-                    Ok(resp) => tracing::debug!(host = %host.host, %method, %url, status = resp.status().as_u16(), "trying next host"),
+                    Ok(resp) => {
+                        tracing::debug!(host = %host.host, %method, %url, status = resp.status().as_u16(), "trying next host")
+                    }
                     Err(e) => tracing::debug!(host = %host.host, error = %e, "trying next host"),
                 }
                 continue;
@@ -248,7 +250,8 @@ impl RegistryClient {
             .tcp_nodelay(true)
             .tls_danger_accept_invalid_certs(key.skip_verify);
         for path in &key.ca {
-            let pem = std::fs::read(path).map_err(|e| RegistryError::config(path, format!("cannot read CA certificate: {e}")))?;
+            let pem = std::fs::read(path)
+                .map_err(|e| RegistryError::config(path, format!("cannot read CA certificate: {e}")))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| RegistryError::config(path, format!("invalid PEM CA certificate: {e}")))?;
             b = b.tls_certs_merge(certs);
@@ -258,7 +261,9 @@ impl RegistryClient {
                 .map_err(|e| RegistryError::config(&cc.cert, format!("cannot read client certificate: {e}")))?;
             if let Some(k) = &cc.key {
                 pem.push(b'\n');
-                pem.extend(std::fs::read(k).map_err(|e| RegistryError::config(k, format!("cannot read client key: {e}")))?);
+                pem.extend(
+                    std::fs::read(k).map_err(|e| RegistryError::config(k, format!("cannot read client key: {e}")))?,
+                );
             }
             let id = reqwest::Identity::from_pem(&pem)
                 .map_err(|e| RegistryError::config(&cc.cert, format!("invalid client certificate or key: {e}")))?;
@@ -323,7 +328,8 @@ impl RegistryClient {
                 Ok(resp) => resp,
                 Err(e) => {
                     // A connection that was never made sent nothing: safe to repeat any method.
-                    if may_retry && (idempotent || e.is_connect()) {
+                    // TLS failures (bad certificate, a plain-HTTP server) do not heal.
+                    if may_retry && (idempotent || e.is_connect()) && !is_tls_error(&e) {
                         tracing::debug!(%method, url = %redact(&url), error = %e, attempt, "retrying");
                         tokio::time::sleep(backoff(attempt, None)).await;
                         continue;
@@ -357,22 +363,32 @@ impl RegistryClient {
         }
     }
 
-    async fn unauthorized(&self, r: &Reference, host: &RegistryHost, sent: Option<&SentAuth>, resp: Response) -> RegistryError {
+    async fn unauthorized(
+        &self,
+        r: &Reference,
+        host: &RegistryHost,
+        sent: Option<&SentAuth>,
+        resp: Response,
+    ) -> RegistryError {
         let credentials = matches!(self.inner.auth.credential(&host.host).await, Ok(Some(_)));
         let mut detail = error_detail(resp).await;
         if sent.is_none() && credentials {
             detail = format!("no supported challenge{}{detail}", if detail.is_empty() { "" } else { ": " });
         }
-        RegistryError::Unauthorized { host: host.host.clone(), repository: r.repository().to_owned(), credentials, detail }
+        RegistryError::Unauthorized {
+            host: host.host.clone(),
+            repository: r.repository().to_owned(),
+            credentials,
+            detail,
+        }
     }
 }
 
 /// `host[:port]` of a URL, as [`RegistryHost::host`] spells it.
 pub(crate) fn authority(url: &Url) -> String {
+    // `host_str` keeps the brackets of an IPv6 address.
     match (url.host_str(), url.port()) {
-        (Some(h), Some(p)) if h.contains(':') => format!("[{h}]:{p}"),
         (Some(h), Some(p)) => format!("{h}:{p}"),
-        (Some(h), None) if h.contains(':') => format!("[{h}]"),
         (Some(h), None) => h.to_owned(),
         (None, _) => String::new(),
     }
@@ -401,7 +417,11 @@ async fn follow_redirects(
         if !matches!(status, 301 | 302 | 303 | 307 | 308) || !matches!(method, Method::GET | Method::HEAD) {
             return Ok(resp);
         }
-        let Some(next) = resp.headers().get(http::header::LOCATION).and_then(|l| l.to_str().ok()).and_then(|l| resp.url().join(l).ok())
+        let Some(next) = resp
+            .headers()
+            .get(http::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .and_then(|l| resp.url().join(l).ok())
         else {
             return Ok(resp);
         };
@@ -419,6 +439,23 @@ async fn follow_redirects(
     Ok(resp)
 }
 
+/// Whether a request failed in the TLS handshake (anywhere in its chain of causes).
+fn is_tls_error(e: &reqwest::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        // `io::Error::source` skips the error it wraps (hyper nests io::Errors): descend
+        // into the wrapped error instead.
+        cur = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    false
+}
+
 /// The wait before attempt `attempt + 1`.
 fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
     if let Some(d) = retry_after.filter(|d| *d <= Duration::from_secs(10)) {
@@ -433,86 +470,26 @@ fn retry_after(resp: &Response) -> Option<Duration> {
     v.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-/// Reads a body of at most `max` bytes (more is [`RegistryError::TooLarge`]).
-pub(crate) async fn read_limited(mut resp: Response, max: usize, url: &Url) -> Result<Bytes, RegistryError> {
-    let too_large = |size: u64| RegistryError::TooLarge { what: format!("response of {}", redact(url)), size, max: max as u64 };
-    if let Some(len) = resp.content_length().filter(|&l| l > max as u64) {
-        return Err(too_large(len));
-    }
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| RegistryError::transport(&Method::GET, url, e))? {
-        if buf.len() + chunk.len() > max {
-            return Err(too_large((buf.len() + chunk.len()) as u64));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
-}
-
-/// A short description of an error response: the registry's error codes and messages
-/// (`MANIFEST_UNKNOWN: manifest unknown`), else the start of the body.
-pub(crate) async fn error_detail(mut resp: Response) -> String {
-    let mut body = Vec::new();
-    while body.len() < ERROR_BODY_LIMIT {
-        match resp.chunk().await {
-            Ok(Some(c)) => body.extend_from_slice(&c),
-            _ => break,
-        }
-    }
-    body.truncate(ERROR_BODY_LIMIT);
-    #[derive(serde::Deserialize)]
-    struct Errors {
-        errors: Vec<ErrorEntry>,
-    }
-    #[derive(serde::Deserialize)]
-    struct ErrorEntry {
-        #[serde(default)]
-        code: String,
-        #[serde(default)]
-        message: String,
-    }
-    if let Ok(e) = serde_json::from_slice::<Errors>(&body)
-        && !e.errors.is_empty()
-    {
-        let parts: Vec<String> = e
-            .errors
-            .iter()
-            .map(|e| match (e.code.is_empty(), e.message.is_empty()) {
-                (false, false) => format!("{}: {}", e.code, e.message),
-                (false, true) => e.code.clone(),
-                _ => e.message.clone(),
-            })
-            .collect();
-        return parts.join("; ");
-    }
-    let text: String = String::from_utf8_lossy(&body)
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(200)
-        .collect();
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// The error for a response with an unexpected status: 403 is
-/// [`Denied`](RegistryError::Denied), 404 [`NotFound`](RegistryError::NotFound) (of
-/// `what` in `r`), anything else [`Status`](RegistryError::Status).
-pub(crate) async fn status_error(resp: Response, method: &Method, r: &Reference, what: &str) -> RegistryError {
-    let code = resp.status().as_u16();
-    let url = resp.url().clone();
-    match code {
-        403 => RegistryError::Denied {
-            host: authority(&url),
-            repository: r.repository().to_owned(),
-            detail: error_detail(resp).await,
-        },
-        404 => RegistryError::NotFound { host: r.registry().to_owned(), repository: r.repository().to_owned(), what: what.to_owned() },
-        _ => RegistryError::Status { method: method.to_string(), url: redact(&url), code, body: error_detail(resp).await },
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
+
+    /// The operations' futures must be `Send`, or they cannot be spawned.
+    #[allow(dead_code, clippy::manual_async_fn)]
+    fn futures_are_send(c: RegistryClient, r: Reference, d: strata_formats::Digest, m: oci_spec::image::Descriptor) {
+        fn send<T: Send>(_: T) {}
+        send(c.warm(&r));
+        send(c.resolve(&r));
+        send(c.fetch_manifest(&r, &m));
+        send(c.fetch_blob(&r, &d, None));
+        send(c.blob_size(&r, &d));
+        send(c.mount_blob(&r, &d, &r));
+        send(c.push_blob(&r, &d, 0, Bytes::new()));
+        send(c.push_manifest(&r, "x/y", Bytes::new()));
+        send(c.send(&r, Capability::Pull, Scope::none(), |h, u| h.get(u.clone())));
+    }
 
     #[test]
     fn backoff_grows_and_is_bounded() {
@@ -551,5 +528,26 @@ mod tests {
             .block_on(client.push_manifest(&r, "application/vnd.oci.image.manifest.v1+json", Bytes::from_static(b"{}")))
             .unwrap_err();
         assert_eq!(e.to_string(), "ro.example: no configured host has the push capability");
+    }
+
+    #[tokio::test]
+    async fn tls_to_a_plain_http_server_is_a_tls_error() {
+        ensure_crypto_provider();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await;
+            }
+        });
+        let http = reqwest::Client::builder().tls_danger_accept_invalid_certs(true).build().unwrap();
+        let e = http.get(format!("https://{addr}/v2/")).send().await.unwrap_err();
+        assert!(is_tls_error(&e), "{e:?}");
+        let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let e = http.get(format!("http://{refused}/v2/")).send().await.unwrap_err();
+        assert!(e.is_connect() && !is_tls_error(&e), "{e:?}");
     }
 }

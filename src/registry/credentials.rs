@@ -105,7 +105,9 @@ impl DockerConfig {
     /// Loads `path`; a missing file is an empty config (no credentials).
     pub fn load(path: &Path) -> Result<Self, RegistryError> {
         let file = match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| RegistryError::config(path, format!("invalid JSON: {e}")))?,
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| RegistryError::config(path, format!("invalid JSON: {e}")))?
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => FileConfig::default(),
             Err(e) => return Err(RegistryError::config(path, e)),
         };
@@ -138,11 +140,8 @@ impl DockerConfig {
     pub fn credentials(&self, host: &str) -> Result<Option<Credential>, RegistryError> {
         let hub = DOCKER_HUB_HOSTS.contains(&host);
         let server = if hub { DOCKER_HUB_AUTH_KEY } else { host };
-        let names: Vec<&str> = if hub {
-            std::iter::once(DOCKER_HUB_AUTH_KEY).chain(DOCKER_HUB_HOSTS).collect()
-        } else {
-            vec![host]
-        };
+        let names: Vec<&str> =
+            if hub { std::iter::once(DOCKER_HUB_AUTH_KEY).chain(DOCKER_HUB_HOSTS).collect() } else { vec![host] };
         if let Some(helper) = names.iter().find_map(|n| self.file.cred_helpers.get(*n)) {
             return self.run_helper(helper, server);
         }
@@ -151,10 +150,10 @@ impl DockerConfig {
         {
             return Ok(Some(c));
         }
-        self.from_auths(&names)
+        self.lookup_auths(&names)
     }
 
-    fn from_auths(&self, names: &[&str]) -> Result<Option<Credential>, RegistryError> {
+    fn lookup_auths(&self, names: &[&str]) -> Result<Option<Credential>, RegistryError> {
         let exact = names.iter().find_map(|n| self.file.auths.get(*n).map(|e| (*n, e)));
         let entry = exact.or_else(|| {
             self.file.auths.iter().find(|(k, _)| names.contains(&key_host(k))).map(|(k, e)| (k.as_str(), e))
@@ -173,7 +172,9 @@ impl DockerConfig {
             return Ok(Some(Credential::Basic { username: user.to_owned(), password: pass.to_owned() }));
         }
         match (&entry.username, &entry.password) {
-            (Some(u), Some(p)) if !u.is_empty() => Ok(Some(Credential::Basic { username: u.clone(), password: p.clone() })),
+            (Some(u), Some(p)) if !u.is_empty() => {
+                Ok(Some(Credential::Basic { username: u.clone(), password: p.clone() }))
+            }
             _ => Ok(None),
         }
     }

@@ -11,10 +11,11 @@ use strata_formats::Digest;
 use url::Url;
 
 use super::auth::Scope;
-use super::client::{RegistryClient, read_limited, status_error};
+use super::client::RegistryClient;
 use super::error::{RegistryError, redact};
 use super::hosts::Capability;
 use super::reference::Reference;
+use super::response::{read_limited, status_error};
 use crate::image::media;
 
 /// The largest manifest or index fetched (containerd's limit too).
@@ -44,18 +45,23 @@ impl RegistryClient {
     /// media type comes from `Content-Type`, the digest from `Docker-Content-Digest` (or,
     /// after a GET, from the bytes), the size from `Content-Length`. When `r` has a digest
     /// the result has that digest or this fails with [`RegistryError::DigestMismatch`].
+    /// A tag is resolved by hosts with the `resolve` capability, a digest by hosts with
+    /// `pull`.
     pub async fn resolve(&self, r: &Reference) -> Result<Descriptor, RegistryError> {
         let object = r.object();
         let path = format!("{}/manifests/{object}", r.repository());
         let what = format!("manifest {object}");
         let scope = Scope::pull(r.repository());
+        // Content pinned by digest is safe from any pull mirror; a tag needs a host
+        // trusted to resolve (containerd's rule).
+        let cap = if r.digest().is_some() { Capability::Pull } else { Capability::Resolve };
         let build = |m: Method| {
             let path = path.clone();
             move |http: &reqwest::Client, base: &Url| {
                 http.request(m.clone(), api_url(base, &path)).header(http::header::ACCEPT, MANIFEST_ACCEPT)
             }
         };
-        let head = self.send(r, Capability::Resolve, scope.clone(), build(Method::HEAD)).await?;
+        let head = self.send(r, cap, scope.clone(), build(Method::HEAD)).await?;
         match head.status().as_u16() {
             200..=299 => {
                 if let Some(desc) = descriptor_from_head(&head, r)? {
@@ -66,7 +72,7 @@ impl RegistryClient {
             // 405 and friends: some registries only answer GET.
             _ => {}
         }
-        let get = self.send(r, Capability::Resolve, scope, build(Method::GET)).await?;
+        let get = self.send(r, cap, scope, build(Method::GET)).await?;
         if !get.status().is_success() {
             return Err(status_error(get, &Method::GET, r, &what).await);
         }
@@ -77,12 +83,17 @@ impl RegistryClient {
         let actual = Digest::of(&body);
         for expected in [header_digest.as_ref(), r.digest()].into_iter().flatten() {
             if *expected != actual {
-                return Err(RegistryError::DigestMismatch { what: format!("{what} of {}", r.name()), expected: expected.clone(), actual });
+                return Err(RegistryError::DigestMismatch {
+                    what: format!("{what} of {}", r.name()),
+                    expected: expected.clone(),
+                    actual,
+                });
             }
         }
         let media_type = match content_type.filter(|t| is_specific(t)) {
             Some(t) => t,
-            None => sniff_media_type(&body).ok_or_else(|| RegistryError::invalid_response(&url, "cannot tell the manifest's media type"))?,
+            None => sniff_media_type(&body)
+                .ok_or_else(|| RegistryError::invalid_response(&url, "cannot tell the manifest's media type"))?,
         };
         descriptor(&media_type, body.len() as u64, &actual)
     }
@@ -187,7 +198,11 @@ fn descriptor_from_head(resp: &Response, r: &Reference) -> Result<Option<Descrip
         return Ok(None);
     };
     if size > MAX_MANIFEST_SIZE {
-        return Err(RegistryError::TooLarge { what: format!("manifest {digest} of {}", r.name()), size, max: MAX_MANIFEST_SIZE });
+        return Err(RegistryError::TooLarge {
+            what: format!("manifest {digest} of {}", r.name()),
+            size,
+            max: MAX_MANIFEST_SIZE,
+        });
     }
     descriptor(&media_type, size, &digest).map(Some)
 }
@@ -327,9 +342,15 @@ mod tests {
 
     #[test]
     fn content_ranges() {
-        assert_eq!(parse_content_range("bytes 0-99/1000"), Some(ContentRange { start: 0, end: 100, total: Some(1000) }));
+        assert_eq!(
+            parse_content_range("bytes 0-99/1000"),
+            Some(ContentRange { start: 0, end: 100, total: Some(1000) })
+        );
         assert_eq!(parse_content_range("bytes 5-5/*"), Some(ContentRange { start: 5, end: 6, total: None }));
-        assert_eq!(parse_content_range(" bytes  10-19/20 "), Some(ContentRange { start: 10, end: 20, total: Some(20) }));
+        assert_eq!(
+            parse_content_range(" bytes  10-19/20 "),
+            Some(ContentRange { start: 10, end: 20, total: Some(20) })
+        );
         for bad in ["", "bytes */1000", "bytes 9-3/10", "bytes 0-10/10", "items 0-1/2", "bytes 0-x/5", "bytes 0-1"] {
             assert_eq!(parse_content_range(bad), None, "{bad:?}");
         }
@@ -339,8 +360,14 @@ mod tests {
     fn media_type_sniffing() {
         assert_eq!(sniff_media_type(br#"{"mediaType":"x/y"}"#).as_deref(), Some("x/y"));
         assert_eq!(sniff_media_type(br#"{"schemaVersion":2,"manifests":[]}"#).as_deref(), Some(media::OCI_INDEX));
-        assert_eq!(sniff_media_type(br#"{"schemaVersion":2,"config":{},"layers":[]}"#).as_deref(), Some(media::OCI_MANIFEST));
-        assert_eq!(sniff_media_type(br#"{"schemaVersion":1,"fsLayers":[]}"#).as_deref(), Some(media::DOCKER_MANIFEST_SCHEMA1_UNSIGNED));
+        assert_eq!(
+            sniff_media_type(br#"{"schemaVersion":2,"config":{},"layers":[]}"#).as_deref(),
+            Some(media::OCI_MANIFEST)
+        );
+        assert_eq!(
+            sniff_media_type(br#"{"schemaVersion":1,"fsLayers":[]}"#).as_deref(),
+            Some(media::DOCKER_MANIFEST_SCHEMA1_UNSIGNED)
+        );
         assert_eq!(sniff_media_type(br#"{"schemaVersion":2}"#), None);
         assert_eq!(sniff_media_type(b"not json"), None);
         assert!(is_specific(media::OCI_INDEX) && !is_specific("application/json"));

@@ -139,7 +139,10 @@ impl RegistryHost {
     /// appended to it.
     pub fn base_url(&self) -> Result<Url, RegistryError> {
         let s = format!("{}://{}{}/", self.scheme, self.host, self.path_prefix.trim_end_matches('/'));
-        Url::parse(&s).map_err(|e| RegistryError::InvalidArgument { what: format!("registry host URL {s:?}"), reason: e.to_string() })
+        Url::parse(&s).map_err(|e| RegistryError::InvalidArgument {
+            what: format!("registry host URL {s:?}"),
+            reason: e.to_string(),
+        })
     }
 
     fn default_server(scheme: &str, host: &str) -> Self {
@@ -560,7 +563,10 @@ capabilities = ["pull", "resolve"]
         let hosts = cfg.hosts("reg.example").unwrap();
         assert_eq!(summary(&hosts), ["https://reg.example/v2"]);
         assert_eq!(hosts[0].ca, [d.join("ca.crt")]);
-        assert_eq!(hosts[0].client_certs, [ClientCert { cert: d.join("client.cert"), key: Some(d.join("client.key")) }]);
+        assert_eq!(
+            hosts[0].client_certs,
+            [ClientCert { cert: d.join("client.cert"), key: Some(d.join("client.key")) }]
+        );
     }
 
     #[test]

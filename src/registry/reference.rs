@@ -59,7 +59,8 @@ impl Reference {
             tag.map(|t| format!(":{t}")).unwrap_or_default(),
             digest.as_ref().map(|d| format!("@{d}")).unwrap_or_default()
         );
-        let invalid = |reason: &str| RegistryError::InvalidReference { reference: shown.clone(), reason: reason.into() };
+        let invalid =
+            |reason: &str| RegistryError::InvalidReference { reference: shown.clone(), reason: reason.into() };
         check_domain(registry).map_err(|r| invalid(&r))?;
         check_path(repository).map_err(|r| invalid(&r))?;
         if registry.len() + 1 + repository.len() > NAME_MAX {
@@ -69,7 +70,12 @@ impl Reference {
             check_tag(t).map_err(|r| invalid(&r))?;
         }
         let registry = if registry == DOCKER_HUB_LEGACY { DOCKER_HUB } else { registry };
-        Ok(Self { registry: registry.to_owned(), repository: repository.to_owned(), tag: tag.map(str::to_owned), digest })
+        Ok(Self {
+            registry: registry.to_owned(),
+            repository: repository.to_owned(),
+            tag: tag.map(str::to_owned),
+            digest,
+        })
     }
 
     /// The registry as written in references: `docker.io`, `localhost:5000`.
@@ -126,7 +132,10 @@ impl Reference {
 
     /// The same repository with this tag (the digest is dropped).
     pub fn with_tag(&self, tag: &str) -> Result<Self, RegistryError> {
-        check_tag(tag).map_err(|reason| RegistryError::InvalidReference { reference: format!("{}:{tag}", self.name()), reason })?;
+        check_tag(tag).map_err(|reason| RegistryError::InvalidReference {
+            reference: format!("{}:{tag}", self.name()),
+            reason,
+        })?;
         Ok(Self { tag: Some(tag.to_owned()), digest: None, ..self.clone() })
     }
 
@@ -233,9 +242,7 @@ fn parse(s: &str) -> Result<Reference, String> {
 /// Docker's `splitDockerDomain`: which part of `name` is the registry.
 fn split_docker_domain(name: &str) -> (&str, String) {
     let (mut domain, mut remainder) = match name.split_once('/') {
-        Some((first, rest))
-            if first.contains(['.', ':']) || first == "localhost" || first.to_lowercase() != first =>
-        {
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" || first.to_lowercase() != first => {
             (first, rest.to_owned())
         }
         _ => (DOCKER_HUB, name.to_owned()),
@@ -357,10 +364,7 @@ fn check_path(path: &str) -> Result<(), String> {
 fn check_tag(tag: &str) -> Result<(), String> {
     let b = tag.as_bytes();
     let word = |x: u8| x.is_ascii_alphanumeric() || x == b'_';
-    let ok = !b.is_empty()
-        && b.len() <= TAG_MAX
-        && word(b[0])
-        && b.iter().all(|&x| word(x) || x == b'.' || x == b'-');
+    let ok = !b.is_empty() && b.len() <= TAG_MAX && word(b[0]) && b.iter().all(|&x| word(x) || x == b'.' || x == b'-');
     if ok { Ok(()) } else { Err(format!("invalid tag {tag:?}: must match [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}")) }
 }
 
@@ -373,22 +377,58 @@ mod tests {
     #[test]
     fn normalises_like_docker() {
         let d = format!("sha256:{HEX}");
-        let table: &[(&str, &str, &str, &str, Option<&str>, bool)] = &[
-            // input, full form, registry, repository, tag, has digest
+        // input, full form, registry, repository, tag, has digest
+        type Row = (&'static str, &'static str, &'static str, &'static str, Option<&'static str>, bool);
+        let table: &[Row] = &[
             ("alpine", "docker.io/library/alpine:latest", "docker.io", "library/alpine", Some("latest"), false),
             ("alpine:3.20", "docker.io/library/alpine:3.20", "docker.io", "library/alpine", Some("3.20"), false),
             ("user/app", "docker.io/user/app:latest", "docker.io", "user/app", Some("latest"), false),
-            ("docker.io/alpine", "docker.io/library/alpine:latest", "docker.io", "library/alpine", Some("latest"), false),
+            (
+                "docker.io/alpine",
+                "docker.io/library/alpine:latest",
+                "docker.io",
+                "library/alpine",
+                Some("latest"),
+                false,
+            ),
             ("index.docker.io/user/app:1", "docker.io/user/app:1", "docker.io", "user/app", Some("1"), false),
-            ("index.docker.io/alpine", "docker.io/library/alpine:latest", "docker.io", "library/alpine", Some("latest"), false),
+            (
+                "index.docker.io/alpine",
+                "docker.io/library/alpine:latest",
+                "docker.io",
+                "library/alpine",
+                Some("latest"),
+                false,
+            ),
             ("localhost/app", "localhost/app:latest", "localhost", "app", Some("latest"), false),
             ("localhost:5000/app:1", "localhost:5000/app:1", "localhost:5000", "app", Some("1"), false),
             ("127.0.0.1:5000/a/b/c", "127.0.0.1:5000/a/b/c:latest", "127.0.0.1:5000", "a/b/c", Some("latest"), false),
             ("[::1]:5000/app", "[::1]:5000/app:latest", "[::1]:5000", "app", Some("latest"), false),
-            ("registry.local/team/app", "registry.local/team/app:latest", "registry.local", "team/app", Some("latest"), false),
+            (
+                "registry.local/team/app",
+                "registry.local/team/app:latest",
+                "registry.local",
+                "team/app",
+                Some("latest"),
+                false,
+            ),
             ("Registry/app", "Registry/app:latest", "Registry", "app", Some("latest"), false),
-            ("a.b-c_d__e/f--g", "docker.io/a.b-c_d__e/f--g:latest", "docker.io", "a.b-c_d__e/f--g", Some("latest"), false),
-            ("localhost:5000", "docker.io/library/localhost:5000", "docker.io", "library/localhost", Some("5000"), false),
+            (
+                "ab-c_d__e/f.g--h",
+                "docker.io/ab-c_d__e/f.g--h:latest",
+                "docker.io",
+                "ab-c_d__e/f.g--h",
+                Some("latest"),
+                false,
+            ),
+            (
+                "localhost:5000",
+                "docker.io/library/localhost:5000",
+                "docker.io",
+                "library/localhost",
+                Some("5000"),
+                false,
+            ),
             ("app:Tag_1.x-y", "docker.io/library/app:Tag_1.x-y", "docker.io", "library/app", Some("Tag_1.x-y"), false),
         ];
         for &(input, full, registry, repository, tag, digest) in table {
@@ -434,6 +474,7 @@ mod tests {
             "a___b",
             "a_.b",
             "a-_b",
+            "a.b_c/app",
             "a-.b",
             "app@sha256:xyz",
             "app@sha256",

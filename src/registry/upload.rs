@@ -13,11 +13,12 @@ use strata_formats::Digest;
 use url::Url;
 
 use super::auth::Scope;
-use super::client::{RegistryClient, status_error};
+use super::client::RegistryClient;
 use super::error::RegistryError;
 use super::fetch::{MAX_MANIFEST_SIZE, api_url};
 use super::hosts::{Capability, RegistryHost};
 use super::reference::Reference;
+use super::response::status_error;
 
 const OCTET_STREAM: &str = "application/octet-stream";
 
@@ -125,7 +126,10 @@ impl RegistryClient {
             match stream.next().await {
                 Some(Ok(data)) => buf.extend_from_slice(&data),
                 Some(Err(e)) => {
-                    return Err(RegistryError::InvalidArgument { what: format!("body of blob {digest}"), reason: e.to_string() });
+                    return Err(RegistryError::InvalidArgument {
+                        what: format!("body of blob {digest}"),
+                        reason: e.to_string(),
+                    });
                 }
                 None => done = true,
             }
@@ -137,8 +141,10 @@ impl RegistryClient {
                 h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(OCTET_STREAM));
                 h.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(n as u64));
                 let range = format!("{sent}-{}", sent + n as u64 - 1);
-                let range = http::HeaderValue::try_from(range)
-                    .map_err(|e| RegistryError::InvalidArgument { what: format!("chunk of blob {digest}"), reason: e.to_string() })?;
+                let range = http::HeaderValue::try_from(range).map_err(|e| RegistryError::InvalidArgument {
+                    what: format!("chunk of blob {digest}"),
+                    reason: e.to_string(),
+                })?;
                 h.insert(http::header::CONTENT_RANGE, range);
                 *req.body_mut() = Some(Body::from(part));
                 let resp = self.execute_on(r, host, req, scope).await?;
