@@ -25,6 +25,8 @@ test: setup
 ## bench: the side-by-side benchmarks (results go to benches/README.md by hand).
 bench: build
 	target/release/strata-bench ingest --strata target/release/strata
+	target/release/strata-bench pull --strata target/release/strata
+	target/release/strata-bench range
 
 clean:
 	$(CARGO) clean
