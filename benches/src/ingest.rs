@@ -1,16 +1,14 @@
 //! Ingest benchmark: `strata content ingest FILE` (hash + write + fsync into a fresh
 //! store) against `sha256sum FILE` (hash only), alternating runs on the same file.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
-use rand::{RngCore, SeedableRng};
 
-use crate::stats::{parse_size, summarize};
+use crate::stats::{parse_size, run_timed, summarize};
 
 #[derive(Debug, Args)]
 pub(crate) struct IngestArgs {
@@ -34,7 +32,7 @@ pub(crate) fn run(args: &IngestArgs) -> anyhow::Result<()> {
     let work = tempfile::Builder::new().prefix("strata-bench-ingest.").tempdir_in(&base)?;
     let input = work.path().join("input.bin");
     eprintln!("generating {} bytes of random data in {}", args.size, input.display());
-    write_random(&input, args.size)?;
+    strata_testdata::random_file(&input, args.size, 42)?;
 
     let mut sha = Vec::new();
     let mut ours = Vec::new();
@@ -85,27 +83,4 @@ pub(crate) fn run(args: &IngestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_timed(cmd: &mut Command) -> anyhow::Result<(Duration, String)> {
-    let start = Instant::now();
-    let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
-    let t = start.elapsed();
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok((t, String::from_utf8_lossy(&out.stdout).into_owned()))
-}
 
-fn write_random(path: &std::path::Path, len: u64) -> anyhow::Result<()> {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut rng = rand::rngs::SmallRng::seed_from_u64(42);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        rng.fill_bytes(&mut buf[..n]);
-        f.write_all(&buf[..n])?;
-        left -= n as u64;
-    }
-    f.into_inner()?.sync_all()?;
-    Ok(())
-}

@@ -28,7 +28,7 @@ use clap::Args;
 use strata_testdata::registry::RegistryServer;
 use strata_testdata::{BuiltImage, ImageSpec, LayerSpec, Platform};
 
-use crate::stats::summarize;
+use crate::stats::{run_timed, summarize};
 
 /// Repository and tag the image is pushed as.
 const REPO: &str = "bench/big";
@@ -387,12 +387,3 @@ fn sync() {
     let _ = Command::new("sync").status();
 }
 
-fn run_timed(cmd: &mut Command) -> anyhow::Result<(Duration, String)> {
-    let start = Instant::now();
-    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("run {cmd:?}"))?;
-    let t = start.elapsed();
-    if !out.status.success() {
-        bail!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
-    }
-    Ok((t, String::from_utf8_lossy(&out.stdout).into_owned()))
-}

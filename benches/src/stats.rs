@@ -1,6 +1,9 @@
 //! Small statistics and formatting helpers for benchmark reports.
 
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
 
 /// Median, min and max of a set of samples.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +35,18 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
         _ => return Err(format!("invalid size unit in {s:?} (use B, KiB, MiB, GiB)")),
     };
     Ok(n * mult)
+}
+
+/// Runs a command to completion (stdin closed), returning its wall time and stdout;
+/// a non-zero exit is an error carrying its stderr.
+pub(crate) fn run_timed(cmd: &mut Command) -> anyhow::Result<(Duration, String)> {
+    let start = Instant::now();
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("run {cmd:?}"))?;
+    let t = start.elapsed();
+    if !out.status.success() {
+        bail!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok((t, String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
 #[cfg(test)]
