@@ -114,6 +114,16 @@ fn import_push_pull_round_trip_keeps_every_digest() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("mounted from another repository"), "{stderr}");
 
+    // Chunked upload (PATCH requests + closing PUT) of blobs with no known source
+    // repository, so nothing can be mounted; pulled back identical.
+    let chunked = format!("{}/chunked/sample:1", registry.host());
+    let out = env.strata("a", &["push", "--plain-http", "--chunk-size", "65536", &chunked, "docker.io/library/sample:1.0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success() && stderr.contains("uploaded"), "{stderr}");
+    let pulled = ok(env.strata("c", &["pull", "--plain-http", "--platform", "linux/amd64", &chunked]));
+    assert_eq!(pulled.trim(), summary.refs[0].target.digest);
+    ok(env.strata("c", &["content", "verify"]));
+
     // Pulling again is a no-op that still succeeds.
     let again = env.strata("b0", &["pull", "--plain-http", &target]);
     let stderr = String::from_utf8_lossy(&again.stderr).into_owned();
@@ -144,6 +154,7 @@ fn basic_auth_from_docker_config() {
     assert_eq!(blobs_of(&env.root("authed")), image_blobs(&img));
     let copy = format!("{}/private/copy:v1", registry.host());
     ok(env.strata("authed", &["push", "--plain-http", "--docker-config", cfg_file.to_str().unwrap(), &copy, &target]));
+
 }
 
 fn base64_encode(data: &[u8]) -> String {

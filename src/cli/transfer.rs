@@ -32,7 +32,12 @@ pub(crate) struct RegistryArgs {
 
 impl RegistryArgs {
     fn client(&self) -> anyhow::Result<RegistryClient> {
+        self.client_with(None)
+    }
+
+    fn client_with(&self, push_chunk_size: Option<u64>) -> anyhow::Result<RegistryClient> {
         let opts = ClientOptions {
+            push_chunk_size,
             hosts_dir: self.hosts_dir.is_dir().then(|| self.hosts_dir.clone()),
             plain_http: self.plain_http,
             docker_config: self.docker_config.clone(),
@@ -73,6 +78,10 @@ pub(crate) struct PushArgs {
     /// Blobs uploaded at once.
     #[arg(long, default_value_t = 3)]
     max_concurrent_uploads: usize,
+    /// Upload blobs in chunks of this many bytes (PATCH requests, then a closing PUT)
+    /// instead of one monolithic PUT; for registries or proxies that limit request sizes.
+    #[arg(long)]
+    chunk_size: Option<u64>,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -193,7 +202,7 @@ pub(crate) fn push(root: &Path, args: &PushArgs) -> anyhow::Result<()> {
         .metadata()
         .image(&local)
         .with_context(|| format!("push {target}: local image {local:?} (see `strata image ls`)"))?;
-    let client = args.registry.client()?;
+    let client = args.registry.client_with(args.chunk_size)?;
     let reporter = Arc::new(Reporter::new());
     let r = reporter.clone();
     let progress = move |e: &PushEvent| match e {
