@@ -2,7 +2,8 @@
 # demo.sh BIN_DIR — Strata's showcase on an embedded default: generate a small
 # multi-platform OCI image and a docker-save archive, import both into a fresh store
 # under a temp root, show the store's contents, verify every blob, then remove an image
-# and let garbage collection sweep exactly its content.
+# and let garbage collection sweep exactly its content; push the image to a loopback
+# registry and pull it back into a fresh store.
 set -euo pipefail
 BIN=${1:-target/release}
 STRATA=$BIN/strata
@@ -10,7 +11,9 @@ GEN=$BIN/strata-testdata
 [ -x "$STRATA" ] && [ -x "$GEN" ] || { echo "demo.sh: build first (make build)" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/strata-demo.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+reg_pid=
+cleanup() { [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
 root=$work/root
 s() { echo "+ strata $*" >&2; "$STRATA" --root "$root" "$@"; }
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -44,7 +47,22 @@ s content active
 s --log-level info content ingest "$work/big.bin"
 echo "sha256sum says: sha256:$(sha256sum "$work/big.bin" | cut -d' ' -f1)"
 
-step "6. Remove the docker-save image and collect garbage: only its blobs go"
+step "6. Push to a registry (Debian's distribution, on loopback) and pull into a fresh store"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >"$work/registry.yml" <<YML
+version: 0.1
+log: {level: error}
+storage: {filesystem: {rootdirectory: $work/registry}}
+http: {addr: 127.0.0.1:$port}
+YML
+docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 & reg_pid=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.05; done
+s push --plain-http "127.0.0.1:$port/demo/sample:1.0" docker.io/library/sample:1.0
+"$STRATA" --root "$work/root2" pull --plain-http "127.0.0.1:$port/demo/sample:1.0"
+"$STRATA" --root "$work/root2" image ls
+"$STRATA" --root "$work/root2" content verify | tail -1
+
+step "7. Remove the docker-save image and collect garbage: only its blobs go"
 s image rm docker.io/library/tools:2.1
 s content gc --ingest-grace 0s
 s content ls -q | wc -l | sed 's/^/blobs left: /'

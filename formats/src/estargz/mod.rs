@@ -14,6 +14,7 @@
 pub mod footer;
 pub mod reader;
 pub mod toc;
+mod tar_src;
 mod toc_json;
 pub mod writer;
 
