@@ -8,14 +8,21 @@
 //! - [`read_at`]: the [`ReadAt`] seam every higher layer implements (local blobs,
 //!   remote blobs through a range fetcher, cached blobs).
 //! - [`digest`]: OCI content digests (`sha256:<hex>`), parsed and verified.
+//! - [`elf`]: ELF program interpreter and dynamic section (`DT_NEEDED`, `DT_RUNPATH`, …).
 //! - [`filters`]: containerd's filter expression syntax (`labels."k"==v,name~=^x`).
 //! - [`labels`]: containerd's label rules (key + value ≤ 4096 bytes).
+//! - [`prefetch`]: the files a container reads at start (command, `#!` interpreters,
+//!   ELF loader and libraries), derived statically from the root filesystem and config.
 //! - [`errdefs`]: the error categories every crate maps its errors to.
+//! - [`estargz`]: eStargz layers (gzip and zstd:chunked): TOC, footers, writer, reader.
 
 pub mod digest;
+pub mod elf;
 pub mod errdefs;
+pub mod estargz;
 pub mod filters;
 pub mod labels;
+pub mod prefetch;
 pub mod read_at;
 
 pub use digest::{Digest, DigestError, Digester};

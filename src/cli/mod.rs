@@ -1,6 +1,7 @@
 //! The `strata` command line: argument definitions and dispatch.
 
 mod content;
+mod convert;
 mod format;
 mod image;
 mod transfer;
@@ -43,6 +44,8 @@ enum Command {
     Pull(transfer::PullArgs),
     /// Push an image from the store to a registry.
     Push(transfer::PushArgs),
+    /// Convert an image in the store to eStargz (gzip or zstd), or check one.
+    Convert(convert::ConvertArgs),
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -53,6 +56,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Image(c) => image::run(&cli.root, c),
         Command::Pull(a) => transfer::pull(&cli.root, a),
         Command::Push(a) => transfer::push(&cli.root, a),
+        Command::Convert(a) => convert::run(&cli.root, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,6 +16,7 @@ mod archive;
 mod docker;
 mod error;
 mod import;
+pub mod convert;
 pub mod media;
 pub mod platform;
 pub mod pull;

@@ -115,7 +115,11 @@ pub fn legacy_gzip_footer(toc_offset: u64) -> [u8; LEGACY_FOOTER_SIZE] {
 }
 
 /// The zstd:chunked footer, skippable-frame header included.
-pub fn zstd_footer(toc_offset: u64, toc_compressed_len: u64, toc_uncompressed_len: u64) -> [u8; ZSTD_FOOTER_SIZE] {
+pub fn zstd_footer(
+    toc_offset: u64,
+    toc_compressed_len: u64,
+    toc_uncompressed_len: u64,
+) -> [u8; ZSTD_FOOTER_SIZE] {
     let mut f = [0u8; ZSTD_FOOTER_SIZE];
     f[..4].copy_from_slice(&SKIPPABLE_FRAME_MAGIC);
     f[4..8].copy_from_slice(&40u32.to_le_bytes());
@@ -137,7 +141,12 @@ fn parse_offset_payload(p: &[u8]) -> Option<u64> {
 }
 
 fn parse_gzip(f: &[u8]) -> Option<Footer> {
-    if f[..10] != GZIP_HEADER || f[10..12] != 26u16.to_le_bytes() || &f[12..14] != b"SG" || f[14..16] != 22u16.to_le_bytes() || f[38..] != GZIP_TRAILER {
+    if f[..10] != GZIP_HEADER
+        || f[10..12] != 26u16.to_le_bytes()
+        || &f[12..14] != b"SG"
+        || f[14..16] != 22u16.to_le_bytes()
+        || f[38..] != GZIP_TRAILER
+    {
         return None;
     }
     let toc_offset = parse_offset_payload(&f[16..38])?;
@@ -210,7 +219,10 @@ mod tests {
         expected.extend_from_slice(b"GnUlInUx");
         assert_eq!(f.to_vec(), expected);
         let p = Footer::parse(&f).unwrap();
-        assert_eq!((p.kind, p.toc_offset, p.toc_compressed_len, p.toc_uncompressed_len), (FooterKind::ZstdChunked, 0x0102, 0x30, 0x40));
+        assert_eq!(
+            (p.kind, p.toc_offset, p.toc_compressed_len, p.toc_uncompressed_len),
+            (FooterKind::ZstdChunked, 0x0102, 0x30, 0x40)
+        );
         // containers/storage's magic differs in one byte and is not ours.
         let mut other = f;
         other[41] = b'N';

@@ -13,21 +13,24 @@
 
 pub mod footer;
 pub mod reader;
-pub mod toc;
 mod tar_src;
+pub mod toc;
+mod toc_check;
 mod toc_json;
 pub mod writer;
 
 #[cfg(test)]
+mod interop_tests;
+#[cfg(test)]
 mod tests;
 
-use crate::errdefs::ErrorKind;
 use crate::Digest;
+use crate::errdefs::ErrorKind;
 
 pub use footer::{Footer, FooterKind};
 pub use reader::EstargzReader;
 pub use toc::{Chunk, EntryType, Jtoc, Node, TocEntry, TocIndex};
-pub use writer::{Compression, WriteOptions, WriteReport, decompress_layer};
+pub use writer::{Compression, WriteOptions, WriteReport, convert, decompress_layer};
 
 /// The name of the TOC tar entry, the last entry of a gzip eStargz blob.
 pub const TOC_TAR_NAME: &str = "stargz.index.json";
@@ -84,7 +87,9 @@ pub enum EstargzError {
         actual: Digest,
     },
     /// A chunk's bytes do not match its `chunkDigest`.
-    #[error("chunk of {name:?} at file offset {chunk_offset}: digest mismatch (expected {expected}, got {actual})")]
+    #[error(
+        "chunk of {name:?} at file offset {chunk_offset}: digest mismatch (expected {expected}, got {actual})"
+    )]
     ChunkDigestMismatch {
         /// The file the chunk belongs to.
         name: String,

@@ -47,7 +47,8 @@ fn bad(msg: impl Into<String>) -> EstargzError {
 }
 
 fn utf8(field: &str, b: &[u8]) -> Result<String, EstargzError> {
-    String::from_utf8(b.to_vec()).map_err(|_| bad(format!("{field} {:?} is not UTF-8", String::from_utf8_lossy(b))))
+    String::from_utf8(b.to_vec())
+        .map_err(|_| bad(format!("{field} {:?} is not UTF-8", String::from_utf8_lossy(b))))
 }
 
 fn pad(size: u64) -> u64 {
@@ -154,26 +155,44 @@ impl<R: Read> SourceTar<R> {
         }
     }
 
-    fn meta(&self, h: &tar::Header, size: u64, long_name: Option<Vec<u8>>, long_link: Option<Vec<u8>>, pax: &[(String, Vec<u8>)]) -> Result<Meta, EstargzError> {
-        let num = |field: &str, r: io::Result<u64>| r.map_err(|e| bad(format!("bad {field} field: {e}")));
+    fn meta(
+        &self,
+        h: &tar::Header,
+        size: u64,
+        long_name: Option<Vec<u8>>,
+        long_link: Option<Vec<u8>>,
+        pax: &[(String, Vec<u8>)],
+    ) -> Result<Meta, EstargzError> {
+        // Like Go's reader, an all-NUL (or blank) numeric field means 0.
+        let blank = |r: std::ops::Range<usize>| h.as_bytes()[r].iter().all(|&b| b == 0 || b == b' ');
+        let num = |field: &str, r: std::ops::Range<usize>, v: io::Result<u64>| {
+            if blank(r) { Ok(0) } else { v.map_err(|e| bad(format!("bad {field} field: {e}"))) }
+        };
         let mut m = Meta {
             name: utf8("name", &long_name.unwrap_or_else(|| h.path_bytes().into_owned()))?,
             typeflag: h.as_bytes()[156],
-            link: utf8("link name", &long_link.unwrap_or_else(|| h.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default()))?,
+            link: utf8(
+                "link name",
+                &long_link.unwrap_or_else(|| h.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default()),
+            )?,
             size,
-            mode: h.mode().map_err(|e| bad(format!("bad mode field: {e}")))?,
-            uid: num("uid", h.uid())?,
-            gid: num("gid", h.gid())?,
+            mode: num("mode", 100..108, h.mode().map(u64::from))? as u32,
+            uid: num("uid", 108..116, h.uid())?,
+            gid: num("gid", 116..124, h.gid())?,
             uname: utf8("user name", h.username_bytes().unwrap_or_default())?,
             gname: utf8("group name", h.groupname_bytes().unwrap_or_default())?,
-            mtime: i64::try_from(num("mtime", h.mtime())?).unwrap_or(i64::MAX),
+            mtime: i64::try_from(num("mtime", 136..148, h.mtime())?).unwrap_or(i64::MAX),
             dev_major: h.device_major().ok().flatten().unwrap_or(0),
             dev_minor: h.device_minor().ok().flatten().unwrap_or(0),
             xattrs: BTreeMap::new(),
         };
         for (k, v) in pax {
             let text = || utf8(k, v);
-            let int = || text()?.parse::<u64>().map_err(|_| bad(format!("PAX {k} {:?} is not a number", String::from_utf8_lossy(v))));
+            let int = || {
+                text()?
+                    .parse::<u64>()
+                    .map_err(|_| bad(format!("PAX {k} {:?} is not a number", String::from_utf8_lossy(v))))
+            };
             match k.as_str() {
                 "path" => m.name = text()?,
                 "linkpath" => m.link = text()?,
@@ -182,7 +201,11 @@ impl<R: Read> SourceTar<R> {
                 "gid" => m.gid = int()?,
                 "uname" => m.uname = text()?,
                 "gname" => m.gname = text()?,
-                "mtime" => m.mtime = parse_pax_time(&text()?).ok_or_else(|| bad(format!("PAX mtime {:?} is malformed", String::from_utf8_lossy(v))))?,
+                "mtime" => {
+                    m.mtime = parse_pax_time(&text()?).ok_or_else(|| {
+                        bad(format!("PAX mtime {:?} is malformed", String::from_utf8_lossy(v)))
+                    })?
+                }
                 _ => {
                     if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
                         m.xattrs.insert(name.to_owned(), v.clone());
@@ -224,7 +247,8 @@ fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
 fn parse_pax_time(s: &str) -> Option<i64> {
     let (neg, body) = s.strip_prefix('-').map_or((false, s), |b| (true, b));
     let (int, frac) = body.split_once('.').unwrap_or((body, ""));
-    if int.is_empty() || !int.bytes().all(|c| c.is_ascii_digit()) || !frac.bytes().all(|c| c.is_ascii_digit()) {
+    if int.is_empty() || !int.bytes().all(|c| c.is_ascii_digit()) || !frac.bytes().all(|c| c.is_ascii_digit())
+    {
         return None;
     }
     let mut secs: i64 = int.parse().ok()?;
@@ -238,8 +262,10 @@ fn check_checksum(block: &[u8; 512]) -> Result<(), EstargzError> {
     let field = &block[148..156];
     let digits: String = field.iter().take_while(|&&b| b != 0 && b != b' ').map(|&b| b as char).collect();
     let digits = digits.trim_start();
-    let stored = u64::from_str_radix(digits, 8).map_err(|_| bad("tar header has a malformed checksum field"))?;
-    let sum: u64 = block.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u64::from(b) }).sum();
+    let stored =
+        u64::from_str_radix(digits, 8).map_err(|_| bad("tar header has a malformed checksum field"))?;
+    let sum: u64 =
+        block.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u64::from(b) }).sum();
     if stored != sum {
         return Err(bad(format!("tar header checksum mismatch (stored {stored}, computed {sum})")));
     }

@@ -11,8 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use super::toc_check::{check_entry_numbers, file_chunks};
 use super::toc_json::{self, marshal_indent_go, xattrs_base64};
-use super::{EstargzError, MAX_CHUNK_SIZE, MAX_TOC_SIZE, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK};
+use super::{EstargzError, MAX_TOC_SIZE, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK};
 use crate::Digest;
 
 /// The TOC JSON document: `{"version": 1, "entries": [...]}`.
@@ -162,7 +163,9 @@ pub fn clean_name(name: &str) -> Result<String, EstargzError> {
                 parts.pop();
             }
             c if c.len() > 255 => {
-                return Err(EstargzError::InvalidToc(format!("entry name {name:?}: component longer than 255 bytes")));
+                return Err(EstargzError::InvalidToc(format!(
+                    "entry name {name:?}: component longer than 255 bytes"
+                )));
             }
             c => parts.push(c),
         }
@@ -211,6 +214,13 @@ impl Node {
     pub fn entry_type(&self) -> EntryType {
         self.entry.entry_type
     }
+
+    /// The chunk holding byte `offset` of the file, if the file is that long.
+    pub fn chunk_for(&self, offset: u64) -> Option<&Chunk> {
+        // Chunks are contiguous and sorted by chunk_offset (checked at build).
+        let i = self.chunks.partition_point(|c| c.chunk_offset + c.chunk_size <= offset);
+        self.chunks.get(i)
+    }
 }
 
 /// The validated index over a TOC. Node 0 is the root directory.
@@ -227,7 +237,10 @@ impl TocIndex {
     /// earlier ones, as when extracting the tar.
     pub fn build(toc: &Jtoc, payload_end: u64) -> Result<Self, EstargzError> {
         if toc.version != 1 {
-            return Err(EstargzError::InvalidToc(format!("unsupported TOC version {} (expected 1)", toc.version)));
+            return Err(EstargzError::InvalidToc(format!(
+                "unsupported TOC version {} (expected 1)",
+                toc.version
+            )));
         }
         let mut idx = Self { nodes: Vec::new(), by_path: HashMap::new(), payload_end };
         idx.nodes.push(Node {
@@ -252,12 +265,16 @@ impl TocIndex {
             }
             let (chunks, file_digest) = match ent.entry_type {
                 EntryType::Chunk => {
-                    return Err(EstargzError::InvalidToc(format!("chunk entry {path:?} does not follow a reg entry")));
+                    return Err(EstargzError::InvalidToc(format!(
+                        "chunk entry {path:?} does not follow a reg entry"
+                    )));
                 }
                 EntryType::Reg => file_chunks(&path, &toc.entries[i..end], payload_end)?,
                 _ => {
                     if end != i + 1 {
-                        return Err(EstargzError::InvalidToc(format!("chunk entries follow non-reg entry {path:?}")));
+                        return Err(EstargzError::InvalidToc(format!(
+                            "chunk entries follow non-reg entry {path:?}"
+                        )));
                     }
                     (Vec::new(), None)
                 }
@@ -280,11 +297,19 @@ impl TocIndex {
         Ok(idx)
     }
 
-    fn insert(&mut self, path: String, entry: TocEntry, chunks: Vec<Chunk>, file_digest: Option<Digest>) -> Result<(), EstargzError> {
+    fn insert(
+        &mut self,
+        path: String,
+        entry: TocEntry,
+        chunks: Vec<Chunk>,
+        file_digest: Option<Digest>,
+    ) -> Result<(), EstargzError> {
         if let Some(&id) = self.by_path.get(&path) {
             let node = &mut self.nodes[id];
             if entry.entry_type != EntryType::Dir && !node.children.is_empty() {
-                return Err(EstargzError::InvalidToc(format!("non-directory {path:?} replaces a directory with entries")));
+                return Err(EstargzError::InvalidToc(format!(
+                    "non-directory {path:?} replaces a directory with entries"
+                )));
             }
             node.entry = entry;
             node.chunks = chunks;
@@ -296,7 +321,14 @@ impl TocIndex {
         let id = self.nodes.len();
         self.nodes[parent].children.insert(base_of(&path).to_owned(), id);
         self.by_path.insert(path.clone(), id);
-        self.nodes.push(Node { path, entry, chunks, file_digest, children: BTreeMap::new(), link_target: None });
+        self.nodes.push(Node {
+            path,
+            entry,
+            chunks,
+            file_digest,
+            children: BTreeMap::new(),
+            link_target: None,
+        });
         Ok(())
     }
 
@@ -304,7 +336,9 @@ impl TocIndex {
     fn ensure_dir(&mut self, path: &str) -> Result<usize, EstargzError> {
         if let Some(&id) = self.by_path.get(path) {
             if self.nodes[id].entry.entry_type != EntryType::Dir {
-                return Err(EstargzError::InvalidToc(format!("{path:?} is used as a directory but is not one")));
+                return Err(EstargzError::InvalidToc(format!(
+                    "{path:?} is used as a directory but is not one"
+                )));
             }
             return Ok(id);
         }
@@ -353,7 +387,10 @@ impl TocIndex {
                 }
             }
             if self.nodes[id].link_target.is_none() {
-                return Err(EstargzError::InvalidToc(format!("hardlink {:?}: link chain too long", self.nodes[id].path)));
+                return Err(EstargzError::InvalidToc(format!(
+                    "hardlink {:?}: link chain too long",
+                    self.nodes[id].path
+                )));
             }
         }
         Ok(())
@@ -444,99 +481,6 @@ fn parent_of(path: &str) -> &str {
 
 fn base_of(path: &str) -> &str {
     path.rfind('/').map_or(path, |i| &path[i + 1..])
-}
-
-fn check_entry_numbers(ent: &TocEntry, path: &str) -> Result<(), EstargzError> {
-    let fields = [
-        ("size", ent.size),
-        ("uid", ent.uid),
-        ("gid", ent.gid),
-        ("mode", ent.mode),
-        ("offset", ent.offset),
-        ("innerOffset", ent.inner_offset),
-        ("devMajor", ent.dev_major),
-        ("devMinor", ent.dev_minor),
-        ("chunkOffset", ent.chunk_offset),
-        ("chunkSize", ent.chunk_size),
-    ];
-    for (field, v) in fields {
-        if v < 0 {
-            return Err(EstargzError::InvalidToc(format!("entry {path:?}: negative {field} {v}")));
-        }
-    }
-    if ent.uid > i64::from(u32::MAX) || ent.gid > i64::from(u32::MAX) || ent.mode > i64::from(u32::MAX) {
-        return Err(EstargzError::InvalidToc(format!("entry {path:?}: uid, gid or mode out of range")));
-    }
-    Ok(())
-}
-
-fn parse_digest(path: &str, field: &str, s: &str) -> Result<Digest, EstargzError> {
-    s.parse().map_err(|e| EstargzError::InvalidToc(format!("entry {path:?}: bad {field}: {e}")))
-}
-
-/// Checks a `reg` entry and its `chunk` entries and turns them into a chunk list.
-fn file_chunks(path: &str, ents: &[TocEntry], payload_end: u64) -> Result<(Vec<Chunk>, Option<Digest>), EstargzError> {
-    let reg = &ents[0];
-    let size = reg.size as u64;
-    let file_digest = if reg.digest.is_empty() { None } else { Some(parse_digest(path, "digest", &reg.digest)?) };
-    if size == 0 {
-        if ents.len() > 1 {
-            return Err(EstargzError::InvalidToc(format!("empty file {path:?} has chunk entries")));
-        }
-        return Ok((Vec::new(), file_digest));
-    }
-    let mut chunks = Vec::with_capacity(ents.len());
-    let mut pos = 0u64;
-    for (k, e) in ents.iter().enumerate() {
-        if k > 0 {
-            check_entry_numbers(e, path)?;
-            if !e.name.is_empty() && clean_name(&e.name)? != path {
-                return Err(EstargzError::InvalidToc(format!("chunk entry {:?} follows file {path:?}", e.name)));
-            }
-        }
-        let chunk_offset = e.chunk_offset as u64;
-        if chunk_offset != pos {
-            return Err(EstargzError::InvalidToc(format!(
-                "file {path:?}: chunk at offset {chunk_offset}, expected {pos} (chunks must be contiguous)"
-            )));
-        }
-        let last = k + 1 == ents.len();
-        let chunk_size = match e.chunk_size as u64 {
-            0 if last => size - pos,
-            0 => return Err(EstargzError::InvalidToc(format!("file {path:?}: chunk at {pos} has no chunkSize"))),
-            n => n,
-        };
-        if chunk_size == 0 || chunk_size > size - pos || (last && chunk_size != size - pos) {
-            return Err(EstargzError::InvalidToc(format!(
-                "file {path:?} of size {size}: chunk at {pos} has inconsistent size {chunk_size}"
-            )));
-        }
-        if chunk_size > MAX_CHUNK_SIZE {
-            return Err(EstargzError::InvalidToc(format!(
-                "file {path:?}: chunk at {pos} is {chunk_size} bytes, more than {MAX_CHUNK_SIZE}"
-            )));
-        }
-        let offset = e.offset as u64;
-        if offset >= payload_end {
-            return Err(EstargzError::InvalidToc(format!(
-                "file {path:?}: chunk at {pos} has blob offset {offset}, past the payload end {payload_end}"
-            )));
-        }
-        if e.chunk_digest.is_empty() {
-            return Err(EstargzError::InvalidToc(format!("file {path:?}: chunk at {pos} has no chunkDigest")));
-        }
-        let digest = parse_digest(path, "chunkDigest", &e.chunk_digest)?;
-        chunks.push(Chunk {
-            offset,
-            next_offset: payload_end,
-            chunk_offset,
-            chunk_size,
-            inner_offset: e.inner_offset as u64,
-            digest,
-        });
-        pos += chunk_size;
-    }
-    Ok((chunks, file_digest))
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@ use serde_json::ser::{Formatter, PrettyFormatter};
 /// Serializes `value` like Go's `json.MarshalIndent(value, "", "\t")`.
 pub(crate) fn marshal_indent_go<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
     let mut out = Vec::new();
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, GoFormatter(PrettyFormatter::with_indent(b"\t")));
+    let mut ser =
+        serde_json::Serializer::with_formatter(&mut out, GoFormatter(PrettyFormatter::with_indent(b"\t")));
     value.serialize(&mut ser)?;
     Ok(out)
 }
@@ -85,7 +86,9 @@ pub(crate) mod xattrs_base64 {
         m.end()
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Vec<u8>>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, Vec<u8>>, D::Error> {
         let raw: Option<BTreeMap<String, Option<String>>> = Option::deserialize(d)?;
         let mut out = BTreeMap::new();
         for (k, v) in raw.unwrap_or_default() {
@@ -117,7 +120,13 @@ pub(crate) fn format_modtime(unix: i64) -> String {
 /// dropping any fraction. `None` when malformed.
 pub(crate) fn parse_modtime(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
@@ -143,8 +152,10 @@ pub(crate) fn parse_modtime(s: &str) -> Option<i64> {
     let offset = match rest {
         "Z" | "z" => 0,
         _ if rest.len() == 6 && matches!(rest.as_bytes()[0], b'+' | b'-') && rest.as_bytes()[3] == b':' => {
-            let oh: i64 = rest[1..3].parse().ok().filter(|_| rest[1..3].bytes().all(|c| c.is_ascii_digit()))?;
-            let om: i64 = rest[4..6].parse().ok().filter(|_| rest[4..6].bytes().all(|c| c.is_ascii_digit()))?;
+            let oh: i64 =
+                rest[1..3].parse().ok().filter(|_| rest[1..3].bytes().all(|c| c.is_ascii_digit()))?;
+            let om: i64 =
+                rest[4..6].parse().ok().filter(|_| rest[4..6].bytes().all(|c| c.is_ascii_digit()))?;
             let off = oh * 3600 + om * 60;
             if rest.starts_with('-') { -off } else { off }
         }
@@ -189,7 +200,14 @@ mod tests {
             assert_eq!(parse_modtime(&format_modtime(t)), Some(t));
         }
         assert_eq!(parse_modtime("2023-11-14T23:13:20.5+01:00"), Some(1_700_000_000));
-        for bad in ["", "2023-11-14", "2023-13-14T00:00:00Z", "2023-11-14T00:00:00", "2023-11-14T00:00:00+1:00", "２０２３-11-14T00:00:00Z"] {
+        for bad in [
+            "",
+            "2023-11-14",
+            "2023-13-14T00:00:00Z",
+            "2023-11-14T00:00:00",
+            "2023-11-14T00:00:00+1:00",
+            "２０２３-11-14T00:00:00Z",
+        ] {
             assert_eq!(parse_modtime(bad), None, "{bad}");
         }
     }

@@ -51,10 +51,15 @@ fn serializes_like_go_with_omitempty() {
 
 #[test]
 fn parse_ignores_unknown_fields_and_rejects_garbage() {
-    let t = Jtoc::parse(br#"{"version":1,"entries":[{"name":"x","type":"dir","NumLink":3}],"extra":1}"#).unwrap();
+    let t =
+        Jtoc::parse(br#"{"version":1,"entries":[{"name":"x","type":"dir","NumLink":3}],"extra":1}"#).unwrap();
     assert_eq!(t.entries[0].entry_type, EntryType::Dir);
     assert!(Jtoc::parse(br#"{"version":1,"entries":null}"#).unwrap().entries.is_empty());
-    for bad in [&b"{"[..], br#"{"version":1,"entries":[{"name":"x","type":"socket"}]}"#, br#"{"version":1,"entries":[{"name":"x","type":"reg","xattrs":{"a":"!!"}}]}"#] {
+    for bad in [
+        &b"{"[..],
+        br#"{"version":1,"entries":[{"name":"x","type":"socket"}]}"#,
+        br#"{"version":1,"entries":[{"name":"x","type":"reg","xattrs":{"a":"!!"}}]}"#,
+    ] {
         let err = Jtoc::parse(bad).unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument);
     }
@@ -62,7 +67,8 @@ fn parse_ignores_unknown_fields_and_rejects_garbage() {
 
 #[test]
 fn builds_index_with_chunks_implicit_dirs_and_hardlinks() {
-    let mut link = TocEntry { name: "./x/../l".into(), entry_type: EntryType::Hardlink, ..TocEntry::default() };
+    let mut link =
+        TocEntry { name: "./x/../l".into(), entry_type: EntryType::Hardlink, ..TocEntry::default() };
     link.link_name = "/d/f".into();
     let mut f = reg("d/f", 10, 50);
     f.chunk_size = 4;
@@ -72,6 +78,11 @@ fn builds_index_with_chunks_implicit_dirs_and_hardlinks() {
     assert_eq!((n.chunks[0].chunk_size, n.chunks[0].next_offset), (4, 80));
     assert_eq!((n.chunks[1].chunk_offset, n.chunks[1].chunk_size, n.chunks[1].next_offset), (4, 6, 200));
     assert_eq!(idx.get("d").unwrap().entry_type(), EntryType::Dir);
+    assert_eq!(n.chunk_for(0).unwrap().chunk_offset, 0);
+    assert_eq!(n.chunk_for(3).unwrap().chunk_offset, 0);
+    assert_eq!(n.chunk_for(4).unwrap().chunk_offset, 4);
+    assert_eq!(n.chunk_for(9).unwrap().chunk_offset, 4);
+    assert!(n.chunk_for(10).is_none());
     assert_eq!(idx.resolve("l").unwrap().path, "d/f");
     assert_eq!(idx.get("l").unwrap().path, "l");
     assert_eq!(idx.nodes()[0].children.keys().collect::<Vec<_>>(), ["d", "e", "l"]);
@@ -85,28 +96,38 @@ fn rejects_inconsistent_tocs() {
     f.chunk_size = 4;
     let mut gap = f.clone();
     gap.chunk_size = 3;
-    let dangling = TocEntry { name: "l".into(), entry_type: EntryType::Hardlink, link_name: "nope".into(), ..TocEntry::default() };
-    let cycle = TocEntry { name: "l".into(), entry_type: EntryType::Hardlink, link_name: "l".into(), ..TocEntry::default() };
+    let dangling = TocEntry {
+        name: "l".into(),
+        entry_type: EntryType::Hardlink,
+        link_name: "nope".into(),
+        ..TocEntry::default()
+    };
+    let cycle = TocEntry {
+        name: "l".into(),
+        entry_type: EntryType::Hardlink,
+        link_name: "l".into(),
+        ..TocEntry::default()
+    };
     let mut neg = reg("f", 1, 1);
     neg.uid = -1;
     let mut no_digest = reg("f", 1, 1);
     no_digest.chunk_digest.clear();
     let cases = vec![
         bad_version,
-        toc(vec![reg("f", 10, 500)]),                                 // offset past payload end
-        toc(vec![f.clone()]),                                          // chunk list shorter than size
-        toc(vec![gap, chunk("f", 80, 4, 0)]),                          // gap between chunks
-        toc(vec![f.clone(), chunk("f", 80, 4, 7)]),                    // sum exceeds size
-        toc(vec![f, chunk("g", 80, 4, 0)]),                            // chunk of another file
-        toc(vec![chunk("f", 80, 0, 0)]),                               // orphan chunk
-        toc(vec![reg("a", 10, 50), reg("b", 10, 50)]),                 // overlap in one member
+        toc(vec![reg("f", 10, 500)]),                  // offset past payload end
+        toc(vec![f.clone()]),                          // chunk list shorter than size
+        toc(vec![gap, chunk("f", 80, 4, 0)]),          // gap between chunks
+        toc(vec![f.clone(), chunk("f", 80, 4, 7)]),    // sum exceeds size
+        toc(vec![f, chunk("g", 80, 4, 0)]),            // chunk of another file
+        toc(vec![chunk("f", 80, 0, 0)]),               // orphan chunk
+        toc(vec![reg("a", 10, 50), reg("b", 10, 50)]), // overlap in one member
         toc(vec![dangling]),
         toc(vec![cycle]),
         toc(vec![neg]),
         toc(vec![no_digest]),
-        toc(vec![reg("f", 0, 0), reg("f/g", 0, 0)]),                   // file used as a dir
+        toc(vec![reg("f", 0, 0), reg("f/g", 0, 0)]), // file used as a dir
         toc(vec![TocEntry { name: "s".into(), entry_type: EntryType::Symlink, ..TocEntry::default() }]),
-        toc(vec![reg("/", 0, 0)]),                                     // root not a dir
+        toc(vec![reg("/", 0, 0)]), // root not a dir
         toc(vec![reg("a\0b", 0, 0)]),
     ];
     for (i, t) in cases.iter().enumerate() {

@@ -1,0 +1,93 @@
+//! `strata convert`: an image in the store to eStargz, or `--check` of one.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use strata::image::convert::{ConvertOptions, check, convert};
+use strata_formats::estargz::{Compression, WriteOptions};
+
+use super::format;
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  strata convert docker.io/library/sample:1.0 docker.io/library/sample:1.0-esgz\n  \
+    strata convert --zstd --chunk-size 1048576 app:1 app:1-zstd\n  \
+    strata convert --prioritize /usr/bin/python3 --prioritize /usr/lib/libpython3.so app:1 app:1-esgz\n  \
+    strata convert --check docker.io/library/sample:1.0-esgz")]
+pub(crate) struct ConvertArgs {
+    /// The local image to convert (`strata image ls`), or with --check the one to verify.
+    src: String,
+    /// The name of the converted image.
+    #[arg(required_unless_present = "check")]
+    dst: Option<String>,
+    /// Verify an eStargz image instead: TOC digests and every chunk digest, per layer.
+    #[arg(long)]
+    check: bool,
+    /// zstd:chunked instead of gzip eStargz.
+    #[arg(long)]
+    zstd: bool,
+    /// Largest uncompressed chunk of a file per compressed member, in bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    chunk_size: u64,
+    /// Compression level (gzip 0–9, default 6; zstd 1–22, default 3).
+    #[arg(long)]
+    level: Option<u32>,
+    /// A file to prefetch first, in access order (repeatable).
+    #[arg(long = "prioritize", value_name = "PATH")]
+    prioritize: Vec<String>,
+    /// A file listing paths to prefetch first, one per line.
+    #[arg(long, value_name = "LIST", conflicts_with = "prioritize")]
+    prioritize_from: Option<PathBuf>,
+    /// Layers converted at once (default: one per CPU).
+    #[arg(long, default_value_t = 0)]
+    parallelism: usize,
+}
+
+pub(crate) fn run(root: &Path, args: &ConvertArgs) -> anyhow::Result<()> {
+    let store = super::open_store(root)?;
+    let src = store.metadata().image(&args.src).with_context(|| format!("convert: image {:?}", args.src))?;
+    if args.check {
+        let results = check(&store, &src)?;
+        let mut bad = 0;
+        for r in &results {
+            match &r.result {
+                Ok(()) => println!("ok       {}  {} entries, every chunk verified", r.digest, r.entries),
+                Err(e) => {
+                    bad += 1;
+                    println!("INVALID  {}  {e}", r.digest);
+                }
+            }
+        }
+        if bad > 0 {
+            bail!("{bad} of {} layers of {} are not valid eStargz", results.len(), args.src);
+        }
+        return Ok(());
+    }
+    let mut prioritized = args.prioritize.clone();
+    if let Some(list) = &args.prioritize_from {
+        let text = std::fs::read_to_string(list).with_context(|| format!("read {}", list.display()))?;
+        prioritized.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned));
+    }
+    let opts = ConvertOptions {
+        write: WriteOptions {
+            chunk_size: args.chunk_size,
+            compression: if args.zstd { Compression::Zstd } else { Compression::Gzip },
+            level: args.level,
+            prioritized_files: prioritized,
+        },
+        parallelism: args.parallelism,
+    };
+    let dst = args.dst.as_deref().expect("invariant: clap requires DST without --check");
+    let start = std::time::Instant::now();
+    let converted = convert(&store, &src, dst, &opts)?;
+    for l in &converted.layers {
+        if l.passed_through {
+            eprintln!("layer {}: already eStargz, kept", l.source.short());
+        } else {
+            eprintln!("layer {} -> {} ({}, toc {})", l.source.short(), l.converted.short(), format::size(l.size), &l.toc_digest[..19]);
+        }
+    }
+    eprintln!("converted {} to {} in {:.1}s", args.src, dst, start.elapsed().as_secs_f64());
+    println!("{}", converted.image.target.digest());
+    Ok(())
+}
