@@ -13,6 +13,7 @@ use super::format;
 #[command(after_help = "Examples:\n  strata convert docker.io/library/sample:1.0 docker.io/library/sample:1.0-esgz\n  \
     strata convert --zstd --chunk-size 1048576 app:1 app:1-zstd\n  \
     strata convert --prioritize /usr/bin/python3 --prioritize /usr/lib/libpython3.so app:1 app:1-esgz\n  \
+    strata convert --prioritize-auto app:1 app:1-esgz\n  \
     strata convert --check docker.io/library/sample:1.0-esgz")]
 pub(crate) struct ConvertArgs {
     /// The local image to convert (`strata image ls`), or with --check the one to verify.
@@ -38,6 +39,10 @@ pub(crate) struct ConvertArgs {
     /// A file listing paths to prefetch first, one per line.
     #[arg(long, value_name = "LIST", conflicts_with = "prioritize")]
     prioritize_from: Option<PathBuf>,
+    /// Prefetch first the files the image's entrypoint/cmd reads at start (the command, its
+    /// `#!` interpreters, ELF loader and libraries), derived from the config and layers.
+    #[arg(long, conflicts_with_all = ["prioritize", "prioritize_from"])]
+    prioritize_auto: bool,
     /// Layers converted at once (default: one per CPU).
     #[arg(long, default_value_t = 0)]
     parallelism: usize,
@@ -76,10 +81,17 @@ pub(crate) fn run(root: &Path, args: &ConvertArgs) -> anyhow::Result<()> {
             prioritized_files: prioritized,
         },
         parallelism: args.parallelism,
+        prioritize_auto: args.prioritize_auto,
     };
     let dst = args.dst.as_deref().expect("invariant: clap requires DST without --check");
     let start = std::time::Instant::now();
     let converted = convert(&store, &src, dst, &opts)?;
+    for (manifest, files) in &converted.prioritized {
+        eprintln!("manifest {}: {} prioritized files", manifest.short(), files.len());
+        for f in files {
+            eprintln!("  {f}");
+        }
+    }
     for l in &converted.layers {
         if l.passed_through {
             eprintln!("layer {}: already eStargz, kept", l.source.short());

@@ -32,6 +32,9 @@ pub struct ConvertOptions {
     pub write: WriteOptions,
     /// Layers converted at once (0: one per CPU).
     pub parallelism: usize,
+    /// When `write.prioritized_files` is empty: derive each manifest's prioritized files
+    /// from its config and layers ([`super::rootfs::derive_prioritized_files`]).
+    pub prioritize_auto: bool,
 }
 
 /// What happened to one layer.
@@ -56,6 +59,8 @@ pub struct Converted {
     pub image: ImageRecord,
     /// Per layer, in manifest order (all manifests).
     pub layers: Vec<LayerOutcome>,
+    /// With [`ConvertOptions::prioritize_auto`]: per source manifest, the files derived.
+    pub prioritized: Vec<(Digest, Vec<String>)>,
 }
 
 fn read_doc(store: &Store, d: &Descriptor) -> Result<(Digest, Vec<u8>), ImageError> {
@@ -86,6 +91,7 @@ fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Result<Descriptor
 pub fn convert(store: &Store, src: &ImageRecord, dst: &str, opts: &ConvertOptions) -> Result<Converted, ImageError> {
     let _gc = store.hold_gc()?;
     let mut outcomes = Vec::new();
+    let mut prioritized = Vec::new();
     let root = &src.target;
     let target = if media::is_index(root.media_type().as_ref()) {
         let (digest, bytes) = read_doc(store, root)?;
@@ -94,7 +100,7 @@ pub fn convert(store: &Store, src: &ImageRecord, dst: &str, opts: &ConvertOption
         let mut children = Vec::new();
         let mut entries = Vec::new();
         for (i, m) in index.manifests().iter().enumerate() {
-            let new = convert_manifest(store, m, opts, &mut outcomes)?;
+            let new = convert_manifest(store, m, opts, &mut outcomes, &mut prioritized)?;
             let mut entry = index_json["manifests"][i].clone();
             entry["mediaType"] = Value::from(media::OCI_MANIFEST);
             entry["digest"] = Value::from(new.digest().to_string());
@@ -107,12 +113,12 @@ pub fn convert(store: &Store, src: &ImageRecord, dst: &str, opts: &ConvertOption
         let (d, size) = put_json(store, "index", &index_json, child_gc_labels(&children))?;
         descriptor(media::OCI_INDEX, &d, size)?
     } else {
-        convert_manifest(store, root, opts, &mut outcomes)?
+        convert_manifest(store, root, opts, &mut outcomes, &mut prioritized)?
     };
     let now = std::time::SystemTime::now();
     let record = ImageRecord { name: dst.to_owned(), target, labels: BTreeMap::new(), created: now, updated: now };
     let image = store.metadata().put_image(&record, true)?;
-    Ok(Converted { image, layers: outcomes })
+    Ok(Converted { image, layers: outcomes, prioritized })
 }
 
 fn convert_manifest(
@@ -120,10 +126,23 @@ fn convert_manifest(
     m: &Descriptor,
     opts: &ConvertOptions,
     outcomes: &mut Vec<LayerOutcome>,
+    prioritized: &mut Vec<(Digest, Vec<String>)>,
 ) -> Result<Descriptor, ImageError> {
     let (digest, bytes) = read_doc(store, m)?;
     let manifest = parse_manifest(&bytes, &format!("manifest {digest}"))?;
     let layers: Vec<Descriptor> = manifest.layers().clone();
+    let derived;
+    let opts = if opts.prioritize_auto && opts.write.prioritized_files.is_empty() {
+        let files = super::rootfs::derive_prioritized_files(store, &manifest, &format!("manifest {digest}"))?;
+        tracing::info!(manifest = %digest, ?files, "prioritized files derived from the image config");
+        prioritized.push((digest.clone(), files.clone()));
+        let mut o = opts.clone();
+        o.write.prioritized_files = files;
+        derived = o;
+        &derived
+    } else {
+        opts
+    };
     let converted = convert_layers(store, &layers, opts)?;
 
     // Config: new diffIDs for converted layers.

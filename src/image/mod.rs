@@ -21,6 +21,7 @@ pub mod media;
 pub mod platform;
 pub mod pull;
 pub mod push;
+pub mod rootfs;
 pub mod walk;
 
 pub use archive::MAX_JSON_SIZE;
