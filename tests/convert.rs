@@ -123,3 +123,22 @@ fn zstd_and_prioritized_conversion_verify() {
     ok(strata(&root, &["convert", "--prioritize-from", list.to_str().unwrap(), "sample:1", "sample:prio"]));
     ok(strata(&root, &["convert", "--check", "sample:prio"]));
 }
+
+#[test]
+fn registry_to_registry_conversion() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+    let registry = strata_testdata::registry::RegistryServer::start().unwrap();
+    let layout = dir.path().join("layout");
+    strata_testdata::write_oci_layout(&layout, &[("sample:1", strata_testdata::sample_image(4).into())]).unwrap();
+    ok(strata(&a, &["image", "import", layout.to_str().unwrap()]));
+    let src = format!("{}/conv/sample:1", registry.host());
+    let dst = format!("{}/conv/sample:1-esgz", registry.host());
+    ok(strata(&a, &["push", "--plain-http", &src, "sample:1"]));
+    // SRC is not in root b: convert pulls it, converts, and pushes DST.
+    let converted = ok(strata(&b, &["convert", "--plain-http", "--push", &src, &dst]));
+    let pulled = ok(strata(&c, &["pull", "--plain-http", &dst]));
+    assert_eq!(converted.trim(), pulled.trim());
+    let checked = ok(strata(&c, &["convert", "--check", &dst]));
+    assert_eq!(checked.lines().filter(|l| l.starts_with("ok ")).count(), 3, "{checked}");
+}

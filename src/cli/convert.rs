@@ -14,7 +14,8 @@ use super::format;
     strata convert --zstd --chunk-size 1048576 app:1 app:1-zstd\n  \
     strata convert --prioritize /usr/bin/python3 --prioritize /usr/lib/libpython3.so app:1 app:1-esgz\n  \
     strata convert --prioritize-auto app:1 app:1-esgz\n  \
-    strata convert --check docker.io/library/sample:1.0-esgz")]
+    strata convert --check docker.io/library/sample:1.0-esgz\n  \
+    strata convert --plain-http --push 127.0.0.1:5000/app:1 127.0.0.1:5000/app:1-esgz")]
 pub(crate) struct ConvertArgs {
     /// The local image to convert (`strata image ls`), or with --check the one to verify.
     src: String,
@@ -43,6 +44,11 @@ pub(crate) struct ConvertArgs {
     /// `#!` interpreters, ELF loader and libraries), derived from the config and layers.
     #[arg(long, conflicts_with_all = ["prioritize", "prioritize_from"])]
     prioritize_auto: bool,
+    /// Push DST to its registry after converting (DST must then be a registry reference).
+    #[arg(long)]
+    push: bool,
+    #[command(flatten)]
+    registry: super::transfer::RegistryArgs,
     /// Layers converted at once (default: one per CPU).
     #[arg(long, default_value_t = 0)]
     parallelism: usize,
@@ -50,7 +56,18 @@ pub(crate) struct ConvertArgs {
 
 pub(crate) fn run(root: &Path, args: &ConvertArgs) -> anyhow::Result<()> {
     let store = super::open_store(root)?;
-    let src = store.metadata().image(&args.src).with_context(|| format!("convert: image {:?}", args.src))?;
+    // SRC may be a registry reference not yet in the store: pull it first.
+    let src = match store.metadata().image(&args.src) {
+        Ok(img) => img,
+        Err(e) if e.kind() == strata_formats::ErrorKind::NotFound && !args.check => {
+            let reference: strata::registry::Reference =
+                args.src.parse().with_context(|| format!("convert: {:?} is neither a local image nor a reference", args.src))?;
+            eprintln!("{} is not in the store: pulling {reference}", args.src);
+            super::transfer::pull_reference(root, &args.src, &args.registry)?;
+            store.metadata().image(&reference.to_string()).with_context(|| format!("convert: image {reference}"))?
+        }
+        Err(e) => return Err(e).with_context(|| format!("convert: image {:?}", args.src)),
+    };
     if args.check {
         let results = check(&store, &src)?;
         let mut bad = 0;
@@ -100,6 +117,9 @@ pub(crate) fn run(root: &Path, args: &ConvertArgs) -> anyhow::Result<()> {
         }
     }
     eprintln!("converted {} to {} in {:.1}s", args.src, dst, start.elapsed().as_secs_f64());
+    if args.push {
+        super::transfer::push_reference(root, dst, dst, &args.registry)?;
+    }
     println!("{}", converted.image.target.digest());
     Ok(())
 }

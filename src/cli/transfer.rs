@@ -14,8 +14,8 @@ use strata::registry::{ClientOptions, Reference, RegistryClient};
 
 use super::format;
 
-/// How to reach registries: shared by pull and push.
-#[derive(Debug, Args)]
+/// How to reach registries: shared by pull, push and convert.
+#[derive(Debug, Clone, Args)]
 pub(crate) struct RegistryArgs {
     /// Use plain HTTP (no TLS) for registries without a hosts.toml (as `ctr --plain-http`).
     #[arg(long)]
@@ -157,7 +157,37 @@ fn short(d: &strata_formats::Digest) -> String {
     d.encoded()[..12].to_owned()
 }
 
+/// Pulls `reference` for the host platform (for commands that pull on the way).
+pub(crate) fn pull_reference(root: &Path, reference: &str, registry: &RegistryArgs) -> anyhow::Result<()> {
+    let args = PullArgs {
+        reference: reference.to_owned(),
+        platform: None,
+        max_concurrent_downloads: 3,
+        registry: registry.clone(),
+    };
+    pull_quiet(root, &args).map(drop)
+}
+
+/// Pushes the local image `local` to `reference` (for commands that push on the way).
+pub(crate) fn push_reference(root: &Path, reference: &str, local: &str, registry: &RegistryArgs) -> anyhow::Result<()> {
+    let args = PushArgs {
+        reference: reference.to_owned(),
+        local: Some(local.to_owned()),
+        platform: None,
+        max_concurrent_uploads: 3,
+        chunk_size: None,
+        registry: registry.clone(),
+    };
+    push_quiet(root, &args).map(drop)
+}
+
 pub(crate) fn pull(root: &Path, args: &PullArgs) -> anyhow::Result<()> {
+    println!("{}", pull_quiet(root, args)?);
+    Ok(())
+}
+
+/// Pulls, reporting on stderr; returns the image digest.
+fn pull_quiet(root: &Path, args: &PullArgs) -> anyhow::Result<String> {
     let store = super::open_store(root)?;
     let reference: Reference = args.reference.parse()?;
     let client = args.registry.client()?;
@@ -190,11 +220,16 @@ pub(crate) fn pull(root: &Path, args: &PullArgs) -> anyhow::Result<()> {
     let start = std::time::Instant::now();
     let record = runtime()?.block_on(strata::image::pull::pull(&store, &client, &reference, &opts))?;
     eprintln!("pulled {} in {:.1}s", record.name, start.elapsed().as_secs_f64());
-    println!("{}", record.target.digest());
-    Ok(())
+    Ok(record.target.digest().to_string())
 }
 
 pub(crate) fn push(root: &Path, args: &PushArgs) -> anyhow::Result<()> {
+    println!("{}", push_quiet(root, args)?);
+    Ok(())
+}
+
+/// Pushes, reporting on stderr; returns the pushed root digest.
+fn push_quiet(root: &Path, args: &PushArgs) -> anyhow::Result<String> {
     let store = super::open_store(root)?;
     let target: Reference = args.reference.parse()?;
     let local = args.local.clone().unwrap_or_else(|| target.to_string());
@@ -225,6 +260,5 @@ pub(crate) fn push(root: &Path, args: &PushArgs) -> anyhow::Result<()> {
     let start = std::time::Instant::now();
     let root_desc = runtime()?.block_on(strata::image::push::push(&store, &client, &image, &target, &opts))?;
     eprintln!("pushed {local} to {target} in {:.1}s", start.elapsed().as_secs_f64());
-    println!("{}", root_desc.digest());
-    Ok(())
+    Ok(root_desc.digest().to_string())
 }
