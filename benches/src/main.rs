@@ -4,6 +4,7 @@
 //! Absolute times on shared machines are noisy; the ratio between Strata and the
 //! reference, measured back to back on the same input, is the number that matters.
 
+mod convert;
 mod ingest;
 mod pull;
 mod range;
@@ -32,6 +33,10 @@ enum Bench {
     /// (1 and 8 threads) vs one fresh connection per read (reqwest, curl).
     #[command(after_help = "Example:\n  strata-bench range --size 256MiB --reads 10000 --threads 1,8")]
     Range(range::RangeArgs),
+    /// Conversion of a generated ~150 MiB, 5-layer gzip image to eStargz: `strata convert`
+    /// vs `ctr-remote image convert --estargz --oci` on containerd 1.6 (cold stores).
+    #[command(after_help = "Example:\n  strata-bench convert --strata target/release/strata --runs 3")]
+    Convert(convert::ConvertArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,5 +44,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Ingest(args) => ingest::run(&args),
         Bench::Pull(args) => pull::run(&args),
         Bench::Range(args) => range::run(&args),
+        Bench::Convert(args) => convert::run(&args),
     }
 }

@@ -291,14 +291,14 @@ fn measure(
 
 /// A private containerd: root, state, sockets and opt dir under one directory.
 #[derive(Debug)]
-struct Containerd {
+pub(crate) struct Containerd {
     child: Option<Child>,
-    socket: PathBuf,
+    pub(crate) socket: PathBuf,
     log: PathBuf,
 }
 
 impl Containerd {
-    fn start(binary: &Path, dir: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn start(binary: &Path, dir: &Path) -> anyhow::Result<Self> {
         let socket = dir.join("containerd.sock");
         let config = dir.join("config.toml");
         let log = dir.join("containerd.log");
@@ -347,6 +347,11 @@ impl Containerd {
         }
     }
 
+    /// The daemon's process id (while running).
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     fn log_tail(&self) -> String {
         let mut s = String::new();
         let _ = fs::File::open(&self.log).and_then(|mut f| f.read_to_string(&mut s));
@@ -355,7 +360,7 @@ impl Containerd {
     }
 
     /// SIGTERM, then SIGKILL after 10 s.
-    fn stop(mut self) -> anyhow::Result<()> {
+    pub(crate) fn stop(mut self) -> anyhow::Result<()> {
         self.terminate()
     }
 
