@@ -17,9 +17,13 @@ say() { echo "$me: $*" >&2; }
 #   fuse3                   fusermount3 and the FUSE userspace reference
 #   stargz-snapshotter      ctr-remote, the eStargz reference
 #   iproute2, python3, curl network namespaces, the slow-link proxy, probes
+#   golang-go, golang-github-containerd-stargz-snapshotter-dev
+#                           Go + stargz-snapshotter's sources, to build the reference
+#                           stargz-grpc daemon (tests/stargz_lazy_interop.rs)
 APT_PACKAGES=(
     ca-certificates curl python3 iproute2 xz-utils
     containerd runc docker-registry erofs-utils fuse3 stargz-snapshotter
+    golang-go golang-github-containerd-stargz-snapshotter-dev
 )
 
 missing=()
