@@ -61,10 +61,14 @@ fn tools_available() -> bool {
     true
 }
 
+/// The reference tools: `$STRATA_REFERENCE_DIR`, else `../shared/reference` beside the
+/// checkout (where CI puts it), else the workplace's copy.
 fn reference_dir() -> PathBuf {
-    std::env::var_os("STRATA_REFERENCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_REFERENCE_DIR))
+    if let Some(d) = std::env::var_os("STRATA_REFERENCE_DIR") {
+        return PathBuf::from(d);
+    }
+    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference");
+    if beside.join("build-stargz-grpc.sh").exists() { beside } else { PathBuf::from(DEFAULT_REFERENCE_DIR) }
 }
 
 /// Builds `stargz-grpc` with the reference's script into this target's tmp dir (fresh on
