@@ -96,6 +96,7 @@ pub(crate) fn run(root: &Path, args: &ConvertArgs) -> anyhow::Result<()> {
             compression: if args.zstd { Compression::Zstd } else { Compression::Gzip },
             level: args.level,
             prioritized_files: prioritized,
+            threads: 0,
         },
         parallelism: args.parallelism,
         prioritize_auto: args.prioritize_auto,

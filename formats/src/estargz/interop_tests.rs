@@ -66,7 +66,7 @@ fn reads_zstdchunked_written_by_stargz_snapshotter() {
 fn our_toc_matches_stargz_except_offsets() {
     for (go, compression) in [(GO_GZIP, Compression::Gzip), (GO_ZSTD, Compression::Zstd)] {
         let theirs = EstargzReader::open(go.to_vec(), None).unwrap();
-        let o = WriteOptions { chunk_size: 100_000, compression, level: None, prioritized_files: Vec::new() };
+        let o = WriteOptions { chunk_size: 100_000, compression, level: None, prioritized_files: Vec::new(), threads: 1 };
         let mut blob = Vec::new();
         let report = convert(&source()[..], &mut blob, &o).unwrap();
         let ours = EstargzReader::open(blob, Some(&report.toc_digest)).unwrap();

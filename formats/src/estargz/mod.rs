@@ -13,6 +13,7 @@
 
 pub mod footer;
 pub mod reader;
+mod parallel;
 mod tar_src;
 pub mod toc;
 mod toc_check;

@@ -112,7 +112,7 @@ fn expected(tar_bytes: &[u8]) -> Expected {
 }
 
 fn opts(compression: Compression) -> WriteOptions {
-    WriteOptions { chunk_size: CHUNK, compression, level: Some(1), prioritized_files: Vec::new() }
+    WriteOptions { chunk_size: CHUNK, compression, level: Some(1), prioritized_files: Vec::new(), threads: 1 }
 }
 
 fn convert_bytes(tar_bytes: &[u8], o: &WriteOptions) -> (Vec<u8>, WriteReport) {
@@ -360,7 +360,7 @@ proptest! {
     #[test]
     fn random_trees_round_trip(files in arb_tree(), zstd in any::<bool>(), chunk in 1u64..3000) {
         let src = tree_tar(&files);
-        let o = WriteOptions { chunk_size: chunk, compression: if zstd { Compression::Zstd } else { Compression::Gzip }, level: Some(1), prioritized_files: Vec::new() };
+        let o = WriteOptions { chunk_size: chunk, compression: if zstd { Compression::Zstd } else { Compression::Gzip }, level: Some(1), prioritized_files: Vec::new(), threads: 1 };
         let (blob, report) = convert_bytes(&src, &o);
         let r = EstargzReader::open(blob, Some(&report.toc_digest)).unwrap();
         r.verify_all().unwrap();
