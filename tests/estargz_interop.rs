@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 
 use strata_testdata::registry::RegistryServer;
 
-const STRATA: &str = env!("CARGO_BIN_EXE_strata");
-const CONTAINERD: &str = "/usr/bin/containerd";
-const CTR: &str = "/usr/bin/ctr";
-const CTR_REMOTE: &str = "/usr/bin/ctr-remote";
+mod support;
+
+use support::{CONTAINERD, CTR, CTR_REMOTE, Env, chain_ids};
+
 /// containerd namespace of every ctr call (private daemon anyway).
 const NS: &str = "strata-interop";
 const TOC_DIGEST: &str = "containerd.io/snapshot/stargz/toc.digest";
@@ -48,59 +48,6 @@ fn tools_available() -> bool {
         return false;
     }
     true
-}
-
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        // An empty docker config: never pick up the machine's credentials.
-        fs::write(dir.path().join("config.json"), "{}").unwrap();
-        Self { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn strata(&self, root: &str, args: &[&str]) -> Output {
-        Command::new(STRATA)
-            .arg("--root")
-            .arg(self.path(root))
-            .args(args)
-            .env("DOCKER_CONFIG", self.dir.path())
-            .env("STRATA_HOSTS_DIR", self.path("no-hosts"))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    /// Runs strata and returns its stdout, failing the test (with stderr) otherwise.
-    fn strata_ok(&self, root: &str, args: &[&str]) -> String {
-        let out = self.strata(root, args);
-        assert!(
-            out.status.success(),
-            "strata {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn json(&self, root: &str, digest: &str) -> serde_json::Value {
-        let path = self
-            .path(root)
-            .join("content/blobs/sha256")
-            .join(digest.trim_start_matches("sha256:"));
-        serde_json::from_slice(
-            &fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-        )
-        .unwrap()
-    }
 }
 
 /// A private containerd: root, state, sockets and opt dir under one directory; CRI off.
@@ -655,19 +602,5 @@ fn xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
         })
         .collect();
     out.sort();
-    out
-}
-
-/// Chain IDs of a layer stack (OCI image spec: ChainID(L0) = DiffID(L0),
-/// ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))).
-fn chain_ids(diff_ids: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for d in diff_ids {
-        let next = match out.last() {
-            None => d.clone(),
-            Some(prev) => strata_testdata::sha256_digest(format!("{prev} {d}").as_bytes()),
-        };
-        out.push(next);
-    }
     out
 }

@@ -26,17 +26,17 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read as _;
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use strata_testdata::registry::{FaultProxy, RegistryServer};
 
-const STRATA: &str = env!("CARGO_BIN_EXE_strata");
-const CONTAINERD: &str = "/usr/bin/containerd";
-const CTR: &str = "/usr/bin/ctr";
-const CTR_REMOTE: &str = "/usr/bin/ctr-remote";
+mod support;
+
+use support::mounts::{MountEntry, OverlayMount, force_unmount, mount_entries_under, mounts_under};
+use support::{CONTAINERD, CTR, CTR_REMOTE, Env, chain_ids, log_tail, stop_child, wait_for_socket};
+
 const DEFAULT_REFERENCE_DIR: &str = "/work/shared/reference";
 /// containerd namespace of every ctr call (private daemon anyway).
 const NS: &str = "strata-lazy";
@@ -99,98 +99,6 @@ fn build_stargz_grpc() -> PathBuf {
     let bin = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
     assert!(bin.is_file(), "no binary at {bin:?}; stdout: {stdout}");
     bin
-}
-
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        // An empty docker config: never pick up the machine's credentials.
-        fs::write(dir.path().join("config.json"), "{}").unwrap();
-        Self { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Runs strata and returns its stdout, failing the test (with stderr) otherwise.
-    fn strata_ok(&self, root: &str, args: &[&str]) -> String {
-        let out = Command::new(STRATA)
-            .arg("--root")
-            .arg(self.path(root))
-            .args(args)
-            .env("DOCKER_CONFIG", self.dir.path())
-            .env("STRATA_HOSTS_DIR", self.path("no-hosts"))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "strata {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn json(&self, root: &str, digest: &str) -> serde_json::Value {
-        let path = self
-            .path(root)
-            .join("content/blobs/sha256")
-            .join(digest.trim_start_matches("sha256:"));
-        serde_json::from_slice(
-            &fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-        )
-        .unwrap()
-    }
-}
-
-fn log_tail(log: &Path, n: usize) -> String {
-    let mut s = String::new();
-    let _ = fs::File::open(log).and_then(|mut f| f.read_to_string(&mut s));
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// SIGTERM, up to 10 s to exit, then SIGKILL.
-fn stop_child(child: &mut Child) {
-    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while matches!(child.try_wait(), Ok(None)) {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.wait();
-}
-
-/// Waits until `socket` accepts connections, failing with the log tail if `child` exits
-/// or 20 s pass.
-fn wait_for_socket(name: &str, child: &mut Child, socket: &Path, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while UnixStream::connect(socket).is_err() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "{name} exited while starting ({status}); log tail:\n{}",
-                log_tail(log, 20)
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} did not listen within 20s:\n{}",
-            log_tail(log, 20)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The reference stargz snapshotter daemon, from an empty root (it restores old snapshots
@@ -262,47 +170,6 @@ impl Stargz {
 impl Drop for Stargz {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-/// Unmounts everything under `dir`, deepest first: FUSE connections are aborted first (a
-/// dead daemon's mounts would hang otherwise), then `umount -l`, then `fusermount3 -u -z`.
-fn force_unmount(dir: &Path) {
-    let mut mounts = mount_entries_under(dir);
-    if mounts.is_empty() {
-        return;
-    }
-    mounts.sort_by_key(|m| std::cmp::Reverse(m.point.len()));
-    let connections = Path::new("/sys/fs/fuse/connections");
-    // fusectl is not mounted on every machine: mount it for the aborts, unmount it after.
-    let mounted_fusectl = mounts.iter().any(|m| m.fstype.starts_with("fuse"))
-        && fs::read_dir(connections).is_ok_and(|mut d| d.next().is_none())
-        && Command::new("mount")
-            .args(["-t", "fusectl", "fusectl"])
-            .arg(connections)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-    for m in &mounts {
-        if m.fstype.starts_with("fuse") {
-            let minor = m.dev.rsplit(':').next().unwrap_or_default();
-            let _ = fs::write(connections.join(minor).join("abort"), "1");
-        }
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(&m.point)
-            .stderr(Stdio::null())
-            .status();
-        if m.fstype.starts_with("fuse") && mounts_under(Path::new(&m.point)).contains(&m.point) {
-            let _ = Command::new("fusermount3")
-                .args(["-u", "-z"])
-                .arg(&m.point)
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-    if mounted_fusectl {
-        let _ = Command::new("umount").arg(connections).status();
     }
 }
 
@@ -400,85 +267,6 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         self.terminate();
     }
-}
-
-/// A read-only overlay mounted here; unmounted on drop.
-struct OverlayMount(PathBuf);
-
-impl OverlayMount {
-    fn mount(target: &Path, lowerdirs: &str) -> Self {
-        fs::create_dir_all(target).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "overlay", "overlay", "-o"])
-            .arg(format!("ro,lowerdir={lowerdirs}"))
-            .arg(target)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mount overlay failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        OverlayMount(target.to_path_buf())
-    }
-}
-
-impl Drop for OverlayMount {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.0)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-}
-
-struct MountEntry {
-    dev: String,
-    point: String,
-    fstype: String,
-}
-
-/// Mount points at or under `dir`, from /proc/self/mountinfo.
-fn mount_entries_under(dir: &Path) -> Vec<MountEntry> {
-    let prefix = dir.to_string_lossy().into_owned();
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let fields: Vec<&str> = l.split(' ').collect();
-            let sep = fields.iter().position(|f| *f == "-")?;
-            Some(MountEntry {
-                dev: fields.get(2)?.to_string(),
-                point: fields.get(4)?.to_string(),
-                fstype: fields.get(sep + 1)?.to_string(),
-            })
-        })
-        .filter(|m| m.point == prefix || m.point.starts_with(&format!("{prefix}/")))
-        .collect()
-}
-
-fn mounts_under(dir: &Path) -> Vec<String> {
-    mount_entries_under(dir)
-        .into_iter()
-        .map(|m| m.point)
-        .collect()
-}
-
-/// Chain IDs of a layer stack (OCI image spec).
-fn chain_ids(diff_ids: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for d in diff_ids {
-        let next = match out.last() {
-            None => d.clone(),
-            Some(prev) => strata_testdata::sha256_digest(format!("{prev} {d}").as_bytes()),
-        };
-        out.push(next);
-    }
-    out
 }
 
 /// What one path of a layer (or of the merged tree) must be.
