@@ -25,7 +25,7 @@ use strata_testdata::registry::RegistryServer;
 
 mod support;
 
-use support::{CONTAINERD, CTR, CTR_REMOTE, Env, chain_ids};
+use support::{CONTAINERD, CTR, CTR_REMOTE, Env, chain_ids, stop_child};
 
 /// containerd namespace of every ctr call (private daemon anyway).
 const NS: &str = "strata-interop";
@@ -173,20 +173,8 @@ impl Containerd {
     }
 
     fn terminate(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(child.try_wait(), Ok(None)) {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(mut child) = self.child.take() {
+            stop_child(&mut child);
         }
     }
 }
