@@ -6,8 +6,21 @@
 //! View, Mounts, Commit, Remove, Stat, Update, Usage, Walk, Cleanup), so it must behave as
 //! containerd's own overlayfs and native snapshotters do, down to error kinds and label
 //! limits. Implementations (overlayfs, native, EROFS, stargz) share one transactional
-//! metadata store; they return mounts as data and perform mounts only through a small
-//! mounter seam. The layer applier (tar + OCI whiteouts → a snapshot directory) lives
+//! metadata store; they return mounts as data and perform mounts only through the small
+//! [`mount`] seam. The layer applier (tar + OCI whiteouts → a snapshot directory) lives
 //! here too, reading with `strata_formats`.
 //!
-//! This crate is filled in by the snapshotter work; it holds no code yet.
+//! - [`snapshot`]: the data types ([`Info`], [`Kind`], [`Usage`], [`Mount`]).
+//! - [`error`]: [`SnapshotError`], carrying containerd's error category.
+//! - [`snapshotter`]: the [`Snapshotter`] trait.
+//! - [`mount`]: performing and undoing a list of [`Mount`]s on a target directory.
+
+pub mod error;
+pub mod mount;
+pub mod snapshot;
+pub mod snapshotter;
+
+pub use error::SnapshotError;
+pub use snapshot::{Info, Kind, Labels, Mount, Usage};
+pub use snapshotter::Snapshotter;
+pub use strata_formats::ErrorKind;
