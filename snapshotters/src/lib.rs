@@ -16,6 +16,7 @@
 //! - [`mount`]: performing and undoing a list of [`Mount`]s on a target directory.
 
 pub mod error;
+pub mod metastore;
 pub mod mount;
 pub mod snapshot;
 pub mod snapshotter;
