@@ -20,8 +20,11 @@ say() { echo "$me: $*" >&2; }
 #   golang-go, golang-github-containerd-stargz-snapshotter-dev
 #                           Go + stargz-snapshotter's sources, to build the reference
 #                           stargz-grpc daemon (tests/stargz_lazy_interop.rs)
+#   protobuf-compiler, libprotobuf-dev
+#                           protoc and the google/protobuf/*.proto it imports, to build
+#                           proto/ (apt's protoc finds them only in libprotobuf-dev)
 APT_PACKAGES=(
-    ca-certificates curl python3 iproute2 xz-utils
+    ca-certificates curl python3 iproute2 xz-utils protobuf-compiler libprotobuf-dev
     containerd runc docker-registry erofs-utils fuse3 stargz-snapshotter
     golang-go golang-github-containerd-stargz-snapshotter-dev
 )
