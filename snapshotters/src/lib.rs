@@ -15,9 +15,11 @@
 //! - [`snapshotter`]: the [`Snapshotter`] trait.
 //! - [`mount`]: performing and undoing a list of [`Mount`]s on a target directory.
 
+pub mod disk_usage;
 pub mod error;
 pub mod metastore;
 pub mod mount;
+pub mod overlay;
 pub mod snapshot;
 pub mod snapshotter;
 

@@ -26,6 +26,8 @@ use strata_formats::labels::validate_labels;
 
 use crate::{Info, Kind, Labels, SnapshotError, Usage};
 
+pub(crate) mod snapshot_dirs;
+
 /// Snapshot records by key (or name, once committed), JSON-encoded [`Record`]s.
 const SNAPSHOTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("snapshots");
 /// (parent id, child id) → child key: answers "does this snapshot have children".
@@ -174,7 +176,7 @@ impl MetaStore {
     pub fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, SnapshotError>) -> Result<T, SnapshotError> {
         let db = self.database()?;
         let txn = db.begin_write().map_err(|e| self.err(e))?;
-        let txn = Transaction { path: &self.path, inner: Inner::Write(txn) };
+        let txn = Transaction { path: &self.path, inner: Inner::Write(Box::new(txn)) };
         let out = f(&txn)?;
         match txn.inner {
             Inner::Write(t) => t.commit().map_err(|e| self.err(e))?,
@@ -198,7 +200,7 @@ impl MetaStore {
 
 enum Inner {
     Read(redb::ReadTransaction),
-    Write(redb::WriteTransaction),
+    Write(Box<redb::WriteTransaction>),
 }
 
 /// One transaction on the store: every check and change of a snapshotter operation.

@@ -108,7 +108,18 @@ impl Mount {
         let fstype = cstring(self.kind.as_bytes(), "mount type")?;
         let data = if parsed.data.is_empty() { None } else { Some(cstring(parsed.data.join(",").as_bytes(), "mount options")?) };
         let context = |e: io::Error| io::Error::new(e.kind(), format!("mount {} ({}) on {}: {e}", self.source, self.kind, target.display()));
-        sys_mount(&source, &target_c, Some(&fstype), parsed.flags, data.as_ref()).map_err(context)?;
+        let too_long = data.as_ref().is_some_and(|d| d.as_bytes_with_nul().len() > page_size());
+        match compact_lowerdirs(&parsed.data).filter(|_| too_long && self.kind == "overlay") {
+            Some((common, compacted)) => {
+                // Relative lower directories resolve against the cwd of the mounting
+                // thread, so the target must not depend on it.
+                let target_abs = std::path::absolute(&target).map_err(context)?;
+                let target_abs = cstring(target_abs.as_os_str().as_bytes(), "mount target")?;
+                let data = cstring(compacted.join(",").as_bytes(), "mount options")?;
+                mount_from_dir(&common, &source, &target_abs, &fstype, parsed.flags, &data).map_err(context)?;
+            }
+            None => sys_mount(&source, &target_c, Some(&fstype), parsed.flags, data.as_ref()).map_err(context)?,
+        }
         let is_bind = parsed.flags & libc::MS_BIND != 0;
         if is_bind && parsed.flags & libc::MS_RDONLY != 0 && parsed.flags & libc::MS_REMOUNT == 0 {
             let flags = parsed.flags | libc::MS_REMOUNT;
@@ -120,6 +131,73 @@ impl Mount {
         }
         Ok(())
     }
+}
+
+/// The most bytes of option data mount(2) takes: one page, with the NUL.
+fn page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096)
+}
+
+/// For overlay data whose `lowerdir=` list is too long for one page (128 layers of
+/// absolute paths): the lower directories' common parent, and the data with the lower
+/// directories relative to it (containerd's `compactLowerdirOption`). `None` when the
+/// lower directories share no parent but `/`.
+fn compact_lowerdirs(data: &[String]) -> Option<(std::path::PathBuf, Vec<String>)> {
+    let index = data.iter().position(|o| o.starts_with("lowerdir="))?;
+    let lowers: Vec<&Path> = data[index]["lowerdir=".len()..].split(':').map(Path::new).collect();
+    let first = lowers.first()?.parent()?;
+    let mut common: std::path::PathBuf = first.to_path_buf();
+    for lower in &lowers {
+        while !lower.starts_with(&common) || *lower == common.as_path() {
+            if !common.pop() {
+                return None;
+            }
+        }
+    }
+    if !common.is_absolute() || common.parent().is_none() {
+        return None;
+    }
+    let relative: Vec<String> = lowers
+        .iter()
+        .map(|l| l.strip_prefix(&common).map(|r| r.to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let mut out = data.to_vec();
+    out[index] = format!("lowerdir={}", relative.join(":"));
+    Some((common, out))
+}
+
+/// Performs the mount from a thread whose working directory is `dir`, so that relative
+/// paths in `data` resolve there. The thread gets its own filesystem context
+/// (`unshare(CLONE_FS)`) so the process's working directory never changes.
+fn mount_from_dir(
+    dir: &Path,
+    source: &CString,
+    target: &CString,
+    fstype: &CString,
+    flags: libc::c_ulong,
+    data: &CString,
+) -> io::Result<()> {
+    let dir = cstring(dir.as_os_str().as_bytes(), "mount directory")?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: unshare and chdir take no pointers but dir's, valid for the call;
+                // CLONE_FS only detaches this thread's cwd/root/umask from the process.
+                if unsafe { libc::unshare(libc::CLONE_FS) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // SAFETY: as above.
+                if unsafe { libc::chdir(dir.as_ptr()) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                sys_mount(source, target, Some(fstype), flags, Some(data))
+            })
+            .join()
+            .map_err(|_| io::Error::other("the mounting thread panicked"))?
+    })
 }
 
 /// Performs `mounts` on `target` in order (containerd's `mount.All`).
@@ -163,5 +241,21 @@ mod tests {
         assert_eq!(p.data, vec!["lowerdir=/a:/b".to_string(), "index=off".to_string()]);
         let p = parse_options(&["ro".to_string(), "rw".to_string()]);
         assert_eq!(p.flags, 0);
+    }
+
+    #[test]
+    fn lowerdirs_compact_to_their_common_parent() {
+        let data: Vec<String> = ["index=off", "workdir=/r/snapshots/9/work", "upperdir=/r/snapshots/9/fs", "lowerdir=/r/snapshots/2/fs:/r/snapshots/10/fs"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let (common, out) = compact_lowerdirs(&data).unwrap();
+        assert_eq!(common, Path::new("/r/snapshots"));
+        assert_eq!(out[3], "lowerdir=2/fs:10/fs");
+        assert_eq!(out[..3], data[..3]);
+        let one = vec!["lowerdir=/r/snapshots/2/fs".to_string()];
+        assert_eq!(compact_lowerdirs(&one).unwrap().1, vec!["lowerdir=fs".to_string()]);
+        let apart = vec!["lowerdir=/a/x:/b/y".to_string()];
+        assert!(compact_lowerdirs(&apart).is_none());
     }
 }
