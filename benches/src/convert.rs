@@ -79,7 +79,7 @@ enum Tool {
 impl Tool {
     fn label(self) -> &'static str {
         match self {
-            Tool::Strata => "`strata convert` (gzip level 6, default)",
+            Tool::Strata => "`strata convert` (gzip level 7, default)",
             Tool::CtrRemote => "`ctr-remote image convert --estargz --oci` (level 9, default)",
             Tool::StrataLevel9 => "`strata convert --level 9`",
         }

@@ -4,10 +4,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use strata::image::convert::{ConvertOptions, check, convert};
+use std::sync::Arc;
+
+use strata::image::convert::{ConvertEvent, ConvertOptions, check, convert};
 use strata_formats::estargz::{Compression, WriteOptions};
 
 use super::format;
+use super::progress::Reporter;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  strata convert docker.io/library/sample:1.0 docker.io/library/sample:1.0-esgz\n  \
@@ -31,7 +34,7 @@ pub(crate) struct ConvertArgs {
     /// Largest uncompressed chunk of a file per compressed member, in bytes.
     #[arg(long, default_value_t = 4 << 20)]
     chunk_size: u64,
-    /// Compression level (gzip 0–9, default 6; zstd 1–22, default 3).
+    /// Compression level (gzip 0–9, default 7; zstd 1–22, default 3).
     #[arg(long)]
     level: Option<u32>,
     /// A file to prefetch first, in access order (repeatable).
@@ -100,6 +103,7 @@ pub(crate) fn run(root: &Path, args: &ConvertArgs) -> anyhow::Result<()> {
         },
         parallelism: args.parallelism,
         prioritize_auto: args.prioritize_auto,
+        progress: Some(progress_sink()),
     };
     let dst = args.dst.as_deref().expect("invariant: clap requires DST without --check");
     let start = std::time::Instant::now();
@@ -110,17 +114,33 @@ pub(crate) fn run(root: &Path, args: &ConvertArgs) -> anyhow::Result<()> {
             eprintln!("  {f}");
         }
     }
-    for l in &converted.layers {
-        if l.passed_through {
-            eprintln!("layer {}: already eStargz, kept", l.source.short());
-        } else {
-            eprintln!("layer {} -> {} ({}, toc {})", l.source.short(), l.converted.short(), format::size(l.size), &l.toc_digest[..19]);
-        }
-    }
     eprintln!("converted {} to {} in {:.1}s", args.src, dst, start.elapsed().as_secs_f64());
     if args.push {
         super::transfer::push_reference(root, dst, dst, &args.registry)?;
     }
     println!("{}", converted.image.target.digest());
     Ok(())
+}
+
+/// Bars per layer on a terminal (compressed source bytes read), a line per layer otherwise.
+fn progress_sink() -> Arc<dyn Fn(&ConvertEvent) + Send + Sync> {
+    let reporter = Reporter::new();
+    Arc::new(move |e: &ConvertEvent| match e {
+        ConvertEvent::LayerStarted { layer, size } => {
+            let key = layer.to_string();
+            reporter.start(format!("layer {}", layer.short()), &key, *size, 0);
+            reporter.message(&key, &format!("layer {}", layer.short()), "converting");
+        }
+        ConvertEvent::LayerProgress { layer, read } => reporter.advance(&layer.to_string(), *read),
+        ConvertEvent::LayerDone(l) => {
+            let label = format!("layer {}", l.source.short());
+            let key = l.source.to_string();
+            if l.passed_through {
+                reporter.finish(&key, &label, "already eStargz, kept");
+            } else {
+                let toc = l.toc_digest.get(..19).unwrap_or(&l.toc_digest);
+                reporter.finish(&key, &label, &format!("-> {} ({}, toc {toc})", l.converted.short(), format::size(l.size)));
+            }
+        }
+    })
 }

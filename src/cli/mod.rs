@@ -4,6 +4,7 @@ mod content;
 mod convert;
 mod format;
 mod image;
+mod progress;
 mod transfer;
 
 use std::path::PathBuf;

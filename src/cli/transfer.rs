@@ -1,8 +1,7 @@
 //! `strata pull` and `strata push`: images between a registry and the local store.
 
-use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -13,6 +12,7 @@ use strata::image::push::{BlobOutcome, PushEvent, PushOptions};
 use strata::registry::{ClientOptions, Reference, RegistryClient};
 
 use super::format;
+use super::progress::Reporter;
 
 /// How to reach registries: shared by pull, push and convert.
 #[derive(Debug, Clone, Args)]
@@ -88,69 +88,6 @@ pub(crate) struct PushArgs {
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start async runtime")
-}
-
-/// Per-blob progress: bars on a terminal, one log line per blob event otherwise.
-struct Reporter {
-    bars: Option<(indicatif::MultiProgress, Mutex<HashMap<String, indicatif::ProgressBar>>)>,
-}
-
-impl Reporter {
-    fn new() -> Self {
-        let tty = std::io::stderr().is_terminal();
-        Self { bars: tty.then(|| (indicatif::MultiProgress::new(), Mutex::new(HashMap::new()))) }
-    }
-
-    fn start(&self, label: String, key: &str, size: u64, offset: u64) {
-        match &self.bars {
-            Some((multi, bars)) => {
-                let bar = multi.add(indicatif::ProgressBar::new(size));
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template("{prefix:<26} [{bar:30}] {bytes:>10}/{total_bytes:<10} {msg}")
-                        .expect("invariant: valid template")
-                        .progress_chars("=> "),
-                );
-                bar.set_prefix(label);
-                bar.set_position(offset);
-                bars.lock().expect("invariant: not poisoned").insert(key.to_owned(), bar);
-            }
-            None if offset > 0 && offset < size => {
-                eprintln!("{label}: resuming at {} of {}", format::size(offset), format::size(size));
-            }
-            None => {}
-        }
-    }
-
-    fn advance(&self, key: &str, n: u64) {
-        if let Some((_, bars)) = &self.bars
-            && let Some(b) = bars.lock().expect("invariant: not poisoned").get(key)
-        {
-            b.inc(n);
-        }
-    }
-
-    fn message(&self, key: &str, label: &str, msg: &str) {
-        match &self.bars {
-            Some((_, bars)) => {
-                if let Some(b) = bars.lock().expect("invariant: not poisoned").get(key) {
-                    b.set_message(msg.to_owned());
-                }
-            }
-            None => eprintln!("{label}: {msg}"),
-        }
-    }
-
-    fn finish(&self, key: &str, label: &str, msg: &str) {
-        match &self.bars {
-            Some((_, bars)) => {
-                if let Some(b) = bars.lock().expect("invariant: not poisoned").get(key) {
-                    b.set_position(b.length().unwrap_or(0));
-                    b.finish_with_message(msg.to_owned());
-                }
-            }
-            None => eprintln!("{label}: {msg}"),
-        }
-    }
 }
 
 fn short(d: &strata_formats::Digest) -> String {

@@ -10,7 +10,8 @@
 //! types (Docker media types would lose the annotations).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oci_spec::image::{Descriptor, MediaType};
@@ -25,8 +26,32 @@ use crate::content::{LABEL_UNCOMPRESSED, StreamSource};
 use crate::metadata::ImageRecord;
 use crate::store::Store;
 
+/// What a conversion reports as it goes (from several worker threads at once).
+#[derive(Debug, Clone)]
+pub enum ConvertEvent {
+    /// A layer's conversion started; `size` is its compressed source size.
+    LayerStarted {
+        /// The source layer.
+        layer: Digest,
+        /// Its compressed size.
+        size: u64,
+    },
+    /// `read` more compressed source bytes of `layer` were consumed.
+    LayerProgress {
+        /// The source layer.
+        layer: Digest,
+        /// Bytes consumed since the last event.
+        read: u64,
+    },
+    /// A layer is done (converted or passed through).
+    LayerDone(LayerOutcome),
+}
+
+/// Where conversion events go.
+pub type ConvertEventSink = Arc<dyn Fn(&ConvertEvent) + Send + Sync>;
+
 /// How to convert.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ConvertOptions {
     /// The eStargz writer's settings (chunk size, gzip or zstd, level, prioritized files).
     pub write: WriteOptions,
@@ -35,6 +60,44 @@ pub struct ConvertOptions {
     /// When `write.prioritized_files` is empty: derive each manifest's prioritized files
     /// from its config and layers ([`super::rootfs::derive_prioritized_files`]).
     pub prioritize_auto: bool,
+    /// Per-layer progress events.
+    pub progress: Option<ConvertEventSink>,
+}
+
+impl std::fmt::Debug for ConvertOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConvertOptions")
+            .field("write", &self.write)
+            .field("parallelism", &self.parallelism)
+            .field("prioritize_auto", &self.prioritize_auto)
+            .field("progress", &self.progress.as_ref().map(|_| "Fn"))
+            .finish()
+    }
+}
+
+/// A reader that reports the bytes it reads as [`ConvertEvent::LayerProgress`], in
+/// steps of at least [`ProgressRead::STEP`] so events stay cheap.
+struct ProgressRead<'a, R> {
+    inner: R,
+    layer: &'a Digest,
+    sink: &'a ConvertEventSink,
+    pending: u64,
+}
+
+impl<R> ProgressRead<'_, R> {
+    const STEP: u64 = 1 << 20;
+}
+
+impl<R: Read> Read for ProgressRead<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pending += n as u64;
+        if self.pending >= Self::STEP || (n == 0 && self.pending > 0) {
+            (self.sink)(&ConvertEvent::LayerProgress { layer: self.layer.clone(), read: self.pending });
+            self.pending = 0;
+        }
+        Ok(n)
+    }
 }
 
 /// What happened to one layer.
@@ -208,7 +271,10 @@ fn convert_layers(store: &Store, layers: &[Descriptor], opts: &ConvertOptions) -
                     if i >= layers.len() {
                         break;
                     }
-                    let r = convert_layer(store, &layers[i], &opts.write);
+                    let r = convert_layer(store, &layers[i], opts);
+                    if let (Some(sink), Ok((_, _, outcome))) = (&opts.progress, &r) {
+                        sink(&ConvertEvent::LayerDone(outcome.clone()));
+                    }
                     results.lock().expect("invariant: not poisoned")[i] = Some(r);
                 }
             });
@@ -222,7 +288,8 @@ fn convert_layers(store: &Store, layers: &[Descriptor], opts: &ConvertOptions) -
         .collect()
 }
 
-fn convert_layer(store: &Store, layer: &Descriptor, write: &WriteOptions) -> Result<LayerResult, ImageError> {
+fn convert_layer(store: &Store, layer: &Descriptor, opts: &ConvertOptions) -> Result<LayerResult, ImageError> {
+    let write = &opts.write;
     let source = descriptor_digest(layer)?;
     let annotations = layer.annotations().clone().unwrap_or_default();
     if let Some(toc) = annotations.get(estargz::TOC_DIGEST_ANNOTATION) {
@@ -236,8 +303,15 @@ fn convert_layer(store: &Store, layer: &Descriptor, write: &WriteOptions) -> Res
         return Ok((layer.clone(), None, outcome));
     }
     let reader = store.content().reader_at(&source)?;
-    let tar = estargz::decompress_layer(ReadAtCursor::new(reader))
-        .map_err(|e| ImageError::invalid(format!("layer {source}"), e))?;
+    let tar = match &opts.progress {
+        Some(sink) => {
+            sink(&ConvertEvent::LayerStarted { layer: source.clone(), size: layer.size() });
+            let counted = ProgressRead { inner: ReadAtCursor::new(reader), layer: &source, sink, pending: 0 };
+            estargz::decompress_layer(counted)
+        }
+        None => estargz::decompress_layer(ReadAtCursor::new(reader)),
+    }
+    .map_err(|e| ImageError::invalid(format!("layer {source}"), e))?;
     let reference = format!("convert-layer-{source}-{}", crate::metadata::unique_suffix());
     let mut writer = store.content().writer(&reference, None, None)?;
     let report = match estargz::convert(tar, &mut writer, write) {
