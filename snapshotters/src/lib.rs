@@ -15,10 +15,12 @@
 //! - [`snapshotter`]: the [`Snapshotter`] trait.
 //! - [`mount`]: performing and undoing a list of [`Mount`]s on a target directory.
 
+pub mod copy_tree;
 pub mod disk_usage;
 pub mod error;
 pub mod metastore;
 pub mod mount;
+pub mod native;
 pub mod overlay;
 pub mod snapshot;
 pub mod snapshotter;
