@@ -88,11 +88,8 @@ fn make_node(to: &Path, meta: &Metadata) -> io::Result<()> {
 
 /// Copies a regular file: a reflink when possible, else its data segments.
 fn copy_file(from: &Path, to: &Path, meta: &Metadata) -> io::Result<()> {
-    let src = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(from)
-        .map_err(|e| context("open", from, e))?;
+    let src =
+        OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(from).map_err(|e| context("open", from, e))?;
     let dst = OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -133,10 +133,7 @@ impl MetaStore {
             Err(DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(SnapshotError::new(
                     ErrorKind::Unavailable,
-                    format!(
-                        "snapshot metadata {}: held open by another process (is `strata serve` running?)",
-                        path.display()
-                    ),
+                    format!("snapshot metadata {}: held open by another process (is `strata serve` running?)", path.display()),
                 ));
             }
             Err(e) => return Err(SnapshotError::internal(format!("snapshot metadata {}: open: {e}", path.display()))),
@@ -280,9 +277,9 @@ impl Transaction<'_> {
         let mut ids = Vec::new();
         let mut next = record.parent.clone();
         while let Some(parent) = next {
-            let p = self.record(&parent)?.ok_or_else(|| {
-                SnapshotError::not_found(format!("snapshot {key}: parent {parent} in its chain not found"))
-            })?;
+            let p = self
+                .record(&parent)?
+                .ok_or_else(|| SnapshotError::not_found(format!("snapshot {key}: parent {parent} in its chain not found")))?;
             ids.push(p.id);
             next = p.parent;
         }
@@ -304,9 +301,7 @@ impl Transaction<'_> {
         let record = self.existing(key)?;
         let kind = record.kind(key)?;
         if kind == Kind::Committed {
-            return Err(SnapshotError::failed_precondition(format!(
-                "snapshot {key}: is committed, not active or a view"
-            )));
+            return Err(SnapshotError::failed_precondition(format!("snapshot {key}: is committed, not active or a view")));
         }
         Ok(Snapshot { id: record.id, kind, parent_ids: self.parent_ids(key, &record)? })
     }
@@ -401,20 +396,14 @@ impl Transaction<'_> {
             return Err(SnapshotError::invalid_argument("snapshot key must not be empty"));
         }
         if kind == Kind::Committed {
-            return Err(SnapshotError::invalid_argument(format!(
-                "snapshot {key}: only active snapshots and views can be created"
-            )));
+            return Err(SnapshotError::invalid_argument(format!("snapshot {key}: only active snapshots and views can be created")));
         }
         check_labels(key, &labels)?;
         let mut parent_ids = Vec::new();
         if !parent.is_empty() {
-            let p = self.record(parent)?.ok_or_else(|| {
-                SnapshotError::not_found(format!("snapshot {key}: parent {parent} not found"))
-            })?;
+            let p = self.record(parent)?.ok_or_else(|| SnapshotError::not_found(format!("snapshot {key}: parent {parent} not found")))?;
             if p.kind(parent)? != Kind::Committed {
-                return Err(SnapshotError::invalid_argument(format!(
-                    "snapshot {key}: parent {parent} is not a committed snapshot"
-                )));
+                return Err(SnapshotError::invalid_argument(format!("snapshot {key}: parent {parent} is not a committed snapshot")));
             }
             parent_ids.push(p.id);
             parent_ids.extend(self.parent_ids(parent, &p)?);
@@ -460,9 +449,7 @@ impl Transaction<'_> {
         }
         let kind = record.kind(key)?;
         if kind != Kind::Active {
-            return Err(SnapshotError::failed_precondition(format!(
-                "snapshot {key}: is {kind}, only active snapshots can be committed"
-            )));
+            return Err(SnapshotError::failed_precondition(format!("snapshot {key}: is {kind}, only active snapshots can be committed")));
         }
         let t = to_nanos(now());
         let committed = Record {
@@ -491,9 +478,7 @@ impl Transaction<'_> {
     pub fn remove(&self, key: &str) -> Result<(u64, Kind), SnapshotError> {
         let record = self.existing(key)?;
         if self.has_children(record.id)? {
-            return Err(SnapshotError::failed_precondition(format!(
-                "snapshot {key}: cannot remove a snapshot that has children"
-            )));
+            return Err(SnapshotError::failed_precondition(format!("snapshot {key}: cannot remove a snapshot that has children")));
         }
         if let Some(parent) = &record.parent {
             let p = self.existing(parent)?;

@@ -153,7 +153,10 @@ mod tests {
 
     impl Drop for Mounted {
         fn drop(&mut self) {
-            unmount_all(&self.0, true).expect("unmount");
+            if let Err(e) = unmount_all(&self.0, true) {
+                // Panicking while unwinding would abort and hide the first failure.
+                eprintln!("unmount {}: {e}", self.0.display());
+            }
         }
     }
 
@@ -171,7 +174,15 @@ mod tests {
         let s = NativeSnapshotter::open(&root).unwrap();
         let snapshots = root.join("snapshots");
         let m = s.prepare("a", "", Labels::new()).unwrap();
-        assert_eq!(m, vec![Mount { kind: "bind".into(), source: snapshots.join("1").display().to_string(), target: String::new(), options: vec!["rbind".into(), "rw".into()] }]);
+        assert_eq!(
+            m,
+            vec![Mount {
+                kind: "bind".into(),
+                source: snapshots.join("1").display().to_string(),
+                target: String::new(),
+                options: vec!["rbind".into(), "rw".into()]
+            }]
+        );
         assert_eq!(std::fs::metadata(snapshots.join("1")).unwrap().mode() & 0o7777, 0o755);
         let mnt = dir.path().join("mnt");
         {

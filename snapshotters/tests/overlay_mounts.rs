@@ -21,7 +21,10 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        unmount_all(&self.0, true).expect("unmount");
+        if let Err(e) = unmount_all(&self.0, true) {
+            // Panicking while unwinding would abort and hide the first failure.
+            eprintln!("unmount {}: {e}", self.0.display());
+        }
     }
 }
 

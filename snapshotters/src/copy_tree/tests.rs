@@ -23,10 +23,7 @@ fn get_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
 
 fn set_times(path: &Path, atime: (i64, i64), mtime: (i64, i64)) {
     let c = cpath(path).unwrap();
-    let times = [
-        libc::timespec { tv_sec: atime.0, tv_nsec: atime.1 },
-        libc::timespec { tv_sec: mtime.0, tv_nsec: mtime.1 },
-    ];
+    let times = [libc::timespec { tv_sec: atime.0, tv_nsec: atime.1 }, libc::timespec { tv_sec: mtime.0, tv_nsec: mtime.1 }];
     // SAFETY: valid path and array for the call.
     let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
     assert_eq!(rc, 0);

@@ -65,9 +65,13 @@ impl SnapshotDirs {
         if std::fs::symlink_metadata(&target).is_ok() {
             remove_tree(&target).map_err(|e| SnapshotError::io(format_args!("remove stale {}", target.display()), e))?;
         }
+        // The metadata commit that follows is durable, so the directory it names must be
+        // too: its entries first, then the rename.
+        sync_dir(&from)?;
         std::fs::rename(&from, &target)
             .map_err(|e| SnapshotError::io(format_args!("rename {} to {}", from.display(), target.display()), e))?;
         temp.persist();
+        sync_dir(&self.dir)?;
         Ok(target)
     }
 
@@ -95,7 +99,10 @@ impl SnapshotDirs {
         for entry in entries {
             let entry = entry.map_err(|e| SnapshotError::io(format_args!("list {}", self.dir.display()), e))?;
             let name = entry.file_name();
-            let live = name.to_str().and_then(|n| n.parse::<u64>().ok()).is_some_and(|id| ids(id) && name.to_str() == Some(id.to_string().as_str()));
+            let live = name
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|id| ids(id) && name.to_str() == Some(id.to_string().as_str()));
             if !live {
                 out.push(entry.path());
             }
@@ -143,6 +150,10 @@ pub(crate) fn cleanup_dirs(store: &MetaStore, dirs: &SnapshotDirs) -> Result<(),
         remove_tree(&path).map_err(|e| SnapshotError::io(format_args!("cleanup: remove {}", path.display()), e))?;
     }
     Ok(())
+}
+
+fn sync_dir(path: &Path) -> Result<(), SnapshotError> {
+    std::fs::File::open(path).and_then(|d| d.sync_all()).map_err(|e| SnapshotError::io(format_args!("sync {}", path.display()), e))
 }
 
 /// Removes a directory tree; a mount left inside (a crashed container) is detached first.

@@ -24,7 +24,10 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        unmount_all(&self.0, true).expect("unmount");
+        if let Err(e) = unmount_all(&self.0, true) {
+            // Panicking while unwinding would abort and hide the first failure.
+            eprintln!("unmount {}: {e}", self.0.display());
+        }
     }
 }
 
@@ -37,13 +40,29 @@ fn mounts_have_containerd_shapes() {
     let (dir, s) = open();
     let root = dir.path().join("root/snapshots");
     let m = s.prepare("a", "", Labels::new()).unwrap();
-    assert_eq!(m, vec![Mount { kind: "bind".into(), source: root.join("1/fs").display().to_string(), target: String::new(), options: vec!["rw".into(), "rbind".into()] }]);
+    assert_eq!(
+        m,
+        vec![Mount {
+            kind: "bind".into(),
+            source: root.join("1/fs").display().to_string(),
+            target: String::new(),
+            options: vec!["rw".into(), "rbind".into()]
+        }]
+    );
     s.commit("base", "a", Labels::new()).unwrap();
     let v = s.view("v0", "", Labels::new()).unwrap();
     assert_eq!(v[0].kind, "bind");
     assert_eq!(v[0].options, vec!["ro", "rbind"]);
     let v1 = s.view("v1", "base", Labels::new()).unwrap();
-    assert_eq!(v1, vec![Mount { kind: "bind".into(), source: root.join("1/fs").display().to_string(), target: String::new(), options: vec!["ro".into(), "rbind".into()] }]);
+    assert_eq!(
+        v1,
+        vec![Mount {
+            kind: "bind".into(),
+            source: root.join("1/fs").display().to_string(),
+            target: String::new(),
+            options: vec!["ro".into(), "rbind".into()]
+        }]
+    );
     let b = s.prepare("b", "base", Labels::new()).unwrap();
     let mut want = index_off();
     want.push(format!("workdir={}", root.join("4/work").display()));
@@ -184,4 +203,35 @@ fn second_open_of_a_root_is_unavailable() {
     let (dir, _s) = open();
     let err = OverlaySnapshotter::open(&dir.path().join("root")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable);
+}
+
+#[test]
+fn concurrent_prepare_commit_from_many_threads() {
+    fn shared<T: Send + Sync>(_: &T) {}
+    let (dir, s) = open();
+    shared(&s);
+    s.prepare("base-key", "", Labels::new()).unwrap();
+    s.commit("base", "base-key", Labels::new()).unwrap();
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let s = &s;
+            scope.spawn(move || {
+                for i in 0..10 {
+                    let key = format!("k-{t}-{i}");
+                    s.prepare(&key, "base", Labels::new()).unwrap();
+                    s.commit(&format!("c-{t}-{i}"), &key, Labels::new()).unwrap();
+                    s.stat(&format!("c-{t}-{i}")).unwrap();
+                }
+            });
+        }
+    });
+    let mut committed = 0;
+    s.walk(&["kind==committed".to_owned()], &mut |_| {
+        committed += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(committed, 41);
+    s.cleanup().unwrap();
+    assert_eq!(std::fs::read_dir(dir.path().join("root/snapshots")).unwrap().count(), 41);
 }
