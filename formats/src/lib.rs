@@ -24,6 +24,7 @@ pub mod filters;
 pub mod labels;
 pub mod prefetch;
 pub mod read_at;
+pub mod tar_layer;
 
 pub use digest::{Digest, DigestError, Digester};
 pub use errdefs::ErrorKind;
