@@ -24,6 +24,8 @@ pub mod native;
 pub mod overlay;
 pub mod snapshot;
 pub mod snapshotter;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
 
 pub use error::SnapshotError;
 pub use snapshot::{Info, Kind, Labels, Mount, Usage};
