@@ -14,6 +14,12 @@
 //! - [`error`]: [`SnapshotError`], carrying containerd's error category.
 //! - [`snapshotter`]: the [`Snapshotter`] trait.
 //! - [`mount`]: performing and undoing a list of [`Mount`]s on a target directory.
+//! - [`metastore`]: the transactional snapshot metadata store (redb) all implementations use.
+//! - [`overlay`]: the overlayfs snapshotter (the default); [`native`]: full copies, for
+//!   hosts without overlay.
+//! - [`copy_tree`]: the native snapshotter's tree copy; [`disk_usage`]: `du`-style usage.
+//! - `testsuite` (feature `testsuite`): the conformance suite run against every
+//!   implementation (`conformance_tests!`).
 
 pub mod copy_tree;
 pub mod disk_usage;

@@ -8,8 +8,8 @@ use crate::{Info, Labels, Mount, SnapshotError, Usage};
 ///
 /// Errors carry containerd's categories: NotFound (no such key), AlreadyExists (key
 /// taken), FailedPrecondition (wrong kind or state, e.g. committing a view, removing a
-/// snapshot with children, a parent that is not committed), InvalidArgument (bad
-/// label, filter, or field path; updating an immutable field).
+/// snapshot with children), InvalidArgument (bad label, filter, or field path; updating
+/// an immutable field; a parent that is not committed, as containerd's bolt store says).
 pub trait Snapshotter: Send + Sync {
     /// Information about the snapshot `key` (active, view or committed).
     fn stat(&self, key: &str) -> Result<Info, SnapshotError>;
