@@ -16,6 +16,7 @@ say() { echo "$me: $*" >&2; }
 #   erofs-utils             mkfs.erofs / fsck.erofs, the EROFS reference
 #   fuse3                   fusermount3 and the FUSE userspace reference
 #   stargz-snapshotter      ctr-remote, the eStargz reference
+#   umoci                   `umoci unpack`, the reference for a layer stack's file tree
 #   iproute2, python3, curl network namespaces, the slow-link proxy, probes
 #   golang-go, golang-github-containerd-stargz-snapshotter-dev
 #                           Go + stargz-snapshotter's sources, to build the reference
@@ -25,7 +26,7 @@ say() { echo "$me: $*" >&2; }
 #                           proto/ (apt's protoc finds them only in libprotobuf-dev)
 APT_PACKAGES=(
     ca-certificates curl python3 iproute2 xz-utils protobuf-compiler libprotobuf-dev
-    containerd runc docker-registry erofs-utils fuse3 stargz-snapshotter
+    containerd runc docker-registry erofs-utils fuse3 stargz-snapshotter umoci
     golang-go golang-github-containerd-stargz-snapshotter-dev
 )
 
