@@ -21,7 +21,11 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub(crate) enum Change {
     /// Writes a regular file (truncating an existing one) and sets its mode.
-    File { path: String, content: Vec<u8>, mode: u32 },
+    File {
+        path: String,
+        content: Vec<u8>,
+        mode: u32,
+    },
     /// Creates a directory unless it exists, and sets its mode.
     Dir { path: String, mode: u32 },
     /// Removes a file or a whole directory tree; a missing path is not an error.
@@ -37,27 +41,46 @@ pub(crate) enum Change {
 }
 
 pub(crate) fn file(path: &str, content: &[u8], mode: u32) -> Change {
-    Change::File { path: path.to_owned(), content: content.to_vec(), mode }
+    Change::File {
+        path: path.to_owned(),
+        content: content.to_vec(),
+        mode,
+    }
 }
 
 pub(crate) fn dir(path: &str, mode: u32) -> Change {
-    Change::Dir { path: path.to_owned(), mode }
+    Change::Dir {
+        path: path.to_owned(),
+        mode,
+    }
 }
 
 pub(crate) fn remove_all(path: &str) -> Change {
-    Change::RemoveAll { path: path.to_owned() }
+    Change::RemoveAll {
+        path: path.to_owned(),
+    }
 }
 
 pub(crate) fn chown(path: &str, uid: u32, gid: u32) -> Change {
-    Change::Chown { path: path.to_owned(), uid, gid }
+    Change::Chown {
+        path: path.to_owned(),
+        uid,
+        gid,
+    }
 }
 
 pub(crate) fn rename(from: &str, to: &str) -> Change {
-    Change::Rename { from: from.to_owned(), to: to.to_owned() }
+    Change::Rename {
+        from: from.to_owned(),
+        to: to.to_owned(),
+    }
 }
 
 pub(crate) fn link(target: &str, link: &str) -> Change {
-    Change::Link { target: target.to_owned(), link: link.to_owned() }
+    Change::Link {
+        target: target.to_owned(),
+        link: link.to_owned(),
+    }
 }
 
 fn under(root: &Path, path: &str) -> PathBuf {
@@ -78,10 +101,15 @@ pub(crate) fn apply(root: &Path, changes: &[Change]) -> io::Result<()> {
 
 fn apply_one(root: &Path, change: &Change) -> io::Result<()> {
     match change {
-        Change::File { path, content, mode } => {
+        Change::File {
+            path,
+            content,
+            mode,
+        } => {
             let p = under(root, path);
             fs::write(&p, content).map_err(|e| with_path(&p, "write", e))?;
-            fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).map_err(|e| with_path(&p, "chmod", e))
+            fs::set_permissions(&p, fs::Permissions::from_mode(*mode))
+                .map_err(|e| with_path(&p, "chmod", e))
         }
         Change::Dir { path, mode } => {
             let p = under(root, path);
@@ -90,7 +118,8 @@ fn apply_one(root: &Path, change: &Change) -> io::Result<()> {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && p.is_dir() => {}
                 Err(e) => return Err(with_path(&p, "mkdir", e)),
             }
-            fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).map_err(|e| with_path(&p, "chmod", e))
+            fs::set_permissions(&p, fs::Permissions::from_mode(*mode))
+                .map_err(|e| with_path(&p, "chmod", e))
         }
         Change::RemoveAll { path } => {
             let p = under(root, path);
@@ -104,7 +133,8 @@ fn apply_one(root: &Path, change: &Change) -> io::Result<()> {
         }
         Change::Chown { path, uid, gid } => {
             let p = under(root, path);
-            std::os::unix::fs::lchown(&p, Some(*uid), Some(*gid)).map_err(|e| with_path(&p, "chown", e))
+            std::os::unix::fs::lchown(&p, Some(*uid), Some(*gid))
+                .map_err(|e| with_path(&p, "chown", e))
         }
         Change::Rename { from, to } => {
             let (from, to) = (under(root, from), under(root, to));
@@ -112,8 +142,13 @@ fn apply_one(root: &Path, change: &Change) -> io::Result<()> {
                 Ok(()) => Ok(()),
                 Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
                     copy_tree(&from, &to)?;
-                    let meta = fs::symlink_metadata(&from).map_err(|e| with_path(&from, "stat", e))?;
-                    let removed = if meta.is_dir() { fs::remove_dir_all(&from) } else { fs::remove_file(&from) };
+                    let meta =
+                        fs::symlink_metadata(&from).map_err(|e| with_path(&from, "stat", e))?;
+                    let removed = if meta.is_dir() {
+                        fs::remove_dir_all(&from)
+                    } else {
+                        fs::remove_file(&from)
+                    };
                     removed.map_err(|e| with_path(&from, "remove", e))
                 }
                 Err(e) => Err(with_path(&from, &format!("rename to {}:", to.display()), e)),
@@ -143,11 +178,16 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     } else if file_type.is_file() {
         fs::copy(from, to).map_err(|e| with_path(to, "copy", e))?;
     } else {
-        return Err(io::Error::new(io::ErrorKind::Unsupported, format!("copy {}: not a file, directory or symlink", from.display())));
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("copy {}: not a file, directory or symlink", from.display()),
+        ));
     }
-    std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid())).map_err(|e| with_path(to, "chown", e))?;
+    std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid()))
+        .map_err(|e| with_path(to, "chown", e))?;
     if !file_type.is_symlink() {
-        fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(|e| with_path(to, "chmod", e))?;
+        fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .map_err(|e| with_path(to, "chmod", e))?;
     }
     Ok(())
 }
@@ -190,21 +230,41 @@ fn read_tree(root: &Path) -> io::Result<Tree> {
             let data = if meta.file_type().is_file() {
                 fs::read(&path).map_err(|e| with_path(&path, "read", e))?
             } else if meta.file_type().is_symlink() {
-                fs::read_link(&path).map_err(|e| with_path(&path, "readlink", e))?.into_os_string().into_vec()
+                fs::read_link(&path)
+                    .map_err(|e| with_path(&path, "readlink", e))?
+                    .into_os_string()
+                    .into_vec()
             } else {
                 Vec::new()
             };
-            let rdev = if format == libc::S_IFCHR || format == libc::S_IFBLK { meta.rdev() } else { 0 };
+            let rdev = if format == libc::S_IFCHR || format == libc::S_IFBLK {
+                meta.rdev()
+            } else {
+                0
+            };
             if meta.file_type().is_dir() {
                 pending.push(rel_path.clone());
             } else if meta.nlink() > 1 {
-                inodes.entry((meta.dev(), meta.ino())).or_default().push(rel_path.clone());
+                inodes
+                    .entry((meta.dev(), meta.ino()))
+                    .or_default()
+                    .push(rel_path.clone());
             }
-            let entry = Entry { mode: meta.mode() & (libc::S_IFMT | 0o7777), uid: meta.uid(), gid: meta.gid(), data, rdev, xattrs: read_xattrs(&path)? };
+            let entry = Entry {
+                mode: meta.mode() & (libc::S_IFMT | 0o7777),
+                uid: meta.uid(),
+                gid: meta.gid(),
+                data,
+                rdev,
+                xattrs: read_xattrs(&path)?,
+            };
             entries.insert(rel_path, entry);
         }
     }
-    let mut links: Vec<Vec<PathBuf>> = inodes.into_values().filter(|paths| paths.len() > 1).collect();
+    let mut links: Vec<Vec<PathBuf>> = inodes
+        .into_values()
+        .filter(|paths| paths.len() > 1)
+        .collect();
     for group in &mut links {
         group.sort();
     }
@@ -215,11 +275,13 @@ fn read_tree(root: &Path) -> io::Result<Tree> {
 /// xattrs of `path` (not following symlinks), without `security.*`, which the host
 /// (SELinux, capabilities tooling) may add on one side only.
 fn read_xattrs(path: &Path) -> io::Result<BTreeMap<OsString, Vec<u8>>> {
-    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path with a NUL byte"))?;
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path with a NUL byte"))?;
     let mut names = vec![0u8; 4096];
     let len = loop {
         // SAFETY: c_path is NUL-terminated; names is a writable buffer of the given length.
-        let n = unsafe { libc::llistxattr(c_path.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+        let n =
+            unsafe { libc::llistxattr(c_path.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
         if n >= 0 {
             break n as usize;
         }
@@ -235,10 +297,19 @@ fn read_xattrs(path: &Path) -> io::Result<BTreeMap<OsString, Vec<u8>>> {
         if name.starts_with(b"security.") {
             continue;
         }
-        let c_name = CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "xattr name with a NUL byte"))?;
+        let c_name = CString::new(name).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidData, "xattr name with a NUL byte")
+        })?;
         let mut value = vec![0u8; 65536];
         // SAFETY: both strings are NUL-terminated; value is a writable buffer of the given length.
-        let n = unsafe { libc::lgetxattr(c_path.as_ptr(), c_name.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
+        let n = unsafe {
+            libc::lgetxattr(
+                c_path.as_ptr(),
+                c_name.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
         if n < 0 {
             return Err(with_path(path, "read xattr", io::Error::last_os_error()));
         }
@@ -251,28 +322,46 @@ fn read_xattrs(path: &Path) -> io::Result<BTreeMap<OsString, Vec<u8>>> {
 /// Compares the trees below `expected` and `actual`; the error lists the first
 /// differences found.
 pub(crate) fn compare_trees(expected: &Path, actual: &Path) -> Result<(), String> {
-    let want = read_tree(expected).map_err(|e| format!("read expected tree {}: {e}", expected.display()))?;
+    let want = read_tree(expected)
+        .map_err(|e| format!("read expected tree {}: {e}", expected.display()))?;
     let got = read_tree(actual).map_err(|e| format!("read tree {}: {e}", actual.display()))?;
     let mut differences = Vec::new();
     for (path, entry) in &want.entries {
         match got.entries.get(path) {
             None => differences.push(format!("/{} is missing", path.display())),
-            Some(other) if other != entry => differences.push(format!("/{} differs: expected {}, found {}", path.display(), describe(entry), describe(other))),
+            Some(other) if other != entry => differences.push(format!(
+                "/{} differs: expected {}, found {}",
+                path.display(),
+                describe(entry),
+                describe(other)
+            )),
             Some(_) => {}
         }
     }
-    for path in got.entries.keys().filter(|p| !want.entries.contains_key(*p)) {
+    for path in got
+        .entries
+        .keys()
+        .filter(|p| !want.entries.contains_key(*p))
+    {
         differences.push(format!("/{} should not exist", path.display()));
     }
     if want.links != got.links {
-        differences.push(format!("hard links differ: expected {:?}, found {:?}", want.links, got.links));
+        differences.push(format!(
+            "hard links differ: expected {:?}, found {:?}",
+            want.links, got.links
+        ));
     }
     if differences.is_empty() {
         return Ok(());
     }
     let total = differences.len();
     differences.truncate(10);
-    Err(format!("{} differs from {} ({total} differences): {}", actual.display(), expected.display(), differences.join("; ")))
+    Err(format!(
+        "{} differs from {} ({total} differences): {}",
+        actual.display(),
+        expected.display(),
+        differences.join("; ")
+    ))
 }
 
 fn describe(entry: &Entry) -> String {
@@ -287,4 +376,93 @@ fn describe(entry: &Entry) -> String {
         entry.rdev,
         entry.xattrs.keys().collect::<Vec<_>>()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(changes: &[Change]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        apply(dir.path(), changes).expect("apply changes");
+        dir
+    }
+
+    fn base() -> Vec<Change> {
+        vec![
+            dir("/d", 0o750),
+            file("/d/f", b"content", 0o640),
+            file("/g", b"g", 0o600),
+        ]
+    }
+
+    #[test]
+    fn equal_trees_compare_equal() {
+        let (a, b) = (tree(&base()), tree(&base()));
+        assert_eq!(compare_trees(a.path(), b.path()), Ok(()));
+    }
+
+    #[test]
+    fn modes_are_set_exactly_whatever_the_umask() {
+        let t = tree(&[dir("/open", 0o777), file("/open/x", b"", 0o4755)]);
+        let mode = |p: &str| fs::symlink_metadata(t.path().join(p)).expect("stat").mode() & 0o7777;
+        assert_eq!(mode("open"), 0o777);
+        assert_eq!(mode("open/x"), 0o4755);
+    }
+
+    #[test]
+    fn each_kind_of_difference_is_reported() {
+        let cases: Vec<(Vec<Change>, &str)> = vec![
+            (vec![file("/d/f", b"other", 0o640)], "/d/f differs"),
+            (vec![file("/d/f", b"content", 0o644)], "/d/f differs"),
+            (vec![dir("/d", 0o755)], "/d differs"),
+            (vec![chown("/g", 1, 1)], "/g differs"),
+            (vec![remove_all("/g")], "/g is missing"),
+            (vec![file("/extra", b"", 0o600)], "/extra should not exist"),
+            (vec![link("/g", "/d/g-link")], "/d/g-link should not exist"),
+        ];
+        let expected = tree(&base());
+        for (changes, message) in cases {
+            let mut all = base();
+            all.extend(changes.iter().cloned());
+            let actual = tree(&all);
+            let err = compare_trees(expected.path(), actual.path()).expect_err(message);
+            assert!(err.contains(message), "{message}: {err}");
+        }
+    }
+
+    #[test]
+    fn hard_links_are_compared_as_groups() {
+        let linked = tree(&[file("/a", b"same", 0o644), link("/a", "/b")]);
+        let copied = tree(&[file("/a", b"same", 0o644), file("/b", b"same", 0o644)]);
+        let err = compare_trees(linked.path(), copied.path()).expect_err("a copy is not a link");
+        assert!(err.contains("hard links differ"), "{err}");
+        let relinked = tree(&[file("/a", b"same", 0o644), link("/a", "/b")]);
+        assert_eq!(compare_trees(linked.path(), relinked.path()), Ok(()));
+    }
+
+    #[test]
+    fn rename_and_remove_change_the_tree() {
+        let t = tree(&[
+            dir("/dir1", 0o700),
+            file("/dir1/f", b"x", 0o600),
+            rename("/dir1", "/dir2"),
+            remove_all("/missing"),
+        ]);
+        let expected = tree(&[dir("/dir2", 0o700), file("/dir2/f", b"x", 0o600)]);
+        assert_eq!(compare_trees(expected.path(), t.path()), Ok(()));
+    }
+
+    #[test]
+    fn copy_tree_keeps_modes_owners_and_links() {
+        let src = tree(&[
+            dir("/d", 0o711),
+            file("/d/f", b"data", 0o4750),
+            chown("/d/f", 7, 8),
+        ]);
+        std::os::unix::fs::symlink("f", src.path().join("d/s")).expect("symlink");
+        let dst = tempfile::tempdir().expect("create a temporary directory");
+        copy_tree(&src.path().join("d"), &dst.path().join("d")).expect("copy");
+        assert_eq!(compare_trees(src.path(), dst.path()), Ok(()));
+    }
 }

@@ -14,7 +14,11 @@ use crate::Snapshotter;
 /// boundaries, since the original bug depended on mtimes (Docker issue 21555).
 pub(crate) fn layer_file_update(sn: &dyn Snapshotter, work: &Path) -> CheckResult {
     let layers = vec![
-        vec![dir("/etc", 0o700), file("/etc/hosts", b"mydomain 10.0.0.1", 0o644), file("/etc/profile", b"PATH=/usr/bin", 0o644)],
+        vec![
+            dir("/etc", 0o700),
+            file("/etc/hosts", b"mydomain 10.0.0.1", 0o644),
+            file("/etc/profile", b"PATH=/usr/bin", 0o644),
+        ],
         vec![
             file("/etc/hosts", b"mydomain 10.0.0.2", 0o644),
             file("/etc/profile", b"PATH=/usr/bin", 0o666),
@@ -25,8 +29,13 @@ pub(crate) fn layer_file_update(sn: &dyn Snapshotter, work: &Path) -> CheckResul
     for round in 0..5 {
         verify_chain(sn, work, &layers).context(format!("round {}", round + 1))?;
         // Start the next round at the next second boundary.
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        std::thread::sleep(Duration::from_secs(1).saturating_sub(Duration::from_nanos(u64::from(now.subsec_nanos()))));
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        std::thread::sleep(
+            Duration::from_secs(1)
+                .saturating_sub(Duration::from_nanos(u64::from(now.subsec_nanos()))),
+        );
     }
     Ok(())
 }
@@ -36,7 +45,11 @@ pub(crate) fn layer_file_update(sn: &dyn Snapshotter, work: &Path) -> CheckResul
 pub(crate) fn remove_directory_in_lower_layer(sn: &dyn Snapshotter, work: &Path) -> CheckResult {
     let layers = vec![
         vec![dir("/lib", 0o700), file("/lib/hidden", b"", 0o644)],
-        vec![remove_all("/lib"), dir("/lib", 0o700), file("/lib/not-hidden", b"", 0o644)],
+        vec![
+            remove_all("/lib"),
+            dir("/lib", 0o700),
+            file("/lib/not-hidden", b"", 0o644),
+        ],
         vec![file("/lib/newfile", b"", 0o644)],
     ];
     verify_chain(sn, work, &layers).map(|_| ())
@@ -46,8 +59,18 @@ pub(crate) fn remove_directory_in_lower_layer(sn: &dyn Snapshotter, work: &Path)
 /// survives the commit (Docker issues 20240, 24913, 28391).
 pub(crate) fn chown(sn: &dyn Snapshotter, work: &Path) -> CheckResult {
     let layers = vec![
-        vec![dir("/opt", 0o700), dir("/opt/a", 0o700), dir("/opt/a/b", 0o700), file("/opt/a/b/file.txt", b"hello", 0o644)],
-        vec![chown_to("/opt", 1, 1), chown_to("/opt/a", 1, 1), chown_to("/opt/a/b", 1, 1), chown_to("/opt/a/b/file.txt", 1, 1)],
+        vec![
+            dir("/opt", 0o700),
+            dir("/opt/a", 0o700),
+            dir("/opt/a/b", 0o700),
+            file("/opt/a/b/file.txt", b"hello", 0o644),
+        ],
+        vec![
+            chown_to("/opt", 1, 1),
+            chown_to("/opt/a", 1, 1),
+            chown_to("/opt/a/b", 1, 1),
+            chown_to("/opt/a/b/file.txt", 1, 1),
+        ],
     ];
     verify_chain(sn, work, &layers).map(|_| ())
 }
@@ -70,8 +93,19 @@ pub(crate) fn directory_permission_on_commit(sn: &dyn Snapshotter, work: &Path) 
             chown_to("/dir5", 1, 1),
             chown_to("/dir5/f1", 1, 1),
         ],
-        vec![chown_to("/dir2", 0, 0), remove_all("/dir3"), chown_to("/dir4", 1, 1), chown_to("/dir4/f1", 1, 1)],
-        vec![dir("/dir3", 0o700), chown_to("/dir3", 1, 1), remove_all("/dir5"), dir("/dir5", 0o700), chown_to("/dir5", 1, 1)],
+        vec![
+            chown_to("/dir2", 0, 0),
+            remove_all("/dir3"),
+            chown_to("/dir4", 1, 1),
+            chown_to("/dir4/f1", 1, 1),
+        ],
+        vec![
+            dir("/dir3", 0o700),
+            chown_to("/dir3", 1, 1),
+            remove_all("/dir5"),
+            dir("/dir5", 0o700),
+            chown_to("/dir5", 1, 1),
+        ],
     ];
     verify_chain(sn, work, &layers).map(|_| ())
 }

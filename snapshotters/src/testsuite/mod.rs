@@ -49,39 +49,130 @@ pub struct Check {
 
 impl fmt::Debug for Check {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Check").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Check")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
 /// Every check of the suite, in the order containerd's suite runs its own, then ours.
 pub const CHECKS: &[Check] = &[
-    Check { name: "basic", run: lifecycle::basic },
-    Check { name: "stat_active", run: lifecycle::stat_active },
-    Check { name: "stat_committed", run: lifecycle::stat_committed },
-    Check { name: "transitive_layers", run: layers::transitive_layers },
-    Check { name: "prepare_view_failures", run: lifecycle::prepare_view_failures },
-    Check { name: "update", run: metadata::update },
-    Check { name: "remove", run: lifecycle::remove },
-    Check { name: "walk", run: metadata::walk },
-    Check { name: "layer_file_update", run: issues::layer_file_update },
-    Check { name: "remove_directory_in_lower_layer", run: issues::remove_directory_in_lower_layer },
-    Check { name: "chown", run: issues::chown },
-    Check { name: "directory_permission_on_commit", run: issues::directory_permission_on_commit },
-    Check { name: "remove_intermediate_snapshot", run: lifecycle::remove_intermediate_snapshot },
-    Check { name: "deleted_files_in_child_snapshot", run: layers::deleted_files_in_child_snapshot },
-    Check { name: "move_file_from_lower_layer", run: layers::move_file_from_lower_layer },
-    Check { name: "view_readonly", run: layers::view_readonly },
-    Check { name: "stat_in_walk", run: metadata::stat_in_walk },
-    Check { name: "close_twice", run: lifecycle::close_twice },
-    Check { name: "root_permission", run: layers::root_permission },
-    Check { name: "rename", run: issues::rename },
-    Check { name: "layers_128_mount", run: layers::layers_128_mount },
-    Check { name: "error_kinds", run: lifecycle::error_kinds },
-    Check { name: "mounts", run: lifecycle::mounts },
-    Check { name: "label_size_limit", run: metadata::label_size_limit },
-    Check { name: "timestamps", run: metadata::timestamps },
-    Check { name: "walk_callback_error", run: metadata::walk_callback_error },
-    Check { name: "usage", run: metadata::usage },
+    Check {
+        name: "basic",
+        run: lifecycle::basic,
+    },
+    Check {
+        name: "stat_active",
+        run: lifecycle::stat_active,
+    },
+    Check {
+        name: "stat_committed",
+        run: lifecycle::stat_committed,
+    },
+    Check {
+        name: "transitive_layers",
+        run: layers::transitive_layers,
+    },
+    Check {
+        name: "prepare_view_failures",
+        run: lifecycle::prepare_view_failures,
+    },
+    Check {
+        name: "update",
+        run: metadata::update,
+    },
+    Check {
+        name: "remove",
+        run: lifecycle::remove,
+    },
+    Check {
+        name: "walk",
+        run: metadata::walk,
+    },
+    Check {
+        name: "layer_file_update",
+        run: issues::layer_file_update,
+    },
+    Check {
+        name: "remove_directory_in_lower_layer",
+        run: issues::remove_directory_in_lower_layer,
+    },
+    Check {
+        name: "chown",
+        run: issues::chown,
+    },
+    Check {
+        name: "directory_permission_on_commit",
+        run: issues::directory_permission_on_commit,
+    },
+    Check {
+        name: "remove_intermediate_snapshot",
+        run: lifecycle::remove_intermediate_snapshot,
+    },
+    Check {
+        name: "deleted_files_in_child_snapshot",
+        run: layers::deleted_files_in_child_snapshot,
+    },
+    Check {
+        name: "move_file_from_lower_layer",
+        run: layers::move_file_from_lower_layer,
+    },
+    Check {
+        name: "view_readonly",
+        run: layers::view_readonly,
+    },
+    Check {
+        name: "stat_in_walk",
+        run: metadata::stat_in_walk,
+    },
+    Check {
+        name: "close_twice",
+        run: lifecycle::close_twice,
+    },
+    Check {
+        name: "root_permission",
+        run: layers::root_permission,
+    },
+    Check {
+        name: "rename",
+        run: issues::rename,
+    },
+    Check {
+        name: "layers_128_mount",
+        run: layers::layers_128_mount,
+    },
+    Check {
+        name: "error_kinds",
+        run: lifecycle::error_kinds,
+    },
+    Check {
+        name: "mounts",
+        run: lifecycle::mounts,
+    },
+    Check {
+        name: "label_size_limit",
+        run: metadata::label_size_limit,
+    },
+    Check {
+        name: "timestamps",
+        run: metadata::timestamps,
+    },
+    Check {
+        name: "walk_callback_error",
+        run: metadata::walk_callback_error,
+    },
+    Check {
+        name: "usage",
+        run: metadata::usage,
+    },
+    Check {
+        name: "commit_labels",
+        run: lifecycle::commit_labels,
+    },
+    Check {
+        name: "cleanup_keeps_live_snapshots",
+        run: lifecycle::cleanup_keeps_live_snapshots,
+    },
 ];
 
 /// The check called `name`, if the suite has one.
@@ -119,19 +210,31 @@ where
     let scratch = tempfile::Builder::new()
         .prefix(&format!("strata-suite-{}-", check.name))
         .tempdir()
-        .map_err(|e| CheckFailure::new(format!("{}: create a temporary directory: {e}", check.name)))?;
+        .map_err(|e| {
+            CheckFailure::new(format!("{}: create a temporary directory: {e}", check.name))
+        })?;
     let root = scratch.path().join("root");
     let work = scratch.path().join("work");
     for dir in [&root, &work] {
-        std::fs::create_dir(dir).map_err(|e| CheckFailure::new(format!("{}: create {}: {e}", check.name, dir.display())))?;
+        std::fs::create_dir(dir).map_err(|e| {
+            CheckFailure::new(format!("{}: create {}: {e}", check.name, dir.display()))
+        })?;
     }
-    let snapshotter = open(&root).map_err(|e| CheckFailure::new(format!("{}: open the snapshotter on {}: {e}", check.name, root.display())))?;
+    let snapshotter = open(&root).map_err(|e| {
+        CheckFailure::new(format!(
+            "{}: open the snapshotter on {}: {e}",
+            check.name,
+            root.display()
+        ))
+    })?;
     let outcome = (check.run)(snapshotter.as_snapshotter(), &work);
     let closed = snapshotter.as_snapshotter().close();
     drop(snapshotter);
     outcome.map_err(|e| CheckFailure::new(format!("{}: {e}", check.name)))?;
     closed.map_err(|e| CheckFailure::new(format!("{}: close: {e}", check.name)))?;
-    scratch.close().map_err(|e| CheckFailure::new(format!("{}: remove the scratch directory: {e}", check.name)))
+    scratch.close().map_err(|e| {
+        CheckFailure::new(format!("{}: remove the scratch directory: {e}", check.name))
+    })
 }
 
 /// Runs the check called `name` (see [`run_check`]), panicking with the failure:
@@ -188,6 +291,8 @@ macro_rules! conformance_tests {
             timestamps,
             walk_callback_error,
             usage,
+            commit_labels,
+            cleanup_keeps_live_snapshots,
         ]);
     };
     (@tests $module:ident, $open:expr, [$($check:ident),* $(,)?]) => {
