@@ -202,11 +202,17 @@ impl AsSnapshotter for Box<dyn Snapshotter> {
 /// temporary directory laid out as containerd's suite does (`root/` for the
 /// snapshotter, `work/` for the check). The snapshotter is closed afterwards and
 /// everything is removed; mounts the check made are undone by the check itself.
+/// Sets the process umask to 0, as containerd's suite does.
 pub fn run_check<S, F>(check: &Check, open: F) -> Result<(), CheckFailure>
 where
     S: AsSnapshotter,
     F: FnOnce(&Path) -> Result<S, SnapshotError>,
 {
+    // containerd's suite clears the umask for the whole run, so that a snapshotter
+    // relying on it for modes (a root directory left 0777) fails; every check wants
+    // the same value, so checks running in parallel agree.
+    // SAFETY: umask only swaps the process's file mode creation mask.
+    unsafe { libc::umask(0) };
     let scratch = tempfile::Builder::new()
         .prefix(&format!("strata-suite-{}-", check.name))
         .tempdir()
