@@ -21,6 +21,7 @@
 //! - `testsuite` (feature `testsuite`): the conformance suite run against every
 //!   implementation (`conformance_tests!`).
 
+pub mod apply;
 pub mod copy_tree;
 pub mod disk_usage;
 pub mod error;

@@ -161,7 +161,15 @@ pub fn read_ahead<'scope, R: Read + Send + 'scope>(
                 match stream.read(&mut chunk[filled..]) {
                     Ok(0) => break,
                     Ok(n) => filled += n,
-                    Err(e) => return fail(e),
+                    Err(e) => {
+                        // What decompressed before the error goes first, so the reader
+                        // meets the error at the entry it belongs to.
+                        chunk.truncate(filled);
+                        if filled > 0 && chunk_tx.send(Ok(chunk)).is_err() {
+                            return Err(e);
+                        }
+                        return fail(e);
+                    }
                 }
             }
             chunk.truncate(filled);
