@@ -55,6 +55,8 @@ pub(crate) struct Node {
     pub(crate) mtime: (i64, i64),
     pub(crate) rdev: u64,
     pub(crate) ino: u64,
+    pub(crate) nlink: u64,
+    pub(crate) ctime: (i64, i64),
     pub(crate) link: Option<String>,
     pub(crate) content: Option<Vec<u8>>,
     pub(crate) xattrs: BTreeMap<String, Vec<u8>>,
@@ -100,6 +102,8 @@ fn walk(root: &Path, path: &Path, out: &mut BTreeMap<String, Node>) {
         mtime: (md.mtime(), md.mtime_nsec()),
         rdev: md.rdev(),
         ino: md.ino(),
+        nlink: md.nlink(),
+        ctime: (md.ctime(), md.ctime_nsec()),
         link: ft.is_symlink().then(|| {
             std::fs::read_link(path)
                 .unwrap()
