@@ -28,7 +28,9 @@
 //! assert_eq!(summary.refs[0].target.media_type, "application/vnd.oci.image.manifest.v1+json");
 //! ```
 
+pub mod debian_image;
 pub mod docker_save;
+pub mod file_tree;
 pub mod image;
 pub mod layer;
 pub mod layout;
