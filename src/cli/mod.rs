@@ -5,6 +5,7 @@ mod convert;
 mod format;
 mod image;
 mod progress;
+mod snapshot;
 mod transfer;
 
 use std::path::PathBuf;
@@ -47,6 +48,12 @@ enum Command {
     Push(transfer::PushArgs),
     /// Convert an image in the store to eStargz (gzip or zstd), or check one.
     Convert(convert::ConvertArgs),
+    /// Manage snapshots: list, inspect, remove, usage, mounts (as `ctr snapshots`).
+    Snapshot(snapshot::SnapshotArgs),
+    /// Mount an image's rootfs read-write on a directory, for inspection.
+    Mount(snapshot::MountArgs),
+    /// Unmount a `strata mount` and discard its changes.
+    Umount(snapshot::UmountArgs),
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -58,6 +65,9 @@ pub(crate) fn main() -> ExitCode {
         Command::Pull(a) => transfer::pull(&cli.root, a),
         Command::Push(a) => transfer::push(&cli.root, a),
         Command::Convert(a) => convert::run(&cli.root, a),
+        Command::Snapshot(a) => snapshot::run(&cli.root, a),
+        Command::Mount(a) => snapshot::mount_image(&cli.root, a),
+        Command::Umount(a) => snapshot::umount(&cli.root, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

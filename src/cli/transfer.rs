@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use clap::Args;
 use strata::image::platform::Platform;
-use strata::image::pull::{PullEvent, PullOptions};
+use strata::image::pull::{PullEvent, PullOptions, UnpackTarget};
 use strata::image::push::{BlobOutcome, PushEvent, PushOptions};
 use strata::registry::{ClientOptions, Reference, RegistryClient};
 
@@ -48,8 +48,11 @@ impl RegistryArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  strata pull alpine:3.20\n  \
-    strata pull --plain-http 127.0.0.1:5000/app:1.0\n  strata pull --platform linux/arm64 docker.io/library/busybox:latest")]
+#[command(after_help = "Downloads the image into the content store and unpacks its layers into committed \
+    snapshots named by chainID (see `strata snapshot ls`); layers already unpacked are skipped.\n\n\
+    Examples:\n  strata pull alpine:3.20\n  \
+    strata pull --plain-http 127.0.0.1:5000/app:1.0\n  strata pull --snapshotter native alpine:3.20\n  \
+    strata pull --no-unpack --platform linux/arm64 docker.io/library/busybox:latest")]
 pub(crate) struct PullArgs {
     /// The image reference (`alpine` means docker.io/library/alpine:latest).
     reference: String,
@@ -59,6 +62,12 @@ pub(crate) struct PullArgs {
     /// Blobs downloaded at once.
     #[arg(long, default_value_t = 3)]
     max_concurrent_downloads: usize,
+    /// The snapshotter to unpack into (overlayfs, native).
+    #[arg(long, default_value = strata::snapshots::DEFAULT_SNAPSHOTTER)]
+    snapshotter: String,
+    /// Only download; do not unpack (the default for platforms other than the host's).
+    #[arg(long)]
+    no_unpack: bool,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -100,6 +109,8 @@ pub(crate) fn pull_reference(root: &Path, reference: &str, registry: &RegistryAr
         reference: reference.to_owned(),
         platform: None,
         max_concurrent_downloads: 3,
+        snapshotter: strata::snapshots::DEFAULT_SNAPSHOTTER.to_owned(),
+        no_unpack: true,
         registry: registry.clone(),
     };
     pull_quiet(root, &args).map(drop)
@@ -147,11 +158,25 @@ fn pull_quiet(root: &Path, args: &PullArgs) -> anyhow::Result<String> {
             let msg = if *existed { "already present".to_owned() } else { format!("done ({})", format::size(*size)) };
             r.finish(&digest.to_string(), &format!("{kind} {}", short(digest)), &msg);
         }
+        PullEvent::Unpacked(u) => {
+            let how = if u.existed { "exists".to_owned() } else { format!("unpacked {}", format::size(u.size)) };
+            eprintln!("layer {}: snapshot {} {how}", short(&u.layer), short(&u.chain_id));
+        }
+    };
+    let platform = args.platform.clone().unwrap_or_else(Platform::host);
+    // Only the host's platform can run here, so only it is unpacked (as ctr does).
+    let unpack = if args.no_unpack || platform != Platform::host() {
+        None
+    } else {
+        let snapshotter = strata::snapshots::open_snapshotter(root, &args.snapshotter, &Default::default())
+            .with_context(|| format!("pull {}: snapshotter {}", args.reference, args.snapshotter))?;
+        Some(UnpackTarget { snapshotter, scratch: strata::snapshots::scratch_dir(root, &args.snapshotter) })
     };
     let opts = PullOptions {
-        platform: args.platform.clone().unwrap_or_else(Platform::host),
+        platform,
         max_concurrent_downloads: args.max_concurrent_downloads,
         progress: Some(Arc::new(progress)),
+        unpack,
         ..PullOptions::default()
     };
     let start = std::time::Instant::now();

@@ -117,6 +117,17 @@ pub enum ImageError {
     /// The store could not be locked against garbage collection.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A snapshotter operation or a layer unpack failed; `context` names the layer or
+    /// snapshot, `kind` keeps the cause's category.
+    #[error("{context}: {reason}")]
+    Unpack {
+        /// What was being done (`unpack layer sha256:… into snapshot sha256:…`).
+        context: String,
+        /// The cause's category.
+        kind: ErrorKind,
+        /// The cause.
+        reason: String,
+    },
     /// Reading the input failed.
     #[error("{context}: {source}")]
     Io {
@@ -145,6 +156,7 @@ impl ImageError {
             Self::Store(StoreError::Content(e)) => e.kind(),
             Self::Store(StoreError::Metadata(e)) => e.kind(),
             Self::Store(_) => ErrorKind::Internal,
+            Self::Unpack { kind, .. } => *kind,
             Self::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => ErrorKind::NotFound,
             Self::Io { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => {
                 ErrorKind::FailedPrecondition
@@ -164,6 +176,10 @@ impl ImageError {
 
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
         Self::Io { context: context.into(), source }
+    }
+
+    pub(crate) fn snapshot(context: impl Into<String>, e: &strata_snapshotters::SnapshotError) -> Self {
+        Self::Unpack { context: context.into(), kind: e.kind(), reason: e.message().to_owned() }
     }
 
     pub(crate) fn invalid(what: impl Into<String>, reason: impl std::fmt::Display) -> Self {

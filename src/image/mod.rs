@@ -22,6 +22,7 @@ pub mod platform;
 pub mod pull;
 pub mod push;
 pub mod rootfs;
+pub mod unpack;
 pub mod walk;
 
 pub use archive::MAX_JSON_SIZE;

@@ -1,5 +1,5 @@
-//! Pulling an image from a registry into the content store (containerd's `ctr image pull`
-//! without unpacking).
+//! Pulling an image from a registry into the content store, and optionally unpacking it
+//! into a snapshotter on the way (containerd's `ctr image pull`).
 //!
 //! 1. Resolve the reference to a root descriptor; fetch the root (index or manifest).
 //! 2. For an index, pick the manifest for the requested platform (host by default).
@@ -10,6 +10,8 @@
 //! 4. Label parents for GC (index → chosen manifest, manifest → config + layers) and every
 //!    blob with `containerd.io/distribution.source.<registry>=<repository>` (which push uses
 //!    for cross-repository mounts), then create the image record.
+//! 5. With [`PullOptions::unpack`], the config is fetched first and each layer is applied
+//!    into its chainID snapshot as soon as it and the layers below it are in ([`super::unpack`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,6 +45,23 @@ pub struct PullOptions {
     pub max_attempts: u32,
     /// Progress reports, called from several tasks.
     pub progress: Option<PullEventSink>,
+    /// Unpack the layers into this snapshotter as they arrive (containerd's `ctr pull`).
+    pub unpack: Option<UnpackTarget>,
+}
+
+/// Where a pull unpacks to.
+#[derive(Clone)]
+pub struct UnpackTarget {
+    /// The snapshotter receiving one committed snapshot per layer, named by chainID.
+    pub snapshotter: Arc<dyn strata_snapshotters::Snapshotter>,
+    /// A directory for temporary mounts.
+    pub scratch: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for UnpackTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnpackTarget").field("scratch", &self.scratch).finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for PullOptions {
@@ -50,13 +69,14 @@ impl std::fmt::Debug for PullOptions {
         f.debug_struct("PullOptions")
             .field("platform", &self.platform)
             .field("max_concurrent_downloads", &self.max_concurrent_downloads)
+            .field("unpack", &self.unpack.as_ref().map(|u| u.scratch.display().to_string()))
             .finish_non_exhaustive()
     }
 }
 
 impl Default for PullOptions {
     fn default() -> Self {
-        Self { platform: Platform::host(), max_concurrent_downloads: 3, max_attempts: 5, progress: None }
+        Self { platform: Platform::host(), max_concurrent_downloads: 3, max_attempts: 5, progress: None, unpack: None }
     }
 }
 
@@ -109,6 +129,8 @@ pub enum PullEvent {
         /// Whether it was in the store before this pull.
         existed: bool,
     },
+    /// A layer's snapshot is committed (or existed already).
+    Unpacked(super::unpack::Unpacked),
 }
 
 /// Why a pull failed.
@@ -204,12 +226,51 @@ pub async fn pull(
 
     let mut blobs: Vec<(&'static str, Descriptor)> = vec![("config", manifest.config().clone())];
     blobs.extend(manifest.layers().iter().map(|l| ("layer", l.clone())));
-    let results: Vec<Result<(), PullError>> = futures_util::stream::iter(blobs.iter())
-        .map(|(kind, desc)| p.blob(kind, desc))
+    // With unpacking, the config comes first (its diffIDs name the snapshots), then
+    // layers download while earlier ones are applied, in order, on a blocking thread.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<usize>();
+    let unpacking = match &opts.unpack {
+        Some(target) => {
+            p.blob("config", &blobs.remove(0).1).await?;
+            let config = descriptor_digest(manifest.config()).map_err(img)?;
+            let (content, layers) = (store.content().clone(), manifest.layers().clone());
+            let plan = tokio::task::spawn_blocking(move || {
+                let bytes = content.read_all(&config, 8 << 20)?;
+                let diff_ids = super::unpack::config_diff_ids(&bytes, &format!("config {config}"))?;
+                super::unpack::plan_layers(&layers, &diff_ids, &config)
+            })
+            .await
+            .map_err(|e| img(ImageError::invalid("pull", format!("task failed: {e}"))))?
+            .map_err(img)?;
+            Some(spawn_unpack(store.clone(), target.clone(), plan, ready_rx, opts.progress.clone()))
+        }
+        None => None,
+    };
+    let offset = usize::from(unpacking.is_none());
+    let p = &p;
+    let results: Vec<Result<(), PullError>> = futures_util::stream::iter(blobs.iter().enumerate())
+        .map(|(i, (kind, desc))| {
+            let tx = ready_tx.clone();
+            async move {
+                p.blob(kind, desc).await?;
+                if *kind == "layer" {
+                    let _ = tx.send(i - offset);
+                }
+                Ok(())
+            }
+        })
         .buffer_unordered(opts.max_concurrent_downloads.max(1))
         .collect()
         .await;
-    results.into_iter().collect::<Result<Vec<()>, PullError>>()?;
+    drop(ready_tx);
+    let downloaded = results.into_iter().collect::<Result<Vec<()>, PullError>>();
+    if let Some(task) = unpacking {
+        let unpacked = task.await.map_err(|e| img(ImageError::invalid("unpack", format!("task failed: {e}"))));
+        downloaded?;
+        unpacked?.map_err(img)?;
+    } else {
+        downloaded?;
+    }
 
     let mut children = vec![manifest.config().clone()];
     children.extend(manifest.layers().iter().cloned());
@@ -227,6 +288,37 @@ pub async fn pull(
         .await
         .map_err(|e| img(ImageError::invalid("pull", format!("task failed: {e}"))))?
         .map_err(|e| img(e.into()))
+}
+
+/// Applies `plan`'s layers in order as their indices arrive on `ready` (layers whose
+/// snapshot exists need not wait). Stops early, without error, when `ready` closes before
+/// a needed layer arrived: the download's own error is reported instead.
+fn spawn_unpack(
+    store: Store,
+    target: UnpackTarget,
+    plan: Vec<super::unpack::LayerPlan>,
+    ready: std::sync::mpsc::Receiver<usize>,
+    progress: Option<PullEventSink>,
+) -> tokio::task::JoinHandle<Result<(), ImageError>> {
+    tokio::task::spawn_blocking(move || {
+        let unpacker = super::unpack::Unpacker::new(&store, &*target.snapshotter, &target.scratch);
+        let mut arrived = vec![false; plan.len()];
+        for (i, layer) in plan.iter().enumerate() {
+            if !unpacker.is_unpacked(layer) {
+                while !arrived[i] {
+                    match ready.recv() {
+                        Ok(j) => arrived[j] = true,
+                        Err(_) => return Ok(()),
+                    }
+                }
+            }
+            let done = unpacker.unpack(layer)?;
+            if let Some(p) = &progress {
+                p(&PullEvent::Unpacked(done));
+            }
+        }
+        Ok(())
+    })
 }
 
 impl Puller<'_> {

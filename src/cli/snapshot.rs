@@ -1,0 +1,246 @@
+//! `strata snapshot …`: the snapshots of one snapshotter (as `ctr snapshots`), and
+//! `strata mount` / `strata umount`: an image's rootfs, read-write, for inspection.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use strata::image::platform::Platform;
+use strata::image::unpack::{Unpacker, image_manifest, manifest_layers};
+use strata_snapshotters::{Info, Kind, Snapshotter, mount};
+
+use super::format;
+
+/// Which snapshotter a command works on.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct SnapshotterArg {
+    /// The snapshotter (overlayfs, native).
+    #[arg(long, global = true, default_value = strata::snapshots::DEFAULT_SNAPSHOTTER)]
+    snapshotter: String,
+}
+
+impl SnapshotterArg {
+    fn open(&self, root: &Path) -> anyhow::Result<Arc<dyn Snapshotter>> {
+        strata::snapshots::open_snapshotter(root, &self.snapshotter, &Default::default())
+            .with_context(|| format!("snapshotter {}", self.snapshotter))
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  strata snapshot ls\n  strata snapshot --snapshotter native ls --filter 'kind==committed'\n  \
+    strata snapshot info sha256:…\n  strata snapshot mounts /mnt/c1 my-container\n  strata snapshot usage\n  \
+    strata snapshot prepare my-container sha256:…\n  strata snapshot rm my-container")]
+pub(crate) struct SnapshotArgs {
+    #[command(flatten)]
+    snapshotter: SnapshotterArg,
+    #[command(subcommand)]
+    command: SnapshotCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SnapshotCommand {
+    /// List snapshots: key, parent, kind.
+    Ls {
+        /// containerd filters (`kind==committed`, `parent==…`, `labels."k"==v`); any matches.
+        #[arg(long)]
+        filter: Vec<String>,
+    },
+    /// Show one snapshot as JSON (kind, name, parent, labels, times).
+    Info {
+        /// The snapshot key.
+        key: String,
+    },
+    /// Remove snapshots (those with children cannot be removed).
+    Rm {
+        /// Snapshot keys.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Print the mount commands of an active snapshot or view, for TARGET.
+    Mounts {
+        /// The directory the mounts are meant for.
+        target: PathBuf,
+        /// The snapshot key.
+        key: String,
+    },
+    /// Disk usage (bytes, inodes) of snapshots, not counting their parents.
+    Usage {
+        /// Only these keys (default: all).
+        keys: Vec<String>,
+    },
+    /// Create an active snapshot over a committed parent; prints its mounts.
+    Prepare {
+        /// The new key.
+        key: String,
+        /// The committed parent (default: none).
+        parent: Option<String>,
+    },
+    /// Create a read-only view of a committed snapshot; prints its mounts.
+    View {
+        /// The new key.
+        key: String,
+        /// The committed parent (default: none).
+        parent: Option<String>,
+    },
+    /// Commit an active snapshot under a name.
+    Commit {
+        /// The committed snapshot's name.
+        name: String,
+        /// The active snapshot's key.
+        key: String,
+    },
+}
+
+pub(crate) fn run(root: &Path, args: &SnapshotArgs) -> anyhow::Result<()> {
+    let sn = args.snapshotter.open(root)?;
+    match &args.command {
+        SnapshotCommand::Ls { filter } => {
+            let mut rows = Vec::new();
+            sn.walk(filter, &mut |info: &Info| {
+                rows.push((info.name.clone(), info.parent.clone().unwrap_or_default(), info.kind));
+                Ok(())
+            })?;
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+            println!("{:<72} {:<72} KIND", "KEY", "PARENT");
+            for (name, parent, kind) in rows {
+                println!("{name:<72} {parent:<72} {kind}");
+            }
+        }
+        SnapshotCommand::Info { key } => {
+            let info = sn.stat(key).with_context(|| format!("snapshot {key}"))?;
+            println!("{}", serde_json::to_string_pretty(&info_json(&info))?);
+        }
+        SnapshotCommand::Rm { keys } => {
+            for key in keys {
+                sn.remove(key).with_context(|| format!("remove snapshot {key}"))?;
+                println!("{key}");
+            }
+        }
+        SnapshotCommand::Mounts { target, key } => {
+            let mounts = sn.mounts(key).with_context(|| format!("snapshot {key}"))?;
+            for m in mounts {
+                let at = if m.target.is_empty() { target.clone() } else { target.join(m.target.trim_start_matches('/')) };
+                println!("mount -t {} {} {} -o {}", m.kind, m.source, at.display(), m.options.join(","));
+            }
+        }
+        SnapshotCommand::Usage { keys } => {
+            let keys = if keys.is_empty() {
+                let mut all = Vec::new();
+                sn.walk(&[], &mut |info: &Info| {
+                    all.push(info.name.clone());
+                    Ok(())
+                })?;
+                all.sort();
+                all
+            } else {
+                keys.clone()
+            };
+            println!("{:<72} {:>12} INODES", "KEY", "SIZE");
+            for key in keys {
+                let u = sn.usage(&key).with_context(|| format!("usage of snapshot {key}"))?;
+                println!("{key:<72} {:>12} {}", format::size(u.size.max(0) as u64), u.inodes);
+            }
+        }
+        SnapshotCommand::Prepare { key, parent } | SnapshotCommand::View { key, parent } => {
+            let parent = parent.as_deref().unwrap_or("");
+            let mounts = if matches!(args.command, SnapshotCommand::View { .. }) {
+                sn.view(key, parent, BTreeMap::new())
+            } else {
+                sn.prepare(key, parent, BTreeMap::new())
+            }
+            .with_context(|| format!("snapshot {key}"))?;
+            for m in mounts {
+                println!("mount -t {} {} -o {}", m.kind, m.source, m.options.join(","));
+            }
+        }
+        SnapshotCommand::Commit { name, key } => {
+            sn.commit(name, key, BTreeMap::new()).with_context(|| format!("commit snapshot {key} as {name}"))?;
+        }
+    }
+    sn.close()?;
+    Ok(())
+}
+
+fn info_json(info: &Info) -> serde_json::Value {
+    let time = |t: std::time::SystemTime| {
+        time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    };
+    serde_json::json!({
+        "Kind": match info.kind { Kind::View => "View", Kind::Active => "Active", Kind::Committed => "Committed" },
+        "Name": info.name,
+        "Parent": info.parent.clone().unwrap_or_default(),
+        "Labels": info.labels,
+        "Created": time(info.created),
+        "Updated": time(info.updated),
+    })
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "The image's layers are unpacked first if needed (its content must be in the store: \
+    `strata pull`). The mount is read-write; changes go to a new active snapshot keyed by DIR and are \
+    discarded by `strata umount DIR`.\n\nExamples:\n  strata mount docker.io/library/alpine:3.20 /mnt/alpine\n  \
+    strata mount --snapshotter native app:1 /tmp/app-root")]
+pub(crate) struct MountArgs {
+    /// The local image (`strata image ls`).
+    image: String,
+    /// The directory to mount its rootfs on (must exist).
+    dir: PathBuf,
+    /// The platform of a multi-platform image (default: this host's).
+    #[arg(long)]
+    platform: Option<Platform>,
+    #[command(flatten)]
+    snapshotter: SnapshotterArg,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  strata umount /mnt/alpine")]
+pub(crate) struct UmountArgs {
+    /// The directory given to `strata mount`.
+    dir: PathBuf,
+    #[command(flatten)]
+    snapshotter: SnapshotterArg,
+}
+
+/// The snapshot key of a mount: its directory, absolute (as `ctr image mount` uses).
+fn mount_key(dir: &Path) -> anyhow::Result<String> {
+    let abs = std::fs::canonicalize(dir).with_context(|| format!("mount point {}", dir.display()))?;
+    abs.to_str().map(str::to_owned).with_context(|| format!("mount point {}: not UTF-8", abs.display()))
+}
+
+pub(crate) fn mount_image(root: &Path, args: &MountArgs) -> anyhow::Result<()> {
+    let store = super::open_store(root)?;
+    let image = store.metadata().image(&args.image).with_context(|| format!("mount: image {:?}", args.image))?;
+    let platform = args.platform.clone().unwrap_or_else(Platform::host);
+    let (_, manifest) = image_manifest(&store, &image, &platform)?;
+    let layers = manifest_layers(&store, &manifest)?;
+    let sn = args.snapshotter.open(root)?;
+    let scratch = strata::snapshots::scratch_dir(root, &args.snapshotter.snapshotter);
+    for done in Unpacker::new(&store, &*sn, &scratch).unpack_all(&layers)? {
+        if !done.existed {
+            eprintln!("layer {}: unpacked into snapshot {}", done.layer.short(), done.chain_id.short());
+        }
+    }
+    let key = mount_key(&args.dir)?;
+    let parent = layers.last().map(|l| l.chain_id.to_string()).unwrap_or_default();
+    let mounts = sn.prepare(&key, &parent, BTreeMap::new()).with_context(|| format!("mount {}: snapshot {key}", args.image))?;
+    if let Err(e) = mount::mount_all(&mounts, Path::new(&key)) {
+        let _ = mount::unmount_all(Path::new(&key), true);
+        let _ = sn.remove(&key);
+        bail!("mount {} on {key}: {e}", args.image);
+    }
+    sn.close()?;
+    eprintln!("mounted {} on {key}", args.image);
+    Ok(())
+}
+
+pub(crate) fn umount(root: &Path, args: &UmountArgs) -> anyhow::Result<()> {
+    let key = mount_key(&args.dir)?;
+    mount::unmount_all(Path::new(&key), false).with_context(|| format!("umount {key}"))?;
+    let sn = args.snapshotter.open(root)?;
+    sn.remove(&key).with_context(|| format!("umount {key}: remove its snapshot"))?;
+    sn.close()?;
+    eprintln!("unmounted {key}");
+    Ok(())
+}

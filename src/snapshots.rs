@@ -1,0 +1,45 @@
+//! The snapshotters of a Strata root, by name: `overlayfs` (the default) and `native`,
+//! each with its own directory `<root>/snapshotters/<name>/` (metadata database and
+//! snapshot directories), as containerd keeps one root per snapshotter plugin.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use strata_snapshotters::native::NativeSnapshotter;
+use strata_snapshotters::overlay::{OverlayOptions, OverlaySnapshotter};
+use strata_snapshotters::{SnapshotError, Snapshotter};
+
+/// The snapshotter used when none is named.
+pub const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
+
+/// The snapshotter names Strata knows.
+pub const SNAPSHOTTERS: &[&str] = &["overlayfs", "native"];
+
+/// The directory of snapshotter `name` under a Strata root.
+pub fn snapshotter_root(root: &Path, name: &str) -> PathBuf {
+    root.join("snapshotters").join(name)
+}
+
+/// Opens snapshotter `name` of the Strata root `root`.
+///
+/// # Errors
+///
+/// InvalidArgument for an unknown name; Unavailable when another process (e.g. `strata
+/// serve`) holds it; anything opening its metadata or directories fails with.
+pub fn open_snapshotter(root: &Path, name: &str, overlay: &OverlayOptions) -> Result<Arc<dyn Snapshotter>, SnapshotError> {
+    let dir = snapshotter_root(root, name);
+    match name {
+        "overlayfs" => Ok(Arc::new(OverlaySnapshotter::with_options(&dir, overlay.clone())?)),
+        "native" => Ok(Arc::new(NativeSnapshotter::open(&dir)?)),
+        other => Err(SnapshotError::invalid_argument(format!(
+            "unknown snapshotter {other:?} (available: {})",
+            SNAPSHOTTERS.join(", ")
+        ))),
+    }
+}
+
+/// A scratch directory for temporary mounts of snapshotter `name` (inside the root, so
+/// it is on the same filesystem and private to root).
+pub fn scratch_dir(root: &Path, name: &str) -> PathBuf {
+    root.join("tmpmounts").join(name)
+}
