@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use strata_testdata::RegistryServer;
 use strata_testdata::debian_image::{
     Expectation, REF_NAME, build_debian_image, gnu_tar_unpack, reference_unpack,
 };
@@ -141,4 +142,33 @@ fn fixture_is_deterministic() {
         std::fs::read(tmp.path().join("a/index.json")).unwrap(),
         std::fs::read(tmp.path().join("b/index.json")).unwrap()
     );
+}
+
+#[test]
+fn pushes_to_the_test_registry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = build_debian_image(&tmp.path().join("layout")).unwrap();
+    let registry = RegistryServer::start().unwrap();
+    let pushed = registry
+        .push_image("debian/fixture", "bookworm", &image.image)
+        .unwrap();
+    assert_eq!(pushed.digest, image.manifest_digest());
+
+    let mut client = registry.client();
+    let accept = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
+    let manifest = client
+        .get("/v2/debian/fixture/manifests/bookworm", &accept)
+        .unwrap();
+    assert_eq!(manifest.status, 200, "{}", manifest.text());
+    assert_eq!(manifest.body, image.image.manifest_json);
+    assert_eq!(
+        manifest.header("Docker-Content-Digest"),
+        Some(image.manifest_digest())
+    );
+    let top = image.image.layers.last().unwrap();
+    let blob = client
+        .get(&format!("/v2/debian/fixture/blobs/{}", top.digest), &[])
+        .unwrap();
+    assert_eq!(blob.status, 200);
+    assert_eq!(blob.body, top.gzip);
 }
