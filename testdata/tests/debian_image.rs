@@ -91,7 +91,15 @@ fn umoci_shows_every_layer_effect_and_gnu_tar_agrees() {
     }
 
     let started = Instant::now();
-    let rootfs = reference_unpack(&layout, REF_NAME, &tmp.path().join("bundle")).unwrap();
+    // By digest: umoci gets a temporary view of the layout naming that manifest.
+    let bundle = tmp.path().join("bundle");
+    let index_before = std::fs::read(layout.join("index.json")).unwrap();
+    let rootfs = reference_unpack(&layout, image.manifest_digest(), &bundle).unwrap();
+    assert!(!tmp.path().join("bundle.layout").exists());
+    assert_eq!(
+        std::fs::read(layout.join("index.json")).unwrap(),
+        index_before
+    );
     let umoci = FileTree::capture(&rootfs).unwrap();
     eprintln!(
         "umoci unpack + capture: {} entries, {} MB of files in {:.2?}",

@@ -12,30 +12,93 @@
 //!
 //! Both need root: owners, devices and `security.*` xattrs are restored.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
+use std::str::FromStr;
 
-use oci_spec::image::{ANNOTATION_REF_NAME, ImageIndex, ImageManifest};
+use oci_spec::image::{
+    ANNOTATION_REF_NAME, Descriptor, Digest, ImageIndex, ImageIndexBuilder, ImageManifest,
+    MediaType,
+};
 
 use super::{Error, Result};
 use crate::digest_hex;
 use crate::layer::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 
-/// Unpacks `<layout>:<ref_name>` with `umoci unpack` into the bundle
+/// Unpacks an image of `layout` with `umoci unpack` into the bundle
 /// directory `bundle` (which must not exist yet) and returns its `rootfs`.
 ///
-/// `ref_name` is the `org.opencontainers.image.ref.name` of the image in
-/// the layout's `index.json` (umoci 0.4 selects images by that name only).
-pub fn reference_unpack(layout: &Path, ref_name: &str, bundle: &Path) -> Result<PathBuf> {
+/// `tag_or_digest` is the image's `org.opencontainers.image.ref.name` in
+/// the layout's `index.json`, or its manifest digest (`sha256:…`). umoci 0.4
+/// selects images by name only, so for a digest it is given a view of the
+/// layout beside the bundle (`<bundle>.layout`: the same blobs, through a
+/// symlink, and an `index.json` naming that manifest), removed afterwards.
+pub fn reference_unpack(layout: &Path, tag_or_digest: &str, bundle: &Path) -> Result<PathBuf> {
+    if !tag_or_digest.starts_with("sha256:") {
+        umoci_unpack(layout, tag_or_digest, bundle)?;
+        return Ok(bundle.join("rootfs"));
+    }
+    let mut view = bundle.as_os_str().to_owned();
+    view.push(".layout");
+    let view = PathBuf::from(view);
+    fs::create_dir_all(&view).map_err(Error::io(&view))?;
+    let result = write_digest_view(layout, tag_or_digest, &view)
+        .and_then(|()| umoci_unpack(&view, VIEW_REF_NAME, bundle));
+    fs::remove_dir_all(&view).map_err(Error::io(&view))?;
+    result.map(|()| bundle.join("rootfs"))
+}
+
+/// The name the manifest gets in a layout view made for a digest.
+const VIEW_REF_NAME: &str = "by-digest";
+
+fn umoci_unpack(layout: &Path, ref_name: &str, bundle: &Path) -> Result<()> {
     let image = format!("{}:{ref_name}", layout.display());
     run(Command::new("umoci")
         .arg("unpack")
         .arg("--image")
         .arg(&image)
-        .arg(bundle))?;
-    Ok(bundle.join("rootfs"))
+        .arg(bundle))
+}
+
+/// Fills `view` with `oci-layout`, a `blobs` symlink to `layout`'s blobs and
+/// an `index.json` naming the manifest `digest` [`VIEW_REF_NAME`].
+fn write_digest_view(layout: &Path, digest: &str, view: &Path) -> Result<()> {
+    let blobs = fs::canonicalize(layout.join("blobs")).map_err(Error::io(layout))?;
+    let manifest_path = blobs.join("sha256").join(digest_hex(digest));
+    let size = fs::metadata(&manifest_path)
+        .map_err(Error::io(&manifest_path))?
+        .len();
+    let manifest = ImageManifest::from_file(&manifest_path).map_err(|e| Error::Layout {
+        path: manifest_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let media_type = manifest
+        .media_type()
+        .clone()
+        .unwrap_or(MediaType::ImageManifest);
+    std::os::unix::fs::symlink(&blobs, view.join("blobs")).map_err(Error::io(view))?;
+    let oci_layout = layout.join("oci-layout");
+    fs::copy(&oci_layout, view.join("oci-layout")).map_err(Error::io(&oci_layout))?;
+    let digest = Digest::from_str(digest).map_err(|e| Error::Layout {
+        path: manifest_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let mut descriptor = Descriptor::new(media_type, size, digest);
+    descriptor.set_annotations(Some(HashMap::from([(
+        ANNOTATION_REF_NAME.to_owned(),
+        VIEW_REF_NAME.to_owned(),
+    )])));
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(vec![descriptor])
+        .build()
+        .map_err(crate::Error::from)?;
+    let path = view.join("index.json");
+    fs::write(&path, crate::canonical_json(&index)?).map_err(Error::io(&path))
 }
 
 /// Extracts the layers of `<layout>:<ref_name>` in order into `dest`
