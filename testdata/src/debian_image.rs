@@ -287,7 +287,7 @@ pub fn build_debian_image(layout_dir: &Path) -> Result<DebianImage> {
     })
 }
 
-fn s(text: &str) -> String {
+fn owned(text: &str) -> String {
     text.to_owned()
 }
 
@@ -331,22 +331,22 @@ fn base_layer(expect: &mut Vec<Expectation>) -> Result<LayerPlan> {
     for path in ["usr/bin/su", "usr/bin/passwd", "usr/bin/mount"] {
         if layer.nodes.contains_key(path) {
             expect.push(Expectation::Mode {
-                path: s(path),
+                path: owned(path),
                 mode: 0o4755,
             });
         }
     }
     expect.push(Expectation::Mode {
-        path: s("usr/bin/chage"),
+        path: owned("usr/bin/chage"),
         mode: 0o2755,
     });
     expect.push(Expectation::Owner {
-        path: s("usr/bin/chage"),
+        path: owned("usr/bin/chage"),
         uid: 0,
         gid: 42,
     });
     expect.push(Expectation::Kind {
-        path: s("bin"),
+        path: owned("bin"),
         kind: Kind::Symlink,
     });
 
@@ -375,25 +375,25 @@ fn base_layer(expect: &mut Vec<Expectation>) -> Result<LayerPlan> {
         Node::new(NodeKind::File(Content::Bytes(profile.to_vec())), 0o644).owner(1000, 1000),
     );
     expect.push(Expectation::Mode {
-        path: s("tmp"),
+        path: owned("tmp"),
         mode: 0o1777,
     });
     expect.push(Expectation::Mode {
-        path: s("var/mail"),
+        path: owned("var/mail"),
         mode: 0o2775,
     });
     expect.push(Expectation::Owner {
-        path: s("var/mail"),
+        path: owned("var/mail"),
         uid: 0,
         gid: 8,
     });
     expect.push(Expectation::Owner {
-        path: s("home/debian"),
+        path: owned("home/debian"),
         uid: 1000,
         gid: 1000,
     });
     expect.push(Expectation::Owner {
-        path: s("home/debian/.profile"),
+        path: owned("home/debian/.profile"),
         uid: 1000,
         gid: 1000,
     });
@@ -415,11 +415,12 @@ fn base_layer(expect: &mut Vec<Expectation>) -> Result<LayerPlan> {
 
     let origin = b"debian:bash".to_vec();
     if let Some(bash) = layer.node_mut("usr/bin/bash") {
-        bash.xattrs.push((s("user.strata.origin"), origin.clone()));
+        bash.xattrs
+            .push((owned("user.strata.origin"), origin.clone()));
     }
     expect.push(Expectation::Xattr {
-        path: s("usr/bin/bash"),
-        name: s("user.strata.origin"),
+        path: owned("usr/bin/bash"),
+        name: owned("user.strata.origin"),
         value: origin,
     });
     Ok(layer)
@@ -450,11 +451,11 @@ fn runtime_layer(expect: &mut Vec<Expectation>) -> Result<LayerPlan> {
     let perl_links: Vec<String> = layer
         .nodes
         .iter()
-        .filter(|(_, node)| node.kind == NodeKind::Hardlink(s("usr/bin/perl")))
+        .filter(|(_, node)| node.kind == NodeKind::Hardlink(owned("usr/bin/perl")))
         .map(|(path, _)| path.clone())
         .collect();
     if !perl_links.is_empty() {
-        let mut group = vec![s("usr/bin/perl")];
+        let mut group = vec![owned("usr/bin/perl")];
         group.extend(perl_links);
         expect.push(Expectation::Hardlinked(group));
     }
@@ -467,7 +468,7 @@ fn runtime_layer(expect: &mut Vec<Expectation>) -> Result<LayerPlan> {
         })
         .map(|(path, _)| path.clone())
         .ok_or(Error::MissingHostFile {
-            path: s("/usr/lib/*/libssl.so.3"),
+            path: owned("/usr/lib/*/libssl.so.3"),
             package: "libssl3",
         })?;
     layer.put(
@@ -478,29 +479,32 @@ fn runtime_layer(expect: &mut Vec<Expectation>) -> Result<LayerPlan> {
 
     if let Some(python) = layer.node_mut("usr/bin/python3.11") {
         python.xattrs.push((
-            s("security.capability"),
+            owned("security.capability"),
             NET_BIND_SERVICE_CAPABILITY.to_vec(),
         ));
-        python
-            .xattrs
-            .push((s("user.strata.blob"), vec![0, 1, 0x7f, 0x80, 0xfe, 0xff]));
+        python.xattrs.push((
+            owned("user.strata.blob"),
+            vec![0, 1, 0x7f, 0x80, 0xfe, 0xff],
+        ));
     }
     expect.push(Expectation::Xattr {
-        path: s("usr/bin/python3.11"),
-        name: s("security.capability"),
+        path: owned("usr/bin/python3.11"),
+        name: owned("security.capability"),
         value: NET_BIND_SERVICE_CAPABILITY.to_vec(),
     });
     expect.push(Expectation::Xattr {
-        path: s("usr/bin/python3.11"),
-        name: s("user.strata.blob"),
+        path: owned("usr/bin/python3.11"),
+        name: owned("user.strata.blob"),
         value: vec![0, 1, 0x7f, 0x80, 0xfe, 0xff],
     });
     if let Some(email) = layer.node_mut("usr/lib/python3.11/email") {
-        email.xattrs.push((s("user.strata.dir"), b"email".to_vec()));
+        email
+            .xattrs
+            .push((owned("user.strata.dir"), b"email".to_vec()));
     }
     expect.push(Expectation::Xattr {
-        path: s("usr/lib/python3.11/email"),
-        name: s("user.strata.dir"),
+        path: owned("usr/lib/python3.11/email"),
+        name: owned("user.strata.dir"),
         value: b"email".to_vec(),
     });
 
@@ -519,21 +523,21 @@ fn runtime_layer(expect: &mut Vec<Expectation>) -> Result<LayerPlan> {
         Node::new(NodeKind::File(Content::Bytes(Vec::new())), 0o600).owner(65534, 65534),
     );
     expect.push(Expectation::Owner {
-        path: s("var/lib/strata-app"),
+        path: owned("var/lib/strata-app"),
         uid: 999,
         gid: 999,
     });
     expect.push(Expectation::Content {
-        path: s("var/lib/strata-app/state.db"),
+        path: owned("var/lib/strata-app/state.db"),
         sha256: state_sha,
     });
     expect.push(Expectation::Owner {
-        path: s("var/lib/strata-app/state.db"),
+        path: owned("var/lib/strata-app/state.db"),
         uid: 999,
         gid: 999,
     });
     expect.push(Expectation::Owner {
-        path: s("var/lib/strata-app/nobody.lock"),
+        path: owned("var/lib/strata-app/nobody.lock"),
         uid: 65534,
         gid: 65534,
     });
@@ -544,15 +548,15 @@ fn runtime_layer(expect: &mut Vec<Expectation>) -> Result<LayerPlan> {
         Node::new(NodeKind::Fifo, 0o620).owner(0, 5),
     );
     expect.push(Expectation::Kind {
-        path: s("run/strata/control"),
+        path: owned("run/strata/control"),
         kind: Kind::Fifo,
     });
     expect.push(Expectation::Mode {
-        path: s("run/strata/control"),
+        path: owned("run/strata/control"),
         mode: 0o620,
     });
     expect.push(Expectation::Owner {
-        path: s("run/strata/control"),
+        path: owned("run/strata/control"),
         uid: 0,
         gid: 5,
     });
@@ -566,7 +570,7 @@ fn changes_layer(expect: &mut Vec<Expectation>) -> Result<LayerPlan> {
     );
     for path in ["usr/bin/rbash", "usr/share/zoneinfo/Antarctica"] {
         layer.whiteout(path);
-        expect.push(Expectation::Absent(s(path)));
+        expect.push(Expectation::Absent(owned(path)));
     }
     // Deleted here, re-created by the fixups layer.
     layer.whiteout("usr/bin/pinky");
@@ -587,10 +591,12 @@ fn changes_layer(expect: &mut Vec<Expectation>) -> Result<LayerPlan> {
         "new content under an opaque directory\n",
     );
     expect.push(Expectation::Children {
-        dir: s("usr/lib/python3.11/json"),
-        names: vec![s("__init__.py"), s("vendored")],
+        dir: owned("usr/lib/python3.11/json"),
+        names: vec![owned("__init__.py"), owned("vendored")],
     });
-    expect.push(Expectation::Absent(s("usr/lib/python3.11/json/decoder.py")));
+    expect.push(Expectation::Absent(owned(
+        "usr/lib/python3.11/json/decoder.py",
+    )));
 
     layer.put("etc/issue.net", Node::new(NodeKind::Dir, 0o755));
     layer.file(
@@ -599,35 +605,35 @@ fn changes_layer(expect: &mut Vec<Expectation>) -> Result<LayerPlan> {
         "issue.net became a directory\n",
     );
     expect.push(Expectation::Kind {
-        path: s("etc/issue.net"),
+        path: owned("etc/issue.net"),
         kind: Kind::Dir,
     });
     expect.push(Expectation::Kind {
-        path: s("etc/issue.net/README"),
+        path: owned("etc/issue.net/README"),
         kind: Kind::File,
     });
 
     let arctic = "The Arctic zones were replaced by this file.\n";
     layer.file("usr/share/zoneinfo/Arctic", 0o644, arctic);
     expect.push(Expectation::Content {
-        path: s("usr/share/zoneinfo/Arctic"),
+        path: owned("usr/share/zoneinfo/Arctic"),
         sha256: sha256_hex(arctic.as_bytes()),
     });
-    expect.push(Expectation::Absent(s(
+    expect.push(Expectation::Absent(owned(
         "usr/share/zoneinfo/Arctic/Longyearbyen",
     )));
 
     let os_release = "PRETTY_NAME=\"Strata fixture (Debian 12 files)\"\nID=debian\n";
     layer.file("etc/os-release", 0o644, os_release);
     expect.push(Expectation::Content {
-        path: s("etc/os-release"),
+        path: owned("etc/os-release"),
         sha256: sha256_hex(os_release.as_bytes()),
     });
 
     let issue = "Strata fixture \\n \\l\n\n";
     layer.file("etc/issue", 0o644, issue);
     expect.push(Expectation::Content {
-        path: s("etc/issue"),
+        path: owned("etc/issue"),
         sha256: sha256_hex(issue.as_bytes()),
     });
 
@@ -637,14 +643,14 @@ fn changes_layer(expect: &mut Vec<Expectation>) -> Result<LayerPlan> {
             newgrp.mode = 0o755;
         }
         expect.push(Expectation::Mode {
-            path: s("usr/bin/newgrp"),
+            path: owned("usr/bin/newgrp"),
             mode: 0o755,
         });
     }
 
     let app = crate::random_bytes(2 << 20, 0xa99);
     expect.push(Expectation::Content {
-        path: s("opt/strata/app.bin"),
+        path: owned("opt/strata/app.bin"),
         sha256: sha256_hex(&app),
     });
     layer.file("opt/strata/app.bin", 0o755, app);
@@ -664,25 +670,25 @@ fn fixups_layer(expect: &mut Vec<Expectation>) -> Result<LayerPlan> {
     let pinky = "#!/bin/sh\necho 'pinky was deleted and re-created'\n";
     layer.file("usr/bin/pinky", 0o755, pinky);
     expect.push(Expectation::Content {
-        path: s("usr/bin/pinky"),
+        path: owned("usr/bin/pinky"),
         sha256: sha256_hex(pinky.as_bytes()),
     });
 
     layer.whiteout("opt/strata/build.log");
-    expect.push(Expectation::Absent(s("opt/strata/build.log")));
+    expect.push(Expectation::Absent(owned("opt/strata/build.log")));
     expect.push(Expectation::Children {
-        dir: s("opt/strata"),
-        names: vec![s("app.bin")],
+        dir: owned("opt/strata"),
+        names: vec![owned("app.bin")],
     });
 
     layer.whiteout("usr/local/lib");
-    expect.push(Expectation::Absent(s("usr/local/lib")));
+    expect.push(Expectation::Absent(owned("usr/local/lib")));
 
     layer.opaque("etc/default");
     expect.push(Expectation::Children {
-        dir: s("etc/default"),
+        dir: owned("etc/default"),
         names: Vec::new(),
     });
-    expect.push(Expectation::Absent(s("etc/default/useradd")));
+    expect.push(Expectation::Absent(owned("etc/default/useradd")));
     Ok(layer)
 }
