@@ -1,0 +1,132 @@
+//! A real multi-layer image (built from this host's Debian packages, with deletions,
+//! opaque directories and kind changes in upper layers) pushed to a registry, pulled and
+//! unpacked by `strata pull` into each snapshotter, mounted with `strata mount`: the
+//! mounted tree must equal `umoci unpack`'s (the OCI reference unpacker) in paths, kinds,
+//! modes (setuid included), owners, sizes, content hashes, link targets, devices, xattrs
+//! and hardlink groups. Then `strata umount` leaves no active snapshot or mount behind,
+//! and a second pull finds every layer unpacked already. Needs root, umoci and the
+//! registry (`scripts/setup.sh`).
+
+mod support;
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use strata_testdata::RegistryServer;
+use strata_testdata::debian_image::{DebianImage, REF_NAME, build_debian_image, reference_unpack};
+use strata_testdata::file_tree::{FileTree, Mtimes};
+use support::Env;
+
+/// The fixture and its reference tree, built once for all tests of this file.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    image: DebianImage,
+    reference: FileTree,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = dir.path().join("layout");
+        let image = build_debian_image(&layout).unwrap();
+        let rootfs = reference_unpack(&layout, REF_NAME, &dir.path().join("bundle")).unwrap();
+        let reference = FileTree::capture(&rootfs).unwrap();
+        assert!(image.check(&reference).is_empty(), "umoci's tree misses the fixture's effects: {:?}", image.check(&reference));
+        Fixture { _dir: dir, image, reference }
+    })
+}
+
+fn mounted(path: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let p = path.to_str().unwrap();
+    mounts.lines().any(|l| l.split(' ').nth(4) == Some(p))
+}
+
+fn pull_mount_and_compare(snapshotter: &str) {
+    let fx = fixture();
+    let env = Env::new();
+    let registry = RegistryServer::start().unwrap();
+    registry.push_image("debian/fixture", snapshotter, &fx.image.image).unwrap();
+    let reference = format!("{}/debian/fixture:{snapshotter}", registry.host());
+
+    let pull = env.strata("dst", &["pull", "--plain-http", "--snapshotter", snapshotter, &reference]);
+    let stderr = String::from_utf8_lossy(&pull.stderr);
+    assert!(pull.status.success(), "pull failed: {stderr}");
+    let layers = fx.image.image.layers.len();
+    assert_eq!(stderr.matches(" unpacked ").count(), layers, "one unpack per layer: {stderr}");
+
+    let snapshots = env.strata_ok("dst", &["snapshot", "--snapshotter", snapshotter, "ls", "--filter", "kind==committed"]);
+    assert_eq!(snapshots.lines().count(), 1 + layers, "{snapshots}");
+
+    let dir = env.path("mnt");
+    std::fs::create_dir(&dir).unwrap();
+    let dir = dir.canonicalize().unwrap();
+    env.strata_ok("dst", &["mount", "--snapshotter", snapshotter, &reference, dir.to_str().unwrap()]);
+    let captured = FileTree::capture(&dir);
+    let umount = env.strata("dst", &["umount", "--snapshotter", snapshotter, dir.to_str().unwrap()]);
+    let tree = captured.unwrap();
+    let diff = fx.reference.diff_with(&tree, Mtimes::ExceptDirs);
+    assert!(diff.is_empty(), "{snapshotter}: strata's tree differs from umoci's:\n{}", diff.join("\n"));
+    assert!(fx.image.check(&tree).is_empty(), "{:?}", fx.image.check(&tree));
+    assert!(umount.status.success(), "umount: {}", String::from_utf8_lossy(&umount.stderr));
+    assert!(!mounted(&dir), "{} is still mounted", dir.display());
+    let all = env.strata_ok("dst", &["snapshot", "--snapshotter", snapshotter, "ls"]);
+    assert_eq!(all.lines().count(), 1 + layers, "the mount's active snapshot is gone: {all}");
+
+    // A second pull finds every layer unpacked.
+    let again = env.strata("dst", &["pull", "--plain-http", "--snapshotter", snapshotter, &reference]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert_eq!(stderr.matches(" exists").count(), layers, "{stderr}");
+    assert!(!stderr.contains(" unpacked "), "{stderr}");
+}
+
+#[test]
+fn overlayfs_unpack_matches_umoci() {
+    pull_mount_and_compare("overlayfs");
+}
+
+#[test]
+fn native_unpack_matches_umoci() {
+    pull_mount_and_compare("native");
+}
+
+/// A layer whose bytes do not match the config's diffID fails the pull naming the layer,
+/// and leaves no snapshot or snapshot directory behind.
+#[test]
+fn a_wrong_diff_id_fails_and_leaves_nothing_behind() {
+    let env = Env::new();
+    let registry = RegistryServer::start().unwrap();
+    let mut image = strata_testdata::sample::sample_image(5).build().unwrap();
+    corrupt_first_diff_id(&mut image);
+    registry.push_image("bad/diffid", "1", &image).unwrap();
+    let reference = format!("{}/bad/diffid:1", registry.host());
+    let out = env.strata("dst", &["pull", "--plain-http", &reference]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("unpack layer {}", image.layers[0].digest)), "{stderr}");
+    assert!(stderr.contains(&format!("sha256:{}", "0".repeat(64))), "{stderr}");
+    let all = env.strata_ok("dst", &["snapshot", "ls"]);
+    assert_eq!(all.lines().count(), 1, "no snapshot, active or committed: {all}");
+    let snapshots_dir = env.path("dst").join("snapshotters/overlayfs/snapshots");
+    let left: Vec<_> = std::fs::read_dir(&snapshots_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "directories left: {left:?}");
+}
+
+/// Makes the image's config list a wrong first diffID (re-addressing config and manifest).
+fn corrupt_first_diff_id(image: &mut strata_testdata::BuiltImage) {
+    use sha2::Digest as _;
+    let digest = |bytes: &[u8]| format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)));
+    let mut config: serde_json::Value = serde_json::from_slice(&image.config_json).unwrap();
+    config["rootfs"]["diff_ids"][0] = serde_json::Value::from(format!("sha256:{}", "0".repeat(64)));
+    image.config_json = serde_json::to_vec(&config).unwrap();
+    image.config.digest = digest(&image.config_json);
+    image.config.size = image.config_json.len() as u64;
+    let mut manifest: serde_json::Value = serde_json::from_slice(&image.manifest_json).unwrap();
+    manifest["config"]["digest"] = serde_json::Value::from(image.config.digest.clone());
+    manifest["config"]["size"] = serde_json::Value::from(image.config.size);
+    image.manifest_json = serde_json::to_vec(&manifest).unwrap();
+    image.manifest.digest = digest(&image.manifest_json);
+    image.manifest.size = image.manifest_json.len() as u64;
+}
