@@ -3,7 +3,8 @@
 # multi-platform OCI image and a docker-save archive, import both into a fresh store
 # under a temp root, show the store's contents, verify every blob, then remove an image
 # and let garbage collection sweep exactly its content; push the image to a loopback
-# registry and pull it back into a fresh store.
+# registry and pull it back into a fresh store, which unpacks it into overlayfs snapshots;
+# mount its rootfs read-write, write into it, and unmount.
 set -euo pipefail
 BIN=${1:-target/release}
 STRATA=$BIN/strata
@@ -12,7 +13,7 @@ GEN=$BIN/strata-testdata
 
 work=$(mktemp -d /tmp/strata-demo.XXXXXX)
 reg_pid=
-cleanup() { [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+cleanup() { umount -R "$work/rootfs" 2>/dev/null || true; [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 root=$work/root
 s() { echo "+ strata $*" >&2; "$STRATA" --root "$root" "$@"; }
@@ -20,7 +21,7 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "1. Generate a small multi-platform OCI image layout and a docker-save archive"
 "$GEN" oci-layout "$work/sample-oci" --multi-platform --name docker.io/library/sample:1.0 | tail -1
-"$GEN" docker-save "$work/tools.tar" --tag tools:2.1 --seed 7 | head -2
+"$GEN" docker-save "$work/tools.tar" --tag tools:2.1 --seed 7 | sed -n 1,2p
 
 step "2. Import both into a fresh store at $root (every blob verified on the way in)"
 s image import "$work/sample-oci"
@@ -67,3 +68,13 @@ s image rm docker.io/library/tools:2.1
 s content gc --ingest-grace 0s
 s content ls -q | wc -l | sed 's/^/blobs left: /'
 s content verify >/dev/null && echo "all remaining blobs verify"
+
+step "8. The pulled image was unpacked into overlayfs snapshots; mount its rootfs read-write"
+"$STRATA" --root "$work/root2" snapshot ls
+mkdir -p "$work/rootfs"
+"$STRATA" --root "$work/root2" mount "127.0.0.1:$port/demo/sample:1.0" "$work/rootfs"
+ls "$work/rootfs"
+echo "written in the mount, not in the image" >"$work/rootfs/etc/demo-note"
+"$STRATA" --root "$work/root2" snapshot usage | tail -n +2 | sort -k2 -h | tail -3
+"$STRATA" --root "$work/root2" umount "$work/rootfs"
+"$STRATA" --root "$work/root2" snapshot ls --filter kind==active | tail -n +2 | wc -l | sed 's/^/active snapshots left: /'
