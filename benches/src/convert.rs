@@ -236,17 +236,17 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
 }
 
 /// The first three fields of `/proc/loadavg` (other work on the machine skews wall times).
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".into())
 }
 
-fn mib(b: u64) -> f64 {
+pub(crate) fn mib(b: u64) -> f64 {
     b as f64 / (1 << 20) as f64
 }
 
-fn median_u64(mut v: Vec<u64>) -> u64 {
+pub(crate) fn median_u64(mut v: Vec<u64>) -> u64 {
     v.sort_unstable();
     match v.len() {
         0 => 0,
@@ -262,7 +262,7 @@ fn keep_or_clean(work: tempfile::TempDir, keep: bool) {
 }
 
 /// Runs `cmd` under `/usr/bin/time`, returning wall time, stdout, CPU time and peak RSS.
-fn run_measured(cmd: &Command, dir: &Path) -> anyhow::Result<(Duration, String, Duration, u64)> {
+pub(crate) fn run_measured(cmd: &Command, dir: &Path) -> anyhow::Result<(Duration, String, Duration, u64)> {
     let stats = dir.join("time.out");
     let mut wrapped = Command::new("/usr/bin/time");
     wrapped.arg("-f").arg("%U %S %M").arg("-o").arg(&stats).arg(cmd.get_program()).args(cmd.get_args());
@@ -334,7 +334,7 @@ fn measure(
 }
 
 /// User + system CPU time a process has used so far (`/proc/PID/stat`).
-fn proc_cpu(pid: u32) -> anyhow::Result<Duration> {
+pub(crate) fn proc_cpu(pid: u32) -> anyhow::Result<Duration> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the parenthesized command name; utime and stime are fields 14 and 15.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).context("malformed /proc/PID/stat")?;
@@ -485,7 +485,7 @@ const MIB: u64 = 1 << 20;
 
 /// ~150 MiB uncompressed in 5 layers, about half random (incompressible) bytes.
 /// The image and its number of files (regular files and symlinks; not parent dirs).
-fn build_image() -> anyhow::Result<(BuiltImage, usize)> {
+pub(crate) fn build_image() -> anyhow::Result<(BuiltImage, usize)> {
     let mut rng = SmallRng::seed_from_u64(4);
     let mut seed = 4000;
     let mut next_seed = || {

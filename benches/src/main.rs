@@ -8,7 +8,9 @@ mod convert;
 mod ingest;
 mod pull;
 mod range;
+mod snapshot_latency;
 mod stats;
+mod unpack;
 
 use clap::{Parser, Subcommand};
 
@@ -37,6 +39,14 @@ enum Bench {
     /// vs `ctr-remote image convert --estargz --oci` on containerd 1.6 (cold stores).
     #[command(after_help = "Example:\n  strata-bench convert --strata target/release/strata --runs 3")]
     Convert(convert::ConvertArgs),
+    /// Unpack of a generated ~150 MiB, 5-layer gzip image (or the Debian-package fixture):
+    /// `strata pull` / `strata mount` vs containerd 1.6's `ctr image pull` (cold stores).
+    #[command(after_help = "Example:\n  strata-bench unpack --strata target/release/strata --runs 5")]
+    Unpack(unpack::UnpackArgs),
+    /// Prepare+Commit latency of an empty snapshot (p50/p99): Strata's overlayfs and native
+    /// snapshotters as a library vs containerd 1.6's builtin ones over its gRPC socket.
+    #[command(after_help = "Example:\n  strata-bench snapshot-latency --iterations 1000")]
+    SnapshotLatency(snapshot_latency::LatencyArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,5 +55,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Pull(args) => pull::run(&args),
         Bench::Range(args) => range::run(&args),
         Bench::Convert(args) => convert::run(&args),
+        Bench::Unpack(args) => unpack::run(&args),
+        Bench::SnapshotLatency(args) => snapshot_latency::run(&args),
     }
 }
