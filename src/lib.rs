@@ -9,12 +9,15 @@
 //! - [`image`]: OCI image handling: importing image layouts and `docker save` archives;
 //! - [`registry`]: the OCI distribution client: references, `hosts.toml` mirrors, docker
 //!   credentials, token auth, resolve/fetch/push;
+//! - [`metrics`]: Prometheus counters and latency histograms of `strata serve`'s RPCs and
+//!   the loopback HTTP endpoint that exposes them;
 //! - [`snapshots`]: the root's snapshotters by name, and [`image::unpack`] layers into them;
 //! - [`store`]: a Strata root on disk, opening all of the above together.
 
 pub mod content;
 pub mod image;
 pub mod metadata;
+pub mod metrics;
 pub mod registry;
 pub mod snapshots;
 pub mod store;
