@@ -11,6 +11,8 @@
 //!   credentials, token auth, resolve/fetch/push;
 //! - [`metrics`]: Prometheus counters and latency histograms of `strata serve`'s RPCs and
 //!   the loopback HTTP endpoint that exposes them;
+//! - [`serve`]: `strata serve`, the containerd proxy-snapshotter daemon (config, socket,
+//!   gRPC service, shutdown);
 //! - [`snapshots`]: the root's snapshotters by name, and [`image::unpack`] layers into them;
 //! - [`store`]: a Strata root on disk, opening all of the above together.
 
@@ -19,5 +21,6 @@ pub mod image;
 pub mod metadata;
 pub mod metrics;
 pub mod registry;
+pub mod serve;
 pub mod snapshots;
 pub mod store;

@@ -1,10 +1,12 @@
 //! The `strata` command line: argument definitions and dispatch.
 
+mod config;
 mod content;
 mod convert;
 mod format;
 mod image;
 mod progress;
+mod serve;
 mod snapshot;
 mod transfer;
 
@@ -54,11 +56,19 @@ enum Command {
     Mount(snapshot::MountArgs),
     /// Unmount a `strata mount` and discard its changes.
     Umount(snapshot::UmountArgs),
+    /// Serve the snapshotters to containerd on a unix socket (proxy snapshotter plugin).
+    Serve(serve::ServeArgs),
+    /// The daemon's configuration file.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_level);
+    // `serve` sets up its own logging: its level and format may come from its config file.
+    if !matches!(cli.command, Command::Serve(_)) {
+        init_logging(&cli.log_level);
+    }
     let result = match &cli.command {
         Command::Content(c) => content::run(&cli.root, c),
         Command::Image(c) => image::run(&cli.root, c),
@@ -68,6 +78,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Snapshot(a) => snapshot::run(&cli.root, a),
         Command::Mount(a) => snapshot::mount_image(&cli.root, a),
         Command::Umount(a) => snapshot::umount(&cli.root, a),
+        Command::Serve(a) => serve::run(&cli.root, &cli.log_level, a),
+        Command::Config(c) => config::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

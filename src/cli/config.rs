@@ -1,0 +1,17 @@
+//! `strata config`: the daemon's configuration file.
+
+use clap::Subcommand;
+
+/// `strata config` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Print the default configuration, every key commented (for /etc/strata/config.toml).
+    Default,
+}
+
+pub(crate) fn run(command: &ConfigCommand) -> anyhow::Result<()> {
+    match command {
+        ConfigCommand::Default => print!("{}", strata::serve::config::DEFAULT_CONFIG),
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! `strata serve`: loads the daemon's configuration, applies the command-line overrides,
+//! sets up logging and runs the daemon until SIGTERM / SIGINT.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory as _};
+use strata::serve::config::{Config, LogFormat};
+
+/// Arguments of `strata serve`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Flags override the configuration file; `strata config default` prints it, documented.\n\
+containerd: [proxy_plugins.strata] type = \"snapshot\" address = \"/run/strata/strata.sock\""
+)]
+pub(crate) struct ServeArgs {
+    /// Configuration file (TOML). Default: /etc/strata/config.toml, if it exists.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Unix socket to serve (default: the config's `socket`, /run/strata/strata.sock).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+
+    /// Log line format (default: the config's `log_format`, text).
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+/// Whether global flag `id` was given on the command line or in the environment rather
+/// than left at its default (the global flags carry defaults for the other commands).
+fn given(id: &str) -> bool {
+    super::Cli::command()
+        .try_get_matches()
+        .ok()
+        .and_then(|m| m.value_source(id))
+        .is_some_and(|source| matches!(source, ValueSource::CommandLine | ValueSource::EnvVariable))
+}
+
+pub(crate) fn run(root: &Path, log_level: &str, args: &ServeArgs) -> anyhow::Result<()> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if given("root") {
+        config.root = root.to_path_buf();
+    }
+    if given("log_level") {
+        config.log_level = log_level.to_string();
+    }
+    if let Some(socket) = &args.socket {
+        config.socket = socket.clone();
+    }
+    if let Some(format) = args.log_format {
+        config.log_format = format;
+    }
+    init_logging(&config.log_level, config.log_format);
+    strata::serve::run(&config).with_context(|| format!("serve {}", config.socket.display()))
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

@@ -1,0 +1,325 @@
+//! The daemon's configuration file (`/etc/strata/config.toml` by default): typed, every key
+//! documented in [`DEFAULT_CONFIG`], unknown keys rejected by name.
+//!
+//! A missing default file means "all defaults"; a missing file named explicitly is an error,
+//! so a typo in `--config` never silently runs an unconfigured daemon.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use strata_snapshotters::overlay::OverlayOptions;
+
+use crate::snapshots::SNAPSHOTTERS;
+
+/// Where `strata serve` looks for its configuration when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/strata/config.toml";
+/// The socket containerd's `[proxy_plugins.strata]` points at.
+pub const DEFAULT_SOCKET: &str = "/run/strata/strata.sock";
+/// The state directory.
+pub const DEFAULT_ROOT: &str = "/var/lib/strata";
+/// The registry hosts directory (containerd's `hosts.toml` layout).
+pub const DEFAULT_HOSTS_DIR: &str = "/etc/containerd/certs.d";
+/// The request name served when containerd's proxy plugin is called `strata`.
+pub const DEFAULT_NAME: &str = "strata";
+
+/// The commented default configuration `strata config default` prints. It parses back to
+/// [`Config::default`] (a unit test holds the two together).
+pub const DEFAULT_CONFIG: &str = r#"# Strata daemon configuration (`strata serve`), TOML.
+# Every key is optional; the values below are the defaults. Unknown keys are an error.
+# Command-line flags (--root, --socket, --log-level, --log-format) override this file.
+
+# State directory: each snapshotter keeps its metadata and snapshots under
+# <root>/snapshotters/<implementation>/.
+root = "/var/lib/strata"
+
+# The unix socket containerd's proxy plugin connects to
+# ([proxy_plugins.strata] address = "..."). Created with mode 0660; its parent
+# directory is created with mode 0711.
+socket = "/run/strata/strata.sock"
+
+# Log filter: error, warn, info, debug or trace, or a tracing filter such as
+# "strata=debug". Each RPC is logged at debug level.
+log_level = "info"
+
+# Log format on stderr: "text" or "json" (one JSON object per line).
+log_format = "text"
+
+# Prometheus metrics endpoint, e.g. "127.0.0.1:9102". Empty: off.
+metrics_address = ""
+
+# Registry hosts directory (containerd's certs.d layout: <host>/hosts.toml),
+# read by the lazy snapshotters to reach registries.
+config_path = "/etc/containerd/certs.d"
+
+# Request names to snapshotter implementations. containerd sends the proxy
+# plugin's name ([proxy_plugins.<name>]) in every request; that name picks the
+# implementation. "overlayfs" and "native" always name themselves. Names mapped
+# to the same implementation share one instance (one set of snapshots).
+[snapshotters]
+strata = "overlayfs"
+
+# Options of the overlayfs implementation (as containerd's overlayfs plugin).
+[overlayfs]
+# Options added to every overlay mount, e.g. ["volatile"].
+mount_options = []
+# Report each snapshot's upper directory in the
+# "containerd.io/snapshot/overlay.upperdir" label.
+upperdir_label = false
+"#;
+
+/// The format of the daemon's log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The `[overlayfs]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OverlayConfig {
+    /// Options added to every overlay mount.
+    pub mount_options: Vec<String>,
+    /// Report each snapshot's upper directory in a label.
+    pub upperdir_label: bool,
+}
+
+impl OverlayConfig {
+    /// The snapshotter's options.
+    pub fn options(&self) -> OverlayOptions {
+        OverlayOptions {
+            mount_options: self.mount_options.clone(),
+            upperdir_label: self.upperdir_label,
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// State directory.
+    pub root: PathBuf,
+    /// The unix socket served.
+    pub socket: PathBuf,
+    /// Log filter.
+    pub log_level: String,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Prometheus endpoint address; empty means off.
+    pub metrics_address: String,
+    /// Registry hosts directory.
+    pub config_path: PathBuf,
+    /// Request name → implementation, on top of the names that always resolve.
+    pub snapshotters: BTreeMap<String, String>,
+    /// Options of the overlayfs implementation.
+    pub overlayfs: OverlayConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            root: PathBuf::from(DEFAULT_ROOT),
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            log_level: "info".to_string(),
+            log_format: LogFormat::Text,
+            metrics_address: String::new(),
+            config_path: PathBuf::from(DEFAULT_HOSTS_DIR),
+            snapshotters: BTreeMap::from([(DEFAULT_NAME.to_string(), "overlayfs".to_string())]),
+            overlayfs: OverlayConfig::default(),
+        }
+    }
+}
+
+/// The configuration could not be read or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown key, wrong type).
+    #[error("config {}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, naming the key.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("config {}: {message}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Loads the configuration from `path`, or from [`DEFAULT_CONFIG_PATH`] when `None`.
+    /// A missing default file yields the defaults; a missing explicit one is an error.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when the file cannot be read or is invalid.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, explicit) = match path {
+            Some(p) => (p, true),
+            None => (Path::new(DEFAULT_CONFIG_PATH), false),
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !explicit => {
+                return Ok(Config::default());
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        Config::parse(&text, path)
+    }
+
+    /// Parses configuration text; `path` only names it in errors.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Parse`] for invalid TOML or an unknown key, [`ConfigError::Invalid`]
+    /// for a bad snapshotter mapping.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config
+            .resolved_snapshotters()
+            .map_err(|message| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message,
+            })?;
+        Ok(config)
+    }
+
+    /// Every request name served and the implementation answering it: the configured
+    /// names plus `overlayfs` and `native`, which always name themselves.
+    ///
+    /// # Errors
+    ///
+    /// A message when a name is empty, an implementation is unknown, or `overlayfs` /
+    /// `native` is mapped to something else.
+    pub fn resolved_snapshotters(&self) -> Result<BTreeMap<String, String>, String> {
+        let mut names: BTreeMap<String, String> = SNAPSHOTTERS
+            .iter()
+            .map(|s| (s.to_string(), s.to_string()))
+            .collect();
+        for (name, implementation) in &self.snapshotters {
+            if name.is_empty() {
+                return Err("snapshotters: empty request name".to_string());
+            }
+            if !SNAPSHOTTERS.contains(&implementation.as_str()) {
+                return Err(format!(
+                    "snapshotters.{name}: unknown implementation {implementation:?} (available: {})",
+                    SNAPSHOTTERS.join(", ")
+                ));
+            }
+            if SNAPSHOTTERS.contains(&name.as_str()) && name != implementation {
+                return Err(format!(
+                    "snapshotters.{name}: {name:?} always names itself, not {implementation:?}"
+                ));
+            }
+            names.insert(name.clone(), implementation.clone());
+        }
+        Ok(names)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn default_text_parses_to_defaults() {
+        assert_eq!(parse(DEFAULT_CONFIG).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn empty_text_is_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse("sockett = \"/x\"\n").unwrap_err().to_string();
+        assert!(err.contains("sockett"), "{err}");
+        let err = parse("[overlayfs]\nmount_option = []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mount_option"), "{err}");
+    }
+
+    #[test]
+    fn names_resolve_to_implementations() {
+        let config = parse("[snapshotters]\nstrata = \"native\"\nfast = \"overlayfs\"\n").unwrap();
+        let names = config.resolved_snapshotters().unwrap();
+        assert_eq!(names["strata"], "native");
+        assert_eq!(names["fast"], "overlayfs");
+        assert_eq!(names["overlayfs"], "overlayfs");
+        assert_eq!(names["native"], "native");
+    }
+
+    #[test]
+    fn bad_mappings_are_rejected() {
+        let err = parse("[snapshotters]\nx = \"zfs\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("snapshotters.x") && err.contains("zfs"),
+            "{err}"
+        );
+        let err = parse("[snapshotters]\noverlayfs = \"native\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("always names itself"), "{err}");
+    }
+
+    #[test]
+    fn values_are_read() {
+        let config = parse(
+            "root = \"/r\"\nsocket = \"/s.sock\"\nlog_format = \"json\"\nmetrics_address = \"127.0.0.1:9\"\n\
+             config_path = \"/h\"\n[overlayfs]\nmount_options = [\"volatile\"]\nupperdir_label = true\n",
+        )
+        .unwrap();
+        assert_eq!(config.root, Path::new("/r"));
+        assert_eq!(config.socket, Path::new("/s.sock"));
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.metrics_address, "127.0.0.1:9");
+        assert_eq!(config.config_path, Path::new("/h"));
+        assert_eq!(config.overlayfs.options().mount_options, ["volatile"]);
+        assert!(config.overlayfs.upperdir_label);
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Config::load(Some(&dir.path().join("none.toml"))).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+    }
+}

@@ -1,0 +1,184 @@
+//! `strata serve`: the daemon containerd loads as a proxy snapshotter
+//! (`[proxy_plugins.strata] type = "snapshot"`). One unix socket serves every configured
+//! snapshotter; the request's `snapshotter` field (the proxy plugin's name in containerd's
+//! config) picks which one answers.
+//!
+//! Lifecycle: the socket path is checked first (a second daemon is refused before it
+//! touches any snapshotter state), then each implementation is opened once, then the socket
+//! is bound (connectable means ready); on SIGTERM or SIGINT
+//! the server stops accepting, in-flight calls get [`SHUTDOWN_GRACE`] to finish, the
+//! snapshotters are closed and the socket file is removed.
+//!
+//! - [`config`]: the TOML configuration;
+//! - [`socket`]: binding the socket (stale takeover, refusal when live);
+//! - [`snapshotters`]: request names to opened snapshotters;
+//! - [`service`]: the gRPC `Snapshots` service;
+//! - [`errors`]: snapshotter errors to gRPC statuses.
+
+pub mod config;
+pub mod errors;
+pub mod service;
+pub mod snapshotters;
+pub mod socket;
+
+use std::io;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use strata_proto::snapshots::v1::snapshots_server::SnapshotsServer;
+use strata_snapshotters::SnapshotError;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_stream::wrappers::UnixListenerStream;
+
+use self::config::Config;
+use self::service::{ServiceState, SnapshotService};
+use self::snapshotters::ServedSnapshotters;
+use self::socket::SocketError;
+
+/// How long in-flight calls may run on after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The daemon could not start, or failed while serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration's snapshotter mapping is invalid.
+    #[error("config: {0}")]
+    Config(String),
+    /// The socket could not be bound.
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    /// A snapshotter could not be opened.
+    #[error(transparent)]
+    Snapshotter(#[from] SnapshotError),
+    /// The async runtime or the signal handlers could not be set up.
+    #[error("{what}: {source}")]
+    Setup {
+        /// What was being set up.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("serve {}: {source}", socket.display())]
+    Transport {
+        /// The socket served.
+        socket: PathBuf,
+        /// The cause.
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// Runs the daemon described by `config` until SIGTERM or SIGINT.
+///
+/// # Errors
+///
+/// [`ServeError`] when the socket, a snapshotter or the runtime cannot be set up, or the
+/// server fails.
+pub fn run(config: &Config) -> Result<(), ServeError> {
+    let names = config.resolved_snapshotters().map_err(ServeError::Config)?;
+    // Refuse a live socket before touching any snapshotter state; bind only once the
+    // snapshotters are open, so that a connectable socket means a ready daemon.
+    socket::claim(&config.socket)?;
+    let served = ServedSnapshotters::open(&config.root, &names, &config.overlayfs.options())?;
+    let listener = match socket::bind(&config.socket) {
+        Ok(listener) => listener,
+        Err(e) => {
+            served.close();
+            return Err(e.into());
+        }
+    };
+    let bound = SocketIdentity::of(&config.socket);
+    let state = Arc::new(ServiceState::new(served));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("strata-serve")
+        .build()
+        .map_err(|source| ServeError::Setup {
+            what: "start the async runtime",
+            source,
+        })?;
+    let result = runtime.block_on(serve(config, listener, Arc::clone(&state)));
+    // Calls still running on blocking threads finish (within the grace) before close.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    state.snapshotters().close();
+    bound.remove_if_ours(&config.socket);
+    tracing::info!(socket = %config.socket.display(), "stopped");
+    result
+}
+
+async fn serve(
+    config: &Config,
+    listener: std::os::unix::net::UnixListener,
+    state: Arc<ServiceState>,
+) -> Result<(), ServeError> {
+    let setup = |what| move |source| ServeError::Setup { what, source };
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(setup("install the SIGTERM handler"))?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(setup("install the SIGINT handler"))?;
+    let listener =
+        tokio::net::UnixListener::from_std(listener).map_err(setup("register the socket"))?;
+    let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        let which = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::info!(
+            signal = which,
+            "shutting down: no new calls, waiting for in-flight ones"
+        );
+        let _ = stopping_tx.send(true);
+    };
+    tracing::info!(
+        socket = %config.socket.display(),
+        root = %config.root.display(),
+        snapshotters = ?state.snapshotters().names().collect::<Vec<_>>(),
+        "serving"
+    );
+    let server = tonic::transport::Server::builder().serve_with_incoming_shutdown(
+        SnapshotsServer::new(SnapshotService::new(state)),
+        UnixListenerStream::new(listener),
+        shutdown,
+    );
+    let grace = async move {
+        let _ = stopping_rx.wait_for(|stopping| *stopping).await;
+        let started = Instant::now();
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        started.elapsed()
+    };
+    tokio::select! {
+        result = server => result.map_err(|source| ServeError::Transport { socket: config.socket.clone(), source }),
+        waited = grace => {
+            tracing::warn!(?waited, "in-flight calls did not finish in time; stopping anyway");
+            Ok(())
+        }
+    }
+}
+
+/// The socket file we bound, so that shutdown removes it only if it is still ours.
+#[derive(Debug, Clone, Copy)]
+struct SocketIdentity(Option<(u64, u64)>);
+
+impl SocketIdentity {
+    fn of(path: &Path) -> Self {
+        Self(
+            std::fs::symlink_metadata(path)
+                .ok()
+                .map(|m| (m.dev(), m.ino())),
+        )
+    }
+
+    fn remove_if_ours(self, path: &Path) {
+        if self.0.is_some()
+            && Self::of(path).0 == self.0
+            && let Err(e) = std::fs::remove_file(path)
+        {
+            tracing::warn!(socket = %path.display(), error = %e, "remove socket failed");
+        }
+    }
+}

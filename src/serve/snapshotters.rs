@@ -1,0 +1,86 @@
+//! The snapshotters one daemon serves, by request name: each implementation is opened once,
+//! however many names map to it, and closed once at shutdown.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use strata_snapshotters::overlay::OverlayOptions;
+use strata_snapshotters::{SnapshotError, Snapshotter};
+
+use crate::snapshots::open_snapshotter;
+
+/// Request name → snapshotter, with the opened instances.
+pub struct ServedSnapshotters {
+    by_name: BTreeMap<String, Arc<dyn Snapshotter>>,
+    /// Implementation name → the one instance, for closing.
+    instances: BTreeMap<String, Arc<dyn Snapshotter>>,
+}
+
+impl std::fmt::Debug for ServedSnapshotters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServedSnapshotters")
+            .field("names", &self.by_name.keys().collect::<Vec<_>>())
+            .field("instances", &self.instances.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl ServedSnapshotters {
+    /// Opens the implementations `names` (request name → implementation) needs under `root`.
+    ///
+    /// # Errors
+    ///
+    /// The first implementation that fails to open (the ones opened before are closed).
+    pub fn open(
+        root: &Path,
+        names: &BTreeMap<String, String>,
+        overlay: &OverlayOptions,
+    ) -> Result<Self, SnapshotError> {
+        let mut served = ServedSnapshotters {
+            by_name: BTreeMap::new(),
+            instances: BTreeMap::new(),
+        };
+        for (name, implementation) in names {
+            let instance = match served.instances.get(implementation) {
+                Some(instance) => Arc::clone(instance),
+                None => match open_snapshotter(root, implementation, overlay) {
+                    Ok(instance) => {
+                        served
+                            .instances
+                            .insert(implementation.clone(), Arc::clone(&instance));
+                        instance
+                    }
+                    Err(e) => {
+                        served.close();
+                        return Err(SnapshotError::new(
+                            e.kind(),
+                            format!("snapshotter {implementation}: {e}"),
+                        ));
+                    }
+                },
+            };
+            served.by_name.insert(name.clone(), instance);
+        }
+        Ok(served)
+    }
+
+    /// The snapshotter answering request name `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Snapshotter>> {
+        self.by_name.get(name).cloned()
+    }
+
+    /// The request names served, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+
+    /// Closes every instance once, logging failures (shutdown goes on regardless).
+    pub fn close(&self) {
+        for (implementation, instance) in &self.instances {
+            if let Err(e) = instance.close() {
+                tracing::warn!(snapshotter = %implementation, error = %e, "close failed");
+            }
+        }
+    }
+}
