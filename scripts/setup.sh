@@ -27,7 +27,7 @@ say() { echo "$me: $*" >&2; }
 APT_PACKAGES=(
     ca-certificates curl python3 iproute2 xz-utils protobuf-compiler libprotobuf-dev
     containerd runc docker-registry erofs-utils fuse3 stargz-snapshotter umoci
-    golang-go golang-github-containerd-stargz-snapshotter-dev
+    golang-go golang-github-containerd-stargz-snapshotter-dev golang-github-containerd-containerd-dev
 )
 
 missing=()
