@@ -21,8 +21,10 @@ use tokio::net::{TcpListener, TcpStream};
 /// Upper bounds (seconds) of the latency histogram's buckets: 100 µs to 10 s, roughly
 /// 1-2.5-5 per decade, so both a metadata-only Stat and a slow Remove of a large tree land in
 /// a bucket that tells them apart.
-pub const DURATION_BUCKETS: [f64; 16] =
-    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const DURATION_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
 
 /// The `Content-Type` of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -79,7 +81,9 @@ impl Metrics {
     /// Records one finished RPC: `rpc` is the method name (`Prepare`), `snapshotter` the
     /// request's snapshotter name, `code` the gRPC status code name (`OK`, `NotFound`, ...).
     pub fn observe(&self, rpc: &str, snapshotter: &str, code: &str, elapsed: Duration) {
-        *lock(&self.requests).entry((rpc.to_owned(), snapshotter.to_owned(), code.to_owned())).or_insert(0) += 1;
+        *lock(&self.requests)
+            .entry((rpc.to_owned(), snapshotter.to_owned(), code.to_owned()))
+            .or_insert(0) += 1;
         lock(&self.durations)
             .entry((rpc.to_owned(), snapshotter.to_owned()))
             .or_default()
@@ -90,11 +94,21 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail; the results are ignored for that reason.
-        let _ = writeln!(out, "# HELP {BUILD_INFO} Strata's version; the value is always 1.");
+        let _ = writeln!(
+            out,
+            "# HELP {BUILD_INFO} Strata's version; the value is always 1."
+        );
         let _ = writeln!(out, "# TYPE {BUILD_INFO} gauge");
-        let _ = writeln!(out, "{BUILD_INFO}{{version=\"{}\"}} 1", escape(env!("CARGO_PKG_VERSION")));
+        let _ = writeln!(
+            out,
+            "{BUILD_INFO}{{version=\"{}\"}} 1",
+            escape(env!("CARGO_PKG_VERSION"))
+        );
 
-        let _ = writeln!(out, "# HELP {REQUESTS} Snapshots RPCs finished, by method, snapshotter and gRPC status code.");
+        let _ = writeln!(
+            out,
+            "# HELP {REQUESTS} Snapshots RPCs finished, by method, snapshotter and gRPC status code."
+        );
         let _ = writeln!(out, "# TYPE {REQUESTS} counter");
         for ((rpc, snapshotter, code), n) in lock(&self.requests).iter() {
             let _ = writeln!(
@@ -106,15 +120,25 @@ impl Metrics {
             );
         }
 
-        let _ = writeln!(out, "# HELP {DURATION} Time from receiving a Snapshots RPC to its response, in seconds.");
+        let _ = writeln!(
+            out,
+            "# HELP {DURATION} Time from receiving a Snapshots RPC to its response, in seconds."
+        );
         let _ = writeln!(out, "# TYPE {DURATION} histogram");
         let durations = lock(&self.durations).clone();
         for ((rpc, snapshotter), h) in &durations {
-            let labels = format!("rpc=\"{}\",snapshotter=\"{}\"", escape(rpc), escape(snapshotter));
+            let labels = format!(
+                "rpc=\"{}\",snapshotter=\"{}\"",
+                escape(rpc),
+                escape(snapshotter)
+            );
             let mut cumulative = 0;
             for (le, n) in DURATION_BUCKETS.iter().zip(h.buckets) {
                 cumulative += n;
-                let _ = writeln!(out, "{DURATION}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+                let _ = writeln!(
+                    out,
+                    "{DURATION}_bucket{{{labels},le=\"{le}\"}} {cumulative}"
+                );
             }
             let _ = writeln!(out, "{DURATION}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
             let _ = writeln!(out, "{DURATION}_sum{{{labels}}} {}", h.sum);
@@ -171,8 +195,12 @@ impl MetricsEndpoint {
         if !addr.ip().is_loopback() {
             return Err(MetricsError::NotLoopback(addr));
         }
-        let listener = TcpListener::bind(addr).await.map_err(|source| MetricsError::Bind { addr, source })?;
-        let addr = listener.local_addr().map_err(|source| MetricsError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| MetricsError::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| MetricsError::Bind { addr, source })?;
         Ok(Self { listener, addr })
     }
 
@@ -214,7 +242,10 @@ pub async fn serve_metrics(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), MetricsError> {
-    MetricsEndpoint::bind(addr).await?.serve(metrics, shutdown).await;
+    MetricsEndpoint::bind(addr)
+        .await?
+        .serve(metrics, shutdown)
+        .await;
     Ok(())
 }
 
@@ -222,10 +253,19 @@ pub async fn serve_metrics(
 async fn answer(mut stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
     let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
         Ok(head) => head?,
-        Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "no request head within 5s")),
+        Err(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no request head within 5s",
+            ));
+        }
     };
     let response = match head {
-        None => respond("431 Request Header Fields Too Large", "text/plain", "request head too large\n"),
+        None => respond(
+            "431 Request Header Fields Too Large",
+            "text/plain",
+            "request head too large\n",
+        ),
         Some(head) => route(&head, metrics),
     };
     stream.write_all(response.as_bytes()).await?;
@@ -246,7 +286,10 @@ async fn read_head(stream: &mut TcpStream) -> io::Result<Option<String>> {
         }
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before the request head ended"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before the request head ended",
+            ));
         }
         buf.extend_from_slice(&chunk[..n]);
     }
@@ -256,12 +299,19 @@ async fn read_head(stream: &mut TcpStream) -> io::Result<Option<String>> {
 fn route(head: &str, metrics: &Metrics) -> String {
     let request_line = head.lines().next().unwrap_or_default();
     let mut parts = request_line.split(' ');
-    let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let (method, target) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
     // Scrapers may add a query string (e.g. `?name[]=...`); the endpoint always returns everything.
     let path = target.split('?').next().unwrap_or_default();
     match (method, path) {
         ("GET", "/metrics") => respond("200 OK", CONTENT_TYPE, &metrics.render()),
-        (_, "/metrics") => respond("405 Method Not Allowed", "text/plain", "only GET is supported\n"),
+        (_, "/metrics") => respond(
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET is supported\n",
+        ),
         _ => respond("404 Not Found", "text/plain", "metrics are at /metrics\n"),
     }
 }
@@ -290,17 +340,27 @@ mod tests {
         let (series, value) = line.rsplit_once(' ').expect("sample line has a value");
         let value = match value {
             "+Inf" => f64::INFINITY,
-            v => v.parse().unwrap_or_else(|e| panic!("value {v:?} in {line:?}: {e}")),
+            v => v
+                .parse()
+                .unwrap_or_else(|e| panic!("value {v:?} in {line:?}: {e}")),
         };
         let Some((name, rest)) = series.split_once('{') else {
-            return Sample { name: series.to_owned(), labels: vec![], value };
+            return Sample {
+                name: series.to_owned(),
+                labels: vec![],
+                value,
+            };
         };
         let body = rest.strip_suffix('}').expect("label set closes");
         let mut labels = Vec::new();
         let mut chars = body.chars().peekable();
         while chars.peek().is_some() {
             let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
-            assert_eq!(chars.next(), Some('"'), "label {key} value is quoted in {line:?}");
+            assert_eq!(
+                chars.next(),
+                Some('"'),
+                "label {key} value is quoted in {line:?}"
+            );
             let mut value = String::new();
             loop {
                 match chars.next().expect("label value terminates") {
@@ -319,18 +379,28 @@ mod tests {
                 chars.next();
             }
         }
-        Sample { name: name.to_owned(), labels, value }
+        Sample {
+            name: name.to_owned(),
+            labels,
+            value,
+        }
     }
 
     fn samples(text: &str) -> Vec<Sample> {
-        text.lines().filter(|l| !l.starts_with('#')).map(parse_sample).collect()
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(parse_sample)
+            .collect()
     }
 
     fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Option<&'a Sample> {
         samples.iter().find(|s| {
             s.name == name
                 && labels.len() == s.labels.len()
-                && labels.iter().zip(&s.labels).all(|((k, v), (sk, sv))| k == sk && v == sv)
+                && labels
+                    .iter()
+                    .zip(&s.labels)
+                    .all(|((k, v), (sk, sv))| k == sk && v == sv)
         })
     }
 
@@ -339,22 +409,50 @@ mod tests {
         let m = Metrics::new();
         m.observe("Prepare", "overlayfs", "OK", Duration::from_micros(50));
         m.observe("Prepare", "overlayfs", "OK", Duration::from_millis(3));
-        m.observe("Prepare", "overlayfs", "AlreadyExists", Duration::from_secs(20));
-        m.observe("Stat", "we\"ird\\na\nme", "NotFound", Duration::from_micros(100));
+        m.observe(
+            "Prepare",
+            "overlayfs",
+            "AlreadyExists",
+            Duration::from_secs(20),
+        );
+        m.observe(
+            "Stat",
+            "we\"ird\\na\nme",
+            "NotFound",
+            Duration::from_micros(100),
+        );
         let text = m.render();
         assert!(text.ends_with('\n'));
 
         // Every family is announced once with HELP and TYPE before its samples.
-        for (name, kind) in [(BUILD_INFO, "gauge"), (REQUESTS, "counter"), (DURATION, "histogram")] {
-            assert_eq!(text.matches(&format!("# TYPE {name} {kind}\n")).count(), 1, "{name}");
-            assert_eq!(text.matches(&format!("# HELP {name} ")).count(), 1, "{name}");
+        for (name, kind) in [
+            (BUILD_INFO, "gauge"),
+            (REQUESTS, "counter"),
+            (DURATION, "histogram"),
+        ] {
+            assert_eq!(
+                text.matches(&format!("# TYPE {name} {kind}\n")).count(),
+                1,
+                "{name}"
+            );
+            assert_eq!(
+                text.matches(&format!("# HELP {name} ")).count(),
+                1,
+                "{name}"
+            );
         }
         let s = samples(&text);
-        let build = find(&s, BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))]).expect("build info");
+        let build =
+            find(&s, BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))]).expect("build info");
         assert_eq!(build.value, 1.0);
 
         let req = |snap: &str, rpc: &str, code: &str| {
-            find(&s, REQUESTS, &[("rpc", rpc), ("snapshotter", snap), ("code", code)]).map(|s| s.value)
+            find(
+                &s,
+                REQUESTS,
+                &[("rpc", rpc), ("snapshotter", snap), ("code", code)],
+            )
+            .map(|s| s.value)
         };
         assert_eq!(req("overlayfs", "Prepare", "OK"), Some(2.0));
         assert_eq!(req("overlayfs", "Prepare", "AlreadyExists"), Some(1.0));
@@ -362,9 +460,13 @@ mod tests {
         assert_eq!(req("overlayfs", "Stat", "OK"), None);
 
         let bucket = |snap: &str, rpc: &str, le: &str| {
-            find(&s, &format!("{DURATION}_bucket"), &[("rpc", rpc), ("snapshotter", snap), ("le", le)])
-                .map(|s| s.value)
-                .unwrap_or_else(|| panic!("bucket {rpc} {snap} {le}"))
+            find(
+                &s,
+                &format!("{DURATION}_bucket"),
+                &[("rpc", rpc), ("snapshotter", snap), ("le", le)],
+            )
+            .map(|s| s.value)
+            .unwrap_or_else(|| panic!("bucket {rpc} {snap} {le}"))
         };
         // 50 µs falls in the first bucket, 3 ms in le=0.005; 20 s only in +Inf. Cumulative.
         assert_eq!(bucket("overlayfs", "Prepare", "0.0001"), 1.0);
@@ -375,8 +477,12 @@ mod tests {
         // A value equal to a bound belongs to that bucket (`le` is inclusive).
         assert_eq!(bucket("we\"ird\\na\nme", "Stat", "0.0001"), 1.0);
         let labels = [("rpc", "Prepare"), ("snapshotter", "overlayfs")];
-        let count = find(&s, &format!("{DURATION}_count"), &labels).expect("count").value;
-        let sum = find(&s, &format!("{DURATION}_sum"), &labels).expect("sum").value;
+        let count = find(&s, &format!("{DURATION}_count"), &labels)
+            .expect("count")
+            .value;
+        let sum = find(&s, &format!("{DURATION}_sum"), &labels)
+            .expect("sum")
+            .value;
         assert_eq!(count, 3.0);
         assert!((sum - 20.00305).abs() < 1e-9, "sum {sum}");
 
@@ -399,17 +505,27 @@ mod tests {
     }
 
     async fn http(addr: SocketAddr, request: &str) -> String {
-        let mut stream = TcpStream::connect(addr).await.expect("connect to the metrics endpoint");
-        stream.write_all(request.as_bytes()).await.expect("send request");
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .expect("connect to the metrics endpoint");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("send request");
         let mut response = String::new();
-        stream.read_to_string(&mut response).await.expect("read response");
+        stream
+            .read_to_string(&mut response)
+            .await
+            .expect("read response");
         response
     }
 
     #[tokio::test]
     async fn endpoint_serves_observations_and_stops_on_shutdown() {
         let metrics = Arc::new(Metrics::new());
-        let endpoint = MetricsEndpoint::bind("127.0.0.1:0".parse().expect("address")).await.expect("bind");
+        let endpoint = MetricsEndpoint::bind("127.0.0.1:0".parse().expect("address"))
+            .await
+            .expect("bind");
         let addr = endpoint.local_addr();
         assert_ne!(addr.port(), 0);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -419,15 +535,31 @@ mod tests {
 
         metrics.observe("Commit", "native", "OK", Duration::from_millis(2));
         metrics.observe("Commit", "native", "OK", Duration::from_millis(2));
-        metrics.observe("Remove", "native", "FailedPrecondition", Duration::from_micros(300));
+        metrics.observe(
+            "Remove",
+            "native",
+            "FailedPrecondition",
+            Duration::from_micros(300),
+        );
         let response = http(addr, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
         let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-        assert!(head.contains(&format!("Content-Type: {CONTENT_TYPE}")), "{head}");
-        assert!(head.contains(&format!("Content-Length: {}", body.len())), "{head}");
+        assert!(
+            head.contains(&format!("Content-Type: {CONTENT_TYPE}")),
+            "{head}"
+        );
+        assert!(
+            head.contains(&format!("Content-Length: {}", body.len())),
+            "{head}"
+        );
         let s = samples(body);
         let count = |rpc, code| {
-            find(&s, REQUESTS, &[("rpc", rpc), ("snapshotter", "native"), ("code", code)]).map(|x| x.value)
+            find(
+                &s,
+                REQUESTS,
+                &[("rpc", rpc), ("snapshotter", "native"), ("code", code)],
+            )
+            .map(|x| x.value)
         };
         assert_eq!(count("Commit", "OK"), Some(2.0));
         assert_eq!(count("Remove", "FailedPrecondition"), Some(1.0));
@@ -438,26 +570,44 @@ mod tests {
         assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
         // One byte over the limit and no blank line: the endpoint has read all of it when it
         // answers, so closing the connection does not reset it under the reader.
-        let oversized = format!("GET /metrics HTTP/1.1\r\nX: {}", "a".repeat(MAX_REQUEST_HEAD));
+        let oversized = format!(
+            "GET /metrics HTTP/1.1\r\nX: {}",
+            "a".repeat(MAX_REQUEST_HEAD)
+        );
         let refused = http(addr, &oversized[..MAX_REQUEST_HEAD + 1]).await;
         assert!(refused.starts_with("HTTP/1.1 431 "), "{refused}");
 
         stop.send(()).expect("server is running");
-        tokio::time::timeout(Duration::from_secs(5), server).await.expect("server stops").expect("server task");
-        assert!(TcpStream::connect(addr).await.is_err(), "listener closed after shutdown");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("server stops")
+            .expect("server task");
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "listener closed after shutdown"
+        );
     }
 
     #[tokio::test]
     async fn non_loopback_addresses_are_refused() {
         for addr in ["0.0.0.0:0", "[::]:0", "192.0.2.1:9100"] {
             let addr: SocketAddr = addr.parse().expect("address");
-            let err = MetricsEndpoint::bind(addr).await.expect_err("non-loopback refused");
-            assert!(matches!(err, MetricsError::NotLoopback(a) if a == addr), "{err}");
+            let err = MetricsEndpoint::bind(addr)
+                .await
+                .expect_err("non-loopback refused");
+            assert!(
+                matches!(err, MetricsError::NotLoopback(a) if a == addr),
+                "{err}"
+            );
             assert!(err.to_string().contains("not a loopback address"), "{err}");
         }
-        let err = serve_metrics("0.0.0.0:0".parse().expect("address"), Arc::new(Metrics::new()), async {})
-            .await
-            .expect_err("serve_metrics refuses too");
+        let err = serve_metrics(
+            "0.0.0.0:0".parse().expect("address"),
+            Arc::new(Metrics::new()),
+            async {},
+        )
+        .await
+        .expect_err("serve_metrics refuses too");
         assert!(matches!(err, MetricsError::NotLoopback(_)));
     }
 }

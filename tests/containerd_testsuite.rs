@@ -46,7 +46,8 @@ const SKIPPED_BY_CONTAINERD: &str = "Rename";
 fn suite_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
-        let testsuite = Path::new(DEBIAN_GOPATH).join("src/github.com/containerd/containerd/snapshots/testsuite");
+        let testsuite = Path::new(DEBIAN_GOPATH)
+            .join("src/github.com/containerd/containerd/snapshots/testsuite");
         assert!(
             testsuite.is_dir(),
             "{} missing: install golang-github-containerd-containerd-dev (scripts/setup.sh)",
@@ -84,17 +85,29 @@ fn suite_binary() -> &'static Path {
 /// passed, printing the Go output otherwise.
 fn run_suite(snapshotter: &str) {
     let out = Command::new(suite_binary())
-        .args(["-test.v", "-test.timeout", "10m", "-test.run", "^TestContainerdSnapshotterSuite$"])
+        .args([
+            "-test.v",
+            "-test.timeout",
+            "10m",
+            "-test.run",
+            "^TestContainerdSnapshotterSuite$",
+        ])
         .env("STRATA_BIN", STRATA)
         .env("STRATA_SNAPSHOTTER", snapshotter)
         .stdin(Stdio::null())
         .output()
         .expect("run the containerd testsuite driver");
-    let output = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let not_passed: Vec<&str> = SUBTESTS
         .iter()
         .copied()
-        .filter(|name| !output.contains(&format!("--- PASS: TestContainerdSnapshotterSuite/{name} ")))
+        .filter(|name| {
+            !output.contains(&format!("--- PASS: TestContainerdSnapshotterSuite/{name} "))
+        })
         .collect();
     assert!(
         out.status.success() && not_passed.is_empty(),
@@ -102,8 +115,16 @@ fn run_suite(snapshotter: &str) {
          subtests not passed: {not_passed:?}\n{output}",
         out.status
     );
-    assert!(output.contains("--- PASS: TestContainerdSnapshotterSuite "), "{output}");
-    assert!(output.contains(&format!("--- SKIP: TestContainerdSnapshotterSuite/{SKIPPED_BY_CONTAINERD} ")), "{output}");
+    assert!(
+        output.contains("--- PASS: TestContainerdSnapshotterSuite "),
+        "{output}"
+    );
+    assert!(
+        output.contains(&format!(
+            "--- SKIP: TestContainerdSnapshotterSuite/{SKIPPED_BY_CONTAINERD} "
+        )),
+        "{output}"
+    );
 }
 
 #[test]

@@ -22,6 +22,7 @@ pub mod snapshotters;
 pub mod socket;
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,6 +32,8 @@ use strata_proto::snapshots::v1::snapshots_server::SnapshotsServer;
 use strata_snapshotters::SnapshotError;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::metrics::{Metrics, MetricsEndpoint, MetricsError};
 
 use self::config::Config;
 use self::service::{ServiceState, SnapshotService};
@@ -61,6 +64,9 @@ pub enum ServeError {
         #[source]
         source: io::Error,
     },
+    /// The metrics endpoint could not start.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     /// The gRPC server failed.
     #[error("serve {}: {source}", socket.display())]
     Transport {
@@ -80,6 +86,7 @@ pub enum ServeError {
 /// server fails.
 pub fn run(config: &Config) -> Result<(), ServeError> {
     let names = config.resolved_snapshotters().map_err(ServeError::Config)?;
+    let metrics_address = metrics_address(config)?;
     // Refuse a live socket before touching any snapshotter state; bind only once the
     // snapshotters are open, so that a connectable socket means a ready daemon.
     socket::claim(&config.socket)?;
@@ -92,7 +99,11 @@ pub fn run(config: &Config) -> Result<(), ServeError> {
         }
     };
     let bound = SocketIdentity::of(&config.socket);
-    let state = Arc::new(ServiceState::new(served));
+    let mut state = ServiceState::new(served);
+    if metrics_address.is_some() {
+        state = state.with_metrics(Arc::new(Metrics::new()));
+    }
+    let state = Arc::new(state);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("strata-serve")
@@ -101,7 +112,7 @@ pub fn run(config: &Config) -> Result<(), ServeError> {
             what: "start the async runtime",
             source,
         })?;
-    let result = runtime.block_on(serve(config, listener, Arc::clone(&state)));
+    let result = runtime.block_on(serve(config, listener, Arc::clone(&state), metrics_address));
     // Calls still running on blocking threads finish (within the grace) before close.
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
     state.snapshotters().close();
@@ -114,6 +125,7 @@ async fn serve(
     config: &Config,
     listener: std::os::unix::net::UnixListener,
     state: Arc<ServiceState>,
+    metrics_address: Option<SocketAddr>,
 ) -> Result<(), ServeError> {
     let setup = |what| move |source| ServeError::Setup { what, source };
     let mut terminate =
@@ -134,6 +146,14 @@ async fn serve(
         );
         let _ = stopping_tx.send(true);
     };
+    if let (Some(addr), Some(metrics)) = (metrics_address, state.metrics()) {
+        let endpoint = MetricsEndpoint::bind(addr).await?;
+        tracing::info!(address = %endpoint.local_addr(), "metrics endpoint: GET /metrics");
+        let mut stopping = stopping_rx.clone();
+        tokio::spawn(endpoint.serve(Arc::clone(metrics), async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+        }));
+    }
     tracing::info!(
         socket = %config.socket.display(),
         root = %config.root.display(),
@@ -158,6 +178,19 @@ async fn serve(
             Ok(())
         }
     }
+}
+
+/// The configured metrics endpoint address, or `None` when `metrics_address` is empty (off).
+fn metrics_address(config: &Config) -> Result<Option<SocketAddr>, ServeError> {
+    let value = config.metrics_address.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    value.parse().map(Some).map_err(|e| {
+        ServeError::Config(format!(
+            "metrics_address {value:?}: {e} (expected IP:PORT, e.g. 127.0.0.1:9102)"
+        ))
+    })
 }
 
 /// The socket file we bound, so that shutdown removes it only if it is still ours.

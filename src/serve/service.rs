@@ -20,6 +20,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
+use crate::metrics::Metrics;
+
 use super::errors::{to_status, worker_failed};
 use super::snapshotters::ServedSnapshotters;
 
@@ -35,12 +37,28 @@ const LIST_QUEUE: usize = 4;
 #[derive(Debug)]
 pub struct ServiceState {
     snapshotters: ServedSnapshotters,
+    /// Where [`ServiceState::observe`] records calls when `metrics_address` is set.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl ServiceState {
     /// State over `snapshotters`.
     pub fn new(snapshotters: ServedSnapshotters) -> Self {
-        Self { snapshotters }
+        Self {
+            snapshotters,
+            metrics: None,
+        }
+    }
+
+    /// Also records every call in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The metrics registry calls are recorded in, if any.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
     }
 
     /// The served snapshotters.
@@ -68,6 +86,14 @@ impl ServiceState {
         result: Result<(), &Status>,
     ) {
         let elapsed = started.elapsed();
+        if let Some(metrics) = &self.metrics {
+            // gRPC's canonical code names, as Go's `codes.Code.String()` spells them.
+            let code = match result {
+                Ok(()) => "OK".to_owned(),
+                Err(status) => format!("{:?}", status.code()),
+            };
+            metrics.observe(rpc, snapshotter, &code, elapsed);
+        }
         match result {
             Ok(()) => tracing::debug!(rpc, snapshotter, key, ?elapsed, result = "OK", "rpc"),
             Err(status) => {
