@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod containerd;
 pub(crate) mod mounts;
 
 use std::fs;
