@@ -602,3 +602,25 @@ fn default_config_serves_and_unknown_keys_are_refused() {
     let log = fs::read_to_string(&bad.log).unwrap();
     assert!(log.contains("sockett"), "{log}");
 }
+
+/// `log_format = "json"` in the config: every log line is one JSON object, the per-RPC
+/// line carrying the RPC, snapshotter and key as fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(dir.path(), &format!("log_format = \"json\"\n{CONFIG}"));
+    let mut c = client(&daemon.socket).await;
+    c.prepare(prepare("plain", "json-key", "")).await.unwrap();
+    assert!(daemon.terminate().success());
+    let log = fs::read_to_string(&daemon.log).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|v| v["fields"]["rpc"] == "Prepare"
+            && v["fields"]["snapshotter"] == "plain"
+            && v["fields"]["key"] == "json-key"),
+        "{log}"
+    );
+}
