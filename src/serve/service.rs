@@ -230,7 +230,7 @@ fn commit(
 }
 
 /// Walks `filters`, sending batches bounded by [`LIST_BATCH_INFOS`] and [`LIST_BATCH_BYTES`].
-/// Stops early (Canceled) when the client has gone.
+/// Stops early when the client has gone (its stream receiver dropped).
 fn list_batches(
     snapshotter: &dyn Snapshotter,
     filters: &[String],
