@@ -1,8 +1,7 @@
 //! Writing one tar entry into the confined root, in containerd's order: replace what is
 //! in the way (a directory over a directory merges), create, write the payload, then
 //! owner, xattrs, mode (after chown, which clears setuid bits) and times; directories get
-//! their times after everything inside them is written. Small regular files go to the
-//! [`FileWriters`](super::file_writers::FileWriters) instead, when there are any.
+//! their times after everything inside them is written.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -11,13 +10,11 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags};
 use rustix::io::Errno;
 use strata_formats::tar_layer::{Entry, EntryKind, TarLayer, TarLayerError, Timestamp};
 
-use super::file_writers::{FileJob, MAX_QUEUED_FILE};
 use super::root::{is_overlay_private, remove_all_at, split, type_at};
 use super::{Applier, ApplyError, WhiteoutMode};
 
@@ -38,7 +35,7 @@ fn bound(t: Timestamp) -> Timespec {
 }
 
 /// Access and modification times: containerd sets atime to the later of the two.
-pub(super) fn times(entry: &Entry) -> Timestamps {
+fn times(entry: &Entry) -> Timestamps {
     let atime = entry.atime.map_or(entry.mtime, |a| a.max(entry.mtime));
     Timestamps {
         last_access: bound(atime),
@@ -135,111 +132,10 @@ fn write_payload<R: Read>(
     }
 }
 
-/// Creates the regular file `name` in `dir` (replacing what is there), has `write` fill
-/// it, then sets the entry's owner, xattrs, mode and times. Returns whether something
-/// was replaced.
-pub(super) fn create_file(
-    attrs: &AttrWriter,
-    dir: BorrowedFd<'_>,
-    name: &OsStr,
-    entry: &Entry,
-    write: impl FnOnce(&File) -> Result<(), ApplyError>,
-) -> Result<bool, ApplyError> {
-    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let perm = Mode::from_raw_mode(entry.mode & 0o777);
-    let (fd, replaced) = create_replacing(dir, name, || rustix::fs::openat(dir, name, flags, perm))
-        .map_err(attrs.fail(entry, "creating the file"))?;
-    let file = File::from(fd);
-    write(&file)?;
-    attrs.set_attributes_fd(entry, file.as_fd(), true)?;
-    rustix::fs::futimens(&file, &times(entry))
-        .map_err(|e| attrs.fail(entry, "setting times")(e.into()))?;
-    Ok(replaced)
-}
-
-/// Writes entries' owners, xattrs and modes; shared by the applier and its file writers.
-#[derive(Debug)]
-pub(super) struct AttrWriter {
-    /// The layer, for messages.
-    pub(super) layer: String,
-    /// The process umask: a created file's mode is exact when the umask cleared nothing.
-    pub(super) umask: u32,
-    /// Overlayfs-private xattrs found and not written.
-    pub(super) skipped_xattrs: AtomicU64,
-}
-
 /// Where an entry's xattrs go.
 enum XattrTarget<'a> {
     Fd(BorrowedFd<'a>),
     Path(std::path::PathBuf),
-}
-
-impl AttrWriter {
-    /// An error about `entry` while doing `context`.
-    pub(super) fn fail<C: Into<String>>(
-        &self,
-        entry: &Entry,
-        context: C,
-    ) -> impl FnOnce(io::Error) -> ApplyError + use<C> {
-        let (layer, path, context) = (self.layer.clone(), entry.display_path(), context.into());
-        move |source| ApplyError::Write {
-            layer,
-            entry: path,
-            context,
-            source,
-        }
-    }
-
-    /// Owner, xattrs and mode of an open file or directory. `fresh`: it was just created
-    /// with the entry's permission bits, so `chmod` is needed only if the umask or the
-    /// special bits make them differ.
-    pub(super) fn set_attributes_fd(
-        &self,
-        entry: &Entry,
-        fd: BorrowedFd<'_>,
-        fresh: bool,
-    ) -> Result<(), ApplyError> {
-        let (uid, gid) = owner(entry).map_err(self.fail(entry, "changing the owner"))?;
-        rustix::fs::fchown(fd, Some(uid), Some(gid))
-            .map_err(|e| self.fail(entry, "changing the owner")(e.into()))?;
-        self.set_xattrs(entry, XattrTarget::Fd(fd))?;
-        let exact = fresh && entry.mode & 0o7000 == 0 && entry.mode & self.umask == 0;
-        if !exact {
-            rustix::fs::fchmod(fd, Mode::from_raw_mode(entry.mode))
-                .map_err(|e| self.fail(entry, "changing the mode")(e.into()))?;
-        }
-        Ok(())
-    }
-
-    /// Sets the entry's xattrs as containerd does: `ENOTSUP`, and `EPERM` on `security.*`,
-    /// are ignored. overlayfs's own xattrs are never taken from a layer.
-    fn set_xattrs(&self, entry: &Entry, target: XattrTarget<'_>) -> Result<(), ApplyError> {
-        for (key, value) in &entry.xattrs {
-            if is_overlay_private(key) {
-                self.skipped_xattrs.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            let result = match &target {
-                XattrTarget::Fd(fd) => {
-                    rustix::fs::fsetxattr(fd, key.as_os_str(), value, XattrFlags::empty())
-                }
-                XattrTarget::Path(path) => {
-                    rustix::fs::lsetxattr(path, key.as_os_str(), value, XattrFlags::empty())
-                }
-            };
-            match result {
-                Ok(()) | Err(Errno::NOTSUP) => {}
-                Err(Errno::PERM) if key.as_bytes().starts_with(b"security.") => {}
-                Err(e) => {
-                    return Err(self
-                        .fail(entry, format!("setting xattr {}", key.to_string_lossy()))(
-                        e.into(),
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 impl Applier<'_> {
@@ -251,7 +147,7 @@ impl Applier<'_> {
         };
         loop {
             let Some(entry) = tar.next_entry().map_err(read_error)? else {
-                return self.wait_for_writers();
+                return Ok(());
             };
             self.entries += 1;
             // The root itself: containerd ignores entries that resolve to it.
@@ -259,14 +155,8 @@ impl Applier<'_> {
                 continue;
             }
             match &entry.kind {
-                EntryKind::Whiteout { target } => {
-                    self.wait_for_writers()?;
-                    self.whiteout(&entry, target)?;
-                }
-                EntryKind::OpaqueWhiteout { dir } => {
-                    self.wait_for_writers()?;
-                    self.opaque(&entry, dir)?;
-                }
+                EntryKind::Whiteout { target } => self.whiteout(&entry, target)?,
+                EntryKind::OpaqueWhiteout { dir } => self.opaque(&entry, dir)?,
                 _ => {
                     self.create(tar, &entry)?;
                     if self.options.whiteouts == WhiteoutMode::Delete {
@@ -298,23 +188,6 @@ impl Applier<'_> {
 
     fn create<R: Read>(&mut self, tar: &mut TarLayer<R>, entry: &Entry) -> Result<(), ApplyError> {
         let (parent, name) = split(&entry.path);
-        if let Some(writers) = &self.writers {
-            // The writers only ever hold distinct names of one directory: anything else
-            // waits for them, so every entry still lands in archive order.
-            let alongside = matches!(
-                entry.kind,
-                EntryKind::File | EntryKind::Dir | EntryKind::Symlink { .. }
-            );
-            if !alongside || writers.conflicts(parent, name) {
-                self.wait_for_writers()?;
-            }
-            if entry.kind == EntryKind::File
-                && entry.sparse.is_none()
-                && entry.size <= MAX_QUEUED_FILE
-            {
-                return self.queue_file(tar, entry, parent, name);
-            }
-        }
         self.root
             .ensure_dir(parent)
             .map_err(self.fail(entry, "creating the parent directory"))?;
@@ -347,14 +220,24 @@ impl Applier<'_> {
                     Mode::empty(),
                 )
                 .map_err(|e| self.fail(entry, "opening the directory")(e.into()))?;
-                self.attrs.set_attributes_fd(entry, fd.as_fd(), fresh)?;
+                self.set_attributes_fd(entry, fd.as_fd(), fresh)?;
                 self.dirs.push((entry.path.clone(), times(entry)));
             }
             EntryKind::File => {
-                let (buf, layer) = (&mut self.buf, &self.options.layer);
-                removed = create_file(&self.attrs, dir, name, entry, |file| {
-                    write_payload(tar, entry, file, buf, layer)
-                })?;
+                let flags = OFlags::WRONLY
+                    | OFlags::CREATE
+                    | OFlags::EXCL
+                    | OFlags::NOFOLLOW
+                    | OFlags::CLOEXEC;
+                let (fd, replaced) =
+                    create_replacing(dir, name, || rustix::fs::openat(dir, name, flags, perm))
+                        .map_err(self.fail(entry, "creating the file"))?;
+                removed = replaced;
+                let file = File::from(fd);
+                write_payload(tar, entry, &file, &mut self.buf, &self.options.layer)?;
+                self.set_attributes_fd(entry, file.as_fd(), true)?;
+                rustix::fs::futimens(&file, &times(entry))
+                    .map_err(|e| self.fail(entry, "setting times")(e.into()))?;
                 self.files += 1;
             }
             EntryKind::Symlink { target } => {
@@ -427,6 +310,27 @@ impl Applier<'_> {
         Ok(())
     }
 
+    /// Owner, xattrs and mode of an open file or directory. `fresh`: it was just created
+    /// with the entry's permission bits, so `chmod` is needed only if the umask or the
+    /// special bits make them differ.
+    fn set_attributes_fd(
+        &self,
+        entry: &Entry,
+        fd: BorrowedFd<'_>,
+        fresh: bool,
+    ) -> Result<(), ApplyError> {
+        let (uid, gid) = owner(entry).map_err(self.fail(entry, "changing the owner"))?;
+        rustix::fs::fchown(fd, Some(uid), Some(gid))
+            .map_err(|e| self.fail(entry, "changing the owner")(e.into()))?;
+        self.set_xattrs(entry, XattrTarget::Fd(fd))?;
+        let exact = fresh && entry.mode & 0o7000 == 0 && entry.mode & self.umask == 0;
+        if !exact {
+            rustix::fs::fchmod(fd, Mode::from_raw_mode(entry.mode))
+                .map_err(|e| self.fail(entry, "changing the mode")(e.into()))?;
+        }
+        Ok(())
+    }
+
     /// Owner, xattrs, mode (when `chmod`) and times of `name` in `dir`, never following
     /// a symlink at `name`.
     fn set_attributes_at(
@@ -440,8 +344,7 @@ impl Applier<'_> {
         rustix::fs::chownat(dir, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| self.fail(entry, "changing the owner")(e.into()))?;
         if !entry.xattrs.is_empty() {
-            self.attrs
-                .set_xattrs(entry, XattrTarget::Path(proc_path(dir, name)))?;
+            self.set_xattrs(entry, XattrTarget::Path(proc_path(dir, name)))?;
         }
         if chmod {
             // `name` is not a symlink here (devices, fifos, hard links to non-symlinks).
@@ -452,51 +355,32 @@ impl Applier<'_> {
             .map_err(|e| self.fail(entry, "setting times")(e.into()))
     }
 
-    /// Reads the payload of a small regular file and hands it to the file writers.
-    fn queue_file<R: Read>(
-        &mut self,
-        tar: &mut TarLayer<R>,
-        entry: &Entry,
-        parent: &Path,
-        name: &OsStr,
-    ) -> Result<(), ApplyError> {
-        self.root
-            .ensure_dir(parent)
-            .map_err(self.fail(entry, "creating the parent directory"))?;
-        let dir = self
-            .root
-            .dir(parent)
-            .try_clone_to_owned()
-            .map_err(self.fail(entry, "opening the parent directory"))?;
-        let mut payload = vec![0u8; usize::try_from(entry.size).unwrap_or(usize::MAX)];
-        tar.read_data_exact(&mut payload)
-            .map_err(|source| ApplyError::Read {
-                layer: self.options.layer.clone(),
-                source,
-            })?;
-        if let Some(writers) = &mut self.writers {
-            writers.submit(
-                FileJob {
-                    dir,
-                    name: name.to_owned(),
-                    entry: entry.clone(),
-                    payload,
-                },
-                parent,
-            )?;
-        }
-        self.files += 1;
-        Ok(())
-    }
-
-    /// Waits until the file writers have written everything queued; their first error
-    /// is this apply's error.
-    pub(super) fn wait_for_writers(&mut self) -> Result<(), ApplyError> {
-        if let Some(writers) = &mut self.writers
-            && writers.wait()?
-        {
-            // A writer replaced something, possibly a directory held in the cache.
-            self.root.forget_dirs();
+    /// Sets the entry's xattrs as containerd does: `ENOTSUP`, and `EPERM` on `security.*`,
+    /// are ignored. overlayfs's own xattrs are never taken from a layer.
+    fn set_xattrs(&self, entry: &Entry, target: XattrTarget<'_>) -> Result<(), ApplyError> {
+        for (key, value) in &entry.xattrs {
+            if is_overlay_private(key) {
+                self.skipped_xattrs.set(self.skipped_xattrs.get() + 1);
+                continue;
+            }
+            let result = match &target {
+                XattrTarget::Fd(fd) => {
+                    rustix::fs::fsetxattr(fd, key.as_os_str(), value, XattrFlags::empty())
+                }
+                XattrTarget::Path(path) => {
+                    rustix::fs::lsetxattr(path, key.as_os_str(), value, XattrFlags::empty())
+                }
+            };
+            match result {
+                Ok(()) | Err(Errno::NOTSUP) => {}
+                Err(Errno::PERM) if key.as_bytes().starts_with(b"security.") => {}
+                Err(e) => {
+                    return Err(self
+                        .fail(entry, format!("setting xattr {}", key.to_string_lossy()))(
+                        e.into(),
+                    ));
+                }
+            }
         }
         Ok(())
     }

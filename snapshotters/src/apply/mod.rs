@@ -17,7 +17,6 @@
 
 mod entry;
 mod error;
-mod file_writers;
 mod mounts;
 mod root;
 mod whiteout;
@@ -25,8 +24,6 @@ mod whiteout;
 use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use strata_formats::Digest;
 use strata_formats::tar_layer::{Limits, TarLayer, read_ahead};
@@ -34,8 +31,6 @@ use strata_formats::tar_layer::{Limits, TarLayer, read_ahead};
 pub use error::ApplyError;
 pub use mounts::apply_to_mounts;
 
-use entry::AttrWriter;
-use file_writers::FileWriters;
 use root::Root;
 
 /// How OCI whiteouts (`.wh.<name>`, `.wh..wh..opq`) are written.
@@ -107,13 +102,12 @@ struct Applier<'o> {
     unpacked: HashSet<PathBuf>,
     /// Directories whose times are set once everything inside them is written.
     dirs: Vec<(PathBuf, rustix::fs::Timestamps)>,
-    /// Writes owners, xattrs and modes (shared with the file writers).
-    attrs: Arc<AttrWriter>,
-    /// Threads creating small files in parallel; `None`: everything is written inline.
-    writers: Option<FileWriters>,
+    /// The process umask: a created file's mode is exact when the umask cleared nothing.
+    umask: u32,
     buf: Vec<u8>,
     entries: u64,
     files: u64,
+    skipped_xattrs: std::cell::Cell<u64>,
 }
 
 /// Reads the umask without changing it (`umask(2)` can only set it).
@@ -142,21 +136,16 @@ pub fn apply_layer(
         path: target.to_path_buf(),
         source,
     })?;
-    let attrs = Arc::new(AttrWriter {
-        layer: options.layer.clone(),
-        umask: current_umask(),
-        skipped_xattrs: AtomicU64::new(0),
-    });
     let mut applier = Applier {
         root,
         options,
         unpacked: HashSet::new(),
         dirs: Vec::new(),
-        writers: FileWriters::start(&attrs),
-        attrs,
+        umask: current_umask(),
         buf: vec![0u8; 1 << 20],
         entries: 0,
         files: 0,
+        skipped_xattrs: std::cell::Cell::new(0),
     };
     let limits = Limits {
         max_size: options.max_size,
@@ -201,6 +190,6 @@ pub fn apply_layer(
         size,
         entries: applier.entries,
         files: applier.files,
-        skipped_xattrs: applier.attrs.skipped_xattrs.load(Ordering::Relaxed),
+        skipped_xattrs: applier.skipped_xattrs.get(),
     })
 }
