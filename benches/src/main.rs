@@ -9,6 +9,7 @@ mod ingest;
 mod pull;
 mod range;
 mod snapshot_latency;
+mod socket;
 mod stats;
 mod unpack;
 
@@ -47,6 +48,10 @@ enum Bench {
     /// snapshotters as a library vs containerd 1.6's builtin ones over its gRPC socket.
     #[command(after_help = "Example:\n  strata-bench snapshot-latency --iterations 1000")]
     SnapshotLatency(snapshot_latency::LatencyArgs),
+    /// Prepare+Commit pairs through containerd 1.6: its builtin `overlayfs` vs the `strata`
+    /// proxy plugin (`strata serve`), plus `strata serve`'s socket directly.
+    #[command(after_help = "Example:\n  strata-bench socket --strata target/release/strata --pairs 1000")]
+    Socket(socket::SocketArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,5 +62,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Convert(args) => convert::run(&args),
         Bench::Unpack(args) => unpack::run(&args),
         Bench::SnapshotLatency(args) => snapshot_latency::run(&args),
+        Bench::Socket(args) => socket::run(&args),
     }
 }

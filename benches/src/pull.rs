@@ -299,6 +299,12 @@ pub(crate) struct Containerd {
 
 impl Containerd {
     pub(crate) fn start(binary: &Path, dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with_config(binary, dir, "")
+    }
+
+    /// Like [`Containerd::start`], with `extra` TOML appended to the config (e.g. a
+    /// `[proxy_plugins.NAME]` table).
+    pub(crate) fn start_with_config(binary: &Path, dir: &Path, extra: &str) -> anyhow::Result<Self> {
         let socket = dir.join("containerd.sock");
         let config = dir.join("config.toml");
         let log = dir.join("containerd.log");
@@ -308,7 +314,7 @@ impl Containerd {
             format!(
                 "version = 2\nroot = {}\nstate = {}\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\n\
                  [grpc]\n  address = {}\n\n[ttrpc]\n  address = {}\n\n\
-                 [plugins.\"io.containerd.internal.v1.opt\"]\n  path = {}\n",
+                 [plugins.\"io.containerd.internal.v1.opt\"]\n  path = {}\n{extra}",
                 q(dir.join("root")),
                 q(dir.join("state")),
                 q(socket.clone()),

@@ -113,13 +113,13 @@ impl Backend {
 }
 
 /// A request carrying containerd's namespace header.
-fn namespaced<T>(message: T) -> tonic::Request<T> {
+pub(crate) fn namespaced<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert("containerd-namespace", tonic::metadata::MetadataValue::from_static(NS));
     request
 }
 
-async fn connect(socket: PathBuf) -> anyhow::Result<Channel> {
+pub(crate) async fn connect(socket: PathBuf) -> anyhow::Result<Channel> {
     // The URI is required by the API but unused: the connector always dials the socket.
     Endpoint::from_static("http://localhost")
         .connect_with_connector(tower::service_fn(move |_: Uri| {
@@ -131,12 +131,12 @@ async fn connect(socket: PathBuf) -> anyhow::Result<Channel> {
 }
 
 /// The `q`-quantile of sorted samples (nearest rank).
-fn quantile(sorted: &[Duration], q: f64) -> Duration {
+pub(crate) fn quantile(sorted: &[Duration], q: f64) -> Duration {
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
@@ -236,7 +236,7 @@ pub(crate) fn run(args: &LatencyArgs) -> anyhow::Result<()> {
 }
 
 /// The file system type a directory is on (`stat -f`), for the report.
-fn fs_of(dir: &Path) -> String {
+pub(crate) fn fs_of(dir: &Path) -> String {
     std::process::Command::new("stat")
         .args(["-f", "-c", "%T"])
         .arg(dir)
