@@ -46,7 +46,10 @@ log_level = "info"
 # Log format on stderr: "text" or "json" (one JSON object per line).
 log_format = "text"
 
-# Prometheus metrics endpoint, e.g. "127.0.0.1:9102". Empty: off.
+# Prometheus metrics endpoint, e.g. "127.0.0.1:9102" (GET /metrics). Empty: off.
+# Loopback addresses only: the endpoint is plain, unauthenticated HTTP. Exposes
+# strata_snapshotter_requests_total{rpc,snapshotter,code} and
+# strata_snapshotter_request_duration_seconds{rpc,snapshotter} (100 µs to 10 s buckets).
 metrics_address = ""
 
 # Registry hosts directory (containerd's certs.d layout: <host>/hosts.toml),
