@@ -17,6 +17,8 @@
 //! - [`metastore`]: the transactional snapshot metadata store (redb) all implementations use.
 //! - [`overlay`]: the overlayfs snapshotter (the default); [`native`]: full copies, for
 //!   hosts without overlay.
+//! - [`remote`]: the remote-snapshot seam ([`remote::RemoteLayers`]): layers provided
+//!   without containerd fetching and unpacking them.
 //! - [`copy_tree`]: the native snapshotter's tree copy; [`disk_usage`]: `du`-style usage.
 //! - `testsuite` (feature `testsuite`): the conformance suite run against every
 //!   implementation (`conformance_tests!`).
@@ -29,6 +31,7 @@ pub mod metastore;
 pub mod mount;
 pub mod native;
 pub mod overlay;
+pub mod remote;
 pub mod snapshot;
 pub mod snapshotter;
 #[cfg(feature = "testsuite")]

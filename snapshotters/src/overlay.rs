@@ -2,7 +2,9 @@
 //! snapshotter: each snapshot is `snapshots/<id>/fs` (its upper directory) and, when
 //! active, `snapshots/<id>/work`; mounts stack the parents' `fs` directories as lower
 //! layers. A snapshot without parents is a bind mount of its own `fs`, a view of one
-//! parent a read-only bind of that parent's `fs`.
+//! parent a read-only bind of that parent's `fs`. With a remote-layer provider
+//! ([`OverlaySnapshotter::with_remote`], in `overlay/remote.rs`) unpack Prepares may be
+//! answered by committing the layer directly (containerd's remote-snapshot protocol).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -10,6 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::disk_usage::disk_usage;
 use crate::metastore::snapshot_dirs::{SnapshotDirs, cleanup_dirs, remove_snapshot, remove_tree};
 use crate::metastore::{MetaStore, Snapshot};
+use crate::remote::LayerRequest;
 use crate::{Info, Kind, Labels, Mount, SnapshotError, Snapshotter, Usage};
 
 /// The label that exposes a snapshot's upper directory when
@@ -33,6 +36,8 @@ pub struct OverlaySnapshotter {
     /// Options of every overlay mount before the layer directories.
     overlay_options: Vec<String>,
     upperdir_label: bool,
+    /// The remote-layer provider offered each unpack Prepare ([`OverlaySnapshotter::with_remote`]).
+    remote: Option<remote::RemoteProvider>,
 }
 
 impl OverlaySnapshotter {
@@ -67,7 +72,7 @@ impl OverlaySnapshotter {
             overlay_options.push("userxattr".to_owned());
         }
         overlay_options.extend(options.mount_options.iter().cloned());
-        Ok(OverlaySnapshotter { dirs, store, overlay_options, upperdir_label: options.upperdir_label })
+        Ok(OverlaySnapshotter { dirs, store, overlay_options, upperdir_label: options.upperdir_label, remote: None })
     }
 
     fn upper(&self, id: u64) -> PathBuf {
@@ -189,6 +194,12 @@ impl Snapshotter for OverlaySnapshotter {
     }
 
     fn prepare(&self, key: &str, parent: &str, labels: Labels) -> Result<Vec<Mount>, SnapshotError> {
+        if let Some(remote) = &self.remote
+            && let Some(request) = LayerRequest::from_labels(&labels)
+            && let Some(answer) = self.prepare_remote(remote.0.as_ref(), key, parent, &labels, request)
+        {
+            return Err(answer);
+        }
         self.create(Kind::Active, key, parent, labels)
     }
 
@@ -229,6 +240,8 @@ impl Snapshotter for OverlaySnapshotter {
         Ok(())
     }
 }
+
+mod remote;
 
 #[cfg(test)]
 mod tests;
