@@ -10,7 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::disk_usage::disk_usage;
-use crate::metastore::snapshot_dirs::{SnapshotDirs, cleanup_dirs, remove_snapshot, remove_tree};
+use crate::metastore::snapshot_dirs::{SnapshotDirs, cleanup_dirs, remove_snapshot, remove_tree, repair_missing_dirs};
 use crate::metastore::{MetaStore, Snapshot};
 use crate::remote::LayerRequest;
 use crate::{Info, Kind, Labels, Mount, SnapshotError, Snapshotter, Usage};
@@ -63,6 +63,13 @@ impl OverlaySnapshotter {
     pub fn with_options(root: &Path, options: OverlayOptions) -> Result<OverlaySnapshotter, SnapshotError> {
         let dirs = SnapshotDirs::create(root)?;
         let store = MetaStore::open(&root.join("metadata.db"))?;
+        repair_missing_dirs(&store, &dirs, |kind, dir| {
+            make_dir(&dir.join("fs"), 0o755)?;
+            if kind == Kind::Active {
+                make_dir(&dir.join("work"), 0o711)?;
+            }
+            Ok(())
+        })?;
         let mut overlay_options = Vec::new();
         let has = |name: &str| options.mount_options.iter().any(|o| o == name || o.starts_with(&format!("{name}=")));
         if !has("index") && Path::new("/sys/module/overlay/parameters/index").exists() {
@@ -133,7 +140,7 @@ impl OverlaySnapshotter {
                 std::os::unix::fs::lchown(&fs, Some(meta.uid()), Some(meta.gid()))
                     .map_err(|e| SnapshotError::io(format_args!("snapshot {key}: chown {}", fs.display()), e))?;
             }
-            installed = Some(self.dirs.install(temp, snapshot.id)?);
+            installed = Some(self.dirs.install_unsynced(temp, snapshot.id)?);
             Ok(snapshot)
         });
         match result {
