@@ -4,10 +4,26 @@
 //! mounts become the lower directories of a container's overlay rootfs. The filesystem is
 //! built over two seams and knows nothing of HTTP or registries:
 //! - a *layer index*: paths, attributes, xattrs, and for each regular file its chunk map
-//!   (from an eStargz TOC, `strata_formats`);
-//! - a *chunk source*: the bytes of a chunk, fetched on demand and verified against the
-//!   chunk's digest before they are returned (implemented by the hub's chunk cache).
+//!   (from an eStargz TOC, `strata_formats`), turned into a [`LayerTree`];
+//! - a *chunk source* ([`ChunkSource`]): the bytes of a chunk, fetched on demand and
+//!   verified against the chunk's digest before they are returned (the hub's chunk cache;
+//!   [`EstargzChunkSource`] reads a blob directly).
 //!
 //! Overlay whiteouts and opaque directories are presented as overlayfs expects, so a layer
-//! can be an overlay lower as it is. This crate is filled in by the lazy-loading work; it
-//! holds no code yet.
+//! can be an overlay lower as it is.
+//!
+//! The FUSE protocol server is our own ([`FuseServer`]), not `fuser`: a daemon restart must
+//! resume serving live connections without the INIT handshake, which `fuser` cannot do
+//! (see [`server`] for the full reasoning).
+
+mod abi;
+pub mod chunk_source;
+pub mod layer;
+mod mount;
+mod ops;
+pub mod server;
+
+pub use chunk_source::{ChunkSource, EstargzChunkSource, FileRef};
+pub use layer::{Inode, InodeKind, LayerError, LayerTree};
+pub use ops::LayerFs;
+pub use server::{FuseError, FuseServer, InitState, ServeOptions};
