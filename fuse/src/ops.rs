@@ -450,3 +450,7 @@ fn sized_reply(size: u32, value: &[u8]) -> Outcome {
     r.extend(value);
     Ok(Some(r))
 }
+
+#[cfg(test)]
+#[path = "ops_tests.rs"]
+mod tests;

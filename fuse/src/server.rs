@@ -113,6 +113,11 @@ pub struct InitState {
 }
 
 impl InitState {
+    /// Whether the kernel agreed to FUSE passthrough.
+    pub fn passthrough(&self) -> bool {
+        self.flags & init_flag::PASSTHROUGH != 0
+    }
+
     fn negotiated(&self) -> Negotiated {
         Negotiated {
             passthrough: self.flags & init_flag::PASSTHROUGH != 0,

@@ -6,6 +6,7 @@ mod fixture;
 use std::ffi::CString;
 use std::fs;
 use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::Path;
@@ -177,15 +178,8 @@ fn multi_chunk_file_reads_at_chunk_boundaries() {
     }
 }
 
-#[test]
-fn concurrent_readers_see_the_right_bytes() {
-    let m = Arc::new(Mounted::with_options(
-        layer_fs(layer_blob()),
-        &ServeOptions {
-            threads: 4,
-            ..ServeOptions::default()
-        },
-    ));
+fn concurrent_readers_see_the_right_bytes(opts: &ServeOptions) {
+    let m = Arc::new(Mounted::with_options(layer_fs(layer_blob()), opts));
     let want = Arc::new(big_data());
     let readers: Vec<_> = (0..8u64)
         .map(|t| {
@@ -193,9 +187,11 @@ fn concurrent_readers_see_the_right_bytes() {
             std::thread::spawn(move || {
                 let mut rng = rand::rngs::SmallRng::seed_from_u64(t);
                 for _ in 0..40 {
-                    // Fresh opens with O_DIRECT-free random reads; the page cache may serve some.
-                    let f = fs::File::open(m.join("big.bin")).unwrap();
+                                        let f = fs::File::open(m.join("big.bin")).unwrap();
                     let off = rng.random_range(0..BIG_LEN as u64);
+                    // Drop the cached pages so the read reaches the server.
+                    // SAFETY: fadvise on an open descriptor.
+                    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
                     let mut buf = vec![0u8; 8192];
                     let n = f.read_at(&mut buf, off).unwrap();
                     assert_eq!(&buf[..n], &want[off as usize..off as usize + n]);
@@ -207,6 +203,23 @@ fn concurrent_readers_see_the_right_bytes() {
     for r in readers {
         r.join().unwrap();
     }
+}
+
+#[test]
+fn concurrent_readers_on_a_shared_descriptor() {
+    concurrent_readers_see_the_right_bytes(&ServeOptions {
+        threads: 4,
+        ..ServeOptions::default()
+    });
+}
+
+#[test]
+fn concurrent_readers_on_cloned_descriptors() {
+    concurrent_readers_see_the_right_bytes(&ServeOptions {
+        threads: 4,
+        clone_fd: true,
+        ..ServeOptions::default()
+    });
 }
 
 #[test]
@@ -295,4 +308,53 @@ fn layer_is_an_overlay_lower() {
     assert_eq!(fs::read(merged.join("opq/visible")).unwrap(), b"yes");
     assert_eq!(fs::read(merged.join("etc/hello.txt")).unwrap(), HELLO);
     assert_eq!(fs::read(merged.join("big.bin")).unwrap(), big_data());
+}
+
+#[test]
+fn unmount_aborts_a_connection_a_copy_in_another_namespace_keeps_alive() {
+    let mut m = Mounted::new(layer_fs(layer_blob()));
+    let server = m.server.take().unwrap();
+    let id = server.connection_id().unwrap();
+    let conn_dir = Path::new("/sys/fs/fuse/connections").join(id.to_string());
+    // A process in a new mount namespace: its namespace holds a copy of the mount.
+    let mut holder = std::process::Command::new("unshare")
+        .args(["--mount", "sleep", "60"])
+        .spawn()
+        .unwrap();
+    let ours = fs::read_link("/proc/self/ns/mnt").unwrap();
+    let theirs = format!("/proc/{}/ns/mnt", holder.id());
+    for _ in 0..200 {
+        if fs::read_link(&theirs).is_ok_and(|ns| ns != ours) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let copy = format!("/proc/{}/root{}", holder.id(), m.path().display());
+    assert_eq!(
+        fs::read(format!("{copy}/lower/kept")).unwrap(),
+        b"kept",
+        "the copy is served"
+    );
+
+    server.unmount().unwrap();
+    let err = fs::symlink_metadata(format!("{copy}/opq/visible")).unwrap_err();
+    assert_eq!(
+        err.raw_os_error(),
+        Some(libc::ENOTCONN),
+        "the copy's connection is aborted"
+    );
+    assert!(
+        !fs::read_dir(m.path()).unwrap().any(|_| true),
+        "our mount point is empty again"
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    // The connection is gone once the last copy goes.
+    for _ in 0..200 {
+        if !conn_dir.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(!conn_dir.exists(), "{} still exists", conn_dir.display());
 }
