@@ -70,6 +70,17 @@ mount_options = []
 # Report each snapshot's upper directory in the
 # "containerd.io/snapshot/overlay.upperdir" label.
 upperdir_label = false
+
+# Remote snapshots: layers provided without containerd downloading and unpacking
+# them (containerd's remote-snapshot protocol; used by the overlayfs
+# implementation, so by every name mapped to it, "strata" included).
+[remote]
+# A layer whose blob is already in Strata's own content store (<root>/content,
+# e.g. from `strata pull --no-unpack`) is applied from there and committed by
+# Strata. It works for pulls that label each layer with its digest: CRI, and
+# `ctr-remote image rpull`; a plain `ctr image pull` does not. Each provided layer
+# and each fallback to a normal unpack is logged.
+local_content = false
 "#;
 
 /// The format of the daemon's log lines.
@@ -103,6 +114,14 @@ impl OverlayConfig {
     }
 }
 
+/// The `[remote]` table: remote-snapshot providers.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemoteConfig {
+    /// Provide layers whose blobs are in the root's content store.
+    pub local_content: bool,
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -123,6 +142,8 @@ pub struct Config {
     pub snapshotters: BTreeMap<String, String>,
     /// Options of the overlayfs implementation.
     pub overlayfs: OverlayConfig,
+    /// Remote-snapshot providers.
+    pub remote: RemoteConfig,
 }
 
 impl Default for Config {
@@ -136,6 +157,7 @@ impl Default for Config {
             config_path: PathBuf::from(DEFAULT_HOSTS_DIR),
             snapshotters: BTreeMap::from([(DEFAULT_NAME.to_string(), "overlayfs".to_string())]),
             overlayfs: OverlayConfig::default(),
+            remote: RemoteConfig::default(),
         }
     }
 }
@@ -307,7 +329,8 @@ mod tests {
     fn values_are_read() {
         let config = parse(
             "root = \"/r\"\nsocket = \"/s.sock\"\nlog_format = \"json\"\nmetrics_address = \"127.0.0.1:9\"\n\
-             config_path = \"/h\"\n[overlayfs]\nmount_options = [\"volatile\"]\nupperdir_label = true\n",
+             config_path = \"/h\"\n[overlayfs]\nmount_options = [\"volatile\"]\nupperdir_label = true\n\
+             [remote]\nlocal_content = true\n",
         )
         .unwrap();
         assert_eq!(config.root, Path::new("/r"));
@@ -317,6 +340,7 @@ mod tests {
         assert_eq!(config.config_path, Path::new("/h"));
         assert_eq!(config.overlayfs.options().mount_options, ["volatile"]);
         assert!(config.overlayfs.upperdir_label);
+        assert!(config.remote.local_content);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! config) picks which one answers.
 //!
 //! Lifecycle: the socket path is checked first (a second daemon is refused before it
-//! touches any snapshotter state), then each implementation is opened once, then the socket
+//! touches any snapshotter state), then each implementation is opened once and cleaned up
+//! (whatever a killed daemon left half-made is removed), then the socket
 //! is bound (connectable means ready); on SIGTERM or SIGINT
 //! the server stops accepting, in-flight calls get [`SHUTDOWN_GRACE`] to finish, the
 //! snapshotters are closed and the socket file is removed.
@@ -13,10 +14,12 @@
 //! - [`socket`]: binding the socket (stale takeover, refusal when live);
 //! - [`snapshotters`]: request names to opened snapshotters;
 //! - [`service`]: the gRPC `Snapshots` service;
-//! - [`errors`]: snapshotter errors to gRPC statuses.
+//! - [`errors`]: snapshotter errors to gRPC statuses;
+//! - [`remote_store`]: the local-content layer provider (`[remote] local_content`).
 
 pub mod config;
 pub mod errors;
+pub mod remote_store;
 pub mod service;
 pub mod snapshotters;
 pub mod socket;
@@ -30,12 +33,14 @@ use std::time::{Duration, Instant};
 
 use strata_proto::snapshots::v1::snapshots_server::SnapshotsServer;
 use strata_snapshotters::SnapshotError;
+use strata_snapshotters::remote::RemoteLayers;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::metrics::{Metrics, MetricsEndpoint, MetricsError};
 
 use self::config::Config;
+use self::remote_store::LocalContentLayers;
 use self::service::{ServiceState, SnapshotService};
 use self::snapshotters::ServedSnapshotters;
 use self::socket::SocketError;
@@ -90,7 +95,14 @@ pub fn run(config: &Config) -> Result<(), ServeError> {
     // Refuse a live socket before touching any snapshotter state; bind only once the
     // snapshotters are open, so that a connectable socket means a ready daemon.
     socket::claim(&config.socket)?;
-    let served = ServedSnapshotters::open(&config.root, &names, &config.overlayfs.options())?;
+    let remote: Option<Arc<dyn RemoteLayers>> = if config.remote.local_content {
+        tracing::info!(content = %config.root.join("content").display(), "remote snapshots: layers in the local content store are provided without a download");
+        Some(Arc::new(LocalContentLayers::open(&config.root)?))
+    } else {
+        None
+    };
+    let served =
+        ServedSnapshotters::open(&config.root, &names, &config.overlayfs.options(), remote)?;
     let listener = match socket::bind(&config.socket) {
         Ok(listener) => listener,
         Err(e) => {

@@ -1,14 +1,18 @@
 //! The snapshotters one daemon serves, by request name: each implementation is opened once,
-//! however many names map to it, and closed once at shutdown.
+//! however many names map to it, and closed once at shutdown. At open, each instance runs
+//! Cleanup, so directories a crash left half-made (`new-*`, `rm-*`) are gone before the
+//! first request. A remote-layer provider, when configured, is given to the overlayfs
+//! implementation.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use strata_snapshotters::overlay::OverlayOptions;
+use strata_snapshotters::overlay::{OverlayOptions, OverlaySnapshotter};
+use strata_snapshotters::remote::RemoteLayers;
 use strata_snapshotters::{SnapshotError, Snapshotter};
 
-use crate::snapshots::open_snapshotter;
+use crate::snapshots::{open_snapshotter, snapshotter_root};
 
 /// Request name → snapshotter, with the opened instances.
 pub struct ServedSnapshotters {
@@ -26,16 +30,44 @@ impl std::fmt::Debug for ServedSnapshotters {
     }
 }
 
+/// Opens `implementation` and runs its Cleanup.
+fn open_cleaned(
+    root: &Path,
+    implementation: &str,
+    overlay: &OverlayOptions,
+    remote: Option<Arc<dyn RemoteLayers>>,
+) -> Result<Arc<dyn Snapshotter>, SnapshotError> {
+    let instance: Arc<dyn Snapshotter> = match (implementation, remote) {
+        ("overlayfs", Some(remote)) => Arc::new(OverlaySnapshotter::with_remote(
+            &snapshotter_root(root, implementation),
+            overlay.clone(),
+            remote,
+        )?),
+        _ => open_snapshotter(root, implementation, overlay)?,
+    };
+    if let Err(e) = instance.cleanup() {
+        let _ = instance.close();
+        return Err(SnapshotError::new(
+            e.kind(),
+            format!("cleanup at start: {e}"),
+        ));
+    }
+    Ok(instance)
+}
+
 impl ServedSnapshotters {
-    /// Opens the implementations `names` (request name → implementation) needs under `root`.
+    /// Opens the implementations `names` (request name → implementation) needs under
+    /// `root`, the overlayfs one with `remote` when given, and cleans each up.
     ///
     /// # Errors
     ///
-    /// The first implementation that fails to open (the ones opened before are closed).
+    /// The first implementation that fails to open or clean up (the ones opened before
+    /// are closed).
     pub fn open(
         root: &Path,
         names: &BTreeMap<String, String>,
         overlay: &OverlayOptions,
+        remote: Option<Arc<dyn RemoteLayers>>,
     ) -> Result<Self, SnapshotError> {
         let mut served = ServedSnapshotters {
             by_name: BTreeMap::new(),
@@ -44,7 +76,7 @@ impl ServedSnapshotters {
         for (name, implementation) in names {
             let instance = match served.instances.get(implementation) {
                 Some(instance) => Arc::clone(instance),
-                None => match open_snapshotter(root, implementation, overlay) {
+                None => match open_cleaned(root, implementation, overlay, remote.clone()) {
                     Ok(instance) => {
                         served
                             .instances

@@ -1,0 +1,201 @@
+//! Helpers shared by the `strata serve` + real containerd tests of the remote-snapshot
+//! protocol (`serve_remote`) and of a daemon killed mid-pull (`serve_restart`): the daemon
+//! as a child process (start, SIGTERM, SIGKILL, restart on the same root and socket), a
+//! runnable image built from the host's binaries, and `ctr snapshots ls` parsing.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use strata_testdata::{ImageSpec, LayerSpec, Platform};
+
+use crate::support::mounts::force_unmount;
+use crate::support::{CTR, STRATA, stop_child, wait_for_socket};
+
+pub(crate) const RUNC: &str = "/usr/sbin/runc";
+
+/// Whether the test can run: the tools must be installed (a failure otherwise), and
+/// containerd needs root (skipped, with a message).
+pub(crate) fn tools_available(extra: &[&'static str]) -> bool {
+    let missing: Vec<&str> = [crate::support::CONTAINERD, CTR, RUNC]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .filter(|p| !Path::new(p).exists())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{missing:?} not installed: run scripts/setup.sh"
+    );
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipping: containerd and runc need root");
+        return false;
+    }
+    true
+}
+
+/// The host's shared libraries `binary` loads (from `ldd`), as absolute paths.
+fn shared_libraries(binary: &str) -> Vec<String> {
+    let out = Command::new("ldd").arg(binary).output().expect("run ldd");
+    assert!(
+        out.status.success(),
+        "ldd {binary}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|line| {
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next()?,
+                None => line.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| path.to_string())
+        })
+        .collect()
+}
+
+fn host_platform() -> Platform {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    Platform::new("linux", arch, None)
+}
+
+/// An image that runs `sh -c`: the host's dash as `/bin/sh` with its shared libraries in
+/// two layers, then `extra` layers on top.
+pub(crate) fn runnable_image(extra: Vec<LayerSpec>) -> ImageSpec {
+    let sh = "/bin/dash";
+    let mut libs = LayerSpec::new().created_by("host shared libraries");
+    for lib in shared_libraries(sh) {
+        let bytes = fs::read(&lib).unwrap_or_else(|e| panic!("{lib}: {e}"));
+        libs = libs.file(lib.trim_start_matches('/'), 0o755, bytes);
+    }
+    let bins = LayerSpec::new()
+        .created_by("dash as /bin/sh")
+        .file("bin/sh", 0o755, fs::read(sh).unwrap())
+        .dir("tmp", 0o1777);
+    let mut image = ImageSpec::new(host_platform()).layer(libs).layer(bins);
+    for layer in extra {
+        image = image.layer(layer);
+    }
+    image.env("PATH=/bin").cmd(["/bin/sh"])
+}
+
+/// `strata serve` on `dir/root` and `dir/run/strata.sock`, logging (appended) to
+/// `dir/serve.log`; SIGTERMed on drop.
+pub(crate) struct StrataServe {
+    child: Option<Child>,
+    pub(crate) dir: PathBuf,
+    pub(crate) socket: PathBuf,
+    pub(crate) root: PathBuf,
+    pub(crate) log: PathBuf,
+}
+
+impl StrataServe {
+    /// Starts the daemon with `config` as its config file and waits for its socket.
+    pub(crate) fn start(dir: &Path, config: &str) -> Self {
+        fs::create_dir_all(dir).unwrap();
+        let mut serve = StrataServe {
+            child: None,
+            dir: dir.to_path_buf(),
+            socket: dir.join("run/strata.sock"),
+            root: dir.join("root"),
+            log: dir.join("serve.log"),
+        };
+        fs::write(dir.join("config.toml"), config).unwrap();
+        serve.restart();
+        serve
+    }
+
+    /// Starts the daemon again on the same root, socket and config.
+    pub(crate) fn restart(&mut self) {
+        assert!(self.child.is_none(), "strata serve is still running");
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut child = Command::new(STRATA)
+            .arg("--root")
+            .arg(&self.root)
+            .args(["--log-level", "strata=debug,info", "serve", "--config"])
+            .arg(self.dir.join("config.toml"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        wait_for_socket("strata serve", &mut child, &self.socket, &self.log);
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no shutdown path runs; the socket file stays behind.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after 10 s.
+    pub(crate) fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop_child(&mut child);
+        }
+    }
+
+    /// The daemon's log so far.
+    pub(crate) fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for StrataServe {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// `ctr snapshots ls` rows as (key, parent, kind).
+pub(crate) fn snapshot_rows(listing: &str) -> Vec<(String, String, String)> {
+    listing
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            match cols.as_slice() {
+                [key, parent, kind] => {
+                    Some((key.to_string(), parent.to_string(), kind.to_string()))
+                }
+                [key, kind] => Some((key.to_string(), String::new(), kind.to_string())),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Entries of `dir` (none if it does not exist).
+pub(crate) fn entries(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Unmounts whatever a failing run left mounted under the temp dir before it is removed.
+pub(crate) struct UnmountOnDrop(pub(crate) PathBuf);
+
+impl Drop for UnmountOnDrop {
+    fn drop(&mut self) {
+        force_unmount(&self.0);
+    }
+}
