@@ -71,6 +71,7 @@ pub(crate) mod init_flag {
 /// `fuse_open_out.open_flags`.
 pub(crate) const FOPEN_KEEP_CACHE: u32 = 1 << 1;
 pub(crate) const FOPEN_CACHE_DIR: u32 = 1 << 3;
+pub(crate) const FOPEN_NOFLUSH: u32 = 1 << 5;
 pub(crate) const FOPEN_PASSTHROUGH: u32 = 1 << 7;
 
 /// `fuse_notify_code::FUSE_NOTIFY_RESEND`: the kernel puts every request a server read but

@@ -255,10 +255,24 @@ impl LayerFs {
         if dir.kind != InodeKind::Directory {
             return Err(libc::ENOTDIR);
         }
-        let name = std::str::from_utf8(name).map_err(|_| libc::ENOENT)?;
-        let inode = self.tree.lookup(dir, name).ok_or(libc::ENOENT)?;
+        let found = match name {
+            // Only asked for with FUSE_EXPORT_SUPPORT.
+            b"." => Some(dir),
+            b".." => self.tree.inode(dir.parent),
+            _ => std::str::from_utf8(name)
+                .ok()
+                .and_then(|n| self.tree.lookup(dir, n)),
+        };
         let mut r = Reply::with_capacity(size_of::<EntryOut>());
-        r.push(&entry_of(inode));
+        r.push(&match found {
+            Some(inode) => entry_of(inode),
+            // Node id 0 with a timeout: the kernel caches the miss (the layer never gains
+            // the name), which spares the daemon every later probe of it.
+            None => EntryOut {
+                entry_valid: CACHE_TIMEOUT_SECS,
+                ..EntryOut::default()
+            },
+        });
         Ok(Some(r))
     }
 
@@ -289,7 +303,7 @@ impl LayerFs {
         }
         let mut out = OpenOut {
             fh: 0,
-            open_flags: abi::FOPEN_KEEP_CACHE,
+            open_flags: abi::FOPEN_KEEP_CACHE | abi::FOPEN_NOFLUSH,
             backing_id: 0,
         };
         if neg.passthrough

@@ -106,7 +106,12 @@ fn unknown_and_writing_operations() {
     assert_eq!(call(&fs, 9999, 1, &[]), Err(libc::ENOSYS));
     assert_eq!(call(&fs, opcode::MKDIR, 1, &[0u8; 16]), Err(libc::EROFS));
     assert_eq!(call(&fs, opcode::SETXATTR, 1, &[0u8; 16]), Err(libc::EROFS));
-    assert_eq!(lookup(&fs, 1, "missing").unwrap_err(), libc::ENOENT);
+    let miss = lookup(&fs, 1, "missing").unwrap();
+    assert_eq!(miss.nodeid, 0, "a miss is a cacheable negative entry");
+    assert!(miss.entry_valid > 0);
+    let d = lookup(&fs, 1, "d").unwrap().nodeid;
+    assert_eq!(lookup(&fs, d, "..").unwrap().nodeid, 1);
+    assert_eq!(lookup(&fs, d, ".").unwrap().nodeid, d);
     let x = lookup(&fs, 1, "x").unwrap().nodeid;
     assert_eq!(lookup(&fs, x, "child").unwrap_err(), libc::ENOTDIR);
     assert_eq!(

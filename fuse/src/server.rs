@@ -22,7 +22,6 @@ use std::ffi::CString;
 use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -160,8 +159,10 @@ impl FuseServer {
 
     /// Serves `fs` on `dev`, a connection already initialised with `state` (by this or an
     /// earlier process): no INIT. Requests an earlier process read and never answered are
-    /// asked for again (`FUSE_NOTIFY_RESEND`) when the kernel supports it. `mountpoint`,
-    /// when known, is what [`Self::unmount`] detaches.
+    /// asked for again (`FUSE_NOTIFY_RESEND`) when the kernel supports it. `fs` must be
+    /// built from the same TOC as the filesystem first mounted, so inode numbers the kernel
+    /// holds mean the same entries. `mountpoint`, when known, is what [`Self::unmount`]
+    /// detaches.
     pub fn resume(
         fs: Arc<LayerFs>,
         dev: OwnedFd,
@@ -570,11 +571,9 @@ impl Worker {
 
 /// A mount source string the kernel shows in `/proc/mounts`.
 pub(crate) fn source_name(layer: &str) -> CString {
-    let clean: Vec<u8> = Path::new(layer)
-        .as_os_str()
-        .as_bytes()
-        .iter()
-        .map(|&b| {
+    let clean: Vec<u8> = layer
+        .bytes()
+        .map(|b| {
             if b.is_ascii_graphic() && b != b',' {
                 b
             } else {

@@ -187,7 +187,7 @@ fn concurrent_readers_see_the_right_bytes(opts: &ServeOptions) {
             std::thread::spawn(move || {
                 let mut rng = rand::rngs::SmallRng::seed_from_u64(t);
                 for _ in 0..40 {
-                                        let f = fs::File::open(m.join("big.bin")).unwrap();
+                    let f = fs::File::open(m.join("big.bin")).unwrap();
                     let off = rng.random_range(0..BIG_LEN as u64);
                     // Drop the cached pages so the read reaches the server.
                     // SAFETY: fadvise on an open descriptor.
