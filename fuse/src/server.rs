@@ -125,6 +125,8 @@ impl InitState {
 }
 
 /// A connection being served: its device, the worker threads, and the mount point.
+/// Dropping it unmounts, like [`Self::unmount`]; [`Self::stop`] instead leaves the
+/// connection up for another process to resume.
 #[derive(Debug)]
 pub struct FuseServer {
     dev: Arc<OwnedFd>,
@@ -152,7 +154,10 @@ impl FuseServer {
                 return Err(e);
             }
         };
-        let mut server = Self::start(fs, dev, state, Some(mountpoint.to_owned()), opts, false)?;
+        let mut server = Self::start(fs, dev, state, Some(mountpoint.to_owned()), opts, false)
+            .inspect_err(|_| {
+                let _ = mount::detach(mountpoint);
+            })?;
         server.connection = mount::connection_id(mountpoint).ok();
         Ok(server)
     }
@@ -221,26 +226,35 @@ impl FuseServer {
             mountpoint,
             connection: None,
         };
+        if let Err(e) = server.spawn_workers(&fs, opts) {
+            // Leave the mount to the caller: a failed resume must not take the layer away.
+            server.mountpoint = None;
+            return Err(e);
+        }
+        Ok(server)
+    }
+
+    fn spawn_workers(&mut self, fs: &Arc<LayerFs>, opts: &ServeOptions) -> Result<(), FuseError> {
         for i in 0..opts.threads.max(1) {
             let reader = if opts.clone_fd {
-                Some(clone_device(server.dev.as_fd())?)
+                Some(clone_device(self.dev.as_fd())?)
             } else {
                 None
             };
             let worker = Worker {
-                fs: Arc::clone(&fs),
-                dev: Arc::clone(&server.dev),
+                fs: Arc::clone(fs),
+                dev: Arc::clone(&self.dev),
                 reader,
-                neg: state.negotiated(),
-                stop: server.stop_fd()?,
+                neg: self.state.negotiated(),
+                stop: self.stop_fd()?,
             };
             let handle = std::thread::Builder::new()
                 .name(format!("fuse-{i}"))
                 .spawn(move || worker.run())
                 .map_err(|e| FuseError::io("starting a FUSE worker thread", e))?;
-            server.workers.push(handle);
+            self.workers.push(handle);
         }
-        Ok(server)
+        Ok(())
     }
 
     fn stop_fd(&self) -> Result<OwnedFd, FuseError> {
