@@ -107,14 +107,6 @@ pub struct Inode {
 /// Why a layer tree could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
-    /// The index has more nodes than inode numbers can address.
-    #[error("layer {layer}: {nodes} TOC entries do not fit in 64-bit inode numbers")]
-    TooManyNodes {
-        /// The layer's name.
-        layer: String,
-        /// How many nodes the index has.
-        nodes: usize,
-    },
     /// A TOC field is out of the range the kernel accepts.
     #[error("layer {layer}: entry {path:?}: {reason}")]
     InvalidEntry {
@@ -155,12 +147,6 @@ impl LayerTree {
     pub fn build(name: impl Into<String>, index: Arc<TocIndex>) -> Result<Self, LayerError> {
         let name = name.into();
         let nodes = index.nodes();
-        if u64::try_from(nodes.len()).is_err() || nodes.len() == usize::MAX {
-            return Err(LayerError::TooManyNodes {
-                layer: name,
-                nodes: nodes.len(),
-            });
-        }
         let ino_of = |id: usize| id as u64 + 1;
         // A hardlink's entry names its target's inode.
         let target_of = |id: usize| nodes[id].link_target.unwrap_or(id);

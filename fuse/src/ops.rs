@@ -359,6 +359,15 @@ impl LayerFs {
                 error!(layer = file.layer, file = file.path, chunk_offset = chunk.chunk_offset, error = %e, "chunk unavailable; read fails with EIO");
                 libc::EIO
             })?;
+            if chunk.chunk_offset > pos {
+                error!(
+                    layer = file.layer,
+                    file = file.path,
+                    offset = pos,
+                    "chunk list has a gap; read fails with EIO"
+                );
+                return Err(libc::EIO);
+            }
             if data.len() as u64 != chunk.chunk_size {
                 error!(
                     layer = file.layer,
