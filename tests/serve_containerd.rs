@@ -10,193 +10,34 @@
 //! and docker-registry (scripts/setup.sh).
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use strata_testdata::registry::RegistryServer;
-use strata_testdata::{ImageSpec, LayerSpec, Platform};
+use strata_testdata::LayerSpec;
 
+mod serve_support;
 mod support;
 
 use support::containerd::Containerd;
-use support::mounts::{force_unmount, mounts_under};
-use support::{CTR, STRATA, chain_ids, log_tail, stop_child, wait_for_socket};
-
-const RUNC: &str = "/usr/sbin/runc";
-
-/// Whether the test can run: the tools must be installed (a failure otherwise), and
-/// containerd needs root (skipped, with a message).
-fn tools_available() -> bool {
-    let missing: Vec<&str> = [support::CONTAINERD, CTR, RUNC]
-        .into_iter()
-        .filter(|p| !Path::new(p).exists())
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{missing:?} not installed: run scripts/setup.sh"
-    );
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipping: containerd and runc need root");
-        return false;
-    }
-    true
-}
-
-/// The host's shared libraries `binary` loads (from `ldd`), as absolute paths.
-fn shared_libraries(binary: &str) -> Vec<String> {
-    let out = Command::new("ldd").arg(binary).output().expect("run ldd");
-    assert!(
-        out.status.success(),
-        "ldd {binary}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|line| {
-            let path = match line.split_once("=>") {
-                Some((_, rest)) => rest.split_whitespace().next()?,
-                None => line.split_whitespace().next()?,
-            };
-            path.starts_with('/').then(|| path.to_string())
-        })
-        .collect()
-}
-
-fn host_platform() -> Platform {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    Platform::new("linux", arch, None)
-}
-
-/// A three-layer image that runs: libraries, then `/bin/sh` (dash) and `/bin/touch`, then
-/// a small file. Built from the host's binaries, so it runs on this host's architecture.
-fn runnable_image() -> ImageSpec {
-    let (sh, touch) = ("/bin/dash", "/usr/bin/touch");
-    let mut libraries = shared_libraries(sh);
-    libraries.extend(shared_libraries(touch));
-    libraries.sort();
-    libraries.dedup();
-    let mut libs = LayerSpec::new().created_by("host shared libraries");
-    for lib in &libraries {
-        // The file itself, at the path the loader asks for (symlinks resolved by reading).
-        let bytes = fs::read(lib).unwrap_or_else(|e| panic!("{lib}: {e}"));
-        libs = libs.file(lib.trim_start_matches('/'), 0o755, bytes);
-    }
-    let bins = LayerSpec::new()
-        .created_by("dash as /bin/sh, touch")
-        .file("bin/sh", 0o755, fs::read(sh).unwrap())
-        .file("bin/touch", 0o755, fs::read(touch).unwrap())
-        .dir("tmp", 0o1777);
-    let extra =
-        LayerSpec::new()
-            .created_by("greeting")
-            .file("etc/greeting", 0o644, "hello from layer 3\n");
-    ImageSpec::new(host_platform())
-        .layer(libs)
-        .layer(bins)
-        .layer(extra)
-        .env("PATH=/bin")
-        .cmd(["/bin/sh"])
-}
-
-/// `strata serve` on its own root and socket; SIGTERMed on drop.
-struct StrataServe {
-    child: Option<Child>,
-    socket: PathBuf,
-    root: PathBuf,
-    log: PathBuf,
-}
-
-impl StrataServe {
-    fn start(dir: &Path, snapshotters: &str) -> Self {
-        fs::create_dir_all(dir).unwrap();
-        let (socket, root, log, config) = (
-            dir.join("run/strata.sock"),
-            dir.join("root"),
-            dir.join("serve.log"),
-            dir.join("config.toml"),
-        );
-        fs::write(&config, format!("[snapshotters]\n{snapshotters}")).unwrap();
-        let out = fs::File::create(&log).unwrap();
-        let mut child = Command::new(STRATA)
-            .arg("--root")
-            .arg(&root)
-            .args(["--log-level", "strata=debug,info", "serve", "--config"])
-            .arg(&config)
-            .arg("--socket")
-            .arg(&socket)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        wait_for_socket("strata serve", &mut child, &socket, &log);
-        StrataServe {
-            child: Some(child),
-            socket,
-            root,
-            log,
-        }
-    }
-
-    fn terminate(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            stop_child(&mut child);
-        }
-    }
-}
-
-impl Drop for StrataServe {
-    fn drop(&mut self) {
-        self.terminate();
-    }
-}
-
-/// Entries of `dir` (none if it does not exist).
-fn entries(dir: &Path) -> Vec<String> {
-    fs::read_dir(dir)
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// `ctr snapshots ls` rows as (key, parent, kind).
-fn snapshot_rows(listing: &str) -> Vec<(String, String, String)> {
-    listing
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            match cols.as_slice() {
-                [key, parent, kind] => {
-                    Some((key.to_string(), parent.to_string(), kind.to_string()))
-                }
-                [key, kind] => Some((key.to_string(), String::new(), kind.to_string())),
-                _ => None,
-            }
-        })
-        .collect()
-}
+use support::mounts::mounts_under;
+use serve_support::{StrataServe, UnmountOnDrop, entries, runnable_image, snapshot_rows, tools_available};
+use support::{CTR, chain_ids, log_tail};
 
 /// Pull, run, list and remove through containerd with Strata's snapshotter `implementation`
 /// served as proxy plugin `name`.
 fn pull_run_list_remove(name: &str, implementation: &str) {
-    if !tools_available() {
+    if !tools_available(&[]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     // Declared first, dropped last: after containerd and strata have stopped.
     let _unmount = UnmountOnDrop(dir.path().to_path_buf());
     let registry = RegistryServer::start().expect("start docker-registry");
-    let image = runnable_image().build().unwrap();
+    let touch = LayerSpec::new()
+        .created_by("touch, greeting")
+        .file("bin/touch", 0o755, fs::read("/usr/bin/touch").unwrap())
+        .file("etc/greeting", 0o644, "hello from layer 3\n");
+    let image = runnable_image(vec![touch]).build().unwrap();
     let reference = format!("{}/e2e/sh:1", registry.host());
     registry
         .push_image("e2e/sh", "1", &image)
@@ -205,7 +46,7 @@ fn pull_run_list_remove(name: &str, implementation: &str) {
 
     let mut serve = StrataServe::start(
         &dir.path().join("strata"),
-        &format!("{name:?} = {implementation:?}\n"),
+        &format!("[snapshotters]\n{name:?} = {implementation:?}\n"),
     );
     let mut containerd = Containerd::start(
         &dir.path().join("containerd"),
@@ -378,15 +219,6 @@ fn pull_run_list_remove(name: &str, implementation: &str) {
         !serve.socket.exists(),
         "strata serve removed its socket at shutdown"
     );
-}
-
-/// Unmounts whatever a failing run left mounted under the temp dir before it is removed.
-struct UnmountOnDrop(PathBuf);
-
-impl Drop for UnmountOnDrop {
-    fn drop(&mut self) {
-        force_unmount(&self.0);
-    }
 }
 
 #[test]

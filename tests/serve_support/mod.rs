@@ -1,5 +1,5 @@
-//! Helpers shared by the `strata serve` + real containerd tests of the remote-snapshot
-//! protocol (`serve_remote`) and of a daemon killed mid-pull (`serve_restart`): the daemon
+//! Helpers shared by the `strata serve` + real containerd tests (`serve_containerd`, the
+//! remote-snapshot protocol in `serve_remote`, a daemon killed mid-pull in `serve_restart`): the daemon
 //! as a child process (start, SIGTERM, SIGKILL, restart on the same root and socket), a
 //! runnable image built from the host's binaries, and `ctr snapshots ls` parsing.
 
