@@ -72,7 +72,7 @@ fn every_kind() -> Vec<u8> {
         "../implicit",
     )
     .unwrap();
-    // A hard link's header applies to the shared inode, as in containerd.
+    // A hard link adds a name: the shared inode keeps the target's setuid bit and capability.
     let mut h = header(tar::EntryType::Link, 0, 0o4755);
     h.set_uid(1002);
     h.set_gid(1003);

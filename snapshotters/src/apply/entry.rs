@@ -277,8 +277,11 @@ impl Applier<'_> {
                 })
                 .map_err(self.fail(entry, "creating the hard link"))?
                 .1;
-                let is_symlink = type_at(dir, name).ok().flatten() == Some(FileType::Symlink);
-                self.set_attributes_at(entry, dir, name, !is_symlink)?;
+                // The link only adds a name to its target's inode, whose attributes the
+                // target's own entry set; the link header's are not applied (as GNU tar
+                // and stargz-snapshotter; containerd's chmod of a link looks the target up
+                // relative to its cwd and so almost never happens, and a chown would
+                // clear the target's setuid bit and file capabilities).
             }
             EntryKind::CharDevice { major, minor } | EntryKind::BlockDevice { major, minor } => {
                 let kind = if matches!(entry.kind, EntryKind::CharDevice { .. }) {
