@@ -13,11 +13,13 @@
 //!   the loopback HTTP endpoint that exposes them;
 //! - [`serve`]: `strata serve`, the containerd proxy-snapshotter daemon (config, socket,
 //!   gRPC service, shutdown);
+//! - [`lazy_mount`]: an eStargz image's rootfs mounted from its registry over FUSE;
 //! - [`snapshots`]: the root's snapshotters by name, and [`image::unpack`] layers into them;
 //! - [`store`]: a Strata root on disk, opening all of the above together.
 
 pub mod content;
 pub mod image;
+pub mod lazy_mount;
 pub mod metadata;
 pub mod metrics;
 pub mod registry;

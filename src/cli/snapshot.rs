@@ -180,16 +180,27 @@ fn info_json(info: &Info) -> serde_json::Value {
 #[derive(Debug, Args)]
 #[command(after_help = "The image's layers are unpacked first if needed (its content must be in the store: \
     `strata pull`). The mount is read-write; changes go to a new active snapshot keyed by DIR and are \
-    discarded by `strata umount DIR`.\n\nExamples:\n  strata mount docker.io/library/alpine:3.20 /mnt/alpine\n  \
-    strata mount --snapshotter native app:1 /tmp/app-root")]
+    discarded by `strata umount DIR`.\n\n\
+    With --lazy, IMAGE is a registry reference to an eStargz image (`strata convert`): nothing is \
+    downloaded up front; each layer's TOC is fetched with range requests, files are fetched chunk by \
+    chunk on first read (every chunk verified), and the command stays in the foreground serving them \
+    until Ctrl-C or SIGTERM, then unmounts and prints the bytes fetched.\n\nExamples:\n  \
+    strata mount docker.io/library/alpine:3.20 /mnt/alpine\n  \
+    strata mount --snapshotter native app:1 /tmp/app-root\n  \
+    strata mount --lazy --plain-http 127.0.0.1:5000/app:1-esgz /mnt/app")]
 pub(crate) struct MountArgs {
-    /// The local image (`strata image ls`).
+    /// The local image (`strata image ls`), or with --lazy a registry reference.
     image: String,
     /// The directory to mount its rootfs on (must exist).
     dir: PathBuf,
     /// The platform of a multi-platform image (default: this host's).
     #[arg(long)]
     platform: Option<Platform>,
+    /// Mount an eStargz image from its registry lazily, over FUSE (foreground).
+    #[arg(long)]
+    lazy: bool,
+    #[command(flatten)]
+    registry: super::transfer::RegistryArgs,
     #[command(flatten)]
     snapshotter: SnapshotterArg,
 }
@@ -210,6 +221,9 @@ fn mount_key(dir: &Path) -> anyhow::Result<String> {
 }
 
 pub(crate) fn mount_image(root: &Path, args: &MountArgs) -> anyhow::Result<()> {
+    if args.lazy {
+        return mount_lazy(root, args);
+    }
     let store = super::open_store(root)?;
     let image = store.metadata().image(&args.image).with_context(|| format!("mount: image {:?}", args.image))?;
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
@@ -242,5 +256,56 @@ pub(crate) fn umount(root: &Path, args: &UmountArgs) -> anyhow::Result<()> {
     sn.remove(&key).with_context(|| format!("umount {key}: remove its snapshot"))?;
     sn.close()?;
     eprintln!("unmounted {key}");
+    Ok(())
+}
+
+/// `strata mount --lazy`: serves the mount in the foreground until SIGINT or SIGTERM.
+fn mount_lazy(root: &Path, args: &MountArgs) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let reference: strata::registry::Reference = args.image.parse().with_context(|| format!("mount --lazy {:?}", args.image))?;
+    let target = std::fs::canonicalize(&args.dir).with_context(|| format!("mount point {}", args.dir.display()))?;
+    let client = args.registry.client()?;
+    let runtime = super::transfer::runtime()?;
+    let platform = args.platform.clone().unwrap_or_else(Platform::host);
+    let work = root.join("tmpmounts").join(format!("lazy-{}", std::process::id()));
+    let start = std::time::Instant::now();
+    let mounted = strata::lazy_mount::LazyMount::mount(runtime.handle(), &client, &reference, &platform, &target, &work);
+    let mounted = match mounted {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&work);
+            return Err(e.into());
+        }
+    };
+    let report = |label: &str| {
+        let (mut bytes, mut size, mut requests) = (0, 0, 0);
+        for l in mounted.fetched() {
+            bytes += l.stats.bytes;
+            size += l.size;
+            requests += l.stats.requests;
+        }
+        eprintln!(
+            "{label}: fetched {} of {} ({:.1} %) in {requests} range requests",
+            format::size(bytes),
+            format::size(size),
+            if size == 0 { 0.0 } else { 100.0 * bytes as f64 / size as f64 }
+        );
+    };
+    eprintln!("mounted {reference} lazily on {} in {:.2}s ({} layers); Ctrl-C or SIGTERM unmounts", target.display(), start.elapsed().as_secs_f64(), mounted.fetched().len());
+    report("at mount");
+    runtime.block_on(async {
+        let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        anyhow::Ok(())
+    })?;
+    report("at unmount");
+    let unmounted = mounted.unmount();
+    let _ = std::fs::remove_dir_all(&work);
+    unmounted.with_context(|| format!("unmount {}", target.display()))?;
+    eprintln!("unmounted {}", target.display());
     Ok(())
 }

@@ -31,7 +31,7 @@ pub(crate) struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    fn client(&self) -> anyhow::Result<RegistryClient> {
+    pub(crate) fn client(&self) -> anyhow::Result<RegistryClient> {
         self.client_with(None)
     }
 
@@ -95,7 +95,7 @@ pub(crate) struct PushArgs {
     registry: RegistryArgs,
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start async runtime")
 }
 

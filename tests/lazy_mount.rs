@@ -1,0 +1,101 @@
+//! `strata mount --lazy`: an image converted to eStargz and pushed to a registry is mounted
+//! from the registry over FUSE + overlay without downloading it; its tree equals the tree
+//! `strata mount` shows after a full pull and unpack of the original image; SIGTERM
+//! unmounts everything and reports the bytes fetched. Needs root and the registry.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use strata_testdata::RegistryServer;
+use strata_testdata::file_tree::{FileTree, Mtimes};
+use support::{Env, STRATA, stop_child};
+
+fn mounted(path: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let p = path.to_str().unwrap();
+    mounts.lines().any(|l| l.split(' ').nth(4) == Some(p))
+}
+
+fn mounts_under(path: &Path) -> Vec<String> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let p = path.to_str().unwrap();
+    mounts.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(p)).map(str::to_owned).collect()
+}
+
+#[test]
+fn lazily_mounted_estargz_image_equals_the_unpacked_original() {
+    let env = Env::new();
+    let registry = RegistryServer::start().unwrap();
+    let image = strata_testdata::sample_image(11).build().unwrap();
+    registry.push_image("lazy/app", "1", &image).unwrap();
+    let source = format!("{}/lazy/app:1", registry.host());
+    let converted = format!("{}/lazy/app:esgz", registry.host());
+
+    // The reference: the original image pulled, unpacked and mounted.
+    env.strata_ok("full", &["pull", "--plain-http", &source]);
+    env.strata_ok("full", &["convert", "--plain-http", "--push", &source, &converted]);
+    let full_dir = env.path("full-mnt");
+    std::fs::create_dir(&full_dir).unwrap();
+    let full_dir = full_dir.canonicalize().unwrap();
+    env.strata_ok("full", &["mount", &source, full_dir.to_str().unwrap()]);
+    let reference = FileTree::capture(&full_dir);
+    env.strata_ok("full", &["umount", full_dir.to_str().unwrap()]);
+    let reference = reference.unwrap();
+
+    // The lazy mount, from a fresh root that has nothing.
+    let lazy_dir = env.path("lazy-mnt");
+    std::fs::create_dir(&lazy_dir).unwrap();
+    let lazy_dir = lazy_dir.canonicalize().unwrap();
+    let log = env.path("lazy.log");
+    let mut child = Command::new(STRATA)
+        .arg("--root")
+        .arg(env.path("lazy"))
+        .args(["mount", "--lazy", "--plain-http", &converted, lazy_dir.to_str().unwrap()])
+        .env("DOCKER_CONFIG", env.dir.path())
+        .env("STRATA_HOSTS_DIR", env.path("no-hosts"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !mounted(&lazy_dir) {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("strata mount --lazy exited ({status}): {}", std::fs::read_to_string(&log).unwrap());
+        }
+        assert!(Instant::now() < deadline, "no mount after 30 s: {}", std::fs::read_to_string(&log).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let lazy = FileTree::capture(&lazy_dir);
+    stop_child(&mut child);
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    let lazy = lazy.unwrap();
+
+    let diff = reference.diff_with(&lazy, Mtimes::ExceptDirs);
+    assert!(diff.is_empty(), "lazy tree differs from the unpacked one:\n{}\n{stderr}", diff.join("\n"));
+    assert!(stderr.contains("at mount: fetched") && stderr.contains("at unmount: fetched"), "{stderr}");
+    assert!(stderr.contains(&format!("unmounted {}", lazy_dir.display())), "{stderr}");
+    assert!(!mounted(&lazy_dir), "{} still mounted", lazy_dir.display());
+    let left = mounts_under(&env.path("lazy"));
+    assert!(left.is_empty(), "mounts left under the root: {left:?}");
+    assert!(!env.path("lazy/tmpmounts").exists() || std::fs::read_dir(env.path("lazy/tmpmounts")).unwrap().next().is_none());
+}
+
+#[test]
+fn a_layer_that_is_not_estargz_is_refused_naming_it() {
+    let env = Env::new();
+    let registry = RegistryServer::start().unwrap();
+    let image = strata_testdata::sample_image(12).build().unwrap();
+    registry.push_image("lazy/plain", "1", &image).unwrap();
+    let reference = format!("{}/lazy/plain:1", registry.host());
+    let dir = env.path("mnt");
+    std::fs::create_dir(&dir).unwrap();
+    let out = env.strata("r", &["mount", "--lazy", "--plain-http", &reference, dir.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&format!("layer {} is not eStargz", image.layers[0].digest)), "{stderr}");
+    assert!(!mounted(&dir.canonicalize().unwrap()));
+}
