@@ -4,7 +4,8 @@
 # under a temp root, show the store's contents, verify every blob, then remove an image
 # and let garbage collection sweep exactly its content; push the image to a loopback
 # registry and pull it back into a fresh store, which unpacks it into overlayfs snapshots;
-# mount its rootfs read-write, write into it, and unmount.
+# mount its rootfs read-write, write into it, and unmount; convert it to eStargz and mount
+# it lazily from the registry, printing the bytes fetched.
 set -euo pipefail
 BIN=${1:-target/release}
 STRATA=$BIN/strata
@@ -13,7 +14,7 @@ GEN=$BIN/strata-testdata
 
 work=$(mktemp -d /tmp/strata-demo.XXXXXX)
 reg_pid=
-cleanup() { umount -R "$work/rootfs" 2>/dev/null || true; [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+cleanup() { [ -n "${lazy_pid:-}" ] && kill -TERM "$lazy_pid" 2>/dev/null && wait "$lazy_pid" 2>/dev/null; umount -R "$work/rootfs" 2>/dev/null || true; [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 root=$work/root
 s() { echo "+ strata $*" >&2; "$STRATA" --root "$root" "$@"; }
@@ -78,3 +79,15 @@ echo "written in the mount, not in the image" >"$work/rootfs/etc/demo-note"
 "$STRATA" --root "$work/root2" snapshot usage | tail -n +2 | sort -k2 -h | tail -3
 "$STRATA" --root "$work/root2" umount "$work/rootfs"
 "$STRATA" --root "$work/root2" snapshot ls --filter kind==active | tail -n +2 | wc -l | sed 's/^/active snapshots left: /'
+
+step "9. Convert to eStargz, push, and mount it lazily from the registry (nothing downloaded up front)"
+"$STRATA" --root "$work/root2" convert --plain-http --push "127.0.0.1:$port/demo/sample:1.0" "127.0.0.1:$port/demo/sample:1.0-esgz" >/dev/null
+mkdir -p "$work/lazy"
+"$STRATA" --root "$work/root3" mount --lazy --plain-http "127.0.0.1:$port/demo/sample:1.0-esgz" "$work/lazy" 2>"$work/lazy.log" & lazy_pid=$!
+for _ in $(seq 200); do mountpoint -q "$work/lazy" && break; sleep 0.05; done
+cat "$work/lazy.log"
+echo "reading /etc/os-release through the lazy mount:"
+cat "$work/lazy/etc/os-release" | sed -n 1,2p
+kill -TERM $lazy_pid; wait $lazy_pid || true
+lazy_pid=
+cat "$work/lazy.log" | tail -2

@@ -130,7 +130,9 @@ fn registry_to_registry_conversion() {
     let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
     let registry = strata_testdata::registry::RegistryServer::start().unwrap();
     let layout = dir.path().join("layout");
-    strata_testdata::write_oci_layout(&layout, &[("sample:1", strata_testdata::sample_image(4).into())]).unwrap();
+    // Multi-platform: the pull on the way fetches the host's manifest only, and the
+    // converted index lists the manifests that were present.
+    strata_testdata::write_oci_layout(&layout, &[("sample:1", strata_testdata::sample_multiplatform(4).into())]).unwrap();
     ok(strata(&a, &["image", "import", layout.to_str().unwrap()]));
     let src = format!("{}/conv/sample:1", registry.host());
     let dst = format!("{}/conv/sample:1-esgz", registry.host());
@@ -141,4 +143,6 @@ fn registry_to_registry_conversion() {
     assert_eq!(converted.trim(), pulled.trim());
     let checked = ok(strata(&c, &["convert", "--check", &dst]));
     assert_eq!(checked.lines().filter(|l| l.starts_with("ok ")).count(), 3, "{checked}");
+    let index = json(&c, converted.trim());
+    assert_eq!(index["manifests"].as_array().map(Vec::len), Some(1), "{index}");
 }

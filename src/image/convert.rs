@@ -163,6 +163,12 @@ pub fn convert(store: &Store, src: &ImageRecord, dst: &str, opts: &ConvertOption
         let mut children = Vec::new();
         let mut entries = Vec::new();
         for (i, m) in index.manifests().iter().enumerate() {
+            // A pull fetches one platform of an index: convert the manifests present,
+            // as containerd's converter does for the platforms it has.
+            if !store.content().exists(&descriptor_digest(m)?) {
+                tracing::info!(manifest = %m.digest(), "not in the store (another platform?): left out of the converted index");
+                continue;
+            }
             let new = convert_manifest(store, m, opts, &mut outcomes, &mut prioritized)?;
             let mut entry = index_json["manifests"][i].clone();
             entry["mediaType"] = Value::from(media::OCI_MANIFEST);
@@ -170,6 +176,9 @@ pub fn convert(store: &Store, src: &ImageRecord, dst: &str, opts: &ConvertOption
             entry["size"] = Value::from(new.size());
             entries.push(entry);
             children.push(new);
+        }
+        if entries.is_empty() {
+            return Err(ImageError::NotFound(format!("index {digest}: none of its manifests is in the store")));
         }
         index_json["manifests"] = Value::Array(entries);
         index_json["mediaType"] = Value::from(media::OCI_INDEX);
