@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use strata_formats::estargz::{EstargzReader, TOC_DIGEST_ANNOTATION};
 use strata_formats::{Digest, ErrorKind};
-use strata_fuse::{EstargzChunkSource, FuseServer, LayerFs, LayerTree, ServeOptions};
+use strata_fuse::{ChunkSource, EstargzChunkSource, FuseServer, LayerFs, LayerTree, ServeOptions};
+
+use crate::cache::{CachedChunkSource, ChunkCache};
 use strata_snapshotters::{Mount, mount};
 use tokio::runtime::Handle;
 
@@ -71,7 +73,7 @@ pub struct LayerFetched {
 
 impl LazyMount {
     /// Mounts `reference` (its manifest for `platform`) on `target`, with FUSE layer mounts
-    /// and the overlay's upper directory under `work`. Blocks on `runtime` for registry
+    /// and the overlay's upper directory under `work`; chunks go through `cache` when given. Blocks on `runtime` for registry
     /// I/O; must not be called from inside it.
     ///
     /// # Errors
@@ -85,6 +87,7 @@ impl LazyMount {
         platform: &Platform,
         target: &Path,
         work: &Path,
+        cache: Option<Arc<ChunkCache>>,
     ) -> Result<LazyMount, LazyMountError> {
         let what = format!("lazy mount {reference}");
         let layers = runtime.block_on(remote_layers(client, reference, platform)).map_err(|(kind, reason)| LazyMountError::new(&what, kind, reason))?;
@@ -96,7 +99,12 @@ impl LazyMount {
             let estargz = EstargzReader::open(reader, Some(&toc)).map_err(|e| LazyMountError::new(&context, e.kind(), e))?;
             let tree = LayerTree::build(digest.to_string(), Arc::new(estargz.index().clone()))
                 .map_err(|e| LazyMountError::new(&context, ErrorKind::InvalidArgument, e))?;
-            let fs = LayerFs::new(tree, Arc::new(EstargzChunkSource::new(Arc::new(estargz))));
+            let direct: Arc<dyn ChunkSource> = Arc::new(EstargzChunkSource::new(Arc::new(estargz)));
+            let source = match &cache {
+                Some(cache) => Arc::new(CachedChunkSource::new(direct, cache.clone())) as Arc<dyn ChunkSource>,
+                None => direct,
+            };
+            let fs = LayerFs::new(tree, source);
             let mountpoint = work.join("layers").join(i.to_string());
             std::fs::create_dir_all(&mountpoint).map_err(|e| LazyMountError::new(&context, ErrorKind::Internal, e))?;
             let server = FuseServer::mount(Arc::new(fs), &mountpoint, &ServeOptions::default())

@@ -3,6 +3,7 @@
 //!
 //! The lower crates define formats and seams; this crate implements the seams and composes
 //! everything from a typed configuration with explicit constructor calls (no globals):
+//! - [`cache`]: the chunk cache of lazily mounted layers (by digest, bounded, LRU);
 //! - [`content`]: the content-addressed blob store (containerd content-store semantics);
 //! - [`metadata`]: the transactional database of images, leases and blob labels, and the
 //!   garbage collector that marks from them;
@@ -17,6 +18,7 @@
 //! - [`snapshots`]: the root's snapshotters by name, and [`image::unpack`] layers into them;
 //! - [`store`]: a Strata root on disk, opening all of the above together.
 
+pub mod cache;
 pub mod content;
 pub mod image;
 pub mod lazy_mount;

@@ -1,7 +1,8 @@
 //! `strata mount --lazy`: an image converted to eStargz and pushed to a registry is mounted
 //! from the registry over FUSE + overlay without downloading it; its tree equals the tree
 //! `strata mount` shows after a full pull and unpack of the original image; SIGTERM
-//! unmounts everything and reports the bytes fetched. Needs root and the registry.
+//! unmounts everything and reports the bytes fetched; a second mount reads its chunks from
+//! the chunk cache. Needs root and the registry.
 
 mod support;
 
@@ -45,15 +46,38 @@ fn lazily_mounted_estargz_image_equals_the_unpacked_original() {
     env.strata_ok("full", &["umount", full_dir.to_str().unwrap()]);
     let reference = reference.unwrap();
 
-    // The lazy mount, from a fresh root that has nothing.
-    let lazy_dir = env.path("lazy-mnt");
-    std::fs::create_dir(&lazy_dir).unwrap();
-    let lazy_dir = lazy_dir.canonicalize().unwrap();
-    let log = env.path("lazy.log");
+    // The lazy mount, from a fresh root that has nothing; then again, from its chunk cache.
+    let (lazy, stderr) = lazy_capture(&env, &converted, "lazy-mnt");
+    let diff = reference.diff_with(&lazy, Mtimes::ExceptDirs);
+    assert!(diff.is_empty(), "lazy tree differs from the unpacked one:\n{}\n{stderr}", diff.join("\n"));
+    assert!(stderr.contains("at mount: fetched"), "{stderr}");
+    let (again, stderr2) = lazy_capture(&env, &converted, "lazy-mnt2");
+    assert!(reference.diff_with(&again, Mtimes::ExceptDirs).is_empty(), "{stderr2}");
+    let first = requests_at_unmount(&stderr);
+    let second = requests_at_unmount(&stderr2);
+    assert!(second < first, "the second mount reads chunks from the cache: {first} then {second} requests\n{stderr2}");
+    assert!(stderr2.contains("chunk cache: ") && !stderr2.contains("chunk cache: 0 hits"), "{stderr2}");
+}
+
+/// The range requests `strata mount --lazy` reported at unmount.
+fn requests_at_unmount(stderr: &str) -> u64 {
+    let line = stderr.lines().find(|l| l.starts_with("at unmount: fetched")).unwrap_or_else(|| panic!("{stderr}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let i = words.iter().position(|w| *w == "range").unwrap();
+    words[i - 1].parse().unwrap()
+}
+
+/// Runs `strata mount --lazy` on a new directory `name` (root `lazy`), captures the tree,
+/// SIGTERMs it and checks everything is unmounted; returns the tree and its stderr.
+fn lazy_capture(env: &Env, reference: &str, name: &str) -> (FileTree, String) {
+    let dir = env.path(name);
+    std::fs::create_dir(&dir).unwrap();
+    let dir = dir.canonicalize().unwrap();
+    let log = env.path(&format!("{name}.log"));
     let mut child = Command::new(STRATA)
         .arg("--root")
         .arg(env.path("lazy"))
-        .args(["mount", "--lazy", "--plain-http", &converted, lazy_dir.to_str().unwrap()])
+        .args(["mount", "--lazy", "--plain-http", reference, dir.to_str().unwrap()])
         .env("DOCKER_CONFIG", env.dir.path())
         .env("STRATA_HOSTS_DIR", env.path("no-hosts"))
         .stdin(Stdio::null())
@@ -62,26 +86,24 @@ fn lazily_mounted_estargz_image_equals_the_unpacked_original() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !mounted(&lazy_dir) {
+    while !mounted(&dir) {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("strata mount --lazy exited ({status}): {}", std::fs::read_to_string(&log).unwrap());
         }
         assert!(Instant::now() < deadline, "no mount after 30 s: {}", std::fs::read_to_string(&log).unwrap());
         std::thread::sleep(Duration::from_millis(50));
     }
-    let lazy = FileTree::capture(&lazy_dir);
+    let tree = FileTree::capture(&dir);
     stop_child(&mut child);
     let stderr = std::fs::read_to_string(&log).unwrap();
-    let lazy = lazy.unwrap();
-
-    let diff = reference.diff_with(&lazy, Mtimes::ExceptDirs);
-    assert!(diff.is_empty(), "lazy tree differs from the unpacked one:\n{}\n{stderr}", diff.join("\n"));
-    assert!(stderr.contains("at mount: fetched") && stderr.contains("at unmount: fetched"), "{stderr}");
-    assert!(stderr.contains(&format!("unmounted {}", lazy_dir.display())), "{stderr}");
-    assert!(!mounted(&lazy_dir), "{} still mounted", lazy_dir.display());
+    let tree = tree.unwrap();
+    assert!(stderr.contains(&format!("unmounted {}", dir.display())), "{stderr}");
+    assert!(!mounted(&dir), "{} still mounted", dir.display());
     let left = mounts_under(&env.path("lazy"));
     assert!(left.is_empty(), "mounts left under the root: {left:?}");
-    assert!(!env.path("lazy/tmpmounts").exists() || std::fs::read_dir(env.path("lazy/tmpmounts")).unwrap().next().is_none());
+    let tmp = env.path("lazy/tmpmounts");
+    assert!(!tmp.exists() || std::fs::read_dir(&tmp).unwrap().next().is_none(), "work directories left");
+    (tree, stderr)
 }
 
 #[test]

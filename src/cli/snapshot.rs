@@ -199,6 +199,10 @@ pub(crate) struct MountArgs {
     /// Mount an eStargz image from its registry lazily, over FUSE (foreground).
     #[arg(long)]
     lazy: bool,
+    /// With --lazy: most bytes of decompressed chunks kept in `<root>/cache/chunks`
+    /// (shared by all lazy mounts; least recently used evicted); 0 disables the cache.
+    #[arg(long, default_value_t = 4 << 30)]
+    cache_max_size: u64,
     #[command(flatten)]
     registry: super::transfer::RegistryArgs,
     #[command(flatten)]
@@ -270,7 +274,13 @@ fn mount_lazy(root: &Path, args: &MountArgs) -> anyhow::Result<()> {
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
     let work = root.join("tmpmounts").join(format!("lazy-{}", std::process::id()));
     let start = std::time::Instant::now();
-    let mounted = strata::lazy_mount::LazyMount::mount(runtime.handle(), &client, &reference, &platform, &target, &work);
+    let cache = if args.cache_max_size == 0 {
+        None
+    } else {
+        let dir = root.join("cache").join("chunks");
+        Some(std::sync::Arc::new(strata::cache::ChunkCache::open(&dir, args.cache_max_size).with_context(|| format!("open the chunk cache {}", dir.display()))?))
+    };
+    let mounted = strata::lazy_mount::LazyMount::mount(runtime.handle(), &client, &reference, &platform, &target, &work, cache.clone());
     let mounted = match mounted {
         Ok(m) => m,
         Err(e) => {
@@ -303,6 +313,10 @@ fn mount_lazy(root: &Path, args: &MountArgs) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     report("at unmount");
+    if let Some(cache) = &cache {
+        let s = cache.stats();
+        eprintln!("chunk cache: {} hits, {} misses, {} stored, {} evicted, {} held", s.hits, s.misses, s.stored, s.evictions, format::size(s.bytes));
+    }
     let unmounted = mounted.unmount();
     let _ = std::fs::remove_dir_all(&work);
     unmounted.with_context(|| format!("unmount {}", target.display()))?;

@@ -1,0 +1,360 @@
+//! The chunk cache: decompressed file chunks of lazily mounted layers, on disk, addressed by
+//! their digest — identical chunks of different layers and images are stored once — and
+//! shared by every mount of the process.
+//!
+//! - A chunk is stored only after its bytes hash to its digest, written to a temporary file
+//!   and renamed into place, and checked again (size and digest) when read: a torn or
+//!   corrupted file is never served, it is removed and reported as a miss, and the caller
+//!   fetches the chunk again.
+//! - The total size is bounded (`max_size`): the least recently used chunks are evicted.
+//!   A reader that already opened an evicted chunk finishes with its descriptor.
+//! - Recency lives in memory; at open it is rebuilt from the files' modification times and
+//!   leftover temporary files are removed, so the cache survives a restart or a crash.
+//! - [`CachedChunkSource`] puts the cache in front of any [`strata_fuse::ChunkSource`].
+
+mod source;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use strata_formats::Digest;
+
+pub use source::CachedChunkSource;
+
+/// Counters of a [`ChunkCache`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Chunks served from the cache.
+    pub hits: u64,
+    /// Lookups that found nothing usable.
+    pub misses: u64,
+    /// Chunks stored.
+    pub stored: u64,
+    /// Chunks evicted to stay under the size bound.
+    pub evictions: u64,
+    /// Stored files found torn or corrupt on read, and removed.
+    pub corrupt: u64,
+    /// Bytes currently held.
+    pub bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    /// digest → (size, recency tick)
+    entries: HashMap<Digest, (u64, u64)>,
+    /// recency tick → digest, oldest first
+    order: BTreeMap<u64, Digest>,
+    total: u64,
+    tick: u64,
+}
+
+impl Index {
+    fn touch(&mut self, digest: &Digest) {
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some(entry) = self.entries.get_mut(digest) {
+            self.order.remove(&entry.1);
+            entry.1 = tick;
+            self.order.insert(tick, digest.clone());
+        }
+    }
+
+    fn insert(&mut self, digest: Digest, size: u64) {
+        if self.entries.contains_key(&digest) {
+            self.touch(&digest);
+            return;
+        }
+        self.tick += 1;
+        self.entries.insert(digest.clone(), (size, self.tick));
+        self.order.insert(self.tick, digest);
+        self.total += size;
+    }
+
+    fn remove(&mut self, digest: &Digest) -> bool {
+        match self.entries.remove(digest) {
+            Some((size, tick)) => {
+                self.order.remove(&tick);
+                self.total -= size;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Decompressed chunks on disk by digest, bounded, least recently used evicted first.
+#[derive(Debug)]
+pub struct ChunkCache {
+    dir: PathBuf,
+    max_size: u64,
+    index: Mutex<Index>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    stored: AtomicU64,
+    evictions: AtomicU64,
+    corrupt: AtomicU64,
+    temp_seq: AtomicU64,
+}
+
+impl ChunkCache {
+    /// Opens (creating) the cache in `dir`, holding at most `max_size` bytes: removes
+    /// leftover temporary files and rebuilds recency from the chunks' modification times.
+    pub fn open(dir: &Path, max_size: u64) -> io::Result<ChunkCache> {
+        let context = |what: &str, p: &Path, e: io::Error| io::Error::new(e.kind(), format!("chunk cache: {what} {}: {e}", p.display()));
+        let root = dir.join("sha256");
+        std::fs::create_dir_all(&root).map_err(|e| context("create", &root, e))?;
+        let mut found: Vec<(std::time::SystemTime, Digest, u64)> = Vec::new();
+        for fan in std::fs::read_dir(&root).map_err(|e| context("list", &root, e))? {
+            let fan = fan.map_err(|e| context("list", &root, e))?.path();
+            if !fan.is_dir() {
+                continue;
+            }
+            for entry in std::fs::read_dir(&fan).map_err(|e| context("list", &fan, e))? {
+                let entry = entry.map_err(|e| context("list", &fan, e))?;
+                let path = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                match format!("sha256:{name}").parse::<Digest>() {
+                    Ok(digest) => {
+                        let meta = entry.metadata().map_err(|e| context("stat", &path, e))?;
+                        found.push((meta.modified().unwrap_or(std::time::UNIX_EPOCH), digest, meta.len()));
+                    }
+                    // Temporary files of writes a crash interrupted.
+                    Err(_) => {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+            }
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut index = Index::default();
+        for (_, digest, size) in found {
+            index.insert(digest, size);
+        }
+        let cache = ChunkCache {
+            dir: dir.to_path_buf(),
+            max_size,
+            index: Mutex::new(index),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            stored: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            corrupt: AtomicU64::new(0),
+            temp_seq: AtomicU64::new(0),
+        };
+        cache.evict();
+        Ok(cache)
+    }
+
+    fn path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.encoded();
+        self.dir.join("sha256").join(&hex[..2]).join(hex)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The chunk `digest`, if stored and intact (size and digest checked); a damaged file
+    /// is removed and counts as a miss.
+    pub fn get(&self, digest: &Digest) -> Option<Vec<u8>> {
+        let expected = {
+            let mut index = self.lock();
+            let size = index.entries.get(digest).map(|e| e.0);
+            if size.is_some() {
+                index.touch(digest);
+            }
+            size
+        };
+        let Some(expected) = expected else {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let path = self.path(digest);
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes.len() as u64 == expected && Digest::of(&bytes) == *digest => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Some(bytes)
+            }
+            Ok(_) => {
+                tracing::warn!(chunk = %digest, path = %path.display(), "cached chunk is torn or corrupt: removed");
+                self.corrupt.fetch_add(1, Ordering::Relaxed);
+                self.forget(digest, &path);
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Err(_) => {
+                // Evicted or removed meanwhile.
+                self.forget(digest, &path);
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    fn forget(&self, digest: &Digest, path: &Path) {
+        self.lock().remove(digest);
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// Stores `bytes` as chunk `digest` after checking they hash to it, then evicts the
+    /// least recently used chunks beyond the size bound.
+    ///
+    /// # Errors
+    ///
+    /// InvalidData when the bytes do not match the digest (nothing is stored); I/O errors
+    /// writing the file.
+    pub fn put(&self, digest: &Digest, bytes: &[u8]) -> io::Result<()> {
+        let actual = Digest::of(bytes);
+        if actual != *digest {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("chunk cache: chunk {digest}: digest mismatch (got {actual}); not stored"),
+            ));
+        }
+        if self.lock().entries.contains_key(digest) && self.path(digest).exists() {
+            self.lock().touch(digest);
+            return Ok(());
+        }
+        let path = self.path(digest);
+        let parent = path.parent().expect("invariant: chunk paths have a fan-out directory");
+        std::fs::create_dir_all(parent)?;
+        let temp = parent.join(format!(".tmp-{}-{}", std::process::id(), self.temp_seq.fetch_add(1, Ordering::Relaxed)));
+        let written = std::fs::write(&temp, bytes).and_then(|()| std::fs::rename(&temp, &path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&temp);
+            return Err(io::Error::new(e.kind(), format!("chunk cache: store {}: {e}", path.display())));
+        }
+        self.lock().insert(digest.clone(), bytes.len() as u64);
+        self.stored.fetch_add(1, Ordering::Relaxed);
+        self.evict();
+        Ok(())
+    }
+
+    /// Removes least recently used chunks until the total fits `max_size`.
+    fn evict(&self) {
+        loop {
+            let victim = {
+                let mut index = self.lock();
+                if index.total <= self.max_size {
+                    return;
+                }
+                let Some((_, digest)) = index.order.iter().next().map(|(t, d)| (*t, d.clone())) else {
+                    return;
+                };
+                index.remove(&digest);
+                digest
+            };
+            let _ = std::fs::remove_file(self.path(&victim));
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The cache's counters.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            stored: self.stored.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            corrupt: self.corrupt.load(Ordering::Relaxed),
+            bytes: self.lock().total,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(n: u8, len: usize) -> (Digest, Vec<u8>) {
+        let bytes = vec![n; len];
+        (Digest::of(&bytes), bytes)
+    }
+
+    #[test]
+    fn put_get_and_wrong_digest_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ChunkCache::open(dir.path(), 1 << 20).unwrap();
+        let (d, b) = chunk(1, 1000);
+        assert!(cache.get(&d).is_none());
+        cache.put(&d, &b).unwrap();
+        assert_eq!(cache.get(&d).as_deref(), Some(&b[..]));
+        let (other, _) = chunk(2, 10);
+        let err = cache.put(&other, &b).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(cache.get(&other).is_none());
+        let s = cache.stats();
+        assert_eq!((s.hits, s.misses, s.stored, s.bytes), (1, 2, 1, 1000));
+    }
+
+    #[test]
+    fn least_recently_used_is_evicted_and_a_read_refreshes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ChunkCache::open(dir.path(), 3000).unwrap();
+        let (a, ab) = chunk(1, 1000);
+        let (b, bb) = chunk(2, 1000);
+        let (c, cb) = chunk(3, 1000);
+        let (d, db) = chunk(4, 1000);
+        cache.put(&a, &ab).unwrap();
+        cache.put(&b, &bb).unwrap();
+        cache.put(&c, &cb).unwrap();
+        assert!(cache.get(&a).is_some(), "a is now the most recent");
+        cache.put(&d, &db).unwrap();
+        assert!(cache.get(&b).is_none(), "b was least recently used");
+        for (digest, bytes) in [(&a, &ab), (&c, &cb), (&d, &db)] {
+            assert_eq!(cache.get(digest).as_deref(), Some(&bytes[..]));
+        }
+        assert_eq!(cache.stats().evictions, 1);
+        assert_eq!(cache.stats().bytes, 3000);
+    }
+
+    #[test]
+    fn reopen_keeps_chunks_drops_temp_files_and_never_serves_a_torn_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, ab) = chunk(1, 4096);
+        let (b, bb) = chunk(2, 4096);
+        {
+            let cache = ChunkCache::open(dir.path(), 1 << 20).unwrap();
+            cache.put(&a, &ab).unwrap();
+            cache.put(&b, &bb).unwrap();
+            // A crash mid-write leaves a temporary file; a power cut can tear a stored one.
+            let fan = cache.path(&a).parent().unwrap().to_path_buf();
+            std::fs::write(fan.join(".tmp-1-0"), b"partial").unwrap();
+            std::fs::write(cache.path(&b), &bb[..100]).unwrap();
+        }
+        let cache = ChunkCache::open(dir.path(), 1 << 20).unwrap();
+        assert!(!cache.path(&a).parent().unwrap().join(".tmp-1-0").exists());
+        assert_eq!(cache.get(&a).as_deref(), Some(&ab[..]));
+        assert!(cache.get(&b).is_none(), "a torn chunk is a miss");
+        assert!(!cache.path(&b).exists(), "and is removed");
+        assert_eq!(cache.stats().corrupt, 1);
+        cache.put(&b, &bb).unwrap();
+        assert_eq!(cache.get(&b).as_deref(), Some(&bb[..]));
+    }
+
+    #[test]
+    fn concurrent_use_never_returns_wrong_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ChunkCache::open(dir.path(), 20_000).unwrap();
+        let chunks: Vec<(Digest, Vec<u8>)> = (0..40u8).map(|n| chunk(n, 1000 + n as usize)).collect();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let (cache, chunks) = (&cache, &chunks);
+                s.spawn(move || {
+                    for round in 0..200 {
+                        let (d, b) = &chunks[(round * 7 + t * 13) % chunks.len()];
+                        match cache.get(d) {
+                            Some(got) => assert_eq!(&got, b),
+                            None => cache.put(d, b).unwrap(),
+                        }
+                    }
+                });
+            }
+        });
+        assert!(cache.stats().bytes <= 20_000);
+        assert!(cache.stats().evictions > 0);
+    }
+}
