@@ -152,10 +152,10 @@ impl LazyMount {
             result = mount::unmount_all(&self.target, false).or_else(|_| mount::unmount_all(&self.target, true));
         }
         for layer in self.layers.iter_mut().rev() {
-            if let Some(server) = layer.server.take() {
-                if let Err(e) = server.unmount() {
-                    tracing::warn!(layer = %layer.digest, error = %e, "unmounting a lazy layer");
-                }
+            if let Some(server) = layer.server.take()
+                && let Err(e) = server.unmount()
+            {
+                tracing::warn!(layer = %layer.digest, error = %e, "unmounting a lazy layer");
             }
         }
         result

@@ -128,7 +128,7 @@ impl ChunkCache {
                 }
             }
         }
-        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found.sort_by_key(|f| f.0);
         let mut index = Index::default();
         for (_, digest, size) in found {
             index.insert(digest, size);
