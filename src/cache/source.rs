@@ -1,19 +1,32 @@
 //! [`CachedChunkSource`]: the chunk cache in front of another chunk source (the one that
-//! fetches and verifies), so each chunk is fetched once per node, not once per mount.
+//! fetches and verifies), so each chunk is fetched once per node, not once per mount —
+//! and once at a time: concurrent misses of the same chunk wait for one fetch.
 
+use std::collections::HashMap;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
+use strata_formats::Digest;
 use strata_formats::estargz::Chunk;
 use strata_fuse::{ChunkSource, FileRef};
 
 use super::ChunkCache;
 
+/// The outcome of one fetch, shared by every reader that waited for it.
+type Shared = Result<Arc<[u8]>, (io::ErrorKind, String)>;
+
+#[derive(Default)]
+struct Flight {
+    result: Mutex<Option<Shared>>,
+    done: Condvar,
+}
+
 /// Serves chunks from `cache`; on a miss asks `inner` (which returns only verified bytes)
-/// and stores the result.
+/// once, however many readers want the chunk, and stores the result.
 pub struct CachedChunkSource {
     inner: Arc<dyn ChunkSource>,
     cache: Arc<ChunkCache>,
+    flights: Mutex<HashMap<Digest, Arc<Flight>>>,
 }
 
 impl std::fmt::Debug for CachedChunkSource {
@@ -25,7 +38,16 @@ impl std::fmt::Debug for CachedChunkSource {
 impl CachedChunkSource {
     /// `inner` behind `cache`.
     pub fn new(inner: Arc<dyn ChunkSource>, cache: Arc<ChunkCache>) -> Self {
-        Self { inner, cache }
+        Self { inner, cache, flights: Mutex::new(HashMap::new()) }
+    }
+
+    fn fetch(&self, file: &FileRef<'_>, chunk: &Chunk) -> io::Result<Arc<[u8]>> {
+        let bytes = self.inner.chunk(file, chunk)?;
+        if let Err(e) = self.cache.put(&chunk.digest, &bytes) {
+            // The chunk is verified and served all the same; only caching failed.
+            tracing::warn!(layer = file.layer, file = file.path, error = %e, "caching a chunk");
+        }
+        Ok(bytes)
     }
 }
 
@@ -34,11 +56,122 @@ impl ChunkSource for CachedChunkSource {
         if let Some(bytes) = self.cache.get(&chunk.digest) {
             return Ok(bytes.into());
         }
-        let bytes = self.inner.chunk(file, chunk)?;
-        if let Err(e) = self.cache.put(&chunk.digest, &bytes) {
-            // The chunk is verified and served all the same; only caching failed.
-            tracing::warn!(layer = file.layer, file = file.path, error = %e, "caching a chunk");
+        let (flight, leader) = {
+            let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
+            match flights.get(&chunk.digest) {
+                Some(f) => (Arc::clone(f), false),
+                None => {
+                    let f = Arc::new(Flight::default());
+                    flights.insert(chunk.digest.clone(), Arc::clone(&f));
+                    (f, true)
+                }
+            }
+        };
+        if leader {
+            // A fetch that finished between our cache miss and now has stored the chunk.
+            let result = match self.cache.get(&chunk.digest) {
+                Some(bytes) => Ok(bytes.into()),
+                None => self.fetch(file, chunk),
+            };
+            let shared: Shared = match &result {
+                Ok(bytes) => Ok(Arc::clone(bytes)),
+                Err(e) => Err((e.kind(), e.to_string())),
+            };
+            *flight.result.lock().unwrap_or_else(PoisonError::into_inner) = Some(shared);
+            flight.done.notify_all();
+            self.flights.lock().unwrap_or_else(PoisonError::into_inner).remove(&chunk.digest);
+            return result;
         }
-        Ok(bytes)
+        let mut slot = flight.result.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(r) = &*slot {
+                return r.clone().map_err(|(kind, msg)| io::Error::new(kind, msg));
+            }
+            slot = flight.done.wait(slot).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use strata_formats::estargz::{Node, TocEntry};
+
+    use super::*;
+
+    /// A source that counts fetches and takes a while, returning `bytes`.
+    struct Slow {
+        bytes: Vec<u8>,
+        calls: AtomicUsize,
+        fail: bool,
+    }
+
+    impl ChunkSource for Slow {
+        fn chunk(&self, _: &FileRef<'_>, _: &Chunk) -> io::Result<Arc<[u8]>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(100));
+            if self.fail {
+                return Err(io::Error::other("registry unreachable"));
+            }
+            Ok(self.bytes.clone().into())
+        }
+    }
+
+    fn file_and_chunk(bytes: &[u8]) -> (Node, Chunk) {
+        let node = Node {
+            path: "f".into(),
+            entry: TocEntry::default(),
+            chunks: Vec::new(),
+            file_digest: None,
+            children: BTreeMap::new(),
+            link_target: None,
+        };
+        let chunk = Chunk {
+            offset: 0,
+            next_offset: 0,
+            chunk_offset: 0,
+            chunk_size: bytes.len() as u64,
+            inner_offset: 0,
+            digest: Digest::of(bytes),
+        };
+        (node, chunk)
+    }
+
+    fn run(fail: bool) -> (usize, Vec<io::Result<Arc<[u8]>>>, Arc<ChunkCache>) {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = b"chunk bytes".to_vec();
+        let (node, chunk) = file_and_chunk(&bytes);
+        let inner = Arc::new(Slow { bytes, calls: AtomicUsize::new(0), fail });
+        let cache = Arc::new(ChunkCache::open(dir.path(), 1 << 20).unwrap());
+        let source = CachedChunkSource::new(inner.clone(), cache.clone());
+        let file = FileRef { layer: "l", path: "f", ino: 2, node: &node };
+        let results = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4).map(|_| s.spawn(|| source.chunk(&file, &chunk))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        (inner.calls.load(Ordering::SeqCst), results, cache)
+    }
+
+    #[test]
+    fn concurrent_misses_fetch_once_and_fill_the_cache() {
+        let (calls, results, cache) = run(false);
+        assert_eq!(calls, 1);
+        for r in results {
+            assert_eq!(&r.unwrap()[..], b"chunk bytes");
+        }
+        assert_eq!(cache.stats().stored, 1);
+    }
+
+    #[test]
+    fn a_failed_fetch_fails_every_waiter_and_caches_nothing() {
+        let (calls, results, cache) = run(true);
+        assert_eq!(calls, 1);
+        for r in results {
+            assert!(r.unwrap_err().to_string().contains("registry unreachable"));
+        }
+        assert_eq!(cache.stats().stored, 0);
     }
 }
