@@ -140,7 +140,10 @@ mod tests {
         (node, chunk)
     }
 
-    fn run(fail: bool) -> (usize, Vec<io::Result<Arc<[u8]>>>, Arc<ChunkCache>) {
+    /// Fetch count, each reader's result, and the cache.
+    type Outcome = (usize, Vec<io::Result<Arc<[u8]>>>, Arc<ChunkCache>);
+
+    fn run(fail: bool) -> Outcome {
         let dir = tempfile::tempdir().unwrap();
         let bytes = b"chunk bytes".to_vec();
         let (node, chunk) = file_and_chunk(&bytes);
