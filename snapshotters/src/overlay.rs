@@ -10,9 +10,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::disk_usage::disk_usage;
-use crate::metastore::snapshot_dirs::{SnapshotDirs, cleanup_dirs, remove_snapshot, remove_tree, repair_missing_dirs};
+use crate::metastore::snapshot_dirs::{SnapshotDirs, cleanup_dirs, remove_snapshot, remove_snapshot_then, remove_tree, repair_missing_dirs};
 use crate::metastore::{MetaStore, Snapshot};
-use crate::remote::LayerRequest;
+use crate::remote::{LABEL_REMOTE, LayerRequest};
 use crate::{Info, Kind, Labels, Mount, SnapshotError, Snapshotter, Usage};
 
 /// The label that exposes a snapshot's upper directory when
@@ -227,7 +227,16 @@ impl Snapshotter for OverlaySnapshotter {
     }
 
     fn remove(&self, key: &str) -> Result<(), SnapshotError> {
-        remove_snapshot(&self.store, &self.dirs, key)
+        let Some(remote) = &self.remote else {
+            return remove_snapshot(&self.store, &self.dirs, key);
+        };
+        remove_snapshot_then(&self.store, &self.dirs, key, |info, dir| {
+            if info.labels.contains_key(LABEL_REMOTE)
+                && let Err(e) = remote.0.release(&info.name, &dir.join("fs"))
+            {
+                tracing::warn!(provider = remote.0.name(), snapshot = info.name, error = %e, "releasing a remote snapshot's layer");
+            }
+        })
     }
 
     fn walk(&self, filters: &[String], f: &mut dyn FnMut(&Info) -> Result<(), SnapshotError>) -> Result<(), SnapshotError> {

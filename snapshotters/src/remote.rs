@@ -21,7 +21,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::apply::WhiteoutMode;
-use crate::{Labels, SnapshotError};
+use crate::{Labels, SnapshotError, Usage};
 
 /// The chainID the unpacker wants the prepared layer committed as.
 pub const LABEL_TARGET_REF: &str = "containerd.io/snapshot.ref";
@@ -103,6 +103,13 @@ pub struct LayerTarget<'a> {
 pub enum Provision {
     /// The layer is in the target directory; commit it.
     Provided,
+    /// The layer is a filesystem the provider mounted on the target directory and keeps
+    /// serving (a lazily fetched layer). The snapshotter records `usage` instead of walking
+    /// the mount, and calls [`RemoteLayers::release`] before it deletes the directory.
+    Mounted {
+        /// What the snapshot reports as its usage.
+        usage: Usage,
+    },
     /// The provider cannot provide this layer; the reason is logged and a normal Prepare
     /// follows.
     Declined(String),
@@ -126,6 +133,29 @@ pub trait RemoteLayers: Send + Sync {
     /// Any failure while providing (the blob is corrupt, the layer does not match its
     /// chainID, the filesystem failed).
     fn provide(&self, layer: &LayerRequest, target: &LayerTarget<'_>) -> Result<Provision, SnapshotError>;
+
+    /// Called before the directory of a snapshot this provider provided is deleted
+    /// (Remove, or a Prepare that failed after [`Provision::Mounted`]), with the snapshot's
+    /// name (the chainID) and its `fs` directory, wherever it is now: unmount what was
+    /// mounted there and forget it. An error is logged; the directory is deleted anyway
+    /// (mounts left in it are detached).
+    fn release(&self, name: &str, fs: &Path) -> Result<(), SnapshotError> {
+        let _ = (name, fs);
+        Ok(())
+    }
+
+    /// Called when the snapshotter opens, for each committed snapshot carrying
+    /// [`LABEL_REMOTE`], with its name, labels and `fs` directory: bring back what the
+    /// snapshot needs (resume serving a mount that outlived the previous process, or mount
+    /// it again after a reboot). An error is logged; the snapshot stays.
+    fn restore(&self, name: &str, labels: &Labels, fs: &Path) -> Result<(), SnapshotError> {
+        let _ = (name, labels, fs);
+        Ok(())
+    }
+
+    /// Called once every [`Self::restore`] of an open is done: state kept for snapshots
+    /// that were not restored (removed while the provider was down) can go.
+    fn restored(&self) {}
 }
 
 #[cfg(test)]

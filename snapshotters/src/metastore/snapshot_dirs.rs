@@ -132,9 +132,24 @@ impl SnapshotDirs {
 /// the directory is renamed to `rm-<id>`; only after the commit is it deleted. A crash
 /// leaves either the old state or an `rm-*` directory for Cleanup.
 pub(crate) fn remove_snapshot(store: &MetaStore, dirs: &SnapshotDirs, key: &str) -> Result<(), SnapshotError> {
+    remove_snapshot_then(store, dirs, key, |_, _| {})
+}
+
+/// [`remove_snapshot`], calling `before_delete(info, trashed_dir)` once the removal is
+/// committed and before the directory is deleted (a remote snapshot's provider unmounts
+/// what it mounted there).
+pub(crate) fn remove_snapshot_then(
+    store: &MetaStore,
+    dirs: &SnapshotDirs,
+    key: &str,
+    before_delete: impl FnOnce(&crate::Info, &Path),
+) -> Result<(), SnapshotError> {
     let mut trashed: Option<(u64, PathBuf)> = None;
+    let mut removed: Option<crate::Info> = None;
     let result = store.write(|t| {
+        let (_, info, _) = t.info(key)?;
         let (id, _) = t.remove(key)?;
+        removed = Some(info);
         if let Some(path) = dirs.trash(id)? {
             trashed = Some((id, path));
         }
@@ -142,6 +157,9 @@ pub(crate) fn remove_snapshot(store: &MetaStore, dirs: &SnapshotDirs, key: &str)
     });
     match (result, trashed) {
         (Ok(()), Some((_, path))) => {
+            if let Some(info) = &removed {
+                before_delete(info, &path);
+            }
             // The snapshot is gone; a failure here only leaves garbage for Cleanup.
             let _ = remove_tree(&path);
             Ok(())
@@ -220,16 +238,20 @@ pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
     match result {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-            detach_mounts_under(path)?;
+        Err(e) => {
+            // A mount inside (EBUSY; or a FUSE layer mount, whose files cannot be deleted
+            // and which may be dead: ENOTCONN) is detached, then the removal is retried.
+            let mounts = detach_mounts_under(path)?;
+            if mounts == 0 {
+                return Err(e);
+            }
             std::fs::remove_dir_all(path)
         }
-        Err(e) => Err(e),
     }
 }
 
-/// Lazily unmounts every mount at or below `path`, deepest first.
-fn detach_mounts_under(path: &Path) -> io::Result<()> {
+/// Lazily unmounts every mount at or below `path`, deepest first; returns how many.
+fn detach_mounts_under(path: &Path) -> io::Result<usize> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
     let mut points: Vec<PathBuf> = mountinfo
         .lines()
@@ -238,10 +260,10 @@ fn detach_mounts_under(path: &Path) -> io::Result<()> {
         .filter(|p| p.starts_with(path))
         .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for p in points {
-        crate::mount::unmount_all(&p, true)?;
+    for p in &points {
+        crate::mount::unmount_all(p, true)?;
     }
-    Ok(())
+    Ok(points.len())
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.

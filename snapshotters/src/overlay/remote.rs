@@ -58,8 +58,25 @@ impl OverlaySnapshotter {
         remote: Arc<dyn RemoteLayers>,
     ) -> Result<OverlaySnapshotter, SnapshotError> {
         let mut s = OverlaySnapshotter::with_options(root, options)?;
+        s.restore_remote(remote.as_ref())?;
         s.remote = Some(RemoteProvider(remote));
         Ok(s)
+    }
+
+    /// Hands every committed remote snapshot to the provider to bring its layer back
+    /// (a mount that outlived the previous process, or one lost to a reboot).
+    fn restore_remote(&self, remote: &dyn RemoteLayers) -> Result<(), SnapshotError> {
+        let snapshots = self.store.read(|t| t.walk(&[]))?;
+        for (id, info) in snapshots {
+            if info.kind != Kind::Committed || !info.labels.contains_key(LABEL_REMOTE) {
+                continue;
+            }
+            if let Err(e) = remote.restore(&info.name, &info.labels, &self.upper(id)) {
+                tracing::error!(provider = remote.name(), snapshot = info.name, error = %e, "restoring a remote snapshot's layer");
+            }
+        }
+        remote.restored();
+        Ok(())
     }
 
     /// Offers the Prepare of `key` to the provider. `Some(error)` is the Prepare's answer
@@ -105,8 +122,9 @@ impl OverlaySnapshotter {
         let provided = make_dir(&fs, 0o755)
             .and_then(|()| self.own_like_parent(key, &fs, parent_id))
             .and_then(|()| remote.provide(&request, &LayerTarget { fs: &fs, parents: &parents, whiteouts }));
-        match provided {
-            Ok(Provision::Provided) => {}
+        let mounted_usage = match provided {
+            Ok(Provision::Provided) => None,
+            Ok(Provision::Mounted { usage }) => Some(usage),
             Ok(Provision::Declined(reason)) => {
                 fallback(&format!("declined: {reason}"));
                 return None;
@@ -115,13 +133,24 @@ impl OverlaySnapshotter {
                 tracing::warn!(provider = remote.name(), key, target, error = %e, "remote snapshot: provider failed; falling back to a normal prepare");
                 return None;
             }
-        }
-        let usage = match disk_usage(&fs) {
-            Ok(u) => u,
-            Err(e) => {
-                fallback(&format!("usage of {}: {e}", fs.display()));
-                return None;
+        };
+        // From here on a failure must take the provider's mount away before the directory goes.
+        let release = |fs: &std::path::Path| {
+            if mounted_usage.is_some()
+                && let Err(e) = remote.release(&target, fs)
+            {
+                tracing::warn!(provider = remote.name(), key, target, error = %e, "remote snapshot: releasing a layer after a failed prepare");
             }
+        };
+        let usage = match mounted_usage {
+            Some(usage) => usage,
+            None => match disk_usage(&fs) {
+                Ok(u) => u,
+                Err(e) => {
+                    fallback(&format!("usage of {}: {e}", fs.display()));
+                    return None;
+                }
+            },
         };
         let mut committed_labels = labels.clone();
         committed_labels.insert(LABEL_REMOTE.to_owned(), REMOTE_VALUE.to_owned());
@@ -138,9 +167,13 @@ impl OverlaySnapshotter {
                 Some(target_exists(&target, &format!("provided by {}", remote.name())))
             }
             Err(e) => {
-                if let Some(dir) = installed {
-                    // The transaction did not commit: the directory belongs to nothing.
-                    let _ = remove_tree(&dir);
+                match installed {
+                    Some(dir) => {
+                        // The transaction did not commit: the directory belongs to nothing.
+                        release(&dir.join("fs"));
+                        let _ = remove_tree(&dir);
+                    }
+                    None => release(&fs),
                 }
                 if e.kind() == ErrorKind::AlreadyExists && self.plan_remote(key, parent, &target).is_ok_and(|p| matches!(p, Plan::Exists)) {
                     // A concurrent Prepare committed the same target meanwhile.
