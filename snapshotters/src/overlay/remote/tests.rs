@@ -4,7 +4,7 @@ use std::sync::Mutex;
 use super::*;
 use crate::mount::{mount_all, unmount_all};
 use crate::remote::{LABEL_CRI_LAYER_DIGEST, LayerTarget};
-use crate::{Mount, Snapshotter};
+use crate::{Mount, Snapshotter, Usage};
 
 /// A provider that writes `<name>` holding the chainID into the target, or fails or
 /// declines as told, and records what it was asked.
@@ -171,4 +171,91 @@ fn cases_the_provider_is_not_asked() {
     let err = s.prepare("extract-2 sha256:b", "missing", unpack_labels("sha256:b")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     assert!(provider.seen.lock().unwrap().is_empty());
+}
+
+/// A provider that mounts a tmpfs holding `<name>` on the target (as a lazy provider
+/// mounts its FUSE layer), and records releases and restores.
+#[derive(Default)]
+struct MountingProvider {
+    released: Mutex<Vec<(String, PathBuf)>>,
+    restored: Mutex<Vec<(String, PathBuf)>>,
+    restored_done: Mutex<u32>,
+}
+
+impl RemoteLayers for MountingProvider {
+    fn name(&self) -> &str {
+        "mounting"
+    }
+
+    fn provide(&self, layer: &LayerRequest, target: &LayerTarget<'_>) -> Result<Provision, SnapshotError> {
+        let tmpfs = Mount { kind: "tmpfs".into(), source: "tmpfs".into(), target: String::new(), options: vec!["size=1m".into()] };
+        mount_all(&[tmpfs], target.fs).map_err(|e| SnapshotError::internal(e.to_string()))?;
+        std::fs::write(target.fs.join("layer"), &layer.chain_id).unwrap();
+        Ok(Provision::Mounted { usage: Usage { size: 42, inodes: 2 } })
+    }
+
+    fn release(&self, name: &str, fs: &Path) -> Result<(), SnapshotError> {
+        self.released.lock().unwrap().push((name.to_owned(), fs.to_path_buf()));
+        unmount_all(fs, true).map_err(|e| SnapshotError::internal(e.to_string()))
+    }
+
+    fn restore(&self, name: &str, _labels: &Labels, fs: &Path) -> Result<(), SnapshotError> {
+        self.restored.lock().unwrap().push((name.to_owned(), fs.to_path_buf()));
+        Ok(())
+    }
+
+    fn restored(&self) {
+        *self.restored_done.lock().unwrap() += 1;
+    }
+}
+
+#[test]
+fn a_mounted_layer_is_not_walked_is_restored_at_open_and_released_before_removal() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipping: mounting needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let provider = Arc::new(MountingProvider::default());
+    let s = OverlaySnapshotter::with_remote(&root, OverlayOptions::default(), provider.clone()).unwrap();
+    let err = s.prepare("extract-1 sha256:c1", "", unpack_labels("sha256:c1")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    // The usage is the provider's, not a walk of the mount.
+    assert_eq!(s.usage("sha256:c1").unwrap(), Usage { size: 42, inodes: 2 });
+    let (id, _, _) = s.store.read(|t| t.info("sha256:c1")).unwrap();
+    let fs = s.upper(id);
+    assert_eq!(std::fs::read_to_string(fs.join("layer")).unwrap(), "sha256:c1", "the mount moved with its directory");
+    drop(s);
+
+    // Reopened: the provider is asked to bring the layer back, once per remote snapshot.
+    let s = OverlaySnapshotter::with_remote(&root, OverlayOptions::default(), provider.clone()).unwrap();
+    assert_eq!(*provider.restored.lock().unwrap(), [("sha256:c1".to_owned(), fs.clone())]);
+    assert_eq!(*provider.restored_done.lock().unwrap(), 2);
+
+    // Removal releases it (the mount is gone) before the directory is deleted.
+    s.remove("sha256:c1").unwrap();
+    let released = provider.released.lock().unwrap().clone();
+    assert_eq!(released.len(), 1);
+    assert_eq!(released[0].0, "sha256:c1");
+    assert!(released[0].1.ends_with(format!("rm-{id}/fs")), "{released:?}");
+    assert!(!s.dirs.path(id).exists() && !released[0].1.exists());
+    assert_eq!(snapshot_entries(dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn cleanup_detaches_a_mount_left_in_an_unreferenced_directory() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipping: mounting needs root");
+        return;
+    }
+    let (dir, s) = open(WritingProvider::new(Behaviour::Provide));
+    // What a crash between a provider's mount and the commit leaves.
+    let orphan = dir.path().join("root/snapshots/new-crashed/fs");
+    std::fs::create_dir_all(&orphan).unwrap();
+    let tmpfs = Mount { kind: "tmpfs".into(), source: "tmpfs".into(), target: String::new(), options: vec!["size=1m".into()] };
+    mount_all(&[tmpfs], &orphan).unwrap();
+    std::fs::write(orphan.join("file"), "x").unwrap();
+    s.cleanup().unwrap();
+    assert_eq!(snapshot_entries(dir.path()), Vec::<String>::new());
 }
