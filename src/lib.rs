@@ -5,6 +5,7 @@
 //! everything from a typed configuration with explicit constructor calls (no globals):
 //! - [`cache`]: the chunk cache of lazily mounted layers (by digest, bounded, LRU);
 //! - [`content`]: the content-addressed blob store (containerd content-store semantics);
+//! - [`fdstore`]: the fd holder that keeps FUSE connections alive across daemon restarts;
 //! - [`metadata`]: the transactional database of images, leases and blob labels, and the
 //!   garbage collector that marks from them;
 //! - [`image`]: OCI image handling: importing image layouts and `docker save` archives;
@@ -15,11 +16,13 @@
 //! - [`serve`]: `strata serve`, the containerd proxy-snapshotter daemon (config, socket,
 //!   gRPC service, shutdown);
 //! - [`lazy_mount`]: an eStargz image's rootfs mounted from its registry over FUSE;
+//! - [`stargz`]: the `stargz` snapshotter's provider: eStargz layers mounted lazily;
 //! - [`snapshots`]: the root's snapshotters by name, and [`image::unpack`] layers into them;
 //! - [`store`]: a Strata root on disk, opening all of the above together.
 
 pub mod cache;
 pub mod content;
+pub mod fdstore;
 pub mod image;
 pub mod lazy_mount;
 pub mod metadata;
@@ -27,4 +30,5 @@ pub mod metrics;
 pub mod registry;
 pub mod serve;
 pub mod snapshots;
+pub mod stargz;
 pub mod store;

@@ -38,13 +38,28 @@ const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// How long a client may take to send its request head.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Something else that exposes metrics on the endpoint (e.g. the stargz provider's
+/// per-layer fetch state), rendered after the RPC metrics.
+pub trait MetricsSource: Send + Sync {
+    /// Appends its families in the text exposition format.
+    fn render_metrics(&self, out: &mut String);
+}
+
 /// The daemon's metrics registry. Cheap to share behind an [`Arc`]; every method takes `&self`.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Metrics {
     /// `(rpc, snapshotter, code)` → requests finished with that code.
     requests: Mutex<BTreeMap<(String, String, String), u64>>,
     /// `(rpc, snapshotter)` → latency histogram.
     durations: Mutex<BTreeMap<(String, String), Histogram>>,
+    /// Other sources, rendered in order.
+    sources: Mutex<Vec<Arc<dyn MetricsSource>>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").field("sources", &lock(&self.sources).len()).finish_non_exhaustive()
+    }
 }
 
 /// One latency histogram: per-bucket (non-cumulative) counts, the sum and the count.
@@ -76,6 +91,11 @@ impl Metrics {
     /// An empty registry.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Adds `source` to what [`Self::render`] exposes.
+    pub fn add_source(&self, source: Arc<dyn MetricsSource>) {
+        lock(&self.sources).push(source);
     }
 
     /// Records one finished RPC: `rpc` is the method name (`Prepare`), `snapshotter` the
@@ -143,6 +163,10 @@ impl Metrics {
             let _ = writeln!(out, "{DURATION}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
             let _ = writeln!(out, "{DURATION}_sum{{{labels}}} {}", h.sum);
             let _ = writeln!(out, "{DURATION}_count{{{labels}}} {}", h.count);
+        }
+        let sources = lock(&self.sources).clone();
+        for source in sources {
+            source.render_metrics(&mut out);
         }
         out
     }

@@ -1,4 +1,5 @@
-//! The snapshotters of a Strata root, by name: `overlayfs` (the default) and `native`,
+//! The snapshotters of a Strata root, by name: `overlayfs` (the default), `native` and
+//! `stargz` (overlayfs whose layers `strata serve` may mount lazily),
 //! each with its own directory `<root>/snapshotters/<name>/` (metadata database and
 //! snapshot directories), as containerd keeps one root per snapshotter plugin.
 
@@ -13,7 +14,7 @@ use strata_snapshotters::{SnapshotError, Snapshotter};
 pub const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
 
 /// The snapshotter names Strata knows.
-pub const SNAPSHOTTERS: &[&str] = &["overlayfs", "native"];
+pub const SNAPSHOTTERS: &[&str] = &["overlayfs", "native", "stargz"];
 
 /// The directory of snapshotter `name` under a Strata root.
 pub fn snapshotter_root(root: &Path, name: &str) -> PathBuf {
@@ -29,7 +30,9 @@ pub fn snapshotter_root(root: &Path, name: &str) -> PathBuf {
 pub fn open_snapshotter(root: &Path, name: &str, overlay: &OverlayOptions) -> Result<Arc<dyn Snapshotter>, SnapshotError> {
     let dir = snapshotter_root(root, name);
     match name {
-        "overlayfs" => Ok(Arc::new(OverlaySnapshotter::with_options(&dir, overlay.clone())?)),
+        // Outside `strata serve`, stargz snapshots are listed and removed as overlayfs
+        // ones (their lazily mounted layers are detached on removal).
+        "overlayfs" | "stargz" => Ok(Arc::new(OverlaySnapshotter::with_options(&dir, overlay.clone())?)),
         "native" => Ok(Arc::new(NativeSnapshotter::open(&dir)?)),
         other => Err(SnapshotError::invalid_argument(format!(
             "unknown snapshotter {other:?} (available: {})",

@@ -61,6 +61,24 @@ enum Command {
     /// The daemon's configuration file.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Keep `strata serve`'s FUSE descriptors across its restarts (started by the daemon).
+    #[command(hide = true)]
+    FdHolder(FdHolderArgs),
+}
+
+/// `strata fd-holder`: started by `strata serve`, not by hand.
+#[derive(Debug, clap::Args)]
+#[command(long_about = "Holds duplicates of `strata serve`'s /dev/fuse descriptors (one per lazily mounted \
+    layer) so that the mounts outlive a crash or restart of the daemon: readers wait instead of \
+    failing with \"transport endpoint is not connected\", and the restarted daemon takes the \
+    descriptors back over the socket and serves the same mounts again. `strata serve` starts it \
+    on the first lazy mount (socket <root>/fd-holder.sock, mode 0600), in its own session; it \
+    exits by itself when it holds nothing and no daemon is connected. A second holder on a live \
+    socket exits at once.")]
+pub(crate) struct FdHolderArgs {
+    /// The unix socket to serve.
+    #[arg(long)]
+    socket: PathBuf,
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -80,6 +98,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Umount(a) => snapshot::umount(&cli.root, a),
         Command::Serve(a) => serve::run(&cli.root, &cli.log_level, a),
         Command::Config(c) => config::run(c),
+        Command::FdHolder(a) => strata::fdstore::holder::run(&a.socket).map_err(|e| anyhow::anyhow!("fd holder {}: {e}", a.socket.display())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

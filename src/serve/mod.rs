@@ -37,12 +37,15 @@ use strata_snapshotters::remote::RemoteLayers;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_stream::wrappers::UnixListenerStream;
 
+use crate::cache::ChunkCache;
 use crate::metrics::{Metrics, MetricsEndpoint, MetricsError};
+use crate::registry::{ClientOptions, RegistryClient};
+use crate::stargz::{StargzLayers, StargzOptions};
 
 use self::config::Config;
 use self::remote_store::LocalContentLayers;
 use self::service::{ServiceState, SnapshotService};
-use self::snapshotters::ServedSnapshotters;
+use self::snapshotters::{Providers, ServedSnapshotters};
 use self::socket::SocketError;
 
 /// How long in-flight calls may run on after a shutdown signal.
@@ -95,14 +98,20 @@ pub fn run(config: &Config) -> Result<(), ServeError> {
     // Refuse a live socket before touching any snapshotter state; bind only once the
     // snapshotters are open, so that a connectable socket means a ready daemon.
     socket::claim(&config.socket)?;
-    let remote: Option<Arc<dyn RemoteLayers>> = if config.remote.local_content {
+    let mut providers = Providers::default();
+    if config.remote.local_content {
         tracing::info!(content = %config.root.join("content").display(), "remote snapshots: layers in the local content store are provided without a download");
-        Some(Arc::new(LocalContentLayers::open(&config.root)?))
+        providers.overlayfs = Some(Arc::new(LocalContentLayers::open(&config.root)?) as Arc<dyn RemoteLayers>);
+    }
+    let stargz = if names.values().any(|i| i == "stargz") {
+        let layers = Arc::new(open_stargz(config)?);
+        layers.spawn_state_writer();
+        providers.stargz = Some(Arc::clone(&layers) as Arc<dyn RemoteLayers>);
+        Some(layers)
     } else {
         None
     };
-    let served =
-        ServedSnapshotters::open(&config.root, &names, &config.overlayfs.options(), remote)?;
+    let served = ServedSnapshotters::open(&config.root, &names, &config.overlayfs.options(), &providers)?;
     let listener = match socket::bind(&config.socket) {
         Ok(listener) => listener,
         Err(e) => {
@@ -113,7 +122,11 @@ pub fn run(config: &Config) -> Result<(), ServeError> {
     let bound = SocketIdentity::of(&config.socket);
     let mut state = ServiceState::new(served);
     if metrics_address.is_some() {
-        state = state.with_metrics(Arc::new(Metrics::new()));
+        let metrics = Arc::new(Metrics::new());
+        if let Some(stargz) = &stargz {
+            metrics.add_source(Arc::clone(stargz) as Arc<dyn crate::metrics::MetricsSource>);
+        }
+        state = state.with_metrics(metrics);
     }
     let state = Arc::new(state);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -190,6 +203,34 @@ async fn serve(
             Ok(())
         }
     }
+}
+
+/// The lazy eStargz provider of the `stargz` implementation: registry hosts from
+/// `config_path`, chunks cached under `<root>/cache/stargz`, records under the
+/// snapshotter's root, descriptors kept by the fd holder at `<root>/fd-holder.sock`.
+fn open_stargz(config: &Config) -> Result<StargzLayers, ServeError> {
+    let hosts_dir = config.config_path.is_dir().then(|| config.config_path.clone());
+    let client = RegistryClient::new(ClientOptions { hosts_dir, ..ClientOptions::default() })
+        .map_err(|e| ServeError::Config(format!("stargz: registry client: {e}")))?;
+    let s = &config.stargz;
+    let cache = if s.cache_max_size == 0 {
+        None
+    } else {
+        let dir = config.root.join("cache").join("stargz");
+        let cache = ChunkCache::open(&dir, s.cache_max_size)
+            .map_err(|source| ServeError::Setup { what: "open the stargz chunk cache", source })?;
+        Some(Arc::new(cache))
+    };
+    let executable = std::env::current_exe().map_err(|source| ServeError::Setup { what: "find the strata executable", source })?;
+    let options = StargzOptions {
+        fuse_threads: s.fuse_threads,
+        passthrough: s.passthrough,
+        fd_holder: s.fd_holder.then(|| config.root.join("fd-holder.sock")),
+        executable,
+        ..StargzOptions::default()
+    };
+    let state = crate::snapshots::snapshotter_root(&config.root, "stargz").join("layers");
+    Ok(StargzLayers::open(&state, client, cache, options)?)
 }
 
 /// The configured metrics endpoint address, or `None` when `metrics_address` is empty (off).

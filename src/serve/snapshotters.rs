@@ -1,8 +1,8 @@
 //! The snapshotters one daemon serves, by request name: each implementation is opened once,
 //! however many names map to it, and closed once at shutdown. At open, each instance runs
 //! Cleanup, so directories a crash left half-made (`new-*`, `rm-*`) are gone before the
-//! first request. A remote-layer provider, when configured, is given to the overlayfs
-//! implementation.
+//! first request. Remote-layer providers, when configured, are given to the overlayfs
+//! and stargz implementations.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -30,20 +30,35 @@ impl std::fmt::Debug for ServedSnapshotters {
     }
 }
 
+/// The remote-layer providers, by the implementation they serve.
+#[derive(Clone, Default)]
+#[allow(missing_debug_implementations)]
+pub struct Providers {
+    /// Given to the overlayfs implementation (e.g. local content).
+    pub overlayfs: Option<Arc<dyn RemoteLayers>>,
+    /// Given to the stargz implementation (lazy eStargz layers).
+    pub stargz: Option<Arc<dyn RemoteLayers>>,
+}
+
 /// Opens `implementation` and runs its Cleanup.
 fn open_cleaned(
     root: &Path,
     implementation: &str,
     overlay: &OverlayOptions,
-    remote: Option<Arc<dyn RemoteLayers>>,
+    providers: &Providers,
 ) -> Result<Arc<dyn Snapshotter>, SnapshotError> {
-    let instance: Arc<dyn Snapshotter> = match (implementation, remote) {
-        ("overlayfs", Some(remote)) => Arc::new(OverlaySnapshotter::with_remote(
+    let remote = match implementation {
+        "overlayfs" => providers.overlayfs.clone(),
+        "stargz" => providers.stargz.clone(),
+        _ => None,
+    };
+    let instance: Arc<dyn Snapshotter> = match remote {
+        Some(remote) => Arc::new(OverlaySnapshotter::with_remote(
             &snapshotter_root(root, implementation),
             overlay.clone(),
             remote,
         )?),
-        _ => open_snapshotter(root, implementation, overlay)?,
+        None => open_snapshotter(root, implementation, overlay)?,
     };
     if let Err(e) = instance.cleanup() {
         let _ = instance.close();
@@ -57,7 +72,7 @@ fn open_cleaned(
 
 impl ServedSnapshotters {
     /// Opens the implementations `names` (request name → implementation) needs under
-    /// `root`, the overlayfs one with `remote` when given, and cleans each up.
+    /// `root`, each with its provider when given, and cleans each up.
     ///
     /// # Errors
     ///
@@ -67,7 +82,7 @@ impl ServedSnapshotters {
         root: &Path,
         names: &BTreeMap<String, String>,
         overlay: &OverlayOptions,
-        remote: Option<Arc<dyn RemoteLayers>>,
+        providers: &Providers,
     ) -> Result<Self, SnapshotError> {
         let mut served = ServedSnapshotters {
             by_name: BTreeMap::new(),
@@ -76,7 +91,7 @@ impl ServedSnapshotters {
         for (name, implementation) in names {
             let instance = match served.instances.get(implementation) {
                 Some(instance) => Arc::clone(instance),
-                None => match open_cleaned(root, implementation, overlay, remote.clone()) {
+                None => match open_cleaned(root, implementation, overlay, providers) {
                     Ok(instance) => {
                         served
                             .instances

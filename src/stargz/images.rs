@@ -1,0 +1,50 @@
+//! The layers of an image as the stargz provider needs them: digest, size and TOC digest
+//! (`containerd.io/snapshot/stargz/toc.digest`, absent for layers that are not eStargz),
+//! read from the registry once per image reference.
+
+use strata_formats::Digest;
+use strata_formats::estargz::TOC_DIGEST_ANNOTATION;
+
+use crate::image::media;
+use crate::image::platform::Platform;
+use crate::image::walk::{descriptor_digest, parse_index, parse_manifest};
+use crate::registry::{Reference, RegistryClient};
+
+/// One layer of an image's manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageLayer {
+    /// The blob.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+    /// Its TOC digest when the layer is eStargz.
+    pub toc_digest: Option<Digest>,
+}
+
+/// The layers of `reference`'s manifest for `platform`, bottom first.
+///
+/// # Errors
+///
+/// A message naming what failed (resolve, fetch, parse, no manifest for the platform).
+pub async fn image_layers(client: &RegistryClient, reference: &Reference, platform: &Platform) -> Result<Vec<ImageLayer>, String> {
+    let mut desc = client.resolve(reference).await.map_err(|e| e.to_string())?;
+    if media::is_index(desc.media_type().as_ref()) {
+        let bytes = client.fetch_manifest(reference, &desc).await.map_err(|e| e.to_string())?;
+        let index = parse_index(&bytes, "index").map_err(|e| e.to_string())?;
+        desc = platform.select(&index).cloned().ok_or_else(|| format!("no manifest for platform {platform}"))?;
+    }
+    let bytes = client.fetch_manifest(reference, &desc).await.map_err(|e| e.to_string())?;
+    let manifest = parse_manifest(&bytes, "manifest").map_err(|e| e.to_string())?;
+    manifest
+        .layers()
+        .iter()
+        .map(|l| {
+            let digest = descriptor_digest(l).map_err(|e| e.to_string())?;
+            let toc_digest = match l.annotations().as_ref().and_then(|a| a.get(TOC_DIGEST_ANNOTATION)) {
+                Some(t) => Some(t.parse::<Digest>().map_err(|e| format!("layer {digest}: {TOC_DIGEST_ANNOTATION}: {e}"))?),
+                None => None,
+            };
+            Ok(ImageLayer { digest, size: l.size(), toc_digest })
+        })
+        .collect()
+}

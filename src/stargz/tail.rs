@@ -1,0 +1,142 @@
+//! A layer's footer and TOC, fetched once and kept: [`LayerTail`] is the end of an
+//! eStargz blob from its TOC on (compressed TOC + footer), fetched in one request when the
+//! TOC is small (two otherwise) and saved next to the snapshot, so a restarted daemon
+//! re-opens the layer without the registry. [`TailCachedFetcher`] serves reads of those
+//! bytes from memory and passes every other range to the registry fetcher.
+
+use std::io::{Read, Write};
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use strata_formats::estargz::footer::MAX_FOOTER_SIZE;
+use strata_formats::estargz::{Footer, MAX_TOC_SIZE};
+
+use crate::registry::range::{RangeError, RangeFetcher, RangeStats};
+
+/// Bytes fetched from the end of the blob first: the footer and, for most layers, the
+/// whole compressed TOC with it.
+const FIRST_TAIL: u64 = 256 << 10;
+/// Slack before the footer's TOC offset (a zstd TOC's skippable-frame header).
+const TOC_SLACK: u64 = 64;
+
+/// The bytes `[offset, size)` of a blob: its compressed TOC and footer.
+#[derive(Debug, Clone)]
+pub struct LayerTail {
+    /// Where the bytes start in the blob.
+    pub offset: u64,
+    /// The bytes, to the blob's end.
+    pub bytes: Bytes,
+}
+
+impl LayerTail {
+    /// Fetches the tail of a blob of `size` bytes through `fetcher`.
+    ///
+    /// # Errors
+    ///
+    /// The fetch failed, the footer is not eStargz, or the TOC is larger than
+    /// [`MAX_TOC_SIZE`].
+    pub async fn fetch(fetcher: &dyn RangeFetcher, size: u64) -> Result<LayerTail, String> {
+        let first = size.min(FIRST_TAIL);
+        let start = size - first;
+        let mut got = fetcher.fetch(std::slice::from_ref(&(start..size))).await.map_err(|e| format!("fetching the footer and TOC: {e}"))?;
+        let last = got.pop().ok_or("fetching the footer and TOC: no bytes")?;
+        let footer_bytes = &last[last.len().saturating_sub(MAX_FOOTER_SIZE)..];
+        let footer = Footer::parse(footer_bytes).map_err(|e| e.to_string())?;
+        let toc_start = footer.toc_offset.saturating_sub(TOC_SLACK);
+        if footer.toc_offset >= size || size - toc_start > MAX_TOC_SIZE + FIRST_TAIL {
+            return Err(format!("footer: TOC offset {} of a {size}-byte blob is out of bounds", footer.toc_offset));
+        }
+        if toc_start >= start {
+            return Ok(LayerTail { offset: start, bytes: last });
+        }
+        let mut more = fetcher.fetch(std::slice::from_ref(&(toc_start..start))).await.map_err(|e| format!("fetching the TOC: {e}"))?;
+        let head = more.pop().ok_or("fetching the TOC: no bytes")?;
+        let mut bytes = Vec::with_capacity(head.len() + last.len());
+        bytes.extend_from_slice(&head);
+        bytes.extend_from_slice(&last);
+        Ok(LayerTail { offset: toc_start, bytes: bytes.into() })
+    }
+
+    /// Writes the tail to `path` (temp file + rename, synced): offset, then bytes.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&self.offset.to_le_bytes())?;
+        f.write_all(&self.bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Reads a tail saved by [`Self::save`] for a blob of `size` bytes.
+    pub fn load(path: &Path, size: u64) -> std::io::Result<LayerTail> {
+        let mut f = std::fs::File::open(path)?;
+        let mut offset = [0u8; 8];
+        f.read_exact(&mut offset)?;
+        let offset = u64::from_le_bytes(offset);
+        let len = size.checked_sub(offset).filter(|l| *l <= MAX_TOC_SIZE + FIRST_TAIL).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: tail offset {offset} does not fit a {size}-byte blob", path.display()))
+        })?;
+        let mut bytes = Vec::with_capacity(len as usize);
+        f.take(len + 1).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 != len {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: {} tail bytes, expected {len}", path.display(), bytes.len()),
+            ));
+        }
+        Ok(LayerTail { offset, bytes: bytes.into() })
+    }
+
+    fn slice(&self, range: &Range<u64>) -> Option<Bytes> {
+        let end = self.offset + self.bytes.len() as u64;
+        (range.start >= self.offset && range.end <= end)
+            .then(|| self.bytes.slice((range.start - self.offset) as usize..(range.end - self.offset) as usize))
+    }
+}
+
+/// A fetcher that answers ranges inside a [`LayerTail`] from memory and the rest from
+/// `inner`.
+#[derive(Debug)]
+pub struct TailCachedFetcher {
+    tail: LayerTail,
+    inner: Arc<dyn RangeFetcher>,
+}
+
+impl TailCachedFetcher {
+    /// `inner` with `tail` in front.
+    pub fn new(tail: LayerTail, inner: Arc<dyn RangeFetcher>) -> Self {
+        Self { tail, inner }
+    }
+}
+
+impl RangeFetcher for TailCachedFetcher {
+    fn fetch<'a>(&'a self, ranges: &'a [Range<u64>]) -> BoxFuture<'a, Result<Vec<Bytes>, RangeError>> {
+        Box::pin(async move {
+            let local: Vec<Option<Bytes>> = ranges.iter().map(|r| self.tail.slice(r)).collect();
+            let remote: Vec<Range<u64>> =
+                ranges.iter().zip(&local).filter(|(_, l)| l.is_none()).map(|(r, _)| r.clone()).collect();
+            let mut fetched = if remote.is_empty() { Vec::new() } else { self.inner.fetch(&remote).await? }.into_iter();
+            local
+                .into_iter()
+                .map(|l| match l {
+                    Some(b) => Ok(b),
+                    None => fetched.next().ok_or_else(|| RangeError::Contract {
+                        what: self.inner.describe(),
+                        reason: "fewer ranges answered than asked".into(),
+                    }),
+                })
+                .collect()
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn stats(&self) -> RangeStats {
+        self.inner.stats()
+    }
+}

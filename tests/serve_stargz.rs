@@ -1,0 +1,278 @@
+//! The `stargz` snapshotter of `strata serve` end to end with the real containerd 1.6 and
+//! runc: an image converted to eStargz by `strata convert`, pulled with `ctr-remote image
+//! rpull --snapshotter stargz` (which labels each layer's Prepare with the image and the
+//! layer), is mounted lazily layer by layer (containerd downloads no layer), a container
+//! runs on it and checks the files it reads, and only a fraction of the image is fetched.
+//! Then `strata serve` is SIGKILLed and restarted while a container keeps reading files
+//! not fetched yet: the container stalls, it sees no error, and its data is right.
+//! Registry traffic goes through the test proxy, which counts the bytes and paces them.
+//! Needs root, containerd, ctr, ctr-remote, runc and docker-registry (scripts/setup.sh).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use strata_formats::Digest;
+use strata_testdata::LayerSpec;
+use strata_testdata::registry::{Fault, FaultProxy, FaultRule, RegistryServer};
+
+mod serve_support;
+mod support;
+
+use serve_support::{StrataServe, UnmountOnDrop, runnable_image, snapshot_rows, tools_available};
+use support::containerd::Containerd;
+use support::mounts::mount_entries_under;
+use support::{CTR, CTR_REMOTE, STRATA, log_tail};
+
+/// Data files in the image and the size of each (incompressible).
+const FILES: usize = 16;
+const FILE_SIZE: usize = 768 << 10;
+
+/// Deterministic incompressible bytes.
+fn data(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// An eStargz image in `registry` (through `proxy`): dash, cat and sha256sum from the host,
+/// `FILES` data files with their `SHA256SUMS`, a greeting. Returns the converted
+/// reference, the data layer's chain length, and the expected `sha256sum` lines.
+fn pushed_estargz_image(dir: &Path, registry: &RegistryServer, proxy: &FaultProxy) -> (String, usize, Vec<String>) {
+    let mut tools = LayerSpec::new().created_by("tools");
+    for tool in ["/bin/cat", "/usr/bin/sha256sum", "/bin/sleep"] {
+        let name = Path::new(tool).file_name().unwrap().to_string_lossy();
+        tools = tools.file(format!("bin/{name}"), 0o755, std::fs::read(tool).unwrap());
+    }
+    let mut files = LayerSpec::new().created_by("data");
+    let mut sums = Vec::new();
+    for i in 0..FILES {
+        let bytes = data(i as u64 + 1, FILE_SIZE);
+        sums.push(format!("{}  /data/{i:02}.bin", Digest::of(&bytes).encoded()));
+        files = files.file(format!("data/{i:02}.bin"), 0o644, bytes);
+    }
+    let top = LayerSpec::new()
+        .created_by("greeting")
+        .file("etc/greeting", 0o644, "hello from a lazy layer\n")
+        .file("data/SHA256SUMS", 0o644, format!("{}\n", sums.join("\n")));
+    let image = runnable_image(vec![tools, files, top]).build().unwrap();
+    let layers = image.layers.len();
+    registry.push_image("lazy/app", "1", &image).expect("push the image");
+    let source = format!("{}/lazy/app:1", proxy.host());
+    let converted = format!("{}/lazy/app:esgz", proxy.host());
+    let root = dir.join("convert-root");
+    for args in [&["pull", "--plain-http", source.as_str()][..], &["convert", "--plain-http", "--push", &source, &converted]] {
+        let out = Command::new(STRATA).arg("--root").arg(&root).args(args).env("DOCKER_CONFIG", dir).stdin(Stdio::null()).output().unwrap();
+        assert!(out.status.success(), "strata {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    (converted, layers, sums)
+}
+
+/// A `hosts.toml` directory that sends `host` over plain HTTP.
+fn plain_http_hosts(dir: &Path, host: &str) -> std::path::PathBuf {
+    let hosts = dir.join("certs.d");
+    std::fs::create_dir_all(hosts.join(host)).unwrap();
+    std::fs::write(
+        hosts.join(host).join("hosts.toml"),
+        format!("server = \"http://{host}\"\n\n[host.\"http://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"),
+    )
+    .unwrap();
+    hosts
+}
+
+/// Kills the fd holders started for `dir` (they outlive `strata serve` by design).
+struct KillHolders(std::path::PathBuf);
+
+impl Drop for KillHolders {
+    fn drop(&mut self) {
+        let needle = self.0.to_string_lossy().into_owned();
+        let Ok(procs) = std::fs::read_dir("/proc") else { return };
+        for p in procs.flatten() {
+            let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains("fd-holder") && cmdline.contains(&needle) {
+                // SAFETY: plain kill(2) of a process this test started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// Blob bytes the proxy sent (GETs of `/blobs/`).
+fn blob_bytes(proxy: &FaultProxy) -> u64 {
+    proxy.requests().iter().filter(|r| r.method == "GET" && r.path.contains("/blobs/")).map(|r| r.bytes_sent).sum()
+}
+
+struct Setup {
+    _holders: KillHolders,
+    serve: StrataServe,
+    containerd: Containerd,
+    reference: String,
+    chain_len: usize,
+    sums: Vec<String>,
+    proxy: FaultProxy,
+    _registry: RegistryServer,
+    dir: std::path::PathBuf,
+}
+
+fn setup(dir: &Path, namespace: &str) -> Setup {
+    let registry = RegistryServer::start().expect("start docker-registry");
+    let proxy = FaultProxy::start(registry.addr()).expect("start the proxy");
+    let (reference, chain_len, sums) = pushed_estargz_image(dir, &registry, &proxy);
+    let hosts = plain_http_hosts(dir, &proxy.host());
+    let holders = KillHolders(dir.to_path_buf());
+    let serve = StrataServe::start(&dir.join("strata"), &format!("config_path = {:?}\n", hosts.to_string_lossy()));
+    let containerd = Containerd::start(
+        &dir.join("containerd"),
+        namespace,
+        &format!("[proxy_plugins]\n  [proxy_plugins.stargz]\n    type = \"snapshot\"\n    address = {:?}\n", serve.socket),
+    );
+    proxy.clear_requests();
+    Setup { _holders: holders, serve, containerd, reference, chain_len, sums, proxy, _registry: registry, dir: dir.to_path_buf() }
+}
+
+impl Setup {
+    fn context(&self, what: &str) -> String {
+        format!(
+            "{what}\nstrata serve log tail:\n{}\ncontainerd log tail:\n{}",
+            log_tail(&self.serve.log, 30),
+            log_tail(&self.containerd.log, 15)
+        )
+    }
+
+    fn rpull(&self) {
+        self.containerd.ok(CTR_REMOTE, &["image", "rpull", "--plain-http", "--snapshotter", "stargz", &self.reference]);
+    }
+
+    fn run_args<'a>(&'a self, runc_root: &'a str, id: &'a str, script: &'a str) -> Vec<&'a str> {
+        vec!["run", "--rm", "--runc-root", runc_root, "--snapshotter", "stargz", &self.reference, id, "sh", "-c", script]
+    }
+
+    fn fuse_mounts(&self) -> usize {
+        mount_entries_under(&self.serve.root).iter().filter(|m| m.fstype.starts_with("fuse")).count()
+    }
+}
+
+#[test]
+fn rpull_mounts_every_layer_lazily_and_the_container_reads_right_bytes() {
+    if !tools_available(&[CTR_REMOTE]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let _unmount = UnmountOnDrop(dir.path().to_path_buf());
+    let s = setup(dir.path(), "strata-stargz");
+    let started = Instant::now();
+    s.rpull();
+    let pulled_in = started.elapsed();
+
+    // Every layer is a FUSE mount; containerd downloaded none of them.
+    let log = s.serve.log_text();
+    assert_eq!(log.matches("stargz: layer mounted lazily").count(), s.chain_len, "{}", s.context("not every layer was mounted lazily"));
+    assert_eq!(s.fuse_mounts(), s.chain_len, "{}", s.context("FUSE mounts"));
+    let content = s.containerd.ok(CTR, &["content", "ls"]);
+    assert!(!content.contains("application/vnd.oci.image.layer"), "{}", s.context(&format!("containerd fetched layers:\n{content}")));
+    let listing = s.containerd.ok(CTR, &["snapshots", "--snapshotter", "stargz", "ls"]);
+    assert_eq!(snapshot_rows(&listing).len(), s.chain_len, "{listing}");
+
+    // A container reads a greeting and two of the data files and checks them.
+    let runc_root = s.dir.join("runc").to_string_lossy().into_owned();
+    let script = "cat /etc/greeting; sha256sum /data/03.bin /data/11.bin";
+    let out = s.containerd.run(CTR, &s.run_args(&runc_root, "lazy-1", script));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", s.context(&format!("ctr run: {stdout}\n{}", String::from_utf8_lossy(&out.stderr))));
+    assert!(stdout.contains("hello from a lazy layer"), "{stdout}");
+    for i in [3, 11] {
+        assert!(stdout.contains(&s.sums[i]), "{stdout}\nexpected {}", s.sums[i]);
+    }
+
+    // Only a fraction of the image came over the wire: TOCs and the files read.
+    let fetched = blob_bytes(&s.proxy);
+    let total = (FILES * FILE_SIZE) as u64;
+    eprintln!("rpull {pulled_in:?}; blob bytes fetched {fetched} of > {total}");
+    assert!(fetched < total / 3, "{}", s.context(&format!("fetched {fetched} of {total} bytes")));
+
+    // Removing the snapshots top down unmounts their layers.
+    let chain: Vec<String> = {
+        let mut rows = snapshot_rows(&listing);
+        let mut ordered = Vec::new();
+        let mut parent = String::new();
+        while let Some(pos) = rows.iter().position(|r| r.1 == parent) {
+            let row = rows.remove(pos);
+            parent = row.0.clone();
+            ordered.push(row.0);
+        }
+        ordered
+    };
+    assert_eq!(chain.len(), s.chain_len, "{listing}");
+    s.containerd.ok(CTR, &["image", "rm", &s.reference]);
+    for key in chain.iter().rev() {
+        let out = s.containerd.run(CTR, &["snapshots", "--snapshotter", "stargz", "rm", key]);
+        // containerd's garbage collector may have removed it first.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() || stderr.contains("not found"), "rm {key}: {stderr}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.fuse_mounts() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(s.fuse_mounts(), 0, "{}", s.context("layer mounts left after removal"));
+}
+
+#[test]
+fn sigkill_and_restart_while_a_container_reads_is_a_stall_not_an_error() {
+    if !tools_available(&[CTR_REMOTE]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let _unmount = UnmountOnDrop(dir.path().to_path_buf());
+    let mut s = setup(dir.path(), "strata-stargz-restart");
+    s.rpull();
+    // Pace blob bodies so the container is still reading unfetched files when the
+    // daemon dies.
+    s.proxy.set_faults(vec![FaultRule::new(Fault::Slow { bytes_per_sec: 2 << 20 }).blobs()]);
+
+    let runc_root = s.dir.join("runc").to_string_lossy().into_owned();
+    let script = "for f in /data/*.bin; do sha256sum $f || echo FAILED $f; sleep 0.2; done; echo DONE";
+    let mut container = Command::new(CTR)
+        .arg("--address")
+        .arg(&s.containerd.socket)
+        .args(["--namespace", &s.containerd.namespace])
+        .args(s.run_args(&runc_root, "reader-1", script))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = blob_bytes(&s.proxy);
+    s.serve.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(container.try_wait().unwrap().is_none(), "the container ended while strata serve was down");
+    s.serve.restart();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while container.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if container.try_wait().unwrap().is_none() {
+        let _ = container.kill();
+    }
+    let out = container.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let context = s.context(&format!("container stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert!(out.status.success() && stdout.contains("DONE"), "{context}");
+    assert!(!stdout.contains("FAILED") && !stdout.to_lowercase().contains("not connected"), "{context}");
+    for sum in &s.sums {
+        assert!(stdout.contains(sum.as_str()), "missing or wrong: {sum}\n{context}");
+    }
+    let log = s.serve.log_text();
+    assert_eq!(log.matches("stargz: layer resumed").count(), s.chain_len, "{context}");
+    let total = (FILES * FILE_SIZE) as u64;
+    assert!(before < total, "every file was fetched before the kill ({before} bytes): the test proves nothing\n{context}");
+}
