@@ -157,6 +157,11 @@ impl ChunkCache {
         self.index.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether chunk `digest` is stored (by the index; the file is checked on [`Self::get`]).
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.lock().entries.contains_key(digest)
+    }
+
     /// The chunk `digest`, if stored and intact (size and digest checked); a damaged file
     /// is removed and counts as a miss.
     pub fn get(&self, digest: &Digest) -> Option<Vec<u8>> {

@@ -96,6 +96,18 @@ cache_max_size = 10737418240
 fuse_threads = 2
 # Let the kernel read files held whole in the cache directly (FUSE passthrough).
 passthrough = false
+# At mount, fetch each layer's prioritized files (those before .prefetch.landmark,
+# as `strata convert` and `ctr-remote image optimize` order them) in a few large
+# requests; reads of them meanwhile wait for it.
+prefetch = true
+# A read that misses fetches its chunk and the file's following uncached chunks
+# in one range request of at most this many compressed bytes.
+fetch_window = 1048576
+# After the prefetch, fetch the rest of each layer in the background, once reads
+# have fetched nothing for 2 s, pausing while they do, at most background_rate
+# bytes per second per layer.
+background_fetch = true
+background_rate = 33554432
 # Keep each layer's /dev/fuse descriptor in a small holder process
 # (`strata fd-holder`, socket <root>/fd-holder.sock) so mounted layers survive a
 # crash or restart of strata serve: reads wait for the restarted daemon instead
@@ -154,11 +166,28 @@ pub struct StargzConfig {
     pub passthrough: bool,
     /// Keep FUSE descriptors in the fd holder across restarts.
     pub fd_holder: bool,
+    /// Prefetch the prioritized files at mount.
+    pub prefetch: bool,
+    /// Most compressed bytes one miss fetches.
+    pub fetch_window: u64,
+    /// Fetch the rest of each layer in the background.
+    pub background_fetch: bool,
+    /// The background fetch's bytes per second per layer.
+    pub background_rate: u64,
 }
 
 impl Default for StargzConfig {
     fn default() -> Self {
-        Self { cache_max_size: 10 << 30, fuse_threads: 2, passthrough: false, fd_holder: true }
+        Self {
+            cache_max_size: 10 << 30,
+            fuse_threads: 2,
+            passthrough: false,
+            fd_holder: true,
+            prefetch: true,
+            fetch_window: 1 << 20,
+            background_fetch: true,
+            background_rate: 32 << 20,
+        }
     }
 }
 

@@ -40,7 +40,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::cache::ChunkCache;
 use crate::metrics::{Metrics, MetricsEndpoint, MetricsError};
 use crate::registry::{ClientOptions, RegistryClient};
-use crate::stargz::{StargzLayers, StargzOptions};
+use crate::stargz::{FetchOptions, StargzLayers, StargzOptions};
 
 use self::config::Config;
 use self::remote_store::LocalContentLayers;
@@ -227,6 +227,13 @@ fn open_stargz(config: &Config) -> Result<StargzLayers, ServeError> {
         passthrough: s.passthrough,
         fd_holder: s.fd_holder.then(|| config.root.join("fd-holder.sock")),
         executable,
+        prefetch: s.prefetch,
+        fetch: FetchOptions {
+            window: s.fetch_window,
+            background: s.background_fetch,
+            background_rate: s.background_rate,
+            ..FetchOptions::default()
+        },
         ..StargzOptions::default()
     };
     let state = crate::snapshots::snapshotter_root(&config.root, "stargz").join("layers");

@@ -24,9 +24,11 @@
 //! and resumes serving the same connections from the saved TOCs, without the registry;
 //! layers whose mount is gone (a reboot) are mounted again, lazily.
 
+mod chunks;
 mod images;
 mod record;
 mod tail;
+mod window;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -44,7 +46,9 @@ use strata_snapshotters::{Labels, SnapshotError, Usage};
 
 pub use self::images::{ImageLayer, image_layers};
 pub use self::record::{LayerRecord, RecordDir};
-pub use self::tail::{LayerTail, TailCachedFetcher};
+pub use self::chunks::{FetchOptions, LayerChunks};
+pub use self::tail::LayerTail;
+pub use self::window::WindowFetcher;
 
 use crate::cache::{CachedChunkSource, ChunkCache};
 use crate::fdstore::FdStore;
@@ -68,6 +72,10 @@ pub struct StargzOptions {
     pub fd_holder: Option<PathBuf>,
     /// The `strata` executable that runs the fd holder.
     pub executable: PathBuf,
+    /// Fetch the prioritized files (`[0, landmark)`) of each layer at mount.
+    pub prefetch: bool,
+    /// How chunks are fetched (coalescing window, background fetch).
+    pub fetch: FetchOptions,
 }
 
 impl Default for StargzOptions {
@@ -78,6 +86,8 @@ impl Default for StargzOptions {
             platform: Platform::host(),
             fd_holder: None,
             executable: PathBuf::from("strata"),
+            prefetch: true,
+            fetch: FetchOptions::default(),
         }
     }
 }
@@ -93,6 +103,7 @@ struct HeldMeta {
 /// A layer being served.
 struct LayerMount {
     server: FuseServer,
+    chunks: Option<Arc<LayerChunks>>,
     layer: Digest,
     image_ref: String,
     size: u64,
@@ -103,6 +114,7 @@ struct LayerMount {
 struct OpenedLayer {
     fs: Arc<LayerFs>,
     fetcher: Arc<HttpRangeFetcher>,
+    chunks: Option<Arc<LayerChunks>>,
 }
 
 /// The footer+TOC fetch of one layer, started ahead of its Prepare.
@@ -295,16 +307,29 @@ impl StargzLayers {
     /// Opens a layer from its saved tail: no registry request.
     fn open_layer(&self, record: &LayerRecord, tail: LayerTail, fetcher: Arc<HttpRangeFetcher>) -> Result<OpenedLayer, String> {
         let toc: Digest = record.toc_digest.parse().map_err(|e| format!("TOC digest {}: {e}", record.toc_digest))?;
-        let cached: Arc<dyn RangeFetcher> = Arc::new(TailCachedFetcher::new(tail, Arc::clone(&fetcher) as Arc<dyn RangeFetcher>));
-        let reader = RangeReader::new(cached, record.size, self.runtime.handle().clone(), ReaderOptions::default());
-        let estargz = EstargzReader::open(reader, Some(&toc)).map_err(|e| e.to_string())?;
+        let windows = Arc::new(WindowFetcher::new(Arc::clone(&fetcher) as Arc<dyn RangeFetcher>, self.runtime.handle().clone()));
+        windows.add_ready(tail.range(), tail.bytes.clone());
+        let reader = RangeReader::new(Arc::clone(&windows) as Arc<dyn RangeFetcher>, record.size, self.runtime.handle().clone(), ReaderOptions::default());
+        let estargz = Arc::new(EstargzReader::open(reader, Some(&toc)).map_err(|e| e.to_string())?);
         let tree = LayerTree::build(record.layer_digest.clone(), Arc::new(estargz.index().clone())).map_err(|e| e.to_string())?;
-        let direct: Arc<dyn ChunkSource> = Arc::new(EstargzChunkSource::new(Arc::new(estargz)));
-        let source = match &self.cache {
-            Some(cache) => Arc::new(CachedChunkSource::new(direct, Arc::clone(cache))) as Arc<dyn ChunkSource>,
-            None => direct,
+        let (source, chunks): (Arc<dyn ChunkSource>, _) = match &self.cache {
+            Some(cache) => {
+                let chunks = Arc::new(LayerChunks::new(record.layer_digest.clone(), estargz, windows, Arc::clone(cache), self.options.fetch.clone()));
+                let source = CachedChunkSource::new(Arc::clone(&chunks) as Arc<dyn ChunkSource>, Arc::clone(cache));
+                (Arc::new(source), Some(chunks))
+            }
+            None => (Arc::new(EstargzChunkSource::new(estargz)), None),
         };
-        Ok(OpenedLayer { fs: Arc::new(LayerFs::new(tree, source)), fetcher })
+        Ok(OpenedLayer { fs: Arc::new(LayerFs::new(tree, source)), fetcher, chunks })
+    }
+
+    /// Starts the prefetch and background fetch of a mounted layer.
+    fn start_fetching(&self, opened: &OpenedLayer) {
+        if let Some(chunks) = &opened.chunks
+            && (self.options.prefetch || self.options.fetch.background)
+        {
+            chunks.start(self.options.prefetch);
+        }
     }
 
     /// Hands the holder a duplicate of `server`'s descriptor under `chain_id`, starting
@@ -378,12 +403,13 @@ impl StargzLayers {
             internal(format_args!("{context}: mount on {}", target.fs.display()), e)
         })?;
         self.hold(&record.chain_id, &server);
+        self.start_fetching(&opened);
         let tree = opened.fs.tree();
         let usage = Usage { size: i64::try_from(tree.total_file_bytes()).unwrap_or(i64::MAX), inodes: i64::try_from(tree.inode_count()).unwrap_or(i64::MAX) };
         tracing::info!(snapshot = record.chain_id, layer = %layer_digest, image = image_ref, mountpoint = %target.fs.display(), "stargz: layer mounted lazily");
         self.mounts.lock().unwrap_or_else(PoisonError::into_inner).insert(
             record.chain_id.clone(),
-            LayerMount { server, layer: layer_digest, image_ref: record.image_ref, size: record.size, fetcher: opened.fetcher },
+            LayerMount { server, chunks: opened.chunks, layer: layer_digest, image_ref: record.image_ref, size: record.size, fetcher: opened.fetcher },
         );
         Ok(Provision::Mounted { usage })
     }
@@ -418,9 +444,10 @@ impl StargzLayers {
                 (server, "mounted again")
             }
         };
+        self.start_fetching(&opened);
         self.mounts.lock().unwrap_or_else(PoisonError::into_inner).insert(
             name.to_owned(),
-            LayerMount { server, layer: digest, image_ref: record.image_ref, size: record.size, fetcher: opened.fetcher },
+            LayerMount { server, chunks: opened.chunks, layer: digest, image_ref: record.image_ref, size: record.size, fetcher: opened.fetcher },
         );
         Ok(how)
     }
@@ -440,9 +467,13 @@ impl StargzLayers {
                     fetched_bytes: fetched.bytes,
                     requests: fetched.requests,
                     retries: fetched.retries,
-                    percent: if m.size == 0 { 100.0 } else { (fetched.bytes as f64 * 100.0 / m.size as f64).min(100.0) },
-                    errors: 0,
-                    complete: false,
+                    percent: match &m.chunks {
+                        Some(c) if c.complete() => 100.0,
+                        _ if m.size == 0 => 100.0,
+                        _ => (fetched.bytes as f64 * 100.0 / m.size as f64).min(100.0),
+                    },
+                    errors: m.chunks.as_ref().map_or(0, |c| c.errors()),
+                    complete: m.chunks.as_ref().is_some_and(|c| c.complete()),
                 };
                 (name.clone(), state)
             })
@@ -536,6 +567,9 @@ impl StargzLayers {
     pub fn detach_all(&self) {
         let mounts = std::mem::take(&mut *self.mounts.lock().unwrap_or_else(PoisonError::into_inner));
         for (name, m) in mounts {
+            if let Some(chunks) = &m.chunks {
+                chunks.stop();
+            }
             if self.fdstore.lock().unwrap_or_else(PoisonError::into_inner).is_none() {
                 // Nobody keeps the connection: unmount rather than leave a dead mount.
                 if let Err(e) = m.server.unmount() {
@@ -594,6 +628,9 @@ impl RemoteLayers for StargzLayers {
         let mount = self.mounts.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
         self.unhold(name);
         self.records.remove(name);
+        if let Some(chunks) = mount.as_ref().and_then(|m| m.chunks.as_ref()) {
+            chunks.stop();
+        }
         match mount {
             Some(m) => m.server.unmount().map_err(|e| internal(format_args!("stargz: unmount {}", fs.display()), e)),
             None if is_mountpoint(fs) => {

@@ -1,20 +1,18 @@
 //! A layer's footer and TOC, fetched once and kept: [`LayerTail`] is the end of an
 //! eStargz blob from its TOC on (compressed TOC + footer), fetched in one request when the
 //! TOC is small (two otherwise) and saved next to the snapshot, so a restarted daemon
-//! re-opens the layer without the registry. [`TailCachedFetcher`] serves reads of those
-//! bytes from memory and passes every other range to the registry fetcher.
+//! re-opens the layer without the registry (the [`super::window::WindowFetcher`] serves
+//! it from memory).
 
 use std::io::{Read, Write};
 use std::ops::Range;
 use std::path::Path;
-use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use strata_formats::estargz::footer::MAX_FOOTER_SIZE;
 use strata_formats::estargz::{Footer, MAX_TOC_SIZE};
 
-use crate::registry::range::{RangeError, RangeFetcher, RangeStats};
+use crate::registry::range::RangeFetcher;
 
 /// Bytes fetched from the end of the blob first: the footer and, for most layers, the
 /// whole compressed TOC with it.
@@ -90,53 +88,8 @@ impl LayerTail {
         Ok(LayerTail { offset, bytes: bytes.into() })
     }
 
-    fn slice(&self, range: &Range<u64>) -> Option<Bytes> {
-        let end = self.offset + self.bytes.len() as u64;
-        (range.start >= self.offset && range.end <= end)
-            .then(|| self.bytes.slice((range.start - self.offset) as usize..(range.end - self.offset) as usize))
-    }
-}
-
-/// A fetcher that answers ranges inside a [`LayerTail`] from memory and the rest from
-/// `inner`.
-#[derive(Debug)]
-pub struct TailCachedFetcher {
-    tail: LayerTail,
-    inner: Arc<dyn RangeFetcher>,
-}
-
-impl TailCachedFetcher {
-    /// `inner` with `tail` in front.
-    pub fn new(tail: LayerTail, inner: Arc<dyn RangeFetcher>) -> Self {
-        Self { tail, inner }
-    }
-}
-
-impl RangeFetcher for TailCachedFetcher {
-    fn fetch<'a>(&'a self, ranges: &'a [Range<u64>]) -> BoxFuture<'a, Result<Vec<Bytes>, RangeError>> {
-        Box::pin(async move {
-            let local: Vec<Option<Bytes>> = ranges.iter().map(|r| self.tail.slice(r)).collect();
-            let remote: Vec<Range<u64>> =
-                ranges.iter().zip(&local).filter(|(_, l)| l.is_none()).map(|(r, _)| r.clone()).collect();
-            let mut fetched = if remote.is_empty() { Vec::new() } else { self.inner.fetch(&remote).await? }.into_iter();
-            local
-                .into_iter()
-                .map(|l| match l {
-                    Some(b) => Ok(b),
-                    None => fetched.next().ok_or_else(|| RangeError::Contract {
-                        what: self.inner.describe(),
-                        reason: "fewer ranges answered than asked".into(),
-                    }),
-                })
-                .collect()
-        })
-    }
-
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-
-    fn stats(&self) -> RangeStats {
-        self.inner.stats()
+    /// The blob range the bytes cover.
+    pub fn range(&self) -> Range<u64> {
+        self.offset..self.offset + self.bytes.len() as u64
     }
 }

@@ -1,0 +1,329 @@
+//! [`LayerChunks`]: how a lazily mounted layer gets its file data. Chunks come from the
+//! chunk cache; a miss fetches, in one range request (a [`WindowFetcher`] window), the
+//! missed chunk and the following chunks of the same file that are not cached (up to
+//! [`FetchOptions::window`] compressed bytes), verifies each against its TOC digest
+//! ([`EstargzReader::read_chunk`]) and caches them all. At mount, the layer's prioritized
+//! range (`[0, landmark)`, the files `strata convert` or `ctr-remote` put before
+//! `.prefetch.landmark`) is fetched in a few large requests and cached; reads of those
+//! files meanwhile wait for it instead of fetching. Then, optionally, the rest of the
+//! layer is fetched in the background, rate-limited, pausing while reads are fetching.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use strata_formats::estargz::{Chunk, EstargzReader};
+use strata_fuse::{ChunkSource, FileRef};
+
+use super::window::WindowFetcher;
+use crate::cache::ChunkCache;
+use crate::registry::range::RangeReader;
+
+/// How a layer's chunks are fetched.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Most compressed bytes fetched for one miss (the missed chunk and its uncached
+    /// neighbours in the same file).
+    pub window: u64,
+    /// Size of each request of the prefetch and of the background fetch.
+    pub prefetch_request: u64,
+    /// Fetch the rest of the layer in the background after the prefetch.
+    pub background: bool,
+    /// Bandwidth of the background fetch, bytes per second.
+    pub background_rate: u64,
+    /// The background fetch starts once reads have fetched nothing for this long.
+    pub background_idle: Duration,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        Self {
+            window: 1 << 20,
+            prefetch_request: 8 << 20,
+            background: true,
+            background_rate: 32 << 20,
+            background_idle: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The chunk source of one lazily mounted layer (see the module docs).
+pub struct LayerChunks {
+    layer: String,
+    reader: Arc<EstargzReader<RangeReader>>,
+    windows: Arc<WindowFetcher>,
+    cache: Arc<ChunkCache>,
+    options: FetchOptions,
+    /// Reads fetching right now.
+    demand: AtomicUsize,
+    last_demand: Mutex<Instant>,
+    errors: AtomicU64,
+    stop: AtomicBool,
+    prefetched: AtomicBool,
+    complete: AtomicBool,
+}
+
+impl std::fmt::Debug for LayerChunks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerChunks").field("layer", &self.layer).finish_non_exhaustive()
+    }
+}
+
+/// Decrements the in-flight count of on-demand fetches when dropped.
+struct Demand<'a>(&'a LayerChunks);
+
+impl Drop for Demand<'_> {
+    fn drop(&mut self) {
+        self.0.demand.fetch_sub(1, Ordering::Relaxed);
+        *self.0.last_demand.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+    }
+}
+
+impl LayerChunks {
+    /// Chunks of `layer` (a name for log lines) read through `reader`, whose blob is
+    /// fetched through `windows`, cached in `cache`.
+    pub fn new(layer: String, reader: Arc<EstargzReader<RangeReader>>, windows: Arc<WindowFetcher>, cache: Arc<ChunkCache>, options: FetchOptions) -> Self {
+        Self {
+            layer,
+            reader,
+            windows,
+            cache,
+            options,
+            demand: AtomicUsize::new(0),
+            last_demand: Mutex::new(Instant::now()),
+            errors: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            prefetched: AtomicBool::new(false),
+            complete: AtomicBool::new(false),
+        }
+    }
+
+    /// Chunk reads that failed (fetch or verification).
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Whether the prioritized range is cached (or there is none).
+    pub fn prefetched(&self) -> bool {
+        self.prefetched.load(Ordering::Relaxed)
+    }
+
+    /// Whether the background fetch has cached the whole layer.
+    pub fn complete(&self) -> bool {
+        self.complete.load(Ordering::Relaxed)
+    }
+
+    /// Stops the prefetch and background fetch (at the next chunk).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Every chunk of the layer once (by digest), in blob order.
+    fn all_chunks(&self) -> Vec<(String, Chunk)> {
+        let mut chunks: Vec<(String, Chunk)> =
+            self.reader.index().nodes().iter().flat_map(|n| n.chunks.iter().map(|c| (n.path.clone(), c.clone()))).collect();
+        chunks.sort_by_key(|(_, c)| c.offset);
+        let mut seen = std::collections::HashSet::new();
+        chunks.retain(|(_, c)| seen.insert(c.digest.clone()));
+        chunks
+    }
+
+    /// Caches `chunks` (blob-ordered), fetching them in windows of about
+    /// `prefetch_request` bytes opened `ahead` at a time; `pace` runs before each window.
+    fn fetch_chunks(&self, chunks: &[(String, Chunk)], ahead: usize, mut pace: impl FnMut(u64) -> bool) -> u64 {
+        let groups = group(chunks, self.options.prefetch_request);
+        let mut open: std::collections::VecDeque<(u64, std::ops::Range<usize>)> = std::collections::VecDeque::new();
+        let mut next = 0;
+        let mut bytes = 0;
+        loop {
+            while open.len() < ahead.max(1) && next < groups.len() {
+                let g = groups[next].clone();
+                let span = chunks[g.start].1.offset..chunks[g.end - 1].1.next_offset;
+                if !pace(span.end - span.start) {
+                    break;
+                }
+                bytes += span.end - span.start;
+                open.push_back((self.windows.open(span), g));
+                next += 1;
+            }
+            let Some((id, g)) = open.pop_front() else {
+                break;
+            };
+            for (path, chunk) in &chunks[g] {
+                if self.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if self.cache.contains(&chunk.digest) {
+                    continue;
+                }
+                match self.reader.read_chunk(path, chunk) {
+                    Ok(data) => {
+                        let _ = self.cache.put(&chunk.digest, &data);
+                    }
+                    Err(e) => {
+                        self.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(layer = self.layer, file = path, error = %e, "stargz: fetching a chunk ahead of reads");
+                    }
+                }
+            }
+            self.windows.close(id);
+            if self.stop.load(Ordering::Relaxed) {
+                for (id, _) in open {
+                    self.windows.close(id);
+                }
+                break;
+            }
+        }
+        bytes
+    }
+
+    /// Fetches and caches the prioritized range `[0, landmark)`; returns the bytes asked
+    /// for (0 without a landmark).
+    pub fn prefetch(&self) -> u64 {
+        let Some(landmark) = self.reader.index().prefetch_landmark_offset() else {
+            self.prefetched.store(true, Ordering::Relaxed);
+            return 0;
+        };
+        let chunks: Vec<(String, Chunk)> =
+            self.all_chunks().into_iter().filter(|(_, c)| c.next_offset <= landmark && !self.cache.contains(&c.digest)).collect();
+        let bytes = self.fetch_chunks(&chunks, usize::MAX, |_| true);
+        self.prefetched.store(true, Ordering::Relaxed);
+        bytes
+    }
+
+    /// Caches every chunk not cached yet, `background_rate` bytes per second at most,
+    /// waiting while reads are fetching.
+    pub fn fetch_rest(&self) {
+        let chunks: Vec<(String, Chunk)> = self.all_chunks().into_iter().filter(|(_, c)| !self.cache.contains(&c.digest)).collect();
+        let started = Instant::now();
+        let mut sent = 0u64;
+        let rate = self.options.background_rate.max(1) as f64;
+        self.fetch_chunks(&chunks, 1, |len| {
+            loop {
+                if self.stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                let busy = self.demand.load(Ordering::Relaxed) > 0
+                    || self.last_demand.lock().unwrap_or_else(PoisonError::into_inner).elapsed() < self.options.background_idle;
+                let ahead = Duration::from_secs_f64(sent as f64 / rate).saturating_sub(started.elapsed());
+                if !busy && ahead.is_zero() {
+                    break;
+                }
+                std::thread::sleep(ahead.clamp(Duration::from_millis(20), Duration::from_millis(200)));
+            }
+            sent += len;
+            true
+        });
+        if !self.stop.load(Ordering::Relaxed) {
+            self.complete.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Starts the prefetch, then (if configured) the background fetch, on a thread.
+    pub fn start(self: &Arc<Self>, prefetch: bool) {
+        let me = Arc::clone(self);
+        let spawned = std::thread::Builder::new().name("stargz-fetch".into()).spawn(move || {
+            if prefetch {
+                let started = Instant::now();
+                let bytes = me.prefetch();
+                if bytes > 0 {
+                    tracing::info!(layer = me.layer, bytes, elapsed = ?started.elapsed(), "stargz: prioritized files prefetched");
+                }
+            } else {
+                me.prefetched.store(true, Ordering::Relaxed);
+            }
+            if me.options.background {
+                me.fetch_rest();
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(layer = self.layer, error = %e, "stargz: cannot start the prefetch thread");
+        }
+    }
+}
+
+/// Splits blob-ordered chunks into runs whose compressed span is about `size` bytes.
+fn group(chunks: &[(String, Chunk)], size: u64) -> Vec<std::ops::Range<usize>> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    for i in 0..chunks.len() {
+        let span = chunks[i].1.next_offset.saturating_sub(chunks[start].1.offset);
+        let contiguous = i == start || chunks[i].1.offset <= chunks[i - 1].1.next_offset;
+        if i > start && (span > size || !contiguous) {
+            groups.push(start..i);
+            start = i;
+        }
+    }
+    if start < chunks.len() {
+        groups.push(start..chunks.len());
+    }
+    groups
+}
+
+impl ChunkSource for LayerChunks {
+    fn chunk(&self, file: &FileRef<'_>, chunk: &Chunk) -> io::Result<Arc<[u8]>> {
+        if let Some(bytes) = self.cache.get(&chunk.digest) {
+            return Ok(bytes.into());
+        }
+        self.demand.fetch_add(1, Ordering::Relaxed);
+        let _demand = Demand(self);
+        let chunks = &file.node.chunks;
+        let idx = chunks.iter().position(|c| c.offset == chunk.offset && c.chunk_offset == chunk.chunk_offset).unwrap_or(chunks.len());
+        let mut last = idx;
+        while last + 1 < chunks.len() {
+            let n = &chunks[last + 1];
+            if n.next_offset.saturating_sub(chunk.offset) > self.options.window || self.cache.contains(&n.digest) {
+                break;
+            }
+            last += 1;
+        }
+        let window = (last > idx && last < chunks.len()).then(|| self.windows.open(chunk.offset..chunks[last].next_offset));
+        let result = self.reader.read_chunk(file.path, chunk);
+        if result.is_ok() && last > idx && last < chunks.len() {
+            for n in &chunks[idx + 1..=last] {
+                match self.reader.read_chunk(file.path, n) {
+                    Ok(data) => {
+                        let _ = self.cache.put(&n.digest, &data);
+                    }
+                    Err(e) => {
+                        self.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(layer = self.layer, file = file.path, error = %e, "stargz: a neighbouring chunk");
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(id) = window {
+            self.windows.close(id);
+        }
+        match result {
+            Ok(data) => {
+                let _ = self.cache.put(&chunk.digest, &data);
+                Ok(data.into())
+            }
+            Err(e) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                Err(io::Error::new(io::ErrorKind::InvalidData, e))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_formats::Digest;
+
+    fn chunk(offset: u64, next: u64) -> (String, Chunk) {
+        ("f".into(), Chunk { offset, next_offset: next, chunk_offset: 0, chunk_size: 1, inner_offset: 0, digest: Digest::of(&offset.to_le_bytes()) })
+    }
+
+    #[test]
+    fn groups_are_bounded_and_contiguous() {
+        let chunks = vec![chunk(0, 10), chunk(10, 20), chunk(20, 30), chunk(40, 50), chunk(50, 200)];
+        assert_eq!(group(&chunks, 25), vec![0..2, 2..3, 3..4, 4..5]);
+        assert_eq!(group(&chunks, 1000), vec![0..3, 3..5]);
+        assert!(group(&[], 10).is_empty());
+    }
+}
