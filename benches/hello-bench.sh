@@ -123,7 +123,7 @@ TOML
     sync; echo 3 >/proc/sys/vm/drop_caches
     case $tool in
         stargz) "$STARGZ" -root "$r/stargz" -address "$r/stargz.sock" -config "$r/stargz.toml" -log-level warn >"$r/daemon.log" 2>&1 & daemon=$!; wait_for "$r/stargz.sock"; snap=stargz ;;
-        strata) "$STRATA" serve --config "$r/strata.toml" --log-level warn >"$r/daemon.log" 2>&1 & daemon=$!; wait_for "$r/strata.sock"; snap=strata ;;
+        strata) "$STRATA" serve --config "$r/strata.toml" --log-level "${STRATA_LOG:-warn}" >"$r/daemon.log" 2>&1 & daemon=$!; wait_for "$r/strata.sock"; snap=strata ;;
     esac
     containerd --config "$r/containerd.toml" >"$r/containerd.log" 2>&1 &
     local ctrd=$!
@@ -150,6 +150,14 @@ TOML
     [ -n "$daemon" ] && stop_pid "$daemon"
     kill_holders "$r"
     unmount_under "$r"
+    # KEEP_LOGS=DIR keeps each run's daemon, containerd and registry logs.
+    if [ -n "${KEEP_LOGS:-}" ]; then
+        local keep=$KEEP_LOGS/$link-$tool-$(date +%s%N)
+        mkdir -p "$keep"
+        cp "$r"/*.log "$keep/" 2>/dev/null || true
+        tail -n +"$((mark + 1))" "$reglog" >"$keep/registry.log"
+        echo "$t0" >"$keep/start"
+    fi
     if [ $ok = 1 ]; then
         echo "$tool $link $(echo "$t1 - $t0" | bc) ${bytes:-0} $rss" >>"$W/results"
         log "$link $tool: $(echo "$t1 - $t0" | bc) s, ${bytes:-0} bytes, rss ${rss} kB"

@@ -22,7 +22,7 @@ use std::sync::{Mutex, PoisonError};
 
 use strata_formats::Digest;
 
-pub use source::CachedChunkSource;
+pub use source::{CachedChunkSource, RECENT_BYTES};
 
 /// Counters of a [`ChunkCache`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1,8 +1,11 @@
 //! [`CachedChunkSource`]: the chunk cache in front of another chunk source (the one that
 //! fetches and verifies), so each chunk is fetched once per node, not once per mount —
-//! and once at a time: concurrent misses of the same chunk wait for one fetch.
+//! and once at a time: concurrent misses of the same chunk wait for one fetch. The last
+//! chunks served are also kept in memory (a few MiB): the kernel reads a file in pieces
+//! much smaller than a chunk, and each piece would otherwise re-read and re-hash the
+//! whole chunk from disk.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
@@ -27,6 +30,42 @@ pub struct CachedChunkSource {
     inner: Arc<dyn ChunkSource>,
     cache: Arc<ChunkCache>,
     flights: Mutex<HashMap<Digest, Arc<Flight>>>,
+    recent: Mutex<Recent>,
+}
+
+/// Bytes of chunks kept in memory by default.
+pub const RECENT_BYTES: usize = 16 << 20;
+
+/// The chunks served last, most recent at the back, within a byte budget.
+#[derive(Default)]
+struct Recent {
+    chunks: VecDeque<(Digest, Arc<[u8]>)>,
+    bytes: usize,
+    max: usize,
+}
+
+impl Recent {
+    fn get(&mut self, digest: &Digest) -> Option<Arc<[u8]>> {
+        let i = self.chunks.iter().position(|(d, _)| d == digest)?;
+        let entry = self.chunks.remove(i)?;
+        let bytes = Arc::clone(&entry.1);
+        self.chunks.push_back(entry);
+        Some(bytes)
+    }
+
+    fn put(&mut self, digest: &Digest, bytes: &Arc<[u8]>) {
+        if bytes.len() > self.max || self.chunks.iter().any(|(d, _)| d == digest) {
+            return;
+        }
+        self.bytes += bytes.len();
+        self.chunks.push_back((digest.clone(), Arc::clone(bytes)));
+        while self.bytes > self.max {
+            match self.chunks.pop_front() {
+                Some((_, old)) => self.bytes -= old.len(),
+                None => break,
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for CachedChunkSource {
@@ -38,7 +77,17 @@ impl std::fmt::Debug for CachedChunkSource {
 impl CachedChunkSource {
     /// `inner` behind `cache`.
     pub fn new(inner: Arc<dyn ChunkSource>, cache: Arc<ChunkCache>) -> Self {
-        Self { inner, cache, flights: Mutex::new(HashMap::new()) }
+        Self::with_memory(inner, cache, RECENT_BYTES)
+    }
+
+    /// `inner` behind `cache`, keeping up to `memory` bytes of recent chunks in memory.
+    pub fn with_memory(inner: Arc<dyn ChunkSource>, cache: Arc<ChunkCache>, memory: usize) -> Self {
+        let recent = Recent { max: memory, ..Recent::default() };
+        Self { inner, cache, flights: Mutex::new(HashMap::new()), recent: Mutex::new(recent) }
+    }
+
+    fn remember(&self, digest: &Digest, bytes: &Arc<[u8]>) {
+        self.recent.lock().unwrap_or_else(PoisonError::into_inner).put(digest, bytes);
     }
 
     fn fetch(&self, file: &FileRef<'_>, chunk: &Chunk) -> io::Result<Arc<[u8]>> {
@@ -53,8 +102,13 @@ impl CachedChunkSource {
 
 impl ChunkSource for CachedChunkSource {
     fn chunk(&self, file: &FileRef<'_>, chunk: &Chunk) -> io::Result<Arc<[u8]>> {
+        if let Some(bytes) = self.recent.lock().unwrap_or_else(PoisonError::into_inner).get(&chunk.digest) {
+            return Ok(bytes);
+        }
         if let Some(bytes) = self.cache.get(&chunk.digest) {
-            return Ok(bytes.into());
+            let bytes: Arc<[u8]> = bytes.into();
+            self.remember(&chunk.digest, &bytes);
+            return Ok(bytes);
         }
         let (flight, leader) = {
             let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
@@ -77,6 +131,9 @@ impl ChunkSource for CachedChunkSource {
                 Ok(bytes) => Ok(Arc::clone(bytes)),
                 Err(e) => Err((e.kind(), e.to_string())),
             };
+            if let Ok(bytes) = &result {
+                self.remember(&chunk.digest, bytes);
+            }
             *flight.result.lock().unwrap_or_else(PoisonError::into_inner) = Some(shared);
             flight.done.notify_all();
             self.flights.lock().unwrap_or_else(PoisonError::into_inner).remove(&chunk.digest);

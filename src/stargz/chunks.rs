@@ -60,6 +60,7 @@ pub struct LayerChunks {
     last_demand: Mutex<Instant>,
     errors: AtomicU64,
     stop: AtomicBool,
+    prefetch_started: AtomicBool,
     prefetched: AtomicBool,
     complete: AtomicBool,
 }
@@ -94,6 +95,7 @@ impl LayerChunks {
             last_demand: Mutex::new(Instant::now()),
             errors: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            prefetch_started: AtomicBool::new(false),
             prefetched: AtomicBool::new(false),
             complete: AtomicBool::new(false),
         }
@@ -220,25 +222,36 @@ impl LayerChunks {
         }
     }
 
-    /// Starts the prefetch, then (if configured) the background fetch, on a thread.
-    pub fn start(self: &Arc<Self>, prefetch: bool) {
+    /// Fetches the prioritized files on a thread of its own.
+    pub fn start_prefetch(self: &Arc<Self>) {
+        self.prefetch_started.store(true, Ordering::Relaxed);
         let me = Arc::clone(self);
-        let spawned = std::thread::Builder::new().name("stargz-fetch".into()).spawn(move || {
-            if prefetch {
-                let started = Instant::now();
-                let bytes = me.prefetch();
-                if bytes > 0 {
-                    tracing::info!(layer = me.layer, bytes, elapsed = ?started.elapsed(), "stargz: prioritized files prefetched");
-                }
-            } else {
-                me.prefetched.store(true, Ordering::Relaxed);
-            }
-            if me.options.background {
-                me.fetch_rest();
+        let spawned = std::thread::Builder::new().name("stargz-prefetch".into()).spawn(move || {
+            let started = Instant::now();
+            let bytes = me.prefetch();
+            if bytes > 0 {
+                tracing::info!(layer = me.layer, bytes, elapsed = ?started.elapsed(), "stargz: prioritized files prefetched");
             }
         });
         if let Err(e) = spawned {
+            self.prefetched.store(true, Ordering::Relaxed);
             tracing::warn!(layer = self.layer, error = %e, "stargz: cannot start the prefetch thread");
+        }
+    }
+
+    /// Fetches the rest of the layer on a thread of its own, once the prefetch (if any
+    /// was started) is done.
+    pub fn start_background(self: &Arc<Self>) {
+        let me = Arc::clone(self);
+        let spawned = std::thread::Builder::new().name("stargz-background".into()).spawn(move || {
+            let started = Instant::now();
+            while me.prefetch_started.load(Ordering::Relaxed) && !me.prefetched() && !me.stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(600) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            me.fetch_rest();
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(layer = self.layer, error = %e, "stargz: cannot start the background fetch");
         }
     }
 }

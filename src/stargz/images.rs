@@ -27,13 +27,13 @@ pub struct ImageLayer {
 ///
 /// A message naming what failed (resolve, fetch, parse, no manifest for the platform).
 pub async fn image_layers(client: &RegistryClient, reference: &Reference, platform: &Platform) -> Result<Vec<ImageLayer>, String> {
-    let mut desc = client.resolve(reference).await.map_err(|e| e.to_string())?;
+    // One GET: the tag's manifest, or its index and then the platform's manifest.
+    let (desc, mut bytes) = client.get_manifest(reference).await.map_err(|e| e.to_string())?;
     if media::is_index(desc.media_type().as_ref()) {
-        let bytes = client.fetch_manifest(reference, &desc).await.map_err(|e| e.to_string())?;
         let index = parse_index(&bytes, "index").map_err(|e| e.to_string())?;
-        desc = platform.select(&index).cloned().ok_or_else(|| format!("no manifest for platform {platform}"))?;
+        let desc = platform.select(&index).cloned().ok_or_else(|| format!("no manifest for platform {platform}"))?;
+        bytes = client.fetch_manifest(reference, &desc).await.map_err(|e| e.to_string())?;
     }
-    let bytes = client.fetch_manifest(reference, &desc).await.map_err(|e| e.to_string())?;
     let manifest = parse_manifest(&bytes, "manifest").map_err(|e| e.to_string())?;
     manifest
         .layers()

@@ -117,8 +117,15 @@ struct OpenedLayer {
     chunks: Option<Arc<LayerChunks>>,
 }
 
-/// The footer+TOC fetch of one layer, started ahead of its Prepare.
-type TailResult = Result<LayerTail, String>;
+/// A layer of an image being pulled, opened ahead of its Prepare.
+enum Ahead {
+    /// Being opened by another Prepare of the image.
+    Opening,
+    /// Opened (or failed to), waiting for its Prepare.
+    Ready(Result<(OpenedLayer, LayerTail), String>),
+    /// Taken by its Prepare.
+    Taken,
+}
 
 /// Outcome counters, for metrics.
 #[derive(Debug, Default)]
@@ -174,8 +181,8 @@ pub struct StargzLayers {
     fdstore: Mutex<Option<FdStore>>,
     /// Image reference → its layers.
     images: Mutex<HashMap<String, Arc<Vec<ImageLayer>>>>,
-    /// Layer digest → its fetcher and tail, fetched ahead.
-    tails: Mutex<HashMap<Digest, (Arc<HttpRangeFetcher>, TailResult)>>,
+    /// Layer digest → the layer opened ahead of its Prepare.
+    ahead: Mutex<HashMap<Digest, Ahead>>,
     /// ChainIDs being provided right now.
     pending: Mutex<HashSet<String>>,
     /// ChainID → the layer served.
@@ -252,7 +259,7 @@ impl StargzLayers {
             range_options: RangeOptions::default(),
             fdstore: Mutex::new(fdstore),
             images: Mutex::default(),
-            tails: Mutex::default(),
+            ahead: Mutex::default(),
             pending: Mutex::default(),
             mounts: Mutex::default(),
             held: Mutex::new(held),
@@ -279,42 +286,61 @@ impl StargzLayers {
         Arc::new(HttpRangeFetcher::new(self.client.clone(), reference.clone(), digest.clone(), size, self.range_options.clone()))
     }
 
-    /// The tail of `wanted`, fetching the tails of every eStargz layer of the image not
-    /// fetched yet in parallel with it.
-    fn tail_of(&self, reference: &Reference, layers: &[ImageLayer], wanted: &ImageLayer) -> (Arc<HttpRangeFetcher>, TailResult) {
+    /// Opens, ahead of their Prepares, every eStargz layer of an image not opened yet:
+    /// footers and TOCs fetched in parallel (each checked against the manifest's TOC
+    /// digest before it is parsed), and each layer's prioritized files prefetched at
+    /// once, so the layers' Prepares and the container's first reads find them in.
+    fn open_ahead(&self, reference: &Reference, layers: &[ImageLayer]) {
         let todo: Vec<&ImageLayer> = {
-            let tails = self.tails.lock().unwrap_or_else(PoisonError::into_inner);
-            layers.iter().filter(|l| l.toc_digest.is_some() && !tails.contains_key(&l.digest)).collect()
-        };
-        if !todo.is_empty() {
-            let fetched = self.runtime.block_on(futures_util::future::join_all(todo.into_iter().map(|l| async move {
-                let fetcher = self.fetcher(reference, &l.digest, l.size);
-                let tail = LayerTail::fetch(fetcher.as_ref(), l.size).await;
-                (l.digest.clone(), fetcher, tail)
-            })));
-            let mut tails = self.tails.lock().unwrap_or_else(PoisonError::into_inner);
-            for (digest, fetcher, tail) in fetched {
-                tails.entry(digest).or_insert((fetcher, tail));
+            let mut ahead = self.ahead.lock().unwrap_or_else(PoisonError::into_inner);
+            let todo: Vec<&ImageLayer> = layers.iter().filter(|l| l.toc_digest.is_some() && !ahead.contains_key(&l.digest)).collect();
+            for l in &todo {
+                ahead.insert(l.digest.clone(), Ahead::Opening);
             }
+            todo
+        };
+        if todo.is_empty() {
+            return;
         }
-        let mut tails = self.tails.lock().unwrap_or_else(PoisonError::into_inner);
-        match tails.remove(&wanted.digest) {
-            Some(found) => found,
-            None => (self.fetcher(reference, &wanted.digest, wanted.size), Err("the footer and TOC were not fetched".into())),
+        let fetched = self.runtime.block_on(futures_util::future::join_all(todo.into_iter().map(|l| async move {
+            let fetcher = self.fetcher(reference, &l.digest, l.size);
+            let tail = LayerTail::fetch(fetcher.as_ref(), l.size).await;
+            (l, fetcher, tail)
+        })));
+        for (layer, fetcher, tail) in fetched {
+            let toc = layer.toc_digest.clone().expect("filtered above");
+            let opened = tail.and_then(|tail| {
+                let opened = self.open_layer(&layer.digest.to_string(), layer.size, &toc, tail.clone(), fetcher)?;
+                if let Some(chunks) = &opened.chunks
+                    && self.options.prefetch
+                {
+                    chunks.start_prefetch();
+                }
+                Ok((opened, tail))
+            });
+            self.ahead.lock().unwrap_or_else(PoisonError::into_inner).insert(layer.digest.clone(), Ahead::Ready(opened));
         }
     }
 
-    /// Opens a layer from its saved tail: no registry request.
-    fn open_layer(&self, record: &LayerRecord, tail: LayerTail, fetcher: Arc<HttpRangeFetcher>) -> Result<OpenedLayer, String> {
-        let toc: Digest = record.toc_digest.parse().map_err(|e| format!("TOC digest {}: {e}", record.toc_digest))?;
+    /// The layer opened ahead for a Prepare (taken: the next Prepare of it opens anew).
+    fn take_ahead(&self, layer: &ImageLayer) -> Option<Result<(OpenedLayer, LayerTail), String>> {
+        let mut ahead = self.ahead.lock().unwrap_or_else(PoisonError::into_inner);
+        match ahead.insert(layer.digest.clone(), Ahead::Taken) {
+            Some(Ahead::Ready(opened)) => Some(opened),
+            _ => None,
+        }
+    }
+
+    /// Opens a layer from `tail` (its footer and compressed TOC): no registry request.
+    fn open_layer(&self, layer: &str, size: u64, toc: &Digest, tail: LayerTail, fetcher: Arc<HttpRangeFetcher>) -> Result<OpenedLayer, String> {
         let windows = Arc::new(WindowFetcher::new(Arc::clone(&fetcher) as Arc<dyn RangeFetcher>, self.runtime.handle().clone()));
         windows.add_ready(tail.range(), tail.bytes.clone());
-        let reader = RangeReader::new(Arc::clone(&windows) as Arc<dyn RangeFetcher>, record.size, self.runtime.handle().clone(), ReaderOptions::default());
-        let estargz = Arc::new(EstargzReader::open(reader, Some(&toc)).map_err(|e| e.to_string())?);
-        let tree = LayerTree::build(record.layer_digest.clone(), Arc::new(estargz.index().clone())).map_err(|e| e.to_string())?;
+        let reader = RangeReader::new(Arc::clone(&windows) as Arc<dyn RangeFetcher>, size, self.runtime.handle().clone(), ReaderOptions::default());
+        let estargz = Arc::new(EstargzReader::open(reader, Some(toc)).map_err(|e| e.to_string())?);
+        let tree = LayerTree::build(layer.to_owned(), Arc::new(estargz.index().clone())).map_err(|e| e.to_string())?;
         let (source, chunks): (Arc<dyn ChunkSource>, _) = match &self.cache {
             Some(cache) => {
-                let chunks = Arc::new(LayerChunks::new(record.layer_digest.clone(), estargz, windows, Arc::clone(cache), self.options.fetch.clone()));
+                let chunks = Arc::new(LayerChunks::new(layer.to_owned(), estargz, windows, Arc::clone(cache), self.options.fetch.clone()));
                 let source = CachedChunkSource::new(Arc::clone(&chunks) as Arc<dyn ChunkSource>, Arc::clone(cache));
                 (Arc::new(source), Some(chunks))
             }
@@ -323,12 +349,12 @@ impl StargzLayers {
         Ok(OpenedLayer { fs: Arc::new(LayerFs::new(tree, source)), fetcher, chunks })
     }
 
-    /// Starts the prefetch and background fetch of a mounted layer.
-    fn start_fetching(&self, opened: &OpenedLayer) {
+    /// Starts the background fetch of a mounted layer (after its prefetch).
+    fn start_background(&self, opened: &OpenedLayer) {
         if let Some(chunks) = &opened.chunks
-            && (self.options.prefetch || self.options.fetch.background)
+            && self.options.fetch.background
         {
-            chunks.start(self.options.prefetch);
+            chunks.start_background();
         }
     }
 
@@ -385,8 +411,16 @@ impl StargzLayers {
         let Some(toc_digest) = &layer.toc_digest else {
             return declined(format!("{context} is not eStargz (no TOC digest annotation): pulled and unpacked instead"));
         };
-        let (fetcher, tail) = self.tail_of(&reference, &layers, layer);
-        let tail = tail.map_err(|e| internal(&context, e))?;
+        self.open_ahead(&reference, &layers);
+        let (opened, tail) = match self.take_ahead(layer) {
+            Some(opened) => opened,
+            None => {
+                let fetcher = self.fetcher(&reference, &layer_digest, layer.size);
+                let tail = self.runtime.block_on(LayerTail::fetch(fetcher.as_ref(), layer.size));
+                tail.and_then(|tail| Ok((self.open_layer(layer_text, layer.size, toc_digest, tail.clone(), fetcher)?, tail)))
+            }
+        }
+        .map_err(|e| internal(&context, e))?;
         let record = LayerRecord {
             chain_id: request.chain_id.clone(),
             image_ref: image_ref.to_owned(),
@@ -394,7 +428,6 @@ impl StargzLayers {
             size: layer.size,
             toc_digest: toc_digest.to_string(),
         };
-        let opened = self.open_layer(&record, tail.clone(), fetcher).map_err(|e| internal(&context, e))?;
         let tail_path = self.records.tail_path(&record.chain_id).expect("checked above");
         tail.save(&tail_path).map_err(|e| internal(format_args!("{context}: save {}", tail_path.display()), e))?;
         self.records.save(&record).map_err(|e| internal(format_args!("{context}: save its record"), e))?;
@@ -403,7 +436,7 @@ impl StargzLayers {
             internal(format_args!("{context}: mount on {}", target.fs.display()), e)
         })?;
         self.hold(&record.chain_id, &server);
-        self.start_fetching(&opened);
+        self.start_background(&opened);
         let tree = opened.fs.tree();
         let usage = Usage { size: i64::try_from(tree.total_file_bytes()).unwrap_or(i64::MAX), inodes: i64::try_from(tree.inode_count()).unwrap_or(i64::MAX) };
         tracing::info!(snapshot = record.chain_id, layer = %layer_digest, image = image_ref, mountpoint = %target.fs.display(), "stargz: layer mounted lazily");
@@ -421,7 +454,8 @@ impl StargzLayers {
         let reference: Reference = record.image_ref.parse().map_err(|e| format!("image {}: {e}", record.image_ref))?;
         let digest: Digest = record.layer_digest.parse().map_err(|e| format!("layer {}: {e}", record.layer_digest))?;
         let fetcher = self.fetcher(&reference, &digest, record.size);
-        let opened = self.open_layer(&record, tail, fetcher)?;
+        let toc: Digest = record.toc_digest.parse().map_err(|e| format!("TOC digest {}: {e}", record.toc_digest))?;
+        let opened = self.open_layer(&record.layer_digest, record.size, &toc, tail, fetcher)?;
         let held = self.held.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
         let live = fuse_connection_at(fs);
         let (server, how) = match (held, live) {
@@ -444,7 +478,12 @@ impl StargzLayers {
                 (server, "mounted again")
             }
         };
-        self.start_fetching(&opened);
+        if let Some(chunks) = &opened.chunks
+            && self.options.prefetch
+        {
+            chunks.start_prefetch();
+        }
+        self.start_background(&opened);
         self.mounts.lock().unwrap_or_else(PoisonError::into_inner).insert(
             name.to_owned(),
             LayerMount { server, chunks: opened.chunks, layer: digest, image_ref: record.image_ref, size: record.size, fetcher: opened.fetcher },

@@ -14,9 +14,12 @@ use strata_formats::estargz::{Footer, MAX_TOC_SIZE};
 
 use crate::registry::range::RangeFetcher;
 
-/// Bytes fetched from the end of the blob first: the footer and, for most layers, the
-/// whole compressed TOC with it.
-const FIRST_TAIL: u64 = 256 << 10;
+/// Bytes fetched from the end of the blob first: the footer and, for layers of up to a
+/// thousand files or so, the whole compressed TOC with it (larger TOCs take a second
+/// request).
+const FIRST_TAIL: u64 = 64 << 10;
+/// The most bytes a tail holds beyond the TOC: the first request's size.
+const MAX_TAIL_SLACK: u64 = FIRST_TAIL;
 /// Slack before the footer's TOC offset (a zstd TOC's skippable-frame header).
 const TOC_SLACK: u64 = 64;
 
@@ -44,7 +47,7 @@ impl LayerTail {
         let footer_bytes = &last[last.len().saturating_sub(MAX_FOOTER_SIZE)..];
         let footer = Footer::parse(footer_bytes).map_err(|e| e.to_string())?;
         let toc_start = footer.toc_offset.saturating_sub(TOC_SLACK);
-        if footer.toc_offset >= size || size - toc_start > MAX_TOC_SIZE + FIRST_TAIL {
+        if footer.toc_offset >= size || size - toc_start > MAX_TOC_SIZE + MAX_TAIL_SLACK {
             return Err(format!("footer: TOC offset {} of a {size}-byte blob is out of bounds", footer.toc_offset));
         }
         if toc_start >= start {
@@ -74,7 +77,7 @@ impl LayerTail {
         let mut offset = [0u8; 8];
         f.read_exact(&mut offset)?;
         let offset = u64::from_le_bytes(offset);
-        let len = size.checked_sub(offset).filter(|l| *l <= MAX_TOC_SIZE + FIRST_TAIL).ok_or_else(|| {
+        let len = size.checked_sub(offset).filter(|l| *l <= MAX_TOC_SIZE + MAX_TAIL_SLACK).ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: tail offset {offset} does not fit a {size}-byte blob", path.display()))
         })?;
         let mut bytes = Vec::with_capacity(len as usize);
