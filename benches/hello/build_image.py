@@ -8,7 +8,7 @@ Three gzip layers, Debian-style (every file's parent directories present):
   3. stdlib  - libpython3.11-stdlib and the libraries its modules load, with the
                host's compiled __pycache__ files
 Also writes the list of files `python3 -c 'print("hello")'` reads (the interpreter,
-its loader and libraries, every module it imports and its .pyc), for
+its loader and libraries, the .pyc of every module it imports), for
 `strata convert --prioritize-from`.
 
 usage: build_image.py LAYOUT_DIR PRIORITY_LIST REF_NAME
@@ -134,7 +134,9 @@ def priority_list():
             "    if f:\n"
             "        print(f)\n"
             "        if f.endswith('.py'): print(importlib.util.cache_from_source(f))\n")
-    mods = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    # Python reads a module's cached .pyc, not its .py (it only stats the source).
+    mods = [m for m in subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+            if not m.endswith(".py") or not os.path.exists(pyc(m))]
     libs = []
     for line in subprocess.run(["ldd", PY], capture_output=True, text=True, check=True).stdout.splitlines():
         part = line.split("=>")[-1].strip().split(" ")[0]

@@ -278,6 +278,8 @@ impl StargzLayers {
             return Ok(Arc::clone(found));
         }
         let layers = Arc::new(self.runtime.block_on(image_layers(&self.client, reference, &self.options.platform))?);
+        // The manifest request authenticated and connected: range requests need no warm-up.
+        self.range_options.hosts.mark_warm(reference.registry());
         self.images.lock().unwrap_or_else(PoisonError::into_inner).insert(image_ref.to_owned(), Arc::clone(&layers));
         Ok(layers)
     }

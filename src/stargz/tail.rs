@@ -14,10 +14,10 @@ use strata_formats::estargz::{Footer, MAX_TOC_SIZE};
 
 use crate::registry::range::RangeFetcher;
 
-/// Bytes fetched from the end of the blob first: the footer and, for layers of up to a
-/// thousand files or so, the whole compressed TOC with it (larger TOCs take a second
-/// request).
-const FIRST_TAIL: u64 = 64 << 10;
+/// Bytes fetched from the end of the blob first: the footer and, for layers of up to
+/// two thousand files or so, the whole compressed TOC with it (larger TOCs take a second
+/// request, a round trip more).
+const FIRST_TAIL: u64 = 128 << 10;
 /// The most bytes a tail holds beyond the TOC: the first request's size.
 const MAX_TAIL_SLACK: u64 = FIRST_TAIL;
 /// Slack before the footer's TOC offset (a zstd TOC's skippable-frame header).

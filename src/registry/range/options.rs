@@ -107,6 +107,12 @@ impl RangeHosts {
         }
     }
 
+    /// Records that a request to `registry` has just succeeded (e.g. its manifest was
+    /// fetched), so fetchers skip warming the connection and go straight to their ranges.
+    pub fn mark_warm(&self, registry: &str) {
+        let _ = self.state(registry).warmed.set(());
+    }
+
     pub(super) fn state(&self, registry: &str) -> Arc<HostState> {
         let mut hosts = self.inner.hosts.lock().unwrap_or_else(PoisonError::into_inner);
         hosts
