@@ -157,6 +157,11 @@ impl ChunkCache {
         self.index.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The size bound, bytes.
+    pub fn max_size(&self) -> u64 {
+        self.max_size
+    }
+
     /// Whether chunk `digest` is stored (by the index; the file is checked on [`Self::get`]).
     pub fn contains(&self, digest: &Digest) -> bool {
         self.lock().entries.contains_key(digest)

@@ -75,9 +75,11 @@ impl std::fmt::Debug for CachedChunkSource {
 }
 
 impl CachedChunkSource {
-    /// `inner` behind `cache`.
+    /// `inner` behind `cache`, with [`RECENT_BYTES`] of recent chunks in memory (less
+    /// when the cache itself is bounded lower).
     pub fn new(inner: Arc<dyn ChunkSource>, cache: Arc<ChunkCache>) -> Self {
-        Self::with_memory(inner, cache, RECENT_BYTES)
+        let memory = usize::try_from(cache.max_size()).unwrap_or(usize::MAX).min(RECENT_BYTES);
+        Self::with_memory(inner, cache, memory)
     }
 
     /// `inner` behind `cache`, keeping up to `memory` bytes of recent chunks in memory.
