@@ -146,6 +146,7 @@ TOML
             for p in $(pgrep -f "fd-holder --socket $r" || true); do rss=$((rss + $(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done
         fi
     fi
+    [ -n "${KEEP_LOGS:-}" ] && [ -n "$daemon" ] && cp "/proc/$daemon/smaps" "$r/daemon.smaps.log" 2>/dev/null
     stop_pid "$ctrd"
     [ -n "$daemon" ] && stop_pid "$daemon"
     kill_holders "$r"

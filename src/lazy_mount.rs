@@ -96,8 +96,8 @@ impl LazyMount {
             let context = format!("{what}: layer {digest}");
             let fetcher = Arc::new(HttpRangeFetcher::new(client.clone(), reference.clone(), digest.clone(), size, RangeOptions::default()));
             let reader = RangeReader::new(fetcher.clone() as Arc<dyn RangeFetcher>, size, runtime.clone(), ReaderOptions::default());
-            let estargz = EstargzReader::open(reader, Some(&toc)).map_err(|e| LazyMountError::new(&context, e.kind(), e))?;
-            let tree = LayerTree::build(digest.to_string(), Arc::new(estargz.index().clone()))
+            let estargz = EstargzReader::open(reader, Some(&toc)).map_err(|e| LazyMountError::new(&context, e.kind(), e))?.without_toc();
+            let tree = LayerTree::build(digest.to_string(), estargz.shared_index())
                 .map_err(|e| LazyMountError::new(&context, ErrorKind::InvalidArgument, e))?;
             let direct: Arc<dyn ChunkSource> = Arc::new(EstargzChunkSource::new(Arc::new(estargz)));
             let source = match &cache {

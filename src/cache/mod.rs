@@ -22,7 +22,7 @@ use std::sync::{Mutex, PoisonError};
 
 use strata_formats::Digest;
 
-pub use source::{CachedChunkSource, RECENT_BYTES};
+pub use source::CachedChunkSource;
 
 /// Counters of a [`ChunkCache`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -85,7 +85,45 @@ impl Index {
     }
 }
 
-/// Decompressed chunks on disk by digest, bounded, least recently used evicted first.
+/// Bytes of chunks the cache keeps in memory: the kernel reads a file in pieces much
+/// smaller than a chunk, and each piece would otherwise re-read and re-hash the whole
+/// chunk from disk. Shared by every layer using the cache.
+pub const RECENT_BYTES: usize = 8 << 20;
+
+/// The chunks served last, most recent at the back, within a byte budget.
+#[derive(Debug, Default)]
+struct Recent {
+    chunks: std::collections::VecDeque<(Digest, std::sync::Arc<[u8]>)>,
+    bytes: usize,
+    max: usize,
+}
+
+impl Recent {
+    fn get(&mut self, digest: &Digest) -> Option<std::sync::Arc<[u8]>> {
+        let i = self.chunks.iter().position(|(d, _)| d == digest)?;
+        let entry = self.chunks.remove(i)?;
+        let bytes = std::sync::Arc::clone(&entry.1);
+        self.chunks.push_back(entry);
+        Some(bytes)
+    }
+
+    fn put(&mut self, digest: &Digest, bytes: &std::sync::Arc<[u8]>) {
+        if bytes.len() > self.max || self.chunks.iter().any(|(d, _)| d == digest) {
+            return;
+        }
+        self.bytes += bytes.len();
+        self.chunks.push_back((digest.clone(), std::sync::Arc::clone(bytes)));
+        while self.bytes > self.max {
+            match self.chunks.pop_front() {
+                Some((_, old)) => self.bytes -= old.len(),
+                None => break,
+            }
+        }
+    }
+}
+
+/// Decompressed chunks on disk by digest, bounded, least recently used evicted first,
+/// with the last chunks served kept in memory.
 #[derive(Debug)]
 pub struct ChunkCache {
     dir: PathBuf,
@@ -97,6 +135,7 @@ pub struct ChunkCache {
     evictions: AtomicU64,
     corrupt: AtomicU64,
     temp_seq: AtomicU64,
+    recent: Mutex<Recent>,
 }
 
 impl ChunkCache {
@@ -143,6 +182,7 @@ impl ChunkCache {
             evictions: AtomicU64::new(0),
             corrupt: AtomicU64::new(0),
             temp_seq: AtomicU64::new(0),
+            recent: Mutex::new(Recent { max: usize::try_from(max_size).unwrap_or(usize::MAX).min(RECENT_BYTES), ..Recent::default() }),
         };
         cache.evict();
         Ok(cache)
@@ -155,6 +195,22 @@ impl ChunkCache {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
         self.index.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Chunk `digest` from memory, else from disk as [`Self::get`] (then kept in memory).
+    pub fn get_shared(&self, digest: &Digest) -> Option<std::sync::Arc<[u8]>> {
+        if let Some(bytes) = self.recent.lock().unwrap_or_else(PoisonError::into_inner).get(digest) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Some(bytes);
+        }
+        let bytes: std::sync::Arc<[u8]> = self.get(digest)?.into();
+        self.remember(digest, &bytes);
+        Some(bytes)
+    }
+
+    /// Keeps `bytes`, verified chunk `digest`, in memory for [`Self::get_shared`].
+    pub fn remember(&self, digest: &Digest, bytes: &std::sync::Arc<[u8]>) {
+        self.recent.lock().unwrap_or_else(PoisonError::into_inner).put(digest, bytes);
     }
 
     /// The size bound, bytes.

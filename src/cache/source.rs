@@ -1,11 +1,9 @@
 //! [`CachedChunkSource`]: the chunk cache in front of another chunk source (the one that
 //! fetches and verifies), so each chunk is fetched once per node, not once per mount —
-//! and once at a time: concurrent misses of the same chunk wait for one fetch. The last
-//! chunks served are also kept in memory (a few MiB): the kernel reads a file in pieces
-//! much smaller than a chunk, and each piece would otherwise re-read and re-hash the
-//! whole chunk from disk.
+//! and once at a time: concurrent misses of the same chunk wait for one fetch. Chunks are
+//! read through the cache's memory tier ([`ChunkCache::get_shared`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
@@ -30,42 +28,6 @@ pub struct CachedChunkSource {
     inner: Arc<dyn ChunkSource>,
     cache: Arc<ChunkCache>,
     flights: Mutex<HashMap<Digest, Arc<Flight>>>,
-    recent: Mutex<Recent>,
-}
-
-/// Bytes of chunks kept in memory by default.
-pub const RECENT_BYTES: usize = 16 << 20;
-
-/// The chunks served last, most recent at the back, within a byte budget.
-#[derive(Default)]
-struct Recent {
-    chunks: VecDeque<(Digest, Arc<[u8]>)>,
-    bytes: usize,
-    max: usize,
-}
-
-impl Recent {
-    fn get(&mut self, digest: &Digest) -> Option<Arc<[u8]>> {
-        let i = self.chunks.iter().position(|(d, _)| d == digest)?;
-        let entry = self.chunks.remove(i)?;
-        let bytes = Arc::clone(&entry.1);
-        self.chunks.push_back(entry);
-        Some(bytes)
-    }
-
-    fn put(&mut self, digest: &Digest, bytes: &Arc<[u8]>) {
-        if bytes.len() > self.max || self.chunks.iter().any(|(d, _)| d == digest) {
-            return;
-        }
-        self.bytes += bytes.len();
-        self.chunks.push_back((digest.clone(), Arc::clone(bytes)));
-        while self.bytes > self.max {
-            match self.chunks.pop_front() {
-                Some((_, old)) => self.bytes -= old.len(),
-                None => break,
-            }
-        }
-    }
 }
 
 impl std::fmt::Debug for CachedChunkSource {
@@ -75,21 +37,9 @@ impl std::fmt::Debug for CachedChunkSource {
 }
 
 impl CachedChunkSource {
-    /// `inner` behind `cache`, with [`RECENT_BYTES`] of recent chunks in memory (less
-    /// when the cache itself is bounded lower).
+    /// `inner` behind `cache`.
     pub fn new(inner: Arc<dyn ChunkSource>, cache: Arc<ChunkCache>) -> Self {
-        let memory = usize::try_from(cache.max_size()).unwrap_or(usize::MAX).min(RECENT_BYTES);
-        Self::with_memory(inner, cache, memory)
-    }
-
-    /// `inner` behind `cache`, keeping up to `memory` bytes of recent chunks in memory.
-    pub fn with_memory(inner: Arc<dyn ChunkSource>, cache: Arc<ChunkCache>, memory: usize) -> Self {
-        let recent = Recent { max: memory, ..Recent::default() };
-        Self { inner, cache, flights: Mutex::new(HashMap::new()), recent: Mutex::new(recent) }
-    }
-
-    fn remember(&self, digest: &Digest, bytes: &Arc<[u8]>) {
-        self.recent.lock().unwrap_or_else(PoisonError::into_inner).put(digest, bytes);
+        Self { inner, cache, flights: Mutex::new(HashMap::new()) }
     }
 
     fn fetch(&self, file: &FileRef<'_>, chunk: &Chunk) -> io::Result<Arc<[u8]>> {
@@ -104,12 +54,7 @@ impl CachedChunkSource {
 
 impl ChunkSource for CachedChunkSource {
     fn chunk(&self, file: &FileRef<'_>, chunk: &Chunk) -> io::Result<Arc<[u8]>> {
-        if let Some(bytes) = self.recent.lock().unwrap_or_else(PoisonError::into_inner).get(&chunk.digest) {
-            return Ok(bytes);
-        }
-        if let Some(bytes) = self.cache.get(&chunk.digest) {
-            let bytes: Arc<[u8]> = bytes.into();
-            self.remember(&chunk.digest, &bytes);
+        if let Some(bytes) = self.cache.get_shared(&chunk.digest) {
             return Ok(bytes);
         }
         let (flight, leader) = {
@@ -125,8 +70,8 @@ impl ChunkSource for CachedChunkSource {
         };
         if leader {
             // A fetch that finished between our cache miss and now has stored the chunk.
-            let result = match self.cache.get(&chunk.digest) {
-                Some(bytes) => Ok(bytes.into()),
+            let result = match self.cache.get_shared(&chunk.digest) {
+                Some(bytes) => Ok(bytes),
                 None => self.fetch(file, chunk),
             };
             let shared: Shared = match &result {
@@ -134,7 +79,7 @@ impl ChunkSource for CachedChunkSource {
                 Err(e) => Err((e.kind(), e.to_string())),
             };
             if let Ok(bytes) = &result {
-                self.remember(&chunk.digest, bytes);
+                self.cache.remember(&chunk.digest, bytes);
             }
             *flight.result.lock().unwrap_or_else(PoisonError::into_inner) = Some(shared);
             flight.done.notify_all();

@@ -94,10 +94,14 @@ pub enum ServeError {
 /// server fails.
 pub fn run(config: &Config) -> Result<(), ServeError> {
     // Many threads (gRPC, FUSE, fetches) each get a glibc malloc arena by default, and
-    // each arena keeps freed chunk buffers: two arenas keep the daemon's footprint small.
+    // each arena keeps freed chunk buffers (chunks are up to megabytes): two arenas, and
+    // large buffers always mapped and unmapped (no dynamic threshold), keep the daemon's
+    // footprint to what it uses.
     // SAFETY: mallopt only tunes the allocator; called before the daemon's threads start.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 20);
     }
     let names = config.resolved_snapshotters().map_err(ServeError::Config)?;
     let metrics_address = metrics_address(config)?;

@@ -276,8 +276,8 @@ fn group(chunks: &[(String, Chunk)], size: u64) -> Vec<std::ops::Range<usize>> {
 
 impl ChunkSource for LayerChunks {
     fn chunk(&self, file: &FileRef<'_>, chunk: &Chunk) -> io::Result<Arc<[u8]>> {
-        if let Some(bytes) = self.cache.get(&chunk.digest) {
-            return Ok(bytes.into());
+        if let Some(bytes) = self.cache.get_shared(&chunk.digest) {
+            return Ok(bytes);
         }
         self.demand.fetch_add(1, Ordering::Relaxed);
         let _demand = Demand(self);

@@ -338,8 +338,8 @@ impl StargzLayers {
         let windows = Arc::new(WindowFetcher::new(Arc::clone(&fetcher) as Arc<dyn RangeFetcher>, self.runtime.handle().clone()));
         windows.add_ready(tail.range(), tail.bytes.clone());
         let reader = RangeReader::new(Arc::clone(&windows) as Arc<dyn RangeFetcher>, size, self.runtime.handle().clone(), ReaderOptions::default());
-        let estargz = Arc::new(EstargzReader::open(reader, Some(toc)).map_err(|e| e.to_string())?);
-        let tree = LayerTree::build(layer.to_owned(), Arc::new(estargz.index().clone())).map_err(|e| e.to_string())?;
+        let estargz = Arc::new(EstargzReader::open(reader, Some(toc)).map_err(|e| e.to_string())?.without_toc());
+        let tree = LayerTree::build(layer.to_owned(), estargz.shared_index()).map_err(|e| e.to_string())?;
         let (source, chunks): (Arc<dyn ChunkSource>, _) = match &self.cache {
             Some(cache) => {
                 let chunks = Arc::new(LayerChunks::new(layer.to_owned(), estargz, windows, Arc::clone(cache), self.options.fetch.clone()));

@@ -20,7 +20,7 @@ pub struct EstargzReader<R> {
     footer: Footer,
     toc: Jtoc,
     toc_digest: Digest,
-    index: TocIndex,
+    index: std::sync::Arc<TocIndex>,
 }
 
 /// Marks errors of the underlying [`ReadAt`], so they are reported as I/O failures rather
@@ -94,7 +94,7 @@ impl<R: ReadAt> EstargzReader<R> {
         }
         let toc = Jtoc::parse(&json)?;
         let index = TocIndex::build(&toc, payload_end)?;
-        Ok(Self { blob, footer, toc, toc_digest, index })
+        Ok(Self { blob, footer, toc, toc_digest, index: std::sync::Arc::new(index) })
     }
 
     /// The parsed footer.
@@ -115,6 +115,20 @@ impl<R: ReadAt> EstargzReader<R> {
     /// The path index.
     pub fn index(&self) -> &TocIndex {
         &self.index
+    }
+
+    /// The path index, shared (e.g. with a filesystem built on it) instead of copied.
+    pub fn shared_index(&self) -> std::sync::Arc<TocIndex> {
+        std::sync::Arc::clone(&self.index)
+    }
+
+    /// Drops the parsed TOC document, keeping the index (all that reading chunks needs):
+    /// for long-lived readers of large layers, where the document would be a second copy
+    /// of every entry. [`Self::toc`] is empty afterwards.
+    #[must_use]
+    pub fn without_toc(mut self) -> Self {
+        self.toc = Jtoc::default();
+        self
     }
 
     /// The blob.
