@@ -198,6 +198,36 @@ fn rpull_mounts_every_layer_lazily_and_the_container_reads_right_bytes() {
     eprintln!("rpull {pulled_in:?}; blob bytes fetched {fetched} of > {total}");
     assert!(fetched < total / 3, "{}", s.context(&format!("fetched {fetched} of {total} bytes")));
 
+    // The CLI reaches the snapshots through the daemon (which holds their metadata), and
+    // `info` shows what was fetched of each layer.
+    let strata_cli = |args: &[&str]| {
+        let out = Command::new(STRATA)
+            .arg("--root")
+            .arg(&s.serve.root)
+            .args(["snapshot", "--snapshotter", "stargz", "--socket"])
+            .arg(&s.serve.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "strata snapshot {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let cli_listing = strata_cli(&["ls"]);
+    for (key, _, _) in snapshot_rows(&listing) {
+        assert!(cli_listing.contains(&key), "{key} missing from strata snapshot ls:\n{cli_listing}");
+    }
+    let top = snapshot_rows(&listing).into_iter().map(|r| r.0).find(|k| !listing.lines().any(|l| l.split_whitespace().nth(1) == Some(k))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let info: serde_json::Value = loop {
+        let info: serde_json::Value = serde_json::from_str(&strata_cli(&["info", &top])).unwrap();
+        if info.get("Lazy").is_some() || Instant::now() > deadline {
+            break info;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(info["Kind"], "Committed", "{info}");
+    assert!(info["Lazy"]["fetched_bytes"].as_u64().unwrap_or(0) > 0 && info["Lazy"]["layer"].is_string(), "{info}");
+
     // Removing the snapshots top down unmounts their layers.
     let chain: Vec<String> = {
         let mut rows = snapshot_rows(&listing);

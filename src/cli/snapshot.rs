@@ -16,20 +16,44 @@ use super::format;
 /// Which snapshotter a command works on.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct SnapshotterArg {
-    /// The snapshotter (overlayfs, native).
+    /// The snapshotter (overlayfs, native, stargz).
     #[arg(long, global = true, default_value = strata::snapshots::DEFAULT_SNAPSHOTTER)]
     snapshotter: String,
+    /// The socket of `strata serve`, used when the daemon holds the snapshotter's
+    /// metadata (only one process at a time can open it).
+    #[arg(long, global = true, env = "STRATA_SOCKET", default_value = strata::serve::config::DEFAULT_SOCKET)]
+    socket: PathBuf,
 }
 
 impl SnapshotterArg {
+    /// The snapshotter's metadata directly, or, while `strata serve` holds it, the daemon
+    /// over its socket.
     fn open(&self, root: &Path) -> anyhow::Result<Arc<dyn Snapshotter>> {
-        strata::snapshots::open_snapshotter(root, &self.snapshotter, &Default::default())
-            .with_context(|| format!("snapshotter {}", self.snapshotter))
+        match strata::snapshots::open_snapshotter(root, &self.snapshotter, &Default::default()) {
+            Ok(sn) => Ok(sn),
+            Err(e) if e.kind() == strata_snapshotters::ErrorKind::Unavailable => {
+                match strata::serve::client::DaemonSnapshotter::connect(&self.socket, &self.snapshotter) {
+                    Ok(daemon) => Ok(Arc::new(daemon)),
+                    Err(daemon) => Err(anyhow::anyhow!("snapshotter {}: {e}; and through the daemon: {daemon}", self.snapshotter)),
+                }
+            }
+            Err(e) => Err(e).with_context(|| format!("snapshotter {}", self.snapshotter)),
+        }
     }
 }
 
+/// The lazy-loading state `strata serve` keeps for a stargz snapshot (bytes fetched,
+/// percent, errors), from the daemon's state file.
+fn lazy_state(root: &Path, key: &str) -> Option<serde_json::Value> {
+    let path = strata::snapshots::snapshotter_root(root, "stargz").join("layers").join(strata::stargz::STATE_FILE);
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    state.get("layers")?.get(key).cloned()
+}
+
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  strata snapshot ls\n  strata snapshot --snapshotter native ls --filter 'kind==committed'\n  \
+#[command(after_help = "While `strata serve` runs it holds the snapshotters' metadata; these commands then \
+    go through its socket (--socket).\n\nFor a stargz snapshot, `info` adds \"Lazy\": what the daemon has fetched \
+    of the layer (bytes, requests, percent, errors).\n\nExamples:\n  strata snapshot ls\n  strata snapshot --snapshotter native ls --filter 'kind==committed'\n  \
     strata snapshot info sha256:…\n  strata snapshot mounts /mnt/c1 my-container\n  strata snapshot usage\n  \
     strata snapshot prepare my-container sha256:…\n  strata snapshot rm my-container")]
 pub(crate) struct SnapshotArgs {
@@ -110,7 +134,13 @@ pub(crate) fn run(root: &Path, args: &SnapshotArgs) -> anyhow::Result<()> {
         }
         SnapshotCommand::Info { key } => {
             let info = sn.stat(key).with_context(|| format!("snapshot {key}"))?;
-            println!("{}", serde_json::to_string_pretty(&info_json(&info))?);
+            let mut json = info_json(&info);
+            if args.snapshotter.snapshotter == "stargz"
+                && let Some(lazy) = lazy_state(root, key)
+            {
+                json["Lazy"] = lazy;
+            }
+            println!("{}", serde_json::to_string_pretty(&json)?);
         }
         SnapshotCommand::Rm { keys } => {
             for key in keys {

@@ -15,8 +15,11 @@
 //! - [`snapshotters`]: request names to opened snapshotters;
 //! - [`service`]: the gRPC `Snapshots` service;
 //! - [`errors`]: snapshotter errors to gRPC statuses;
-//! - [`remote_store`]: the local-content layer provider (`[remote] local_content`).
+//! - [`remote_store`]: the local-content layer provider (`[remote] local_content`);
+//! - [`client`]: a running daemon's snapshotters as [`strata_snapshotters::Snapshotter`]s
+//!   (the CLI's way in while the daemon holds the metadata).
 
+pub mod client;
 pub mod config;
 pub mod errors;
 pub mod remote_store;
