@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# hello-bench.sh [--runs N] [--link loopback|slow|both] — time from pull start to
+# hello-bench.sh [--runs N] [--link loopback|slow|both] [--tools containerd,stargz,strata]
+# — time from pull start to
 # `python3 -c 'print("hello")'` having exited, cold, for three ways of getting the image:
 #   containerd  `ctr image pull` (full pull, containerd's overlayfs) + `ctr run`
 #   stargz      the reference stargz-snapshotter daemon (../shared/reference) with
@@ -18,11 +19,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=5
 LINKS=both
+TOOLS="containerd stargz strata"
 while [ $# -gt 0 ]; do
     case $1 in
         --runs) RUNS=$2; shift 2 ;;
         --link) LINKS=$2; shift 2 ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        --tools) TOOLS=${2//,/ }; shift 2 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "hello-bench: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -30,7 +33,8 @@ case $LINKS in loopback|slow|both) ;; *) echo "hello-bench: --link loopback|slow
 REFERENCE=$(cd ../shared/reference && pwd)
 STRATA=$PWD/target/release/strata
 [ -x "$STRATA" ] || cargo build --release --locked --bin strata
-STARGZ=$("$REFERENCE/build-stargz-grpc.sh" | tail -1)
+STARGZ=
+case " $TOOLS " in *" stargz "*) STARGZ=$("$REFERENCE/build-stargz-grpc.sh" | tail -1) ;; esac
 W=$(mktemp -d /tmp/hello-bench.XXXXXX)
 NS=slowlink
 PIDS=()
@@ -173,7 +177,7 @@ for link in loopback slow; do
     [ "$LINKS" = both ] || [ "$LINKS" = "$link" ] || continue
     if [ $link = loopback ]; then addr=127.0.0.1:$PORT; reglog=$W/registry-loopback.log; else addr=$SLOW_ADDR; reglog=$W/registry-slow.log; fi
     for i in $(seq "$RUNS"); do
-        for tool in containerd stargz strata; do run_one $tool $link "$addr" "$reglog"; done
+        for tool in $TOOLS; do run_one "$tool" $link "$addr" "$reglog"; done
     done
 done
 
