@@ -73,7 +73,9 @@ pub struct LayerFetched {
 
 impl LazyMount {
     /// Mounts `reference` (its manifest for `platform`) on `target`, with FUSE layer mounts
-    /// and the overlay's upper directory under `work`; chunks go through `cache` when given. Blocks on `runtime` for registry
+    /// and the overlay's upper directory under `work`; chunks go through `cache` when given;
+    /// with `passthrough`, files whose chunks are all cached are read by the kernel from a
+    /// backing file (FUSE passthrough, needs `CAP_SYS_ADMIN`). Blocks on `runtime` for registry
     /// I/O; must not be called from inside it.
     ///
     /// # Errors
@@ -88,6 +90,7 @@ impl LazyMount {
         target: &Path,
         work: &Path,
         cache: Option<Arc<ChunkCache>>,
+        passthrough: bool,
     ) -> Result<LazyMount, LazyMountError> {
         let what = format!("lazy mount {reference}");
         let layers = runtime.block_on(remote_layers(client, reference, platform)).map_err(|(kind, reason)| LazyMountError::new(&what, kind, reason))?;
@@ -107,7 +110,8 @@ impl LazyMount {
             let fs = LayerFs::new(tree, source);
             let mountpoint = work.join("layers").join(i.to_string());
             std::fs::create_dir_all(&mountpoint).map_err(|e| LazyMountError::new(&context, ErrorKind::Internal, e))?;
-            let server = FuseServer::mount(Arc::new(fs), &mountpoint, &ServeOptions::default())
+            let options = ServeOptions { passthrough, ..ServeOptions::default() };
+            let server = FuseServer::mount(Arc::new(fs), &mountpoint, &options)
                 .map_err(|e| LazyMountError::new(&context, ErrorKind::Internal, e))?;
             mounted.layers.push(LazyLayer { digest, fetcher, server: Some(server), mountpoint });
         }

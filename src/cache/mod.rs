@@ -213,6 +213,57 @@ impl ChunkCache {
         self.recent.lock().unwrap_or_else(PoisonError::into_inner).put(digest, bytes);
     }
 
+    /// A file holding exactly the bytes of the regular file `node`, when every chunk of it
+    /// is cached, for FUSE passthrough (the kernel then reads it directly): a file of one
+    /// chunk is that chunk's file; a larger one is assembled once from its chunks into
+    /// `files/`, named by its chunks' digests (temp file + rename, so a torn copy is never used). Chunk files are only
+    /// ever renamed into place after their digest was checked, so they are used as they
+    /// are. Copies under `files/` are not counted in the size bound.
+    pub fn backing_file(&self, node: &strata_formats::estargz::Node) -> Option<std::fs::File> {
+        let size = u64::try_from(node.entry.size).ok()?;
+        let covered: u64 = node.chunks.iter().map(|c| c.chunk_size).sum();
+        if node.chunks.is_empty() || covered != size || !node.chunks.iter().all(|c| self.contains(&c.digest)) {
+            return None;
+        }
+        if let [only] = node.chunks.as_slice() {
+            return std::fs::File::open(self.path(&only.digest)).ok().filter(|f| f.metadata().is_ok_and(|m| m.len() == size));
+        }
+        // Keyed by the chunks (each verified when stored), not by the TOC's file digest:
+        // another layer could claim the same file digest for different chunks.
+        let mut all = String::new();
+        for c in &node.chunks {
+            all.push_str(c.digest.encoded());
+            all.push(':');
+            all.push_str(&c.chunk_size.to_string());
+            all.push('\n');
+        }
+        let key = Digest::of(all.as_bytes()).encoded().to_owned();
+        let path = self.dir.join("files").join(&key);
+        if let Ok(f) = std::fs::File::open(&path)
+            && f.metadata().is_ok_and(|m| m.len() == size)
+        {
+            return Some(f);
+        }
+        let assembled = (|| -> io::Result<()> {
+            std::fs::create_dir_all(self.dir.join("files"))?;
+            let temp = self.dir.join("files").join(format!(".tmp-{}-{}", std::process::id(), self.temp_seq.fetch_add(1, Ordering::Relaxed)));
+            let mut out = std::fs::File::create(&temp)?;
+            for c in &node.chunks {
+                let mut chunk = std::fs::File::open(self.path(&c.digest))?;
+                if io::copy(&mut chunk, &mut out)? != c.chunk_size {
+                    let _ = std::fs::remove_file(&temp);
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, format!("chunk {} changed size", c.digest)));
+                }
+            }
+            std::fs::rename(&temp, &path)
+        })();
+        if let Err(e) = assembled {
+            tracing::debug!(file = node.path, error = %e, "chunk cache: no backing file for passthrough");
+            return None;
+        }
+        std::fs::File::open(&path).ok()
+    }
+
     /// The size bound, bytes.
     pub fn max_size(&self) -> u64 {
         self.max_size
@@ -422,5 +473,60 @@ mod tests {
         });
         assert!(cache.stats().bytes <= 20_000);
         assert!(cache.stats().evictions > 0);
+    }
+
+    fn file_node(chunks: &[(Digest, Vec<u8>)]) -> strata_formats::estargz::Node {
+        let mut offset = 0;
+        let chunks: Vec<strata_formats::estargz::Chunk> = chunks
+            .iter()
+            .map(|(d, b)| {
+                let c = strata_formats::estargz::Chunk {
+                    offset: 0,
+                    next_offset: 0,
+                    chunk_offset: offset,
+                    chunk_size: b.len() as u64,
+                    inner_offset: 0,
+                    digest: d.clone(),
+                };
+                offset += b.len() as u64;
+                c
+            })
+            .collect();
+        let mut entry = strata_formats::estargz::TocEntry::default();
+        entry.size = offset as i64;
+        strata_formats::estargz::Node { path: "f".into(), entry, chunks, file_digest: None, children: Default::default(), link_target: None }
+    }
+
+    #[test]
+    fn backing_file_only_when_every_chunk_is_cached() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ChunkCache::open(dir.path(), 1 << 20).unwrap();
+        let parts = [chunk(1, 3000), chunk(2, 1000), chunk(3, 17)];
+        let node = file_node(&parts);
+        cache.put(&parts[0].0, &parts[0].1).unwrap();
+        cache.put(&parts[2].0, &parts[2].1).unwrap();
+        assert!(cache.backing_file(&node).is_none(), "a chunk is missing");
+        cache.put(&parts[1].0, &parts[1].1).unwrap();
+        let mut got = Vec::new();
+        cache.backing_file(&node).unwrap().read_to_end(&mut got).unwrap();
+        let want: Vec<u8> = parts.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+        assert_eq!(got, want);
+        // Assembled once, then reused; a torn copy (wrong size) is rebuilt.
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("files")).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(files.len(), 1);
+        std::fs::write(&files[0], b"torn").unwrap();
+        got.clear();
+        cache.backing_file(&node).unwrap().read_to_end(&mut got).unwrap();
+        assert_eq!(got, want);
+        // One chunk: the chunk file itself.
+        let single = file_node(&parts[1..2]);
+        got.clear();
+        cache.backing_file(&single).unwrap().read_to_end(&mut got).unwrap();
+        assert_eq!(got, parts[1].1);
+        // The TOC's size must agree with the chunks.
+        let mut short = file_node(&parts);
+        short.entry.size -= 1;
+        assert!(cache.backing_file(&short).is_none());
     }
 }

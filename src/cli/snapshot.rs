@@ -233,6 +233,11 @@ pub(crate) struct MountArgs {
     /// (shared by all lazy mounts; least recently used evicted); 0 disables the cache.
     #[arg(long, default_value_t = 4 << 30)]
     cache_max_size: u64,
+    /// With --lazy: files whose chunks are all cached are read by the kernel directly
+    /// from a backing file in the cache (FUSE passthrough; the first open of a large file
+    /// assembles it from its chunks).
+    #[arg(long)]
+    passthrough: bool,
     #[command(flatten)]
     registry: super::transfer::RegistryArgs,
     #[command(flatten)]
@@ -310,7 +315,7 @@ fn mount_lazy(root: &Path, args: &MountArgs) -> anyhow::Result<()> {
         let dir = root.join("cache").join("chunks");
         Some(std::sync::Arc::new(strata::cache::ChunkCache::open(&dir, args.cache_max_size).with_context(|| format!("open the chunk cache {}", dir.display()))?))
     };
-    let mounted = strata::lazy_mount::LazyMount::mount(runtime.handle(), &client, &reference, &platform, &target, &work, cache.clone());
+    let mounted = strata::lazy_mount::LazyMount::mount(runtime.handle(), &client, &reference, &platform, &target, &work, cache.clone(), args.passthrough);
     let mounted = match mounted {
         Ok(m) => m,
         Err(e) => {

@@ -275,6 +275,10 @@ fn group(chunks: &[(String, Chunk)], size: u64) -> Vec<std::ops::Range<usize>> {
 }
 
 impl ChunkSource for LayerChunks {
+    fn backing_file(&self, file: &FileRef<'_>) -> Option<std::fs::File> {
+        self.cache.backing_file(file.node)
+    }
+
     fn chunk(&self, file: &FileRef<'_>, chunk: &Chunk) -> io::Result<Arc<[u8]>> {
         if let Some(bytes) = self.cache.get_shared(&chunk.digest) {
             return Ok(bytes);
