@@ -14,7 +14,9 @@
 # the page cache; tools alternate within each round. Reports medians (min–max), MB the
 # registry sent by the time the container exited (its access log), and peak RSS (VmHWM)
 # of the snapshotter daemon (strata: serve + fd-holder). Needs root; installs nothing but
-# builds strata (release) and the reference daemon if missing.
+# builds strata (release) and the reference daemon if missing. Debugging: KEEP_LOGS=DIR
+# keeps each run's logs and the daemon's smaps, STRATA_LOG=debug sets strata's log level,
+# STRATA_WRAP="heaptrack -o FILE" runs `strata serve` under a profiler.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=5
@@ -25,7 +27,7 @@ while [ $# -gt 0 ]; do
         --runs) RUNS=$2; shift 2 ;;
         --link) LINKS=$2; shift 2 ;;
         --tools) TOOLS=${2//,/ }; shift 2 ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "hello-bench: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -127,7 +129,7 @@ TOML
     sync; echo 3 >/proc/sys/vm/drop_caches
     case $tool in
         stargz) "$STARGZ" -root "$r/stargz" -address "$r/stargz.sock" -config "$r/stargz.toml" -log-level warn >"$r/daemon.log" 2>&1 & daemon=$!; wait_for "$r/stargz.sock"; snap=stargz ;;
-        strata) "$STRATA" serve --config "$r/strata.toml" --log-level "${STRATA_LOG:-warn}" >"$r/daemon.log" 2>&1 & daemon=$!; wait_for "$r/strata.sock"; snap=strata ;;
+        strata) ${STRATA_WRAP:-} "$STRATA" serve --config "$r/strata.toml" --log-level "${STRATA_LOG:-warn}" >"$r/daemon.log" 2>&1 & daemon=$!; wait_for "$r/strata.sock"; snap=strata ;;
     esac
     containerd --config "$r/containerd.toml" >"$r/containerd.log" 2>&1 &
     local ctrd=$!

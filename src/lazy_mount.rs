@@ -71,11 +71,19 @@ pub struct LayerFetched {
     pub stats: RangeStats,
 }
 
+/// How [`LazyMount::mount`] serves the layers.
+#[derive(Debug, Clone, Default)]
+pub struct LazyMountOptions {
+    /// The chunk cache chunks go through, if any.
+    pub cache: Option<Arc<ChunkCache>>,
+    /// Files whose chunks are all cached are read by the kernel from a backing file (FUSE
+    /// passthrough, needs `CAP_SYS_ADMIN`).
+    pub passthrough: bool,
+}
+
 impl LazyMount {
     /// Mounts `reference` (its manifest for `platform`) on `target`, with FUSE layer mounts
-    /// and the overlay's upper directory under `work`; chunks go through `cache` when given;
-    /// with `passthrough`, files whose chunks are all cached are read by the kernel from a
-    /// backing file (FUSE passthrough, needs `CAP_SYS_ADMIN`). Blocks on `runtime` for registry
+    /// and the overlay's upper directory under `work`, as `options` say. Blocks on `runtime` for registry
     /// I/O; must not be called from inside it.
     ///
     /// # Errors
@@ -89,9 +97,9 @@ impl LazyMount {
         platform: &Platform,
         target: &Path,
         work: &Path,
-        cache: Option<Arc<ChunkCache>>,
-        passthrough: bool,
+        options: LazyMountOptions,
     ) -> Result<LazyMount, LazyMountError> {
+        let LazyMountOptions { cache, passthrough } = options;
         let what = format!("lazy mount {reference}");
         let layers = runtime.block_on(remote_layers(client, reference, platform)).map_err(|(kind, reason)| LazyMountError::new(&what, kind, reason))?;
         let mut mounted = LazyMount { target: target.to_path_buf(), layers: Vec::new(), mounted: false };

@@ -7,6 +7,7 @@
 //!
 //! - [`read_at`]: the [`ReadAt`] seam every higher layer implements (local blobs,
 //!   remote blobs through a range fetcher, cached blobs).
+//! - [`buffer`]: byte buffers shared between threads without a copy.
 //! - [`digest`]: OCI content digests (`sha256:<hex>`), parsed and verified.
 //! - [`elf`]: ELF program interpreter and dynamic section (`DT_NEEDED`, `DT_RUNPATH`, …).
 //! - [`filters`]: containerd's filter expression syntax (`labels."k"==v,name~=^x`).
@@ -16,6 +17,7 @@
 //! - [`errdefs`]: the error categories every crate maps its errors to.
 //! - [`estargz`]: eStargz layers (gzip and zstd:chunked): TOC, footers, writer, reader.
 
+pub mod buffer;
 pub mod digest;
 pub mod elf;
 pub mod errdefs;

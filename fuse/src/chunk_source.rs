@@ -93,11 +93,7 @@ impl<R: ReadAt> ChunkSource for EstargzChunkSource<R> {
         if let Some(data) = self.recent_chunk(&chunk.digest) {
             return Ok(data);
         }
-        let data: Arc<[u8]> = self
-            .reader
-            .read_chunk(file.path, chunk)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
-            .into();
+        let data = self.reader.read_chunk_shared(file.path, chunk).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         self.remember(chunk.digest.clone(), Arc::clone(&data));
         Ok(data)
     }

@@ -12,6 +12,7 @@
 //!   leftover temporary files are removed, so the cache survives a restart or a crash.
 //! - [`CachedChunkSource`] puts the cache in front of any [`strata_fuse::ChunkSource`].
 
+mod flight;
 mod source;
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,6 +23,7 @@ use std::sync::{Mutex, PoisonError};
 
 use strata_formats::Digest;
 
+pub use flight::ChunkFlights;
 pub use source::CachedChunkSource;
 
 /// Counters of a [`ChunkCache`].
@@ -203,7 +205,9 @@ impl ChunkCache {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Some(bytes);
         }
-        let bytes: std::sync::Arc<[u8]> = self.get(digest)?.into();
+        let bytes = self.load(digest, strata_formats::buffer::zeroed_shared, |b| {
+            std::sync::Arc::get_mut(b).expect("invariant: a new buffer has one owner")
+        })?;
         self.remember(digest, &bytes);
         Some(bytes)
     }
@@ -277,6 +281,16 @@ impl ChunkCache {
     /// The chunk `digest`, if stored and intact (size and digest checked); a damaged file
     /// is removed and counts as a miss.
     pub fn get(&self, digest: &Digest) -> Option<Vec<u8>> {
+        self.load(digest, |len| vec![0; len], Vec::as_mut_slice)
+    }
+
+    /// [`Self::get`] into a buffer from `alloc` (given the stored size), written through `buf`.
+    fn load<B: std::ops::Deref<Target = [u8]>>(
+        &self,
+        digest: &Digest,
+        alloc: impl FnOnce(usize) -> B,
+        buf: impl FnOnce(&mut B) -> &mut [u8],
+    ) -> Option<B> {
         let expected = {
             let mut index = self.lock();
             let size = index.entries.get(digest).map(|e| e.0);
@@ -290,12 +304,21 @@ impl ChunkCache {
             return None;
         };
         let path = self.path(digest);
-        match std::fs::read(&path) {
-            Ok(bytes) if bytes.len() as u64 == expected && Digest::of(&bytes) == *digest => {
+        let read = std::fs::File::open(&path).and_then(|mut f| {
+            let len = f.metadata()?.len();
+            if len != expected {
+                return Ok(None);
+            }
+            let mut bytes = alloc(usize::try_from(len).map_err(io::Error::other)?);
+            io::Read::read_exact(&mut f, buf(&mut bytes))?;
+            Ok((Digest::of(&bytes) == *digest).then_some(bytes))
+        });
+        match read {
+            Ok(Some(bytes)) => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 Some(bytes)
             }
-            Ok(_) => {
+            Ok(None) => {
                 tracing::warn!(chunk = %digest, path = %path.display(), "cached chunk is torn or corrupt: removed");
                 self.corrupt.fetch_add(1, Ordering::Relaxed);
                 self.forget(digest, &path);
@@ -492,8 +515,7 @@ mod tests {
                 c
             })
             .collect();
-        let mut entry = strata_formats::estargz::TocEntry::default();
-        entry.size = offset as i64;
+        let entry = strata_formats::estargz::TocEntry { size: offset as i64, ..Default::default() };
         strata_formats::estargz::Node { path: "f".into(), entry, chunks, file_digest: None, children: Default::default(), link_target: None }
     }
 

@@ -3,31 +3,20 @@
 //! and once at a time: concurrent misses of the same chunk wait for one fetch. Chunks are
 //! read through the cache's memory tier ([`ChunkCache::get_shared`]).
 
-use std::collections::HashMap;
 use std::io;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::Arc;
 
-use strata_formats::Digest;
 use strata_formats::estargz::Chunk;
 use strata_fuse::{ChunkSource, FileRef};
 
-use super::ChunkCache;
-
-/// The outcome of one fetch, shared by every reader that waited for it.
-type Shared = Result<Arc<[u8]>, (io::ErrorKind, String)>;
-
-#[derive(Default)]
-struct Flight {
-    result: Mutex<Option<Shared>>,
-    done: Condvar,
-}
+use super::{ChunkCache, ChunkFlights};
 
 /// Serves chunks from `cache`; on a miss asks `inner` (which returns only verified bytes)
 /// once, however many readers want the chunk, and stores the result.
 pub struct CachedChunkSource {
     inner: Arc<dyn ChunkSource>,
     cache: Arc<ChunkCache>,
-    flights: Mutex<HashMap<Digest, Arc<Flight>>>,
+    flights: ChunkFlights,
 }
 
 impl std::fmt::Debug for CachedChunkSource {
@@ -39,7 +28,7 @@ impl std::fmt::Debug for CachedChunkSource {
 impl CachedChunkSource {
     /// `inner` behind `cache`.
     pub fn new(inner: Arc<dyn ChunkSource>, cache: Arc<ChunkCache>) -> Self {
-        Self { inner, cache, flights: Mutex::new(HashMap::new()) }
+        Self { inner, cache, flights: ChunkFlights::default() }
     }
 
     fn fetch(&self, file: &FileRef<'_>, chunk: &Chunk) -> io::Result<Arc<[u8]>> {
@@ -61,42 +50,15 @@ impl ChunkSource for CachedChunkSource {
         if let Some(bytes) = self.cache.get_shared(&chunk.digest) {
             return Ok(bytes);
         }
-        let (flight, leader) = {
-            let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
-            match flights.get(&chunk.digest) {
-                Some(f) => (Arc::clone(f), false),
-                None => {
-                    let f = Arc::new(Flight::default());
-                    flights.insert(chunk.digest.clone(), Arc::clone(&f));
-                    (f, true)
-                }
-            }
-        };
-        if leader {
+        self.flights.run(&chunk.digest, || {
             // A fetch that finished between our cache miss and now has stored the chunk.
-            let result = match self.cache.get_shared(&chunk.digest) {
-                Some(bytes) => Ok(bytes),
-                None => self.fetch(file, chunk),
+            let bytes = match self.cache.get_shared(&chunk.digest) {
+                Some(bytes) => bytes,
+                None => self.fetch(file, chunk)?,
             };
-            let shared: Shared = match &result {
-                Ok(bytes) => Ok(Arc::clone(bytes)),
-                Err(e) => Err((e.kind(), e.to_string())),
-            };
-            if let Ok(bytes) = &result {
-                self.cache.remember(&chunk.digest, bytes);
-            }
-            *flight.result.lock().unwrap_or_else(PoisonError::into_inner) = Some(shared);
-            flight.done.notify_all();
-            self.flights.lock().unwrap_or_else(PoisonError::into_inner).remove(&chunk.digest);
-            return result;
-        }
-        let mut slot = flight.result.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            if let Some(r) = &*slot {
-                return r.clone().map_err(|(kind, msg)| io::Error::new(kind, msg));
-            }
-            slot = flight.done.wait(slot).unwrap_or_else(PoisonError::into_inner);
-        }
+            self.cache.remember(&chunk.digest, &bytes);
+            Ok(bytes)
+        })
     }
 }
 
@@ -106,6 +68,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
+    use strata_formats::Digest;
     use strata_formats::estargz::{Node, TocEntry};
 
     use super::*;

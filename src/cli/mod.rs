@@ -82,6 +82,23 @@ pub(crate) struct FdHolderArgs {
 }
 
 pub(crate) fn main() -> ExitCode {
+    // The fd holder lives as long as the lazy mounts: skip building the whole command tree
+    // (and logging; its stderr is /dev/null) for the exact form `strata serve` starts it
+    // with, which keeps its memory to the binary's load and the poll loop.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let [_, sub, flag, socket] = args.as_slice()
+        && sub == "fd-holder"
+        && flag == "--socket"
+    {
+        let socket = PathBuf::from(socket);
+        return match strata::fdstore::holder::run(&socket) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("strata: fd holder {}: {e}", socket.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = Cli::parse();
     // `serve` sets up its own logging: its level and format may come from its config file.
     if !matches!(cli.command, Command::Serve(_)) {

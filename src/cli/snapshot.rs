@@ -315,7 +315,7 @@ fn mount_lazy(root: &Path, args: &MountArgs) -> anyhow::Result<()> {
         let dir = root.join("cache").join("chunks");
         Some(std::sync::Arc::new(strata::cache::ChunkCache::open(&dir, args.cache_max_size).with_context(|| format!("open the chunk cache {}", dir.display()))?))
     };
-    let mounted = strata::lazy_mount::LazyMount::mount(runtime.handle(), &client, &reference, &platform, &target, &work, cache.clone(), args.passthrough);
+    let mounted = strata::lazy_mount::LazyMount::mount(runtime.handle(), &client, &reference, &platform, &target, &work, strata::lazy_mount::LazyMountOptions { cache: cache.clone(), passthrough: args.passthrough });
     let mounted = match mounted {
         Ok(m) => m,
         Err(e) => {

@@ -229,6 +229,13 @@ impl RegistryClient {
         Err(RegistryError::NoHost { registry: r.registry().to_owned(), capability: capability.as_str() })
     }
 
+    /// Builds now the HTTP client of hosts without TLS settings of their own (most), which
+    /// otherwise happens at the first request: loading the system's root certificates
+    /// takes tens of milliseconds, which a daemon should spend at start, not in a pull.
+    pub fn build_default_http(&self) -> Result<(), RegistryError> {
+        self.http_with(TlsKey { skip_verify: false, ca: Vec::new(), client_cert: None }, "default hosts").map(drop)
+    }
+
     /// The `reqwest::Client` for `host`'s TLS settings (built on first use).
     pub(crate) fn http_for(&self, host: &RegistryHost) -> Result<reqwest::Client, RegistryError> {
         let key = TlsKey {
@@ -237,6 +244,10 @@ impl RegistryClient {
             // rustls presents one client certificate; the first configured is used.
             client_cert: host.client_certs.first().cloned(),
         };
+        self.http_with(key, &host.host)
+    }
+
+    fn http_with(&self, key: TlsKey, host: &str) -> Result<reqwest::Client, RegistryError> {
         if let Some(c) = self.inner.http.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(c.clone());
         }
@@ -270,7 +281,7 @@ impl RegistryClient {
             b = b.identity(id);
         }
         let client = b.build().map_err(|e| RegistryError::InvalidArgument {
-            what: format!("HTTP client for {}", host.host),
+            what: format!("HTTP client for {host}"),
             reason: e.to_string(),
         })?;
         self.inner.http.lock().unwrap_or_else(|p| p.into_inner()).insert(key, client.clone());

@@ -97,9 +97,12 @@ fuse_threads = 2
 # Let the kernel read files held whole in the cache directly (FUSE passthrough).
 passthrough = false
 # At mount, fetch each layer's prioritized files (those before .prefetch.landmark,
-# as `strata convert` and `ctr-remote image optimize` order them) in a few large
-# requests; reads of them meanwhile wait for it.
+# as `strata convert` and `ctr-remote image optimize` order them), in requests of
+# prefetch_request compressed bytes all sent at once (parallel connections reach a
+# slow link's full rate sooner than one); reads of them meanwhile wait for it. The
+# background fetch uses requests of the same size, one at a time.
 prefetch = true
+prefetch_request = 1048576
 # A read that misses fetches its chunk and the file's following uncached chunks
 # in one range request of at most this many compressed bytes.
 fetch_window = 1048576
@@ -168,6 +171,8 @@ pub struct StargzConfig {
     pub fd_holder: bool,
     /// Prefetch the prioritized files at mount.
     pub prefetch: bool,
+    /// Compressed bytes per request of the prefetch and the background fetch.
+    pub prefetch_request: u64,
     /// Most compressed bytes one miss fetches.
     pub fetch_window: u64,
     /// Fetch the rest of each layer in the background.
@@ -184,6 +189,7 @@ impl Default for StargzConfig {
             passthrough: false,
             fd_holder: true,
             prefetch: true,
+            prefetch_request: 1 << 20,
             fetch_window: 1 << 20,
             background_fetch: true,
             background_rate: 32 << 20,

@@ -225,6 +225,12 @@ fn open_stargz(config: &Config) -> Result<StargzLayers, ServeError> {
     let hosts_dir = config.config_path.is_dir().then(|| config.config_path.clone());
     let client = RegistryClient::new(ClientOptions { hosts_dir, ..ClientOptions::default() })
         .map_err(|e| ServeError::Config(format!("stargz: registry client: {e}")))?;
+    let warm = client.clone();
+    let _ = std::thread::Builder::new().name("registry-tls".into()).spawn(move || {
+        if let Err(e) = warm.build_default_http() {
+            tracing::warn!(error = %e, "stargz: registry client");
+        }
+    });
     let s = &config.stargz;
     let cache = if s.cache_max_size == 0 {
         None
@@ -243,6 +249,7 @@ fn open_stargz(config: &Config) -> Result<StargzLayers, ServeError> {
         prefetch: s.prefetch,
         fetch: FetchOptions {
             window: s.fetch_window,
+            prefetch_request: s.prefetch_request.max(64 << 10),
             background: s.background_fetch,
             background_rate: s.background_rate,
             ..FetchOptions::default()

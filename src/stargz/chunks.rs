@@ -17,7 +17,7 @@ use strata_formats::estargz::{Chunk, EstargzReader};
 use strata_fuse::{ChunkSource, FileRef};
 
 use super::window::WindowFetcher;
-use crate::cache::ChunkCache;
+use crate::cache::{ChunkCache, ChunkFlights};
 use crate::registry::range::RangeReader;
 
 /// How a layer's chunks are fetched.
@@ -40,7 +40,7 @@ impl Default for FetchOptions {
     fn default() -> Self {
         Self {
             window: 1 << 20,
-            prefetch_request: 8 << 20,
+            prefetch_request: 1 << 20,
             background: true,
             background_rate: 32 << 20,
             background_idle: Duration::from_secs(2),
@@ -58,6 +58,8 @@ pub struct LayerChunks {
     /// Reads fetching right now.
     demand: AtomicUsize,
     last_demand: Mutex<Instant>,
+    /// Chunks being decompressed, by the prefetch or by reads.
+    decoding: ChunkFlights,
     errors: AtomicU64,
     stop: AtomicBool,
     prefetch_started: AtomicBool,
@@ -93,6 +95,7 @@ impl LayerChunks {
             options,
             demand: AtomicUsize::new(0),
             last_demand: Mutex::new(Instant::now()),
+            decoding: ChunkFlights::default(),
             errors: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             prefetch_started: AtomicBool::new(false),
@@ -119,6 +122,17 @@ impl LayerChunks {
     /// Stops the prefetch and background fetch (at the next chunk).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Decompresses, verifies and caches chunk `chunk` of `path` — once at a time: a read
+    /// wanting a chunk the prefetch is decompressing (or the reverse) waits for it instead
+    /// of decompressing it again.
+    fn decode(&self, path: &str, chunk: &Chunk) -> io::Result<Arc<[u8]>> {
+        self.decoding.run(&chunk.digest, || {
+            let data = self.reader.read_chunk_shared(path, chunk).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let _ = self.cache.put(&chunk.digest, &data);
+            Ok(data)
+        })
     }
 
     /// Every chunk of the layer once (by digest), in blob order.
@@ -159,14 +173,9 @@ impl LayerChunks {
                 if self.cache.contains(&chunk.digest) {
                     continue;
                 }
-                match self.reader.read_chunk(path, chunk) {
-                    Ok(data) => {
-                        let _ = self.cache.put(&chunk.digest, &data);
-                    }
-                    Err(e) => {
-                        self.errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(layer = self.layer, file = path, error = %e, "stargz: fetching a chunk ahead of reads");
-                    }
+                if let Err(e) = self.decode(path, chunk) {
+                    self.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(layer = self.layer, file = path, error = %e, "stargz: fetching a chunk ahead of reads");
                 }
             }
             self.windows.close(id);
@@ -296,34 +305,23 @@ impl ChunkSource for LayerChunks {
             last += 1;
         }
         let window = (last > idx && last < chunks.len()).then(|| self.windows.open(chunk.offset..chunks[last].next_offset));
-        let result = self.reader.read_chunk(file.path, chunk);
+        let result = self.decode(file.path, chunk);
         if result.is_ok() && last > idx && last < chunks.len() {
             for n in &chunks[idx + 1..=last] {
-                match self.reader.read_chunk(file.path, n) {
-                    Ok(data) => {
-                        let _ = self.cache.put(&n.digest, &data);
-                    }
-                    Err(e) => {
-                        self.errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(layer = self.layer, file = file.path, error = %e, "stargz: a neighbouring chunk");
-                        break;
-                    }
+                if let Err(e) = self.decode(file.path, n) {
+                    self.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(layer = self.layer, file = file.path, error = %e, "stargz: a neighbouring chunk");
+                    break;
                 }
             }
         }
         if let Some(id) = window {
             self.windows.close(id);
         }
-        match result {
-            Ok(data) => {
-                let _ = self.cache.put(&chunk.digest, &data);
-                Ok(data.into())
-            }
-            Err(e) => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-                Err(io::Error::new(io::ErrorKind::InvalidData, e))
-            }
+        if result.is_err() {
+            self.errors.fetch_add(1, Ordering::Relaxed);
         }
+        result
     }
 }
 

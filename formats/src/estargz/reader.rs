@@ -6,6 +6,7 @@
 //! bounded by the TOC's own limits ([`MAX_TOC_SIZE`], [`super::MAX_CHUNK_SIZE`]).
 
 use std::io::{self, BufReader, Read};
+use std::sync::Arc;
 
 use super::footer::{Footer, FooterKind, MAX_FOOTER_SIZE, SKIPPABLE_FRAME_MAGIC};
 use super::tar_src::SourceTar;
@@ -60,6 +61,14 @@ impl<R: ReadAt + ?Sized> Read for RangeReader<'_, R> {
 }
 
 /// Maps an error met while decompressing from `offset`.
+/// A chunk's size as a buffer length (the TOC check bounds it by `MAX_CHUNK_SIZE`).
+fn chunk_len(chunk: &Chunk) -> Result<usize, EstargzError> {
+    usize::try_from(chunk.chunk_size).map_err(|_| EstargzError::Decompress {
+        offset: chunk.offset,
+        reason: format!("chunk of {} bytes does not fit in memory", chunk.chunk_size),
+    })
+}
+
 fn decompress_error(offset: u64, context: &str, e: io::Error) -> EstargzError {
     if e.get_ref().is_some_and(|inner| inner.is::<BlobReadError>()) {
         EstargzError::io(format!("reading the blob at offset {offset} ({context})"), e)
@@ -138,6 +147,22 @@ impl<R: ReadAt> EstargzReader<R> {
 
     /// Decompresses one chunk of file `path` and verifies its digest.
     pub fn read_chunk(&self, path: &str, chunk: &Chunk) -> Result<Vec<u8>, EstargzError> {
+        let mut data = vec![0; chunk_len(chunk)?];
+        self.read_chunk_into(path, chunk, &mut data)?;
+        Ok(data)
+    }
+
+    /// [`Self::read_chunk`], decompressed straight into a shared buffer (no copy for
+    /// callers that hand the chunk to several readers).
+    pub fn read_chunk_shared(&self, path: &str, chunk: &Chunk) -> Result<Arc<[u8]>, EstargzError> {
+        let mut data = crate::buffer::zeroed_shared(chunk_len(chunk)?);
+        let out = Arc::get_mut(&mut data).expect("invariant: a new buffer has one owner");
+        self.read_chunk_into(path, chunk, out)?;
+        Ok(data)
+    }
+
+    /// Decompresses chunk `chunk` of `path` into `out` (its exact size) and verifies it.
+    fn read_chunk_into(&self, path: &str, chunk: &Chunk, out: &mut [u8]) -> Result<(), EstargzError> {
         let src =
             RangeReader { blob: &self.blob, pos: chunk.offset, end: chunk.next_offset.max(chunk.offset) };
         let src = BufReader::with_capacity(64 << 10, src);
@@ -150,26 +175,33 @@ impl<R: ReadAt> EstargzReader<R> {
         };
         let skipped = io::copy(&mut (&mut dec).take(chunk.inner_offset), &mut io::sink())
             .map_err(|e| decompress_error(chunk.offset, "skipping to the chunk", e))?;
-        let mut data = Vec::with_capacity(usize::try_from(chunk.chunk_size.min(4 << 20)).unwrap_or(0));
-        dec.take(chunk.chunk_size).read_to_end(&mut data).map_err(|e| {
-            decompress_error(
-                chunk.offset,
-                &format!("chunk of {path:?} at file offset {}", chunk.chunk_offset),
-                e,
-            )
-        })?;
-        if skipped != chunk.inner_offset || data.len() as u64 != chunk.chunk_size {
+        let mut filled = 0;
+        while filled < out.len() {
+            match dec.read(&mut out[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(decompress_error(
+                        chunk.offset,
+                        &format!("chunk of {path:?} at file offset {}", chunk.chunk_offset),
+                        e,
+                    ));
+                }
+            }
+        }
+        if skipped != chunk.inner_offset || filled as u64 != chunk.chunk_size {
             return Err(EstargzError::Decompress {
                 offset: chunk.offset,
                 reason: format!(
                     "chunk of {path:?} at file offset {}: member holds {} of {} bytes",
                     chunk.chunk_offset,
-                    skipped + data.len() as u64,
+                    skipped + filled as u64,
                     chunk.inner_offset + chunk.chunk_size
                 ),
             });
         }
-        let actual = Digest::of(&data);
+        let actual = Digest::of(out);
         if actual != chunk.digest {
             return Err(EstargzError::ChunkDigestMismatch {
                 name: path.to_owned(),
@@ -178,7 +210,7 @@ impl<R: ReadAt> EstargzReader<R> {
                 actual,
             });
         }
-        Ok(data)
+        Ok(())
     }
 
     /// The regular file at `path` (hardlinks followed), every chunk and the whole-file
