@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
         --runs) RUNS=$2; shift 2 ;;
         --link) LINKS=$2; shift 2 ;;
         --tools) TOOLS=${2//,/ }; shift 2 ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "hello-bench: unknown argument $1" >&2; exit 2 ;;
     esac
 done

@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
+use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use strata_formats::estargz::{Chunk, EstargzReader, Node};
@@ -34,6 +35,22 @@ pub trait ChunkSource: Send + Sync {
     /// The bytes of `chunk` of `file` (exactly `chunk.chunk_size` of them), verified against
     /// `chunk.digest`.
     fn chunk(&self, file: &FileRef<'_>, chunk: &Chunk) -> io::Result<Arc<[u8]>>;
+
+    /// Appends bytes `range` of `chunk` (offsets inside the chunk, within its size) to
+    /// `out`. The default takes them from [`Self::chunk`]; a source holding verified chunks
+    /// on disk reads just the range, so a FUSE read never needs the whole chunk in memory.
+    fn read_chunk(&self, file: &FileRef<'_>, chunk: &Chunk, range: Range<usize>, out: &mut Vec<u8>) -> io::Result<()> {
+        let data = self.chunk(file, chunk)?;
+        if data.len() as u64 != chunk.chunk_size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("chunk source returned {} bytes for a chunk of {}", data.len(), chunk.chunk_size),
+            ));
+        }
+        let bytes = data.get(range).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range outside the chunk"))?;
+        out.extend_from_slice(bytes);
+        Ok(())
+    }
 
     /// A file holding exactly the whole file's bytes, when they are all available locally:
     /// with passthrough on, the kernel then reads it directly. `None` (the default) serves

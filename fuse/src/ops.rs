@@ -39,6 +39,11 @@ impl Reply {
         Self { buf }
     }
 
+    /// The reply's bytes so far, to append payload to.
+    pub(crate) fn payload(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
     pub(crate) fn push<T: Wire>(&mut self, v: &T) {
         self.buf.extend_from_slice(abi::bytes_of(v));
     }
@@ -355,10 +360,6 @@ impl LayerFs {
                 );
                 libc::EIO
             })?;
-            let data = self.source.chunk(&file, chunk).map_err(|e| {
-                error!(layer = file.layer, file = file.path, chunk_offset = chunk.chunk_offset, error = %e, "chunk unavailable; read fails with EIO");
-                libc::EIO
-            })?;
             if chunk.chunk_offset > pos {
                 error!(
                     layer = file.layer,
@@ -368,20 +369,17 @@ impl LayerFs {
                 );
                 return Err(libc::EIO);
             }
-            if data.len() as u64 != chunk.chunk_size {
-                error!(
-                    layer = file.layer,
-                    file = file.path,
-                    chunk_offset = chunk.chunk_offset,
-                    got = data.len(),
-                    expected = chunk.chunk_size,
-                    "chunk source returned a chunk of the wrong size; read fails with EIO"
-                );
-                return Err(libc::EIO);
-            }
             let from = (pos - chunk.chunk_offset) as usize;
             let to = (end.min(chunk.chunk_offset + chunk.chunk_size) - chunk.chunk_offset) as usize;
-            r.extend(&data[from..to]);
+            let before = r.payload().len();
+            self.source.read_chunk(&file, chunk, from..to, r.payload()).map_err(|e| {
+                error!(layer = file.layer, file = file.path, chunk_offset = chunk.chunk_offset, error = %e, "chunk unavailable; read fails with EIO");
+                libc::EIO
+            })?;
+            if r.payload().len() - before != to - from {
+                error!(layer = file.layer, file = file.path, chunk_offset = chunk.chunk_offset, "chunk source returned the wrong number of bytes; read fails with EIO");
+                return Err(libc::EIO);
+            }
             pos = chunk.chunk_offset + to as u64;
         }
         Ok(Some(r))

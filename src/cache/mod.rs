@@ -3,9 +3,11 @@
 //! shared by every mount of the process.
 //!
 //! - A chunk is stored only after its bytes hash to its digest, written to a temporary file
-//!   and renamed into place, and checked again (size and digest) when read: a torn or
-//!   corrupted file is never served, it is removed and reported as a miss, and the caller
-//!   fetches the chunk again.
+//!   and renamed into place. A file found at open (written before a restart or a crash) is
+//!   checked again, size and digest, before its first use: a torn or corrupted file is
+//!   never served, it is removed and reported as a miss, and the caller fetches the chunk
+//!   again. Checked chunks are then read in the ranges asked for ([`ChunkCache::read_range`]),
+//!   through the page cache, never held whole in memory.
 //! - The total size is bounded (`max_size`): the least recently used chunks are evicted.
 //!   A reader that already opened an evicted chunk finishes with its descriptor.
 //! - Recency lives in memory; at open it is rebuilt from the files' modification times and
@@ -15,7 +17,7 @@
 mod flight;
 mod source;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +51,8 @@ struct Index {
     entries: HashMap<Digest, (u64, u64)>,
     /// recency tick → digest, oldest first
     order: BTreeMap<u64, Digest>,
+    /// Chunks whose file was written or checked by this process.
+    verified: HashSet<Digest>,
     total: u64,
     tick: u64,
 }
@@ -76,6 +80,7 @@ impl Index {
     }
 
     fn remove(&mut self, digest: &Digest) -> bool {
+        self.verified.remove(digest);
         match self.entries.remove(digest) {
             Some((size, tick)) => {
                 self.order.remove(&tick);
@@ -87,45 +92,7 @@ impl Index {
     }
 }
 
-/// Bytes of chunks the cache keeps in memory: the kernel reads a file in pieces much
-/// smaller than a chunk, and each piece would otherwise re-read and re-hash the whole
-/// chunk from disk. Shared by every layer using the cache.
-pub const RECENT_BYTES: usize = 8 << 20;
-
-/// The chunks served last, most recent at the back, within a byte budget.
-#[derive(Debug, Default)]
-struct Recent {
-    chunks: std::collections::VecDeque<(Digest, std::sync::Arc<[u8]>)>,
-    bytes: usize,
-    max: usize,
-}
-
-impl Recent {
-    fn get(&mut self, digest: &Digest) -> Option<std::sync::Arc<[u8]>> {
-        let i = self.chunks.iter().position(|(d, _)| d == digest)?;
-        let entry = self.chunks.remove(i)?;
-        let bytes = std::sync::Arc::clone(&entry.1);
-        self.chunks.push_back(entry);
-        Some(bytes)
-    }
-
-    fn put(&mut self, digest: &Digest, bytes: &std::sync::Arc<[u8]>) {
-        if bytes.len() > self.max || self.chunks.iter().any(|(d, _)| d == digest) {
-            return;
-        }
-        self.bytes += bytes.len();
-        self.chunks.push_back((digest.clone(), std::sync::Arc::clone(bytes)));
-        while self.bytes > self.max {
-            match self.chunks.pop_front() {
-                Some((_, old)) => self.bytes -= old.len(),
-                None => break,
-            }
-        }
-    }
-}
-
-/// Decompressed chunks on disk by digest, bounded, least recently used evicted first,
-/// with the last chunks served kept in memory.
+/// Decompressed chunks on disk by digest, bounded, least recently used evicted first.
 #[derive(Debug)]
 pub struct ChunkCache {
     dir: PathBuf,
@@ -137,7 +104,6 @@ pub struct ChunkCache {
     evictions: AtomicU64,
     corrupt: AtomicU64,
     temp_seq: AtomicU64,
-    recent: Mutex<Recent>,
 }
 
 impl ChunkCache {
@@ -184,7 +150,6 @@ impl ChunkCache {
             evictions: AtomicU64::new(0),
             corrupt: AtomicU64::new(0),
             temp_seq: AtomicU64::new(0),
-            recent: Mutex::new(Recent { max: usize::try_from(max_size).unwrap_or(usize::MAX).min(RECENT_BYTES), ..Recent::default() }),
         };
         cache.evict();
         Ok(cache)
@@ -199,22 +164,80 @@ impl ChunkCache {
         self.index.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Chunk `digest` from memory, else from disk as [`Self::get`] (then kept in memory).
+    /// [`Self::get`] into a buffer that can be shared without a copy.
     pub fn get_shared(&self, digest: &Digest) -> Option<std::sync::Arc<[u8]>> {
-        if let Some(bytes) = self.recent.lock().unwrap_or_else(PoisonError::into_inner).get(digest) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return Some(bytes);
-        }
-        let bytes = self.load(digest, strata_formats::buffer::zeroed_shared, |b| {
+        self.load(digest, strata_formats::buffer::zeroed_shared, |b| {
             std::sync::Arc::get_mut(b).expect("invariant: a new buffer has one owner")
-        })?;
-        self.remember(digest, &bytes);
-        Some(bytes)
+        })
     }
 
-    /// Keeps `bytes`, verified chunk `digest`, in memory for [`Self::get_shared`].
-    pub fn remember(&self, digest: &Digest, bytes: &std::sync::Arc<[u8]>) {
-        self.recent.lock().unwrap_or_else(PoisonError::into_inner).put(digest, bytes);
+    /// Appends bytes `range` of chunk `digest` to `out`, read from its file; false (and
+    /// `out` unchanged) when the chunk is not stored, or its file is gone or fails the
+    /// check a file from before this process gets before its first use.
+    pub fn read_range(&self, digest: &Digest, range: std::ops::Range<u64>, out: &mut Vec<u8>) -> bool {
+        use std::os::unix::fs::FileExt;
+        let Some(file) = self.checked_file(digest) else {
+            return false;
+        };
+        let start = out.len();
+        let Ok(len) = usize::try_from(range.end.saturating_sub(range.start)) else {
+            return false;
+        };
+        out.resize(start + len, 0);
+        if let Err(e) = file.read_exact_at(&mut out[start..], range.start) {
+            out.truncate(start);
+            tracing::warn!(chunk = %digest, error = %e, "chunk cache: reading a stored chunk");
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// The open file of chunk `digest`, if stored and known good: written by this process,
+    /// or checked now (size and a streamed digest) and remembered as checked. A file that
+    /// fails the check is removed; misses are counted.
+    fn checked_file(&self, digest: &Digest) -> Option<std::fs::File> {
+        let (size, verified) = {
+            let mut index = self.lock();
+            let Some(size) = index.entries.get(digest).map(|e| e.0) else {
+                drop(index);
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                return None;
+            };
+            index.touch(digest);
+            (size, index.verified.contains(digest))
+        };
+        let path = self.path(digest);
+        let Ok(mut file) = std::fs::File::open(&path) else {
+            // Evicted or removed meanwhile.
+            self.forget(digest, &path);
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        if !verified {
+            let intact = file.metadata().is_ok_and(|m| m.len() == size) && {
+                let mut digester = strata_formats::Digester::new();
+                let mut buf = vec![0; 64 << 10];
+                loop {
+                    match io::Read::read(&mut file, &mut buf) {
+                        Ok(0) => break digester.digest() == *digest,
+                        Ok(n) => digester.update(&buf[..n]),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => break false,
+                    }
+                }
+            };
+            if !intact {
+                tracing::warn!(chunk = %digest, path = %path.display(), "cached chunk is torn or corrupt: removed");
+                self.corrupt.fetch_add(1, Ordering::Relaxed);
+                self.forget(digest, &path);
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            self.lock().verified.insert(digest.clone());
+        }
+        Some(file)
     }
 
     /// A file holding exactly the bytes of the regular file `node`, when every chunk of it
@@ -230,7 +253,7 @@ impl ChunkCache {
             return None;
         }
         if let [only] = node.chunks.as_slice() {
-            return std::fs::File::open(self.path(&only.digest)).ok().filter(|f| f.metadata().is_ok_and(|m| m.len() == size));
+            return self.checked_file(&only.digest);
         }
         // Keyed by the chunks (each verified when stored), not by the TOC's file digest:
         // another layer could claim the same file digest for different chunks.
@@ -253,7 +276,7 @@ impl ChunkCache {
             let temp = self.dir.join("files").join(format!(".tmp-{}-{}", std::process::id(), self.temp_seq.fetch_add(1, Ordering::Relaxed)));
             let mut out = std::fs::File::create(&temp)?;
             for c in &node.chunks {
-                let mut chunk = std::fs::File::open(self.path(&c.digest))?;
+                let mut chunk = self.checked_file(&c.digest).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("chunk {} is gone or damaged", c.digest)))?;
                 if io::copy(&mut chunk, &mut out)? != c.chunk_size {
                     let _ = std::fs::remove_file(&temp);
                     return Err(io::Error::new(io::ErrorKind::InvalidData, format!("chunk {} changed size", c.digest)));
@@ -315,6 +338,7 @@ impl ChunkCache {
         });
         match read {
             Ok(Some(bytes)) => {
+                self.lock().verified.insert(digest.clone());
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 Some(bytes)
             }
@@ -367,7 +391,11 @@ impl ChunkCache {
             let _ = std::fs::remove_file(&temp);
             return Err(io::Error::new(e.kind(), format!("chunk cache: store {}: {e}", path.display())));
         }
-        self.lock().insert(digest.clone(), bytes.len() as u64);
+        {
+            let mut index = self.lock();
+            index.insert(digest.clone(), bytes.len() as u64);
+            index.verified.insert(digest.clone());
+        }
         self.stored.fetch_add(1, Ordering::Relaxed);
         self.evict();
         Ok(())
@@ -550,5 +578,37 @@ mod tests {
         let mut short = file_node(&parts);
         short.entry.size -= 1;
         assert!(cache.backing_file(&short).is_none());
+    }
+
+    #[test]
+    fn ranges_are_read_from_disk_and_files_from_before_are_checked_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let ab: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let a = Digest::of(&ab);
+        let (b, bb) = chunk(8, 5000);
+        {
+            let cache = ChunkCache::open(dir.path(), 1 << 20).unwrap();
+            cache.put(&a, &ab).unwrap();
+            cache.put(&b, &bb).unwrap();
+            let mut out = b"head".to_vec();
+            assert!(cache.read_range(&a, 70_000..70_010, &mut out));
+            assert_eq!(&out[4..], &ab[70_000..70_010]);
+            // Damage b behind the cache's back, same size: this process wrote it, so the
+            // range is served as is (the page cache is the memory here, not a copy).
+            std::fs::write(cache.path(&b), vec![0u8; 5000]).unwrap();
+        }
+        let cache = ChunkCache::open(dir.path(), 1 << 20).unwrap();
+        let mut out = Vec::new();
+        assert!(!cache.read_range(&b, 0..10, &mut out), "a file from before is checked before its first use");
+        assert!(out.is_empty());
+        assert!(!cache.path(&b).exists(), "and removed when damaged");
+        assert_eq!(cache.stats().corrupt, 1);
+        assert!(cache.read_range(&a, 0..100_000, &mut out));
+        assert_eq!(out, ab);
+        let mut tail = Vec::new();
+        assert!(cache.read_range(&a, 99_990..100_000, &mut tail));
+        assert_eq!(tail, &ab[99_990..]);
+        assert!(!cache.read_range(&a, 99_990..100_001, &mut tail), "past the end");
+        assert_eq!(tail.len(), 10);
     }
 }

@@ -1,7 +1,7 @@
 //! [`CachedChunkSource`]: the chunk cache in front of another chunk source (the one that
 //! fetches and verifies), so each chunk is fetched once per node, not once per mount —
-//! and once at a time: concurrent misses of the same chunk wait for one fetch. Chunks are
-//! read through the cache's memory tier ([`ChunkCache::get_shared`]).
+//! and once at a time: concurrent misses of the same chunk wait for one fetch. FUSE reads
+//! of a stored chunk read just their range from its file ([`ChunkCache::read_range`]).
 
 use std::io;
 use std::sync::Arc;
@@ -52,13 +52,23 @@ impl ChunkSource for CachedChunkSource {
         }
         self.flights.run(&chunk.digest, || {
             // A fetch that finished between our cache miss and now has stored the chunk.
-            let bytes = match self.cache.get_shared(&chunk.digest) {
-                Some(bytes) => bytes,
-                None => self.fetch(file, chunk)?,
-            };
-            self.cache.remember(&chunk.digest, &bytes);
-            Ok(bytes)
+            match self.cache.get_shared(&chunk.digest) {
+                Some(bytes) => Ok(bytes),
+                None => self.fetch(file, chunk),
+            }
         })
+    }
+
+    fn read_chunk(&self, file: &FileRef<'_>, chunk: &Chunk, range: std::ops::Range<usize>, out: &mut Vec<u8>) -> io::Result<()> {
+        if self.cache.read_range(&chunk.digest, range.start as u64..range.end as u64, out) {
+            return Ok(());
+        }
+        // Fetched (once, however many readers miss it) and stored; this read takes its
+        // piece from the fetched bytes, the next ones from disk.
+        let bytes = self.flights.run(&chunk.digest, || self.fetch(file, chunk))?;
+        let piece = bytes.get(range).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range outside the chunk"))?;
+        out.extend_from_slice(piece);
+        Ok(())
     }
 }
 
