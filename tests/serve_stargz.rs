@@ -67,7 +67,10 @@ fn pushed_estargz_image(dir: &Path, registry: &RegistryServer, proxy: &FaultProx
     let source = format!("{}/lazy/app:1", proxy.host());
     let converted = format!("{}/lazy/app:esgz", proxy.host());
     let root = dir.join("convert-root");
-    for args in [&["pull", "--plain-http", source.as_str()][..], &["convert", "--plain-http", "--push", &source, &converted]] {
+    // Prioritized files in two layers: their prefetch starts alongside the TOC fetch (the
+    // converter's prefetch-end hint), the data layer's reads are all on demand.
+    let convert = ["convert", "--plain-http", "--prioritize", "/bin/cat", "--prioritize", "/etc/greeting", "--push", &source, &converted];
+    for args in [&["pull", "--plain-http", source.as_str()][..], &convert] {
         let out = Command::new(STRATA).arg("--root").arg(&root).args(args).env("DOCKER_CONFIG", dir).stdin(Stdio::null()).output().unwrap();
         assert!(out.status.success(), "strata {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }

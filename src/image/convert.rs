@@ -348,6 +348,7 @@ fn convert_layer(store: &Store, layer: &Descriptor, opts: &ConvertOptions) -> Re
         .annotations()
         .into_iter()
         .chain(report.zstd_chunked_annotations())
+        .chain(report.strata_annotations())
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
     // Keep the source layer's own annotations (except stale eStargz ones).

@@ -65,6 +65,9 @@ pub struct LayerChunks {
     prefetch_started: AtomicBool,
     prefetched: AtomicBool,
     complete: AtomicBool,
+    /// Windows over `[0, end)` opened before the TOC was in, for the prefetch to use:
+    /// `end` and each window's (end offset, id), in blob order.
+    early: Mutex<Option<(u64, Vec<(u64, u64)>)>>,
 }
 
 impl std::fmt::Debug for LayerChunks {
@@ -101,7 +104,18 @@ impl LayerChunks {
             prefetch_started: AtomicBool::new(false),
             prefetched: AtomicBool::new(false),
             complete: AtomicBool::new(false),
+            early: Mutex::new(None),
         }
+    }
+
+    /// Hands the prefetch windows `ids` (each window's end offset and id, in blob order) of
+    /// `windows`, over `[0, end)` of the blob, opened (from the image's prefetch-end hint)
+    /// while the TOC was being fetched: the prefetch reads its chunks from them and closes
+    /// each once past it.
+    #[must_use]
+    pub fn with_early_windows(self, end: u64, ids: Vec<(u64, u64)>) -> Self {
+        *self.early.lock().unwrap_or_else(PoisonError::into_inner) = Some((end, ids));
+        self
     }
 
     /// Chunk reads that failed (fetch or verification).
@@ -192,13 +206,45 @@ impl LayerChunks {
     /// Fetches and caches the prioritized range `[0, landmark)`; returns the bytes asked
     /// for (0 without a landmark).
     pub fn prefetch(&self) -> u64 {
+        let early = self.early.lock().unwrap_or_else(PoisonError::into_inner).take();
         let Some(landmark) = self.reader.index().prefetch_landmark_offset() else {
+            for (_, id) in early.into_iter().flat_map(|(_, ids)| ids) {
+                self.windows.close(id);
+            }
             self.prefetched.store(true, Ordering::Relaxed);
             return 0;
         };
         let chunks: Vec<(String, Chunk)> =
             self.all_chunks().into_iter().filter(|(_, c)| c.next_offset <= landmark && !self.cache.contains(&c.digest)).collect();
-        let bytes = self.fetch_chunks(&chunks, usize::MAX, |_| true);
+        let mut bytes = 0;
+        let rest: Vec<(String, Chunk)> = match early {
+            Some((end, mut ids)) => {
+                let (ready, rest): (Vec<_>, Vec<_>) = chunks.into_iter().partition(|(_, c)| c.next_offset <= end);
+                bytes += end;
+                ids.reverse();
+                for (path, chunk) in &ready {
+                    if self.stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if let Err(e) = self.decode(path, chunk) {
+                        self.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(layer = self.layer, file = path, error = %e, "stargz: fetching a chunk ahead of reads");
+                    }
+                    // Chunks come in blob order: windows ending before this one's start
+                    // have served every chunk they hold.
+                    while ids.last().is_some_and(|&(window_end, _)| window_end <= chunk.offset) {
+                        let (_, id) = ids.pop().expect("checked");
+                        self.windows.close(id);
+                    }
+                }
+                for (_, id) in ids {
+                    self.windows.close(id);
+                }
+                rest
+            }
+            None => chunks,
+        };
+        bytes += self.fetch_chunks(&rest, usize::MAX, |_| true);
         self.prefetched.store(true, Ordering::Relaxed);
         bytes
     }

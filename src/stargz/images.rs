@@ -1,9 +1,10 @@
-//! The layers of an image as the stargz provider needs them: digest, size and TOC digest
-//! (`containerd.io/snapshot/stargz/toc.digest`, absent for layers that are not eStargz),
-//! read from the registry once per image reference.
+//! The layers of an image as the stargz provider needs them: digest, size, TOC digest
+//! (`containerd.io/snapshot/stargz/toc.digest`, absent for layers that are not eStargz)
+//! and, for layers `strata convert` wrote, where the prioritized files end; read from the
+//! registry once per image reference.
 
 use strata_formats::Digest;
-use strata_formats::estargz::TOC_DIGEST_ANNOTATION;
+use strata_formats::estargz::{PREFETCH_END_ANNOTATION, TOC_DIGEST_ANNOTATION};
 
 use crate::image::media;
 use crate::image::platform::Platform;
@@ -19,6 +20,9 @@ pub struct ImageLayer {
     pub size: u64,
     /// Its TOC digest when the layer is eStargz.
     pub toc_digest: Option<Digest>,
+    /// Where its prioritized files end ([`PREFETCH_END_ANNOTATION`], from `strata convert`),
+    /// within the blob; a hint for starting the prefetch before the TOC is in.
+    pub prefetch_end: Option<u64>,
 }
 
 /// The layers of `reference`'s manifest for `platform`, bottom first.
@@ -44,7 +48,15 @@ pub async fn image_layers(client: &RegistryClient, reference: &Reference, platfo
                 Some(t) => Some(t.parse::<Digest>().map_err(|e| format!("layer {digest}: {TOC_DIGEST_ANNOTATION}: {e}"))?),
                 None => None,
             };
-            Ok(ImageLayer { digest, size: l.size(), toc_digest })
+            // A hint only (every chunk is still checked against the TOC): a malformed or
+            // out-of-range value is ignored.
+            let prefetch_end = l
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(PREFETCH_END_ANNOTATION))
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|&end| end > 0 && end <= l.size());
+            Ok(ImageLayer { digest, size: l.size(), toc_digest, prefetch_end })
         })
         .collect()
 }

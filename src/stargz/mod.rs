@@ -306,13 +306,28 @@ impl StargzLayers {
         }
         let fetched = self.runtime.block_on(futures_util::future::join_all(todo.into_iter().map(|l| async move {
             let fetcher = self.fetcher(reference, &l.digest, l.size);
+            let windows = self.windows_over(&fetcher);
+            // With the image's prefetch-end hint, the prioritized files are requested now,
+            // alongside the TOC, instead of one round trip after it.
+            let early = match l.prefetch_end {
+                Some(end) if self.options.prefetch && self.cache.is_some() => {
+                    let step = self.options.fetch.prefetch_request.max(64 << 10);
+                    let ids = (0..end).step_by(usize::try_from(step).unwrap_or(usize::MAX)).map(|start| {
+                            let window = start..end.min(start + step);
+                            (window.end, windows.open(window))
+                        })
+                        .collect();
+                    Some((end, ids))
+                }
+                _ => None,
+            };
             let tail = LayerTail::fetch(fetcher.as_ref(), l.size).await;
-            (l, fetcher, tail)
+            (l, fetcher, windows, early, tail)
         })));
-        for (layer, fetcher, tail) in fetched {
+        for (layer, fetcher, windows, early, tail) in fetched {
             let toc = layer.toc_digest.clone().expect("filtered above");
             let opened = tail.and_then(|tail| {
-                let opened = self.open_layer(&layer.digest.to_string(), layer.size, &toc, tail.clone(), fetcher)?;
+                let opened = self.open_layer(&layer.digest.to_string(), layer.size, &toc, tail.clone(), fetcher, windows, early)?;
                 if let Some(chunks) = &opened.chunks
                     && self.options.prefetch
                 {
@@ -333,16 +348,35 @@ impl StargzLayers {
         }
     }
 
+    /// Windows in front of `fetcher`, their requests run on the provider's runtime.
+    fn windows_over(&self, fetcher: &Arc<HttpRangeFetcher>) -> Arc<WindowFetcher> {
+        Arc::new(WindowFetcher::new(Arc::clone(fetcher) as Arc<dyn RangeFetcher>, self.runtime.handle().clone()))
+    }
+
     /// Opens a layer from `tail` (its footer and compressed TOC): no registry request.
-    fn open_layer(&self, layer: &str, size: u64, toc: &Digest, tail: LayerTail, fetcher: Arc<HttpRangeFetcher>) -> Result<OpenedLayer, String> {
-        let windows = Arc::new(WindowFetcher::new(Arc::clone(&fetcher) as Arc<dyn RangeFetcher>, self.runtime.handle().clone()));
+    /// `early`: prefetch windows already opened on `windows` over `[0, end)`.
+    #[allow(clippy::too_many_arguments)]
+    fn open_layer(
+        &self,
+        layer: &str,
+        size: u64,
+        toc: &Digest,
+        tail: LayerTail,
+        fetcher: Arc<HttpRangeFetcher>,
+        windows: Arc<WindowFetcher>,
+        early: Option<(u64, Vec<(u64, u64)>)>,
+    ) -> Result<OpenedLayer, String> {
         windows.add_ready(tail.range(), tail.bytes.clone());
         let reader = RangeReader::new(Arc::clone(&windows) as Arc<dyn RangeFetcher>, size, self.runtime.handle().clone(), ReaderOptions::default());
         let estargz = Arc::new(EstargzReader::open(reader, Some(toc)).map_err(|e| e.to_string())?.without_toc());
         let tree = LayerTree::build(layer.to_owned(), estargz.shared_index()).map_err(|e| e.to_string())?;
         let (source, chunks): (Arc<dyn ChunkSource>, _) = match &self.cache {
             Some(cache) => {
-                let chunks = Arc::new(LayerChunks::new(layer.to_owned(), estargz, windows, Arc::clone(cache), self.options.fetch.clone()));
+                let mut chunks = LayerChunks::new(layer.to_owned(), estargz, windows, Arc::clone(cache), self.options.fetch.clone());
+                if let Some((end, ids)) = early {
+                    chunks = chunks.with_early_windows(end, ids);
+                }
+                let chunks = Arc::new(chunks);
                 let source = CachedChunkSource::new(Arc::clone(&chunks) as Arc<dyn ChunkSource>, Arc::clone(cache));
                 (Arc::new(source), Some(chunks))
             }
@@ -419,7 +453,10 @@ impl StargzLayers {
             None => {
                 let fetcher = self.fetcher(&reference, &layer_digest, layer.size);
                 let tail = self.runtime.block_on(LayerTail::fetch(fetcher.as_ref(), layer.size));
-                tail.and_then(|tail| Ok((self.open_layer(layer_text, layer.size, toc_digest, tail.clone(), fetcher)?, tail)))
+                tail.and_then(|tail| {
+                    let windows = self.windows_over(&fetcher);
+                    Ok((self.open_layer(layer_text, layer.size, toc_digest, tail.clone(), fetcher, windows, None)?, tail))
+                })
             }
         }
         .map_err(|e| internal(&context, e))?;
@@ -457,7 +494,8 @@ impl StargzLayers {
         let digest: Digest = record.layer_digest.parse().map_err(|e| format!("layer {}: {e}", record.layer_digest))?;
         let fetcher = self.fetcher(&reference, &digest, record.size);
         let toc: Digest = record.toc_digest.parse().map_err(|e| format!("TOC digest {}: {e}", record.toc_digest))?;
-        let opened = self.open_layer(&record.layer_digest, record.size, &toc, tail, fetcher)?;
+        let windows = self.windows_over(&fetcher);
+        let opened = self.open_layer(&record.layer_digest, record.size, &toc, tail, fetcher, windows, None)?;
         let held = self.held.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
         let live = fuse_connection_at(fs);
         let (server, how) = match (held, live) {

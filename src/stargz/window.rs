@@ -88,11 +88,38 @@ impl WindowFetcher {
         }
     }
 
-    fn covering(&self, range: &Range<u64>) -> Option<(u64, WindowBytes)> {
-        self.windows()
-            .iter()
-            .find(|w| w.range.start <= range.start && range.end <= w.range.end)
-            .map(|w| (w.range.start, w.bytes.clone()))
+    /// The windows that together cover `range`, in order (a read may straddle two
+    /// neighbouring windows), or `None` when some byte of it is in none.
+    fn covering(&self, range: &Range<u64>) -> Option<Vec<(u64, WindowBytes)>> {
+        let windows = self.windows();
+        let mut pieces = Vec::new();
+        let mut pos = range.start;
+        while pos < range.end {
+            let w = windows.iter().filter(|w| w.range.start <= pos && pos < w.range.end).max_by_key(|w| w.range.end)?;
+            pieces.push((w.range.start, w.bytes.clone()));
+            pos = w.range.end;
+        }
+        Some(pieces)
+    }
+
+    /// Bytes `range` from the windows covering it; `None` when one of their requests failed.
+    async fn from_windows(range: &Range<u64>, pieces: Vec<(u64, WindowBytes)>) -> Option<Bytes> {
+        if let [(start, bytes)] = pieces.as_slice() {
+            let b = bytes.clone().await.ok()?;
+            let from = usize::try_from(range.start - start).ok()?;
+            let to = usize::try_from(range.end - start).ok()?;
+            return b.get(from..to).map(|_| b.slice(from..to));
+        }
+        let mut out = bytes::BytesMut::with_capacity(usize::try_from(range.end - range.start).ok()?);
+        let mut pos = range.start;
+        for (start, bytes) in pieces {
+            let b = bytes.await.ok()?;
+            let from = usize::try_from(pos - start).ok()?;
+            let to = usize::try_from(range.end.min(start + b.len() as u64) - start).ok()?;
+            out.extend_from_slice(b.get(from..to)?);
+            pos = start + to as u64;
+        }
+        (pos == range.end).then(|| out.freeze())
     }
 }
 
@@ -101,10 +128,8 @@ impl RangeFetcher for WindowFetcher {
         Box::pin(async move {
             let mut out: Vec<Option<Bytes>> = vec![None; ranges.len()];
             for (i, range) in ranges.iter().enumerate() {
-                if let Some((start, bytes)) = self.covering(range)
-                    && let Ok(b) = bytes.await
-                {
-                    out[i] = Some(b.slice((range.start - start) as usize..(range.end - start) as usize));
+                if let Some(pieces) = self.covering(range) {
+                    out[i] = Self::from_windows(range, pieces).await;
                 }
             }
             let missing: Vec<Range<u64>> = ranges.iter().zip(&out).filter(|(_, o)| o.is_none()).map(|(r, _)| r.clone()).collect();
@@ -127,5 +152,44 @@ impl RangeFetcher for WindowFetcher {
 
     fn stats(&self) -> RangeStats {
         self.inner.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A blob of `0, 1, 2, …` (mod 256) that records the ranges asked of it.
+    #[derive(Debug, Default)]
+    struct Blob {
+        asked: Mutex<Vec<Range<u64>>>,
+    }
+
+    impl RangeFetcher for Blob {
+        fn fetch<'a>(&'a self, ranges: &'a [Range<u64>]) -> BoxFuture<'a, Result<Vec<Bytes>, RangeError>> {
+            self.asked.lock().unwrap().extend(ranges.iter().cloned());
+            let out = ranges.iter().map(|r| (r.start..r.end).map(|i| i as u8).collect::<Vec<u8>>().into()).collect();
+            Box::pin(async move { Ok(out) })
+        }
+    }
+
+    #[test]
+    fn reads_inside_and_across_windows_wait_for_them_and_the_rest_goes_through() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let blob = Arc::new(Blob::default());
+        let windows = WindowFetcher::new(Arc::clone(&blob) as Arc<dyn RangeFetcher>, runtime.handle().clone());
+        let first = windows.open(0..40);
+        windows.open(40..100);
+        let expect = |r: Range<u64>| Bytes::from((r.start..r.end).map(|i| i as u8).collect::<Vec<u8>>());
+        let got = runtime.block_on(windows.fetch(&[10..20, 30..70, 90..120])).unwrap();
+        assert_eq!(got, vec![expect(10..20), expect(30..70), expect(90..120)]);
+        // The two windows' requests, then only what no window covers.
+        assert_eq!(*blob.asked.lock().unwrap(), vec![0..40, 40..100, 90..120]);
+        windows.close(first);
+        let got = runtime.block_on(windows.fetch(&[30..70])).unwrap();
+        assert_eq!(got, vec![expect(30..70)]);
+        assert_eq!(blob.asked.lock().unwrap().last(), Some(&(30..70)), "a closed window serves no more reads");
     }
 }

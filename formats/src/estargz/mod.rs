@@ -45,6 +45,11 @@ pub const LANDMARK_CONTENTS: u8 = 0x0f;
 pub const TOC_DIGEST_ANNOTATION: &str = "containerd.io/snapshot/stargz/toc.digest";
 /// The layer annotation carrying the uncompressed size of the eStargz layer.
 pub const UNCOMPRESSED_SIZE_ANNOTATION: &str = "io.containers.estargz.uncompressed-size";
+/// Strata's own layer annotation: the blob offset where the prioritized files end (the
+/// `.prefetch.landmark` member), so a lazy snapshotter can start fetching them in parallel
+/// with the TOC instead of after it. A hint: readers bound it by the blob size and still
+/// verify every chunk against the TOC. Absent when no files are prioritized.
+pub const PREFETCH_END_ANNOTATION: &str = "dev.strata.estargz.prefetch-end";
 /// The largest uncompressed TOC accepted: a bound on what an untrusted blob can make us
 /// allocate. stargz's biggest real-world TOCs are a few MiB.
 pub const MAX_TOC_SIZE: u64 = 50 << 20;

@@ -256,6 +256,10 @@ fn prioritized_files_come_first_then_the_landmark() {
     assert!(r.index().get("a/small.txt").unwrap().chunks[0].offset < landmark);
     assert!(r.index().get("a/big.bin").unwrap().chunks[0].offset > landmark);
     assert!(!r.index().has_no_prefetch_landmark());
+    assert_eq!(report.prefetch_end, Some(landmark), "the prefetch-end hint is the landmark's offset");
+    assert_eq!(report.strata_annotations(), [(super::PREFETCH_END_ANNOTATION, landmark.to_string())]);
+    let (_, plain) = convert_bytes(&src, &opts(Compression::Gzip));
+    assert!(plain.prefetch_end.is_none() && plain.strata_annotations().is_empty(), "no hint without prioritized files");
 }
 
 #[test]

@@ -87,6 +87,8 @@ pub struct WriteReport {
     pub missed_prioritized: Vec<String>,
     /// zstd only: digest and length of the compressed TOC, and the TOC JSON length.
     pub zstd_toc: Option<(Digest, u64, u64)>,
+    /// Blob offset of the `.prefetch.landmark` member (where the prioritized files end).
+    pub prefetch_end: Option<u64>,
 }
 
 impl WriteReport {
@@ -97,6 +99,11 @@ impl WriteReport {
             (TOC_DIGEST_ANNOTATION, self.toc_digest.to_string()),
             (UNCOMPRESSED_SIZE_ANNOTATION, self.uncompressed_size.to_string()),
         ]
+    }
+
+    /// Strata's own annotations: [`super::PREFETCH_END_ANNOTATION`] when files are prioritized.
+    pub fn strata_annotations(&self) -> Vec<(&'static str, String)> {
+        self.prefetch_end.map(|end| (super::PREFETCH_END_ANNOTATION, end.to_string())).into_iter().collect()
     }
 
     /// For zstd blobs, the `io.containers.zstd-chunked.manifest-checksum` and
@@ -511,6 +518,8 @@ impl<W: Write> Members<W> {
             )));
         }
         let toc_digest = Digest::of(&json);
+        let prefetch_end =
+            self.toc.entries.iter().find(|e| e.name == PREFETCH_LANDMARK).and_then(|e| u64::try_from(e.offset).ok());
         let mut zstd_toc = None;
         let toc_offset;
         match self.compression {
@@ -550,6 +559,7 @@ impl<W: Write> Members<W> {
             uncompressed_size: self.diff.len(),
             missed_prioritized: Vec::new(),
             zstd_toc,
+            prefetch_end,
         })
     }
 }
