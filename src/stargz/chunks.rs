@@ -48,6 +48,10 @@ impl Default for FetchOptions {
     }
 }
 
+/// Prefetch windows opened before the TOC was in: where they end, and each window's
+/// (end offset, id) in blob order.
+pub(crate) type EarlyWindows = (u64, Vec<(u64, u64)>);
+
 /// The chunk source of one lazily mounted layer (see the module docs).
 pub struct LayerChunks {
     layer: String,
@@ -67,7 +71,7 @@ pub struct LayerChunks {
     complete: AtomicBool,
     /// Windows over `[0, end)` opened before the TOC was in, for the prefetch to use:
     /// `end` and each window's (end offset, id), in blob order.
-    early: Mutex<Option<(u64, Vec<(u64, u64)>)>>,
+    early: Mutex<Option<EarlyWindows>>,
 }
 
 impl std::fmt::Debug for LayerChunks {

@@ -364,7 +364,7 @@ impl StargzLayers {
         tail: LayerTail,
         fetcher: Arc<HttpRangeFetcher>,
         windows: Arc<WindowFetcher>,
-        early: Option<(u64, Vec<(u64, u64)>)>,
+        early: Option<chunks::EarlyWindows>,
     ) -> Result<OpenedLayer, String> {
         windows.add_ready(tail.range(), tail.bytes.clone());
         let reader = RangeReader::new(Arc::clone(&windows) as Arc<dyn RangeFetcher>, size, self.runtime.handle().clone(), ReaderOptions::default());

@@ -188,7 +188,7 @@ mod tests {
         // The two windows' requests, then only what no window covers.
         assert_eq!(*blob.asked.lock().unwrap(), vec![0..40, 40..100, 90..120]);
         windows.close(first);
-        let got = runtime.block_on(windows.fetch(&[30..70])).unwrap();
+        let got = runtime.block_on(windows.fetch(std::slice::from_ref(&(30..70)))).unwrap();
         assert_eq!(got, vec![expect(30..70)]);
         assert_eq!(blob.asked.lock().unwrap().last(), Some(&(30..70)), "a closed window serves no more reads");
     }
