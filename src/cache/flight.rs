@@ -9,37 +9,42 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use strata_formats::Digest;
 
 /// The outcome of one flight, shared by every thread that waited for it.
-type Outcome = Result<Arc<[u8]>, (io::ErrorKind, String)>;
+type Outcome<T> = Result<T, (io::ErrorKind, String)>;
 
-#[derive(Default)]
-struct Flight {
-    outcome: Mutex<Option<Outcome>>,
+struct Flight<T> {
+    outcome: Mutex<Option<Outcome<T>>>,
     done: Condvar,
 }
 
-/// Chunks being worked on, by digest.
-#[derive(Default)]
-pub struct ChunkFlights {
-    flights: Mutex<HashMap<Digest, Arc<Flight>>>,
+/// Chunks being worked on, by digest; the work's result is a `T` (the chunk's bytes, or
+/// `()` for work that stores the chunk).
+pub struct ChunkFlights<T = Arc<[u8]>> {
+    flights: Mutex<HashMap<Digest, Arc<Flight<T>>>>,
 }
 
-impl std::fmt::Debug for ChunkFlights {
+impl<T> Default for ChunkFlights<T> {
+    fn default() -> Self {
+        Self { flights: Mutex::default() }
+    }
+}
+
+impl<T> std::fmt::Debug for ChunkFlights<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let n = self.flights.lock().unwrap_or_else(PoisonError::into_inner).len();
         f.debug_struct("ChunkFlights").field("in_flight", &n).finish()
     }
 }
 
-impl ChunkFlights {
+impl<T: Clone> ChunkFlights<T> {
     /// Runs `work` for chunk `digest`, unless another thread is running work for it: then
     /// waits for that outcome and returns it (an error keeps its kind and message).
-    pub fn run(&self, digest: &Digest, work: impl FnOnce() -> io::Result<Arc<[u8]>>) -> io::Result<Arc<[u8]>> {
+    pub fn run(&self, digest: &Digest, work: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
         let (flight, leader) = {
             let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
             match flights.get(digest) {
                 Some(f) => (Arc::clone(f), false),
                 None => {
-                    let f = Arc::new(Flight::default());
+                    let f = Arc::new(Flight { outcome: Mutex::new(None), done: Condvar::new() });
                     flights.insert(digest.clone(), Arc::clone(&f));
                     (f, true)
                 }
@@ -47,8 +52,8 @@ impl ChunkFlights {
         };
         if leader {
             // Removed however `work` ends (a panic included), so no one waits forever.
-            struct Land<'a>(&'a ChunkFlights, &'a Digest, &'a Flight, Option<Outcome>);
-            impl Drop for Land<'_> {
+            struct Land<'a, T>(&'a ChunkFlights<T>, &'a Digest, &'a Flight<T>, Option<Outcome<T>>);
+            impl<T> Drop for Land<'_, T> {
                 fn drop(&mut self) {
                     let outcome = self.3.take().unwrap_or_else(|| Err((io::ErrorKind::Other, "the chunk's work panicked".into())));
                     *self.2.outcome.lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome);
@@ -59,7 +64,7 @@ impl ChunkFlights {
             let mut land = Land(self, digest, &flight, None);
             let result = work();
             land.3 = Some(match &result {
-                Ok(bytes) => Ok(Arc::clone(bytes)),
+                Ok(value) => Ok(value.clone()),
                 Err(e) => Err((e.kind(), e.to_string())),
             });
             return result;
@@ -83,7 +88,7 @@ mod tests {
 
     #[test]
     fn concurrent_runs_share_one_outcome() {
-        let flights = ChunkFlights::default();
+        let flights: ChunkFlights = ChunkFlights::default();
         let digest = Digest::of(b"x");
         let runs = AtomicUsize::new(0);
         let results: Vec<Arc<[u8]>> = std::thread::scope(|s| {
@@ -111,7 +116,7 @@ mod tests {
 
     #[test]
     fn an_error_reaches_every_waiter_and_is_not_kept() {
-        let flights = ChunkFlights::default();
+        let flights: ChunkFlights = ChunkFlights::default();
         let digest = Digest::of(b"y");
         let errors: Vec<io::Error> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..3)

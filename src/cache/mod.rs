@@ -401,6 +401,61 @@ impl ChunkCache {
         Ok(())
     }
 
+    /// Stores chunk `digest` of `size` bytes from `bytes`, streamed: written to a temporary
+    /// file while hashed, renamed into place only when exactly `size` bytes came and they
+    /// hash to `digest` (so a chunk never has to be held whole in memory). Already stored:
+    /// nothing is read.
+    ///
+    /// # Errors
+    ///
+    /// A short or long stream or a digest mismatch (nothing stored), or the file's I/O.
+    pub fn put_from(&self, digest: &Digest, size: u64, bytes: &mut dyn io::Read) -> io::Result<()> {
+        if self.lock().verified.contains(digest) && self.path(digest).exists() {
+            self.lock().touch(digest);
+            return Ok(());
+        }
+        let path = self.path(digest);
+        let parent = path.parent().expect("invariant: chunk paths have a fan-out directory");
+        std::fs::create_dir_all(parent)?;
+        let temp = parent.join(format!(".tmp-{}-{}", std::process::id(), self.temp_seq.fetch_add(1, Ordering::Relaxed)));
+        let written = (|| -> io::Result<()> {
+            let mut file = std::fs::File::create(&temp)?;
+            let mut digester = strata_formats::Digester::new();
+            let mut buf = vec![0; 64 << 10];
+            let mut limited = io::Read::take(bytes, size + 1);
+            loop {
+                let n = match io::Read::read(&mut limited, &mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                digester.update(&buf[..n]);
+                io::Write::write_all(&mut file, &buf[..n])?;
+            }
+            let actual = digester.digest();
+            if digester.len() != size || actual != *digest {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("chunk cache: chunk {digest}: {} bytes hashing to {actual}, expected {size}; not stored", digester.len()),
+                ));
+            }
+            std::fs::rename(&temp, &path)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&temp);
+            return Err(e);
+        }
+        {
+            let mut index = self.lock();
+            index.insert(digest.clone(), size);
+            index.verified.insert(digest.clone());
+        }
+        self.stored.fetch_add(1, Ordering::Relaxed);
+        self.evict();
+        Ok(())
+    }
+
     /// Removes least recently used chunks until the total fits `max_size`.
     fn evict(&self) {
         loop {
@@ -610,5 +665,30 @@ mod tests {
         assert_eq!(tail, &ab[99_990..]);
         assert!(!cache.read_range(&a, 99_990..100_001, &mut tail), "past the end");
         assert_eq!(tail.len(), 10);
+    }
+
+    #[test]
+    fn streamed_puts_store_only_exact_verified_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ChunkCache::open(dir.path(), 1 << 20).unwrap();
+        let (d, b) = chunk(9, 200_000);
+        let short = cache.put_from(&d, 200_000, &mut &b[..199_999]).unwrap_err();
+        assert_eq!(short.kind(), io::ErrorKind::InvalidData);
+        let mut long = b.clone();
+        long.push(9);
+        assert!(cache.put_from(&d, 200_000, &mut &long[..]).is_err(), "more bytes than the chunk");
+        let mut flipped = b.clone();
+        flipped[1000] ^= 1;
+        assert!(cache.put_from(&d, 200_000, &mut &flipped[..]).is_err());
+        assert!(!cache.contains(&d) && cache.stats().stored == 0);
+        let fan = cache.path(&d).parent().unwrap().to_path_buf();
+        assert_eq!(std::fs::read_dir(&fan).unwrap().count(), 0, "no temporary file left");
+        cache.put_from(&d, 200_000, &mut &b[..]).unwrap();
+        let mut out = Vec::new();
+        assert!(cache.read_range(&d, 0..200_000, &mut out));
+        assert_eq!(out, b);
+        // Stored already: the stream is not read.
+        cache.put_from(&d, 200_000, &mut &[][..]).unwrap();
+        assert_eq!(cache.stats().stored, 1);
     }
 }

@@ -63,7 +63,7 @@ pub struct LayerChunks {
     demand: AtomicUsize,
     last_demand: Mutex<Instant>,
     /// Chunks being decompressed, by the prefetch or by reads.
-    decoding: ChunkFlights,
+    decoding: ChunkFlights<()>,
     errors: AtomicU64,
     stop: AtomicBool,
     prefetch_started: AtomicBool,
@@ -142,14 +142,17 @@ impl LayerChunks {
         self.stop.store(true, Ordering::Relaxed);
     }
 
-    /// Decompresses, verifies and caches chunk `chunk` of `path` — once at a time: a read
-    /// wanting a chunk the prefetch is decompressing (or the reverse) waits for it instead
-    /// of decompressing it again.
-    fn decode(&self, path: &str, chunk: &Chunk) -> io::Result<Arc<[u8]>> {
+    /// Decompresses chunk `chunk` of `path` straight into the cache (streamed, verified
+    /// before it is renamed into place, never whole in memory) — once at a time: a read
+    /// wanting a chunk the prefetch is storing (or the reverse) waits for it.
+    fn decode(&self, path: &str, chunk: &Chunk) -> io::Result<()> {
         self.decoding.run(&chunk.digest, || {
-            let data = self.reader.read_chunk_shared(path, chunk).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            let _ = self.cache.put(&chunk.digest, &data);
-            Ok(data)
+            if self.cache.contains(&chunk.digest) {
+                return Ok(());
+            }
+            let context = |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidData, format!("{path} at {}: {e}", chunk.chunk_offset));
+            let mut stream = self.reader.chunk_stream(chunk).map_err(|e| context(&e))?;
+            self.cache.put_from(&chunk.digest, chunk.chunk_size, &mut stream).map_err(|e| context(&e))
         })
     }
 
@@ -342,6 +345,33 @@ impl ChunkSource for LayerChunks {
         if let Some(bytes) = self.cache.get_shared(&chunk.digest) {
             return Ok(bytes);
         }
+        self.fetch_on_demand(file, chunk)?;
+        match self.cache.get_shared(&chunk.digest) {
+            Some(bytes) => Ok(bytes),
+            // Evicted already (a cache smaller than what is being read): decompress again.
+            None => self.reader.read_chunk_shared(file.path, chunk).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+        }
+    }
+
+    fn read_chunk(&self, file: &FileRef<'_>, chunk: &Chunk, range: std::ops::Range<usize>, out: &mut Vec<u8>) -> io::Result<()> {
+        let on_disk = range.start as u64..range.end as u64;
+        if self.cache.read_range(&chunk.digest, on_disk.clone(), out) {
+            return Ok(());
+        }
+        self.fetch_on_demand(file, chunk)?;
+        if self.cache.read_range(&chunk.digest, on_disk, out) {
+            return Ok(());
+        }
+        let bytes = self.reader.read_chunk_shared(file.path, chunk).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        out.extend_from_slice(bytes.get(range).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range outside the chunk"))?);
+        Ok(())
+    }
+}
+
+impl LayerChunks {
+    /// A read's miss: fetches and stores `chunk` and the file's following uncached chunks
+    /// (up to the window) in one request.
+    fn fetch_on_demand(&self, file: &FileRef<'_>, chunk: &Chunk) -> io::Result<()> {
         self.demand.fetch_add(1, Ordering::Relaxed);
         let _demand = Demand(self);
         let chunks = &file.node.chunks;

@@ -50,7 +50,7 @@ pub use self::chunks::{FetchOptions, LayerChunks};
 pub use self::tail::LayerTail;
 pub use self::window::WindowFetcher;
 
-use crate::cache::{CachedChunkSource, ChunkCache};
+use crate::cache::ChunkCache;
 use crate::fdstore::FdStore;
 use crate::image::platform::Platform;
 use crate::registry::range::{HttpRangeFetcher, RangeFetcher, RangeOptions, RangeReader, ReaderOptions};
@@ -377,8 +377,7 @@ impl StargzLayers {
                     chunks = chunks.with_early_windows(end, ids);
                 }
                 let chunks = Arc::new(chunks);
-                let source = CachedChunkSource::new(Arc::clone(&chunks) as Arc<dyn ChunkSource>, Arc::clone(cache));
-                (Arc::new(source), Some(chunks))
+                (Arc::clone(&chunks) as Arc<dyn ChunkSource>, Some(chunks))
             }
             None => (Arc::new(EstargzChunkSource::new(estargz)), None),
         };

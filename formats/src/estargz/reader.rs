@@ -161,12 +161,15 @@ impl<R: ReadAt> EstargzReader<R> {
         Ok(data)
     }
 
-    /// Decompresses chunk `chunk` of `path` into `out` (its exact size) and verifies it.
-    fn read_chunk_into(&self, path: &str, chunk: &Chunk, out: &mut [u8]) -> Result<(), EstargzError> {
+    /// The decompressed bytes of `chunk` as a stream, from its first byte: at most
+    /// `chunk.chunk_size` of them, **not verified** — the caller checks the count and the
+    /// digest (as [`Self::read_chunk`] does) before using them, e.g. while writing them
+    /// to a file it renames into place only if they match.
+    pub fn chunk_stream(&self, chunk: &Chunk) -> Result<Box<dyn Read + Send + '_>, EstargzError> {
         let src =
             RangeReader { blob: &self.blob, pos: chunk.offset, end: chunk.next_offset.max(chunk.offset) };
         let src = BufReader::with_capacity(64 << 10, src);
-        let mut dec: Box<dyn Read + '_> = match self.footer.kind {
+        let mut dec: Box<dyn Read + Send + '_> = match self.footer.kind {
             FooterKind::Gzip | FooterKind::LegacyGzip => Box::new(flate2::bufread::MultiGzDecoder::new(src)),
             FooterKind::ZstdChunked => Box::new(
                 zstd::stream::read::Decoder::with_buffer(src)
@@ -175,6 +178,18 @@ impl<R: ReadAt> EstargzReader<R> {
         };
         let skipped = io::copy(&mut (&mut dec).take(chunk.inner_offset), &mut io::sink())
             .map_err(|e| decompress_error(chunk.offset, "skipping to the chunk", e))?;
+        if skipped != chunk.inner_offset {
+            return Err(EstargzError::Decompress {
+                offset: chunk.offset,
+                reason: format!("member holds {skipped} bytes, fewer than the chunk's inner offset {}", chunk.inner_offset),
+            });
+        }
+        Ok(Box::new(dec.take(chunk.chunk_size)))
+    }
+
+    /// Decompresses chunk `chunk` of `path` into `out` (its exact size) and verifies it.
+    fn read_chunk_into(&self, path: &str, chunk: &Chunk, out: &mut [u8]) -> Result<(), EstargzError> {
+        let mut dec = self.chunk_stream(chunk)?;
         let mut filled = 0;
         while filled < out.len() {
             match dec.read(&mut out[filled..]) {
@@ -190,13 +205,13 @@ impl<R: ReadAt> EstargzReader<R> {
                 }
             }
         }
-        if skipped != chunk.inner_offset || filled as u64 != chunk.chunk_size {
+        if filled as u64 != chunk.chunk_size {
             return Err(EstargzError::Decompress {
                 offset: chunk.offset,
                 reason: format!(
                     "chunk of {path:?} at file offset {}: member holds {} of {} bytes",
                     chunk.chunk_offset,
-                    skipped + filled as u64,
+                    chunk.inner_offset + filled as u64,
                     chunk.inner_offset + chunk.chunk_size
                 ),
             });
