@@ -226,10 +226,14 @@ impl HttpRangeFetcher {
         }
     }
 
-    /// While range support is unknown: the probe lock, so that one request at a time
-    /// finds out. `None` once it is known.
+    /// While range support is unknown (and a server ignoring it means one full download):
+    /// the probe lock, so that one request at a time finds out. `None` once it is known.
     async fn probe_gate(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        if self.range_support.load(Ordering::Acquire) != UNKNOWN {
+        // With the fail policy there is no full download to share: a server ignoring Range
+        // fails the reads either way, and each concurrent first request costs only what is
+        // in flight when its whole-blob answer is dropped. Not waiting for a first answer
+        // saves lazy mounts a round trip (the TOC and the prefetch go out together).
+        if self.range_support.load(Ordering::Acquire) != UNKNOWN || matches!(self.opts.policy, RangePolicy::Fail) {
             return None;
         }
         let gate = self.probe.lock().await;
