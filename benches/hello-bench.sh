@@ -16,7 +16,8 @@
 # of the snapshotter daemon (strata: serve + fd-holder). Needs root; installs nothing but
 # builds strata (release) and the reference daemon if missing. Debugging: KEEP_LOGS=DIR
 # keeps each run's logs and the daemon's smaps, STRATA_LOG=debug sets strata's log level,
-# STRATA_WRAP="heaptrack -o FILE" runs `strata serve` under a profiler.
+# STRATA_WRAP="heaptrack -o FILE" runs `strata serve` under a profiler, STRATA_STARGZ='key = value'
+# adds to its [stargz] config.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=5
@@ -27,7 +28,7 @@ while [ $# -gt 0 ]; do
         --runs) RUNS=$2; shift 2 ;;
         --link) LINKS=$2; shift 2 ;;
         --tools) TOOLS=${2//,/ }; shift 2 ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "hello-bench: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -106,6 +107,8 @@ socket = "$r/strata.sock"
 config_path = "$r/hosts"
 [snapshotters]
 strata = "stargz"
+[stargz]
+${STRATA_STARGZ:-}
 TOML
     cat >"$r/containerd.toml" <<TOML
 version = 2
