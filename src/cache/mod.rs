@@ -371,34 +371,7 @@ impl ChunkCache {
     /// InvalidData when the bytes do not match the digest (nothing is stored); I/O errors
     /// writing the file.
     pub fn put(&self, digest: &Digest, bytes: &[u8]) -> io::Result<()> {
-        let actual = Digest::of(bytes);
-        if actual != *digest {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("chunk cache: chunk {digest}: digest mismatch (got {actual}); not stored"),
-            ));
-        }
-        if self.lock().entries.contains_key(digest) && self.path(digest).exists() {
-            self.lock().touch(digest);
-            return Ok(());
-        }
-        let path = self.path(digest);
-        let parent = path.parent().expect("invariant: chunk paths have a fan-out directory");
-        std::fs::create_dir_all(parent)?;
-        let temp = parent.join(format!(".tmp-{}-{}", std::process::id(), self.temp_seq.fetch_add(1, Ordering::Relaxed)));
-        let written = std::fs::write(&temp, bytes).and_then(|()| std::fs::rename(&temp, &path));
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&temp);
-            return Err(io::Error::new(e.kind(), format!("chunk cache: store {}: {e}", path.display())));
-        }
-        {
-            let mut index = self.lock();
-            index.insert(digest.clone(), bytes.len() as u64);
-            index.verified.insert(digest.clone());
-        }
-        self.stored.fetch_add(1, Ordering::Relaxed);
-        self.evict();
-        Ok(())
+        self.put_from(digest, bytes.len() as u64, &mut &bytes[..])
     }
 
     /// Stores chunk `digest` of `size` bytes from `bytes`, streamed: written to a temporary
@@ -444,7 +417,10 @@ impl ChunkCache {
         })();
         if let Err(e) = written {
             let _ = std::fs::remove_file(&temp);
-            return Err(e);
+            if e.kind() == io::ErrorKind::InvalidData {
+                return Err(e);
+            }
+            return Err(io::Error::new(e.kind(), format!("chunk cache: store {}: {e}", path.display())));
         }
         {
             let mut index = self.lock();
