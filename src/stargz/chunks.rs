@@ -1,13 +1,14 @@
-//! [`LayerChunks`]: how a lazily mounted layer gets its file data. Chunks come from the
-//! chunk cache; a miss fetches, in one range request (a [`WindowFetcher`] window), the
-//! missed chunk and the following chunks of the same file that are not cached (up to
-//! [`FetchOptions::window`] compressed bytes), verifies each against its TOC digest
-//! ([`EstargzReader::read_chunk`]) and caches them all. At mount, the layer's prioritized
-//! range (`[0, landmark)`, the files `strata convert` or `ctr-remote` put before
-//! `.prefetch.landmark`) is fetched in a few large requests and cached; reads of those
-//! files meanwhile wait for it instead of fetching. Then, optionally, the rest of the
-//! layer is fetched in the background, rate-limited, pausing while reads are fetching.
-
+//! [`LayerChunks`]: how a lazily mounted layer gets its file data. A FUSE read takes its
+//! range from the chunk's file in the chunk cache; a miss fetches, in one range request (a
+//! [`WindowFetcher`] window), the missed chunk and the following chunks of the same file
+//! that are not cached (up to [`FetchOptions::window`] compressed bytes), and decompresses
+//! each straight into the cache ([`EstargzReader::chunk_stream`], hashed on the way and
+//! renamed into place only if it matches its TOC digest). At mount, the layer's
+//! prioritized range (`[0, landmark)`, the files `strata convert` or `ctr-remote` put
+//! before `.prefetch.landmark`) is fetched in requests sent at once — from the image's
+//! prefetch-end hint even before the TOC is in — and cached; reads of those files
+//! meanwhile wait for it instead of fetching. Then, optionally, the rest of the layer is
+//! fetched in the background, rate-limited, pausing while reads are fetching.
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
