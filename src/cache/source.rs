@@ -65,7 +65,7 @@ impl ChunkSource for CachedChunkSource {
         }
         // Fetched (once, however many readers miss it) and stored; this read takes its
         // piece from the fetched bytes, the next ones from disk.
-        let bytes = self.flights.run(&chunk.digest, || self.fetch(file, chunk))?;
+        let bytes = self.chunk(file, chunk)?;
         let piece = bytes.get(range).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range outside the chunk"))?;
         out.extend_from_slice(piece);
         Ok(())
