@@ -12,6 +12,8 @@
 //!   A reader that already opened an evicted chunk finishes with its descriptor.
 //! - Recency lives in memory; at open it is rebuilt from the files' modification times and
 //!   leftover temporary files are removed, so the cache survives a restart or a crash.
+//! - Whole files assembled from chunks for FUSE passthrough ([`ChunkCache::backing_file`])
+//!   live under `files/` and count in the same bound.
 //! - [`CachedChunkSource`] puts the cache in front of any [`strata_fuse::ChunkSource`].
 
 mod flight;
@@ -53,6 +55,9 @@ struct Index {
     order: BTreeMap<u64, Digest>,
     /// Chunks whose file was written or checked by this process.
     verified: HashSet<Digest>,
+    /// Entries that are whole files assembled for passthrough (under `files/`, named by a
+    /// digest of their chunks' digests), not chunks.
+    assembled: HashSet<Digest>,
     total: u64,
     tick: u64,
 }
@@ -81,6 +86,7 @@ impl Index {
 
     fn remove(&mut self, digest: &Digest) -> bool {
         self.verified.remove(digest);
+        self.assembled.remove(digest);
         match self.entries.remove(digest) {
             Some((size, tick)) => {
                 self.order.remove(&tick);
@@ -135,11 +141,30 @@ impl ChunkCache {
                 }
             }
         }
+        let files = dir.join("files");
+        let mut assembled = HashSet::new();
+        if files.is_dir() {
+            for entry in std::fs::read_dir(&files).map_err(|e| context("list", &files, e))? {
+                let entry = entry.map_err(|e| context("list", &files, e))?;
+                let path = entry.path();
+                match format!("sha256:{}", entry.file_name().to_string_lossy()).parse::<Digest>() {
+                    Ok(key) => {
+                        let meta = entry.metadata().map_err(|e| context("stat", &path, e))?;
+                        found.push((meta.modified().unwrap_or(std::time::UNIX_EPOCH), key.clone(), meta.len()));
+                        assembled.insert(key);
+                    }
+                    Err(_) => {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+            }
+        }
         found.sort_by_key(|f| f.0);
         let mut index = Index::default();
         for (_, digest, size) in found {
             index.insert(digest, size);
         }
+        index.assembled = assembled;
         let cache = ChunkCache {
             dir: dir.to_path_buf(),
             max_size,
@@ -153,6 +178,10 @@ impl ChunkCache {
         };
         cache.evict();
         Ok(cache)
+    }
+
+    fn assembled_path(&self, key: &Digest) -> PathBuf {
+        self.dir.join("files").join(key.encoded())
     }
 
     fn path(&self, digest: &Digest) -> PathBuf {
@@ -243,9 +272,9 @@ impl ChunkCache {
     /// A file holding exactly the bytes of the regular file `node`, when every chunk of it
     /// is cached, for FUSE passthrough (the kernel then reads it directly): a file of one
     /// chunk is that chunk's file; a larger one is assembled once from its chunks into
-    /// `files/`, named by its chunks' digests (temp file + rename, so a torn copy is never used). Chunk files are only
-    /// ever renamed into place after their digest was checked, so they are used as they
-    /// are. Copies under `files/` are not counted in the size bound.
+    /// `files/`, named by its chunks' digests (temp file + rename, so a torn copy is never
+    /// used). Chunks are checked before they are used. Copies under `files/` count in the
+    /// size bound and are evicted like chunks.
     pub fn backing_file(&self, node: &strata_formats::estargz::Node) -> Option<std::fs::File> {
         let size = u64::try_from(node.entry.size).ok()?;
         let covered: u64 = node.chunks.iter().map(|c| c.chunk_size).sum();
@@ -264,31 +293,40 @@ impl ChunkCache {
             all.push_str(&c.chunk_size.to_string());
             all.push('\n');
         }
-        let key = Digest::of(all.as_bytes()).encoded().to_owned();
-        let path = self.dir.join("files").join(&key);
+        let key = Digest::of(all.as_bytes());
+        let path = self.assembled_path(&key);
         if let Ok(f) = std::fs::File::open(&path)
             && f.metadata().is_ok_and(|m| m.len() == size)
         {
+            self.lock().touch(&key);
             return Some(f);
         }
+        let temp = self.dir.join("files").join(format!(".tmp-{}-{}", std::process::id(), self.temp_seq.fetch_add(1, Ordering::Relaxed)));
         let assembled = (|| -> io::Result<()> {
             std::fs::create_dir_all(self.dir.join("files"))?;
-            let temp = self.dir.join("files").join(format!(".tmp-{}-{}", std::process::id(), self.temp_seq.fetch_add(1, Ordering::Relaxed)));
             let mut out = std::fs::File::create(&temp)?;
             for c in &node.chunks {
                 let mut chunk = self.checked_file(&c.digest).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("chunk {} is gone or damaged", c.digest)))?;
                 if io::copy(&mut chunk, &mut out)? != c.chunk_size {
-                    let _ = std::fs::remove_file(&temp);
                     return Err(io::Error::new(io::ErrorKind::InvalidData, format!("chunk {} changed size", c.digest)));
                 }
             }
             std::fs::rename(&temp, &path)
         })();
         if let Err(e) = assembled {
+            let _ = std::fs::remove_file(&temp);
             tracing::debug!(file = node.path, error = %e, "chunk cache: no backing file for passthrough");
             return None;
         }
-        std::fs::File::open(&path).ok()
+        let file = std::fs::File::open(&path).ok();
+        {
+            let mut index = self.lock();
+            index.insert(key.clone(), size);
+            index.assembled.insert(key);
+        }
+        // Opened first: evicting it (or its chunks) now leaves this descriptor working.
+        self.evict();
+        file
     }
 
     /// The size bound, bytes.
@@ -443,10 +481,11 @@ impl ChunkCache {
                 let Some((_, digest)) = index.order.iter().next().map(|(t, d)| (*t, d.clone())) else {
                     return;
                 };
+                let path = if index.assembled.contains(&digest) { self.assembled_path(&digest) } else { self.path(&digest) };
                 index.remove(&digest);
-                digest
+                path
             };
-            let _ = std::fs::remove_file(self.path(&victim));
+            let _ = std::fs::remove_file(victim);
             self.evictions.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -666,5 +705,31 @@ mod tests {
         // Stored already: the stream is not read.
         cache.put_from(&d, 200_000, &mut &[][..]).unwrap();
         assert_eq!(cache.stats().stored, 1);
+    }
+
+    #[test]
+    fn assembled_files_count_in_the_bound_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let parts = [chunk(1, 1000), chunk(2, 1000)];
+        let node = file_node(&parts);
+        {
+            let cache = ChunkCache::open(dir.path(), 10_000).unwrap();
+            for (d, b) in &parts {
+                cache.put(d, b).unwrap();
+            }
+            assert!(cache.backing_file(&node).is_some());
+            assert_eq!(cache.stats().bytes, 4000, "two chunks and the assembled copy");
+            std::fs::write(dir.path().join("files").join(".tmp-1-0"), b"partial").unwrap();
+        }
+        let cache = ChunkCache::open(dir.path(), 10_000).unwrap();
+        assert_eq!(cache.stats().bytes, 4000);
+        assert!(!dir.path().join("files").join(".tmp-1-0").exists(), "a crash's temporary copy is removed");
+        // Newer chunks push the copy (least recently used) out, file and all.
+        for n in 10..19u8 {
+            let (d, b) = chunk(n, 1000);
+            cache.put(&d, &b).unwrap();
+        }
+        assert!(cache.stats().bytes <= 10_000);
+        assert_eq!(std::fs::read_dir(dir.path().join("files")).unwrap().count(), 0, "the copy was evicted");
     }
 }
