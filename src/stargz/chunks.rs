@@ -157,6 +157,15 @@ impl LayerChunks {
         })
     }
 
+    /// [`Self::decode`] for the prefetch and background fetch: a failure is counted and
+    /// logged (a read of the chunk later tries again).
+    fn decode_ahead(&self, path: &str, chunk: &Chunk) {
+        if let Err(e) = self.decode(path, chunk) {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(layer = self.layer, file = path, error = %e, "stargz: fetching a chunk ahead of reads");
+        }
+    }
+
     /// Every chunk of the layer once (by digest), in blob order.
     fn all_chunks(&self) -> Vec<(String, Chunk)> {
         let mut chunks: Vec<(String, Chunk)> =
@@ -195,10 +204,7 @@ impl LayerChunks {
                 if self.cache.contains(&chunk.digest) {
                     continue;
                 }
-                if let Err(e) = self.decode(path, chunk) {
-                    self.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(layer = self.layer, file = path, error = %e, "stargz: fetching a chunk ahead of reads");
-                }
+                self.decode_ahead(path, chunk);
             }
             self.windows.close(id);
             if self.stop.load(Ordering::Relaxed) {
@@ -234,10 +240,7 @@ impl LayerChunks {
                     if self.stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    if let Err(e) = self.decode(path, chunk) {
-                        self.errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(layer = self.layer, file = path, error = %e, "stargz: fetching a chunk ahead of reads");
-                    }
+                    self.decode_ahead(path, chunk);
                     // Chunks come in blob order: windows ending before this one's start
                     // have served every chunk they hold.
                     while ids.last().is_some_and(|&(window_end, _)| window_end <= chunk.offset) {
