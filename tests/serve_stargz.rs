@@ -171,9 +171,24 @@ fn rpull_mounts_every_layer_lazily_and_the_container_reads_right_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let _unmount = UnmountOnDrop(dir.path().to_path_buf());
     let s = setup(dir.path(), "strata-stargz");
+    // Strata's manifest request (by tag: containerd resolves with HEAD, then GETs by
+    // digest) is held back a second: the bottom layer's fetching starts from its
+    // Prepare's labels alone (strata convert's size, TOC-offset and prefetch-end hints,
+    // which containerd passes on), so its prefetch and its TOC come in meanwhile.
+    s.proxy.set_faults(vec![FaultRule::new(Fault::Delay { ms: 1000 }).method("GET").path("/manifests/esgz")]);
     let started = Instant::now();
     s.rpull();
     let pulled_in = started.elapsed();
+    s.proxy.clear_faults();
+    let requests = s.proxy.requests();
+    let manifest = requests.iter().position(|r| r.method == "GET" && r.path.ends_with("/manifests/esgz"));
+    let manifest = manifest.unwrap_or_else(|| panic!("{}", s.context(&format!("strata's manifest GET not seen: {requests:#?}"))));
+    let before: Vec<&str> = requests[..manifest].iter().filter(|r| r.path.contains("/blobs/")).filter_map(|r| r.range.as_deref()).collect();
+    assert!(
+        before.iter().any(|r| r.starts_with("bytes=0-")) && before.len() >= 2,
+        "{}",
+        s.context(&format!("no prefetch and tail of the bottom layer before the manifest came: {requests:#?}"))
+    );
 
     // Every layer is a FUSE mount; containerd downloaded none of them.
     let log = s.serve.log_text();

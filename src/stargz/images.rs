@@ -4,7 +4,7 @@
 //! registry once per image reference.
 
 use strata_formats::Digest;
-use strata_formats::estargz::{PREFETCH_END_ANNOTATION, TOC_DIGEST_ANNOTATION};
+use strata_formats::estargz::{PREFETCH_END_ANNOTATION, TOC_DIGEST_ANNOTATION, TOC_OFFSET_ANNOTATION};
 
 use crate::image::media;
 use crate::image::platform::Platform;
@@ -23,6 +23,9 @@ pub struct ImageLayer {
     /// Where its prioritized files end ([`PREFETCH_END_ANNOTATION`], from `strata convert`),
     /// within the blob; a hint for starting the prefetch before the TOC is in.
     pub prefetch_end: Option<u64>,
+    /// Where its TOC starts ([`TOC_OFFSET_ANNOTATION`], from `strata convert`): a hint for
+    /// fetching the footer and TOC in one request of their size.
+    pub toc_offset: Option<u64>,
 }
 
 /// The layers of `reference`'s manifest for `platform`, bottom first.
@@ -50,13 +53,10 @@ pub async fn image_layers(client: &RegistryClient, reference: &Reference, platfo
             };
             // A hint only (every chunk is still checked against the TOC): a malformed or
             // out-of-range value is ignored.
-            let prefetch_end = l
-                .annotations()
-                .as_ref()
-                .and_then(|a| a.get(PREFETCH_END_ANNOTATION))
-                .and_then(|v| v.parse::<u64>().ok())
-                .filter(|&end| end > 0 && end <= l.size());
-            Ok(ImageLayer { digest, size: l.size(), toc_digest, prefetch_end })
+            let hint = |key: &str| l.annotations().as_ref().and_then(|a| a.get(key)).and_then(|v| v.parse::<u64>().ok());
+            let prefetch_end = hint(PREFETCH_END_ANNOTATION).filter(|&end| end > 0 && end <= l.size());
+            let toc_offset = hint(TOC_OFFSET_ANNOTATION).filter(|&off| off < l.size());
+            Ok(ImageLayer { digest, size: l.size(), toc_digest, prefetch_end, toc_offset })
         })
         .collect()
 }

@@ -14,7 +14,10 @@
 //! counted in `strata_stargz_layers_total{outcome="fallback"}`).
 //!
 //! At the first Prepare of an image, the footers and TOCs of all its eStargz layers are
-//! fetched in parallel, so the following Prepares find theirs ready.
+//! fetched in parallel, so the following Prepares find theirs ready. For images `strata
+//! convert` wrote, that first Prepare's labels already carry its layer's size, TOC offset
+//! and prefetch end (containerd passes `containerd.io/snapshot/` annotations on), so that
+//! layer's TOC and prioritized files are requested at once, alongside the manifest.
 //!
 //! **Restarts.** Each mounted layer's record and compressed TOC are saved under
 //! `<snapshotter root>/layers/`, and a duplicate of its `/dev/fuse` descriptor is handed to
@@ -39,7 +42,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use strata_formats::Digest;
-use strata_formats::estargz::EstargzReader;
+use strata_formats::estargz::{BLOB_SIZE_ANNOTATION, EstargzReader, PREFETCH_END_ANNOTATION, TOC_DIGEST_ANNOTATION, TOC_OFFSET_ANNOTATION};
 use strata_fuse::{ChunkSource, EstargzChunkSource, FuseServer, InitState, LayerFs, LayerTree, ServeOptions};
 use strata_snapshotters::remote::{LayerRequest, LayerTarget, Provision, RemoteLayers};
 use strata_snapshotters::{Labels, SnapshotError, Usage};
@@ -117,6 +120,16 @@ struct OpenedLayer {
     chunks: Option<Arc<LayerChunks>>,
 }
 
+/// A layer whose fetching has started: its footer and TOC, and the prioritized files'
+/// windows, on their way.
+struct Started {
+    size: u64,
+    fetcher: Arc<HttpRangeFetcher>,
+    windows: Arc<WindowFetcher>,
+    early: Option<chunks::EarlyWindows>,
+    tail: tokio::task::JoinHandle<Result<LayerTail, String>>,
+}
+
 /// A layer of an image being pulled, opened ahead of its Prepare.
 enum Ahead {
     /// Being opened by another Prepare of the image.
@@ -183,6 +196,8 @@ pub struct StargzLayers {
     images: Mutex<HashMap<String, Arc<Vec<ImageLayer>>>>,
     /// Layer digest → the layer opened ahead of its Prepare.
     ahead: Mutex<HashMap<Digest, Ahead>>,
+    /// Layer digest → fetching started from a Prepare's labels, before the manifest.
+    started: Mutex<HashMap<Digest, Started>>,
     /// ChainIDs being provided right now.
     pending: Mutex<HashSet<String>>,
     /// ChainID → the layer served.
@@ -260,6 +275,7 @@ impl StargzLayers {
             fdstore: Mutex::new(fdstore),
             images: Mutex::default(),
             ahead: Mutex::default(),
+            started: Mutex::default(),
             pending: Mutex::default(),
             mounts: Mutex::default(),
             held: Mutex::new(held),
@@ -304,26 +320,25 @@ impl StargzLayers {
         if todo.is_empty() {
             return;
         }
-        let fetched = self.runtime.block_on(futures_util::future::join_all(todo.into_iter().map(|l| async move {
-            let fetcher = self.fetcher(reference, &l.digest, l.size);
-            let windows = self.windows_over(&fetcher);
-            // With the image's prefetch-end hint, the prioritized files are requested now,
-            // alongside the TOC, instead of one round trip after it.
-            let early = match l.prefetch_end {
-                Some(end) if self.options.prefetch && self.cache.is_some() => {
-                    let step = self.options.fetch.prefetch_request.max(64 << 10);
-                    let ids = (0..end).step_by(usize::try_from(step).unwrap_or(usize::MAX)).map(|start| {
-                            let window = start..end.min(start + step);
-                            (window.end, windows.open(window))
-                        })
-                        .collect();
-                    Some((end, ids))
-                }
-                _ => None,
-            };
-            let tail = LayerTail::fetch(fetcher.as_ref(), l.size).await;
-            (l, fetcher, windows, early, tail)
-        })));
+        let mut started: Vec<(&ImageLayer, Started)> = todo
+            .into_iter()
+            .map(|l| {
+                let early = self.started.lock().unwrap_or_else(PoisonError::into_inner).remove(&l.digest);
+                let early = early.filter(|s| {
+                    if s.size != l.size {
+                        tracing::debug!(layer = %l.digest, labels = s.size, manifest = l.size, "stargz: the Prepare's size hint was wrong; fetching afresh");
+                        s.tail.abort();
+                    }
+                    s.size == l.size
+                });
+                (l, early.unwrap_or_else(|| self.start_fetching(reference, &l.digest, l.size, l.prefetch_end, l.toc_offset)))
+            })
+            .collect();
+        let tails = self.runtime.block_on(futures_util::future::join_all(started.iter_mut().map(|(_, s)| &mut s.tail)));
+        let fetched = started.into_iter().zip(tails).map(|((l, s), tail)| {
+            let tail = tail.map_err(|e| format!("fetching the footer and TOC: {e}")).and_then(|t| t);
+            (l, s.fetcher, s.windows, s.early, tail)
+        });
         for (layer, fetcher, windows, early, tail) in fetched {
             let toc = layer.toc_digest.clone().expect("filtered above");
             let opened = tail.and_then(|tail| {
@@ -336,6 +351,73 @@ impl StargzLayers {
                 Ok((opened, tail))
             });
             self.ahead.lock().unwrap_or_else(PoisonError::into_inner).insert(layer.digest.clone(), Ahead::Ready(opened));
+        }
+    }
+
+    /// Starts fetching a layer: its footer and TOC (one request when `toc_offset` is
+    /// right) and, with a `prefetch_end` hint, its prioritized files, in requests of
+    /// [`FetchOptions::prefetch_request`] bytes — all at once, on the provider's runtime.
+    fn start_fetching(&self, reference: &Reference, digest: &Digest, size: u64, prefetch_end: Option<u64>, toc_offset: Option<u64>) -> Started {
+        let fetcher = self.fetcher(reference, digest, size);
+        let windows = self.windows_over(&fetcher);
+        // With the image's prefetch-end hint, the prioritized files are requested now,
+        // alongside the TOC, instead of one round trip after it.
+        let early = match prefetch_end {
+            Some(end) if self.options.prefetch && self.cache.is_some() => {
+                let step = self.options.fetch.prefetch_request.max(64 << 10);
+                let ids = (0..end)
+                    .step_by(usize::try_from(step).unwrap_or(usize::MAX))
+                    .map(|start| {
+                        let window = start..end.min(start + step);
+                        (window.end, windows.open(window))
+                    })
+                    .collect();
+                Some((end, ids))
+            }
+            _ => None,
+        };
+        let tail = {
+            let fetcher = Arc::clone(&fetcher);
+            self.runtime.spawn(async move { LayerTail::fetch(fetcher.as_ref(), size, toc_offset).await })
+        };
+        Started { size, fetcher, windows, early, tail }
+    }
+
+    /// At an image's first Prepare, starts fetching that Prepare's layer from its labels
+    /// alone while the image's manifest is fetched: containerd passes a layer's
+    /// `containerd.io/snapshot/` annotations on as labels, among them `strata convert`'s
+    /// size, TOC-offset and prefetch-end hints, so the bottom layer's prioritized files
+    /// are on their way a round trip sooner. Nothing is trusted: the manifest must agree
+    /// on the size, the TOC is checked against the manifest's TOC digest, every chunk
+    /// against the TOC.
+    fn start_from_labels(&self, reference: &Reference, image_ref: &str, digest: &Digest, labels: &Labels) {
+        if self.images.lock().unwrap_or_else(PoisonError::into_inner).contains_key(image_ref)
+            || !labels.contains_key(TOC_DIGEST_ANNOTATION)
+            || self.ahead.lock().unwrap_or_else(PoisonError::into_inner).contains_key(digest)
+        {
+            return;
+        }
+        let hint = |key: &str| labels.get(key).and_then(|v| v.parse::<u64>().ok());
+        let Some(size) = hint(BLOB_SIZE_ANNOTATION).filter(|&size| size > 0) else {
+            return;
+        };
+        let mut started = self.started.lock().unwrap_or_else(PoisonError::into_inner);
+        if started.contains_key(digest) {
+            return;
+        }
+        // These requests go out alongside the manifest's, which authenticates for the
+        // repository as they do (tokens are fetched once per scope): no warm-up first.
+        self.range_options.hosts.mark_warm(reference.registry());
+        let prefetch_end = hint(PREFETCH_END_ANNOTATION).filter(|&end| end > 0 && end <= size);
+        let toc_offset = hint(TOC_OFFSET_ANNOTATION).filter(|&off| off < size);
+        tracing::debug!(layer = %digest, size, ?prefetch_end, ?toc_offset, "stargz: fetching started from the Prepare's labels");
+        started.insert(digest.clone(), self.start_fetching(reference, digest, size, prefetch_end, toc_offset));
+    }
+
+    /// Drops what [`Self::start_from_labels`] started for a layer and nobody took.
+    fn drop_started(&self, digest: &Digest) {
+        if let Some(s) = self.started.lock().unwrap_or_else(PoisonError::into_inner).remove(digest) {
+            s.tail.abort();
         }
     }
 
@@ -439,11 +521,17 @@ impl StargzLayers {
         }
         let context = format!("layer {layer_digest} of {image_ref}");
         let reference: Reference = image_ref.parse().map_err(|e| internal(&context, e))?;
-        let layers = self.layers_of(&reference, image_ref).map_err(|e| internal(&context, e))?;
+        self.start_from_labels(&reference, image_ref, &layer_digest, &request.annotations);
+        let layers = self.layers_of(&reference, image_ref).map_err(|e| {
+            self.drop_started(&layer_digest);
+            internal(&context, e)
+        })?;
         let Some(layer) = layers.iter().find(|l| l.digest == layer_digest) else {
+            self.drop_started(&layer_digest);
             return declined(format!("{context}: the image's manifest for {} has no such layer", self.options.platform));
         };
         let Some(toc_digest) = &layer.toc_digest else {
+            self.drop_started(&layer_digest);
             return declined(format!("{context} is not eStargz (no TOC digest annotation): pulled and unpacked instead"));
         };
         self.open_ahead(&reference, &layers);
@@ -451,7 +539,7 @@ impl StargzLayers {
             Some(opened) => opened,
             None => {
                 let fetcher = self.fetcher(&reference, &layer_digest, layer.size);
-                let tail = self.runtime.block_on(LayerTail::fetch(fetcher.as_ref(), layer.size));
+                let tail = self.runtime.block_on(LayerTail::fetch(fetcher.as_ref(), layer.size, layer.toc_offset));
                 tail.and_then(|tail| {
                     let windows = self.windows_over(&fetcher);
                     Ok((self.open_layer(layer_text, layer.size, toc_digest, tail.clone(), fetcher, windows, None)?, tail))

@@ -33,14 +33,21 @@ pub struct LayerTail {
 }
 
 impl LayerTail {
-    /// Fetches the tail of a blob of `size` bytes through `fetcher`.
+    /// Fetches the tail of a blob of `size` bytes through `fetcher`. `toc_offset`: where
+    /// the image says the TOC starts (`strata convert`'s hint), so that one request of
+    /// the tail's exact size suffices; without it (or when it is implausible) the last
+    /// [`FIRST_TAIL`] bytes are asked for first. Either way the footer decides: a TOC
+    /// starting before the bytes fetched costs a second request.
     ///
     /// # Errors
     ///
     /// The fetch failed, the footer is not eStargz, or the TOC is larger than
     /// [`MAX_TOC_SIZE`].
-    pub async fn fetch(fetcher: &dyn RangeFetcher, size: u64) -> Result<LayerTail, String> {
-        let first = size.min(FIRST_TAIL);
+    pub async fn fetch(fetcher: &dyn RangeFetcher, size: u64, toc_offset: Option<u64>) -> Result<LayerTail, String> {
+        let hinted = toc_offset
+            .filter(|&off| off < size && size - off <= MAX_TOC_SIZE)
+            .map(|off| (size - off.saturating_sub(TOC_SLACK)).max(MAX_FOOTER_SIZE as u64).min(size));
+        let first = hinted.unwrap_or(size.min(FIRST_TAIL));
         let start = size - first;
         let mut got = fetcher.fetch(std::slice::from_ref(&(start..size))).await.map_err(|e| format!("fetching the footer and TOC: {e}"))?;
         let last = got.pop().ok_or("fetching the footer and TOC: no bytes")?;
@@ -94,5 +101,88 @@ impl LayerTail {
     /// The blob range the bytes cover.
     pub fn range(&self) -> Range<u64> {
         self.offset..self.offset + self.bytes.len() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use futures_util::future::BoxFuture;
+    use strata_formats::estargz::{WriteOptions, convert};
+
+    use super::*;
+    use crate::registry::range::RangeError;
+
+    /// An eStargz blob that records the ranges asked of it.
+    struct Blob {
+        bytes: Vec<u8>,
+        asked: Mutex<Vec<Range<u64>>>,
+    }
+
+    impl std::fmt::Debug for Blob {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Blob").field("len", &self.bytes.len()).finish()
+        }
+    }
+
+    impl RangeFetcher for Blob {
+        fn fetch<'a>(&'a self, ranges: &'a [Range<u64>]) -> BoxFuture<'a, Result<Vec<Bytes>, RangeError>> {
+            self.asked.lock().unwrap().extend(ranges.iter().cloned());
+            let out = ranges.iter().map(|r| Bytes::copy_from_slice(&self.bytes[r.start as usize..r.end as usize])).collect();
+            Box::pin(async move { Ok(out) })
+        }
+    }
+
+    /// A blob of a few hundred small files (a TOC of tens of KiB) after 300 KiB of data,
+    /// and its TOC offset.
+    fn blob() -> (Arc<Blob>, u64) {
+        let mut layer = strata_testdata::LayerSpec::new().file("data.bin", 0o644, strata_testdata::random_bytes(300 << 10, 7));
+        for i in 0..400 {
+            layer = layer.file(format!("etc/conf-{i:03}"), 0o644, format!("setting {i}\n"));
+        }
+        let mut bytes = Vec::new();
+        let report = convert(layer.tar().unwrap().as_slice(), &mut bytes, &WriteOptions::default()).unwrap();
+        (Arc::new(Blob { bytes, asked: Mutex::default() }), report.toc_offset)
+    }
+
+    fn fetch(blob: &Blob, hint: Option<u64>) -> LayerTail {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(LayerTail::fetch(blob, blob.bytes.len() as u64, hint)).unwrap()
+    }
+
+    #[test]
+    fn the_toc_offset_hint_makes_one_request_of_the_tails_size() {
+        let (blob, toc_offset) = blob();
+        let size = blob.bytes.len() as u64;
+        assert!(size - toc_offset < FIRST_TAIL && size > FIRST_TAIL, "a TOC smaller than the first guess: {}", size - toc_offset);
+        let tail = fetch(&blob, Some(toc_offset));
+        let start = toc_offset - TOC_SLACK;
+        assert_eq!(*blob.asked.lock().unwrap(), [start..size], "one request, no more than the TOC and footer");
+        assert_eq!((tail.offset, &tail.bytes[..]), (start, &blob.bytes[start as usize..]));
+    }
+
+    #[test]
+    fn without_a_hint_the_first_guess_is_fetched() {
+        let (blob, _) = blob();
+        let size = blob.bytes.len() as u64;
+        let tail = fetch(&blob, None);
+        assert_eq!(*blob.asked.lock().unwrap(), [size - FIRST_TAIL..size]);
+        assert_eq!(tail.range(), size - FIRST_TAIL..size);
+    }
+
+    #[test]
+    fn a_wrong_hint_costs_a_second_request_never_a_wrong_tail() {
+        let (blob, toc_offset) = blob();
+        let size = blob.bytes.len() as u64;
+        // Too late: the footer says the TOC starts earlier; the rest is fetched.
+        let tail = fetch(&blob, Some(toc_offset + 1000));
+        let start = toc_offset - TOC_SLACK;
+        assert_eq!(*blob.asked.lock().unwrap(), [toc_offset + 1000 - TOC_SLACK..size, start..toc_offset + 1000 - TOC_SLACK]);
+        assert_eq!((tail.offset, &tail.bytes[..]), (start, &blob.bytes[start as usize..]));
+        // Out of the blob: ignored.
+        blob.asked.lock().unwrap().clear();
+        fetch(&blob, Some(size + 5));
+        assert_eq!(*blob.asked.lock().unwrap(), [size - FIRST_TAIL..size]);
     }
 }

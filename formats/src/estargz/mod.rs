@@ -49,7 +49,20 @@ pub const UNCOMPRESSED_SIZE_ANNOTATION: &str = "io.containers.estargz.uncompress
 /// `.prefetch.landmark` member), so a lazy snapshotter can start fetching them in parallel
 /// with the TOC instead of after it. A hint: readers bound it by the blob size and still
 /// verify every chunk against the TOC. Absent when no files are prioritized.
-pub const PREFETCH_END_ANNOTATION: &str = "dev.strata.estargz.prefetch-end";
+///
+/// Strata's annotations are under `containerd.io/snapshot/`, like the TOC digest's:
+/// containerd hands a layer's annotations with that prefix to the snapshotter as labels
+/// of the layer's Prepare, so a lazy snapshotter can start fetching the first layer from
+/// its labels alone, before it has the image's manifest.
+pub const PREFETCH_END_ANNOTATION: &str = "containerd.io/snapshot/strata/prefetch-end";
+/// Strata's own layer annotation: the blob offset of the TOC (the footer's), so the
+/// footer and TOC are fetched in one request of exactly their size. A hint, like
+/// [`PREFETCH_END_ANNOTATION`]: the footer read is what counts.
+pub const TOC_OFFSET_ANNOTATION: &str = "containerd.io/snapshot/strata/toc-offset";
+/// Strata's own layer annotation: the blob's size (the descriptor's), for a snapshotter
+/// that has only the Prepare's labels and not yet the manifest. A hint: a layer whose
+/// manifest size differs is fetched afresh.
+pub const BLOB_SIZE_ANNOTATION: &str = "containerd.io/snapshot/strata/blob-size";
 /// The largest uncompressed TOC accepted: a bound on what an untrusted blob can make us
 /// allocate. stargz's biggest real-world TOCs are a few MiB.
 pub const MAX_TOC_SIZE: u64 = 50 << 20;

@@ -101,9 +101,15 @@ impl WriteReport {
         ]
     }
 
-    /// Strata's own annotations: [`super::PREFETCH_END_ANNOTATION`] when files are prioritized.
+    /// Strata's own annotations: the blob's size and TOC offset, and
+    /// [`super::PREFETCH_END_ANNOTATION`] when files are prioritized.
     pub fn strata_annotations(&self) -> Vec<(&'static str, String)> {
-        self.prefetch_end.map(|end| (super::PREFETCH_END_ANNOTATION, end.to_string())).into_iter().collect()
+        let mut annotations = vec![
+            (super::BLOB_SIZE_ANNOTATION, self.blob_size.to_string()),
+            (super::TOC_OFFSET_ANNOTATION, self.toc_offset.to_string()),
+        ];
+        annotations.extend(self.prefetch_end.map(|end| (super::PREFETCH_END_ANNOTATION, end.to_string())));
+        annotations
     }
 
     /// For zstd blobs, the `io.containers.zstd-chunked.manifest-checksum` and
