@@ -98,8 +98,9 @@ fuse_threads = 2
 passthrough = false
 # At mount, fetch each layer's prioritized files (those before .prefetch.landmark,
 # as `strata convert` and `ctr-remote image optimize` order them), in requests of
-# prefetch_request compressed bytes all sent at once (parallel connections reach a
-# slow link's full rate sooner than one); reads of them meanwhile wait for it. The
+# prefetch_request compressed bytes sent together, up to 16 per layer at a time
+# (parallel connections reach a slow link's full rate sooner than one); reads of
+# them meanwhile wait for it. The
 # background fetch uses requests of the same size, one at a time.
 prefetch = true
 prefetch_request = 1048576

@@ -5,7 +5,8 @@
 //! each straight into the cache ([`EstargzReader::chunk_stream`], hashed on the way and
 //! renamed into place only if it matches its TOC digest). At mount, the layer's
 //! prioritized range (`[0, landmark)`, the files `strata convert` or `ctr-remote` put
-//! before `.prefetch.landmark`) is fetched in requests sent at once — from the image's
+//! before `.prefetch.landmark`) is fetched in requests sent together (at most
+//! [`MAX_PREFETCH_WINDOWS`] held at a time) — from the image's
 //! prefetch-end hint even before the TOC is in — and cached; reads of those files
 //! meanwhile wait for it instead of fetching. Then, optionally, the rest of the layer is
 //! fetched in the background, rate-limited, pausing while reads are fetching.
@@ -48,6 +49,11 @@ impl Default for FetchOptions {
         }
     }
 }
+
+/// Most prefetch windows of one layer in flight at once (with the default 1 MiB requests,
+/// 16 MiB held in memory): a layer whose prioritized files are large — a model's weights —
+/// is prefetched in that many requests at a time, not all of it at once.
+pub(crate) const MAX_PREFETCH_WINDOWS: usize = 16;
 
 /// Prefetch windows opened before the TOC was in: where they end, and each window's
 /// (end offset, id) in blob order.
@@ -255,7 +261,7 @@ impl LayerChunks {
             }
             None => chunks,
         };
-        bytes += self.fetch_chunks(&rest, usize::MAX, |_| true);
+        bytes += self.fetch_chunks(&rest, MAX_PREFETCH_WINDOWS, |_| true);
         self.prefetched.store(true, Ordering::Relaxed);
         bytes
     }
@@ -416,6 +422,77 @@ mod tests {
 
     fn chunk(offset: u64, next: u64) -> (String, Chunk) {
         ("f".into(), Chunk { offset, next_offset: next, chunk_offset: 0, chunk_size: 1, inner_offset: 0, digest: Digest::of(&offset.to_le_bytes()) })
+    }
+
+    /// An eStargz blob in memory; each request records how many chunk files the cache
+    /// held when it was made.
+    struct Blob {
+        bytes: Vec<u8>,
+        cache_dir: std::path::PathBuf,
+        asked: Mutex<Vec<usize>>,
+    }
+
+    impl std::fmt::Debug for Blob {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Blob").finish_non_exhaustive()
+        }
+    }
+
+    fn files_under(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir).map_or(0, |entries| {
+            entries.flatten().map(|e| if e.path().is_dir() { files_under(&e.path()) } else { 1 }).sum()
+        })
+    }
+
+    impl crate::registry::range::RangeFetcher for Blob {
+        fn fetch<'a>(
+            &'a self,
+            ranges: &'a [std::ops::Range<u64>],
+        ) -> futures_util::future::BoxFuture<'a, Result<Vec<bytes::Bytes>, crate::registry::range::RangeError>> {
+            self.asked.lock().unwrap().push(files_under(&self.cache_dir));
+            let out = ranges.iter().map(|r| bytes::Bytes::copy_from_slice(&self.bytes[r.start as usize..r.end as usize])).collect();
+            Box::pin(async move { Ok(out) })
+        }
+    }
+
+    #[test]
+    fn a_large_prioritized_range_is_prefetched_a_bounded_number_of_windows_at_a_time() {
+        use strata_formats::estargz::{WriteOptions, convert};
+        // 64 prioritized files of 64 KiB (incompressible), fetched in 64 KiB requests.
+        let mut layer = strata_testdata::LayerSpec::new();
+        let mut prioritized = Vec::new();
+        for i in 0..64 {
+            layer = layer.file(format!("w/{i:02}"), 0o644, strata_testdata::random_bytes(64 << 10, i));
+            prioritized.push(format!("w/{i:02}"));
+        }
+        let opts = WriteOptions { prioritized_files: prioritized, ..WriteOptions::default() };
+        let mut bytes = Vec::new();
+        convert(layer.tar().unwrap().as_slice(), &mut bytes, &opts).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cache_dir = dir.path().join("cache");
+        let cache = Arc::new(ChunkCache::open(&cache_dir, 1 << 30).unwrap());
+        let size = bytes.len() as u64;
+        let blob = Arc::new(Blob { bytes, cache_dir, asked: Mutex::default() });
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let fetcher = Arc::clone(&blob) as Arc<dyn crate::registry::range::RangeFetcher>;
+        // As the provider wires it: the reader reads through the windows.
+        let windows = Arc::new(WindowFetcher::new(fetcher, runtime.handle().clone()));
+        let through = Arc::clone(&windows) as Arc<dyn crate::registry::range::RangeFetcher>;
+        let reader = RangeReader::new(through, size, runtime.handle().clone(), crate::registry::range::ReaderOptions::default());
+        let reader = Arc::new(EstargzReader::open(reader, None).unwrap());
+        let options = FetchOptions { prefetch_request: 64 << 10, background: false, ..FetchOptions::default() };
+        let chunks = LayerChunks::new("test".into(), reader, windows, Arc::clone(&cache), options);
+        blob.asked.lock().unwrap().clear();
+        assert!(chunks.prefetch() > 0);
+        let asked = blob.asked.lock().unwrap().clone();
+        assert!(asked.len() >= 64, "one request per file: {asked:?}");
+        // The first MAX_PREFETCH_WINDOWS go out at once; each later one only after a
+        // window was decoded into the cache (so at most that many are held in memory).
+        assert!(asked[..MAX_PREFETCH_WINDOWS].iter().all(|&n| n == 0), "{asked:?}");
+        for (i, &stored) in asked.iter().enumerate().skip(MAX_PREFETCH_WINDOWS) {
+            assert!(stored > i - MAX_PREFETCH_WINDOWS, "request {i} went out with only {stored} chunks stored: {asked:?}");
+        }
+        assert_eq!(files_under(&dir.path().join("cache")), 64, "every prioritized file cached");
     }
 
     #[test]

@@ -365,6 +365,9 @@ impl StargzLayers {
         let early = match prefetch_end {
             Some(end) if self.options.prefetch && self.cache.is_some() => {
                 let step = self.options.fetch.prefetch_request.max(64 << 10);
+                // The first windows only (the rest is prefetched after the TOC, a bounded
+                // number at a time): the hint must not make us buffer a huge range.
+                let end = end.min(step.saturating_mul(chunks::MAX_PREFETCH_WINDOWS as u64));
                 let ids = (0..end)
                     .step_by(usize::try_from(step).unwrap_or(usize::MAX))
                     .map(|start| {
