@@ -486,9 +486,10 @@ mod tests {
         assert!(chunks.prefetch() > 0);
         let asked = blob.asked.lock().unwrap().clone();
         assert!(asked.len() >= 64, "one request per file: {asked:?}");
-        // The first MAX_PREFETCH_WINDOWS go out at once; each later one only after a
+        // Up to MAX_PREFETCH_WINDOWS go out at once; each later one only after another
         // window was decoded into the cache (so at most that many are held in memory).
-        assert!(asked[..MAX_PREFETCH_WINDOWS].iter().all(|&n| n == 0), "{asked:?}");
+        // (How many of the first ones go out before the first is decoded is up to the
+        // scheduler: not asserted.)
         for (i, &stored) in asked.iter().enumerate().skip(MAX_PREFETCH_WINDOWS) {
             assert!(stored > i - MAX_PREFETCH_WINDOWS, "request {i} went out with only {stored} chunks stored: {asked:?}");
         }
