@@ -5,6 +5,7 @@
 //! reference, measured back to back on the same input, is the number that matters.
 
 mod convert;
+mod delay_proxy;
 mod ingest;
 mod pull;
 mod range;
@@ -52,6 +53,10 @@ enum Bench {
     /// proxy plugin (`strata serve`), plus `strata serve`'s socket directly.
     #[command(after_help = "Example:\n  strata-bench socket --strata target/release/strata --pairs 1000")]
     Socket(socket::SocketArgs),
+    /// A TCP proxy holding every byte a fixed delay in each direction (the latency half of
+    /// `benches/slow-link.sh`; tc's tbf does the rate). Runs until killed.
+    #[command(after_help = "Example:\n  strata-bench delay-proxy 10.213.78.2:5000 127.0.0.1:5001 --delay-ms 20")]
+    DelayProxy(delay_proxy::DelayProxyArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,5 +68,6 @@ fn main() -> anyhow::Result<()> {
         Bench::Unpack(args) => unpack::run(&args),
         Bench::SnapshotLatency(args) => snapshot_latency::run(&args),
         Bench::Socket(args) => socket::run(&args),
+        Bench::DelayProxy(args) => delay_proxy::run(&args),
     }
 }
