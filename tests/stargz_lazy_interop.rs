@@ -2,8 +2,9 @@
 //! by `strata push` is lazily readable by stargz-snapshotter.
 //!
 //! The reference daemon is `stargz-grpc` (stargz-snapshotter 0.12's FUSE filesystem and
-//! snapshotter behind containerd's snapshots gRPC API), built from
-//! `/work/shared/reference` (`STRATA_REFERENCE_DIR` overrides) into this target's tmp dir.
+//! snapshotter behind containerd's snapshots gRPC API), the project's own
+//! `benches/reference/stargz-grpc`, built by `benches/reference/build-stargz-grpc.sh` into
+//! `target/reference/` (again only when its inputs changed).
 //! A private containerd 1.6 uses it as the `stargz` proxy plugin; `ctr-remote image rpull`
 //! hands it each layer's reference and digest, and stargz mounts the layers over FUSE
 //! instead of containerd downloading them. The registry sits behind
@@ -20,7 +21,7 @@
 //! stargz runs with `noprefetch` and `no_background_fetch`, so every fetch is on demand.
 //! Needs root (FUSE and overlay mounts; skipped with a message otherwise), /dev/fuse,
 //! containerd, ctr, ctr-remote (scripts/setup.sh), and Go plus the stargz-snapshotter Go
-//! sources, which the build script installs with apt-get when missing.
+//! sources (scripts/setup.sh; the build script installs them with apt-get when missing).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -37,7 +38,6 @@ mod support;
 use support::mounts::{MountEntry, OverlayMount, force_unmount, mount_entries_under, mounts_under};
 use support::{CONTAINERD, CTR, CTR_REMOTE, Env, chain_ids, log_tail, stop_child, wait_for_socket};
 
-const DEFAULT_REFERENCE_DIR: &str = "/work/shared/reference";
 /// containerd namespace of every ctr call (private daemon anyway).
 const NS: &str = "strata-lazy";
 const TOC_DIGEST: &str = "containerd.io/snapshot/stargz/toc.digest";
@@ -61,33 +61,11 @@ fn tools_available() -> bool {
     true
 }
 
-/// The reference tools: `$STRATA_REFERENCE_DIR`, else `../shared/reference` beside the
-/// checkout (where CI puts it), else the workplace's copy.
-fn reference_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("STRATA_REFERENCE_DIR") {
-        return PathBuf::from(d);
-    }
-    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference");
-    if beside.join("build-stargz-grpc.sh").exists() { beside } else { PathBuf::from(DEFAULT_REFERENCE_DIR) }
-}
-
-/// Builds `stargz-grpc` with the reference's script into this target's tmp dir (fresh on
-/// a fresh checkout, ~1 s when Go's build cache is warm); returns the binary.
+/// Builds `stargz-grpc` with the repository's script (~1 min on a fresh checkout, nothing
+/// when it is current); returns the binary.
 fn build_stargz_grpc() -> PathBuf {
-    let dir = reference_dir();
-    let script = dir.join("build-stargz-grpc.sh");
-    assert!(
-        script.exists(),
-        "{} not found (set STRATA_REFERENCE_DIR)",
-        script.display()
-    );
-    let outdir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("stargz-grpc-bin");
-    let out = Command::new(&script)
-        .arg(&outdir)
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/reference/build-stargz-grpc.sh");
+    let out = Command::new(&script).stdin(Stdio::null()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
