@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
 """Builds the hello-bench image from this host's Debian packages, as an OCI image layout.
 
-Three gzip layers, Debian-style (every file's parent directories present):
+Four gzip layers, Debian-style (each layer has the parent directories of its files, as
+`ctr-remote image optimize` requires):
   1. base    - libc6, coreutils, bash, dash, perl-base, apt and their libraries, and the
                merged-/usr symlinks
   2. python  - python3.11-minimal, libpython3.11-minimal, python3-minimal
   3. stdlib  - libpython3.11-stdlib and the libraries its modules load, with the
                host's compiled __pycache__ files
+  4. extra   - the libraries that ls, find, grep, sed, id, cp... of the base layer still
+               lack (libpcre2-8, libacl, libattr), and /opt/bench/bulk.bin: 16 MiB,
+               generated (seeded: the same every time; gzip keeps ~60% of it), which
+               only the large-read workload reads
 Also writes the list of files `python3 -c 'print("hello")'` reads (the interpreter,
 its loader and libraries, the .pyc of every module it imports), for
 `strata convert --prioritize-from`.
@@ -19,6 +24,7 @@ import hashlib
 import io
 import json
 import os
+import random
 import subprocess
 import sys
 import tarfile
@@ -34,7 +40,10 @@ LAYERS = [
                 "liblzma5", "libmpdec3", "libncursesw6", "libtinfo6", "libreadline8", "libuuid1",
                 "libcrypt1", "libnsl2", "libtirpc3", "libdb5.3", "libgdbm6", "mime-support",
                 "media-types", "tzdata"]),
+    ("extra", ["libpcre2-8-0", "libacl1", "libattr1"]),
 ]
+# Generated files: layer name -> [(path in the image, size)].
+GENERATED = {"extra": [("/opt/bench/bulk.bin", 16 << 20)]}
 MERGED = {"/bin": "/usr/bin", "/sbin": "/usr/sbin", "/lib": "/usr/lib", "/lib64": "/usr/lib64"}
 PY = "/usr/bin/python3.11"
 
@@ -71,11 +80,24 @@ def pyc(path):
     return os.path.join(d, "__pycache__", base[:-3] + ".cpython-311.pyc")
 
 
-def layer_tar(files, seen_dirs):
+def bulk_bytes(size, seed):
+    """4 KiB blocks of 1 KiB random bytes and 3 KiB word salad: gzip keeps ~60%."""
+    rng = random.Random(seed)
+    letters = b"abcdefghijklmnopqrstuvwxyz"
+    words = [bytes(rng.choice(letters) for _ in range(rng.randint(2, 9))) for _ in range(512)]
+    out = bytearray()
+    while len(out) < size:
+        out += rng.randbytes(1024)
+        out += b" ".join(rng.choices(words, k=600))[:3072]
+    return bytes(out[:size])
+
+
+def layer_tar(files, first, generated=()):
+    seen_dirs = set()
     buf = io.BytesIO()
     with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=6, mtime=0) as gz:
         with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            if not seen_dirs:
+            if first:
                 for top, usr in MERGED.items():
                     for d in ("usr", usr[1:]):
                         if d not in seen_dirs:
@@ -101,6 +123,15 @@ def layer_tar(files, seen_dirs):
                         tar.addfile(info, f)
                 else:
                     tar.addfile(info)
+            for path, size in generated:
+                name = path[1:]
+                parts = os.path.dirname(name).split("/")
+                for i in range(1, len(parts) + 1):
+                    add_dir(tar, "/".join(parts[:i]), seen_dirs)
+                data = bulk_bytes(size, seed=size)
+                info = tarfile.TarInfo(name)
+                info.size, info.mode, info.uname, info.gname = len(data), 0o644, "root", "root"
+                tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 
@@ -155,18 +186,17 @@ def priority_list():
 def main():
     layout, prio_out, ref_name = sys.argv[1], sys.argv[2], sys.argv[3]
     os.makedirs(os.path.join(layout, "blobs", "sha256"), exist_ok=True)
-    seen_dirs = set()
     layers, diff_ids, taken = [], [], set()
     for name, pkgs in LAYERS:
         files = [f for p in pkgs for f in package_files(p) if image_path(f) not in taken]
         if name == "base" and os.path.exists("/etc/ld.so.cache"):
             files.append("/etc/ld.so.cache")
         taken.update(image_path(f) for f in files)
-        data = layer_tar(files, seen_dirs)
+        data = layer_tar(files, not layers, GENERATED.get(name, ()))
         diff_ids.append(diff_id(data))
         digest, size = write_blob(layout, data)
         layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": size})
-        print(f"layer {name}: {len(files)} files, {size} bytes", file=sys.stderr)
+        print(f"layer {name}: {len(files) + len(GENERATED.get(name, ()))} files, {size} bytes", file=sys.stderr)
     config = {
         "architecture": "amd64", "os": "linux",
         "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin"], "Cmd": ["/usr/bin/python3", "-c", "print('hello')"]},
