@@ -402,7 +402,7 @@ TOML
     kill_leftovers "$r"
     unmount_under "$r"
     local secs
-    secs=$(echo "$t1 - $t0" | bc)
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
     if [ -n "${KEEP_LOGS:-}" ]; then
         local keep=$KEEP_LOGS/$image-$wl-$link-$tool-$(date +%s%N)
         mkdir -p "$keep"

@@ -17,10 +17,11 @@ say() { echo "$me: $*" >&2; }
 #   fuse3                   fusermount3 and the FUSE userspace reference
 #   stargz-snapshotter      ctr-remote, the eStargz reference
 #   umoci                   `umoci unpack`, the reference for a layer stack's file tree
-#   iproute2, python3, curl network namespaces, the slow-link proxy, probes
+#   iproute2, python3, curl network namespaces (benches/slow-link.sh), the bench image builder, probes
 #   golang-go, golang-github-containerd-stargz-snapshotter-dev
 #                           Go + stargz-snapshotter's sources, to build the reference
-#                           stargz-grpc daemon (tests/stargz_lazy_interop.rs)
+#                           daemon benches/reference/stargz-grpc (hello-bench,
+#                           tests/stargz_lazy_interop.rs)
 #   protobuf-compiler, libprotobuf-dev
 #                           protoc and the google/protobuf/*.proto it imports, to build
 #                           proto/ (apt's protoc finds them only in libprotobuf-dev)
