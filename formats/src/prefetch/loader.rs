@@ -132,6 +132,80 @@ pub(super) fn load(
     Ok(())
 }
 
+/// The files the dynamic loader opens right after mapping the ELF object at `path`
+/// (`info` its headers), guessed from the tree alone, without reading any candidate:
+/// its `PT_INTERP` loader, glibc's `/etc/ld.so.cache`, and for each `DT_NEEDED` name the
+/// first regular file of that name in the object's search directories (its own
+/// `DT_RPATH`/`DT_RUNPATH` with `$ORIGIN` expanded, the `ld.so.conf` directories when
+/// `fs` can read that file, the default directories). Not the closure: what those
+/// libraries need is found from their own headers once they are read. A lazy
+/// snapshotter prefetches these while a start is running; a wrong guess costs bytes,
+/// never correctness. Symlinks followed are not listed, only the files they lead to.
+pub fn loader_neighbours(fs: &dyn RootFs, path: &str, info: &ElfInfo) -> Vec<Resolved> {
+    let mut out: Vec<Resolved> = Vec::new();
+    let push = |r: Resolved, out: &mut Vec<Resolved>| {
+        if r.kind == FileKind::Regular && r.path != path && !out.iter().any(|o| o.path == r.path) {
+            out.push(r);
+        }
+    };
+    let interp_name = info
+        .interpreter
+        .as_deref()
+        .and_then(|i| i.rsplit('/').next())
+        .unwrap_or_default()
+        .to_owned();
+    let musl = interp_name
+        .strip_prefix("ld-musl-")
+        .and_then(|b| b.strip_suffix(".so.1"))
+        .map(str::to_owned);
+    if let Some(interp) = &info.interpreter
+        && let Ok(r) = resolve(fs, "/", interp)
+    {
+        push(r, &mut out);
+    }
+    let mut listed = FileList::default();
+    let system = match &musl {
+        Some(arch) => musl_dirs(fs, arch, &mut listed),
+        None if info.interpreter.is_some() || !info.needed.is_empty() => {
+            glibc_dirs(fs, info, &mut listed)
+        }
+        None => Vec::new(),
+    };
+    for p in &listed.paths {
+        if let Ok(r) = resolve(fs, "/", p) {
+            push(r, &mut out);
+        }
+    }
+    let obj = Object {
+        info: info.clone(),
+        origin: dirname(path).to_owned(),
+        inherited: Rc::from([]),
+    };
+    let env = LoaderEnv {
+        cwd: "/".to_owned(),
+        ld_library_path: Vec::new(),
+    };
+    let dirs = search_dirs(&obj, &env, &system, musl.is_some());
+    for name in info.needed.iter().take(MAX_LIBRARY_NAMES) {
+        if *name == interp_name {
+            continue;
+        }
+        let candidates: Vec<String> = if name.contains('/') {
+            vec![name.clone()]
+        } else {
+            dirs.iter().map(|d| child_path(d, name)).collect()
+        };
+        if let Some(r) = candidates.iter().find_map(|c| {
+            resolve(fs, "/", c)
+                .ok()
+                .filter(|r| r.kind == FileKind::Regular)
+        }) {
+            push(r, &mut out);
+        }
+    }
+    out
+}
+
 /// The search path `obj` passes to the objects it loads: its own path, then what its
 /// loaders passed to it. glibc passes `DT_RPATH` only, and none from an object with a
 /// `DT_RUNPATH`; musl passes `DT_RUNPATH`, else `DT_RPATH`.

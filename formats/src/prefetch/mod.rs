@@ -25,7 +25,7 @@ mod rootfs;
 use std::cell::Cell;
 use std::collections::HashSet;
 
-pub use loader::{MAX_LIBRARY_NAMES, MAX_OBJECTS};
+pub use loader::{MAX_LIBRARY_NAMES, MAX_OBJECTS, loader_neighbours};
 pub use rootfs::{FileKind, MAX_PATH_LEN, MAX_SYMLINKS, MemRootFs, Resolved, RootFs, normalize, resolve};
 
 use crate::elf::{ElfError, parse_elf};

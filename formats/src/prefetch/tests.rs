@@ -4,7 +4,7 @@
 use super::loader::glob_match;
 use super::*;
 use crate::elf::build::{Spec, elf64};
-use crate::elf::machine;
+use crate::elf::{ElfInfo, machine};
 
 const LD: &str = "/lib64/ld-linux-x86-64.so.2";
 
@@ -421,4 +421,89 @@ fn ld_so_preload_loads_first() {
         got[3..],
         ["/etc/ld.so.preload", "/opt/hook.so", "/usr/lib/libextra.so", "/lib/x86_64-linux-gnu/libc.so.6"]
     );
+}
+
+/// What a lazy snapshotter prefetches when it has read an ELF file: the loader, its cache
+/// and the first file of each needed name, found without reading any candidate (so an
+/// earlier incompatible one is guessed, unlike [`prioritized_files`]), `$ORIGIN` expanded,
+/// the loader's own name and missing libraries left out.
+#[test]
+fn loader_neighbours_are_guessed_from_the_tree_alone() {
+    let gnu = "/usr/lib/x86_64-linux-gnu";
+    let mut fs = MemRootFs::new();
+    fs.symlink("/lib", "usr/lib")
+        .symlink("/lib64", "usr/lib64")
+        .symlink(
+            "/usr/lib64/ld-linux-x86-64.so.2",
+            "../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+        )
+        .file(
+            &format!("{gnu}/ld-linux-x86-64.so.2"),
+            &lib("ld-linux-x86-64.so.2", &[]),
+        )
+        .file(
+            &format!("{gnu}/libc.so.6"),
+            &lib("libc.so.6", &["ld-linux-x86-64.so.2"]),
+        )
+        .symlink(&format!("{gnu}/libz.so.1"), "libz.so.1.2.13")
+        .file(
+            &format!("{gnu}/libz.so.1.2.13"),
+            &lib("libz.so.1", &["libc.so.6"]),
+        )
+        .file("/opt/app/lib/libapp.so", &lib("libapp.so", &["libc.so.6"]))
+        .file("/opt/app/bin/app", &exe(&["libc.so.6"]))
+        .file("/etc/ld.so.cache", b"glibc-ld.so.cache1.1");
+    let info = |needed: &[&str], runpath: Option<&str>| ElfInfo {
+        class: crate::elf::ElfClass::Elf64,
+        endian: crate::elf::Endian::Little,
+        e_type: 3,
+        machine: machine::X86_64,
+        interpreter: Some(LD.to_owned()),
+        dynamic: true,
+        needed: needed.iter().map(|s| s.to_string()).collect(),
+        rpath: None,
+        runpath: runpath.map(str::to_owned),
+        soname: None,
+    };
+    let paths = |v: Vec<Resolved>| v.into_iter().map(|r| r.path).collect::<Vec<_>>();
+    let exe = info(
+        &[
+            "libz.so.1",
+            "libapp.so",
+            "libmissing.so",
+            "ld-linux-x86-64.so.2",
+            "libc.so.6",
+        ],
+        Some("$ORIGIN/../lib"),
+    );
+    assert_eq!(
+        paths(loader_neighbours(&fs, "/opt/app/bin/app", &exe)),
+        [
+            "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+            "/etc/ld.so.cache",
+            "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13",
+            "/opt/app/lib/libapp.so",
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        ]
+    );
+    // A library without an interpreter: only its own needs.
+    let libz = ElfInfo {
+        interpreter: None,
+        ..info(&["libc.so.6"], None)
+    };
+    assert_eq!(
+        paths(loader_neighbours(
+            &fs,
+            "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13",
+            &libz
+        )),
+        ["/etc/ld.so.cache", "/usr/lib/x86_64-linux-gnu/libc.so.6"]
+    );
+    // A static executable: nothing.
+    let stat = ElfInfo {
+        interpreter: None,
+        dynamic: false,
+        ..info(&[], None)
+    };
+    assert!(loader_neighbours(&fs, "/bin/busybox", &stat).is_empty());
 }
