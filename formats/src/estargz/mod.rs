@@ -29,7 +29,7 @@ use crate::Digest;
 use crate::errdefs::ErrorKind;
 
 pub use footer::{Footer, FooterKind};
-pub use reader::EstargzReader;
+pub use reader::{EstargzReader, chunk_reader};
 pub use toc::{Chunk, EntryType, Jtoc, Node, TocEntry, TocIndex};
 pub use writer::{Compression, WriteOptions, WriteReport, convert, decompress_layer};
 

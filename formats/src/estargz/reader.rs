@@ -77,6 +77,39 @@ fn decompress_error(offset: u64, context: &str, e: io::Error) -> EstargzError {
     }
 }
 
+/// The decompressed bytes of `chunk` read from `member`: the blob's bytes from
+/// `chunk.offset` on (its compressed member; what follows it is not read past the chunk),
+/// for a blob whose footer is of `kind`. At most `chunk.chunk_size` bytes come out, **not
+/// verified**: the caller checks the count and the digest before using them. For callers
+/// that fetch the bytes themselves, e.g. streamed from a range request.
+pub fn chunk_reader<'a>(
+    kind: FooterKind,
+    member: impl io::BufRead + Send + 'a,
+    chunk: &Chunk,
+) -> Result<Box<dyn Read + Send + 'a>, EstargzError> {
+    let mut dec: Box<dyn Read + Send + 'a> = match kind {
+        FooterKind::Gzip | FooterKind::LegacyGzip => {
+            Box::new(flate2::bufread::MultiGzDecoder::new(member))
+        }
+        FooterKind::ZstdChunked => Box::new(
+            zstd::stream::read::Decoder::with_buffer(member)
+                .map_err(|e| decompress_error(chunk.offset, "starting zstd", e))?,
+        ),
+    };
+    let skipped = io::copy(&mut (&mut dec).take(chunk.inner_offset), &mut io::sink())
+        .map_err(|e| decompress_error(chunk.offset, "skipping to the chunk", e))?;
+    if skipped != chunk.inner_offset {
+        return Err(EstargzError::Decompress {
+            offset: chunk.offset,
+            reason: format!(
+                "member holds {skipped} bytes, fewer than the chunk's inner offset {}",
+                chunk.inner_offset
+            ),
+        });
+    }
+    Ok(Box::new(dec.take(chunk.chunk_size)))
+}
+
 impl<R: ReadAt> EstargzReader<R> {
     /// Opens `blob`: parses the footer and TOC and builds the index. With
     /// `expected_toc_digest` (the layer's `containerd.io/snapshot/stargz/toc.digest`), a
@@ -168,23 +201,7 @@ impl<R: ReadAt> EstargzReader<R> {
     pub fn chunk_stream(&self, chunk: &Chunk) -> Result<Box<dyn Read + Send + '_>, EstargzError> {
         let src =
             RangeReader { blob: &self.blob, pos: chunk.offset, end: chunk.next_offset.max(chunk.offset) };
-        let src = BufReader::with_capacity(64 << 10, src);
-        let mut dec: Box<dyn Read + Send + '_> = match self.footer.kind {
-            FooterKind::Gzip | FooterKind::LegacyGzip => Box::new(flate2::bufread::MultiGzDecoder::new(src)),
-            FooterKind::ZstdChunked => Box::new(
-                zstd::stream::read::Decoder::with_buffer(src)
-                    .map_err(|e| decompress_error(chunk.offset, "starting zstd", e))?,
-            ),
-        };
-        let skipped = io::copy(&mut (&mut dec).take(chunk.inner_offset), &mut io::sink())
-            .map_err(|e| decompress_error(chunk.offset, "skipping to the chunk", e))?;
-        if skipped != chunk.inner_offset {
-            return Err(EstargzError::Decompress {
-                offset: chunk.offset,
-                reason: format!("member holds {skipped} bytes, fewer than the chunk's inner offset {}", chunk.inner_offset),
-            });
-        }
-        Ok(Box::new(dec.take(chunk.chunk_size)))
+        chunk_reader(self.footer.kind, BufReader::with_capacity(64 << 10, src), chunk)
     }
 
     /// Decompresses chunk `chunk` of `path` into `out` (its exact size) and verifies it.
