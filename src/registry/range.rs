@@ -60,6 +60,22 @@ pub trait RangeFetcher: Send + Sync + std::fmt::Debug {
     /// blob's end is [`RangeError::OutOfBounds`].
     fn fetch<'a>(&'a self, ranges: &'a [Range<u64>]) -> BoxFuture<'a, Result<Vec<Bytes>, RangeError>>;
 
+    /// Sends the bytes of `range` to `sink` in order, as they arrive: `range.end -
+    /// range.start` bytes in all when it returns `Ok`, with no seam where a broken body was
+    /// resumed. Stops early (with `Ok`) once the receiver is gone. For readers that use the
+    /// first bytes of a long range before the last have come (a chunk decoded while the
+    /// rest of its request is on the wire). The default fetches the range whole and sends
+    /// it at once.
+    fn fetch_stream<'a>(&'a self, range: Range<u64>, sink: tokio::sync::mpsc::Sender<Bytes>) -> BoxFuture<'a, Result<(), RangeError>> {
+        Box::pin(async move {
+            let mut got = self.fetch(std::slice::from_ref(&range)).await?;
+            if let Some(bytes) = got.pop() {
+                let _ = sink.send(bytes).await;
+            }
+            Ok(())
+        })
+    }
+
     /// What is fetched, for messages: `blob sha256:… of registry/repository`.
     fn describe(&self) -> String {
         "blob".to_owned()

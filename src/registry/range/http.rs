@@ -100,6 +100,42 @@ enum SingleFailure {
     Body(RangeError),
     /// Anything else (the client has already retried what it could).
     Fatal(RangeError),
+    /// The receiver of a streamed body is gone: nothing more is wanted.
+    Gone,
+}
+
+/// Where a body goes: a buffer, or a channel (streamed) with the count sent so far.
+enum BodyOut<'a> {
+    Buffer(&'a mut BytesMut),
+    Channel(&'a tokio::sync::mpsc::Sender<Bytes>, &'a mut u64),
+}
+
+impl BodyOut<'_> {
+    /// Bytes taken so far.
+    fn len(&self) -> u64 {
+        match self {
+            Self::Buffer(b) => b.len() as u64,
+            Self::Channel(_, sent) => **sent,
+        }
+    }
+
+    /// Takes `bytes`; `false` when the receiver is gone.
+    async fn push(&mut self, bytes: Bytes) -> bool {
+        match self {
+            Self::Buffer(b) => {
+                b.extend_from_slice(&bytes);
+                true
+            }
+            Self::Channel(sink, sent) => {
+                let n = bytes.len() as u64;
+                if sink.send(bytes).await.is_err() {
+                    return false;
+                }
+                **sent += n;
+                true
+            }
+        }
+    }
 }
 
 impl HttpRangeFetcher {
@@ -337,7 +373,7 @@ impl HttpRangeFetcher {
                 .and_then(|cr| asked.iter().position(|r| r.start == cr.start && r.end == cr.end));
             let Some(j) = part else { return Ok(MultiAnswer::NotMulti { part: None }) };
             let mut buf = BytesMut::with_capacity((asked[j].end - asked[j].start) as usize);
-            let part = match self.read_body(&mut resp, &mut buf, asked[j].end - asked[j].start).await {
+            let part = match self.read_body(&mut resp, &mut BodyOut::Buffer(&mut buf), asked[j].end - asked[j].start).await {
                 Ok(()) => Some((j, buf.freeze())),
                 Err(_) => None,
             };
@@ -392,17 +428,51 @@ impl HttpRangeFetcher {
     /// One span by single-range requests, resuming a broken body where it stopped.
     async fn fetch_single(&self, range: Range<u64>) -> Result<Bytes, RangeError> {
         let mut buf = BytesMut::with_capacity((range.end - range.start) as usize);
+        match self.single_into(&range, &mut BodyOut::Buffer(&mut buf)).await? {
+            Some(whole) => Ok(whole),
+            None => Ok(buf.freeze()),
+        }
+    }
+
+    /// [`RangeFetcher::fetch_stream`]: one span by single-range requests whose body goes to
+    /// `sink` as it arrives, resumed where it broke.
+    async fn stream_single(&self, range: Range<u64>, sink: tokio::sync::mpsc::Sender<Bytes>) -> Result<(), RangeError> {
+        if range.start > range.end || range.end > self.size {
+            return Err(RangeError::OutOfBounds { what: self.what(), start: range.start, end: range.end, size: self.size });
+        }
+        if range.is_empty() {
+            return Ok(());
+        }
+        if let Some(local) = self.local_copy()? {
+            let mut data = self.read_local(local, std::slice::from_ref(&range)).await?;
+            let _ = sink.send(data.pop().unwrap_or_default()).await;
+            return Ok(());
+        }
+        self.warm().await;
+        let mut sent = 0;
+        if let Some(rest) = self.single_into(&range, &mut BodyOut::Channel(&sink, &mut sent)).await? {
+            // The server ignored Range: what was not sent yet, from the full copy.
+            let _ = sink.send(rest.slice(usize::try_from(sent).unwrap_or(usize::MAX).min(rest.len())..)).await;
+        }
+        Ok(())
+    }
+
+    /// Requests `range` into `out` until it is all there (broken bodies resumed with
+    /// backoff); `Some(bytes)`: the server ignores Range and these are the range's bytes
+    /// from the policy's fallback instead.
+    async fn single_into(&self, range: &Range<u64>, out: &mut BodyOut<'_>) -> Result<Option<Bytes>, RangeError> {
         let mut attempt = 0;
+        let start = out.len();
         loop {
             attempt += 1;
-            let want = range.start + buf.len() as u64..range.end;
-            match self.request_single(&want, &mut buf).await {
-                Ok(()) => return Ok(buf.freeze()),
-                Err(SingleFailure::RangeIgnored) => return self.on_range_ignored(&range).await,
+            let want = range.start + (out.len() - start)..range.end;
+            match self.request_single(&want, out).await {
+                Ok(()) | Err(SingleFailure::Gone) => return Ok(None),
+                Err(SingleFailure::RangeIgnored) => return self.on_range_ignored(range).await.map(Some),
                 Err(SingleFailure::Body(cause)) if attempt < self.opts.max_attempts.max(1) => {
                     Counters::add(&self.stats.retries, 1);
                     tracing::debug!(
-                        blob = %self.digest, start = want.start, end = want.end, received = buf.len() as u64 + range.start - want.start,
+                        blob = %self.digest, start = want.start, end = want.end, received = out.len() - start,
                         attempt, error = %cause, "range body broke; asking again for the rest"
                     );
                     tokio::time::sleep(backoff(attempt)).await;
@@ -412,8 +482,8 @@ impl HttpRangeFetcher {
         }
     }
 
-    /// One request for `want`, appending its body to `buf`.
-    async fn request_single(&self, want: &Range<u64>, buf: &mut BytesMut) -> Result<(), SingleFailure> {
+    /// One request for `want`, appending its body to `out`.
+    async fn request_single(&self, want: &Range<u64>, out: &mut BodyOut<'_>) -> Result<(), SingleFailure> {
         let probe = self.probe_gate().await;
         if self.range_support.load(Ordering::Acquire) == UNSUPPORTED {
             return Err(SingleFailure::RangeIgnored);
@@ -444,26 +514,28 @@ impl HttpRangeFetcher {
             );
             return Err(SingleFailure::Fatal(RegistryError::invalid_response(resp.url(), reason).into()));
         }
-        self.read_body(&mut resp, buf, want.end - want.start).await
+        self.read_body(&mut resp, out, want.end - want.start).await
     }
 
-    /// Appends exactly `len` body bytes to `buf`: more is fatal, fewer is a broken body.
-    async fn read_body(&self, resp: &mut Response, buf: &mut BytesMut, len: u64) -> Result<(), SingleFailure> {
+    /// Appends exactly `len` body bytes to `out`: more is fatal, fewer is a broken body.
+    async fn read_body(&self, resp: &mut Response, out: &mut BodyOut<'_>, len: u64) -> Result<(), SingleFailure> {
         let url = resp.url().clone();
-        let target = buf.len() as u64 + len;
+        let target = out.len() + len;
         loop {
             match resp.chunk().await {
                 Ok(Some(c)) => {
                     Counters::add(&self.stats.bytes, c.len() as u64);
-                    if buf.len() as u64 + c.len() as u64 > target {
+                    if out.len() + c.len() as u64 > target {
                         let reason = format!("the body is longer than the {len} bytes its Content-Range promised");
                         return Err(SingleFailure::Fatal(RegistryError::invalid_response(&url, reason).into()));
                     }
-                    buf.extend_from_slice(&c);
+                    if !out.push(c).await {
+                        return Err(SingleFailure::Gone);
+                    }
                 }
-                Ok(None) if buf.len() as u64 == target => return Ok(()),
+                Ok(None) if out.len() == target => return Ok(()),
                 Ok(None) => {
-                    let got = len - (target - buf.len() as u64);
+                    let got = len - (target - out.len());
                     let reason = format!("the body ended after {got} of the {len} bytes its Content-Range promised");
                     return Err(SingleFailure::Body(RegistryError::invalid_response(&url, reason).into()));
                 }
@@ -511,6 +583,10 @@ impl HttpRangeFetcher {
 impl RangeFetcher for HttpRangeFetcher {
     fn fetch<'a>(&'a self, ranges: &'a [Range<u64>]) -> BoxFuture<'a, Result<Vec<Bytes>, RangeError>> {
         Box::pin(self.fetch_ranges(ranges))
+    }
+
+    fn fetch_stream<'a>(&'a self, range: Range<u64>, sink: tokio::sync::mpsc::Sender<Bytes>) -> BoxFuture<'a, Result<(), RangeError>> {
+        Box::pin(self.stream_single(range, sink))
     }
 
     fn describe(&self) -> String {
