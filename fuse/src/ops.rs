@@ -349,6 +349,9 @@ impl LayerFs {
             return Ok(Some(r));
         }
         let file = self.file_ref(inode)?;
+        // The access trace (`--log-level strata_fuse::access=trace`): what the fetch policy
+        // is tuned and tested against.
+        tracing::trace!(target: "strata_fuse::access", layer = file.layer, file = file.path, offset = rd.offset, len, "read");
         let mut pos = rd.offset;
         while pos < end {
             let chunk = file.node.chunk_for(pos).ok_or_else(|| {

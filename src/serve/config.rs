@@ -98,18 +98,20 @@ fuse_threads = 2
 passthrough = false
 # At mount, fetch each layer's prioritized files (those before .prefetch.landmark,
 # as `strata convert` and `ctr-remote image optimize` order them), in requests of
-# prefetch_request compressed bytes sent together, up to 16 per layer at a time
-# (parallel connections reach a slow link's full rate sooner than one); reads of
-# them meanwhile wait for it. The
-# background fetch uses requests of the same size, one at a time.
+# prefetch_request compressed bytes, up to 4 per layer at a time; reads of them
+# meanwhile wait for them (a read of one still queued sends it at once).
 prefetch = true
 prefetch_request = 1048576
-# A read that misses fetches its chunk and the file's following uncached chunks
-# in one range request of at most this many compressed bytes.
-fetch_window = 1048576
-# After the prefetch, fetch the rest of each layer in the background, once reads
-# have fetched nothing for 2 s, pausing while they do, at most background_rate
-# bytes per second per layer.
+# A read that misses fetches, in one streamed range request, the file from the
+# missed chunk on (up to this many compressed bytes; a small file whole), a little
+# of the files stored after it, and, when another file of the same directory
+# missed lately, the rest of the directory. A file read sequentially gets windows
+# that double as the reader reaches them. Speculative bytes are bounded by what
+# reads asked for. A complete ELF file has its loader and libraries fetched at once.
+fetch_window = 4194304
+# Fetch the rest of every layer in the background, one 256 KiB request at a time
+# over all layers, only once no read has waited for 2 s, at most background_rate
+# bytes per second.
 background_fetch = true
 background_rate = 33554432
 # Keep each layer's /dev/fuse descriptor in a small holder process
@@ -191,7 +193,7 @@ impl Default for StargzConfig {
             fd_holder: true,
             prefetch: true,
             prefetch_request: 1 << 20,
-            fetch_window: 1 << 20,
+            fetch_window: 4 << 20,
             background_fetch: true,
             background_rate: 32 << 20,
         }

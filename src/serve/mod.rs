@@ -43,7 +43,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::cache::ChunkCache;
 use crate::metrics::{Metrics, MetricsEndpoint, MetricsError};
 use crate::registry::{ClientOptions, RegistryClient};
-use crate::stargz::{FetchOptions, StargzLayers, StargzOptions};
+use crate::stargz::{FetchOptions, PlanOptions, StargzLayers, StargzOptions};
 
 use self::config::Config;
 use self::remote_store::LocalContentLayers;
@@ -248,8 +248,11 @@ fn open_stargz(config: &Config) -> Result<StargzLayers, ServeError> {
         executable,
         prefetch: s.prefetch,
         fetch: FetchOptions {
-            window: s.fetch_window,
-            prefetch_request: s.prefetch_request.max(64 << 10),
+            plan: PlanOptions {
+                file_window: s.fetch_window.max(64 << 10),
+                bulk_request: s.prefetch_request.max(64 << 10),
+                ..PlanOptions::default()
+            },
             background: s.background_fetch,
             background_rate: s.background_rate,
             ..FetchOptions::default()

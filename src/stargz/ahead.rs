@@ -1,25 +1,63 @@
-//! Opening an image's layers ahead of their Prepares: at the first Prepare, every eStargz
+//! The provider's knowledge of the images being pulled ([`Images`], behind one lock), and
+//! opening their layers ahead of their Prepares: at the first Prepare, every eStargz
 //! layer's footer and TOC are fetched in parallel and its prioritized files requested at
 //! once (from `strata convert`'s prefetch-end hint, before the TOC is in) — for the first
 //! layer even before the manifest, from the hints its Prepare's labels carry.
 
-use std::sync::{Arc, PoisonError};
+use std::collections::HashMap;
+use std::sync::{Arc, MutexGuard, PoisonError, Weak};
 
 use strata_formats::Digest;
-use strata_formats::estargz::{BLOB_SIZE_ANNOTATION, PREFETCH_END_ANNOTATION, TOC_DIGEST_ANNOTATION, TOC_OFFSET_ANNOTATION};
+use strata_formats::estargz::{
+    BLOB_SIZE_ANNOTATION, PREFETCH_END_ANNOTATION, TOC_DIGEST_ANNOTATION, TOC_OFFSET_ANNOTATION,
+};
 use strata_snapshotters::Labels;
 
-use super::{ImageLayer, LayerTail, OpenedLayer, StargzLayers, WindowFetcher, chunks};
+use super::fetch::{EarlyStream, LayerFetch};
+use super::{ImageLayer, LayerTail, OpenedLayer, StargzLayers};
 use crate::registry::Reference;
-use crate::registry::range::HttpRangeFetcher;
+use crate::registry::range::RangeFetcher;
+
+/// Most bytes of the prioritized range requested before the TOC is in (the rest is
+/// planned once it is): a hint must not make us buffer a huge range.
+const MAX_EARLY: u64 = 16 << 20;
+
+/// What the provider knows of the images it serves layers of.
+#[derive(Default)]
+pub(super) struct Images {
+    /// Image reference → its layers, from the manifest (bottom first).
+    pub(super) layers: HashMap<String, Arc<Vec<ImageLayer>>>,
+    /// Layer → opened ahead of its Prepare.
+    pub(super) ahead: HashMap<Digest, Ahead>,
+    /// Layer → fetching started from a Prepare's labels, before the manifest.
+    pub(super) started: HashMap<Digest, Started>,
+    /// Layer → the layer being served (for hints: the layers under a layer of an image).
+    pub(super) served: HashMap<Digest, Weak<LayerFetch>>,
+}
+
+impl Images {
+    /// The served layers under `digest` in image `image_ref`, top first.
+    pub(super) fn lower(&self, image_ref: &str, digest: &Digest) -> Vec<Weak<LayerFetch>> {
+        let Some(layers) = self.layers.get(image_ref) else {
+            return Vec::new();
+        };
+        let Some(at) = layers.iter().position(|l| l.digest == *digest) else {
+            return Vec::new();
+        };
+        layers[..at]
+            .iter()
+            .rev()
+            .filter_map(|l| self.served.get(&l.digest).cloned())
+            .collect()
+    }
+}
 
 /// A layer whose fetching has started: its footer and TOC, and the prioritized files'
-/// windows, on their way.
+/// stream, on their way.
 pub(super) struct Started {
     size: u64,
-    fetcher: Arc<HttpRangeFetcher>,
-    windows: Arc<WindowFetcher>,
-    early: Option<chunks::EarlyWindows>,
+    fetcher: Arc<dyn RangeFetcher>,
+    early: Option<EarlyStream>,
     tail: tokio::task::JoinHandle<Result<LayerTail, String>>,
 }
 
@@ -34,26 +72,34 @@ pub(super) enum Ahead {
 }
 
 impl StargzLayers {
+    pub(super) fn images(&self) -> MutexGuard<'_, Images> {
+        self.images.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Opens, ahead of their Prepares, every eStargz layer of an image not opened yet:
     /// footers and TOCs fetched in parallel (each checked against the manifest's TOC
     /// digest before it is parsed), and each layer's prioritized files prefetched at
     /// once, so the layers' Prepares and the container's first reads find them in.
     pub(super) fn open_ahead(&self, reference: &Reference, layers: &[ImageLayer]) {
-        let todo: Vec<&ImageLayer> = {
-            let mut ahead = self.ahead.lock().unwrap_or_else(PoisonError::into_inner);
-            let todo: Vec<&ImageLayer> = layers.iter().filter(|l| l.toc_digest.is_some() && !ahead.contains_key(&l.digest)).collect();
-            for l in &todo {
-                ahead.insert(l.digest.clone(), Ahead::Opening);
-            }
-            todo
+        let todo: Vec<(&ImageLayer, Option<Started>)> = {
+            let mut images = self.images();
+            let todo: Vec<&ImageLayer> = layers
+                .iter()
+                .filter(|l| l.toc_digest.is_some() && !images.ahead.contains_key(&l.digest))
+                .collect();
+            todo.into_iter()
+                .map(|l| {
+                    images.ahead.insert(l.digest.clone(), Ahead::Opening);
+                    (l, images.started.remove(&l.digest))
+                })
+                .collect()
         };
         if todo.is_empty() {
             return;
         }
         let mut started: Vec<(&ImageLayer, Started)> = todo
             .into_iter()
-            .map(|l| {
-                let early = self.started.lock().unwrap_or_else(PoisonError::into_inner).remove(&l.digest);
+            .map(|(l, early)| {
                 let early = early.filter(|s| {
                     if s.size != l.size {
                         tracing::debug!(layer = %l.digest, labels = s.size, manifest = l.size, "stargz: the Prepare's size hint was wrong; fetching afresh");
@@ -64,56 +110,68 @@ impl StargzLayers {
                 (l, early.unwrap_or_else(|| self.start_fetching(reference, &l.digest, l.size, l.prefetch_end, l.toc_offset)))
             })
             .collect();
-        let tails = self.runtime.block_on(futures_util::future::join_all(started.iter_mut().map(|(_, s)| &mut s.tail)));
-        let fetched = started.into_iter().zip(tails).map(|((l, s), tail)| {
-            let tail = tail.map_err(|e| format!("fetching the footer and TOC: {e}")).and_then(|t| t);
-            (l, s.fetcher, s.windows, s.early, tail)
-        });
-        for (layer, fetcher, windows, early, tail) in fetched {
+        let tails = self.runtime.block_on(futures_util::future::join_all(
+            started.iter_mut().map(|(_, s)| &mut s.tail),
+        ));
+        for ((layer, s), tail) in started.into_iter().zip(tails) {
             let toc = layer.toc_digest.clone().expect("filtered above");
+            let tail = tail
+                .map_err(|e| format!("fetching the footer and TOC: {e}"))
+                .and_then(|t| t);
             let opened = tail.and_then(|tail| {
-                let opened = self.open_layer(&layer.digest.to_string(), layer.size, &toc, tail.clone(), fetcher, windows, early)?;
-                if let Some(chunks) = &opened.chunks
+                let opened = self.open_layer(
+                    &layer.digest.to_string(),
+                    layer.size,
+                    &toc,
+                    tail.clone(),
+                    s.fetcher,
+                    s.early,
+                )?;
+                if let Some(fetch) = &opened.fetch
                     && self.options.prefetch
                 {
-                    chunks.start_prefetch();
+                    fetch.start_prefetch();
                 }
                 Ok((opened, tail))
             });
-            self.ahead.lock().unwrap_or_else(PoisonError::into_inner).insert(layer.digest.clone(), Ahead::Ready(opened));
+            self.images()
+                .ahead
+                .insert(layer.digest.clone(), Ahead::Ready(opened));
         }
     }
 
     /// Starts fetching a layer: its footer and TOC (one request when `toc_offset` is
-    /// right) and, with a `prefetch_end` hint, its prioritized files, in requests of
-    /// [`FetchOptions::prefetch_request`] bytes — all at once, on the provider's runtime.
-    pub(super) fn start_fetching(&self, reference: &Reference, digest: &Digest, size: u64, prefetch_end: Option<u64>, toc_offset: Option<u64>) -> Started {
+    /// right) and, with a `prefetch_end` hint, its prioritized files in one streamed
+    /// request (decoded once the TOC is in) — both at once, on the provider's runtime.
+    pub(super) fn start_fetching(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        size: u64,
+        prefetch_end: Option<u64>,
+        toc_offset: Option<u64>,
+    ) -> Started {
         let fetcher = self.fetcher(reference, digest, size);
-        let windows = self.windows_over(&fetcher);
         // With the image's prefetch-end hint, the prioritized files are requested now,
         // alongside the TOC, instead of one round trip after it.
-        let early = match prefetch_end {
-            Some(end) if self.options.prefetch && self.cache.is_some() => {
-                let step = self.options.fetch.prefetch_request.max(64 << 10);
-                // The first windows only (the rest is prefetched after the TOC, a bounded
-                // number at a time): the hint must not make us buffer a huge range.
-                let end = end.min(step.saturating_mul(chunks::MAX_PREFETCH_WINDOWS as u64));
-                let ids = (0..end)
-                    .step_by(usize::try_from(step).unwrap_or(usize::MAX))
-                    .map(|start| {
-                        let window = start..end.min(start + step);
-                        (window.end, windows.open(window))
-                    })
-                    .collect();
-                Some((end, ids))
-            }
-            _ => None,
-        };
+        let early =
+            match prefetch_end {
+                Some(end) if self.options.prefetch && self.cache.is_some() => Some(
+                    EarlyStream::start(&fetcher, 0..end.min(MAX_EARLY), self.runtime.handle()),
+                ),
+                _ => None,
+            };
         let tail = {
             let fetcher = Arc::clone(&fetcher);
-            self.runtime.spawn(async move { LayerTail::fetch(fetcher.as_ref(), size, toc_offset).await })
+            self.runtime
+                .spawn(async move { LayerTail::fetch(fetcher.as_ref(), size, toc_offset).await })
         };
-        Started { size, fetcher, windows, early, tail }
+        Started {
+            size,
+            fetcher,
+            early,
+            tail,
+        }
     }
 
     /// At an image's first Prepare, starts fetching that Prepare's layer from its labels
@@ -123,20 +181,28 @@ impl StargzLayers {
     /// are on their way a round trip sooner. Nothing is trusted: the manifest must agree
     /// on the size, the TOC is checked against the manifest's TOC digest, every chunk
     /// against the TOC.
-    pub(super) fn start_from_labels(&self, reference: &Reference, image_ref: &str, digest: &Digest, labels: &Labels) {
-        if self.images.lock().unwrap_or_else(PoisonError::into_inner).contains_key(image_ref)
-            || !labels.contains_key(TOC_DIGEST_ANNOTATION)
-            || self.ahead.lock().unwrap_or_else(PoisonError::into_inner).contains_key(digest)
-        {
+    pub(super) fn start_from_labels(
+        &self,
+        reference: &Reference,
+        image_ref: &str,
+        digest: &Digest,
+        labels: &Labels,
+    ) {
+        if !labels.contains_key(TOC_DIGEST_ANNOTATION) {
             return;
         }
         let hint = |key: &str| labels.get(key).and_then(|v| v.parse::<u64>().ok());
         let Some(size) = hint(BLOB_SIZE_ANNOTATION).filter(|&size| size > 0) else {
             return;
         };
-        let mut started = self.started.lock().unwrap_or_else(PoisonError::into_inner);
-        if started.contains_key(digest) {
-            return;
+        {
+            let images = self.images();
+            if images.layers.contains_key(image_ref)
+                || images.ahead.contains_key(digest)
+                || images.started.contains_key(digest)
+            {
+                return;
+            }
         }
         // These requests go out alongside the manifest's, which authenticates for the
         // repository as they do (tokens are fetched once per scope): no warm-up first.
@@ -144,20 +210,32 @@ impl StargzLayers {
         let prefetch_end = hint(PREFETCH_END_ANNOTATION).filter(|&end| end > 0 && end <= size);
         let toc_offset = hint(TOC_OFFSET_ANNOTATION).filter(|&off| off < size);
         tracing::debug!(layer = %digest, size, ?prefetch_end, ?toc_offset, "stargz: fetching started from the Prepare's labels");
-        started.insert(digest.clone(), self.start_fetching(reference, digest, size, prefetch_end, toc_offset));
+        let started = self.start_fetching(reference, digest, size, prefetch_end, toc_offset);
+        let mut images = self.images();
+        if images.started.contains_key(digest) {
+            started.tail.abort();
+            return;
+        }
+        images.started.insert(digest.clone(), started);
     }
 
     /// Drops what [`Self::start_from_labels`] started for a layer and nobody took.
     pub(super) fn drop_started(&self, digest: &Digest) {
-        if let Some(s) = self.started.lock().unwrap_or_else(PoisonError::into_inner).remove(digest) {
+        if let Some(s) = self.images().started.remove(digest) {
             s.tail.abort();
         }
     }
 
     /// The layer opened ahead for a Prepare (taken: the next Prepare of it opens anew).
-    pub(super) fn take_ahead(&self, layer: &ImageLayer) -> Option<Result<(OpenedLayer, LayerTail), String>> {
-        let mut ahead = self.ahead.lock().unwrap_or_else(PoisonError::into_inner);
-        match ahead.insert(layer.digest.clone(), Ahead::Taken) {
+    pub(super) fn take_ahead(
+        &self,
+        layer: &ImageLayer,
+    ) -> Option<Result<(OpenedLayer, LayerTail), String>> {
+        match self
+            .images()
+            .ahead
+            .insert(layer.digest.clone(), Ahead::Taken)
+        {
             Some(Ahead::Ready(opened)) => Some(opened),
             _ => None,
         }

@@ -28,9 +28,12 @@
 //! layers whose mount is gone (a reboot) are mounted again, lazily.
 
 mod ahead;
-mod chunks;
+pub mod fetch;
+mod hints;
 mod images;
+pub mod plan;
 mod record;
+pub mod stack;
 mod tail;
 mod window;
 
@@ -48,13 +51,16 @@ use strata_fuse::{ChunkSource, EstargzChunkSource, FuseServer, InitState, LayerF
 use strata_snapshotters::remote::{LayerRequest, LayerTarget, Provision, RemoteLayers};
 use strata_snapshotters::{Labels, SnapshotError, Usage};
 
+pub use self::fetch::{FetchOptions, LayerFetch};
 pub use self::images::{ImageLayer, image_layers};
+pub use self::plan::PlanOptions;
 pub use self::record::{LayerRecord, RecordDir};
-pub use self::chunks::{FetchOptions, LayerChunks};
 pub use self::tail::LayerTail;
 pub use self::window::WindowFetcher;
 
-use self::ahead::{Ahead, Started};
+use self::ahead::Images;
+use self::fetch::{Activity, BackgroundFetch, EarlyStream, FileSink};
+use self::hints::Hints;
 
 use crate::cache::ChunkCache;
 use crate::fdstore::FdStore;
@@ -80,7 +86,7 @@ pub struct StargzOptions {
     pub executable: PathBuf,
     /// Fetch the prioritized files (`[0, landmark)`) of each layer at mount.
     pub prefetch: bool,
-    /// How chunks are fetched (coalescing window, background fetch).
+    /// How chunks are fetched (the fetch plan's tuning, background fetch).
     pub fetch: FetchOptions,
 }
 
@@ -109,18 +115,18 @@ struct HeldMeta {
 /// A layer being served.
 struct LayerMount {
     server: FuseServer,
-    chunks: Option<Arc<LayerChunks>>,
+    fetch: Option<Arc<LayerFetch>>,
     layer: Digest,
     image_ref: String,
     size: u64,
-    fetcher: Arc<HttpRangeFetcher>,
+    fetcher: Arc<dyn RangeFetcher>,
 }
 
 /// A layer opened for serving: its tree and chunk source.
 struct OpenedLayer {
     fs: Arc<LayerFs>,
-    fetcher: Arc<HttpRangeFetcher>,
-    chunks: Option<Arc<LayerChunks>>,
+    fetcher: Arc<dyn RangeFetcher>,
+    fetch: Option<Arc<LayerFetch>>,
 }
 
 /// Outcome counters, for metrics.
@@ -175,12 +181,15 @@ pub struct StargzLayers {
     range_options: RangeOptions,
     /// The fd holder, once connected.
     fdstore: Mutex<Option<FdStore>>,
-    /// Image reference → its layers.
-    images: Mutex<HashMap<String, Arc<Vec<ImageLayer>>>>,
-    /// Layer digest → the layer opened ahead of its Prepare.
-    ahead: Mutex<HashMap<Digest, Ahead>>,
-    /// Layer digest → fetching started from a Prepare's labels, before the manifest.
-    started: Mutex<HashMap<Digest, Started>>,
+    /// The images whose layers are pulled or served: manifests, layers opened ahead,
+    /// layers served.
+    images: Mutex<Images>,
+    /// What every layer's reads and requests are doing (the background fetch waits).
+    activity: Arc<Activity>,
+    /// The rest of every layer, while nothing else is fetched.
+    background: Option<Arc<BackgroundFetch>>,
+    /// Content-aware prefetch (an ELF file's libraries).
+    hints: Arc<Hints>,
     /// ChainIDs being provided right now.
     pending: Mutex<HashSet<String>>,
     /// ChainID → the layer served.
@@ -248,6 +257,8 @@ impl StargzLayers {
             },
             _ => None,
         };
+        let activity = Arc::new(Activity::default());
+        let background = (options.fetch.background && cache.is_some()).then(|| BackgroundFetch::start(Arc::clone(&activity), options.fetch.clone()));
         Ok(StargzLayers {
             client,
             runtime: ManuallyDrop::new(runtime),
@@ -257,8 +268,9 @@ impl StargzLayers {
             range_options: RangeOptions::default(),
             fdstore: Mutex::new(fdstore),
             images: Mutex::default(),
-            ahead: Mutex::default(),
-            started: Mutex::default(),
+            activity,
+            background,
+            hints: Hints::start(),
             pending: Mutex::default(),
             mounts: Mutex::default(),
             held: Mutex::new(held),
@@ -273,62 +285,63 @@ impl StargzLayers {
 
     /// The layers of `image_ref`, from the registry the first time.
     fn layers_of(&self, reference: &Reference, image_ref: &str) -> Result<Arc<Vec<ImageLayer>>, String> {
-        if let Some(found) = self.images.lock().unwrap_or_else(PoisonError::into_inner).get(image_ref) {
+        if let Some(found) = self.images().layers.get(image_ref) {
             return Ok(Arc::clone(found));
         }
         let layers = Arc::new(self.runtime.block_on(image_layers(&self.client, reference, &self.options.platform))?);
         // The manifest request authenticated and connected: range requests need no warm-up.
         self.range_options.hosts.mark_warm(reference.registry());
-        self.images.lock().unwrap_or_else(PoisonError::into_inner).insert(image_ref.to_owned(), Arc::clone(&layers));
+        self.images().layers.insert(image_ref.to_owned(), Arc::clone(&layers));
         Ok(layers)
     }
 
-    fn fetcher(&self, reference: &Reference, digest: &Digest, size: u64) -> Arc<HttpRangeFetcher> {
+    fn fetcher(&self, reference: &Reference, digest: &Digest, size: u64) -> Arc<dyn RangeFetcher> {
         Arc::new(HttpRangeFetcher::new(self.client.clone(), reference.clone(), digest.clone(), size, self.range_options.clone()))
     }
 
-    /// Windows in front of `fetcher`, their requests run on the provider's runtime.
-    fn windows_over(&self, fetcher: &Arc<HttpRangeFetcher>) -> Arc<WindowFetcher> {
-        Arc::new(WindowFetcher::new(Arc::clone(fetcher) as Arc<dyn RangeFetcher>, self.runtime.handle().clone()))
-    }
-
     /// Opens a layer from `tail` (its footer and compressed TOC): no registry request.
-    /// `early`: prefetch windows already opened on `windows` over `[0, end)`.
-    #[allow(clippy::too_many_arguments)]
+    /// `early`: its prioritized range, requested before the TOC was in.
     fn open_layer(
         &self,
         layer: &str,
         size: u64,
         toc: &Digest,
         tail: LayerTail,
-        fetcher: Arc<HttpRangeFetcher>,
-        windows: Arc<WindowFetcher>,
-        early: Option<chunks::EarlyWindows>,
+        fetcher: Arc<dyn RangeFetcher>,
+        early: Option<EarlyStream>,
     ) -> Result<OpenedLayer, String> {
+        // The reader finds its footer and TOC in the tail; it reads the blob itself only
+        // without a cache (chunks are fetched by the layer's plan otherwise).
+        let windows = Arc::new(WindowFetcher::new(Arc::clone(&fetcher), self.runtime.handle().clone()));
         windows.add_ready(tail.range(), tail.bytes.clone());
-        let reader = RangeReader::new(Arc::clone(&windows) as Arc<dyn RangeFetcher>, size, self.runtime.handle().clone(), ReaderOptions::default());
+        let reader = RangeReader::new(windows as Arc<dyn RangeFetcher>, size, self.runtime.handle().clone(), ReaderOptions::default());
         let estargz = Arc::new(EstargzReader::open(reader, Some(toc)).map_err(|e| e.to_string())?.without_toc());
         let tree = LayerTree::build(layer.to_owned(), estargz.shared_index()).map_err(|e| e.to_string())?;
-        let (source, chunks): (Arc<dyn ChunkSource>, _) = match &self.cache {
+        let (source, fetch): (Arc<dyn ChunkSource>, _) = match &self.cache {
             Some(cache) => {
-                let mut chunks = LayerChunks::new(layer.to_owned(), estargz, windows, Arc::clone(cache), self.options.fetch.clone());
-                if let Some((end, ids)) = early {
-                    chunks = chunks.with_early_windows(end, ids);
-                }
-                let chunks = Arc::new(chunks);
-                (Arc::clone(&chunks) as Arc<dyn ChunkSource>, Some(chunks))
+                let fetch = LayerFetch::new(
+                    layer.to_owned(),
+                    estargz,
+                    Arc::clone(&fetcher),
+                    Arc::clone(cache),
+                    self.runtime.handle().clone(),
+                    Arc::clone(&self.activity),
+                    self.options.fetch.plan.clone(),
+                    early,
+                );
+                let hints: Arc<dyn FileSink> = Arc::clone(&self.hints) as Arc<dyn FileSink>;
+                fetch.set_sink(Arc::downgrade(&hints));
+                (Arc::clone(&fetch) as Arc<dyn ChunkSource>, Some(fetch))
             }
             None => (Arc::new(EstargzChunkSource::new(estargz)), None),
         };
-        Ok(OpenedLayer { fs: Arc::new(LayerFs::new(tree, source)), fetcher, chunks })
+        Ok(OpenedLayer { fs: Arc::new(LayerFs::new(tree, source)), fetcher, fetch })
     }
 
-    /// Starts the background fetch of a mounted layer (after its prefetch).
+    /// Hands a mounted layer to the background fetch.
     fn start_background(&self, opened: &OpenedLayer) {
-        if let Some(chunks) = &opened.chunks
-            && self.options.fetch.background
-        {
-            chunks.start_background();
+        if let (Some(fetch), Some(background)) = (&opened.fetch, &self.background) {
+            background.add(fetch);
         }
     }
 
@@ -397,10 +410,7 @@ impl StargzLayers {
             None => {
                 let fetcher = self.fetcher(&reference, &layer_digest, layer.size);
                 let tail = self.runtime.block_on(LayerTail::fetch(fetcher.as_ref(), layer.size, layer.toc_offset));
-                tail.and_then(|tail| {
-                    let windows = self.windows_over(&fetcher);
-                    Ok((self.open_layer(layer_text, layer.size, toc_digest, tail.clone(), fetcher, windows, None)?, tail))
-                })
+                tail.and_then(|tail| Ok((self.open_layer(layer_text, layer.size, toc_digest, tail.clone(), fetcher, None)?, tail)))
             }
         }
         .map_err(|e| internal(&context, e))?;
@@ -420,12 +430,18 @@ impl StargzLayers {
         })?;
         self.hold(&record.chain_id, &server);
         self.start_background(&opened);
+        if let Some(fetch) = &opened.fetch {
+            // Hints resolve paths in this layer and the ones under it in the image.
+            let mut images = self.images();
+            fetch.set_lower(images.lower(image_ref, &layer_digest));
+            images.served.insert(layer_digest.clone(), Arc::downgrade(fetch));
+        }
         let tree = opened.fs.tree();
         let usage = Usage { size: i64::try_from(tree.total_file_bytes()).unwrap_or(i64::MAX), inodes: i64::try_from(tree.inode_count()).unwrap_or(i64::MAX) };
         tracing::info!(snapshot = record.chain_id, layer = %layer_digest, image = image_ref, mountpoint = %target.fs.display(), "stargz: layer mounted lazily");
         self.mounts.lock().unwrap_or_else(PoisonError::into_inner).insert(
             record.chain_id.clone(),
-            LayerMount { server, chunks: opened.chunks, layer: layer_digest, image_ref: record.image_ref, size: record.size, fetcher: opened.fetcher },
+            LayerMount { server, fetch: opened.fetch, layer: layer_digest, image_ref: record.image_ref, size: record.size, fetcher: opened.fetcher },
         );
         Ok(Provision::Mounted { usage })
     }
@@ -438,8 +454,7 @@ impl StargzLayers {
         let digest: Digest = record.layer_digest.parse().map_err(|e| format!("layer {}: {e}", record.layer_digest))?;
         let fetcher = self.fetcher(&reference, &digest, record.size);
         let toc: Digest = record.toc_digest.parse().map_err(|e| format!("TOC digest {}: {e}", record.toc_digest))?;
-        let windows = self.windows_over(&fetcher);
-        let opened = self.open_layer(&record.layer_digest, record.size, &toc, tail, fetcher, windows, None)?;
+        let opened = self.open_layer(&record.layer_digest, record.size, &toc, tail, fetcher, None)?;
         let held = self.held.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
         let live = fuse_connection_at(fs);
         let (server, how) = match (held, live) {
@@ -462,15 +477,18 @@ impl StargzLayers {
                 (server, "mounted again")
             }
         };
-        if let Some(chunks) = &opened.chunks
+        if let Some(fetch) = &opened.fetch
             && self.options.prefetch
         {
-            chunks.start_prefetch();
+            fetch.start_prefetch();
         }
         self.start_background(&opened);
+        if let Some(fetch) = &opened.fetch {
+            self.images().served.insert(digest.clone(), Arc::downgrade(fetch));
+        }
         self.mounts.lock().unwrap_or_else(PoisonError::into_inner).insert(
             name.to_owned(),
-            LayerMount { server, chunks: opened.chunks, layer: digest, image_ref: record.image_ref, size: record.size, fetcher: opened.fetcher },
+            LayerMount { server, fetch: opened.fetch, layer: digest, image_ref: record.image_ref, size: record.size, fetcher: opened.fetcher },
         );
         Ok(how)
     }
@@ -490,13 +508,13 @@ impl StargzLayers {
                     fetched_bytes: fetched.bytes,
                     requests: fetched.requests,
                     retries: fetched.retries,
-                    percent: match &m.chunks {
+                    percent: match &m.fetch {
                         Some(c) if c.complete() => 100.0,
                         _ if m.size == 0 => 100.0,
                         _ => (fetched.bytes as f64 * 100.0 / m.size as f64).min(100.0),
                     },
-                    errors: m.chunks.as_ref().map_or(0, |c| c.errors()),
-                    complete: m.chunks.as_ref().is_some_and(|c| c.complete()),
+                    errors: m.fetch.as_ref().map_or(0, |c| c.errors()),
+                    complete: m.fetch.as_ref().is_some_and(|c| c.complete()),
                 };
                 (name.clone(), state)
             })
@@ -590,8 +608,8 @@ impl StargzLayers {
     pub fn detach_all(&self) {
         let mounts = std::mem::take(&mut *self.mounts.lock().unwrap_or_else(PoisonError::into_inner));
         for (name, m) in mounts {
-            if let Some(chunks) = &m.chunks {
-                chunks.stop();
+            if let Some(fetch) = &m.fetch {
+                fetch.stop();
             }
             if self.fdstore.lock().unwrap_or_else(PoisonError::into_inner).is_none() {
                 // Nobody keeps the connection: unmount rather than leave a dead mount.
@@ -609,6 +627,9 @@ impl StargzLayers {
 
 impl Drop for StargzLayers {
     fn drop(&mut self) {
+        if let Some(background) = &self.background {
+            background.stop();
+        }
         self.detach_all();
         // SAFETY: dropped once, here; nothing uses the runtime afterwards.
         let runtime = unsafe { ManuallyDrop::take(&mut self.runtime) };
@@ -651,8 +672,8 @@ impl RemoteLayers for StargzLayers {
         let mount = self.mounts.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
         self.unhold(name);
         self.records.remove(name);
-        if let Some(chunks) = mount.as_ref().and_then(|m| m.chunks.as_ref()) {
-            chunks.stop();
+        if let Some(fetch) = mount.as_ref().and_then(|m| m.fetch.as_ref()) {
+            fetch.stop();
         }
         match mount {
             Some(m) => m.server.unmount().map_err(|e| internal(format_args!("stargz: unmount {}", fs.display()), e)),
