@@ -18,7 +18,10 @@
 //!   4 MiB chunk is not fetched 64 KiB at a time.
 //! - **The tar order is the access order.** Files are stored directory by directory, so the
 //!   files after the missed one are likely read next: the request goes on past the file
-//!   over [`PlanOptions::readahead`] bytes of the files that follow it.
+//!   over [`PlanOptions::readahead`] bytes of the files that follow it. Reads that keep
+//!   walking the blob in that order (`grep -r`, a loader going through a directory) form
+//!   a run: reading the middle of its last window requests the next one, twice as large
+//!   (up to [`PlanOptions::max_readahead`]), before the reader gets there.
 //! - **A directory read twice is read whole.** A second miss in one directory within
 //!   [`PlanOptions::hot_window`] (a module loader walking `__pycache__`, a shell running the
 //!   tools of `/usr/bin`) fetches the rest of the directory's files, up to
@@ -28,6 +31,11 @@
 //!   window at a time; when a read reaches the middle of the last window, the next one,
 //!   twice as large (up to [`PlanOptions::max_window`]), is requested, so the link stays
 //!   busy while the reader consumes.
+//! - **Speculation is paid for.** Speculative bytes are allowed in proportion to the
+//!   bytes reads and hints asked for ([`PlanOptions::ahead_ratio`]) and to the speculative
+//!   bytes reads then used ([`PlanOptions::hit_credit`]): read-ahead that hits keeps
+//!   going, read-ahead that misses (a shell running scattered tools of `/usr/bin`) stops.
+//!   A file fetched on speculation is looked at for hints only once it is read.
 //! - **Requests never overlap.** What is local or already in flight is never asked for
 //!   again; a run interrupted by such chunks is split, and parts closer than
 //!   [`PlanOptions::merge_gap`] are fetched as one span instead (the gap is cheaper than a
@@ -243,6 +251,12 @@ pub struct PlanOptions {
     pub ahead_ratio: f64,
     /// Speculative bytes allowed before any read earned them.
     pub ahead_allowance: u64,
+    /// Speculative bytes allowed per speculative byte a read then used: speculation
+    /// that pays keeps going.
+    pub hit_credit: f64,
+    /// Largest read-ahead window of a run of misses in blob order (files read in the
+    /// order they are stored, as `grep -r` or a loader walking a directory does).
+    pub max_readahead: u64,
 }
 
 impl Default for PlanOptions {
@@ -258,6 +272,8 @@ impl Default for PlanOptions {
             bulk_request: 1 << 20,
             ahead_ratio: 0.3,
             ahead_allowance: 256 << 10,
+            hit_credit: 2.0,
+            max_readahead: 1 << 20,
         }
     }
 }
@@ -284,6 +300,18 @@ pub struct PlanStats {
     pub ahead_bytes: u64,
     /// Misses: reads that found their chunk neither local nor in flight.
     pub misses: u64,
+}
+
+/// Runs of blob-order reads followed at once, at most.
+const MAX_RUNS: usize = 4;
+
+/// Reads walking the blob in storage order: the last read-ahead window ends before chunk
+/// `next`; reading `trigger` (in that window) requests the next one, `size` bytes.
+#[derive(Debug, Clone, Copy)]
+struct BlobRun {
+    trigger: u32,
+    next: u32,
+    size: u64,
 }
 
 /// The last miss in a directory.
@@ -319,9 +347,15 @@ pub struct FetchPlan {
     streams: HashMap<u32, Stream>,
     /// Where the background fetch goes on from.
     background_cursor: usize,
-    /// Bytes asked for by reads and hints (what earns speculation), and spent on it.
+    /// Bytes asked for by reads and hints (what earns speculation), spent on it, and
+    /// speculative bytes reads then used.
     earned: u64,
     spent: u64,
+    hit: u64,
+    /// Chunks fetched on speculation that no read has used yet.
+    speculative: Vec<bool>,
+    /// Runs of reads in blob order, read ahead of (see [`BlobRun`]).
+    runs: Vec<BlobRun>,
     /// Files looked at for hints already, and files to look at next.
     examined: std::collections::HashSet<u32>,
     examine: Vec<u32>,
@@ -343,6 +377,9 @@ impl FetchPlan {
             background_cursor: 0,
             earned: 0,
             spent: 0,
+            hit: 0,
+            speculative: vec![false; n],
+            runs: Vec::new(),
             examined: std::collections::HashSet::new(),
             examine: Vec::new(),
             stats: PlanStats::default(),
@@ -396,7 +433,7 @@ impl FetchPlan {
     /// when it is first read.
     pub fn arrived(&mut self, c: u32, kind: Kind) {
         self.stored(c);
-        if matches!(kind, Kind::Demand | Kind::Hint | Kind::Prefetch) {
+        if matches!(kind, Kind::Demand | Kind::Hint | Kind::Prefetch) && !self.speculative[c as usize] {
             self.queue_examine(self.map.chunk(c).file);
         }
     }
@@ -423,7 +460,7 @@ impl FetchPlan {
 
     /// Speculative bytes that may still be spent.
     fn ahead_left(&self) -> u64 {
-        let allowed = self.opts.ahead_allowance as f64 + self.earned as f64 * self.opts.ahead_ratio;
+        let allowed = self.opts.ahead_allowance as f64 + self.earned as f64 * self.opts.ahead_ratio + self.hit as f64 * self.opts.hit_credit;
         (allowed as u64).saturating_sub(self.spent)
     }
 
@@ -451,6 +488,9 @@ impl FetchPlan {
     pub fn read(&mut self, c: u32, now: Duration) -> Vec<Request> {
         let mut out = Vec::new();
         let file = self.map.chunk(c).file;
+        if std::mem::take(&mut self.speculative[c as usize]) {
+            self.hit += self.map.chunk(c).len();
+        }
         match self.state(c) {
             ChunkState::Absent => {
                 self.stats.misses += 1;
@@ -460,6 +500,7 @@ impl FetchPlan {
             ChunkState::InFlight(_) => {}
         }
         self.advance_stream(file, c, &mut out);
+        self.advance_run(c, &mut out);
         out
     }
 
@@ -543,22 +584,31 @@ impl FetchPlan {
 
     /// The absent chunks after file `file` (ending with chunk `c`'s file) in blob order,
     /// up to the read-ahead.
-    fn readahead_after(&self, c: u32, file: u32) -> Vec<u32> {
+    fn readahead_after(&mut self, c: u32, file: u32) -> Vec<u32> {
+        let start = self.map.file(file).chunks.iter().copied().max().unwrap_or(c) + 1;
+        // A miss right where the last window of a run ended: the reader outran it; the
+        // run goes on with a window twice as large.
+        let size = match self.runs.iter().position(|r| r.next <= start && start <= r.next + 8) {
+            Some(i) => {
+                let run = self.runs.remove(i);
+                (run.size * 2).min(self.opts.max_readahead)
+            }
+            None => self.opts.readahead,
+        };
+        let out = self.window_from(start, Some(file), size);
+        self.start_run(&out, size);
+        out
+    }
+
+    /// Absent chunks from chunk `start` on in blob order, skipping `skip`'s and local
+    /// ones, stopping at one in flight, up to `size` bytes and the speculation left.
+    fn window_from(&self, start: u32, skip: Option<u32>, size: u64) -> Vec<u32> {
         let mut out = Vec::new();
         let mut bytes = 0;
-        let limit = self.opts.readahead.min(self.ahead_left());
-        let start = self
-            .map
-            .file(file)
-            .chunks
-            .iter()
-            .copied()
-            .max()
-            .unwrap_or(c)
-            + 1;
+        let limit = size.min(self.ahead_left());
         for i in start as usize..self.map.len() {
             let ch = self.map.chunk(i as u32);
-            if ch.file == file {
+            if Some(ch.file) == skip {
                 continue;
             }
             match self.state[i] {
@@ -573,6 +623,30 @@ impl FetchPlan {
             out.push(i as u32);
         }
         out
+    }
+
+    /// Remembers a read-ahead window as the head of a run: reading its middle requests
+    /// the next one.
+    fn start_run(&mut self, window: &[u32], size: u64) {
+        let (Some(&first), Some(&last)) = (window.first(), window.last()) else { return };
+        let trigger = window[window.len() / 2].max(first);
+        if self.runs.len() >= MAX_RUNS {
+            self.runs.remove(0);
+        }
+        self.runs.push(BlobRun { trigger, next: last + 1, size });
+    }
+
+    /// A read of chunk `c`: when it is the trigger of a run, the run's next window.
+    fn advance_run(&mut self, c: u32, out: &mut Vec<Request>) {
+        let Some(i) = self.runs.iter().position(|r| r.trigger == c) else { return };
+        let run = self.runs.remove(i);
+        let size = (run.size * 2).min(self.opts.max_readahead);
+        let mut window = self.window_from(run.next, None, size);
+        if window.is_empty() {
+            return;
+        }
+        self.start_run(&window, size);
+        self.mark(&mut window, Kind::Ahead, &[], out);
     }
 
     /// For a hot directory: its absent chunks after and before `c`, the after part first
@@ -826,6 +900,11 @@ impl FetchPlan {
             let bytes = range.end - range.start;
             self.stats.requests += 1;
             self.stats.bytes += bytes;
+            for &c in &g {
+                if k == Kind::Ahead || !lead.contains(&c) {
+                    self.speculative[c as usize] = true;
+                }
+            }
             let ahead: u64 = if k == Kind::Ahead {
                 bytes
             } else {
@@ -835,9 +914,9 @@ impl FetchPlan {
                     .sum()
             };
             self.stats.ahead_bytes += ahead;
+            self.spent += ahead;
             if matches!(kind, Kind::Demand | Kind::Hint) {
                 self.earned += bytes - ahead;
-                self.spent += ahead;
             }
             made.push(Request {
                 id,
