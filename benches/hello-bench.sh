@@ -456,7 +456,10 @@ print(f"\nhello-bench: strata at {revision}; {runs} runs per cell; medians (min�
 print("| image | workload | link | tool | time to exit | blob GETs | requests | MB sent by exit | daemon peak RSS | failed |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 med = {}
-fmt = lambda xs, f: f"{f(statistics.median(xs))} ({f(min(xs))}–{f(max(xs))})" if min(xs) != max(xs) else f(xs[0])
+def fmt(xs, f, unit=""):
+    if min(xs) == max(xs):
+        return f(xs[0]) + unit
+    return f"{f(statistics.median(xs))}{unit} ({f(min(xs))}–{f(max(xs))})"
 failed_total = 0
 for image in images:
     for wl in workloads:
@@ -478,7 +481,7 @@ for image in images:
                 m = [int(r[8]) / 1024 for r in ok]
                 med[(image, wl, link, tool)] = [statistics.median(x) for x in (t, g, n, b, m)]
                 rss = f"{statistics.median(m):.0f} MB" if tool != "containerd" else "–"
-                print(f"| {image} | {wl} | {link} | {tool} | {fmt(t, lambda x: f'{x:.2f} s')} | {fmt(g, lambda x: f'{x:g}')} "
+                print(f"| {image} | {wl} | {link} | {tool} | {fmt(t, lambda x: f'{x:.2f}', ' s')} | {fmt(g, lambda x: f'{x:g}')} "
                       f"| {fmt(n, lambda x: f'{x:g}')} | {fmt(b, lambda x: f'{x:.1f}')} | {rss} | {bad} |")
 ratios = {link: [] for link in links}
 lines = []
