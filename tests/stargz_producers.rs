@@ -230,7 +230,9 @@ fn images_converted_by_ctr_remote_are_served_lazily() {
         );
         // (containerd GETs the small config blob whole; no layer is.)
         assert!(
-            blobs.iter().all(|r| r.range.is_some() || r.bytes_sent < 64 << 10),
+            blobs
+                .iter()
+                .all(|r| r.range.is_some() || r.bytes_sent < 64 << 10),
             "{}",
             context(&format!("a whole layer blob was fetched: {blobs:#?}"))
         );

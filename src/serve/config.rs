@@ -98,10 +98,11 @@ fuse_threads = 2
 passthrough = false
 # At mount, fetch each layer's prioritized files (those before .prefetch.landmark,
 # as `strata convert` and `ctr-remote image optimize` order them), in requests of
-# prefetch_request compressed bytes, up to 4 per layer at a time; reads of them
+# prefetch_request compressed bytes (streamed: chunks are served as they come),
+# up to 2 per layer at a time; reads of them
 # meanwhile wait for them (a read of one still queued sends it at once).
 prefetch = true
-prefetch_request = 1048576
+prefetch_request = 4194304
 # A read that misses fetches, in one streamed range request, the file from the
 # missed chunk on (up to this many compressed bytes; a small file whole), a little
 # of the files stored after it, and, when another file of the same directory
@@ -192,7 +193,7 @@ impl Default for StargzConfig {
             passthrough: false,
             fd_holder: true,
             prefetch: true,
-            prefetch_request: 1 << 20,
+            prefetch_request: 4 << 20,
             fetch_window: 4 << 20,
             background_fetch: true,
             background_rate: 32 << 20,

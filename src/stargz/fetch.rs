@@ -66,7 +66,7 @@ impl Default for FetchOptions {
 
 /// Bulk requests (prioritized range, background fetch) of one layer running at once; the
 /// others wait in line. Each holds at most [`STREAM_FRAMES`] frames in memory.
-const MAX_BULK_IN_FLIGHT: usize = 4;
+const MAX_BULK_IN_FLIGHT: usize = 2;
 
 fn is_bulk(kind: Kind) -> bool {
     matches!(kind, Kind::Prefetch | Kind::Background)
@@ -825,7 +825,11 @@ impl LayerFetch {
         let (reqs, examine, local) = {
             let mut s = lock(&self.shared);
             let reqs = s.plan.read(c, self.now());
-            (reqs, s.plan.take_examine(), s.plan.state(c) == ChunkState::Local)
+            (
+                reqs,
+                s.plan.take_examine(),
+                s.plan.state(c) == ChunkState::Local,
+            )
         };
         self.start_all(reqs);
         // A file fetched on speculation is looked at when it is first read.

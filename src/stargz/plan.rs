@@ -246,8 +246,8 @@ pub struct PlanOptions {
     pub merge_gap: u64,
     /// Largest request of the prioritized range, hints and the background fetch.
     pub bulk_request: u64,
-    /// Speculative bytes (read-ahead, hot directories) allowed per byte a read or a
-    /// hint asked for: what bounds the bytes a wrong guess costs.
+    /// Speculative bytes (read-ahead, hot directories) allowed per byte a read, a hint or
+    /// the prioritized range asked for: what bounds the bytes a wrong guess costs.
     pub ahead_ratio: f64,
     /// Speculative bytes allowed before any read earned them.
     pub ahead_allowance: u64,
@@ -269,7 +269,7 @@ impl Default for PlanOptions {
             hot_window: Duration::from_secs(10),
             max_window: 16 << 20,
             merge_gap: 64 << 10,
-            bulk_request: 1 << 20,
+            bulk_request: 4 << 20,
             ahead_ratio: 0.3,
             ahead_allowance: 256 << 10,
             hit_credit: 2.0,
@@ -421,7 +421,6 @@ impl FetchPlan {
         self.flights.contains_key(&id)
     }
 
-
     /// Chunk `c` is local (stored, or found in the cache).
     pub fn stored(&mut self, c: u32) {
         self.state[c as usize] = ChunkState::Local;
@@ -433,7 +432,9 @@ impl FetchPlan {
     /// when it is first read.
     pub fn arrived(&mut self, c: u32, kind: Kind) {
         self.stored(c);
-        if matches!(kind, Kind::Demand | Kind::Hint | Kind::Prefetch) && !self.speculative[c as usize] {
+        if matches!(kind, Kind::Demand | Kind::Hint | Kind::Prefetch)
+            && !self.speculative[c as usize]
+        {
             self.queue_examine(self.map.chunk(c).file);
         }
     }
@@ -460,7 +461,9 @@ impl FetchPlan {
 
     /// Speculative bytes that may still be spent.
     fn ahead_left(&self) -> u64 {
-        let allowed = self.opts.ahead_allowance as f64 + self.earned as f64 * self.opts.ahead_ratio + self.hit as f64 * self.opts.hit_credit;
+        let allowed = self.opts.ahead_allowance as f64
+            + self.earned as f64 * self.opts.ahead_ratio
+            + self.hit as f64 * self.opts.hit_credit;
         (allowed as u64).saturating_sub(self.spent)
     }
 
@@ -585,10 +588,22 @@ impl FetchPlan {
     /// The absent chunks after file `file` (ending with chunk `c`'s file) in blob order,
     /// up to the read-ahead.
     fn readahead_after(&mut self, c: u32, file: u32) -> Vec<u32> {
-        let start = self.map.file(file).chunks.iter().copied().max().unwrap_or(c) + 1;
+        let start = self
+            .map
+            .file(file)
+            .chunks
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(c)
+            + 1;
         // A miss right where the last window of a run ended: the reader outran it; the
         // run goes on with a window twice as large.
-        let size = match self.runs.iter().position(|r| r.next <= start && start <= r.next + 8) {
+        let size = match self
+            .runs
+            .iter()
+            .position(|r| r.next <= start && start <= r.next + 8)
+        {
             Some(i) => {
                 let run = self.runs.remove(i);
                 (run.size * 2).min(self.opts.max_readahead)
@@ -628,17 +643,25 @@ impl FetchPlan {
     /// Remembers a read-ahead window as the head of a run: reading its middle requests
     /// the next one.
     fn start_run(&mut self, window: &[u32], size: u64) {
-        let (Some(&first), Some(&last)) = (window.first(), window.last()) else { return };
+        let (Some(&first), Some(&last)) = (window.first(), window.last()) else {
+            return;
+        };
         let trigger = window[window.len() / 2].max(first);
         if self.runs.len() >= MAX_RUNS {
             self.runs.remove(0);
         }
-        self.runs.push(BlobRun { trigger, next: last + 1, size });
+        self.runs.push(BlobRun {
+            trigger,
+            next: last + 1,
+            size,
+        });
     }
 
     /// A read of chunk `c`: when it is the trigger of a run, the run's next window.
     fn advance_run(&mut self, c: u32, out: &mut Vec<Request>) {
-        let Some(i) = self.runs.iter().position(|r| r.trigger == c) else { return };
+        let Some(i) = self.runs.iter().position(|r| r.trigger == c) else {
+            return;
+        };
         let run = self.runs.remove(i);
         let size = (run.size * 2).min(self.opts.max_readahead);
         let mut window = self.window_from(run.next, None, size);
@@ -778,6 +801,7 @@ impl FetchPlan {
         }
         self.stats.requests += 1;
         self.stats.bytes += range.end - range.start;
+        self.earned += range.end - range.start;
         Request {
             id,
             range,
@@ -915,7 +939,7 @@ impl FetchPlan {
             };
             self.stats.ahead_bytes += ahead;
             self.spent += ahead;
-            if matches!(kind, Kind::Demand | Kind::Hint) {
+            if matches!(kind, Kind::Demand | Kind::Hint | Kind::Prefetch) {
                 self.earned += bytes - ahead;
             }
             made.push(Request {

@@ -327,7 +327,15 @@ fn the_prioritized_range_is_prefetched_and_reads_of_it_wait_for_it() {
         prioritized_files: prioritized,
         ..four_mib_chunks()
     };
-    let l = layer(spec, opts, Blob::default(), PlanOptions::default());
+    let l = layer(
+        spec,
+        opts,
+        Blob::default(),
+        PlanOptions {
+            bulk_request: 1 << 20,
+            ..PlanOptions::default()
+        },
+    );
     l.fetch.start_prefetch();
     for i in 0..20 {
         assert_eq!(
