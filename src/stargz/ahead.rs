@@ -38,17 +38,14 @@ pub(super) struct Images {
 impl Images {
     /// The served layers under `digest` in image `image_ref`, top first.
     pub(super) fn lower(&self, image_ref: &str, digest: &Digest) -> Vec<Weak<LayerFetch>> {
-        let Some(layers) = self.layers.get(image_ref) else {
-            return Vec::new();
-        };
-        let Some(at) = layers.iter().position(|l| l.digest == *digest) else {
-            return Vec::new();
-        };
-        layers[..at]
-            .iter()
-            .rev()
-            .filter_map(|l| self.served.get(&l.digest).cloned())
-            .collect()
+        self.lower_digests(image_ref, digest).iter().filter_map(|d| self.served.get(d).cloned()).collect()
+    }
+
+    /// The digests of the served layers under `digest` in image `image_ref`, top first.
+    fn lower_digests(&self, image_ref: &str, digest: &Digest) -> Vec<Digest> {
+        let Some(layers) = self.layers.get(image_ref) else { return Vec::new() };
+        let Some(at) = layers.iter().position(|l| l.digest == *digest) else { return Vec::new() };
+        layers[..at].iter().rev().filter(|l| self.served.contains_key(&l.digest)).map(|l| l.digest.clone()).collect()
     }
 }
 
@@ -239,5 +236,29 @@ impl StargzLayers {
             Some(Ahead::Ready(opened)) => Some(opened),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(n: u8) -> ImageLayer {
+        ImageLayer { digest: Digest::of(&[n]), size: 1, toc_digest: None, prefetch_end: None, toc_offset: None }
+    }
+
+    #[test]
+    fn a_layers_lower_layers_are_those_under_it_in_its_image_top_first() {
+        let mut images = Images::default();
+        images.layers.insert("app".into(), Arc::new(vec![layer(1), layer(2), layer(3), layer(4)]));
+        // Layer 3 is not served (not eStargz, say).
+        for n in [1, 2, 4] {
+            images.served.insert(Digest::of(&[n]), Weak::new());
+        }
+        assert_eq!(images.lower_digests("app", &Digest::of(&[4])), [Digest::of(&[2]), Digest::of(&[1])]);
+        assert_eq!(images.lower("app", &Digest::of(&[4])).len(), 2);
+        assert!(images.lower_digests("app", &Digest::of(&[1])).is_empty(), "nothing under the bottom layer");
+        assert!(images.lower_digests("other", &Digest::of(&[4])).is_empty(), "an image not known");
+        assert!(images.lower_digests("app", &Digest::of(&[9])).is_empty(), "a layer not in the image");
     }
 }

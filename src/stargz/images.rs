@@ -60,3 +60,52 @@ pub async fn image_layers(client: &RegistryClient, reference: &Reference, platfo
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use strata_testdata::registry::RegistryServer;
+
+    use super::*;
+    use crate::registry::ClientOptions;
+
+    /// A manifest of three layers: eStargz with Strata's hints (one out of range, one not a
+    /// number), eStargz without them, and a plain gzip layer.
+    #[test]
+    fn layers_carry_their_toc_digest_and_only_plausible_hints() {
+        let registry = RegistryServer::start().unwrap();
+        let toc = Digest::of(b"toc").to_string();
+        // The registry checks that the blobs a manifest names exist.
+        let config = registry.push_blob("images/app", b"{}").unwrap();
+        let digests: Vec<String> =
+            [1000usize, 2000, 3000].iter().map(|&n| registry.push_blob("images/app", &vec![n as u8; n]).unwrap().digest).collect();
+        let blob = |n: u8| if n == 0 { config.digest.clone() } else { digests[n as usize - 1].clone() };
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": blob(0), "size": 2 },
+            "layers": [
+                { "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": blob(1), "size": 1000,
+                  "annotations": { TOC_DIGEST_ANNOTATION: toc, PREFETCH_END_ANNOTATION: "400", TOC_OFFSET_ANNOTATION: "5000" } },
+                { "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": blob(2), "size": 2000,
+                  "annotations": { TOC_DIGEST_ANNOTATION: toc, PREFETCH_END_ANNOTATION: "lots" } },
+                { "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": blob(3), "size": 3000 }
+            ]
+        });
+        let bytes = serde_json::to_vec(&manifest).unwrap();
+        registry.push_manifest("images/app", "1", "application/vnd.oci.image.manifest.v1+json", &bytes).unwrap();
+        let client = RegistryClient::new(ClientOptions { plain_http: true, ..ClientOptions::default() }).unwrap();
+        let reference: Reference = format!("{}/images/app:1", registry.host()).parse().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let layers = runtime.block_on(image_layers(&client, &reference, &Platform::host())).unwrap();
+        let toc: Digest = toc.parse().unwrap();
+        assert_eq!(
+            layers,
+            vec![
+                ImageLayer { digest: blob(1).parse().unwrap(), size: 1000, toc_digest: Some(toc.clone()), prefetch_end: Some(400), toc_offset: None },
+                ImageLayer { digest: blob(2).parse().unwrap(), size: 2000, toc_digest: Some(toc), prefetch_end: None, toc_offset: None },
+                ImageLayer { digest: blob(3).parse().unwrap(), size: 3000, toc_digest: None, prefetch_end: None, toc_offset: None },
+            ],
+            "a TOC offset past the blob and a prefetch end that is not a number are dropped"
+        );
+    }
+}
