@@ -192,6 +192,44 @@ impl RegistryClient {
         }
     }
 
+    /// The last `len` bytes of blob `digest` (`Range: bytes=-len`, a suffix range: no need
+    /// to know the blob's size), with where they start and the blob's size, from the
+    /// answer's `Content-Range`. A lazy reader asks for an eStargz blob's footer and TOC
+    /// this way before it has the image's manifest.
+    ///
+    /// # Errors
+    ///
+    /// [`RegistryError::RangeNotSupported`] when the server answers with the whole blob; an
+    /// invalid response when the `Content-Range` is missing, does not end at the blob's end
+    /// or holds more than `len` bytes, or the body does not match it.
+    pub async fn fetch_blob_tail(&self, r: &Reference, digest: &Digest, len: u64) -> Result<(Bytes, u64, u64), RegistryError> {
+        if len == 0 {
+            return Err(RegistryError::InvalidArgument { what: format!("the tail of blob {digest}"), reason: "the length is 0".into() });
+        }
+        let path = format!("{}/blobs/{digest}", r.repository());
+        let resp = self
+            .send(r, Capability::Pull, Scope::pull(r.repository()), |http, base| {
+                http.get(api_url(base, &path)).header(http::header::RANGE, format!("bytes=-{len}"))
+            })
+            .await?;
+        match resp.status().as_u16() {
+            206 => {}
+            200 => return Err(RegistryError::RangeNotSupported { url: redact(resp.url()) }),
+            _ => return Err(status_error(resp, &Method::GET, r, &format!("blob {digest}")).await),
+        }
+        let url = resp.url().clone();
+        let header = resp.headers().get(http::header::CONTENT_RANGE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let cr = parse_content_range(&header)
+            .filter(|cr| cr.total == Some(cr.end) && cr.end - cr.start <= len)
+            .ok_or_else(|| RegistryError::invalid_response(&url, format!("a suffix range of {len} bytes answered with Content-Range {header:?}")))?;
+        let want = cr.end - cr.start;
+        let bytes = read_limited(resp, usize::try_from(want).unwrap_or(usize::MAX), &url).await?;
+        if bytes.len() as u64 != want {
+            return Err(RegistryError::invalid_response(&url, format!("{} body bytes for Content-Range {header:?}", bytes.len())));
+        }
+        Ok((bytes, cr.start, cr.end))
+    }
+
     /// The size of blob `digest` (`HEAD /v2/<repository>/blobs/<digest>`), or `None` when
     /// the registry does not have it.
     pub async fn blob_size(&self, r: &Reference, digest: &Digest) -> Result<Option<u64>, RegistryError> {

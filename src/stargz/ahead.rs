@@ -38,25 +38,44 @@ pub(super) struct Images {
 impl Images {
     /// The served layers under `digest` in image `image_ref`, top first.
     pub(super) fn lower(&self, image_ref: &str, digest: &Digest) -> Vec<Weak<LayerFetch>> {
-        self.lower_digests(image_ref, digest).iter().filter_map(|d| self.served.get(d).cloned()).collect()
+        self.lower_digests(image_ref, digest)
+            .iter()
+            .filter_map(|d| self.served.get(d).cloned())
+            .collect()
     }
 
     /// The digests of the served layers under `digest` in image `image_ref`, top first.
     fn lower_digests(&self, image_ref: &str, digest: &Digest) -> Vec<Digest> {
-        let Some(layers) = self.layers.get(image_ref) else { return Vec::new() };
-        let Some(at) = layers.iter().position(|l| l.digest == *digest) else { return Vec::new() };
-        layers[..at].iter().rev().filter(|l| self.served.contains_key(&l.digest)).map(|l| l.digest.clone()).collect()
+        let Some(layers) = self.layers.get(image_ref) else {
+            return Vec::new();
+        };
+        let Some(at) = layers.iter().position(|l| l.digest == *digest) else {
+            return Vec::new();
+        };
+        layers[..at]
+            .iter()
+            .rev()
+            .filter(|l| self.served.contains_key(&l.digest))
+            .map(|l| l.digest.clone())
+            .collect()
     }
 }
 
 /// A layer whose fetching has started: its footer and TOC, and the prioritized files'
 /// stream, on their way.
 pub(super) struct Started {
-    size: u64,
-    fetcher: Arc<dyn RangeFetcher>,
+    /// The blob's size the labels said; `None` when its tail was asked for by a suffix
+    /// range (the size comes with the answer, and from the manifest).
+    size: Option<u64>,
+    /// The layer's fetcher, once its size is known.
+    fetcher: Option<Arc<dyn RangeFetcher>>,
     early: Option<EarlyStream>,
-    tail: tokio::task::JoinHandle<Result<LayerTail, String>>,
+    /// The tail, and the blob's size as the registry said.
+    tail: tokio::task::JoinHandle<Result<(LayerTail, u64), String>>,
 }
+
+/// Layers of an image whose tails are asked for at its first Prepare, at most.
+const MAX_EARLY_LAYERS: usize = 64;
 
 /// A layer of an image being pulled, opened ahead of its Prepare.
 pub(super) enum Ahead {
@@ -91,37 +110,85 @@ impl StargzLayers {
                 })
                 .collect()
         };
+        {
+            // Tails asked for (by suffix ranges, at the first Prepare) of layers the
+            // manifest says are not eStargz: nobody wants them.
+            let mut images = self.images();
+            for l in layers.iter().filter(|l| l.toc_digest.is_none()) {
+                if let Some(s) = images.started.remove(&l.digest) {
+                    s.tail.abort();
+                }
+            }
+        }
         if todo.is_empty() {
             return;
         }
-        let mut started: Vec<(&ImageLayer, Started)> = todo
+        let mut started: Vec<(&ImageLayer, Started, bool)> = todo
             .into_iter()
             .map(|(l, early)| {
                 let early = early.filter(|s| {
-                    if s.size != l.size {
-                        tracing::debug!(layer = %l.digest, labels = s.size, manifest = l.size, "stargz: the Prepare's size hint was wrong; fetching afresh");
+                    let right = s.size.is_none_or(|size| size == l.size);
+                    if !right {
+                        tracing::debug!(layer = %l.digest, labels = ?s.size, manifest = l.size, "stargz: the Prepare's size hint was wrong; fetching afresh");
                         s.tail.abort();
                     }
-                    s.size == l.size
+                    right
                 });
-                (l, early.unwrap_or_else(|| self.start_fetching(reference, &l.digest, l.size, l.prefetch_end, l.toc_offset)))
+                match early {
+                    Some(mut s) => {
+                        let by_suffix = s.fetcher.is_none();
+                        if by_suffix {
+                            // The manifest has the size now: the fetcher, and the
+                            // prioritized files when the image says where they end.
+                            let fetcher = self.fetcher(reference, &l.digest, l.size);
+                            s.early = self.early_stream(&fetcher, l.prefetch_end);
+                            s.fetcher = Some(fetcher);
+                        }
+                        (l, s, by_suffix)
+                    }
+                    None => (l, self.start_fetching(reference, &l.digest, l.size, l.prefetch_end, l.toc_offset), false),
+                }
             })
             .collect();
         let tails = self.runtime.block_on(futures_util::future::join_all(
-            started.iter_mut().map(|(_, s)| &mut s.tail),
+            started.iter_mut().map(|(_, s, _)| &mut s.tail),
         ));
-        for ((layer, s), tail) in started.into_iter().zip(tails) {
+        for ((layer, s, by_suffix), tail) in started.into_iter().zip(tails) {
             let toc = layer.toc_digest.clone().expect("filtered above");
+            let fetcher = s.fetcher.expect("set above");
             let tail = tail
                 .map_err(|e| format!("fetching the footer and TOC: {e}"))
-                .and_then(|t| t);
+                .and_then(|t| t)
+                .and_then(|(tail, size)| {
+                    if size == layer.size {
+                        Ok(tail)
+                    } else {
+                        Err(format!(
+                            "the registry says the blob is {size} bytes, the manifest {}",
+                            layer.size
+                        ))
+                    }
+                });
+            let tail = match tail {
+                // A registry that does not answer suffix ranges: the usual way, now that
+                // the size is known.
+                Err(e) if by_suffix => {
+                    tracing::debug!(layer = %layer.digest, error = e, "stargz: the tail by suffix range failed; fetching it by its offset");
+                    self.runtime.block_on(LayerTail::fetch(
+                        fetcher.as_ref(),
+                        layer.size,
+                        layer.toc_offset,
+                    ))
+                }
+                other => other,
+            };
             let opened = tail.and_then(|tail| {
                 let opened = self.open_layer(
                     &layer.digest.to_string(),
                     layer.size,
                     &toc,
                     tail.clone(),
-                    s.fetcher,
+                    fetcher,
                     s.early,
                 )?;
                 if let Some(fetch) = &opened.fetch
@@ -151,22 +218,55 @@ impl StargzLayers {
         let fetcher = self.fetcher(reference, digest, size);
         // With the image's prefetch-end hint, the prioritized files are requested now,
         // alongside the TOC, instead of one round trip after it.
-        let early =
-            match prefetch_end {
-                Some(end) if self.options.prefetch && self.cache.is_some() => Some(
-                    EarlyStream::start(&fetcher, 0..end.min(MAX_EARLY), self.runtime.handle()),
-                ),
-                _ => None,
-            };
+        let early = self.early_stream(&fetcher, prefetch_end);
         let tail = {
             let fetcher = Arc::clone(&fetcher);
-            self.runtime
-                .spawn(async move { LayerTail::fetch(fetcher.as_ref(), size, toc_offset).await })
+            self.runtime.spawn(async move {
+                LayerTail::fetch(fetcher.as_ref(), size, toc_offset)
+                    .await
+                    .map(|t| (t, size))
+            })
         };
         Started {
-            size,
-            fetcher,
+            size: Some(size),
+            fetcher: Some(fetcher),
             early,
+            tail,
+        }
+    }
+
+    /// The prioritized files' stream (up to [`MAX_EARLY`] bytes) when the image says where
+    /// they end.
+    fn early_stream(
+        &self,
+        fetcher: &Arc<dyn RangeFetcher>,
+        prefetch_end: Option<u64>,
+    ) -> Option<EarlyStream> {
+        match prefetch_end {
+            Some(end) if self.options.prefetch && self.cache.is_some() => Some(EarlyStream::start(
+                fetcher,
+                0..end.min(MAX_EARLY),
+                self.runtime.handle(),
+            )),
+            _ => None,
+        }
+    }
+
+    /// Starts fetching a layer's tail before its size is known: by a suffix range.
+    fn start_unsized(&self, reference: &Reference, digest: &Digest) -> Started {
+        let (client, reference, digest, options) = (
+            self.client.clone(),
+            reference.clone(),
+            digest.clone(),
+            self.range_options.clone(),
+        );
+        let tail = self.runtime.spawn(async move {
+            LayerTail::fetch_unsized(&client, &reference, &digest, options).await
+        });
+        Started {
+            size: None,
+            fetcher: None,
+            early: None,
             tail,
         }
     }
@@ -184,36 +284,54 @@ impl StargzLayers {
         image_ref: &str,
         digest: &Digest,
         labels: &Labels,
+        image_layers: &[String],
     ) {
-        if !labels.contains_key(TOC_DIGEST_ANNOTATION) {
-            return;
-        }
-        let hint = |key: &str| labels.get(key).and_then(|v| v.parse::<u64>().ok());
-        let Some(size) = hint(BLOB_SIZE_ANNOTATION).filter(|&size| size > 0) else {
-            return;
-        };
+        if !labels.contains_key(TOC_DIGEST_ANNOTATION)
+            || self.images().layers.contains_key(image_ref)
         {
-            let images = self.images();
-            if images.layers.contains_key(image_ref)
-                || images.ahead.contains_key(digest)
-                || images.started.contains_key(digest)
-            {
-                return;
-            }
+            return;
         }
         // These requests go out alongside the manifest's, which authenticates for the
         // repository as they do (tokens are fetched once per scope): no warm-up first.
         self.range_options.hosts.mark_warm(reference.registry());
-        let prefetch_end = hint(PREFETCH_END_ANNOTATION).filter(|&end| end > 0 && end <= size);
-        let toc_offset = hint(TOC_OFFSET_ANNOTATION).filter(|&off| off < size);
-        tracing::debug!(layer = %digest, size, ?prefetch_end, ?toc_offset, "stargz: fetching started from the Prepare's labels");
-        let started = self.start_fetching(reference, digest, size, prefetch_end, toc_offset);
-        let mut images = self.images();
-        if images.started.contains_key(digest) {
-            started.tail.abort();
-            return;
+        let hint = |key: &str| labels.get(key).and_then(|v| v.parse::<u64>().ok());
+        let mut todo: Vec<(Digest, Started)> = Vec::new();
+        if let Some(size) = hint(BLOB_SIZE_ANNOTATION).filter(|&size| size > 0) {
+            let prefetch_end = hint(PREFETCH_END_ANNOTATION).filter(|&end| end > 0 && end <= size);
+            let toc_offset = hint(TOC_OFFSET_ANNOTATION).filter(|&off| off < size);
+            tracing::debug!(layer = %digest, size, ?prefetch_end, ?toc_offset, "stargz: fetching started from the Prepare's labels");
+            todo.push((
+                digest.clone(),
+                self.start_fetching(reference, digest, size, prefetch_end, toc_offset),
+            ));
         }
-        images.started.insert(digest.clone(), started);
+        // The image's other layers the labels name (and this one, without hints): their
+        // tails by suffix ranges, alongside the manifest request instead of after it.
+        let others = image_layers
+            .iter()
+            .filter_map(|d| d.parse::<Digest>().ok())
+            .take(MAX_EARLY_LAYERS);
+        for d in std::iter::once(digest.clone()).chain(others) {
+            if todo.iter().any(|(t, _)| *t == d) {
+                continue;
+            }
+            {
+                let images = self.images();
+                if images.ahead.contains_key(&d) || images.started.contains_key(&d) {
+                    continue;
+                }
+            }
+            tracing::debug!(layer = %d, "stargz: fetching the tail by a suffix range, before the manifest");
+            todo.push((d.clone(), self.start_unsized(reference, &d)));
+        }
+        let mut images = self.images();
+        for (d, started) in todo {
+            if images.ahead.contains_key(&d) || images.started.contains_key(&d) {
+                started.tail.abort();
+                continue;
+            }
+            images.started.insert(d, started);
+        }
     }
 
     /// Drops what [`Self::start_from_labels`] started for a layer and nobody took.
@@ -244,21 +362,42 @@ mod tests {
     use super::*;
 
     fn layer(n: u8) -> ImageLayer {
-        ImageLayer { digest: Digest::of(&[n]), size: 1, toc_digest: None, prefetch_end: None, toc_offset: None }
+        ImageLayer {
+            digest: Digest::of(&[n]),
+            size: 1,
+            toc_digest: None,
+            prefetch_end: None,
+            toc_offset: None,
+        }
     }
 
     #[test]
     fn a_layers_lower_layers_are_those_under_it_in_its_image_top_first() {
         let mut images = Images::default();
-        images.layers.insert("app".into(), Arc::new(vec![layer(1), layer(2), layer(3), layer(4)]));
+        images.layers.insert(
+            "app".into(),
+            Arc::new(vec![layer(1), layer(2), layer(3), layer(4)]),
+        );
         // Layer 3 is not served (not eStargz, say).
         for n in [1, 2, 4] {
             images.served.insert(Digest::of(&[n]), Weak::new());
         }
-        assert_eq!(images.lower_digests("app", &Digest::of(&[4])), [Digest::of(&[2]), Digest::of(&[1])]);
+        assert_eq!(
+            images.lower_digests("app", &Digest::of(&[4])),
+            [Digest::of(&[2]), Digest::of(&[1])]
+        );
         assert_eq!(images.lower("app", &Digest::of(&[4])).len(), 2);
-        assert!(images.lower_digests("app", &Digest::of(&[1])).is_empty(), "nothing under the bottom layer");
-        assert!(images.lower_digests("other", &Digest::of(&[4])).is_empty(), "an image not known");
-        assert!(images.lower_digests("app", &Digest::of(&[9])).is_empty(), "a layer not in the image");
+        assert!(
+            images.lower_digests("app", &Digest::of(&[1])).is_empty(),
+            "nothing under the bottom layer"
+        );
+        assert!(
+            images.lower_digests("other", &Digest::of(&[4])).is_empty(),
+            "an image not known"
+        );
+        assert!(
+            images.lower_digests("app", &Digest::of(&[9])).is_empty(),
+            "a layer not in the image"
+        );
     }
 }

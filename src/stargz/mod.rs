@@ -391,7 +391,7 @@ impl StargzLayers {
         }
         let context = format!("layer {layer_digest} of {image_ref}");
         let reference: Reference = image_ref.parse().map_err(|e| internal(&context, e))?;
-        self.start_from_labels(&reference, image_ref, &layer_digest, &request.annotations);
+        self.start_from_labels(&reference, image_ref, &layer_digest, &request.annotations, &request.image_layers);
         let layers = self.layers_of(&reference, image_ref).map_err(|e| {
             self.drop_started(&layer_digest);
             internal(&context, e)

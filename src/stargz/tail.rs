@@ -12,7 +12,10 @@ use bytes::Bytes;
 use strata_formats::estargz::footer::MAX_FOOTER_SIZE;
 use strata_formats::estargz::{Footer, MAX_TOC_SIZE};
 
-use crate::registry::range::RangeFetcher;
+use strata_formats::Digest;
+
+use crate::registry::range::{HttpRangeFetcher, RangeFetcher, RangeOptions};
+use crate::registry::{Reference, RegistryClient};
 
 /// Bytes fetched from the end of the blob first: the footer and, for layers of up to
 /// two thousand files or so, the whole compressed TOC with it (larger TOCs take a second
@@ -51,6 +54,27 @@ impl LayerTail {
         let start = size - first;
         let mut got = fetcher.fetch(std::slice::from_ref(&(start..size))).await.map_err(|e| format!("fetching the footer and TOC: {e}"))?;
         let last = got.pop().ok_or("fetching the footer and TOC: no bytes")?;
+        Self::complete(fetcher, size, start, last).await
+    }
+
+    /// Fetches the tail of blob `digest` of `reference` before its size is known: the last
+    /// [`FIRST_TAIL`] bytes by a suffix range (whose answer says the size), then the rest
+    /// of a larger TOC through a fetcher of `options`. Returns the tail and the blob's
+    /// size (which the caller checks against the manifest's).
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::fetch`]; also a registry that does not answer suffix ranges.
+    pub async fn fetch_unsized(client: &RegistryClient, reference: &Reference, digest: &Digest, options: RangeOptions) -> Result<(LayerTail, u64), String> {
+        let (last, start, size) =
+            client.fetch_blob_tail(reference, digest, FIRST_TAIL).await.map_err(|e| format!("fetching the footer and TOC: {e}"))?;
+        let fetcher = HttpRangeFetcher::new(client.clone(), reference.clone(), digest.clone(), size, options);
+        Ok((Self::complete(&fetcher, size, start, last).await?, size))
+    }
+
+    /// The tail from `last`, the blob's bytes from `start` to its `size`: those, when they
+    /// hold the whole TOC, else the TOC's start fetched through `fetcher` too.
+    async fn complete(fetcher: &dyn RangeFetcher, size: u64, start: u64, last: Bytes) -> Result<LayerTail, String> {
         let footer_bytes = &last[last.len().saturating_sub(MAX_FOOTER_SIZE)..];
         let footer = Footer::parse(footer_bytes).map_err(|e| e.to_string())?;
         let toc_start = footer.toc_offset.saturating_sub(TOC_SLACK);
@@ -184,5 +208,34 @@ mod tests {
         blob.asked.lock().unwrap().clear();
         fetch(&blob, Some(size + 5));
         assert_eq!(*blob.asked.lock().unwrap(), vec![size - FIRST_TAIL..size]);
+    }
+    /// Before the size is known: a suffix range from a real registry (distribution), then
+    /// the rest of a TOC larger than the first guess by its offset.
+    #[test]
+    fn the_tail_of_a_blob_of_unknown_size_comes_by_a_suffix_range() {
+        use crate::registry::ClientOptions;
+        let registry = strata_testdata::RegistryServer::start().unwrap();
+        let client = RegistryClient::new(ClientOptions { plain_http: true, ..ClientOptions::default() }).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        // A small TOC (one request) and a TOC of ~20,000 files (larger than the guess).
+        let mut big = strata_testdata::LayerSpec::new();
+        for i in 0..20_000 {
+            big = big.file(format!("d{}/file-with-a-long-name-{i:05}", i % 50), 0o644, format!("{i}"));
+        }
+        for (name, layer) in [("small", blob().0.bytes.clone()), ("big", {
+            let mut bytes = Vec::new();
+            convert(big.tar().unwrap().as_slice(), &mut bytes, &WriteOptions::default()).unwrap();
+            bytes
+        })] {
+            let pushed = registry.push_blob("tails/app", &layer).unwrap();
+            let reference: Reference = format!("{}/tails/app:1", registry.host()).parse().unwrap();
+            let digest: Digest = pushed.digest.parse().unwrap();
+            let (tail, size) = runtime.block_on(LayerTail::fetch_unsized(&client, &reference, &digest, RangeOptions::default())).unwrap();
+            assert_eq!(size, layer.len() as u64, "{name}");
+            assert_eq!(&tail.bytes[..], &layer[tail.offset as usize..], "{name}");
+            let footer = Footer::parse(&layer[layer.len() - 51..]).unwrap();
+            assert!(tail.offset <= footer.toc_offset, "{name}: the tail holds the TOC");
+            assert_eq!(name == "big", size - tail.offset > FIRST_TAIL, "{name}: {} tail bytes", size - tail.offset);
+        }
     }
 }
