@@ -123,7 +123,7 @@ impl StargzLayers {
         if todo.is_empty() {
             return;
         }
-        let mut started: Vec<(&ImageLayer, Started, bool)> = todo
+        let started: Vec<(&ImageLayer, Started, bool)> = todo
             .into_iter()
             .map(|(l, early)| {
                 let early = early.filter(|s| {
@@ -150,58 +150,71 @@ impl StargzLayers {
                 }
             })
             .collect();
-        let tails = self.runtime.block_on(futures_util::future::join_all(
-            started.iter_mut().map(|(_, s, _)| &mut s.tail),
-        ));
-        for ((layer, s, by_suffix), tail) in started.into_iter().zip(tails) {
-            let toc = layer.toc_digest.clone().expect("filtered above");
-            let fetcher = s.fetcher.expect("set above");
-            let tail = tail
-                .map_err(|e| format!("fetching the footer and TOC: {e}"))
-                .and_then(|t| t)
-                .and_then(|(tail, size)| {
-                    if size == layer.size {
-                        Ok(tail)
-                    } else {
-                        Err(format!(
-                            "the registry says the blob is {size} bytes, the manifest {}",
-                            layer.size
-                        ))
-                    }
-                });
-            let tail = match tail {
-                // A registry that does not answer suffix ranges: the usual way, now that
-                // the size is known.
-                Err(e) if by_suffix => {
-                    tracing::debug!(layer = %layer.digest, error = e, "stargz: the tail by suffix range failed; fetching it by its offset");
-                    self.runtime.block_on(LayerTail::fetch(
-                        fetcher.as_ref(),
-                        layer.size,
-                        layer.toc_offset,
+        // Each layer is opened (and its prefetch started) as soon as its own tail is in,
+        // not when the slowest one is.
+        std::thread::scope(|scope| {
+            for (layer, s, by_suffix) in started {
+                scope.spawn(move || self.open_started(reference, layer, s, by_suffix));
+            }
+        });
+    }
+
+    /// Waits for the tail of `layer` that `s` started and opens the layer.
+    fn open_started(&self, reference: &Reference, layer: &ImageLayer, s: Started, by_suffix: bool) {
+        let toc = layer
+            .toc_digest
+            .clone()
+            .expect("only eStargz layers are opened");
+        let fetcher = s
+            .fetcher
+            .unwrap_or_else(|| self.fetcher(reference, &layer.digest, layer.size));
+        let tail = self
+            .runtime
+            .block_on(s.tail)
+            .map_err(|e| format!("fetching the footer and TOC: {e}"))
+            .and_then(|t| t)
+            .and_then(|(tail, size)| {
+                if size == layer.size {
+                    Ok(tail)
+                } else {
+                    Err(format!(
+                        "the registry says the blob is {size} bytes, the manifest {}",
+                        layer.size
                     ))
                 }
-                other => other,
-            };
-            let opened = tail.and_then(|tail| {
-                let opened = self.open_layer(
-                    &layer.digest.to_string(),
-                    layer.size,
-                    &toc,
-                    tail.clone(),
-                    fetcher,
-                    s.early,
-                )?;
-                if let Some(fetch) = &opened.fetch
-                    && self.options.prefetch
-                {
-                    fetch.start_prefetch();
-                }
-                Ok((opened, tail))
             });
-            self.images()
-                .ahead
-                .insert(layer.digest.clone(), Ahead::Ready(opened));
-        }
+        let tail = match tail {
+            // A registry that does not answer suffix ranges: the usual way, now that the
+            // size is known.
+            Err(e) if by_suffix => {
+                tracing::debug!(layer = %layer.digest, error = e, "stargz: the tail by suffix range failed; fetching it by its offset");
+                self.runtime.block_on(LayerTail::fetch(
+                    fetcher.as_ref(),
+                    layer.size,
+                    layer.toc_offset,
+                ))
+            }
+            other => other,
+        };
+        let opened = tail.and_then(|tail| {
+            let opened = self.open_layer(
+                &layer.digest.to_string(),
+                layer.size,
+                &toc,
+                tail.clone(),
+                fetcher,
+                s.early,
+            )?;
+            if let Some(fetch) = &opened.fetch
+                && self.options.prefetch
+            {
+                fetch.start_prefetch();
+            }
+            Ok((opened, tail))
+        });
+        self.images()
+            .ahead
+            .insert(layer.digest.clone(), Ahead::Ready(opened));
     }
 
     /// Starts fetching a layer: its footer and TOC (one request when `toc_offset` is
