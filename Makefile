@@ -4,7 +4,7 @@
 CARGO ?= cargo
 NEXTEST_PROFILE ?= $(if $(CI),ci,default)
 
-.PHONY: all setup build demo test bench clean
+.PHONY: all setup build demo lint test bench clean
 
 all: build
 
@@ -18,9 +18,16 @@ build: setup
 demo: build
 	@scripts/demo.sh target/release
 
-## test: every test in the workspace (unit, integration, end-to-end) with nextest.
-test: setup
+## test: the gates (rustfmt, clippy with warnings as errors), then every test in the
+## workspace (unit, integration, end-to-end) with nextest.
+test: setup lint
 	$(CARGO) nextest run --locked --workspace --all-targets --profile $(NEXTEST_PROFILE) --no-tests=fail
+
+## lint: formatting and clippy, as CI checks them (fuzz/ is its own workspace).
+lint: setup
+	$(CARGO) fmt --all --check
+	cd fuzz && $(CARGO) fmt --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 ## bench: the side-by-side benchmarks (results go to benches/README.md by hand).
 bench: build

@@ -53,6 +53,14 @@ fi
 
 # The Rust toolchain comes with the machine; cargo-nextest runs the test suite.
 command -v cargo >/dev/null || { say "cargo not found: install Rust (rustup) first"; exit 1; }
+# `make lint` (part of `make test`) needs rustfmt and clippy.
+for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        command -v rustup >/dev/null || { say "cargo $component not found and no rustup to add it"; exit 1; }
+        say "adding the $component component"
+        rustup component add "$component" >/dev/null
+    fi
+done
 if ! command -v cargo-nextest >/dev/null && ! cargo nextest --version >/dev/null 2>&1; then
     say "installing cargo-nextest"
     cargo install --locked --quiet cargo-nextest

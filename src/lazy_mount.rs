@@ -19,7 +19,9 @@ use tokio::runtime::Handle;
 use crate::image::media;
 use crate::image::platform::Platform;
 use crate::image::walk::{descriptor_digest, parse_index, parse_manifest};
-use crate::registry::range::{HttpRangeFetcher, RangeFetcher, RangeOptions, RangeReader, RangeStats, ReaderOptions};
+use crate::registry::range::{
+    HttpRangeFetcher, RangeFetcher, RangeOptions, RangeReader, RangeStats, ReaderOptions,
+};
 use crate::registry::{Reference, RegistryClient};
 
 /// Why a lazy mount failed; the message names the image or layer and the cause.
@@ -33,7 +35,11 @@ pub struct LazyMountError {
 
 impl LazyMountError {
     fn new(context: impl Into<String>, kind: ErrorKind, reason: impl std::fmt::Display) -> Self {
-        Self { context: context.into(), kind, reason: reason.to_string() }
+        Self {
+            context: context.into(),
+            kind,
+            reason: reason.to_string(),
+        }
     }
 
     /// The error's category.
@@ -101,34 +107,70 @@ impl LazyMount {
     ) -> Result<LazyMount, LazyMountError> {
         let LazyMountOptions { cache, passthrough } = options;
         let what = format!("lazy mount {reference}");
-        let layers = runtime.block_on(remote_layers(client, reference, platform)).map_err(|(kind, reason)| LazyMountError::new(&what, kind, reason))?;
-        let mut mounted = LazyMount { target: target.to_path_buf(), layers: Vec::new(), mounted: false };
+        let layers = runtime
+            .block_on(remote_layers(client, reference, platform))
+            .map_err(|(kind, reason)| LazyMountError::new(&what, kind, reason))?;
+        let mut mounted = LazyMount {
+            target: target.to_path_buf(),
+            layers: Vec::new(),
+            mounted: false,
+        };
         for (i, (digest, size, toc)) in layers.into_iter().enumerate() {
             let context = format!("{what}: layer {digest}");
-            let fetcher = Arc::new(HttpRangeFetcher::new(client.clone(), reference.clone(), digest.clone(), size, RangeOptions::default()));
-            let reader = RangeReader::new(fetcher.clone() as Arc<dyn RangeFetcher>, size, runtime.clone(), ReaderOptions::default());
-            let estargz = EstargzReader::open(reader, Some(&toc)).map_err(|e| LazyMountError::new(&context, e.kind(), e))?.without_toc();
+            let fetcher = Arc::new(HttpRangeFetcher::new(
+                client.clone(),
+                reference.clone(),
+                digest.clone(),
+                size,
+                RangeOptions::default(),
+            ));
+            let reader = RangeReader::new(
+                fetcher.clone() as Arc<dyn RangeFetcher>,
+                size,
+                runtime.clone(),
+                ReaderOptions::default(),
+            );
+            let estargz = EstargzReader::open(reader, Some(&toc))
+                .map_err(|e| LazyMountError::new(&context, e.kind(), e))?
+                .without_toc();
             let tree = LayerTree::build(digest.to_string(), estargz.shared_index())
                 .map_err(|e| LazyMountError::new(&context, ErrorKind::InvalidArgument, e))?;
             let direct: Arc<dyn ChunkSource> = Arc::new(EstargzChunkSource::new(Arc::new(estargz)));
             let source = match &cache {
-                Some(cache) => Arc::new(CachedChunkSource::new(direct, cache.clone())) as Arc<dyn ChunkSource>,
+                Some(cache) => {
+                    Arc::new(CachedChunkSource::new(direct, cache.clone())) as Arc<dyn ChunkSource>
+                }
                 None => direct,
             };
             let fs = LayerFs::new(tree, source);
             let mountpoint = work.join("layers").join(i.to_string());
-            std::fs::create_dir_all(&mountpoint).map_err(|e| LazyMountError::new(&context, ErrorKind::Internal, e))?;
-            let options = ServeOptions { passthrough, ..ServeOptions::default() };
+            std::fs::create_dir_all(&mountpoint)
+                .map_err(|e| LazyMountError::new(&context, ErrorKind::Internal, e))?;
+            let options = ServeOptions {
+                passthrough,
+                ..ServeOptions::default()
+            };
             let server = FuseServer::mount(Arc::new(fs), &mountpoint, &options)
                 .map_err(|e| LazyMountError::new(&context, ErrorKind::Internal, e))?;
-            mounted.layers.push(LazyLayer { digest, fetcher, server: Some(server), mountpoint });
+            mounted.layers.push(LazyLayer {
+                digest,
+                fetcher,
+                server: Some(server),
+                mountpoint,
+            });
         }
         let upper = work.join("upper");
         let workdir = work.join("work");
         for d in [&upper, &workdir] {
-            std::fs::create_dir_all(d).map_err(|e| LazyMountError::new(&what, ErrorKind::Internal, e))?;
+            std::fs::create_dir_all(d)
+                .map_err(|e| LazyMountError::new(&what, ErrorKind::Internal, e))?;
         }
-        let lower: Vec<String> = mounted.layers.iter().rev().map(|l| l.mountpoint.display().to_string()).collect();
+        let lower: Vec<String> = mounted
+            .layers
+            .iter()
+            .rev()
+            .map(|l| l.mountpoint.display().to_string())
+            .collect();
         let overlay = Mount {
             kind: "overlay".into(),
             source: "overlay".into(),
@@ -139,7 +181,9 @@ impl LazyMount {
                 format!("workdir={}", workdir.display()),
             ],
         };
-        overlay.mount(target).map_err(|e| LazyMountError::new(&what, ErrorKind::Internal, e))?;
+        overlay
+            .mount(target)
+            .map_err(|e| LazyMountError::new(&what, ErrorKind::Internal, e))?;
         mounted.mounted = true;
         Ok(mounted)
     }
@@ -148,7 +192,11 @@ impl LazyMount {
     pub fn fetched(&self) -> Vec<LayerFetched> {
         self.layers
             .iter()
-            .map(|l| LayerFetched { digest: l.digest.clone(), size: l.fetcher.size(), stats: l.fetcher.stats() })
+            .map(|l| LayerFetched {
+                digest: l.digest.clone(),
+                size: l.fetcher.size(),
+                stats: l.fetcher.stats(),
+            })
             .collect()
     }
 
@@ -161,7 +209,8 @@ impl LazyMount {
         let mut result = Ok(());
         if self.mounted {
             self.mounted = false;
-            result = mount::unmount_all(&self.target, false).or_else(|_| mount::unmount_all(&self.target, true));
+            result = mount::unmount_all(&self.target, false)
+                .or_else(|_| mount::unmount_all(&self.target, true));
         }
         for layer in self.layers.iter_mut().rev() {
             if let Some(server) = layer.server.take()
@@ -188,17 +237,28 @@ async fn remote_layers(
     platform: &Platform,
 ) -> Result<Vec<(Digest, u64, Digest)>, (ErrorKind, String)> {
     let fail = |e: &dyn std::fmt::Display, kind: ErrorKind| (kind, e.to_string());
-    let root = client.resolve(reference).await.map_err(|e| fail(&e, e.kind()))?;
+    let root = client
+        .resolve(reference)
+        .await
+        .map_err(|e| fail(&e, e.kind()))?;
     let mut desc = root;
     if media::is_index(desc.media_type().as_ref()) {
-        let bytes = client.fetch_manifest(reference, &desc).await.map_err(|e| fail(&e, e.kind()))?;
+        let bytes = client
+            .fetch_manifest(reference, &desc)
+            .await
+            .map_err(|e| fail(&e, e.kind()))?;
         let index = parse_index(&bytes, "index").map_err(|e| fail(&e, e.kind()))?;
-        desc = platform
-            .select(&index)
-            .cloned()
-            .ok_or_else(|| (ErrorKind::NotFound, format!("no manifest for platform {platform}")))?;
+        desc = platform.select(&index).cloned().ok_or_else(|| {
+            (
+                ErrorKind::NotFound,
+                format!("no manifest for platform {platform}"),
+            )
+        })?;
     }
-    let bytes = client.fetch_manifest(reference, &desc).await.map_err(|e| fail(&e, e.kind()))?;
+    let bytes = client
+        .fetch_manifest(reference, &desc)
+        .await
+        .map_err(|e| fail(&e, e.kind()))?;
     let manifest = parse_manifest(&bytes, "manifest").map_err(|e| fail(&e, e.kind()))?;
     manifest
         .layers()

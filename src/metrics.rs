@@ -58,7 +58,9 @@ pub struct Metrics {
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metrics").field("sources", &lock(&self.sources).len()).finish_non_exhaustive()
+        f.debug_struct("Metrics")
+            .field("sources", &lock(&self.sources).len())
+            .finish_non_exhaustive()
     }
 }
 

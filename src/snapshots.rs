@@ -27,12 +27,19 @@ pub fn snapshotter_root(root: &Path, name: &str) -> PathBuf {
 ///
 /// InvalidArgument for an unknown name; Unavailable when another process (e.g. `strata
 /// serve`) holds it; anything opening its metadata or directories fails with.
-pub fn open_snapshotter(root: &Path, name: &str, overlay: &OverlayOptions) -> Result<Arc<dyn Snapshotter>, SnapshotError> {
+pub fn open_snapshotter(
+    root: &Path,
+    name: &str,
+    overlay: &OverlayOptions,
+) -> Result<Arc<dyn Snapshotter>, SnapshotError> {
     let dir = snapshotter_root(root, name);
     match name {
         // Outside `strata serve`, stargz snapshots are listed and removed as overlayfs
         // ones (their lazily mounted layers are detached on removal).
-        "overlayfs" | "stargz" => Ok(Arc::new(OverlaySnapshotter::with_options(&dir, overlay.clone())?)),
+        "overlayfs" | "stargz" => Ok(Arc::new(OverlaySnapshotter::with_options(
+            &dir,
+            overlay.clone(),
+        )?)),
         "native" => Ok(Arc::new(NativeSnapshotter::open(&dir)?)),
         other => Err(SnapshotError::invalid_argument(format!(
             "unknown snapshotter {other:?} (available: {})",

@@ -55,11 +55,17 @@ impl Store {
     /// Opens (creating if needed) the root.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
-        fs::create_dir_all(&root)
-            .map_err(|source| StoreError::Io { context: format!("create {}", root.display()), source })?;
+        fs::create_dir_all(&root).map_err(|source| StoreError::Io {
+            context: format!("create {}", root.display()),
+            source,
+        })?;
         let metadata = MetadataDb::open(root.join("metadata.db"))?;
         let content = LocalContentStore::open(root.join("content"), Arc::new(metadata.clone()))?;
-        Ok(Self { root, content, metadata })
+        Ok(Self {
+            root,
+            content,
+            metadata,
+        })
     }
 
     /// The root directory.
@@ -79,8 +85,16 @@ impl Store {
 
     fn gc_lock(&self, op: FlockOperation) -> Result<GcLock, StoreError> {
         let path = self.root.join("gc.lock");
-        let io_err = |source| StoreError::Io { context: format!("lock {}", path.display()), source };
-        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_err)?;
+        let io_err = |source| StoreError::Io {
+            context: format!("lock {}", path.display()),
+            source,
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err)?;
         rustix::fs::flock(file.as_fd(), op).map_err(|e| io_err(e.into()))?;
         Ok(GcLock { _file: file })
     }
@@ -93,11 +107,15 @@ impl Store {
 
     /// Runs a garbage collection, waiting for writers that hold [`hold_gc`](Self::hold_gc).
     pub fn gc(&self, opts: &GcOptions) -> Result<GcReport, GcError> {
-        let _lock = self.gc_lock(FlockOperation::LockExclusive).map_err(|e| match e {
-            StoreError::Content(c) => GcError::Content(c),
-            StoreError::Metadata(m) => GcError::Metadata(m),
-            StoreError::Io { context, source } => GcError::Content(ContentError::Io { context, source }),
-        })?;
+        let _lock = self
+            .gc_lock(FlockOperation::LockExclusive)
+            .map_err(|e| match e {
+                StoreError::Content(c) => GcError::Content(c),
+                StoreError::Metadata(m) => GcError::Metadata(m),
+                StoreError::Io { context, source } => {
+                    GcError::Content(ContentError::Io { context, source })
+                }
+            })?;
         gc::collect(&self.metadata, &self.content, opts)
     }
 }

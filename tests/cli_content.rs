@@ -7,7 +7,12 @@ use std::time::{Duration, Instant};
 const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 
 fn strata(root: &Path, args: &[&str]) -> Output {
-    Command::new(STRATA).arg("--root").arg(root).args(args).output().expect("run strata")
+    Command::new(STRATA)
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .expect("run strata")
 }
 
 fn ok(out: Output) -> String {
@@ -21,7 +26,10 @@ fn ok(out: Output) -> String {
 }
 
 fn sha256sum(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().expect("run sha256sum");
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("run sha256sum");
     assert!(out.status.success());
     let s = String::from_utf8(out.stdout).unwrap();
     format!("sha256:{}", s.split_whitespace().next().unwrap())
@@ -46,7 +54,10 @@ fn ingest_of_256_mib_prints_the_same_digest_as_sha256sum() {
     let dir = tempfile::tempdir().unwrap();
     let file = random_file(dir.path(), "big.bin", 256 << 20, 7);
     let root = dir.path().join("root");
-    let printed = ok(strata(&root, &["content", "ingest", file.to_str().unwrap()]));
+    let printed = ok(strata(
+        &root,
+        &["content", "ingest", file.to_str().unwrap()],
+    ));
     assert_eq!(printed.trim(), sha256sum(&file));
     let listed = ok(strata(&root, &["content", "ls", "-q"]));
     assert_eq!(listed.trim(), printed.trim());
@@ -92,13 +103,33 @@ fn sigkilled_ingest_resumes_and_completes_with_right_digest() {
         }
         // The interrupted ingest is visible with its offset…
         let active = ok(strata(&root, &["content", "active"]));
-        let offset: u64 = active.lines().nth(1).expect("one active ingest").split_whitespace().nth(1).unwrap().parse().unwrap();
+        let offset: u64 = active
+            .lines()
+            .nth(1)
+            .expect("one active ingest")
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(offset > 0, "{active}");
         // …and the same command resumes it from there.
-        let out = strata(&root, &["--log-level", "info", "content", "ingest", file.to_str().unwrap()]);
+        let out = strata(
+            &root,
+            &[
+                "--log-level",
+                "info",
+                "content",
+                "ingest",
+                file.to_str().unwrap(),
+            ],
+        );
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_eq!(ok(out).trim(), want);
-        assert!(stderr.contains("resuming ingest"), "resumed, not restarted: {stderr}");
+        assert!(
+            stderr.contains("resuming ingest"),
+            "resumed, not restarted: {stderr}"
+        );
         assert_eq!(blob_count(&root), 1);
         assert_eq!(ingest_count(&root), 0);
         assert_eq!(ok(strata(&root, &["content", "verify"])).lines().count(), 1);
@@ -151,12 +182,24 @@ fn wrong_expected_digest_fails_naming_both_and_stores_nothing() {
     let actual = sha256sum(&file);
     let wrong = format!("sha256:{}", "0".repeat(64));
     let root = dir.path().join("root");
-    let out = strata(&root, &["content", "ingest", "--expected", &wrong, file.to_str().unwrap()]);
+    let out = strata(
+        &root,
+        &[
+            "content",
+            "ingest",
+            "--expected",
+            &wrong,
+            file.to_str().unwrap(),
+        ],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert!(err.starts_with("strata: error: ingest "), "{err}");
-    assert!(err.contains(&format!("expected {wrong}")) && err.contains(&actual), "{err}");
+    assert!(
+        err.contains(&format!("expected {wrong}")) && err.contains(&actual),
+        "{err}"
+    );
     assert_eq!(blob_count(&root), 0);
     assert_eq!(ingest_count(&root), 0);
 }
@@ -179,7 +222,18 @@ fn locked_ref_is_reported_when_not_waiting() {
         assert!(Instant::now() < deadline, "child never started its ingest");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let out = strata(&root, &["content", "ingest", "--ref", "held", "--lock-wait", "0s", "/dev/null"]);
+    let out = strata(
+        &root,
+        &[
+            "content",
+            "ingest",
+            "--ref",
+            "held",
+            "--lock-wait",
+            "0s",
+            "/dev/null",
+        ],
+    );
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(!out.status.success());
     assert!(err.contains("ref \"held\" is locked"), "{err}");
@@ -193,17 +247,31 @@ fn labels_info_rm_and_filters_from_the_cli() {
     let root = dir.path().join("root");
     let a = random_file(dir.path(), "a", 1000, 1);
     let b = random_file(dir.path(), "b", 2000, 2);
-    let da = ok(strata(&root, &["content", "ingest", "--label", "containerd.io/gc.root=now", a.to_str().unwrap()]));
+    let da = ok(strata(
+        &root,
+        &[
+            "content",
+            "ingest",
+            "--label",
+            "containerd.io/gc.root=now",
+            a.to_str().unwrap(),
+        ],
+    ));
     let db = ok(strata(&root, &["content", "ingest", b.to_str().unwrap()]));
     let (da, db) = (da.trim(), db.trim());
-    let roots = ok(strata(&root, &["content", "ls", "-q", r#"labels."containerd.io/gc.root""#]));
+    let roots = ok(strata(
+        &root,
+        &["content", "ls", "-q", r#"labels."containerd.io/gc.root""#],
+    ));
     assert_eq!(roots.trim(), da);
     ok(strata(&root, &["content", "label", db, "team=storage"]));
-    let info: serde_json::Value = serde_json::from_str(&ok(strata(&root, &["content", "info", db]))).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(strata(&root, &["content", "info", db]))).unwrap();
     assert_eq!(info["size"], 2000);
     assert_eq!(info["labels"]["team"], "storage");
     ok(strata(&root, &["content", "label", db, "team="]));
-    let info: serde_json::Value = serde_json::from_str(&ok(strata(&root, &["content", "info", db]))).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(strata(&root, &["content", "info", db]))).unwrap();
     assert!(info["labels"].get("team").is_none());
     // gc keeps the root, removes the other.
     ok(strata(&root, &["content", "gc"]));
@@ -211,7 +279,10 @@ fn labels_info_rm_and_filters_from_the_cli() {
     ok(strata(&root, &["content", "rm", da]));
     let out = strata(&root, &["content", "info", da]);
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(!out.status.success() && err.contains("not found") && err.contains(da), "{err}");
+    assert!(
+        !out.status.success() && err.contains("not found") && err.contains(da),
+        "{err}"
+    );
     let out = strata(&root, &["content", "ls", "name=="]);
     assert!(!out.status.success());
 }
@@ -234,9 +305,17 @@ fn every_command_help_has_an_example() {
         &["image", "rm"],
     ];
     for c in cmds {
-        let out = Command::new(STRATA).args(*c).arg("--help").output().unwrap();
+        let out = Command::new(STRATA)
+            .args(*c)
+            .arg("--help")
+            .output()
+            .unwrap();
         let text = String::from_utf8(out.stdout).unwrap();
         assert!(out.status.success(), "{c:?}");
-        assert!(text.contains("Example"), "`strata {} --help` has no example:\n{text}", c.join(" "));
+        assert!(
+            text.contains("Example"),
+            "`strata {} --help` has no example:\n{text}",
+            c.join(" ")
+        );
     }
 }

@@ -38,7 +38,13 @@ fn writer_commits_to_digest_path_and_reads_back() {
     w.write_all(&data[..5000]).unwrap();
     w.write_all(&data[5000..]).unwrap();
     assert_eq!(w.status().offset, data.len() as u64);
-    let d = w.commit(Some(data.len() as u64), Some(&Digest::of(&data)), BTreeMap::new()).unwrap();
+    let d = w
+        .commit(
+            Some(data.len() as u64),
+            Some(&Digest::of(&data)),
+            BTreeMap::new(),
+        )
+        .unwrap();
     assert_eq!(d, Digest::of(&data));
     assert_eq!(blob_files(&s), vec![d.encoded().to_owned()]);
     assert_eq!(ingest_dirs(&s), 0, "ingest directory removed after commit");
@@ -68,7 +74,9 @@ fn resumed_writer_continues_at_recorded_offset() {
     let mut w = s.writer("resume", None, None).unwrap();
     assert_eq!(w.status().offset, 123_457, "resumes at the recorded offset");
     w.write_all(&data[123_457..]).unwrap();
-    let d = w.commit(None, Some(&Digest::of(&data)), BTreeMap::new()).unwrap();
+    let d = w
+        .commit(None, Some(&Digest::of(&data)), BTreeMap::new())
+        .unwrap();
     assert_eq!(d, Digest::of(&data));
 }
 
@@ -78,7 +86,17 @@ fn total_mismatch_on_resume_is_rejected() {
     let s = store(&dir);
     drop(s.writer("t", Some(10), None).unwrap());
     let err = s.writer("t", Some(11), None).unwrap_err();
-    assert!(matches!(err, ContentError::TotalMismatch { provided: 11, recorded: 10, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            ContentError::TotalMismatch {
+                provided: 11,
+                recorded: 10,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -88,7 +106,10 @@ fn second_writer_on_locked_ref_gets_clear_error() {
     let _w = s.writer("busy-ref", None, None).unwrap();
     let err = s.writer("busy-ref", None, None).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable);
-    assert!(err.to_string().contains("ref \"busy-ref\" is locked"), "{err}");
+    assert!(
+        err.to_string().contains("ref \"busy-ref\" is locked"),
+        "{err}"
+    );
     // A different ref is independent.
     s.writer("other-ref", None, None).unwrap();
 }
@@ -111,12 +132,22 @@ fn wrong_expected_digest_leaves_nothing_in_blobs() {
     let err = w.commit(None, Some(&wrong), BTreeMap::new()).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains(&format!("expected {wrong}")), "{msg}");
-    assert!(msg.contains(&Digest::of(b"actual bytes").to_string()), "{msg}");
+    assert!(
+        msg.contains(&Digest::of(b"actual bytes").to_string()),
+        "{msg}"
+    );
     assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
     assert!(blob_files(&s).is_empty());
     // The high-level ingest aborts the ingest as well.
     let err = s
-        .ingest("bad2", &mut StreamSource(&b"actual bytes"[..]), None, Some(&wrong), BTreeMap::new(), Duration::ZERO)
+        .ingest(
+            "bad2",
+            &mut StreamSource(&b"actual bytes"[..]),
+            None,
+            Some(&wrong),
+            BTreeMap::new(),
+            Duration::ZERO,
+        )
         .unwrap_err();
     assert!(matches!(err, ContentError::DigestMismatch { .. }));
     assert!(blob_files(&s).is_empty());
@@ -130,10 +161,23 @@ fn wrong_size_is_rejected_and_overflow_stops_early() {
     let mut w = s.writer("sz", None, None).unwrap();
     w.write_all(b"12345").unwrap();
     let err = w.commit(Some(4), None, BTreeMap::new()).unwrap_err();
-    assert!(matches!(err, ContentError::SizeMismatch { expected: 4, actual: 5, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            ContentError::SizeMismatch {
+                expected: 4,
+                actual: 5,
+                ..
+            }
+        ),
+        "{err}"
+    );
     let mut w = s.writer("ovf", Some(3), None).unwrap();
     let err = w.write_all(b"1234").unwrap_err();
-    assert!(err.to_string().contains("past the expected size 3"), "{err}");
+    assert!(
+        err.to_string().contains("past the expected size 3"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -141,15 +185,28 @@ fn committing_existing_content_reports_already_exists_and_discards_ingest() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(&dir);
     let (d, _) = s
-        .ingest("a", &mut StreamSource(&b"same"[..]), None, None, BTreeMap::new(), Duration::ZERO)
+        .ingest(
+            "a",
+            &mut StreamSource(&b"same"[..]),
+            None,
+            None,
+            BTreeMap::new(),
+            Duration::ZERO,
+        )
         .unwrap();
     let mut w = s.writer("b", None, None).unwrap();
     w.write_all(b"same").unwrap();
     let err = w.commit(None, None, BTreeMap::new()).unwrap_err();
-    assert!(matches!(&err, ContentError::AlreadyExists(x) if *x == d), "{err}");
+    assert!(
+        matches!(&err, ContentError::AlreadyExists(x) if *x == d),
+        "{err}"
+    );
     assert_eq!(ingest_dirs(&s), 0);
     // Opening a writer with an expected digest that exists fails before writing.
-    assert!(matches!(s.writer("c", None, Some(&d)), Err(ContentError::AlreadyExists(_))));
+    assert!(matches!(
+        s.writer("c", None, Some(&d)),
+        Err(ContentError::AlreadyExists(_))
+    ));
 }
 
 #[test]
@@ -163,12 +220,26 @@ fn concurrent_ingests_of_same_content_end_with_one_blob() {
             let data = data.clone();
             std::thread::spawn(move || {
                 // Half share a ref (they queue on the lock), half have their own.
-                let r = if i % 2 == 0 { "shared".to_owned() } else { format!("own-{i}") };
-                s.ingest(&r, &mut StreamSource(&data[..]), None, None, BTreeMap::new(), Duration::from_secs(30))
+                let r = if i % 2 == 0 {
+                    "shared".to_owned()
+                } else {
+                    format!("own-{i}")
+                };
+                s.ingest(
+                    &r,
+                    &mut StreamSource(&data[..]),
+                    None,
+                    None,
+                    BTreeMap::new(),
+                    Duration::from_secs(30),
+                )
             })
         })
         .collect();
-    let digests: Vec<Digest> = handles.into_iter().map(|h| h.join().unwrap().unwrap().0).collect();
+    let digests: Vec<Digest> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap().unwrap().0)
+        .collect();
     assert!(digests.iter().all(|d| *d == Digest::of(&data)));
     assert_eq!(blob_files(&s).len(), 1);
     assert_eq!(ingest_dirs(&s), 0);
@@ -187,19 +258,42 @@ fn labels_walk_filters_and_delete() {
     .into_iter()
     .enumerate()
     {
-        let labels: BTreeMap<String, String> = labels.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        let labels: BTreeMap<String, String> = labels
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
         let body = format!("blob {i}");
         let (d, _) = s
-            .ingest(&format!("l{i}"), &mut StreamSource(body.as_bytes()), None, None, labels, Duration::ZERO)
+            .ingest(
+                &format!("l{i}"),
+                &mut StreamSource(body.as_bytes()),
+                None,
+                None,
+                labels,
+                Duration::ZERO,
+            )
             .unwrap();
         digests.push(d);
     }
     let walk = |f: &str| -> Vec<Digest> {
-        s.walk(&Filter::parse(f).unwrap()).unwrap().into_iter().map(|i| i.digest).collect()
+        s.walk(&Filter::parse(f).unwrap())
+            .unwrap()
+            .into_iter()
+            .map(|i| i.digest)
+            .collect()
     };
-    assert_eq!(walk(r#"labels."containerd.io/gc.root""#), vec![digests[0].clone()]);
-    assert_eq!(walk("labels.app==web,labels.tier==1"), vec![digests[1].clone()]);
-    assert_eq!(walk(&format!("digest=={}", digests[2])), vec![digests[2].clone()]);
+    assert_eq!(
+        walk(r#"labels."containerd.io/gc.root""#),
+        vec![digests[0].clone()]
+    );
+    assert_eq!(
+        walk("labels.app==web,labels.tier==1"),
+        vec![digests[1].clone()]
+    );
+    assert_eq!(
+        walk(&format!("digest=={}", digests[2])),
+        vec![digests[2].clone()]
+    );
     assert_eq!(walk("").len(), 3);
     let any = Filter::parse_any(&["labels.app==web", r#"labels."containerd.io/gc.root""#]).unwrap();
     assert_eq!(s.walk(&any).unwrap().len(), 2);
@@ -207,22 +301,40 @@ fn labels_walk_filters_and_delete() {
     // Update: set one, remove one.
     let before = s.info(&digests[1]).unwrap();
     std::thread::sleep(Duration::from_millis(2));
-    let changes: BTreeMap<String, Option<String>> =
-        [("app".to_owned(), None), ("new".to_owned(), Some("v".to_owned()))].into_iter().collect();
+    let changes: BTreeMap<String, Option<String>> = [
+        ("app".to_owned(), None),
+        ("new".to_owned(), Some("v".to_owned())),
+    ]
+    .into_iter()
+    .collect();
     let after = s.update_labels(&digests[1], &changes).unwrap();
     assert_eq!(after.labels.get("new").map(String::as_str), Some("v"));
     assert!(!after.labels.contains_key("app"));
     assert_eq!(after.created, before.created);
-    assert!(after.updated > before.updated, "updated time moves on label change");
+    assert!(
+        after.updated > before.updated,
+        "updated time moves on label change"
+    );
 
     // containerd's label size limit.
     let big = "v".repeat(4096);
-    let err = s.update_labels(&digests[1], &[("k".to_owned(), Some(big))].into_iter().collect()).unwrap_err();
+    let err = s
+        .update_labels(
+            &digests[1],
+            &[("k".to_owned(), Some(big))].into_iter().collect(),
+        )
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
 
     s.delete(&digests[2]).unwrap();
-    assert!(matches!(s.info(&digests[2]), Err(ContentError::NotFound(_))));
-    assert!(matches!(s.delete(&digests[2]), Err(ContentError::NotFound(_))));
+    assert!(matches!(
+        s.info(&digests[2]),
+        Err(ContentError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.delete(&digests[2]),
+        Err(ContentError::NotFound(_))
+    ));
     assert_eq!(walk("").len(), 2);
 }
 
@@ -236,13 +348,24 @@ fn abort_and_list_statuses() {
     }
     let w2 = s.writer("job-2", Some(100), None).unwrap();
     let all = s.list_statuses(&Filter::always()).unwrap();
-    assert_eq!(all.iter().map(|s| s.reference.as_str()).collect::<Vec<_>>(), ["job-1", "job-2"]);
-    let one = s.list_statuses(&Filter::parse("ref==job-1").unwrap()).unwrap();
+    assert_eq!(
+        all.iter().map(|s| s.reference.as_str()).collect::<Vec<_>>(),
+        ["job-1", "job-2"]
+    );
+    let one = s
+        .list_statuses(&Filter::parse("ref==job-1").unwrap())
+        .unwrap();
     assert_eq!(one[0].offset, 7);
-    assert!(matches!(s.abort("job-2"), Err(ContentError::Locked(_))), "cannot abort a live writer");
+    assert!(
+        matches!(s.abort("job-2"), Err(ContentError::Locked(_))),
+        "cannot abort a live writer"
+    );
     drop(w2);
     s.abort("job-2").unwrap();
     s.abort("job-1").unwrap();
-    assert!(matches!(s.abort("job-1"), Err(ContentError::IngestNotFound(_))));
+    assert!(matches!(
+        s.abort("job-1"),
+        Err(ContentError::IngestNotFound(_))
+    ));
     assert_eq!(ingest_dirs(&s), 0);
 }

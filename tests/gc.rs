@@ -14,10 +14,20 @@ use strata::store::Store;
 use strata_formats::Digest;
 
 fn put(store: &Store, body: &str, labels: &[(&str, String)]) -> Digest {
-    let labels: BTreeMap<String, String> = labels.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+    let labels: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
     store
         .content()
-        .ingest(body, &mut StreamSource(body.as_bytes()), None, None, labels, Duration::ZERO)
+        .ingest(
+            body,
+            &mut StreamSource(body.as_bytes()),
+            None,
+            None,
+            labels,
+            Duration::ZERO,
+        )
         .unwrap()
         .0
 }
@@ -25,16 +35,29 @@ fn put(store: &Store, body: &str, labels: &[(&str, String)]) -> Digest {
 fn image(name: &str, target: &Digest) -> ImageRecord {
     let desc = DescriptorBuilder::default()
         .media_type(MediaType::ImageManifest)
-        .digest(target.to_string().parse::<oci_spec::image::Digest>().unwrap())
+        .digest(
+            target
+                .to_string()
+                .parse::<oci_spec::image::Digest>()
+                .unwrap(),
+        )
         .size(1u64)
         .build()
         .unwrap();
     let now = std::time::SystemTime::now();
-    ImageRecord { name: name.into(), target: desc, labels: BTreeMap::new(), created: now, updated: now }
+    ImageRecord {
+        name: name.into(),
+        target: desc,
+        labels: BTreeMap::new(),
+        created: now,
+        updated: now,
+    }
 }
 
 fn rfc3339(t: std::time::SystemTime) -> String {
-    time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap()
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
 }
 
 #[test]
@@ -53,14 +76,20 @@ fn gc_removes_exactly_the_unreferenced() {
             ("containerd.io/gc.ref.content.l.0", layer.to_string()),
         ],
     );
-    store.metadata().put_image(&image("example.com/app:1", &manifest), false).unwrap();
+    store
+        .metadata()
+        .put_image(&image("example.com/app:1", &manifest), false)
+        .unwrap();
 
     // A pinned blob and what it references.
     let pinned_child = put(&store, "pinned-child", &[]);
     let pinned = put(
         &store,
         "pinned",
-        &[("containerd.io/gc.root", "2024".into()), ("containerd.io/gc.ref.content.x", pinned_child.to_string())],
+        &[
+            ("containerd.io/gc.root", "2024".into()),
+            ("containerd.io/gc.ref.content.x", pinned_child.to_string()),
+        ],
     );
 
     // Leased content, one lease live, one expired.
@@ -68,15 +97,34 @@ fn gc_removes_exactly_the_unreferenced() {
     let expired = put(&store, "expired-lease-content", &[]);
     let live_until = rfc3339(std::time::SystemTime::now() + Duration::from_secs(3600));
     let dead_since = rfc3339(std::time::SystemTime::now() - Duration::from_secs(1));
-    store.metadata().create_lease("live", [(LABEL_GC_EXPIRE.to_owned(), live_until)].into()).unwrap();
-    store.metadata().create_lease("dead", [(LABEL_GC_EXPIRE.to_owned(), dead_since)].into()).unwrap();
-    let res = |d: &Digest| LeaseResource { kind: "content".into(), id: d.to_string() };
-    store.metadata().add_lease_resource("live", res(&leased)).unwrap();
-    store.metadata().add_lease_resource("dead", res(&expired)).unwrap();
+    store
+        .metadata()
+        .create_lease("live", [(LABEL_GC_EXPIRE.to_owned(), live_until)].into())
+        .unwrap();
+    store
+        .metadata()
+        .create_lease("dead", [(LABEL_GC_EXPIRE.to_owned(), dead_since)].into())
+        .unwrap();
+    let res = |d: &Digest| LeaseResource {
+        kind: "content".into(),
+        id: d.to_string(),
+    };
+    store
+        .metadata()
+        .add_lease_resource("live", res(&leased))
+        .unwrap();
+    store
+        .metadata()
+        .add_lease_resource("dead", res(&expired))
+        .unwrap();
 
     // Garbage: unreferenced, and a blob only garbage references.
     let garbage_child = put(&store, "garbage-child", &[]);
-    let garbage = put(&store, "garbage", &[("containerd.io/gc.ref.content.x", garbage_child.to_string())]);
+    let garbage = put(
+        &store,
+        "garbage",
+        &[("containerd.io/gc.ref.content.x", garbage_child.to_string())],
+    );
 
     // Ingests: one stale, one leased, one held by a live writer.
     {
@@ -89,17 +137,31 @@ fn gc_removes_exactly_the_unreferenced() {
     }
     store
         .metadata()
-        .add_lease_resource("live", LeaseResource { kind: "ingests".into(), id: "leased-ingest".into() })
+        .add_lease_resource(
+            "live",
+            LeaseResource {
+                kind: "ingests".into(),
+                id: "leased-ingest".into(),
+            },
+        )
         .unwrap();
     let live_writer = store.content().writer("live-ingest", None, None).unwrap();
 
     // A dry run reports without removing.
-    let opts = GcOptions { ingest_grace: Duration::ZERO, dry_run: true };
+    let opts = GcOptions {
+        ingest_grace: Duration::ZERO,
+        dry_run: true,
+    };
     let dry = store.gc(&opts).unwrap();
     assert_eq!(dry.removed_blobs.len(), 3);
     assert_eq!(store.content().list_digests().unwrap().len(), 9);
 
-    let report = store.gc(&GcOptions { ingest_grace: Duration::ZERO, dry_run: false }).unwrap();
+    let report = store
+        .gc(&GcOptions {
+            ingest_grace: Duration::ZERO,
+            dry_run: false,
+        })
+        .unwrap();
     let mut removed = report.removed_blobs.clone();
     removed.sort();
     let mut want = vec![garbage, garbage_child, expired];
@@ -114,16 +176,30 @@ fn gc_removes_exactly_the_unreferenced() {
     }
     assert!(store.content().status("leased-ingest").is_ok());
     drop(live_writer);
-    assert!(store.content().status("live-ingest").is_ok(), "a locked ingest is never swept");
+    assert!(
+        store.content().status("live-ingest").is_ok(),
+        "a locked ingest is never swept"
+    );
 
     // Deleting the image and the lease makes their content collectable.
     store.metadata().delete_image("example.com/app:1").unwrap();
     store.metadata().delete_lease("live").unwrap();
-    let report = store.gc(&GcOptions { ingest_grace: Duration::ZERO, dry_run: false }).unwrap();
+    let report = store
+        .gc(&GcOptions {
+            ingest_grace: Duration::ZERO,
+            dry_run: false,
+        })
+        .unwrap();
     assert_eq!(report.removed_blobs.len(), 4);
     let left = store.content().list_digests().unwrap();
     assert_eq!(left.len(), 2, "only the pinned pair is left");
-    assert!(store.content().list_statuses(&strata_formats::filters::Filter::always()).unwrap().is_empty());
+    assert!(
+        store
+            .content()
+            .list_statuses(&strata_formats::filters::Filter::always())
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -134,7 +210,12 @@ fn ingest_grace_protects_recent_ingests() {
         let mut w = store.content().writer("recent", None, None).unwrap();
         w.write_all(b"x").unwrap();
     }
-    let r = store.gc(&GcOptions { ingest_grace: Duration::from_secs(3600), dry_run: false }).unwrap();
+    let r = store
+        .gc(&GcOptions {
+            ingest_grace: Duration::from_secs(3600),
+            dry_run: false,
+        })
+        .unwrap();
     assert!(r.removed_ingests.is_empty());
     assert!(store.content().status("recent").is_ok());
 }

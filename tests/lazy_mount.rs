@@ -23,7 +23,12 @@ fn mounted(path: &Path) -> bool {
 fn mounts_under(path: &Path) -> Vec<String> {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let p = path.to_str().unwrap();
-    mounts.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(p)).map(str::to_owned).collect()
+    mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(p))
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]
@@ -37,7 +42,10 @@ fn lazily_mounted_estargz_image_equals_the_unpacked_original() {
 
     // The reference: the original image pulled, unpacked and mounted.
     env.strata_ok("full", &["pull", "--plain-http", &source]);
-    env.strata_ok("full", &["convert", "--plain-http", "--push", &source, &converted]);
+    env.strata_ok(
+        "full",
+        &["convert", "--plain-http", "--push", &source, &converted],
+    );
     let full_dir = env.path("full-mnt");
     std::fs::create_dir(&full_dir).unwrap();
     let full_dir = full_dir.canonicalize().unwrap();
@@ -50,22 +58,41 @@ fn lazily_mounted_estargz_image_equals_the_unpacked_original() {
     // with cached files read through FUSE passthrough.
     let (lazy, stderr) = lazy_capture(&env, &converted, "lazy-mnt", &[]);
     let diff = reference.diff_with(&lazy, Mtimes::ExceptDirs);
-    assert!(diff.is_empty(), "lazy tree differs from the unpacked one:\n{}\n{stderr}", diff.join("\n"));
+    assert!(
+        diff.is_empty(),
+        "lazy tree differs from the unpacked one:\n{}\n{stderr}",
+        diff.join("\n")
+    );
     assert!(stderr.contains("at mount: fetched"), "{stderr}");
     let (again, stderr2) = lazy_capture(&env, &converted, "lazy-mnt2", &["--passthrough"]);
-    assert!(reference.diff_with(&again, Mtimes::ExceptDirs).is_empty(), "{stderr2}");
+    assert!(
+        reference.diff_with(&again, Mtimes::ExceptDirs).is_empty(),
+        "{stderr2}"
+    );
     let first = requests_at_unmount(&stderr);
     let second = requests_at_unmount(&stderr2);
-    assert!(second < first, "the second mount reads chunks from the cache: {first} then {second} requests\n{stderr2}");
+    assert!(
+        second < first,
+        "the second mount reads chunks from the cache: {first} then {second} requests\n{stderr2}"
+    );
     // The first mount read every file whole, so with passthrough the kernel reads them all
     // from the cache's files and the daemon serves no chunk.
-    assert!(stderr.contains("chunk cache: ") && !stderr.contains(" 0 stored"), "{stderr}");
-    assert!(stderr2.contains("chunk cache: 0 hits, 0 misses"), "{stderr2}");
+    assert!(
+        stderr.contains("chunk cache: ") && !stderr.contains(" 0 stored"),
+        "{stderr}"
+    );
+    assert!(
+        stderr2.contains("chunk cache: 0 hits, 0 misses"),
+        "{stderr2}"
+    );
 }
 
 /// The range requests `strata mount --lazy` reported at unmount.
 fn requests_at_unmount(stderr: &str) -> u64 {
-    let line = stderr.lines().find(|l| l.starts_with("at unmount: fetched")).unwrap_or_else(|| panic!("{stderr}"));
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("at unmount: fetched"))
+        .unwrap_or_else(|| panic!("{stderr}"));
     let words: Vec<&str> = line.split_whitespace().collect();
     let i = words.iter().position(|w| *w == "range").unwrap();
     words[i - 1].parse().unwrap()
@@ -94,21 +121,34 @@ fn lazy_capture(env: &Env, reference: &str, name: &str, extra: &[&str]) -> (File
     let deadline = Instant::now() + Duration::from_secs(30);
     while !mounted(&dir) {
         if let Some(status) = child.try_wait().unwrap() {
-            panic!("strata mount --lazy exited ({status}): {}", std::fs::read_to_string(&log).unwrap());
+            panic!(
+                "strata mount --lazy exited ({status}): {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
         }
-        assert!(Instant::now() < deadline, "no mount after 30 s: {}", std::fs::read_to_string(&log).unwrap());
+        assert!(
+            Instant::now() < deadline,
+            "no mount after 30 s: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let tree = FileTree::capture(&dir);
     stop_child(&mut child);
     let stderr = std::fs::read_to_string(&log).unwrap();
     let tree = tree.unwrap();
-    assert!(stderr.contains(&format!("unmounted {}", dir.display())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("unmounted {}", dir.display())),
+        "{stderr}"
+    );
     assert!(!mounted(&dir), "{} still mounted", dir.display());
     let left = mounts_under(&env.path("lazy"));
     assert!(left.is_empty(), "mounts left under the root: {left:?}");
     let tmp = env.path("lazy/tmpmounts");
-    assert!(!tmp.exists() || std::fs::read_dir(&tmp).unwrap().next().is_none(), "work directories left");
+    assert!(
+        !tmp.exists() || std::fs::read_dir(&tmp).unwrap().next().is_none(),
+        "work directories left"
+    );
     (tree, stderr)
 }
 
@@ -121,9 +161,21 @@ fn a_layer_that_is_not_estargz_is_refused_naming_it() {
     let reference = format!("{}/lazy/plain:1", registry.host());
     let dir = env.path("mnt");
     std::fs::create_dir(&dir).unwrap();
-    let out = env.strata("r", &["mount", "--lazy", "--plain-http", &reference, dir.to_str().unwrap()]);
+    let out = env.strata(
+        "r",
+        &[
+            "mount",
+            "--lazy",
+            "--plain-http",
+            &reference,
+            dir.to_str().unwrap(),
+        ],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains(&format!("layer {} is not eStargz", image.layers[0].digest)), "{stderr}");
+    assert!(
+        stderr.contains(&format!("layer {} is not eStargz", image.layers[0].digest)),
+        "{stderr}"
+    );
     assert!(!mounted(&dir.canonicalize().unwrap()));
 }

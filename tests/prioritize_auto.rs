@@ -19,7 +19,12 @@ const LD_CONF: &[u8] =
     b"# Multiarch support\n/usr/local/lib/x86_64-linux-gnu\n/lib/x86_64-linux-gnu\n/usr/lib/x86_64-linux-gnu\n";
 
 fn strata(root: &Path, args: &[&str]) -> Output {
-    Command::new(STRATA).arg("--root").arg(root).args(args).output().unwrap()
+    Command::new(STRATA)
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn ok(out: Output) -> (String, String) {
@@ -29,7 +34,8 @@ fn ok(out: Output) -> (String, String) {
 }
 
 fn blob(root: &Path, digest: &str) -> PathBuf {
-    root.join("content/blobs/sha256").join(digest.trim_start_matches("sha256:"))
+    root.join("content/blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
 }
 
 /// What `ldd` says `exe` loads: (library paths, interpreter path).
@@ -50,7 +56,12 @@ fn ldd(exe: &str) -> (Vec<String>, String) {
 
 /// The real file behind a host path, relative, for a layer entry.
 fn real(path: &str) -> String {
-    std::fs::canonicalize(path).unwrap().to_str().unwrap().trim_start_matches('/').to_owned()
+    std::fs::canonicalize(path)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_start_matches('/')
+        .to_owned()
 }
 
 /// `path` with `.` and `..` applied lexically.
@@ -75,10 +86,16 @@ fn add_host_file(mut layer: LayerSpec, path: &Path, added: &mut Vec<String>) -> 
     let mut cur = PathBuf::from("/");
     for comp in path.components().skip(1) {
         cur.push(comp);
-        if !std::fs::symlink_metadata(&cur).unwrap().file_type().is_symlink() {
+        if !std::fs::symlink_metadata(&cur)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+        {
             continue;
         }
-        let at = std::fs::canonicalize(cur.parent().unwrap()).unwrap().join(cur.file_name().unwrap());
+        let at = std::fs::canonicalize(cur.parent().unwrap())
+            .unwrap()
+            .join(cur.file_name().unwrap());
         let key = at.to_str().unwrap().to_owned();
         if !added.contains(&key) {
             added.push(key.clone());
@@ -96,18 +113,30 @@ fn add_host_file(mut layer: LayerSpec, path: &Path, added: &mut Vec<String>) -> 
     layer
 }
 
-fn convert_auto(dir: &Path, name: &str, image: ImageSpec) -> (PathBuf, Vec<String>, serde_json::Value) {
+fn convert_auto(
+    dir: &Path,
+    name: &str,
+    image: ImageSpec,
+) -> (PathBuf, Vec<String>, serde_json::Value) {
     let root = dir.join("root");
     let layout = dir.join(format!("layout-{name}"));
     strata_testdata::write_oci_layout(&layout, &[(name, image.into())]).unwrap();
-    ok(strata(&root, &["image", "import", layout.to_str().unwrap()]));
+    ok(strata(
+        &root,
+        &["image", "import", layout.to_str().unwrap()],
+    ));
     let dst = format!("{name}-esgz");
     let (stdout, stderr) = ok(strata(&root, &["convert", "--prioritize-auto", name, &dst]));
     eprintln!("{stderr}");
-    let list: Vec<String> = stderr.lines().filter_map(|l| l.strip_prefix("  ")).map(str::to_owned).collect();
+    let list: Vec<String> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("  "))
+        .map(str::to_owned)
+        .collect();
     let (checked, _) = ok(strata(&root, &["convert", "--check", &dst]));
     assert!(checked.lines().all(|l| l.starts_with("ok ")), "{checked}");
-    let manifest = serde_json::from_slice(&std::fs::read(blob(&root, stdout.trim())).unwrap()).unwrap();
+    let manifest =
+        serde_json::from_slice(&std::fs::read(blob(&root, stdout.trim())).unwrap()).unwrap();
     (root, list, manifest)
 }
 
@@ -127,11 +156,21 @@ fn layers(root: &Path, manifest: &serde_json::Value) -> Vec<LayerOrder> {
         .map(|l| {
             let file = std::fs::File::open(blob(root, l["digest"].as_str().unwrap())).unwrap();
             let reader = EstargzReader::open(FileReadAt::new(file).unwrap(), None).unwrap();
-            let names: Vec<String> =
-                reader.toc().entries.iter().map(|e| e.name.trim_start_matches("./").to_owned()).collect();
-            let offsets =
-                names.iter().filter_map(|n| Some((n.clone(), reader.index().get(n)?.chunks.first()?.offset))).collect();
-            LayerOrder { names, offsets, landmark: reader.index().prefetch_landmark_offset() }
+            let names: Vec<String> = reader
+                .toc()
+                .entries
+                .iter()
+                .map(|e| e.name.trim_start_matches("./").to_owned())
+                .collect();
+            let offsets = names
+                .iter()
+                .filter_map(|n| Some((n.clone(), reader.index().get(n)?.chunks.first()?.offset)))
+                .collect();
+            LayerOrder {
+                names,
+                offsets,
+                landmark: reader.index().prefetch_landmark_offset(),
+            }
         })
         .collect()
 }
@@ -139,15 +178,24 @@ fn layers(root: &Path, manifest: &serde_json::Value) -> Vec<LayerOrder> {
 /// Every prioritized path a layer holds comes before its landmark, in the TOC and (regular
 /// files) in the blob; returns the paths found.
 fn assert_prioritized_first(layer: &LayerOrder, list: &[String]) -> Vec<String> {
-    let landmark_pos = layer.names.iter().position(|n| n == PREFETCH_LANDMARK).expect("a .prefetch.landmark");
+    let landmark_pos = layer
+        .names
+        .iter()
+        .position(|n| n == PREFETCH_LANDMARK)
+        .expect("a .prefetch.landmark");
     let landmark = layer.landmark.expect("landmark offset");
     let mut found = Vec::new();
     for p in list {
         let name = p.trim_start_matches('/');
-        let Some(pos) = layer.names.iter().position(|n| n == name) else { continue };
+        let Some(pos) = layer.names.iter().position(|n| n == name) else {
+            continue;
+        };
         assert!(pos < landmark_pos, "{p} is after the landmark in the TOC");
         if let Some(&off) = layer.offsets.get(name) {
-            assert!(off < landmark, "{p} at offset {off}, landmark at {landmark}");
+            assert!(
+                off < landmark,
+                "{p} at offset {off}, landmark at {landmark}"
+            );
         }
         found.push(p.clone());
     }
@@ -156,7 +204,10 @@ fn assert_prioritized_first(layer: &LayerOrder, list: &[String]) -> Vec<String> 
 
 #[test]
 fn ls_binary_loader_and_libraries_come_first() {
-    let exe = ["/usr/bin/python3", "/bin/ls"].into_iter().find(|p| Path::new(p).is_file()).unwrap();
+    let exe = ["/usr/bin/python3", "/bin/ls"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .unwrap();
     let (libs, interp) = ldd(exe);
     assert!(!libs.is_empty() && !interp.is_empty());
     let dir = tempfile::tempdir().unwrap();
@@ -164,7 +215,11 @@ fn ls_binary_loader_and_libraries_come_first() {
     // Lower layer: loader, libraries, ld.so.conf, and bulk that sorts first.
     let mut base = LayerSpec::new()
         .random_file("aaa/bulk.bin", 0o644, 1, 300_000)
-        .file("etc/ld.so.conf", 0o644, "include /etc/ld.so.conf.d/*.conf\n")
+        .file(
+            "etc/ld.so.conf",
+            0o644,
+            "include /etc/ld.so.conf.d/*.conf\n",
+        )
         .file("etc/ld.so.conf.d/x86_64-linux-gnu.conf", 0o644, LD_CONF)
         .random_file("etc/motd", 0o644, 2, 1000);
     base = add_host_file(base, Path::new(&interp), &mut added);
@@ -174,7 +229,10 @@ fn ls_binary_loader_and_libraries_come_first() {
     // Upper layer: the command, after more bulk.
     let mut app = LayerSpec::new().random_file("aaa/more.bin", 0o644, 3, 200_000);
     app = add_host_file(app, Path::new(exe), &mut added);
-    let image = ImageSpec::new(Platform::linux_amd64()).layer(base).layer(app).entrypoint([exe]);
+    let image = ImageSpec::new(Platform::linux_amd64())
+        .layer(base)
+        .layer(app)
+        .entrypoint([exe]);
     let (root, list, manifest) = convert_auto(dir.path(), "host/ls:1", image);
 
     let real_exe = format!("/{}", real(exe));
@@ -182,25 +240,49 @@ fn ls_binary_loader_and_libraries_come_first() {
     // The interpreter's own entry, as the loader names it, once its directory is resolved.
     let interp_link = {
         let p = Path::new(&interp);
-        std::fs::canonicalize(p.parent().unwrap()).unwrap().join(p.file_name().unwrap()).to_str().unwrap().to_owned()
+        std::fs::canonicalize(p.parent().unwrap())
+            .unwrap()
+            .join(p.file_name().unwrap())
+            .to_str()
+            .unwrap()
+            .to_owned()
     };
-    let pos = |p: &str| list.iter().position(|x| x == p).unwrap_or_else(|| panic!("{p} not in {list:?}"));
-    assert!(pos(&real_exe) < pos(&interp_link) && pos(&interp_link) <= pos(&real_interp), "{list:?}");
+    let pos = |p: &str| {
+        list.iter()
+            .position(|x| x == p)
+            .unwrap_or_else(|| panic!("{p} not in {list:?}"))
+    };
+    assert!(
+        pos(&real_exe) < pos(&interp_link) && pos(&interp_link) <= pos(&real_interp),
+        "{list:?}"
+    );
     for p in ["/etc/ld.so.conf", "/etc/ld.so.conf.d/x86_64-linux-gnu.conf"] {
         assert!(pos(&real_interp) < pos(p), "{list:?}");
     }
     for lib in &libs {
-        assert!(pos(&format!("/{}", real(lib))) > pos(&real_interp), "{list:?}");
+        assert!(
+            pos(&format!("/{}", real(lib))) > pos(&real_interp),
+            "{list:?}"
+        );
     }
-    assert!(!list.iter().any(|p| p.contains("aaa") || p == "/etc/motd"), "{list:?}");
+    assert!(
+        !list.iter().any(|p| p.contains("aaa") || p == "/etc/motd"),
+        "{list:?}"
+    );
 
     let layers = layers(&root, &manifest);
     assert_eq!(layers.len(), 2);
     let lower = assert_prioritized_first(&layers[0], &list);
     let upper = assert_prioritized_first(&layers[1], &list);
-    assert!(lower.contains(&real_interp) && lower.contains(&"/etc/ld.so.conf".to_owned()), "{lower:?}");
+    assert!(
+        lower.contains(&real_interp) && lower.contains(&"/etc/ld.so.conf".to_owned()),
+        "{lower:?}"
+    );
     for lib in &libs {
-        assert!(lower.contains(&format!("/{}", real(lib))), "{lib} not first in the lower layer: {lower:?}");
+        assert!(
+            lower.contains(&format!("/{}", real(lib))),
+            "{lib} not first in the lower layer: {lower:?}"
+        );
     }
     assert!(upper.contains(&real_exe), "{upper:?}");
 }
@@ -209,13 +291,21 @@ fn ls_binary_loader_and_libraries_come_first() {
 fn script_interpreter_is_followed_and_whiteouts_apply() {
     let sh = "/bin/sh";
     let (libs, interp) = ldd(sh);
-    let libc = libs.iter().find(|l| l.ends_with("/libc.so.6")).expect("sh links libc").clone();
+    let libc = libs
+        .iter()
+        .find(|l| l.ends_with("/libc.so.6"))
+        .expect("sh links libc")
+        .clone();
     let dir = tempfile::tempdir().unwrap();
     let mut added = Vec::new();
     // A libc copy earlier in the search order, deleted again by the upper layer.
     let shadow = "usr/local/lib/x86_64-linux-gnu/libc.so.6";
     let mut base = LayerSpec::new()
-        .file("etc/ld.so.conf", 0o644, "include /etc/ld.so.conf.d/*.conf\n")
+        .file(
+            "etc/ld.so.conf",
+            0o644,
+            "include /etc/ld.so.conf.d/*.conf\n",
+        )
         .file("etc/ld.so.conf.d/x86_64-linux-gnu.conf", 0o644, LD_CONF)
         .file(shadow, 0o755, std::fs::read(&libc).unwrap());
     base = add_host_file(base, Path::new(&interp), &mut added);
@@ -223,7 +313,10 @@ fn script_interpreter_is_followed_and_whiteouts_apply() {
         base = add_host_file(base, Path::new(lib), &mut added);
     }
     base = add_host_file(base, Path::new(sh), &mut added);
-    let app = LayerSpec::new().whiteout(shadow).file("app/start.sh", 0o755, "#!/bin/sh\necho hello\n");
+    let app =
+        LayerSpec::new()
+            .whiteout(shadow)
+            .file("app/start.sh", 0o755, "#!/bin/sh\necho hello\n");
     let image = ImageSpec::new(Platform::linux_amd64())
         .layer(base)
         .layer(app)
@@ -231,22 +324,45 @@ fn script_interpreter_is_followed_and_whiteouts_apply() {
         .env("PATH=/usr/local/bin:/usr/bin:/bin");
     let (root, list, manifest) = convert_auto(dir.path(), "host/script:1", image);
 
-    assert_eq!(list.first().map(String::as_str), Some("/app/start.sh"), "{list:?}");
+    assert_eq!(
+        list.first().map(String::as_str),
+        Some("/app/start.sh"),
+        "{list:?}"
+    );
     let real_sh = format!("/{}", real(sh));
     let real_libc = format!("/{}", real(&libc));
     for p in [&real_sh, &format!("/{}", real(&interp)), &real_libc] {
         assert!(list.contains(p), "{p} not in {list:?}");
     }
-    assert!(!list.iter().any(|p| p.starts_with("/usr/local")), "whited-out libc listed: {list:?}");
+    assert!(
+        !list.iter().any(|p| p.starts_with("/usr/local")),
+        "whited-out libc listed: {list:?}"
+    );
 
     let layers = layers(&root, &manifest);
     let lower = assert_prioritized_first(&layers[0], &list);
-    assert!(lower.contains(&real_sh) && lower.contains(&real_libc), "{lower:?}");
+    assert!(
+        lower.contains(&real_sh) && lower.contains(&real_libc),
+        "{lower:?}"
+    );
     let upper = assert_prioritized_first(&layers[1], &list);
     assert_eq!(upper, ["/app/start.sh"]);
     // An explicit list and --prioritize-auto exclude each other.
-    let both = strata(&root, &["convert", "--prioritize-auto", "--prioritize", "/x", "host/script:1", "y"]);
-    assert!(!both.status.success() && String::from_utf8_lossy(&both.stderr).contains("cannot be used with"));
+    let both = strata(
+        &root,
+        &[
+            "convert",
+            "--prioritize-auto",
+            "--prioritize",
+            "/x",
+            "host/script:1",
+            "y",
+        ],
+    );
+    assert!(
+        !both.status.success()
+            && String::from_utf8_lossy(&both.stderr).contains("cannot be used with")
+    );
 }
 
 enum E<'a> {
@@ -271,7 +387,11 @@ fn raw_tar(entries: &[E<'_>]) -> Vec<u8> {
                 (n, &[])
             }
             E::L(n, t) | E::H(n, t) => {
-                let ty = if matches!(e, E::L(..)) { tar::EntryType::Symlink } else { tar::EntryType::Link };
+                let ty = if matches!(e, E::L(..)) {
+                    tar::EntryType::Symlink
+                } else {
+                    tar::EntryType::Link
+                };
                 h.set_entry_type(ty);
                 h.set_link_name(t).unwrap();
                 (n, &[])
@@ -294,7 +414,11 @@ fn names(fs: &LayeredRootFs) -> Vec<String> {
     let mut stack = vec!["/".to_owned()];
     while let Some(dir) = stack.pop() {
         for n in fs.read_dir(&dir) {
-            let p = if dir == "/" { format!("/{n}") } else { format!("{dir}/{n}") };
+            let p = if dir == "/" {
+                format!("/{n}")
+            } else {
+                format!("{dir}/{n}")
+            };
             if fs.lookup(&p) == Some(FileKind::Dir) {
                 stack.push(p.clone());
             }
@@ -352,7 +476,10 @@ fn layers_merge_with_whiteouts_opaque_dirs_and_hardlinks_and_skip_escapes() {
         ]
     );
     assert_eq!(fs.lookup("/lib"), Some(FileKind::Symlink("usr/lib".into())));
-    assert_eq!(fs.open("/opt/link").unwrap().read_range(0, 100).unwrap(), b"k");
+    assert_eq!(
+        fs.open("/opt/link").unwrap().read_range(0, 100).unwrap(),
+        b"k"
+    );
     assert_eq!(fs.lookup("/usr/lib/libx.so.1"), None);
     let mut dir = fs.read_dir("/usr");
     dir.sort();
@@ -360,7 +487,11 @@ fn layers_merge_with_whiteouts_opaque_dirs_and_hardlinks_and_skip_escapes() {
     assert_eq!(fs.read_dir("/"), ["etc", "lib", "opt", "usr"]);
     assert!(fs.read_dir("/opt/keep").is_empty());
     // An opaque root hides every lower entry but keeps `/` and this layer's own.
-    fs.apply_layer(&raw_tar(&[E::F(".wh..wh..opq", b""), E::F("new", b"n")])[..], "top").unwrap();
+    fs.apply_layer(
+        &raw_tar(&[E::F(".wh..wh..opq", b""), E::F("new", b"n")])[..],
+        "top",
+    )
+    .unwrap();
     assert_eq!(names(&fs), ["/", "/new"]);
     assert_eq!(fs.lookup("/"), Some(FileKind::Dir));
 }

@@ -12,15 +12,17 @@
 use std::fs;
 use std::time::{Duration, Instant};
 
-use strata_testdata::registry::RegistryServer;
 use strata_testdata::LayerSpec;
+use strata_testdata::registry::RegistryServer;
 
 mod serve_support;
 mod support;
 
+use serve_support::{
+    StrataServe, UnmountOnDrop, entries, runnable_image, snapshot_rows, tools_available,
+};
 use support::containerd::Containerd;
 use support::mounts::mounts_under;
-use serve_support::{StrataServe, UnmountOnDrop, entries, runnable_image, snapshot_rows, tools_available};
 use support::{CTR, chain_ids, log_tail};
 
 /// Pull, run, list and remove through containerd with Strata's snapshotter `implementation`

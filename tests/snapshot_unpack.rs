@@ -32,8 +32,16 @@ fn fixture() -> &'static Fixture {
         let image = build_debian_image(&layout).unwrap();
         let rootfs = reference_unpack(&layout, REF_NAME, &dir.path().join("bundle")).unwrap();
         let reference = FileTree::capture(&rootfs).unwrap();
-        assert!(image.check(&reference).is_empty(), "umoci's tree misses the fixture's effects: {:?}", image.check(&reference));
-        Fixture { _dir: dir, image, reference }
+        assert!(
+            image.check(&reference).is_empty(),
+            "umoci's tree misses the fixture's effects: {:?}",
+            image.check(&reference)
+        );
+        Fixture {
+            _dir: dir,
+            image,
+            reference,
+        }
     })
 }
 
@@ -47,35 +55,102 @@ fn pull_mount_and_compare(snapshotter: &str) {
     let fx = fixture();
     let env = Env::new();
     let registry = RegistryServer::start().unwrap();
-    registry.push_image("debian/fixture", snapshotter, &fx.image.image).unwrap();
+    registry
+        .push_image("debian/fixture", snapshotter, &fx.image.image)
+        .unwrap();
     let reference = format!("{}/debian/fixture:{snapshotter}", registry.host());
 
-    let pull = env.strata("dst", &["pull", "--plain-http", "--snapshotter", snapshotter, &reference]);
+    let pull = env.strata(
+        "dst",
+        &[
+            "pull",
+            "--plain-http",
+            "--snapshotter",
+            snapshotter,
+            &reference,
+        ],
+    );
     let stderr = String::from_utf8_lossy(&pull.stderr);
     assert!(pull.status.success(), "pull failed: {stderr}");
     let layers = fx.image.image.layers.len();
-    assert_eq!(stderr.matches(" unpacked ").count(), layers, "one unpack per layer: {stderr}");
+    assert_eq!(
+        stderr.matches(" unpacked ").count(),
+        layers,
+        "one unpack per layer: {stderr}"
+    );
 
-    let snapshots = env.strata_ok("dst", &["snapshot", "--snapshotter", snapshotter, "ls", "--filter", "kind==committed"]);
+    let snapshots = env.strata_ok(
+        "dst",
+        &[
+            "snapshot",
+            "--snapshotter",
+            snapshotter,
+            "ls",
+            "--filter",
+            "kind==committed",
+        ],
+    );
     assert_eq!(snapshots.lines().count(), 1 + layers, "{snapshots}");
 
     let dir = env.path("mnt");
     std::fs::create_dir(&dir).unwrap();
     let dir = dir.canonicalize().unwrap();
-    env.strata_ok("dst", &["mount", "--snapshotter", snapshotter, &reference, dir.to_str().unwrap()]);
+    env.strata_ok(
+        "dst",
+        &[
+            "mount",
+            "--snapshotter",
+            snapshotter,
+            &reference,
+            dir.to_str().unwrap(),
+        ],
+    );
     let captured = FileTree::capture(&dir);
-    let umount = env.strata("dst", &["umount", "--snapshotter", snapshotter, dir.to_str().unwrap()]);
+    let umount = env.strata(
+        "dst",
+        &[
+            "umount",
+            "--snapshotter",
+            snapshotter,
+            dir.to_str().unwrap(),
+        ],
+    );
     let tree = captured.unwrap();
     let diff = fx.reference.diff_with(&tree, Mtimes::ExceptDirs);
-    assert!(diff.is_empty(), "{snapshotter}: strata's tree differs from umoci's:\n{}", diff.join("\n"));
-    assert!(fx.image.check(&tree).is_empty(), "{:?}", fx.image.check(&tree));
-    assert!(umount.status.success(), "umount: {}", String::from_utf8_lossy(&umount.stderr));
+    assert!(
+        diff.is_empty(),
+        "{snapshotter}: strata's tree differs from umoci's:\n{}",
+        diff.join("\n")
+    );
+    assert!(
+        fx.image.check(&tree).is_empty(),
+        "{:?}",
+        fx.image.check(&tree)
+    );
+    assert!(
+        umount.status.success(),
+        "umount: {}",
+        String::from_utf8_lossy(&umount.stderr)
+    );
     assert!(!mounted(&dir), "{} is still mounted", dir.display());
     let all = env.strata_ok("dst", &["snapshot", "--snapshotter", snapshotter, "ls"]);
-    assert_eq!(all.lines().count(), 1 + layers, "the mount's active snapshot is gone: {all}");
+    assert_eq!(
+        all.lines().count(),
+        1 + layers,
+        "the mount's active snapshot is gone: {all}"
+    );
 
     // A second pull finds every layer unpacked.
-    let again = env.strata("dst", &["pull", "--plain-http", "--snapshotter", snapshotter, &reference]);
+    let again = env.strata(
+        "dst",
+        &[
+            "pull",
+            "--plain-http",
+            "--snapshotter",
+            snapshotter,
+            &reference,
+        ],
+    );
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(again.status.success(), "{stderr}");
     assert_eq!(stderr.matches(" exists").count(), layers, "{stderr}");
@@ -105,12 +180,25 @@ fn a_wrong_diff_id_fails_and_leaves_nothing_behind() {
     let out = env.strata("dst", &["pull", "--plain-http", &reference]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains(&format!("unpack layer {}", image.layers[0].digest)), "{stderr}");
-    assert!(stderr.contains(&format!("sha256:{}", "0".repeat(64))), "{stderr}");
+    assert!(
+        stderr.contains(&format!("unpack layer {}", image.layers[0].digest)),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("sha256:{}", "0".repeat(64))),
+        "{stderr}"
+    );
     let all = env.strata_ok("dst", &["snapshot", "ls"]);
-    assert_eq!(all.lines().count(), 1, "no snapshot, active or committed: {all}");
+    assert_eq!(
+        all.lines().count(),
+        1,
+        "no snapshot, active or committed: {all}"
+    );
     let snapshots_dir = env.path("dst").join("snapshotters/overlayfs/snapshots");
-    let left: Vec<_> = std::fs::read_dir(&snapshots_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(&snapshots_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert!(left.is_empty(), "directories left: {left:?}");
 }
 

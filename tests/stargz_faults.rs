@@ -76,14 +76,25 @@ impl Lazy {
         for i in 0..FILES {
             layer = layer.random_file(format!("data/{i}.bin"), 0o644, 1000 + i, FILE_SIZE);
         }
-        let image = ImageSpec::new(Platform::new("linux", "amd64", None)).layer(layer).build().unwrap();
+        let image = ImageSpec::new(Platform::new("linux", "amd64", None))
+            .layer(layer)
+            .build()
+            .unwrap();
         registry.push_image("faults/app", "1", &image).unwrap();
         let source = format!("{}/faults/app:1", proxy.host());
         let converted = format!("{}/faults/app:esgz", proxy.host());
         let chunk = CHUNK.to_string();
         for args in [
             &["pull", "--plain-http", source.as_str()][..],
-            &["convert", "--plain-http", "--chunk-size", &chunk, "--push", &source, &converted],
+            &[
+                "convert",
+                "--plain-http",
+                "--chunk-size",
+                &chunk,
+                "--push",
+                &source,
+                &converted,
+            ],
         ] {
             let out = Command::new(STRATA)
                 .arg("--root")
@@ -93,7 +104,11 @@ impl Lazy {
                 .stdin(Stdio::null())
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "strata {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "strata {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let host = proxy.host();
         let hosts = dir.path().join("certs.d");
@@ -113,28 +128,71 @@ impl Lazy {
             let chain = Digest::of(b"faults chain").to_string();
             let labels: HashMap<String, String> = [
                 ("containerd.io/snapshot.ref", chain.as_str()),
-                ("containerd.io/snapshot/remote/stargz.reference", converted.as_str()),
-                ("containerd.io/snapshot/remote/stargz.digest", layer_digest.as_str()),
-                ("containerd.io/snapshot/remote/stargz.layers", layer_digest.as_str()),
+                (
+                    "containerd.io/snapshot/remote/stargz.reference",
+                    converted.as_str(),
+                ),
+                (
+                    "containerd.io/snapshot/remote/stargz.digest",
+                    layer_digest.as_str(),
+                ),
+                (
+                    "containerd.io/snapshot/remote/stargz.layers",
+                    layer_digest.as_str(),
+                ),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
             let prepared = c
-                .prepare(PrepareSnapshotRequest { snapshotter: "stargz".into(), key: "extract-1".into(), parent: String::new(), labels })
+                .prepare(PrepareSnapshotRequest {
+                    snapshotter: "stargz".into(),
+                    key: "extract-1".into(),
+                    parent: String::new(),
+                    labels,
+                })
                 .await;
             let status = prepared.expect_err("a provided layer answers AlreadyExists");
-            assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status:?}\n{}", log_tail(&serve.log, 20));
-            c.view(ViewSnapshotRequest { snapshotter: "stargz".into(), key: "v".into(), parent: chain.clone(), labels: HashMap::new() })
+            assert_eq!(
+                status.code(),
+                tonic::Code::AlreadyExists,
+                "{status:?}\n{}",
+                log_tail(&serve.log, 20)
+            );
+            c.view(ViewSnapshotRequest {
+                snapshotter: "stargz".into(),
+                key: "v".into(),
+                parent: chain.clone(),
+                labels: HashMap::new(),
+            })
+            .await
+            .unwrap();
+            let mounts = c
+                .mounts(MountsRequest {
+                    snapshotter: "stargz".into(),
+                    key: "v".into(),
+                })
                 .await
-                .unwrap();
-            let mounts = c.mounts(MountsRequest { snapshotter: "stargz".into(), key: "v".into() }).await.unwrap().into_inner().mounts;
+                .unwrap()
+                .into_inner()
+                .mounts;
             assert_eq!(mounts[0].r#type, "bind", "{mounts:?}");
             PathBuf::from(&mounts[0].source)
         });
-        assert!(fs.join("data/0.bin").exists(), "{}", log_tail(&serve.log, 20));
+        assert!(
+            fs.join("data/0.bin").exists(),
+            "{}",
+            log_tail(&serve.log, 20)
+        );
         proxy.clear_requests();
-        Lazy { _unmount: unmount, serve, proxy, _registry: registry, fs, _dir: dir }
+        Lazy {
+            _unmount: unmount,
+            serve,
+            proxy,
+            _registry: registry,
+            fs,
+            _dir: dir,
+        }
     }
 
     fn file(&self, i: u64) -> PathBuf {
@@ -142,7 +200,11 @@ impl Lazy {
     }
 
     fn blob_requests(&self) -> usize {
-        self.proxy.requests().iter().filter(|r| r.path.contains("/blobs/")).count()
+        self.proxy
+            .requests()
+            .iter()
+            .filter(|r| r.path.contains("/blobs/"))
+            .count()
     }
 }
 
@@ -153,9 +215,16 @@ fn converted_layer(host: &str) -> String {
         .arg(format!("http://{host}/v2/faults/app/manifests/esgz"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    manifest["layers"][0]["digest"].as_str().unwrap_or_else(|| panic!("{manifest}")).to_owned()
+    manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{manifest}"))
+        .to_owned()
 }
 
 fn eio(result: std::io::Result<Vec<u8>>) -> bool {
@@ -165,16 +234,32 @@ fn eio(result: std::io::Result<Vec<u8>>) -> bool {
 #[test]
 fn flipped_bytes_are_eio_never_wrong_data_and_nothing_bad_is_cached() {
     let lazy = Lazy::start("");
-    lazy.proxy.set_faults(vec![FaultRule::new(Fault::FlipBytes { offset_in_body: 100, count: 8 }).blobs()]);
+    lazy.proxy.set_faults(vec![
+        FaultRule::new(Fault::FlipBytes {
+            offset_in_body: 100,
+            count: 8,
+        })
+        .blobs(),
+    ]);
     for i in [1, 2] {
         let read = std::fs::read(lazy.file(i));
-        assert!(eio(read), "a corrupted chunk must fail the read with EIO, not return bytes");
+        assert!(
+            eio(read),
+            "a corrupted chunk must fail the read with EIO, not return bytes"
+        );
     }
     let log = lazy.serve.log_text();
-    assert!(log.contains("data/1.bin") && log.contains("EIO"), "{}", log_tail(&lazy.serve.log, 20));
+    assert!(
+        log.contains("data/1.bin") && log.contains("EIO"),
+        "{}",
+        log_tail(&lazy.serve.log, 20)
+    );
     lazy.proxy.clear_faults();
     for i in [1, 2, 3] {
-        assert!(std::fs::read(lazy.file(i)).unwrap() == original(i), "data/{i}.bin differs after the fault cleared");
+        assert!(
+            std::fs::read(lazy.file(i)).unwrap() == original(i),
+            "data/{i}.bin differs after the fault cleared"
+        );
     }
 }
 
@@ -182,10 +267,15 @@ fn flipped_bytes_are_eio_never_wrong_data_and_nothing_bad_is_cached() {
 fn an_outage_is_retried_then_eio_and_reads_work_after_it() {
     let lazy = Lazy::start("");
     // Short: the first two blob requests fail; the client's retries get through.
-    lazy.proxy.set_faults(vec![FaultRule::new(Fault::Status(503)).blobs().first(2)]);
-    assert!(std::fs::read(lazy.file(0)).unwrap() == original(0), "a short outage must be ridden out");
+    lazy.proxy
+        .set_faults(vec![FaultRule::new(Fault::Status(503)).blobs().first(2)]);
+    assert!(
+        std::fs::read(lazy.file(0)).unwrap() == original(0),
+        "a short outage must be ridden out"
+    );
     // Lasting: every blob request fails until the read gives up.
-    lazy.proxy.set_faults(vec![FaultRule::new(Fault::Status(503)).blobs()]);
+    lazy.proxy
+        .set_faults(vec![FaultRule::new(Fault::Status(503)).blobs()]);
     let started = Instant::now();
     let read = std::fs::read(lazy.file(1));
     let took = started.elapsed();
@@ -193,10 +283,16 @@ fn an_outage_is_retried_then_eio_and_reads_work_after_it() {
     // Bounded by the client's attempts with backoff (seconds, not minutes).
     assert!(took < Duration::from_secs(60), "EIO took {took:?}");
     let tries = lazy.blob_requests();
-    assert!(tries >= 2, "the read was not retried ({tries} blob requests)");
+    assert!(
+        tries >= 2,
+        "the read was not retried ({tries} blob requests)"
+    );
     eprintln!("lasting outage: EIO after {took:?} and {tries} blob requests");
     lazy.proxy.clear_faults();
-    assert!(std::fs::read(lazy.file(1)).unwrap() == original(1), "reads must work again after the outage");
+    assert!(
+        std::fs::read(lazy.file(1)).unwrap() == original(1),
+        "reads must work again after the outage"
+    );
 }
 
 #[test]
@@ -204,26 +300,44 @@ fn a_full_cache_evicts_and_reads_stay_right() {
     let bound = 3 * CHUNK;
     let lazy = Lazy::start(&format!("cache_max_size = {bound}\n"));
     for i in 0..FILES {
-        assert!(std::fs::read(lazy.file(i)).unwrap() == original(i), "data/{i}.bin");
+        assert!(
+            std::fs::read(lazy.file(i)).unwrap() == original(i),
+            "data/{i}.bin"
+        );
     }
     let cache = lazy.serve.root.join("cache/stargz");
     let held: u64 = walk_size(&cache);
-    assert!(held <= bound, "the cache holds {held} bytes, over its bound of {bound}");
+    assert!(
+        held <= bound,
+        "the cache holds {held} bytes, over its bound of {bound}"
+    );
     // data/0.bin was evicted long ago: reading it again fetches again, and right.
     let before = lazy.blob_requests();
     // Drop the kernel's copy so the read reaches the filesystem.
-    Command::new("sh").args(["-c", "echo 3 > /proc/sys/vm/drop_caches"]).status().unwrap();
+    Command::new("sh")
+        .args(["-c", "echo 3 > /proc/sys/vm/drop_caches"])
+        .status()
+        .unwrap();
     assert!(std::fs::read(lazy.file(0)).unwrap() == original(0));
-    assert!(lazy.blob_requests() > before, "an evicted chunk must be fetched again");
+    assert!(
+        lazy.blob_requests() > before,
+        "an evicted chunk must be fetched again"
+    );
 }
 
 fn walk_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     entries
         .flatten()
         .map(|e| {
             let m = e.metadata().unwrap();
-            if m.is_dir() { walk_size(&e.path()) } else { m.len() }
+            if m.is_dir() {
+                walk_size(&e.path())
+            } else {
+                m.len()
+            }
         })
         .sum()
 }

@@ -64,7 +64,8 @@ fn tools_available() -> bool {
 /// Builds `stargz-grpc` with the repository's script (~1 min on a fresh checkout, nothing
 /// when it is current); returns the binary.
 fn build_stargz_grpc() -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/reference/build-stargz-grpc.sh");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/reference/build-stargz-grpc.sh");
     let out = Command::new(&script).stdin(Stdio::null()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

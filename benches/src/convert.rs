@@ -112,14 +112,25 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
     if args.runs == 0 {
         bail!("--runs must be positive");
     }
-    for bin in [&args.strata, &args.ctr_remote, &args.containerd, &args.ctr, &PathBuf::from("/usr/bin/time")] {
+    for bin in [
+        &args.strata,
+        &args.ctr_remote,
+        &args.containerd,
+        &args.ctr,
+        &PathBuf::from("/usr/bin/time"),
+    ] {
         if !bin.exists() {
             bail!("{} not found", bin.display());
         }
     }
     let strata = fs::canonicalize(&args.strata)?;
-    let base = args.dir.clone().unwrap_or_else(|| PathBuf::from("/var/tmp"));
-    let work = tempfile::Builder::new().prefix("strata-bench-convert.").tempdir_in(&base)?;
+    let base = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+    let work = tempfile::Builder::new()
+        .prefix("strata-bench-convert.")
+        .tempdir_in(&base)?;
 
     let t = Instant::now();
     let (image, files) = build_image()?;
@@ -139,8 +150,11 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
         .map(|l| format!("{:.1}→{:.1}", mib(l.uncompressed_size), mib(l.size)))
         .collect();
 
-    let registry = RegistryServer::start().context("start the registry (scripts/setup.sh installs it)")?;
-    registry.push_image(REPO, SRC_TAG, &image).context("push the image")?;
+    let registry =
+        RegistryServer::start().context("start the registry (scripts/setup.sh installs it)")?;
+    registry
+        .push_image(REPO, SRC_TAG, &image)
+        .context("push the image")?;
     let src = format!("{}/{REPO}:{SRC_TAG}", registry.host());
     let dst = format!("{}/{REPO}:{DST_TAG}", registry.host());
     drop(image);
@@ -200,9 +214,15 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
         let cpu = summarize(&ss.iter().map(|s| s.cpu).collect::<Vec<_>>());
         let rss = median_u64(ss.iter().map(|s| s.max_rss_kib).collect());
         let bytes = median_u64(ss.iter().map(|s| s.out_bytes).collect());
-        let (bmin, bmax) = (ss.iter().map(|s| s.out_bytes).min(), ss.iter().map(|s| s.out_bytes).max());
-        let bytes_txt =
-            if bmin == bmax { format!("{bytes}") } else { format!("{bytes} ({}–{})", bmin.unwrap_or(0), bmax.unwrap_or(0)) };
+        let (bmin, bmax) = (
+            ss.iter().map(|s| s.out_bytes).min(),
+            ss.iter().map(|s| s.out_bytes).max(),
+        );
+        let bytes_txt = if bmin == bmax {
+            format!("{bytes}")
+        } else {
+            format!("{bytes} ({}–{})", bmin.unwrap_or(0), bmax.unwrap_or(0))
+        };
         let _ = writeln!(
             table,
             "| {} | {} | {:.2} s | {:.2}–{:.2} s | {:.2} s | {} MiB | {bytes_txt} ({:.1} MiB) | {:.2}× | {:.3} |",
@@ -228,7 +248,9 @@ pub(crate) fn run(args: &ConvertArgs) -> anyhow::Result<()> {
         layer_desc.len(),
         layer_desc.join(", "),
         args.runs,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         loadavg(),
     );
     keep_or_clean(work, args.keep);
@@ -262,15 +284,32 @@ fn keep_or_clean(work: tempfile::TempDir, keep: bool) {
 }
 
 /// Runs `cmd` under `/usr/bin/time`, returning wall time, stdout, CPU time and peak RSS.
-pub(crate) fn run_measured(cmd: &Command, dir: &Path) -> anyhow::Result<(Duration, String, Duration, u64)> {
+pub(crate) fn run_measured(
+    cmd: &Command,
+    dir: &Path,
+) -> anyhow::Result<(Duration, String, Duration, u64)> {
     let stats = dir.join("time.out");
     let mut wrapped = Command::new("/usr/bin/time");
-    wrapped.arg("-f").arg("%U %S %M").arg("-o").arg(&stats).arg(cmd.get_program()).args(cmd.get_args());
+    wrapped
+        .arg("-f")
+        .arg("%U %S %M")
+        .arg("-o")
+        .arg(&stats)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
     let _ = Command::new("sync").status();
     let (wall, out) = run_timed(&mut wrapped)?;
     let text = fs::read_to_string(&stats)?;
-    let nums: Vec<f64> = text.lines().last().unwrap_or("").split_whitespace().filter_map(|n| n.parse().ok()).collect();
-    let [user, sys, rss] = nums[..] else { bail!("unexpected /usr/bin/time output {text:?}") };
+    let nums: Vec<f64> = text
+        .lines()
+        .last()
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [user, sys, rss] = nums[..] else {
+        bail!("unexpected /usr/bin/time output {text:?}")
+    };
     Ok((wall, out, Duration::from_secs_f64(user + sys), rss as u64))
 }
 
@@ -286,30 +325,54 @@ fn measure(
     match tool {
         Tool::Strata | Tool::StrataLevel9 => {
             let root = dir.join("root");
-            run_timed(Command::new(strata).arg("--root").arg(&root).args(["pull", "--plain-http", src]))?;
+            run_timed(Command::new(strata).arg("--root").arg(&root).args([
+                "pull",
+                "--plain-http",
+                src,
+            ]))?;
             let mut cmd = Command::new(strata);
-            cmd.arg("--root").arg(&root).arg("convert").args(&args.strata_args);
+            cmd.arg("--root")
+                .arg(&root)
+                .arg("convert")
+                .args(&args.strata_args);
             if tool == Tool::StrataLevel9 {
                 cmd.args(["--level", "9"]);
             }
             cmd.args([src, dst]);
             let (wall, out, cpu, max_rss_kib) = run_measured(&cmd, dir)?;
             let digest = out.trim();
-            let hex = digest.strip_prefix("sha256:").with_context(|| format!("unexpected output {out:?}"))?;
+            let hex = digest
+                .strip_prefix("sha256:")
+                .with_context(|| format!("unexpected output {out:?}"))?;
             let manifest = fs::read_to_string(root.join("content/blobs/sha256").join(hex))
                 .with_context(|| format!("read converted manifest {digest}"))?;
             let out_bytes = layer_bytes(&manifest)?;
-            Ok(Sample { wall, cpu, daemon_cpu: Duration::ZERO, max_rss_kib, out_bytes })
+            Ok(Sample {
+                wall,
+                cpu,
+                daemon_cpu: Duration::ZERO,
+                max_rss_kib,
+                out_bytes,
+            })
         }
         Tool::CtrRemote => {
             let daemon = Containerd::start(&args.containerd, dir)?;
             let with = |bin: &Path, sub: &[&str]| {
                 let mut cmd = Command::new(bin);
-                cmd.arg("--address").arg(&daemon.socket).args(["--namespace", NS]).args(sub);
+                cmd.arg("--address")
+                    .arg(&daemon.socket)
+                    .args(["--namespace", NS])
+                    .args(sub);
                 cmd
             };
-            run_timed(&mut with(&args.ctr, &["image", "pull", "--plain-http", src]))?;
-            let cmd = with(&args.ctr_remote, &["image", "convert", "--estargz", "--oci", src, dst]);
+            run_timed(&mut with(
+                &args.ctr,
+                &["image", "pull", "--plain-http", src],
+            ))?;
+            let cmd = with(
+                &args.ctr_remote,
+                &["image", "convert", "--estargz", "--oci", src, dst],
+            );
             let pid = daemon.pid().context("containerd pid")?;
             let before = proc_cpu(pid)?;
             let (wall, _, client_cpu, max_rss_kib) = run_measured(&cmd, dir)?;
@@ -328,7 +391,13 @@ fn measure(
             }
             let out_bytes = layer_bytes(&manifest)?;
             daemon.stop()?;
-            Ok(Sample { wall, cpu, daemon_cpu, max_rss_kib, out_bytes })
+            Ok(Sample {
+                wall,
+                cpu,
+                daemon_cpu,
+                max_rss_kib,
+                out_bytes,
+            })
         }
     }
 }
@@ -337,7 +406,10 @@ fn measure(
 pub(crate) fn proc_cpu(pid: u32) -> anyhow::Result<Duration> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the parenthesized command name; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("malformed /proc/PID/stat")?;
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("malformed /proc/PID/stat")?;
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
     Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
@@ -358,7 +430,9 @@ fn clock_ticks() -> u64 {
 /// Sum of the `size` fields of a manifest's `layers` descriptors (a minimal scan: layer
 /// descriptors hold no nested arrays, and annotation keys never are exactly `"size"`).
 fn layer_bytes(manifest: &str) -> anyhow::Result<u64> {
-    let start = manifest.find("\"layers\"").context("manifest has no layers")?;
+    let start = manifest
+        .find("\"layers\"")
+        .context("manifest has no layers")?;
     let rest = &manifest[start..];
     let open = rest.find('[').context("malformed layers")?;
     let close = rest.find(']').context("malformed layers")?;
@@ -366,9 +440,16 @@ fn layer_bytes(manifest: &str) -> anyhow::Result<u64> {
     let mut total = 0;
     let mut n = 0;
     for piece in body.split("\"size\"").skip(1) {
-        let num: String =
-            piece.trim_start().trim_start_matches(':').trim_start().chars().take_while(char::is_ascii_digit).collect();
-        total += num.parse::<u64>().with_context(|| format!("bad size in {piece:?}"))?;
+        let num: String = piece
+            .trim_start()
+            .trim_start_matches(':')
+            .trim_start()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        total += num
+            .parse::<u64>()
+            .with_context(|| format!("bad size in {piece:?}"))?;
         n += 1;
     }
     if n == 0 {
@@ -380,14 +461,99 @@ fn layer_bytes(manifest: &str) -> anyhow::Result<u64> {
 // ---- the image ------------------------------------------------------------------------
 
 const WORDS: &[&str] = &[
-    "the", "of", "and", "to", "in", "is", "for", "that", "with", "on", "as", "by", "this", "from", "be", "are",
-    "value", "config", "server", "client", "request", "response", "error", "return", "function", "struct",
-    "const", "let", "if", "else", "while", "match", "buffer", "length", "index", "count", "string", "bytes",
-    "layer", "image", "digest", "content", "store", "manifest", "snapshot", "mount", "path", "file", "directory",
-    "user", "group", "mode", "time", "default", "option", "enable", "disable", "timeout", "retry", "cache",
-    "module", "package", "library", "version", "license", "copyright", "author", "description", "install",
-    "build", "test", "debug", "release", "target", "source", "include", "define", "static", "public", "private",
-    "self", "new", "init", "close", "open", "read", "write", "seek", "flush", "sync", "lock", "unlock", "thread",
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "for",
+    "that",
+    "with",
+    "on",
+    "as",
+    "by",
+    "this",
+    "from",
+    "be",
+    "are",
+    "value",
+    "config",
+    "server",
+    "client",
+    "request",
+    "response",
+    "error",
+    "return",
+    "function",
+    "struct",
+    "const",
+    "let",
+    "if",
+    "else",
+    "while",
+    "match",
+    "buffer",
+    "length",
+    "index",
+    "count",
+    "string",
+    "bytes",
+    "layer",
+    "image",
+    "digest",
+    "content",
+    "store",
+    "manifest",
+    "snapshot",
+    "mount",
+    "path",
+    "file",
+    "directory",
+    "user",
+    "group",
+    "mode",
+    "time",
+    "default",
+    "option",
+    "enable",
+    "disable",
+    "timeout",
+    "retry",
+    "cache",
+    "module",
+    "package",
+    "library",
+    "version",
+    "license",
+    "copyright",
+    "author",
+    "description",
+    "install",
+    "build",
+    "test",
+    "debug",
+    "release",
+    "target",
+    "source",
+    "include",
+    "define",
+    "static",
+    "public",
+    "private",
+    "self",
+    "new",
+    "init",
+    "close",
+    "open",
+    "read",
+    "write",
+    "seek",
+    "flush",
+    "sync",
+    "lock",
+    "unlock",
+    "thread",
 ];
 
 /// Prose/code-like text of about `len` bytes.
@@ -406,7 +572,13 @@ fn text(rng: &mut SmallRng, len: usize) -> Vec<u8> {
                 );
             }
             1 => {
-                let _ = writeln!(out, "    {}({}, {});", WORDS[rng.random_range(0..WORDS.len())], rng.random::<u16>(), rng.random::<u8>());
+                let _ = writeln!(
+                    out,
+                    "    {}({}, {});",
+                    WORDS[rng.random_range(0..WORDS.len())],
+                    rng.random::<u16>(),
+                    rng.random::<u8>()
+                );
             }
             _ => {
                 let n = rng.random_range(4..16);
@@ -466,7 +638,17 @@ fn json_config(rng: &mut SmallRng, len: usize) -> Vec<u8> {
 /// compressible ~3–10×.
 fn binary_like(rng: &mut SmallRng, len: usize) -> Vec<u8> {
     let patterns: Vec<Vec<u8>> = (0..16)
-        .map(|_| (0..4096).map(|i| if i % 7 == 0 { rng.random() } else { (i % 251) as u8 }).collect())
+        .map(|_| {
+            (0..4096)
+                .map(|i| {
+                    if i % 7 == 0 {
+                        rng.random()
+                    } else {
+                        (i % 251) as u8
+                    }
+                })
+                .collect()
+        })
         .collect();
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
@@ -497,10 +679,18 @@ pub(crate) fn build_image() -> anyhow::Result<(BuiltImage, usize)> {
     let mut l0 = LayerSpec::new().created_by("ADD rootfs.tar /");
     for i in 0..1500 {
         let len = rng.random_range(256..6 * 1024);
-        l0 = l0.file(format!("etc/conf.d/{}/file{i}.conf", i % 40), 0o644, text(&mut rng, len));
+        l0 = l0.file(
+            format!("etc/conf.d/{}/file{i}.conf", i % 40),
+            0o644,
+            text(&mut rng, len),
+        );
     }
     for i in 0..12 {
-        l0 = l0.file(format!("usr/share/doc/pkg{i}/README"), 0o644, text(&mut rng, 512 * 1024));
+        l0 = l0.file(
+            format!("usr/share/doc/pkg{i}/README"),
+            0o644,
+            text(&mut rng, 512 * 1024),
+        );
     }
     for i in 0..24 {
         l0 = l0.random_file(format!("usr/bin/tool{i}"), 0o755, next_seed(), MIB / 2);
@@ -509,38 +699,67 @@ pub(crate) fn build_image() -> anyhow::Result<(BuiltImage, usize)> {
     // 1: libraries: random plus binary-like sections.
     let mut l1 = LayerSpec::new().created_by("RUN apt-get install -y libs");
     for i in 0..10 {
-        l1 = l1.random_file(format!("usr/lib/x86_64-linux-gnu/lib{i}.so.1"), 0o644, next_seed(), 5 * MIB / 2);
+        l1 = l1.random_file(
+            format!("usr/lib/x86_64-linux-gnu/lib{i}.so.1"),
+            0o644,
+            next_seed(),
+            5 * MIB / 2,
+        );
     }
     for i in 0..8 {
-        l1 = l1.file(format!("usr/lib/x86_64-linux-gnu/libdata{i}.so"), 0o644, binary_like(&mut rng, MIB as usize));
+        l1 = l1.file(
+            format!("usr/lib/x86_64-linux-gnu/libdata{i}.so"),
+            0o644,
+            binary_like(&mut rng, MIB as usize),
+        );
     }
 
     // 2: sources: ~3000 source-like text files, ~30 MiB.
     let mut l2 = LayerSpec::new().created_by("COPY src/ /app/src/");
     for i in 0..3000 {
         let len = rng.random_range(2 * 1024..19 * 1024);
-        l2 = l2.file(format!("app/src/mod{}/file{i}.rs", i % 60), 0o644, text(&mut rng, len));
+        l2 = l2.file(
+            format!("app/src/mod{}/file{i}.rs", i % 60),
+            0o644,
+            text(&mut rng, len),
+        );
     }
 
     // 3: assets: incompressible media.
     let mut l3 = LayerSpec::new().created_by("COPY assets/ /app/assets/");
     for i in 0..3 {
-        l3 = l3.random_file(format!("app/assets/video{i}.mp4"), 0o644, next_seed(), 10 * MIB);
+        l3 = l3.random_file(
+            format!("app/assets/video{i}.mp4"),
+            0o644,
+            next_seed(),
+            10 * MIB,
+        );
     }
 
     // 4: app: JSON configs, a log, a random bundle, a zero-filled database file.
     let mut l4 = LayerSpec::new().created_by("COPY app/ /app/");
     for i in 0..2000 {
         let len = rng.random_range(512..6 * 1024);
-        l4 = l4.file(format!("app/config/{}/c{i}.json", i % 50), 0o644, json_config(&mut rng, len));
+        l4 = l4.file(
+            format!("app/config/{}/c{i}.json", i % 50),
+            0o644,
+            json_config(&mut rng, len),
+        );
     }
     l4 = l4
-        .file("var/log/app/app.log", 0o644, log_text(&mut rng, 12 * MIB as usize))
+        .file(
+            "var/log/app/app.log",
+            0o644,
+            log_text(&mut rng, 12 * MIB as usize),
+        )
         .random_file("app/bin/app", 0o755, next_seed(), 12 * MIB)
         .file("var/lib/app/db.sqlite", 0o644, vec![0u8; 4 * MIB as usize])
         .symlink("app/current", "/app/bin/app");
 
-    let files = [&l0, &l1, &l2, &l3, &l4].iter().map(|l| l.entries().len()).sum();
+    let files = [&l0, &l1, &l2, &l3, &l4]
+        .iter()
+        .map(|l| l.entries().len())
+        .sum();
     let spec = ImageSpec::new(Platform::linux_amd64())
         .entrypoint(["/app/bin/app"])
         .layer(l0)

@@ -46,24 +46,39 @@ pub(crate) struct DelayProxyArgs {
 }
 
 pub(crate) fn run(args: &DelayProxyArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.buffer >= READ_CHUNK, "--buffer must be at least {READ_CHUNK} bytes");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    anyhow::ensure!(
+        args.buffer >= READ_CHUNK,
+        "--buffer must be at least {READ_CHUNK} bytes"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(serve(args))
 }
 
 async fn serve(args: &DelayProxyArgs) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("listen on {}", args.listen))?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listen on {}", args.listen))?;
     let line = Line {
         delay: Duration::from_millis(args.delay_ms),
         buffer: args.buffer,
     };
-    let first_extra = if args.handshake_rtt { line.delay * 2 } else { Duration::ZERO };
+    let first_extra = if args.handshake_rtt {
+        line.delay * 2
+    } else {
+        Duration::ZERO
+    };
     eprintln!(
         "delay-proxy: {} -> {}, {} ms each way{}",
         listener.local_addr()?,
         args.upstream,
         args.delay_ms,
-        if args.handshake_rtt { ", +1 round trip per connection" } else { "" }
+        if args.handshake_rtt {
+            ", +1 round trip per connection"
+        } else {
+            ""
+        }
     );
     loop {
         let (client, peer) = match listener.accept().await {
@@ -99,8 +114,15 @@ struct Segment {
 }
 
 impl Line {
-    async fn connect(self, client: TcpStream, upstream: SocketAddr, first_extra: Duration) -> anyhow::Result<()> {
-        let server = TcpStream::connect(upstream).await.with_context(|| format!("connect to {upstream}"))?;
+    async fn connect(
+        self,
+        client: TcpStream,
+        upstream: SocketAddr,
+        first_extra: Duration,
+    ) -> anyhow::Result<()> {
+        let server = TcpStream::connect(upstream)
+            .await
+            .with_context(|| format!("connect to {upstream}"))?;
         for s in [&client, &server] {
             s.set_nodelay(true)?;
         }
@@ -108,12 +130,20 @@ impl Line {
         let (sr, sw) = server.into_split();
         // Both directions at once; the first to fail ends the connection (dropping the other
         // direction closes its sockets).
-        tokio::try_join!(self.carry(cr, sw, first_extra), self.carry(sr, cw, Duration::ZERO))?;
+        tokio::try_join!(
+            self.carry(cr, sw, first_extra),
+            self.carry(sr, cw, Duration::ZERO)
+        )?;
         Ok(())
     }
 
     /// One direction: reads `from` into the line and writes it out to `to` when due.
-    async fn carry(self, mut from: OwnedReadHalf, mut to: OwnedWriteHalf, first_extra: Duration) -> anyhow::Result<()> {
+    async fn carry(
+        self,
+        mut from: OwnedReadHalf,
+        mut to: OwnedWriteHalf,
+        first_extra: Duration,
+    ) -> anyhow::Result<()> {
         let budget = Arc::new(Semaphore::new(self.buffer));
         let (tx, mut rx) = mpsc::unbounded_channel::<Segment>();
         let reader = async move {
@@ -127,8 +157,18 @@ impl Line {
                     return Ok::<_, std::io::Error>(());
                 }
                 // n ≤ READ_CHUNK ≤ buffer: always grantable eventually.
-                let permit = budget.clone().acquire_many_owned(n as u32).await.expect("never closed");
-                if tx.send(Segment { due, data: Some((buf[..n].to_vec(), permit)) }).is_err() {
+                let permit = budget
+                    .clone()
+                    .acquire_many_owned(n as u32)
+                    .await
+                    .expect("never closed");
+                if tx
+                    .send(Segment {
+                        due,
+                        data: Some((buf[..n].to_vec(), permit)),
+                    })
+                    .is_err()
+                {
                     return Ok(()); // the writer has failed; its error ends the connection
                 }
             }
@@ -237,6 +277,8 @@ mod tests {
         let mut s = TcpStream::connect(proxy_addr).await.unwrap();
         let mut buf = Vec::new();
         // EOF or a reset, not a hang.
-        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await.unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+            .await
+            .unwrap();
     }
 }

@@ -28,10 +28,19 @@ pub(crate) struct IngestArgs {
 }
 
 pub(crate) fn run(args: &IngestArgs) -> anyhow::Result<()> {
-    let base = args.dir.clone().unwrap_or_else(|| PathBuf::from("/var/tmp"));
-    let work = tempfile::Builder::new().prefix("strata-bench-ingest.").tempdir_in(&base)?;
+    let base = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+    let work = tempfile::Builder::new()
+        .prefix("strata-bench-ingest.")
+        .tempdir_in(&base)?;
     let input = work.path().join("input.bin");
-    eprintln!("generating {} bytes of random data in {}", args.size, input.display());
+    eprintln!(
+        "generating {} bytes of random data in {}",
+        args.size,
+        input.display()
+    );
     strata_testdata::random_file(&input, args.size, 42)?;
 
     let mut sha = Vec::new();
@@ -44,17 +53,33 @@ pub(crate) fn run(args: &IngestArgs) -> anyhow::Result<()> {
     for i in 0..args.runs {
         let (t, out) = run_timed(Command::new("sha256sum").arg(&input))?;
         sha.push(t);
-        digests.0 = format!("sha256:{}", out.split_whitespace().next().unwrap_or_default());
+        digests.0 = format!(
+            "sha256:{}",
+            out.split_whitespace().next().unwrap_or_default()
+        );
         let root = work.path().join(format!("root{i}"));
         let (t, out) = run_timed(
-            Command::new(&args.strata).arg("--root").arg(&root).args(["content", "ingest"]).arg(&input),
+            Command::new(&args.strata)
+                .arg("--root")
+                .arg(&root)
+                .args(["content", "ingest"])
+                .arg(&input),
         )?;
         ours.push(t);
         digests.1 = out.trim().to_owned();
-        eprintln!("run {}: sha256sum {:.3}s, strata ingest {:.3}s", i + 1, sha[i].as_secs_f64(), ours[i].as_secs_f64());
+        eprintln!(
+            "run {}: sha256sum {:.3}s, strata ingest {:.3}s",
+            i + 1,
+            sha[i].as_secs_f64(),
+            ours[i].as_secs_f64()
+        );
     }
     if digests.0 != digests.1 {
-        bail!("digests differ: sha256sum {} vs strata {}", digests.0, digests.1);
+        bail!(
+            "digests differ: sha256sum {} vs strata {}",
+            digests.0,
+            digests.1
+        );
     }
     let (s, o) = (summarize(&sha), summarize(&ours));
     let mbps = |d: Duration| args.size as f64 / d.as_secs_f64() / 1e6;
@@ -82,5 +107,3 @@ pub(crate) fn run(args: &IngestArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
-
-

@@ -18,7 +18,9 @@ use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "strata-bench", version)]
-#[command(after_help = "Example:\n  strata-bench ingest --strata target/release/strata --size 1GiB --runs 5")]
+#[command(
+    after_help = "Example:\n  strata-bench ingest --strata target/release/strata --size 1GiB --runs 5"
+)]
 struct Cli {
     #[command(subcommand)]
     bench: Bench,
@@ -27,23 +29,33 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Bench {
     /// Ingest of a large file (hash + write + fsync) vs `sha256sum` of the same file.
-    #[command(after_help = "Example:\n  strata-bench ingest --strata target/release/strata --size 1GiB")]
+    #[command(
+        after_help = "Example:\n  strata-bench ingest --strata target/release/strata --size 1GiB"
+    )]
     Ingest(ingest::IngestArgs),
     /// Pull of a generated ~200 MB image from a local registry vs containerd 1.6's
     /// `ctr content fetch` and `ctr image pull` (all `--plain-http`, cold each run).
-    #[command(after_help = "Example:\n  strata-bench pull --strata target/release/strata --size-mb 200 --layers 8 --runs 5")]
+    #[command(
+        after_help = "Example:\n  strata-bench pull --strata target/release/strata --size-mb 200 --layers 8 --runs 5"
+    )]
     Pull(pull::PullArgs),
     /// Random 64 KiB reads of a 256 MiB blob from a local registry through `RangeReader`
     /// (1 and 8 threads) vs one fresh connection per read (reqwest, curl).
-    #[command(after_help = "Example:\n  strata-bench range --size 256MiB --reads 10000 --threads 1,8")]
+    #[command(
+        after_help = "Example:\n  strata-bench range --size 256MiB --reads 10000 --threads 1,8"
+    )]
     Range(range::RangeArgs),
     /// Conversion of a generated ~150 MiB, 5-layer gzip image to eStargz: `strata convert`
     /// vs `ctr-remote image convert --estargz --oci` on containerd 1.6 (cold stores).
-    #[command(after_help = "Example:\n  strata-bench convert --strata target/release/strata --runs 3")]
+    #[command(
+        after_help = "Example:\n  strata-bench convert --strata target/release/strata --runs 3"
+    )]
     Convert(convert::ConvertArgs),
     /// Unpack of a generated ~150 MiB, 5-layer gzip image (or the Debian-package fixture):
     /// `strata pull` / `strata mount` vs containerd 1.6's `ctr image pull` (cold stores).
-    #[command(after_help = "Example:\n  strata-bench unpack --strata target/release/strata --runs 5")]
+    #[command(
+        after_help = "Example:\n  strata-bench unpack --strata target/release/strata --runs 5"
+    )]
     Unpack(unpack::UnpackArgs),
     /// Prepare+Commit latency of an empty snapshot (p50/p99): Strata's overlayfs and native
     /// snapshotters as a library vs containerd 1.6's builtin ones over its gRPC socket.
@@ -51,11 +63,15 @@ enum Bench {
     SnapshotLatency(snapshot_latency::LatencyArgs),
     /// Prepare+Commit pairs through containerd 1.6: its builtin `overlayfs` vs the `strata`
     /// proxy plugin (`strata serve`), plus `strata serve`'s socket directly.
-    #[command(after_help = "Example:\n  strata-bench socket --strata target/release/strata --pairs 1000")]
+    #[command(
+        after_help = "Example:\n  strata-bench socket --strata target/release/strata --pairs 1000"
+    )]
     Socket(socket::SocketArgs),
     /// A TCP proxy holding every byte a fixed delay in each direction (the latency half of
     /// `benches/slow-link.sh`; tc's tbf does the rate). Runs until killed.
-    #[command(after_help = "Example:\n  strata-bench delay-proxy 10.213.78.2:5000 127.0.0.1:5001 --delay-ms 20")]
+    #[command(
+        after_help = "Example:\n  strata-bench delay-proxy 10.213.78.2:5000 127.0.0.1:5001 --delay-ms 20"
+    )]
     DelayProxy(delay_proxy::DelayProxyArgs),
 }
 

@@ -109,24 +109,38 @@ pub(crate) fn run(args: &PullArgs) -> anyhow::Result<()> {
         }
     }
     let strata = fs::canonicalize(&args.strata)?;
-    let base = args.dir.clone().unwrap_or_else(|| PathBuf::from("/var/tmp"));
-    let work = tempfile::Builder::new().prefix("strata-bench-pull.").tempdir_in(&base)?;
+    let base = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+    let work = tempfile::Builder::new()
+        .prefix("strata-bench-pull.")
+        .tempdir_in(&base)?;
 
     let t = Instant::now();
     let image = build_image(args.size_mb << 20, args.layers)?;
-    let total: u64 = image.layers.iter().map(|l| l.size).sum::<u64>() + image.config.size + image.manifest.size;
+    let total: u64 =
+        image.layers.iter().map(|l| l.size).sum::<u64>() + image.config.size + image.manifest.size;
     eprintln!(
         "generated {} layers, {:.1} MiB compressed ({:.1} MiB uncompressed) in {:.1}s; manifest {}",
         image.layers.len(),
         total as f64 / (1 << 20) as f64,
-        image.layers.iter().map(|l| l.uncompressed_size).sum::<u64>() as f64 / (1 << 20) as f64,
+        image
+            .layers
+            .iter()
+            .map(|l| l.uncompressed_size)
+            .sum::<u64>() as f64
+            / (1 << 20) as f64,
         t.elapsed().as_secs_f64(),
         image.manifest.digest
     );
 
-    let registry = RegistryServer::start().context("start the registry (scripts/setup.sh installs it)")?;
+    let registry =
+        RegistryServer::start().context("start the registry (scripts/setup.sh installs it)")?;
     let t = Instant::now();
-    registry.push_image(REPO, TAG, &image).context("push the image")?;
+    registry
+        .push_image(REPO, TAG, &image)
+        .context("push the image")?;
     let reference = format!("{}/{REPO}:{TAG}", registry.host());
     eprintln!("pushed {reference} in {:.1}s", t.elapsed().as_secs_f64());
     let expected = image.manifest.digest.clone();
@@ -151,11 +165,17 @@ pub(crate) fn run(args: &PullArgs) -> anyhow::Result<()> {
             let mut line = Vec::new();
             for &k in &order {
                 let tool = tools[k];
-                let dir = work.path().join(format!("run{i}-{}", tool.short().replace(' ', "-")));
+                let dir = work
+                    .path()
+                    .join(format!("run{i}-{}", tool.short().replace(' ', "-")));
                 let (t, digest) = measure(args, &strata, tool, &dir, &reference)
                     .with_context(|| format!("run {}: {}", i + 1, tool.short()))?;
                 if digest != expected {
-                    bail!("run {}: {} ended with manifest {digest}, expected {expected}", i + 1, tool.short());
+                    bail!(
+                        "run {}: {} ended with manifest {digest}, expected {expected}",
+                        i + 1,
+                        tool.short()
+                    );
                 }
                 samples[k].push(t);
                 line.push(format!("{} {:.3}s", tool.short(), t.as_secs_f64()));
@@ -267,7 +287,10 @@ fn measure(
             let ns = "bench";
             let ctr = |sub: &[&str]| {
                 let mut cmd = Command::new(&args.ctr);
-                cmd.arg("--address").arg(&daemon.socket).args(["--namespace", ns]).args(sub);
+                cmd.arg("--address")
+                    .arg(&daemon.socket)
+                    .args(["--namespace", ns])
+                    .args(sub);
                 cmd
             };
             let mut cmd = match tool {
@@ -304,7 +327,11 @@ impl Containerd {
 
     /// Like [`Containerd::start`], with `extra` TOML appended to the config (e.g. a
     /// `[proxy_plugins.NAME]` table).
-    pub(crate) fn start_with_config(binary: &Path, dir: &Path, extra: &str) -> anyhow::Result<Self> {
+    pub(crate) fn start_with_config(
+        binary: &Path,
+        dir: &Path,
+        extra: &str,
+    ) -> anyhow::Result<Self> {
         let socket = dir.join("containerd.sock");
         let config = dir.join("config.toml");
         let log = dir.join("containerd.log");
@@ -331,7 +358,11 @@ impl Containerd {
             .stderr(out)
             .spawn()
             .with_context(|| format!("start {}", binary.display()))?;
-        let mut daemon = Containerd { child: Some(child), socket, log };
+        let mut daemon = Containerd {
+            child: Some(child),
+            socket,
+            log,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if UnixStream::connect(&daemon.socket).is_ok() {
@@ -340,7 +371,10 @@ impl Containerd {
             let child = daemon.child.as_mut().expect("invariant: running");
             if let Some(status) = child.try_wait()? {
                 daemon.child = None;
-                bail!("containerd exited while starting ({status}); log tail:\n{}", daemon.log_tail());
+                bail!(
+                    "containerd exited while starting ({status}); log tail:\n{}",
+                    daemon.log_tail()
+                );
             }
             if Instant::now() > deadline {
                 bail!(
@@ -371,13 +405,18 @@ impl Containerd {
     }
 
     fn terminate(&mut self) -> anyhow::Result<()> {
-        let Some(mut child) = self.child.take() else { return Ok(()) };
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
         let pid = rustix::process::Pid::from_raw(child.id() as i32).context("containerd pid")?;
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(10);
         while child.try_wait()?.is_none() {
             if Instant::now() > deadline {
-                eprintln!("containerd {} ignored SIGTERM for 10s: killing it", pid.as_raw_nonzero());
+                eprintln!(
+                    "containerd {} ignored SIGTERM for 10s: killing it",
+                    pid.as_raw_nonzero()
+                );
                 let _ = child.kill();
                 child.wait()?;
                 break;
@@ -397,4 +436,3 @@ impl Drop for Containerd {
 fn sync() {
     let _ = Command::new("sync").status();
 }
-

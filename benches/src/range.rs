@@ -23,8 +23,8 @@ use anyhow::{Context, bail, ensure};
 use clap::Args;
 use rand::{Rng as _, SeedableRng as _};
 use strata::registry::{
-    ClientOptions, DockerConfig, HttpRangeFetcher, RangeOptions, RangeReader, RangeStats, ReaderOptions, Reference,
-    RegistryClient,
+    ClientOptions, DockerConfig, HttpRangeFetcher, RangeOptions, RangeReader, RangeStats,
+    ReaderOptions, Reference, RegistryClient,
 };
 use strata_formats::{Digest, ReadAt as _};
 use strata_testdata::registry::RegistryServer;
@@ -70,10 +70,19 @@ struct Row {
 }
 
 pub(crate) fn run(args: &RangeArgs) -> anyhow::Result<()> {
-    ensure!(args.read_size > 0 && args.read_size <= args.size, "--read-size must be within 1..=--size");
-    eprintln!("generating a {} byte random blob and pushing it to a local registry", args.size);
+    ensure!(
+        args.read_size > 0 && args.read_size <= args.size,
+        "--read-size must be within 1..=--size"
+    );
+    eprintln!(
+        "generating a {} byte random blob and pushing it to a local registry",
+        args.size
+    );
     let setup = Instant::now();
-    let blob = Arc::new(strata_testdata::random_bytes(usize::try_from(args.size)?, 0x5eed));
+    let blob = Arc::new(strata_testdata::random_bytes(
+        usize::try_from(args.size)?,
+        0x5eed,
+    ));
     let digest = Digest::of(&blob);
     let registry = RegistryServer::start().context("starting the registry")?;
     registry
@@ -82,10 +91,16 @@ pub(crate) fn run(args: &RangeArgs) -> anyhow::Result<()> {
     eprintln!("  ready in {:.1} s", setup.elapsed().as_secs_f64());
     let url = format!("{}/v2/{REPO}/blobs/{digest}", registry.url());
     let reference: Reference = format!("{}/{REPO}", registry.host()).parse()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     // Also installs the process's rustls provider, which the naive reqwest baseline needs.
     let client = RegistryClient::with_docker_config(
-        ClientOptions { plain_http: true, ..ClientOptions::default() },
+        ClientOptions {
+            plain_http: true,
+            ..ClientOptions::default()
+        },
         DockerConfig::default(),
     );
 
@@ -104,9 +119,15 @@ pub(crate) fn run(args: &RangeArgs) -> anyhow::Result<()> {
             args.size,
             RangeOptions::default(),
         ));
-        let reader = Arc::new(RangeReader::new(fetcher, args.size, runtime.handle().clone(), ReaderOptions::default()));
+        let reader = Arc::new(RangeReader::new(
+            fetcher,
+            args.size,
+            runtime.handle().clone(),
+            ReaderOptions::default(),
+        ));
         eprintln!("RangeReader: {} reads with {threads} thread(s)", args.reads);
-        let (wall, latencies, stats) = range_reader_run(&reader, &ranges[..args.reads], threads.max(1), &blob)?;
+        let (wall, latencies, stats) =
+            range_reader_run(&reader, &ranges[..args.reads], threads.max(1), &blob)?;
         eprintln!("  {:.1} s", wall.as_secs_f64());
         rows.push(Row {
             client: "`RangeReader` (`HttpRangeFetcher`, shared connections)".into(),
@@ -124,10 +145,21 @@ pub(crate) fn run(args: &RangeArgs) -> anyhow::Result<()> {
             reference.clone(),
             digest.clone(),
             args.size,
-            RangeOptions { max_ranges_per_request: args.batch.max(2), ..RangeOptions::default() },
+            RangeOptions {
+                max_ranges_per_request: args.batch.max(2),
+                ..RangeOptions::default()
+            },
         ));
-        let reader = RangeReader::new(fetcher, args.size, runtime.handle().clone(), ReaderOptions::default());
-        eprintln!("RangeReader::read_ranges: {} reads in batches of {}", args.reads, args.batch);
+        let reader = RangeReader::new(
+            fetcher,
+            args.size,
+            runtime.handle().clone(),
+            ReaderOptions::default(),
+        );
+        eprintln!(
+            "RangeReader::read_ranges: {} reads in batches of {}",
+            args.reads, args.batch
+        );
         let started = Instant::now();
         let mut latencies = Vec::new();
         for batch in ranges[..args.reads].chunks(args.batch) {
@@ -139,7 +171,10 @@ pub(crate) fn run(args: &RangeArgs) -> anyhow::Result<()> {
             }
         }
         rows.push(Row {
-            client: format!("`RangeReader::read_ranges`, batches of {} (latency per batch)", args.batch),
+            client: format!(
+                "`RangeReader::read_ranges`, batches of {} (latency per batch)",
+                args.batch
+            ),
             threads: 1,
             reads: args.reads,
             wall: started.elapsed(),
@@ -149,7 +184,10 @@ pub(crate) fn run(args: &RangeArgs) -> anyhow::Result<()> {
     }
 
     let baseline = &ranges[..args.baseline_reads];
-    eprintln!("naive reqwest: {} reads, a new client per read", baseline.len());
+    eprintln!(
+        "naive reqwest: {} reads, a new client per read",
+        baseline.len()
+    );
     let started = Instant::now();
     let mut latencies = Vec::with_capacity(baseline.len());
     for r in baseline {
@@ -185,7 +223,9 @@ pub(crate) fn run(args: &RangeArgs) -> anyhow::Result<()> {
         args.read_size >> 10,
         args.size >> 20
     );
-    println!("| client | threads | reads | throughput | p50 latency | p99 latency | HTTP requests |");
+    println!(
+        "| client | threads | reads | throughput | p50 latency | p99 latency | HTTP requests |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for row in &rows {
         let mb_s = (row.reads as u64 * args.read_size) as f64 / 1e6 / row.wall.as_secs_f64();
@@ -215,15 +255,20 @@ fn range_reader_run(
     let started = Instant::now();
     let workers: Vec<_> = (0..threads)
         .map(|_| {
-            let (reader, next, ranges, blob) = (reader.clone(), next.clone(), ranges.clone(), blob.clone());
+            let (reader, next, ranges, blob) =
+                (reader.clone(), next.clone(), ranges.clone(), blob.clone());
             std::thread::spawn(move || -> anyhow::Result<Vec<Duration>> {
                 let mut buf = vec![0u8; (ranges[0].end - ranges[0].start) as usize];
                 let mut latencies = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(r) = ranges.get(i) else { return Ok(latencies) };
+                    let Some(r) = ranges.get(i) else {
+                        return Ok(latencies);
+                    };
                     let t = Instant::now();
-                    reader.read_exact_at(&mut buf, r.start).with_context(|| format!("read {}..{}", r.start, r.end))?;
+                    reader
+                        .read_exact_at(&mut buf, r.start)
+                        .with_context(|| format!("read {}..{}", r.start, r.end))?;
                     latencies.push(t.elapsed());
                     check(&buf, r, &blob)?;
                 }
@@ -232,7 +277,10 @@ fn range_reader_run(
         .collect();
     let mut latencies = Vec::with_capacity(ranges.len());
     for w in workers {
-        latencies.extend(w.join().map_err(|_| anyhow::anyhow!("a reader thread panicked"))??);
+        latencies.extend(
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a reader thread panicked"))??,
+        );
     }
     Ok((started.elapsed(), latencies, reader.stats()))
 }
@@ -240,12 +288,25 @@ fn range_reader_run(
 /// One range with a client built for this read alone: a new connection every time.
 async fn naive_get(url: &str, r: &Range<u64>) -> anyhow::Result<Vec<u8>> {
     let client = reqwest::Client::builder().build()?;
-    let resp = client.get(url).header("Range", format!("bytes={}-{}", r.start, r.end - 1)).send().await?;
-    ensure!(resp.status().as_u16() == 206, "GET {url}: status {}", resp.status());
+    let resp = client
+        .get(url)
+        .header("Range", format!("bytes={}-{}", r.start, r.end - 1))
+        .send()
+        .await?;
+    ensure!(
+        resp.status().as_u16() == 206,
+        "GET {url}: status {}",
+        resp.status()
+    );
     Ok(resp.bytes().await?.to_vec())
 }
 
-fn curl_run(curl: &PathBuf, url: &str, ranges: &[Range<u64>], blob: &[u8]) -> anyhow::Result<(Duration, Vec<Duration>)> {
+fn curl_run(
+    curl: &PathBuf,
+    url: &str,
+    ranges: &[Range<u64>],
+    blob: &[u8],
+) -> anyhow::Result<(Duration, Vec<Duration>)> {
     let started = Instant::now();
     let mut latencies = Vec::with_capacity(ranges.len());
     for r in ranges {
@@ -256,7 +317,10 @@ fn curl_run(curl: &PathBuf, url: &str, ranges: &[Range<u64>], blob: &[u8]) -> an
             .with_context(|| format!("running {}", curl.display()))?;
         latencies.push(t.elapsed());
         if !out.status.success() {
-            bail!("curl failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "curl failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         check(&out.stdout, r, blob)?;
     }
@@ -264,14 +328,21 @@ fn curl_run(curl: &PathBuf, url: &str, ranges: &[Range<u64>], blob: &[u8]) -> an
 }
 
 fn check(got: &[u8], r: &Range<u64>, blob: &[u8]) -> anyhow::Result<()> {
-    ensure!(got == &blob[r.start as usize..r.end as usize], "bytes {}..{} differ from the blob", r.start, r.end);
+    ensure!(
+        got == &blob[r.start as usize..r.end as usize],
+        "bytes {}..{} differ from the blob",
+        r.start,
+        r.end
+    );
     Ok(())
 }
 
 fn percentile(samples: &[Duration], q: f64) -> Duration {
     let mut s = samples.to_vec();
     s.sort();
-    s.get(((s.len().saturating_sub(1)) as f64 * q).round() as usize).copied().unwrap_or_default()
+    s.get(((s.len().saturating_sub(1)) as f64 * q).round() as usize)
+        .copied()
+        .unwrap_or_default()
 }
 
 fn ms(d: Duration) -> f64 {

@@ -62,8 +62,15 @@ pub(crate) struct LatencyArgs {
 
 /// One snapshotter under test.
 enum Backend {
-    Library { label: &'static str, snapshotter: Box<dyn Snapshotter> },
-    Containerd { label: &'static str, snapshotter: &'static str, client: SnapshotsClient<Channel> },
+    Library {
+        label: &'static str,
+        snapshotter: Box<dyn Snapshotter>,
+    },
+    Containerd {
+        label: &'static str,
+        snapshotter: &'static str,
+        client: SnapshotsClient<Channel>,
+    },
 }
 
 impl Backend {
@@ -75,19 +82,31 @@ impl Backend {
 
     /// Prepares `active-<i>` with no parent and commits it as `committed-<i>`; returns the
     /// time of each call.
-    fn prepare_commit(&mut self, rt: &tokio::runtime::Runtime, i: usize) -> anyhow::Result<(Duration, Duration)> {
+    fn prepare_commit(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        i: usize,
+    ) -> anyhow::Result<(Duration, Duration)> {
         let (key, name) = (format!("active-{i}"), format!("committed-{i}"));
         let labels = || [(GC_ROOT.0.to_owned(), GC_ROOT.1.to_owned())].into_iter();
         match self {
             Backend::Library { snapshotter, .. } => {
                 let t = Instant::now();
-                snapshotter.prepare(&key, "", labels().collect()).with_context(|| format!("prepare {key}"))?;
+                snapshotter
+                    .prepare(&key, "", labels().collect())
+                    .with_context(|| format!("prepare {key}"))?;
                 let prepared = t.elapsed();
                 let t = Instant::now();
-                snapshotter.commit(&name, &key, labels().collect()).with_context(|| format!("commit {key}"))?;
+                snapshotter
+                    .commit(&name, &key, labels().collect())
+                    .with_context(|| format!("commit {key}"))?;
                 Ok((prepared, t.elapsed()))
             }
-            Backend::Containerd { snapshotter, client, .. } => rt.block_on(async {
+            Backend::Containerd {
+                snapshotter,
+                client,
+                ..
+            } => rt.block_on(async {
                 let t = Instant::now();
                 let prepare = PrepareSnapshotRequest {
                     snapshotter: (*snapshotter).to_owned(),
@@ -95,7 +114,10 @@ impl Backend {
                     labels: labels().collect(),
                     ..Default::default()
                 };
-                client.prepare(namespaced(prepare)).await.with_context(|| format!("prepare {key}"))?;
+                client
+                    .prepare(namespaced(prepare))
+                    .await
+                    .with_context(|| format!("prepare {key}"))?;
                 let prepared = t.elapsed();
                 let t = Instant::now();
                 let commit = CommitSnapshotRequest {
@@ -105,7 +127,10 @@ impl Backend {
                     labels: labels().collect(),
                     ..Default::default()
                 };
-                client.commit(namespaced(commit)).await.with_context(|| format!("commit {key}"))?;
+                client
+                    .commit(namespaced(commit))
+                    .await
+                    .with_context(|| format!("commit {key}"))?;
                 Ok((prepared, t.elapsed()))
             }),
         }
@@ -115,7 +140,10 @@ impl Backend {
 /// A request carrying containerd's namespace header.
 pub(crate) fn namespaced<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("containerd-namespace", tonic::metadata::MetadataValue::from_static(NS));
+    request.metadata_mut().insert(
+        "containerd-namespace",
+        tonic::metadata::MetadataValue::from_static(NS),
+    );
     request
 }
 
@@ -124,7 +152,11 @@ pub(crate) async fn connect(socket: PathBuf) -> anyhow::Result<Channel> {
     Endpoint::from_static("http://localhost")
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let socket = socket.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
         }))
         .await
         .context("connect to containerd's socket")
@@ -144,15 +176,27 @@ pub(crate) fn run(args: &LatencyArgs) -> anyhow::Result<()> {
     if args.iterations == 0 || args.rounds == 0 || args.rounds > args.iterations {
         bail!("--iterations and --rounds must be positive, with rounds ≤ iterations");
     }
-    let base = args.dir.clone().unwrap_or_else(|| PathBuf::from("/var/tmp"));
-    let work = tempfile::Builder::new().prefix("strata-bench-latency.").tempdir_in(&base)?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let base = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+    let work = tempfile::Builder::new()
+        .prefix("strata-bench-latency.")
+        .tempdir_in(&base)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
 
-    let lib = |label: &'static str, snapshotter: Box<dyn Snapshotter>| Backend::Library { label, snapshotter };
+    let lib = |label: &'static str, snapshotter: Box<dyn Snapshotter>| Backend::Library {
+        label,
+        snapshotter,
+    };
     let mut backends = vec![
         lib(
             "Strata `OverlaySnapshotter` (library call)",
-            Box::new(OverlaySnapshotter::open(&work.path().join("strata-overlay"))?),
+            Box::new(OverlaySnapshotter::open(
+                &work.path().join("strata-overlay"),
+            )?),
         ),
         lib(
             "Strata `NativeSnapshotter` (library call)",
@@ -162,14 +206,24 @@ pub(crate) fn run(args: &LatencyArgs) -> anyhow::Result<()> {
     let mut daemons = Vec::new();
     if !args.no_containerd {
         for (label, snapshotter) in [
-            ("containerd 1.6 builtin `overlayfs` (gRPC over its Unix socket)", "overlayfs"),
-            ("containerd 1.6 builtin `native` (gRPC over its Unix socket)", "native"),
+            (
+                "containerd 1.6 builtin `overlayfs` (gRPC over its Unix socket)",
+                "overlayfs",
+            ),
+            (
+                "containerd 1.6 builtin `native` (gRPC over its Unix socket)",
+                "native",
+            ),
         ] {
             let dir = work.path().join(format!("containerd-{snapshotter}"));
             fs::create_dir_all(&dir)?;
             let daemon = Containerd::start(&args.containerd, &dir)?;
             let client = SnapshotsClient::new(rt.block_on(connect(daemon.socket.clone()))?);
-            backends.push(Backend::Containerd { label, snapshotter, client });
+            backends.push(Backend::Containerd {
+                label,
+                snapshotter,
+                client,
+            });
             daemons.push(daemon);
         }
     }
@@ -181,7 +235,9 @@ pub(crate) fn run(args: &LatencyArgs) -> anyhow::Result<()> {
     let mut total: Vec<Vec<Duration>> = vec![Vec::new(); n];
     for backend in &mut backends {
         for i in 0..WARM_UP {
-            backend.prepare_commit(&rt, i).with_context(|| format!("warm-up of {}", backend.label()))?;
+            backend
+                .prepare_commit(&rt, i)
+                .with_context(|| format!("warm-up of {}", backend.label()))?;
         }
     }
     let per_round = args.iterations.div_ceil(args.rounds);
@@ -192,7 +248,9 @@ pub(crate) fn run(args: &LatencyArgs) -> anyhow::Result<()> {
         for k in order {
             let count = per_round.min(args.iterations - total[k].len());
             for _ in 0..count {
-                let (p, c) = backends[k].prepare_commit(&rt, next[k]).with_context(|| backends[k].label())?;
+                let (p, c) = backends[k]
+                    .prepare_commit(&rt, next[k])
+                    .with_context(|| backends[k].label())?;
                 next[k] += 1;
                 prepare[k].push(p);
                 commit[k].push(c);
@@ -205,7 +263,10 @@ pub(crate) fn run(args: &LatencyArgs) -> anyhow::Result<()> {
     }
 
     let mut table = String::new();
-    let _ = writeln!(table, "| snapshotter (what is timed) | iterations | Prepare+Commit p50 | p99 | max | Prepare p50 | Commit p50 |");
+    let _ = writeln!(
+        table,
+        "| snapshotter (what is timed) | iterations | Prepare+Commit p50 | p99 | max | Prepare p50 | Commit p50 |"
+    );
     let _ = writeln!(table, "|---|---|---|---|---|---|---|");
     for k in 0..n {
         for v in [&mut prepare[k], &mut commit[k], &mut total[k]] {
@@ -229,7 +290,9 @@ pub(crate) fn run(args: &LatencyArgs) -> anyhow::Result<()> {
          rounds taking turns; {} CPUs; load average (1/5/15 min) {load_before} before, {} after.",
         fs_of(work.path()),
         args.rounds,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         loadavg(),
     );
     Ok(())

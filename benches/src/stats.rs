@@ -17,8 +17,16 @@ pub(crate) fn summarize(samples: &[Duration]) -> Summary {
     let mut s = samples.to_vec();
     s.sort();
     let n = s.len();
-    let median = if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2 };
-    Summary { median, min: s[0], max: s[n - 1] }
+    let median = if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2
+    };
+    Summary {
+        median,
+        min: s[0],
+        max: s[n - 1],
+    }
 }
 
 /// Parses sizes such as `1GiB`, `256MiB`, `64KiB` or a plain byte count.
@@ -41,10 +49,17 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
 /// a non-zero exit is an error carrying its stderr.
 pub(crate) fn run_timed(cmd: &mut Command) -> anyhow::Result<(Duration, String)> {
     let start = Instant::now();
-    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("run {cmd:?}"))?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("run {cmd:?}"))?;
     let t = start.elapsed();
     if !out.status.success() {
-        bail!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok((t, String::from_utf8_lossy(&out.stdout).into_owned()))
 }

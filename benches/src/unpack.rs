@@ -125,14 +125,24 @@ pub(crate) fn run(args: &UnpackArgs) -> anyhow::Result<()> {
     if args.runs == 0 {
         bail!("--runs must be positive");
     }
-    for bin in [&args.strata, &args.containerd, &args.ctr, &PathBuf::from("/usr/bin/time")] {
+    for bin in [
+        &args.strata,
+        &args.containerd,
+        &args.ctr,
+        &PathBuf::from("/usr/bin/time"),
+    ] {
         if !bin.exists() {
             bail!("{} not found", bin.display());
         }
     }
     let strata = fs::canonicalize(&args.strata)?;
-    let base = args.dir.clone().unwrap_or_else(|| PathBuf::from("/var/tmp"));
-    let work = tempfile::Builder::new().prefix("strata-bench-unpack.").tempdir_in(&base)?;
+    let base = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+    let work = tempfile::Builder::new()
+        .prefix("strata-bench-unpack.")
+        .tempdir_in(&base)?;
 
     let t = Instant::now();
     let (image, files, repo) = match args.image {
@@ -141,17 +151,25 @@ pub(crate) fn run(args: &UnpackArgs) -> anyhow::Result<()> {
             (image, Some(files), "bench/unpack")
         }
         ImageChoice::Debian => {
-            let fixture = strata_testdata::debian_image::build_debian_image(&work.path().join("layout"))
-                .context("build the Debian-package image")?;
+            let fixture =
+                strata_testdata::debian_image::build_debian_image(&work.path().join("layout"))
+                    .context("build the Debian-package image")?;
             (fixture.image, None, "bench/debian")
         }
     };
     let layers = image.layers.len();
     let description = describe(&image, files);
-    eprintln!("generated {description} in {:.1}s; manifest {}", t.elapsed().as_secs_f64(), image.manifest.digest);
+    eprintln!(
+        "generated {description} in {:.1}s; manifest {}",
+        t.elapsed().as_secs_f64(),
+        image.manifest.digest
+    );
 
-    let registry = RegistryServer::start().context("start the registry (scripts/setup.sh installs it)")?;
-    registry.push_image(repo, "1", &image).context("push the image")?;
+    let registry =
+        RegistryServer::start().context("start the registry (scripts/setup.sh installs it)")?;
+    registry
+        .push_image(repo, "1", &image)
+        .context("push the image")?;
     let reference = format!("{}/{repo}:1", registry.host());
     let expected = image.manifest.digest.clone();
     drop(image);
@@ -166,7 +184,12 @@ pub(crate) fn run(args: &UnpackArgs) -> anyhow::Result<()> {
     let cases: Vec<Case> = if args.unpack_only {
         vec![Case::StrataUnpack, Case::CtrUnpack]
     } else {
-        vec![Case::StrataPull, Case::CtrPull, Case::StrataUnpack, Case::CtrUnpack]
+        vec![
+            Case::StrataPull,
+            Case::CtrPull,
+            Case::StrataUnpack,
+            Case::CtrUnpack,
+        ]
     };
     let load_before = loadavg();
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); cases.len()];
@@ -181,7 +204,12 @@ pub(crate) fn run(args: &UnpackArgs) -> anyhow::Result<()> {
                 let dir = work.path().join(format!("run{i}-{}", case.short()));
                 let s = measure(args, &strata, case, &dir, &reference, layers)
                     .with_context(|| format!("run {}: {}", i + 1, case.short()))?;
-                line.push(format!("{} {:.2}s (cpu {:.2}s)", case.short(), s.wall.as_secs_f64(), s.cpu.as_secs_f64()));
+                line.push(format!(
+                    "{} {:.2}s (cpu {:.2}s)",
+                    case.short(),
+                    s.wall.as_secs_f64(),
+                    s.cpu.as_secs_f64()
+                ));
                 samples[k].push(s);
             }
             eprintln!("run {}: {}", i + 1, line.join(", "));
@@ -200,14 +228,21 @@ pub(crate) fn run(args: &UnpackArgs) -> anyhow::Result<()> {
         Some(summarize(&samples[k].iter().map(|s| s.wall).collect::<Vec<_>>()).median)
     };
     let mut table = String::new();
-    let _ = writeln!(table, "| case | runs | wall median | wall min–max | CPU (user+sys) median | strata / containerd (wall) |");
+    let _ = writeln!(
+        table,
+        "| case | runs | wall median | wall min–max | CPU (user+sys) median | strata / containerd (wall) |"
+    );
     let _ = writeln!(table, "|---|---|---|---|---|---|");
     for (case, ss) in cases.iter().zip(&samples) {
         let wall = summarize(&ss.iter().map(|s| s.wall).collect::<Vec<_>>());
         let cpu = summarize(&ss.iter().map(|s| s.cpu).collect::<Vec<_>>());
         let ratio = match case {
-            Case::StrataPull => median(Case::CtrPull).map(|c| wall.median.as_secs_f64() / c.as_secs_f64()),
-            Case::StrataUnpack => median(Case::CtrUnpack).map(|c| wall.median.as_secs_f64() / c.as_secs_f64()),
+            Case::StrataPull => {
+                median(Case::CtrPull).map(|c| wall.median.as_secs_f64() / c.as_secs_f64())
+            }
+            Case::StrataUnpack => {
+                median(Case::CtrUnpack).map(|c| wall.median.as_secs_f64() / c.as_secs_f64())
+            }
             _ => None,
         };
         let _ = writeln!(
@@ -227,7 +262,9 @@ pub(crate) fn run(args: &UnpackArgs) -> anyhow::Result<()> {
         "\nImage: {description}; manifest `{expected}`. {} alternating runs per case, cold stores, {} CPUs; \
          load average (1/5/15 min) {load_before} before, {} after. Target: strata / containerd ≤ 0.8×.",
         args.runs,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         loadavg(),
     );
     keep_or_clean(work, args.keep);
@@ -237,8 +274,11 @@ pub(crate) fn run(args: &UnpackArgs) -> anyhow::Result<()> {
 fn describe(image: &BuiltImage, files: Option<usize>) -> String {
     let compressed: u64 = image.layers.iter().map(|l| l.size).sum();
     let uncompressed: u64 = image.layers.iter().map(|l| l.uncompressed_size).sum();
-    let layers: Vec<String> =
-        image.layers.iter().map(|l| format!("{:.1}→{:.1}", mib(l.uncompressed_size), mib(l.size))).collect();
+    let layers: Vec<String> = image
+        .layers
+        .iter()
+        .map(|l| format!("{:.1}→{:.1}", mib(l.uncompressed_size), mib(l.size)))
+        .collect();
     let files = files.map(|n| format!("{n} files, ")).unwrap_or_default();
     format!(
         "{} gzip layers, {files}{:.1} MiB uncompressed, {:.1} MiB compressed (per layer MiB: {})",
@@ -272,10 +312,16 @@ fn measure(
             cmd
         };
         let sample = if case == Case::StrataPull {
-            let (wall, _, cpu, _) = run_measured(&strata_cmd(&["pull", "--plain-http", reference]), dir)?;
+            let (wall, _, cpu, _) =
+                run_measured(&strata_cmd(&["pull", "--plain-http", reference]), dir)?;
             Sample { wall, cpu }
         } else {
-            run_timed(&mut strata_cmd(&["pull", "--plain-http", "--no-unpack", reference]))?;
+            run_timed(&mut strata_cmd(&[
+                "pull",
+                "--plain-http",
+                "--no-unpack",
+                reference,
+            ]))?;
             let mnt = dir.join("mnt");
             fs::create_dir_all(&mnt)?;
             let mut mount = strata_cmd(&["mount", reference]);
@@ -293,7 +339,10 @@ fn measure(
     let daemon = Containerd::start(&args.containerd, dir)?;
     let ctr = |sub: &[&str]| {
         let mut cmd = Command::new(&args.ctr);
-        cmd.arg("--address").arg(&daemon.socket).args(["--namespace", NS]).args(sub);
+        cmd.arg("--address")
+            .arg(&daemon.socket)
+            .args(["--namespace", NS])
+            .args(sub);
         cmd
     };
     if case == Case::CtrUnpack {
@@ -301,12 +350,16 @@ fn measure(
     }
     let pid = daemon.pid().context("containerd pid")?;
     let before = proc_cpu(pid)?;
-    let (wall, out, client_cpu, _) = run_measured(&ctr(&["image", "pull", "--plain-http", reference]), dir)?;
+    let (wall, out, client_cpu, _) =
+        run_measured(&ctr(&["image", "pull", "--plain-http", reference]), dir)?;
     let cpu = client_cpu + proc_cpu(pid)?.saturating_sub(before);
     if case == Case::CtrUnpack {
-        let total = downloaded(&out).with_context(|| format!("no download total in ctr's output:\n{out}"))?;
+        let total = downloaded(&out)
+            .with_context(|| format!("no download total in ctr's output:\n{out}"))?;
         if total != "0.0 B" {
-            bail!("`ctr image pull` after `ctr content fetch` downloaded {total}: not an unpack-only measurement");
+            bail!(
+                "`ctr image pull` after `ctr content fetch` downloaded {total}: not an unpack-only measurement"
+            );
         }
     }
     let (_, list) = run_timed(&mut ctr(&["snapshots", "--snapshotter", "overlayfs", "ls"]))?;
@@ -325,9 +378,17 @@ fn downloaded(ctr_output: &str) -> Option<String> {
 
 /// Checks that a snapshot listing shows exactly `layers` committed snapshots.
 fn check_committed(list: &str, layers: usize, what: &str) -> anyhow::Result<()> {
-    let committed = list.lines().filter(|l| l.split_whitespace().any(|w| w.eq_ignore_ascii_case("committed"))).count();
+    let committed = list
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .any(|w| w.eq_ignore_ascii_case("committed"))
+        })
+        .count();
     if committed != layers {
-        bail!("{what} shows {committed} committed snapshots, expected one per layer ({layers}):\n{list}");
+        bail!(
+            "{what} shows {committed} committed snapshots, expected one per layer ({layers}):\n{list}"
+        );
     }
     Ok(())
 }

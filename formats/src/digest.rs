@@ -40,13 +40,21 @@ impl Digest {
 
     /// A digest from a raw 32-byte sha256 value.
     pub fn from_sha256_bytes(bytes: &[u8]) -> Self {
-        Self { hex: hex::encode(bytes) }
+        Self {
+            hex: hex::encode(bytes),
+        }
     }
 
     /// Parses the encoded part alone (64 hex digits), as found in `blobs/sha256/<hex>`.
     pub fn from_hex(encoded: &str) -> Result<Self, DigestError> {
-        if encoded.len() == 64 && encoded.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            Ok(Self { hex: encoded.to_owned() })
+        if encoded.len() == 64
+            && encoded
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            Ok(Self {
+                hex: encoded.to_owned(),
+            })
         } else {
             Err(DigestError::BadEncoding(format!("sha256:{encoded}")))
         }
@@ -116,7 +124,9 @@ pub struct Digester {
 
 impl fmt::Debug for Digester {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Digester").field("len", &self.len).finish_non_exhaustive()
+        f.debug_struct("Digester")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
     }
 }
 

@@ -89,7 +89,9 @@ impl ElfError {
     /// The error category: I/O failures are `Internal`, bad files `InvalidArgument`.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ElfError::Read { source, .. } if source.kind() != io::ErrorKind::UnexpectedEof => ErrorKind::Internal,
+            ElfError::Read { source, .. } if source.kind() != io::ErrorKind::UnexpectedEof => {
+                ErrorKind::Internal
+            }
             _ => ErrorKind::InvalidArgument,
         }
     }
@@ -227,36 +229,61 @@ struct Phdr {
     filesz: u64,
 }
 
-fn read_exact<R: ReadAt + ?Sized>(r: &R, what: &'static str, offset: u64, len: usize) -> Result<Vec<u8>, ElfError> {
-    if offset.checked_add(len as u64).is_none_or(|end| end > r.size()) {
+fn read_exact<R: ReadAt + ?Sized>(
+    r: &R,
+    what: &'static str,
+    offset: u64,
+    len: usize,
+) -> Result<Vec<u8>, ElfError> {
+    if offset
+        .checked_add(len as u64)
+        .is_none_or(|end| end > r.size())
+    {
         return Err(ElfError::Malformed(format!(
             "{what} at offset {offset} (+{len} bytes) lies past the end of the {}-byte file",
             r.size()
         )));
     }
     let mut buf = vec![0; len];
-    r.read_exact_at(&mut buf, offset).map_err(|source| ElfError::Read { what, source })?;
+    r.read_exact_at(&mut buf, offset)
+        .map_err(|source| ElfError::Read { what, source })?;
     Ok(buf)
 }
 
 /// Parses the ELF headers of `r`; `Ok(None)` if it is not an ELF file at all.
 pub fn parse_elf<R: ReadAt + ?Sized>(r: &R) -> Result<Option<ElfInfo>, ElfError> {
-    let magic = r.read_range(0, 4).map_err(|source| ElfError::Read { what: "magic", source })?;
+    let magic = r.read_range(0, 4).map_err(|source| ElfError::Read {
+        what: "magic",
+        source,
+    })?;
     if magic != b"\x7fELF" {
         return Ok(None);
     }
     let class = match read_exact(r, "identification", 4, 1)?[0] {
         1 => ElfClass::Elf32,
         2 => ElfClass::Elf64,
-        c => return Err(ElfError::Malformed(format!("unknown class {c} (expected 1 or 2)"))),
+        c => {
+            return Err(ElfError::Malformed(format!(
+                "unknown class {c} (expected 1 or 2)"
+            )));
+        }
     };
     let endian = match read_exact(r, "identification", 5, 1)?[0] {
         1 => Endian::Little,
         2 => Endian::Big,
-        d => return Err(ElfError::Malformed(format!("unknown data encoding {d} (expected 1 or 2)"))),
+        d => {
+            return Err(ElfError::Malformed(format!(
+                "unknown data encoding {d} (expected 1 or 2)"
+            )));
+        }
     };
     let l = Layout { class, endian };
-    let ehdr = read_exact(r, "file header", 0, if class == ElfClass::Elf32 { 52 } else { 64 })?;
+    let ehdr = read_exact(
+        r,
+        "file header",
+        0,
+        if class == ElfClass::Elf32 { 52 } else { 64 },
+    )?;
     let e_type = l.u16(&ehdr, 16);
     let machine = l.u16(&ehdr, 18);
     let (phoff, phentsize, phnum) = match class {
@@ -266,7 +293,11 @@ pub fn parse_elf<R: ReadAt + ?Sized>(r: &R) -> Result<Option<ElfInfo>, ElfError>
     let phnum = usize::from(phnum);
     // 0xffff (PN_XNUM) defers the real count to section 0; it is ≥ 0xffff, past our bound anyway.
     if phnum > MAX_PROGRAM_HEADERS {
-        return Err(ElfError::TooMany { what: "program header", count: phnum as u64, limit: MAX_PROGRAM_HEADERS });
+        return Err(ElfError::TooMany {
+            what: "program header",
+            count: phnum as u64,
+            limit: MAX_PROGRAM_HEADERS,
+        });
     }
     let mut info = ElfInfo {
         class,
@@ -285,15 +316,27 @@ pub fn parse_elf<R: ReadAt + ?Sized>(r: &R) -> Result<Option<ElfInfo>, ElfError>
     }
     // The loader insists on the native entry size; a different one means garbage.
     if usize::from(phentsize) != l.phdr_size() {
-        return Err(ElfError::Malformed(format!("program header entry size {phentsize}, expected {}", l.phdr_size())));
+        return Err(ElfError::Malformed(format!(
+            "program header entry size {phentsize}, expected {}",
+            l.phdr_size()
+        )));
     }
     let table = read_exact(r, "program headers", phoff, phnum * l.phdr_size())?;
-    let phdrs: Vec<Phdr> = table.chunks_exact(l.phdr_size()).map(|b| l.phdr(b)).collect();
+    let phdrs: Vec<Phdr> = table
+        .chunks_exact(l.phdr_size())
+        .map(|b| l.phdr(b))
+        .collect();
 
     if let Some(interp) = phdrs.iter().find(|p| p.p_type == PT_INTERP) {
-        let len = usize::try_from(interp.filesz).ok().filter(|&n| n <= MAX_STRING_LEN + 1).ok_or_else(|| {
-            ElfError::Malformed(format!("PT_INTERP of {} bytes exceeds {MAX_STRING_LEN}", interp.filesz))
-        })?;
+        let len = usize::try_from(interp.filesz)
+            .ok()
+            .filter(|&n| n <= MAX_STRING_LEN + 1)
+            .ok_or_else(|| {
+                ElfError::Malformed(format!(
+                    "PT_INTERP of {} bytes exceeds {MAX_STRING_LEN}",
+                    interp.filesz
+                ))
+            })?;
         let bytes = read_exact(r, "PT_INTERP", interp.offset, len)?;
         let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
         info.interpreter = Some(utf8(&bytes[..end], "PT_INTERP path")?);
@@ -305,9 +348,18 @@ pub fn parse_elf<R: ReadAt + ?Sized>(r: &R) -> Result<Option<ElfInfo>, ElfError>
     info.dynamic = true;
     let count = dynamic.filesz / l.dyn_size() as u64;
     if count > MAX_DYNAMIC_ENTRIES as u64 {
-        return Err(ElfError::TooMany { what: "dynamic entry", count, limit: MAX_DYNAMIC_ENTRIES });
+        return Err(ElfError::TooMany {
+            what: "dynamic entry",
+            count,
+            limit: MAX_DYNAMIC_ENTRIES,
+        });
     }
-    let table = read_exact(r, "dynamic section", dynamic.offset, count as usize * l.dyn_size())?;
+    let table = read_exact(
+        r,
+        "dynamic section",
+        dynamic.offset,
+        count as usize * l.dyn_size(),
+    )?;
     let mut entries = Vec::new();
     for e in table.chunks_exact(l.dyn_size()) {
         let (tag, val) = match class {
@@ -319,15 +371,27 @@ pub fn parse_elf<R: ReadAt + ?Sized>(r: &R) -> Result<Option<ElfInfo>, ElfError>
         }
         entries.push((tag, val));
     }
-    let strtab_vaddr = entries.iter().find(|(t, _)| *t == DT_STRTAB).map(|&(_, v)| v);
-    let strsz = entries.iter().find(|(t, _)| *t == DT_STRSZ).map(|&(_, v)| v);
-    let wants_strings = entries.iter().any(|(t, _)| matches!(*t, DT_NEEDED | DT_SONAME | DT_RPATH | DT_RUNPATH));
+    let strtab_vaddr = entries
+        .iter()
+        .find(|(t, _)| *t == DT_STRTAB)
+        .map(|&(_, v)| v);
+    let strsz = entries
+        .iter()
+        .find(|(t, _)| *t == DT_STRSZ)
+        .map(|&(_, v)| v);
+    let wants_strings = entries
+        .iter()
+        .any(|(t, _)| matches!(*t, DT_NEEDED | DT_SONAME | DT_RPATH | DT_RUNPATH));
     if !wants_strings {
         return Ok(Some(info));
     }
-    let strtab_vaddr =
-        strtab_vaddr.ok_or_else(|| ElfError::Malformed("dynamic section names strings but has no DT_STRTAB".into()))?;
-    let strtab = StrTab { offset: vaddr_to_offset(&phdrs, strtab_vaddr)?, size: strsz };
+    let strtab_vaddr = strtab_vaddr.ok_or_else(|| {
+        ElfError::Malformed("dynamic section names strings but has no DT_STRTAB".into())
+    })?;
+    let strtab = StrTab {
+        offset: vaddr_to_offset(&phdrs, strtab_vaddr)?,
+        size: strsz,
+    };
     for &(tag, val) in &entries {
         match tag {
             DT_NEEDED => {
@@ -357,7 +421,11 @@ fn vaddr_to_offset(phdrs: &[Phdr], vaddr: u64) -> Result<u64, ElfError> {
         .filter(|p| p.p_type == PT_LOAD)
         .find(|p| vaddr >= p.vaddr && vaddr - p.vaddr < p.filesz)
         .and_then(|p| p.offset.checked_add(vaddr - p.vaddr))
-        .ok_or_else(|| ElfError::Malformed(format!("DT_STRTAB address {vaddr:#x} is in no PT_LOAD segment")))
+        .ok_or_else(|| {
+            ElfError::Malformed(format!(
+                "DT_STRTAB address {vaddr:#x} is in no PT_LOAD segment"
+            ))
+        })
 }
 
 struct StrTab {
@@ -366,19 +434,33 @@ struct StrTab {
 }
 
 impl StrTab {
-    fn get<R: ReadAt + ?Sized>(&self, r: &R, index: u64, what: &'static str) -> Result<String, ElfError> {
+    fn get<R: ReadAt + ?Sized>(
+        &self,
+        r: &R,
+        index: u64,
+        what: &'static str,
+    ) -> Result<String, ElfError> {
         if self.size.is_some_and(|s| index >= s) {
-            return Err(ElfError::Malformed(format!("{what} string index {index} is past DT_STRSZ")));
+            return Err(ElfError::Malformed(format!(
+                "{what} string index {index} is past DT_STRSZ"
+            )));
         }
-        let at =
-            self.offset.checked_add(index).filter(|&at| at < r.size()).ok_or_else(|| {
-                ElfError::Malformed(format!("{what} string index {index} is past the end of the file"))
+        let at = self
+            .offset
+            .checked_add(index)
+            .filter(|&at| at < r.size())
+            .ok_or_else(|| {
+                ElfError::Malformed(format!(
+                    "{what} string index {index} is past the end of the file"
+                ))
             })?;
         let mut limit = MAX_STRING_LEN as u64 + 1;
         if let Some(s) = self.size {
             limit = limit.min(s - index);
         }
-        let bytes = r.read_range(at, limit).map_err(|source| ElfError::Read { what, source })?;
+        let bytes = r
+            .read_range(at, limit)
+            .map_err(|source| ElfError::Read { what, source })?;
         let end = bytes.iter().position(|&b| b == 0).ok_or_else(|| {
             ElfError::Malformed(format!(
                 "{what} string at index {index} is unterminated or longer than {MAX_STRING_LEN} bytes"
@@ -389,7 +471,8 @@ impl StrTab {
 }
 
 fn utf8(bytes: &[u8], what: &str) -> Result<String, ElfError> {
-    String::from_utf8(bytes.to_vec()).map_err(|_| ElfError::Malformed(format!("{what} is not valid UTF-8")))
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| ElfError::Malformed(format!("{what} is not valid UTF-8")))
 }
 
 /// Emits small but loader-valid ELF files, for tests here and in `prefetch`.
@@ -410,7 +493,11 @@ pub(crate) mod build {
     /// string table, dynamic section. One PT_LOAD at vaddr 0x400000 maps the whole file.
     pub(crate) fn elf64(spec: &Spec<'_>) -> Vec<u8> {
         const BASE: u64 = 0x40_0000;
-        let machine = if spec.machine == 0 { super::machine::X86_64 } else { spec.machine };
+        let machine = if spec.machine == 0 {
+            super::machine::X86_64
+        } else {
+            spec.machine
+        };
         let phnum = 3u64;
         let interp_off = 64 + 56 * phnum;
         let interp = spec.interp.map(|s| format!("{s}\0")).unwrap_or_default();
@@ -454,7 +541,11 @@ pub(crate) mod build {
             }
         };
         // An empty PT_INTERP is written as a NULL segment so "no interpreter" round-trips.
-        phdr(if interp.is_empty() { 0 } else { 3 }, interp_off, interp.len() as u64);
+        phdr(
+            if interp.is_empty() { 0 } else { 3 },
+            interp_off,
+            interp.len() as u64,
+        );
         phdr(1, 0, total);
         phdr(2, dyn_off, 16 * dynamic.len() as u64);
         out.extend_from_slice(interp.as_bytes());

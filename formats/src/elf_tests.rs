@@ -25,7 +25,10 @@ fn synthetic_binary_round_trips() {
     assert_eq!(info.machine, machine::X86_64);
     assert_eq!(info.e_type, 3);
     assert!(info.dynamic);
-    assert_eq!(info.interpreter.as_deref(), Some("/lib64/ld-linux-x86-64.so.2"));
+    assert_eq!(
+        info.interpreter.as_deref(),
+        Some("/lib64/ld-linux-x86-64.so.2")
+    );
     assert_eq!(info.needed, ["libm.so.6", "libc.so.6"]);
     assert_eq!(info.runpath.as_deref(), Some("$ORIGIN/../lib:/opt/lib"));
     assert_eq!(info.rpath, None);
@@ -58,7 +61,12 @@ fn elf32_big_endian() {
     let str_off = interp_off + interp.len() as u32;
     let strtab = b"\0libc.so.6\0";
     let dyn_off = str_off + strtab.len() as u32;
-    let dynamic: [(u32, u32); 4] = [(1, 1), (5, 0x1000 + str_off), (10, strtab.len() as u32), (0, 0)];
+    let dynamic: [(u32, u32); 4] = [
+        (1, 1),
+        (5, 0x1000 + str_off),
+        (10, strtab.len() as u32),
+        (0, 0),
+    ];
     let total = dyn_off + 8 * dynamic.len() as u32;
     for (t, off, size, vaddr) in [
         (3u32, interp_off, interp.len() as u32, 0x1000 + interp_off),
@@ -76,7 +84,10 @@ fn elf32_big_endian() {
         f.extend_from_slice(&v.to_be_bytes());
     }
     let info = parse(&f).unwrap().unwrap();
-    assert_eq!((info.class, info.endian, info.machine, info.e_type), (ElfClass::Elf32, Endian::Big, machine::MIPS, 2));
+    assert_eq!(
+        (info.class, info.endian, info.machine, info.e_type),
+        (ElfClass::Elf32, Endian::Big, machine::MIPS, 2)
+    );
     assert_eq!(info.interpreter.as_deref(), Some("/lib/ld.so.1"));
     assert_eq!(info.needed, ["libc.so.6"]);
 }
@@ -91,7 +102,11 @@ fn static_file_without_program_headers() {
 
 #[test]
 fn hostile_inputs_error_without_panicking() {
-    let good = elf64(&Spec { interp: Some("/lib/ld.so"), needed: &["liba.so"], ..Spec::default() });
+    let good = elf64(&Spec {
+        interp: Some("/lib/ld.so"),
+        needed: &["liba.so"],
+        ..Spec::default()
+    });
     // Truncated anywhere: an error (or, before the magic is complete, not ELF), never a panic.
     for len in 0..good.len() {
         let _ = parse(&good[..len]);
@@ -105,12 +120,26 @@ fn hostile_inputs_error_without_panicking() {
     let mut huge_phnum = good.clone();
     huge_phnum[56..58].copy_from_slice(&0xffffu16.to_le_bytes());
     let err = parse(&huge_phnum).unwrap_err();
-    assert!(matches!(err, ElfError::TooMany { what: "program header", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            ElfError::TooMany {
+                what: "program header",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
 
     let mut far_phoff = good.clone();
     far_phoff[32..40].copy_from_slice(&u64::MAX.to_le_bytes());
-    assert!(parse(&far_phoff).unwrap_err().to_string().contains("past the end"));
+    assert!(
+        parse(&far_phoff)
+            .unwrap_err()
+            .to_string()
+            .contains("past the end")
+    );
 
     let mut bad_entsize = good.clone();
     bad_entsize[54..56].copy_from_slice(&1u16.to_le_bytes());
@@ -129,7 +158,13 @@ fn hostile_inputs_error_without_panicking() {
     let ph2 = 64 + 2 * 56;
     let mut huge_dyn = good.clone();
     huge_dyn[ph2 + 32..ph2 + 40].copy_from_slice(&(16 * 70_000u64).to_le_bytes());
-    assert!(matches!(parse(&huge_dyn), Err(ElfError::TooMany { what: "dynamic entry", .. })));
+    assert!(matches!(
+        parse(&huge_dyn),
+        Err(ElfError::TooMany {
+            what: "dynamic entry",
+            ..
+        })
+    ));
 
     // A string index far past the string table.
     let dyn_off = good.len() - 16 * 4;
@@ -140,19 +175,28 @@ fn hostile_inputs_error_without_panicking() {
     // DT_STRTAB outside every PT_LOAD.
     let mut unmapped = good.clone();
     unmapped[dyn_off + 16 + 8..dyn_off + 32].copy_from_slice(&0x10u64.to_le_bytes());
-    assert!(parse(&unmapped).unwrap_err().to_string().contains("no PT_LOAD"));
+    assert!(
+        parse(&unmapped)
+            .unwrap_err()
+            .to_string()
+            .contains("no PT_LOAD")
+    );
 }
 
 #[test]
 fn unterminated_or_overlong_strings_are_errors() {
     // Dynamic: NEEDED, STRTAB, STRSZ, NULL. Point NEEDED at bytes appended past everything,
     // and turn DT_STRSZ into an ignored tag so only the file end and the length bound apply.
-    let base = elf64(&Spec { needed: &["libz.so.1"], ..Spec::default() });
+    let base = elf64(&Spec {
+        needed: &["libz.so.1"],
+        ..Spec::default()
+    });
     let dyn_off = base.len() - 16 * 4;
     let strtab_off = dyn_off - "\0libz.so.1\0".len();
     for (tail, want) in [(10, "unterminated"), (5000, "longer than")] {
         let mut bytes = base.clone();
-        bytes[dyn_off + 8..dyn_off + 16].copy_from_slice(&((base.len() - strtab_off) as u64).to_le_bytes());
+        bytes[dyn_off + 8..dyn_off + 16]
+            .copy_from_slice(&((base.len() - strtab_off) as u64).to_le_bytes());
         bytes[dyn_off + 32..dyn_off + 40].copy_from_slice(&0x7fffu64.to_le_bytes());
         bytes.extend(std::iter::repeat_n(b'A', tail));
         let err = parse(&bytes).unwrap_err().to_string();
@@ -161,29 +205,50 @@ fn unterminated_or_overlong_strings_are_errors() {
 }
 
 fn readelf_dynamic(path: &str) -> Option<(Vec<String>, Option<String>)> {
-    let out = std::process::Command::new("readelf").args(["-W", "-d", "-l", path]).output().ok()?;
+    let out = std::process::Command::new("readelf")
+        .args(["-W", "-d", "-l", path])
+        .output()
+        .ok()?;
     if !out.status.success() {
         return None;
     }
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let bracketed = |line: &str| line.split_once('[').and_then(|(_, r)| r.split_once(']')).map(|(s, _)| s.to_owned());
-    let needed = text.lines().filter(|l| l.contains("(NEEDED)")).filter_map(bracketed).collect();
+    let bracketed = |line: &str| {
+        line.split_once('[')
+            .and_then(|(_, r)| r.split_once(']'))
+            .map(|(s, _)| s.to_owned())
+    };
+    let needed = text
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(bracketed)
+        .collect();
     let interp = text
         .lines()
         .find(|l| l.contains("Requesting program interpreter:"))
-        .and_then(|l| l.split_once(": ").map(|(_, r)| r.trim_end_matches(']').to_owned()));
+        .and_then(|l| {
+            l.split_once(": ")
+                .map(|(_, r)| r.trim_end_matches(']').to_owned())
+        });
     Some((needed, interp))
 }
 
 #[test]
 fn host_binaries_match_readelf() {
-    for path in ["/bin/ls", "/usr/bin/python3", "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"] {
+    for path in [
+        "/bin/ls",
+        "/usr/bin/python3",
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib64/ld-linux-x86-64.so.2",
+    ] {
         let Ok(file) = std::fs::File::open(path) else {
             eprintln!("skipping {path}: absent");
             continue;
         };
         let r = FileReadAt::new(file).unwrap();
-        let info = parse_elf(&r).unwrap().unwrap_or_else(|| panic!("{path} is not ELF"));
+        let info = parse_elf(&r)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{path} is not ELF"));
         assert!(info.dynamic || info.needed.is_empty(), "{path}");
         if path.ends_with("libc.so.6") {
             assert_eq!(info.soname.as_deref(), Some("libc.so.6"));

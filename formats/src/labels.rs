@@ -54,7 +54,10 @@ pub fn validate_label(key: &str, value: &str) -> Result<(), LabelError> {
     while !key.is_char_boundary(cut) {
         cut -= 1;
     }
-    Err(LabelError::TooLarge { key: key[..cut].to_owned(), total })
+    Err(LabelError::TooLarge {
+        key: key[..cut].to_owned(),
+        total,
+    })
 }
 
 /// Checks every label with [`validate_label`], stopping at the first bad
@@ -70,7 +73,9 @@ where
     K: AsRef<str>,
     V: AsRef<str>,
 {
-    labels.into_iter().try_for_each(|(key, value)| validate_label(key.as_ref(), value.as_ref()))
+    labels
+        .into_iter()
+        .try_for_each(|(key, value)| validate_label(key.as_ref(), value.as_ref()))
 }
 
 #[cfg(test)]
@@ -103,15 +108,31 @@ mod tests {
     #[test]
     fn long_keys() {
         let key = "s".repeat(KEY_MAX_LEN + 1);
-        assert_eq!(validate_label(&key, &"v".repeat(MAX_LABEL_SIZE - key.len())), Ok(()));
+        assert_eq!(
+            validate_label(&key, &"v".repeat(MAX_LABEL_SIZE - key.len())),
+            Ok(())
+        );
 
         let key = "s".repeat(KEY_MAX_LEN + 12);
-        let err = validate_label(&key, &"v".repeat(MAX_LABEL_SIZE - key.len() + 1)).expect_err("one over");
-        assert_eq!(err, LabelError::TooLarge { key: "s".repeat(KEY_MAX_LEN), total: MAX_LABEL_SIZE + 1 });
+        let err = validate_label(&key, &"v".repeat(MAX_LABEL_SIZE - key.len() + 1))
+            .expect_err("one over");
+        assert_eq!(
+            err,
+            LabelError::TooLarge {
+                key: "s".repeat(KEY_MAX_LEN),
+                total: MAX_LABEL_SIZE + 1
+            }
+        );
 
         let key = "s".repeat(KEY_MAX_LEN - 1);
-        assert_eq!(validate_label(&key, &"v".repeat(MAX_LABEL_SIZE - key.len())), Ok(()));
-        assert_eq!(validate_label(&key, &"v".repeat(MAX_LABEL_SIZE - key.len() - 1)), Ok(()));
+        assert_eq!(
+            validate_label(&key, &"v".repeat(MAX_LABEL_SIZE - key.len())),
+            Ok(())
+        );
+        assert_eq!(
+            validate_label(&key, &"v".repeat(MAX_LABEL_SIZE - key.len() - 1)),
+            Ok(())
+        );
     }
 
     #[test]

@@ -25,7 +25,10 @@ pub trait ReadAt: Send + Sync {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
-                        format!("read past end of blob (offset {offset}, size {})", self.size()),
+                        format!(
+                            "read past end of blob (offset {offset}, size {})",
+                            self.size()
+                        ),
                     ));
                 }
                 Ok(n) => {
@@ -56,7 +59,9 @@ impl ReadAt for [u8] {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        let Ok(start) = usize::try_from(offset) else { return Ok(0) };
+        let Ok(start) = usize::try_from(offset) else {
+            return Ok(0);
+        };
         if start >= self.len() {
             return Ok(0);
         }
@@ -107,7 +112,9 @@ impl ReadAt for FileReadAt {
         if offset >= self.size {
             return Ok(0);
         }
-        let max = usize::try_from(self.size - offset).unwrap_or(usize::MAX).min(buf.len());
+        let max = usize::try_from(self.size - offset)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
         self.file.read_at(&mut buf[..max], offset)
     }
 }
@@ -162,7 +169,8 @@ impl<R: ReadAt> io::Seek for ReadAtCursor<R> {
             io::SeekFrom::End(d) => self.inner.size().checked_add_signed(d),
             io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
         };
-        self.pos = new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before start"))?;
+        self.pos =
+            new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before start"))?;
         Ok(self.pos)
     }
 }

@@ -39,15 +39,27 @@ pub trait ChunkSource: Send + Sync {
     /// Appends bytes `range` of `chunk` (offsets inside the chunk, within its size) to
     /// `out`. The default takes them from [`Self::chunk`]; a source holding verified chunks
     /// on disk reads just the range, so a FUSE read never needs the whole chunk in memory.
-    fn read_chunk(&self, file: &FileRef<'_>, chunk: &Chunk, range: Range<usize>, out: &mut Vec<u8>) -> io::Result<()> {
+    fn read_chunk(
+        &self,
+        file: &FileRef<'_>,
+        chunk: &Chunk,
+        range: Range<usize>,
+        out: &mut Vec<u8>,
+    ) -> io::Result<()> {
         let data = self.chunk(file, chunk)?;
         if data.len() as u64 != chunk.chunk_size {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("chunk source returned {} bytes for a chunk of {}", data.len(), chunk.chunk_size),
+                format!(
+                    "chunk source returned {} bytes for a chunk of {}",
+                    data.len(),
+                    chunk.chunk_size
+                ),
             ));
         }
-        let bytes = data.get(range).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range outside the chunk"))?;
+        let bytes = data.get(range).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "range outside the chunk")
+        })?;
         out.extend_from_slice(bytes);
         Ok(())
     }
@@ -110,7 +122,10 @@ impl<R: ReadAt> ChunkSource for EstargzChunkSource<R> {
         if let Some(data) = self.recent_chunk(&chunk.digest) {
             return Ok(data);
         }
-        let data = self.reader.read_chunk_shared(file.path, chunk).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let data = self
+            .reader
+            .read_chunk_shared(file.path, chunk)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         self.remember(chunk.digest.clone(), Arc::clone(&data));
         Ok(data)
     }

@@ -380,7 +380,12 @@ impl LayerFs {
                 libc::EIO
             })?;
             if r.payload().len() - before != to - from {
-                error!(layer = file.layer, file = file.path, chunk_offset = chunk.chunk_offset, "chunk source returned the wrong number of bytes; read fails with EIO");
+                error!(
+                    layer = file.layer,
+                    file = file.path,
+                    chunk_offset = chunk.chunk_offset,
+                    "chunk source returned the wrong number of bytes; read fails with EIO"
+                );
                 return Err(libc::EIO);
             }
             pos = chunk.chunk_offset + to as u64;

@@ -23,7 +23,10 @@ use std::path::Path;
 pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
     let meta = std::fs::symlink_metadata(src).map_err(|e| context("stat", src, e))?;
     if !meta.is_dir() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("copy {}: not a directory", src.display())));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("copy {}: not a directory", src.display()),
+        ));
     }
     let mut links = HashMap::new();
     copy_dir_contents(src, dst, &mut links)?;
@@ -35,7 +38,11 @@ fn context(what: &str, path: &Path, e: io::Error) -> io::Error {
 }
 
 /// `links` maps (device, inode) of multiply-linked sources to their first copy.
-fn copy_dir_contents(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), std::path::PathBuf>) -> io::Result<()> {
+fn copy_dir_contents(
+    src: &Path,
+    dst: &Path,
+    links: &mut HashMap<(u64, u64), std::path::PathBuf>,
+) -> io::Result<()> {
     let entries = std::fs::read_dir(src).map_err(|e| context("list", src, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| context("list", src, e))?;
@@ -44,7 +51,10 @@ fn copy_dir_contents(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), std
         let meta = std::fs::symlink_metadata(&from).map_err(|e| context("stat", &from, e))?;
         let ft = meta.file_type();
         if ft.is_dir() {
-            std::fs::DirBuilder::new().mode(0o700).create(&to).map_err(|e| context("create", &to, e))?;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&to)
+                .map_err(|e| context("create", &to, e))?;
             copy_dir_contents(&from, &to, links)?;
             apply_metadata(&from, &to, &meta)?;
             continue;
@@ -52,7 +62,10 @@ fn copy_dir_contents(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), std
         if ft.is_socket() {
             continue;
         }
-        if let Some(first) = links.get(&(meta.dev(), meta.ino())).filter(|_| meta.nlink() > 1) {
+        if let Some(first) = links
+            .get(&(meta.dev(), meta.ino()))
+            .filter(|_| meta.nlink() > 1)
+        {
             std::fs::hard_link(first, &to).map_err(|e| context("link", &to, e))?;
             continue;
         }
@@ -60,7 +73,8 @@ fn copy_dir_contents(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), std
             copy_file(&from, &to, &meta)?;
         } else if ft.is_symlink() {
             let target = std::fs::read_link(&from).map_err(|e| context("read link", &from, e))?;
-            std::os::unix::fs::symlink(&target, &to).map_err(|e| context("create symlink", &to, e))?;
+            std::os::unix::fs::symlink(&target, &to)
+                .map_err(|e| context("create symlink", &to, e))?;
         } else {
             make_node(&to, &meta)?;
         }
@@ -73,13 +87,20 @@ fn copy_dir_contents(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), std
 }
 
 fn cpath(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
 fn make_node(to: &Path, meta: &Metadata) -> io::Result<()> {
     let c = cpath(to)?;
     // SAFETY: c is a valid NUL-terminated path alive for the call.
-    let rc = unsafe { libc::mknod(c.as_ptr(), meta.mode() as libc::mode_t, meta.rdev() as libc::dev_t) };
+    let rc = unsafe {
+        libc::mknod(
+            c.as_ptr(),
+            meta.mode() as libc::mode_t,
+            meta.rdev() as libc::dev_t,
+        )
+    };
     if rc != 0 {
         return Err(context("create node", to, io::Error::last_os_error()));
     }
@@ -88,8 +109,11 @@ fn make_node(to: &Path, meta: &Metadata) -> io::Result<()> {
 
 /// Copies a regular file: a reflink when possible, else its data segments.
 fn copy_file(from: &Path, to: &Path, meta: &Metadata) -> io::Result<()> {
-    let src =
-        OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(from).map_err(|e| context("open", from, e))?;
+    let src = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(from)
+        .map_err(|e| context("open", from, e))?;
     let dst = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -110,7 +134,8 @@ fn copy_file(from: &Path, to: &Path, meta: &Metadata) -> io::Result<()> {
 fn copy_segments(src: &File, dst: &File, len: u64) -> io::Result<()> {
     dst.set_len(len)?;
     let mut offset: i64 = 0;
-    let end = i64::try_from(len).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file too large"))?;
+    let end = i64::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file too large"))?;
     while offset < end {
         // SAFETY: lseek on an open descriptor.
         let data = unsafe { libc::lseek(src.as_raw_fd(), offset, libc::SEEK_DATA) };
@@ -142,18 +167,34 @@ fn copy_range(src: &File, dst: &File, start: i64, end: i64) -> io::Result<()> {
     let mut kernel_copy = true;
     let mut buf = Vec::new();
     while off_in < end {
-        let want = usize::try_from(end - off_in).unwrap_or(usize::MAX).min(1 << 30);
+        let want = usize::try_from(end - off_in)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
         if kernel_copy {
             // SAFETY: both descriptors are open; the offsets are valid for the call.
-            let n = unsafe { libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), &mut off_out, want, 0) };
+            let n = unsafe {
+                libc::copy_file_range(
+                    src.as_raw_fd(),
+                    &mut off_in,
+                    dst.as_raw_fd(),
+                    &mut off_out,
+                    want,
+                    0,
+                )
+            };
             if n > 0 {
                 continue;
             }
             if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being copied"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shrank while being copied",
+                ));
             }
             match io::Error::last_os_error().raw_os_error() {
-                Some(libc::EXDEV | libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP | libc::EPERM) => kernel_copy = false,
+                Some(
+                    libc::EXDEV | libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP | libc::EPERM,
+                ) => kernel_copy = false,
                 _ => return Err(io::Error::last_os_error()),
             }
         }
@@ -161,7 +202,10 @@ fn copy_range(src: &File, dst: &File, start: i64, end: i64) -> io::Result<()> {
         buf.resize(want.min(1 << 20), 0);
         let n = src.read_at(&mut buf, off_in as u64)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being copied"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while being copied",
+            ));
         }
         dst.write_all_at(&buf[..n], off_out as u64)?;
         off_in += n as i64;
@@ -174,18 +218,33 @@ fn copy_range(src: &File, dst: &File, start: i64, end: i64) -> io::Result<()> {
 /// chown clears setuid bits and security.capability, so the mode and xattrs come after.
 fn apply_metadata(from: &Path, to: &Path, meta: &Metadata) -> io::Result<()> {
     let is_link = meta.file_type().is_symlink();
-    std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid())).map_err(|e| context("chown", to, e))?;
+    std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid()))
+        .map_err(|e| context("chown", to, e))?;
     copy_xattrs(from, to)?;
     if !is_link {
-        std::fs::set_permissions(to, std::fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(|e| context("chmod", to, e))?;
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .map_err(|e| context("chmod", to, e))?;
     }
     let times = [
-        libc::timespec { tv_sec: meta.atime() as libc::time_t, tv_nsec: meta.atime_nsec() as libc::c_long },
-        libc::timespec { tv_sec: meta.mtime() as libc::time_t, tv_nsec: meta.mtime_nsec() as libc::c_long },
+        libc::timespec {
+            tv_sec: meta.atime() as libc::time_t,
+            tv_nsec: meta.atime_nsec() as libc::c_long,
+        },
+        libc::timespec {
+            tv_sec: meta.mtime() as libc::time_t,
+            tv_nsec: meta.mtime_nsec() as libc::c_long,
+        },
     ];
     let c = cpath(to)?;
     // SAFETY: c is a valid path and times a two-element array, both alive for the call.
-    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     if rc != 0 {
         return Err(context("set times of", to, io::Error::last_os_error()));
     }
@@ -204,7 +263,8 @@ fn copy_xattrs(from: &Path, to: &Path) -> io::Result<()> {
     })
     .map_err(|e| context("list xattrs of", from, e))?;
     for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let cname = CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "xattr name with NUL"))?;
+        let cname = CString::new(name)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "xattr name with NUL"))?;
         let value = match read_xattr_buf(|buf, len| {
             // SAFETY: as above; cname is a valid NUL-terminated name.
             unsafe { libc::lgetxattr(src.as_ptr(), cname.as_ptr(), buf.cast(), len) }
@@ -215,12 +275,26 @@ fn copy_xattrs(from: &Path, to: &Path) -> io::Result<()> {
             Err(e) => return Err(context("read xattr of", from, e)),
         };
         // SAFETY: value is a live buffer of value.len() bytes.
-        let rc = unsafe { libc::lsetxattr(dst.as_ptr(), cname.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+        let rc = unsafe {
+            libc::lsetxattr(
+                dst.as_ptr(),
+                cname.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
         if rc != 0 {
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
                 Some(libc::EOPNOTSUPP | libc::EPERM) => continue,
-                _ => return Err(context(&format!("set xattr {} on", String::from_utf8_lossy(name)), to, e)),
+                _ => {
+                    return Err(context(
+                        &format!("set xattr {} on", String::from_utf8_lossy(name)),
+                        to,
+                        e,
+                    ));
+                }
             }
         }
     }
@@ -233,7 +307,11 @@ fn read_xattr_buf(mut call: impl FnMut(*mut u8, usize) -> libc::ssize_t) -> io::
         let size = call(std::ptr::null_mut(), 0);
         if size < 0 {
             let e = io::Error::last_os_error();
-            return if e.raw_os_error() == Some(libc::EOPNOTSUPP) { Ok(Vec::new()) } else { Err(e) };
+            return if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+                Ok(Vec::new())
+            } else {
+                Err(e)
+            };
         }
         let mut buf = vec![0u8; size as usize];
         if buf.is_empty() {

@@ -17,17 +17,27 @@ use crate::Usage;
 ///
 /// `root` cannot be read, or a directory in it cannot be listed.
 pub fn disk_usage(root: &Path) -> io::Result<Usage> {
-    let context = |path: &Path, e: io::Error| io::Error::new(e.kind(), format!("disk usage of {}: {e}", path.display()));
+    let context = |path: &Path, e: io::Error| {
+        io::Error::new(e.kind(), format!("disk usage of {}: {e}", path.display()))
+    };
     let mut seen: HashSet<(u64, u64)> = HashSet::new();
     let mut size: i64 = 0;
     let mut count = |meta: &std::fs::Metadata, size: &mut i64| {
         if seen.insert((meta.dev(), meta.ino())) {
-            *size = size.saturating_add(i64::try_from(meta.blocks()).unwrap_or(i64::MAX).saturating_mul(512));
+            *size = size.saturating_add(
+                i64::try_from(meta.blocks())
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(512),
+            );
         }
     };
     let meta = std::fs::symlink_metadata(root).map_err(|e| context(root, e))?;
     count(&meta, &mut size);
-    let mut pending: Vec<PathBuf> = if meta.is_dir() { vec![root.to_path_buf()] } else { Vec::new() };
+    let mut pending: Vec<PathBuf> = if meta.is_dir() {
+        vec![root.to_path_buf()]
+    } else {
+        Vec::new()
+    };
     while let Some(dir) = pending.pop() {
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
@@ -47,7 +57,10 @@ pub fn disk_usage(root: &Path) -> io::Result<Usage> {
             }
         }
     }
-    Ok(Usage { inodes: i64::try_from(seen.len()).unwrap_or(i64::MAX), size })
+    Ok(Usage {
+        inodes: i64::try_from(seen.len()).unwrap_or(i64::MAX),
+        size,
+    })
 }
 
 #[cfg(test)]
@@ -70,7 +83,10 @@ mod tests {
         let usage = disk_usage(&root).unwrap();
         // root, sub, file (twice linked, once counted), symlink.
         assert_eq!(usage.inodes, 4);
-        let want = blocks(&root) + blocks(&root.join("sub")) + blocks(&root.join("sub/file")) + blocks(&root.join("etc"));
+        let want = blocks(&root)
+            + blocks(&root.join("sub"))
+            + blocks(&root.join("sub/file"))
+            + blocks(&root.join("etc"));
         assert_eq!(usage.size, want);
         assert!(usage.size >= 10_000);
     }

@@ -14,7 +14,10 @@ pub struct SnapshotError {
 impl SnapshotError {
     /// An error of `kind` with `message` (which names the snapshot and the cause).
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self {
+            kind,
+            message: message.into(),
+        }
     }
 
     /// `snapshot {key}: not found`-style errors.

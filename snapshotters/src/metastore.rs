@@ -55,8 +55,12 @@ struct Record {
 
 impl Record {
     fn kind(&self, key: &str) -> Result<Kind, SnapshotError> {
-        Kind::from_i32(i32::from(self.kind))
-            .ok_or_else(|| SnapshotError::internal(format!("snapshot {key}: stored kind {} is not valid", self.kind)))
+        Kind::from_i32(i32::from(self.kind)).ok_or_else(|| {
+            SnapshotError::internal(format!(
+                "snapshot {key}: stored kind {} is not valid",
+                self.kind
+            ))
+        })
     }
 
     fn info(&self, key: &str) -> Result<Info, SnapshotError> {
@@ -71,7 +75,10 @@ impl Record {
     }
 
     fn usage(&self) -> Usage {
-        Usage { inodes: self.inodes, size: self.size }
+        Usage {
+            inodes: self.inodes,
+            size: self.size,
+        }
     }
 }
 
@@ -89,7 +96,8 @@ pub struct Snapshot {
 
 /// Nanoseconds since the epoch (containerd keeps nanosecond precision).
 fn to_nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 fn from_nanos(n: u64) -> SystemTime {
@@ -108,7 +116,8 @@ fn stored_labels(labels: Labels) -> Labels {
 }
 
 fn check_labels(what: &str, labels: &Labels) -> Result<(), SnapshotError> {
-    validate_labels(labels).map_err(|e| SnapshotError::new(e.kind(), format!("snapshot {what}: {e}")))
+    validate_labels(labels)
+        .map_err(|e| SnapshotError::new(e.kind(), format!("snapshot {what}: {e}")))
 }
 
 /// The metadata database of one snapshotter root. Share it behind an `Arc` or own it in
@@ -133,12 +142,23 @@ impl MetaStore {
             Err(DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(SnapshotError::new(
                     ErrorKind::Unavailable,
-                    format!("snapshot metadata {}: held open by another process (is `strata serve` running?)", path.display()),
+                    format!(
+                        "snapshot metadata {}: held open by another process (is `strata serve` running?)",
+                        path.display()
+                    ),
                 ));
             }
-            Err(e) => return Err(SnapshotError::internal(format!("snapshot metadata {}: open: {e}", path.display()))),
+            Err(e) => {
+                return Err(SnapshotError::internal(format!(
+                    "snapshot metadata {}: open: {e}",
+                    path.display()
+                )));
+            }
         };
-        let store = MetaStore { path: path.to_path_buf(), db: RwLock::new(Some(Arc::new(db))) };
+        let store = MetaStore {
+            path: path.to_path_buf(),
+            db: RwLock::new(Some(Arc::new(db))),
+        };
         store.write(|txn| {
             let t = txn.writer()?;
             t.open_table(SNAPSHOTS).map_err(|e| txn.err(e))?;
@@ -155,29 +175,51 @@ impl MetaStore {
     }
 
     fn database(&self) -> Result<Arc<Database>, SnapshotError> {
-        let guard = self.db.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let guard = self
+            .db
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         guard.clone().ok_or_else(|| {
-            SnapshotError::failed_precondition(format!("snapshot metadata {}: the snapshotter is closed", self.path.display()))
+            SnapshotError::failed_precondition(format!(
+                "snapshot metadata {}: the snapshotter is closed",
+                self.path.display()
+            ))
         })
     }
 
     /// Runs `f` in a read transaction (a consistent snapshot of the store).
-    pub fn read<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, SnapshotError>) -> Result<T, SnapshotError> {
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, SnapshotError>,
+    ) -> Result<T, SnapshotError> {
         let db = self.database()?;
         let txn = db.begin_read().map_err(|e| self.err(e))?;
-        f(&Transaction { path: &self.path, inner: Inner::Read(txn) })
+        f(&Transaction {
+            path: &self.path,
+            inner: Inner::Read(txn),
+        })
     }
 
     /// Runs `f` in the write transaction (one at a time; others wait) and commits it,
     /// durably, if `f` succeeds. When `f` fails nothing it did to the store remains.
-    pub fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, SnapshotError>) -> Result<T, SnapshotError> {
+    pub fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, SnapshotError>,
+    ) -> Result<T, SnapshotError> {
         let db = self.database()?;
         let txn = db.begin_write().map_err(|e| self.err(e))?;
-        let txn = Transaction { path: &self.path, inner: Inner::Write(Box::new(txn)) };
+        let txn = Transaction {
+            path: &self.path,
+            inner: Inner::Write(Box::new(txn)),
+        };
         let out = f(&txn)?;
         match txn.inner {
             Inner::Write(t) => t.commit().map_err(|e| self.err(e))?,
-            Inner::Read(_) => return Err(SnapshotError::internal("invariant: write() holds a write transaction")),
+            Inner::Read(_) => {
+                return Err(SnapshotError::internal(
+                    "invariant: write() holds a write transaction",
+                ));
+            }
         }
         Ok(out)
     }
@@ -186,7 +228,10 @@ impl MetaStore {
     /// closing twice is not an error. A transaction still running finishes first: the
     /// file is released when it ends.
     pub fn close(&self) {
-        let mut guard = self.db.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = self
+            .db
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         guard.take();
     }
 
@@ -209,12 +254,17 @@ pub struct Transaction<'a> {
 impl std::fmt::Debug for Transaction<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let writable = matches!(self.inner, Inner::Write(_));
-        f.debug_struct("Transaction").field("path", &self.path).field("writable", &writable).finish()
+        f.debug_struct("Transaction")
+            .field("path", &self.path)
+            .field("writable", &writable)
+            .finish()
     }
 }
 
 fn decode(key: &str, bytes: &[u8]) -> Result<Record, SnapshotError> {
-    serde_json::from_slice(bytes).map_err(|e| SnapshotError::internal(format!("snapshot {key}: stored record is corrupt: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| {
+        SnapshotError::internal(format!("snapshot {key}: stored record is corrupt: {e}"))
+    })
 }
 
 fn all_records<T>(table: &T) -> Result<Vec<(String, Vec<u8>)>, redb::StorageError>
@@ -237,7 +287,9 @@ impl Transaction<'_> {
     fn writer(&self) -> Result<&redb::WriteTransaction, SnapshotError> {
         match &self.inner {
             Inner::Write(t) => Ok(t),
-            Inner::Read(_) => Err(SnapshotError::internal("invariant: changing the store needs a write transaction")),
+            Inner::Read(_) => Err(SnapshotError::internal(
+                "invariant: changing the store needs a write transaction",
+            )),
         }
     }
 
@@ -245,11 +297,17 @@ impl Transaction<'_> {
         let bytes = match &self.inner {
             Inner::Read(t) => {
                 let table = t.open_table(SNAPSHOTS).map_err(|e| self.err(e))?;
-                table.get(key).map_err(|e| self.err(e))?.map(|v| v.value().to_vec())
+                table
+                    .get(key)
+                    .map_err(|e| self.err(e))?
+                    .map(|v| v.value().to_vec())
             }
             Inner::Write(t) => {
                 let table = t.open_table(SNAPSHOTS).map_err(|e| self.err(e))?;
-                table.get(key).map_err(|e| self.err(e))?.map(|v| v.value().to_vec())
+                table
+                    .get(key)
+                    .map_err(|e| self.err(e))?
+                    .map(|v| v.value().to_vec())
             }
         };
         Ok(bytes)
@@ -260,7 +318,8 @@ impl Transaction<'_> {
     }
 
     fn existing(&self, key: &str) -> Result<Record, SnapshotError> {
-        self.record(key)?.ok_or_else(|| SnapshotError::not_found(format!("snapshot {key}: not found")))
+        self.record(key)?
+            .ok_or_else(|| SnapshotError::not_found(format!("snapshot {key}: not found")))
     }
 
     fn records(&self) -> Result<Vec<(String, Record)>, SnapshotError> {
@@ -269,7 +328,9 @@ impl Transaction<'_> {
             Inner::Write(t) => all_records(&t.open_table(SNAPSHOTS).map_err(|e| self.err(e))?),
         }
         .map_err(|e| self.err(e))?;
-        rows.into_iter().map(|(k, v)| decode(&k, &v).map(|r| (k, r))).collect()
+        rows.into_iter()
+            .map(|(k, v)| decode(&k, &v).map(|r| (k, r)))
+            .collect()
     }
 
     /// The ids of `record`'s parents, nearest first.
@@ -277,9 +338,11 @@ impl Transaction<'_> {
         let mut ids = Vec::new();
         let mut next = record.parent.clone();
         while let Some(parent) = next {
-            let p = self
-                .record(&parent)?
-                .ok_or_else(|| SnapshotError::not_found(format!("snapshot {key}: parent {parent} in its chain not found")))?;
+            let p = self.record(&parent)?.ok_or_else(|| {
+                SnapshotError::not_found(format!(
+                    "snapshot {key}: parent {parent} in its chain not found"
+                ))
+            })?;
             ids.push(p.id);
             next = p.parent;
         }
@@ -301,9 +364,15 @@ impl Transaction<'_> {
         let record = self.existing(key)?;
         let kind = record.kind(key)?;
         if kind == Kind::Committed {
-            return Err(SnapshotError::failed_precondition(format!("snapshot {key}: is committed, not active or a view")));
+            return Err(SnapshotError::failed_precondition(format!(
+                "snapshot {key}: is committed, not active or a view"
+            )));
         }
-        Ok(Snapshot { id: record.id, kind, parent_ids: self.parent_ids(key, &record)? })
+        Ok(Snapshot {
+            id: record.id,
+            kind,
+            parent_ids: self.parent_ids(key, &record)?,
+        })
     }
 
     /// Every snapshot matching any of `filters` (containerd's syntax; empty matches all),
@@ -313,7 +382,8 @@ impl Transaction<'_> {
     ///
     /// InvalidArgument when a filter does not parse.
     pub fn walk(&self, filters: &[String]) -> Result<Vec<(u64, Info)>, SnapshotError> {
-        let filter = Filter::parse_any(filters).map_err(|e| SnapshotError::new(e.kind(), e.to_string()))?;
+        let filter =
+            Filter::parse_any(filters).map_err(|e| SnapshotError::new(e.kind(), e.to_string()))?;
         let mut out = Vec::new();
         for (key, record) in self.records()? {
             let info = record.info(&key)?;
@@ -326,23 +396,35 @@ impl Transaction<'_> {
 
     /// Every snapshot id with its key: the directories that must be kept.
     pub fn ids(&self) -> Result<BTreeMap<u64, String>, SnapshotError> {
-        Ok(self.records()?.into_iter().map(|(key, record)| (record.id, key)).collect())
+        Ok(self
+            .records()?
+            .into_iter()
+            .map(|(key, record)| (record.id, key))
+            .collect())
     }
 
     fn next_id(&self) -> Result<u64, SnapshotError> {
         let t = self.writer()?;
         let mut table = t.open_table(SEQUENCES).map_err(|e| self.err(e))?;
-        let last = table.get(ID_SEQUENCE).map_err(|e| self.err(e))?.map_or(0, |v| v.value());
-        let id = last.checked_add(1).ok_or_else(|| self.err("snapshot ids exhausted"))?;
+        let last = table
+            .get(ID_SEQUENCE)
+            .map_err(|e| self.err(e))?
+            .map_or(0, |v| v.value());
+        let id = last
+            .checked_add(1)
+            .ok_or_else(|| self.err("snapshot ids exhausted"))?;
         table.insert(ID_SEQUENCE, id).map_err(|e| self.err(e))?;
         Ok(id)
     }
 
     fn put(&self, key: &str, record: &Record) -> Result<(), SnapshotError> {
-        let bytes = serde_json::to_vec(record).map_err(|e| self.err(format!("encode snapshot {key}: {e}")))?;
+        let bytes = serde_json::to_vec(record)
+            .map_err(|e| self.err(format!("encode snapshot {key}: {e}")))?;
         let t = self.writer()?;
         let mut table = t.open_table(SNAPSHOTS).map_err(|e| self.err(e))?;
-        table.insert(key, bytes.as_slice()).map_err(|e| self.err(e))?;
+        table
+            .insert(key, bytes.as_slice())
+            .map_err(|e| self.err(e))?;
         Ok(())
     }
 
@@ -356,14 +438,18 @@ impl Transaction<'_> {
     fn link_child(&self, parent_id: u64, child_id: u64, child: &str) -> Result<(), SnapshotError> {
         let t = self.writer()?;
         let mut table = t.open_table(CHILDREN).map_err(|e| self.err(e))?;
-        table.insert((parent_id, child_id), child).map_err(|e| self.err(e))?;
+        table
+            .insert((parent_id, child_id), child)
+            .map_err(|e| self.err(e))?;
         Ok(())
     }
 
     fn unlink_child(&self, parent_id: u64, child_id: u64) -> Result<(), SnapshotError> {
         let t = self.writer()?;
         let mut table = t.open_table(CHILDREN).map_err(|e| self.err(e))?;
-        table.remove((parent_id, child_id)).map_err(|e| self.err(e))?;
+        table
+            .remove((parent_id, child_id))
+            .map_err(|e| self.err(e))?;
         Ok(())
     }
 
@@ -373,11 +459,19 @@ impl Transaction<'_> {
         let found = match &self.inner {
             Inner::Read(t) => {
                 let table = t.open_table(CHILDREN).map_err(|e| self.err(e))?;
-                table.range(range).map_err(|e| self.err(e))?.next().is_some()
+                table
+                    .range(range)
+                    .map_err(|e| self.err(e))?
+                    .next()
+                    .is_some()
             }
             Inner::Write(t) => {
                 let table = t.open_table(CHILDREN).map_err(|e| self.err(e))?;
-                table.range(range).map_err(|e| self.err(e))?.next().is_some()
+                table
+                    .range(range)
+                    .map_err(|e| self.err(e))?
+                    .next()
+                    .is_some()
             }
         };
         Ok(found)
@@ -391,25 +485,41 @@ impl Transaction<'_> {
     /// As containerd: InvalidArgument for an empty key, a committed `kind` or bad labels;
     /// NotFound when `parent` does not exist; InvalidArgument when it is not committed;
     /// AlreadyExists when `key` is taken.
-    pub fn create(&self, kind: Kind, key: &str, parent: &str, labels: Labels) -> Result<(Snapshot, Info), SnapshotError> {
+    pub fn create(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: &str,
+        labels: Labels,
+    ) -> Result<(Snapshot, Info), SnapshotError> {
         if key.is_empty() {
-            return Err(SnapshotError::invalid_argument("snapshot key must not be empty"));
+            return Err(SnapshotError::invalid_argument(
+                "snapshot key must not be empty",
+            ));
         }
         if kind == Kind::Committed {
-            return Err(SnapshotError::invalid_argument(format!("snapshot {key}: only active snapshots and views can be created")));
+            return Err(SnapshotError::invalid_argument(format!(
+                "snapshot {key}: only active snapshots and views can be created"
+            )));
         }
         check_labels(key, &labels)?;
         let mut parent_ids = Vec::new();
         if !parent.is_empty() {
-            let p = self.record(parent)?.ok_or_else(|| SnapshotError::not_found(format!("snapshot {key}: parent {parent} not found")))?;
+            let p = self.record(parent)?.ok_or_else(|| {
+                SnapshotError::not_found(format!("snapshot {key}: parent {parent} not found"))
+            })?;
             if p.kind(parent)? != Kind::Committed {
-                return Err(SnapshotError::invalid_argument(format!("snapshot {key}: parent {parent} is not a committed snapshot")));
+                return Err(SnapshotError::invalid_argument(format!(
+                    "snapshot {key}: parent {parent} is not a committed snapshot"
+                )));
             }
             parent_ids.push(p.id);
             parent_ids.extend(self.parent_ids(parent, &p)?);
         }
         if self.raw(key)?.is_some() {
-            return Err(SnapshotError::already_exists(format!("snapshot {key}: already exists")));
+            return Err(SnapshotError::already_exists(format!(
+                "snapshot {key}: already exists"
+            )));
         }
         let id = self.next_id()?;
         let t = now();
@@ -428,7 +538,14 @@ impl Transaction<'_> {
             self.link_child(parent_id, id, key)?;
         }
         let info = record.info(key)?;
-        Ok((Snapshot { id, kind, parent_ids }, info))
+        Ok((
+            Snapshot {
+                id,
+                kind,
+                parent_ids,
+            },
+            info,
+        ))
     }
 
     /// Turns the active snapshot `key` into the committed snapshot `name`, keeping its id
@@ -438,18 +555,30 @@ impl Transaction<'_> {
     ///
     /// InvalidArgument for an empty name or bad labels; NotFound when `key` does not
     /// exist; AlreadyExists when `name` does; FailedPrecondition when `key` is not active.
-    pub fn commit_active(&self, key: &str, name: &str, usage: Usage, labels: Labels) -> Result<u64, SnapshotError> {
+    pub fn commit_active(
+        &self,
+        key: &str,
+        name: &str,
+        usage: Usage,
+        labels: Labels,
+    ) -> Result<u64, SnapshotError> {
         if name.is_empty() {
-            return Err(SnapshotError::invalid_argument(format!("snapshot {key}: commit name must not be empty")));
+            return Err(SnapshotError::invalid_argument(format!(
+                "snapshot {key}: commit name must not be empty"
+            )));
         }
         check_labels(name, &labels)?;
         let record = self.existing(key)?;
         if self.raw(name)?.is_some() {
-            return Err(SnapshotError::already_exists(format!("snapshot {name}: already exists")));
+            return Err(SnapshotError::already_exists(format!(
+                "snapshot {name}: already exists"
+            )));
         }
         let kind = record.kind(key)?;
         if kind != Kind::Active {
-            return Err(SnapshotError::failed_precondition(format!("snapshot {key}: is {kind}, only active snapshots can be committed")));
+            return Err(SnapshotError::failed_precondition(format!(
+                "snapshot {key}: is {kind}, only active snapshots can be committed"
+            )));
         }
         let t = to_nanos(now());
         let committed = Record {
@@ -478,7 +607,9 @@ impl Transaction<'_> {
     pub fn remove(&self, key: &str) -> Result<(u64, Kind), SnapshotError> {
         let record = self.existing(key)?;
         if self.has_children(record.id)? {
-            return Err(SnapshotError::failed_precondition(format!("snapshot {key}: cannot remove a snapshot that has children")));
+            return Err(SnapshotError::failed_precondition(format!(
+                "snapshot {key}: cannot remove a snapshot that has children"
+            )));
         }
         if let Some(parent) = &record.parent {
             let p = self.existing(parent)?;
@@ -498,7 +629,9 @@ impl Transaction<'_> {
     pub fn update(&self, info: Info, fieldpaths: &[String]) -> Result<(u64, Info), SnapshotError> {
         let name = info.name.as_str();
         if name.is_empty() {
-            return Err(SnapshotError::invalid_argument("snapshot name must not be empty"));
+            return Err(SnapshotError::invalid_argument(
+                "snapshot name must not be empty",
+            ));
         }
         let mut record = self.existing(name)?;
         let mut labels = record.labels.clone();

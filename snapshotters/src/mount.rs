@@ -72,7 +72,12 @@ fn parse_options(options: &[String]) -> ParsedOptions {
 }
 
 fn cstring(bytes: &[u8], what: &str) -> io::Result<CString> {
-    CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{what} contains a NUL byte")))
+    CString::new(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what} contains a NUL byte"),
+        )
+    })
 }
 
 fn sys_mount(
@@ -92,7 +97,11 @@ fn sys_mount(
             data.map_or(std::ptr::null(), |s| s.as_ptr().cast()),
         )
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 impl Mount {
@@ -101,14 +110,34 @@ impl Mount {
     /// Bind mounts with `ro` are remounted read-only afterwards (the kernel ignores
     /// `MS_RDONLY` on the first bind call); propagation flags are applied last.
     pub fn mount(&self, target: &Path) -> io::Result<()> {
-        let target = if self.target.is_empty() { target.to_path_buf() } else { target.join(self.target.trim_start_matches('/')) };
+        let target = if self.target.is_empty() {
+            target.to_path_buf()
+        } else {
+            target.join(self.target.trim_start_matches('/'))
+        };
         let parsed = parse_options(&self.options);
         let source = cstring(self.source.as_bytes(), "mount source")?;
         let target_c = cstring(target.as_os_str().as_bytes(), "mount target")?;
         let fstype = cstring(self.kind.as_bytes(), "mount type")?;
-        let data = if parsed.data.is_empty() { None } else { Some(cstring(parsed.data.join(",").as_bytes(), "mount options")?) };
-        let context = |e: io::Error| io::Error::new(e.kind(), format!("mount {} ({}) on {}: {e}", self.source, self.kind, target.display()));
-        let too_long = data.as_ref().is_some_and(|d| d.as_bytes_with_nul().len() > page_size());
+        let data = if parsed.data.is_empty() {
+            None
+        } else {
+            Some(cstring(parsed.data.join(",").as_bytes(), "mount options")?)
+        };
+        let context = |e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "mount {} ({}) on {}: {e}",
+                    self.source,
+                    self.kind,
+                    target.display()
+                ),
+            )
+        };
+        let too_long = data
+            .as_ref()
+            .is_some_and(|d| d.as_bytes_with_nul().len() > page_size());
         match compact_lowerdirs(&parsed.data).filter(|_| too_long && self.kind == "overlay") {
             Some((common, compacted)) => {
                 // Relative lower directories resolve against the cwd of the mounting
@@ -116,9 +145,17 @@ impl Mount {
                 let target_abs = std::path::absolute(&target).map_err(context)?;
                 let target_abs = cstring(target_abs.as_os_str().as_bytes(), "mount target")?;
                 let data = cstring(compacted.join(",").as_bytes(), "mount options")?;
-                mount_from_dir(&common, &source, &target_abs, &fstype, parsed.flags, &data).map_err(context)?;
+                mount_from_dir(&common, &source, &target_abs, &fstype, parsed.flags, &data)
+                    .map_err(context)?;
             }
-            None => sys_mount(&source, &target_c, Some(&fstype), parsed.flags, data.as_ref()).map_err(context)?,
+            None => sys_mount(
+                &source,
+                &target_c,
+                Some(&fstype),
+                parsed.flags,
+                data.as_ref(),
+            )
+            .map_err(context)?,
         }
         let is_bind = parsed.flags & libc::MS_BIND != 0;
         if is_bind && parsed.flags & libc::MS_RDONLY != 0 && parsed.flags & libc::MS_REMOUNT == 0 {
@@ -146,7 +183,10 @@ fn page_size() -> usize {
 /// lower directories share no parent but `/`.
 fn compact_lowerdirs(data: &[String]) -> Option<(std::path::PathBuf, Vec<String>)> {
     let index = data.iter().position(|o| o.starts_with("lowerdir="))?;
-    let lowers: Vec<&Path> = data[index]["lowerdir=".len()..].split(':').map(Path::new).collect();
+    let lowers: Vec<&Path> = data[index]["lowerdir=".len()..]
+        .split(':')
+        .map(Path::new)
+        .collect();
     let first = lowers.first()?.parent()?;
     let mut common: std::path::PathBuf = first.to_path_buf();
     for lower in &lowers {
@@ -161,7 +201,10 @@ fn compact_lowerdirs(data: &[String]) -> Option<(std::path::PathBuf, Vec<String>
     }
     let relative: Vec<String> = lowers
         .iter()
-        .map(|l| l.strip_prefix(&common).map(|r| r.to_string_lossy().into_owned()))
+        .map(|l| {
+            l.strip_prefix(&common)
+                .map(|r| r.to_string_lossy().into_owned())
+        })
         .collect::<Result<_, _>>()
         .ok()?;
     let mut out = data.to_vec();
@@ -222,7 +265,10 @@ pub fn unmount_all(target: &Path, detach: bool) -> io::Result<()> {
             return match err.raw_os_error() {
                 // EINVAL: not a mount point (any more); ENOENT: gone.
                 Some(libc::EINVAL) | Some(libc::ENOENT) => Ok(()),
-                _ => Err(io::Error::new(err.kind(), format!("unmount {}: {err}", target.display()))),
+                _ => Err(io::Error::new(
+                    err.kind(),
+                    format!("unmount {}: {err}", target.display()),
+                )),
             };
         }
     }
@@ -234,27 +280,41 @@ mod tests {
 
     #[test]
     fn options_split_into_flags_and_data() {
-        let opts: Vec<String> = ["ro", "rbind", "rprivate", "lowerdir=/a:/b", "index=off"].iter().map(|s| s.to_string()).collect();
+        let opts: Vec<String> = ["ro", "rbind", "rprivate", "lowerdir=/a:/b", "index=off"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let p = parse_options(&opts);
         assert_eq!(p.flags, libc::MS_RDONLY | libc::MS_BIND | libc::MS_REC);
         assert_eq!(p.propagation, libc::MS_PRIVATE | libc::MS_REC);
-        assert_eq!(p.data, vec!["lowerdir=/a:/b".to_string(), "index=off".to_string()]);
+        assert_eq!(
+            p.data,
+            vec!["lowerdir=/a:/b".to_string(), "index=off".to_string()]
+        );
         let p = parse_options(&["ro".to_string(), "rw".to_string()]);
         assert_eq!(p.flags, 0);
     }
 
     #[test]
     fn lowerdirs_compact_to_their_common_parent() {
-        let data: Vec<String> = ["index=off", "workdir=/r/snapshots/9/work", "upperdir=/r/snapshots/9/fs", "lowerdir=/r/snapshots/2/fs:/r/snapshots/10/fs"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let data: Vec<String> = [
+            "index=off",
+            "workdir=/r/snapshots/9/work",
+            "upperdir=/r/snapshots/9/fs",
+            "lowerdir=/r/snapshots/2/fs:/r/snapshots/10/fs",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let (common, out) = compact_lowerdirs(&data).unwrap();
         assert_eq!(common, Path::new("/r/snapshots"));
         assert_eq!(out[3], "lowerdir=2/fs:10/fs");
         assert_eq!(out[..3], data[..3]);
         let one = vec!["lowerdir=/r/snapshots/2/fs".to_string()];
-        assert_eq!(compact_lowerdirs(&one).unwrap().1, vec!["lowerdir=fs".to_string()]);
+        assert_eq!(
+            compact_lowerdirs(&one).unwrap().1,
+            vec!["lowerdir=fs".to_string()]
+        );
         let apart = vec!["lowerdir=/a/x:/b/y".to_string()];
         assert!(compact_lowerdirs(&apart).is_none());
     }

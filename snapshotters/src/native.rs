@@ -47,7 +47,13 @@ impl NativeSnapshotter {
         }]
     }
 
-    fn create(&self, kind: Kind, key: &str, parent: &str, labels: Labels) -> Result<Vec<Mount>, SnapshotError> {
+    fn create(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: &str,
+        labels: Labels,
+    ) -> Result<Vec<Mount>, SnapshotError> {
         let mut installed: Option<PathBuf> = None;
         let result = self.store.write(|txn| {
             let (snapshot, _) = txn.create(kind, key, parent, labels)?;
@@ -56,11 +62,18 @@ impl NativeSnapshotter {
                 return Ok(snapshot);
             }
             let temp = self.dirs.temp()?;
-            std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o755))
-                .map_err(|e| SnapshotError::io(format_args!("snapshot {key}: chmod {}", temp.path().display()), e))?;
+            std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o755)).map_err(
+                |e| {
+                    SnapshotError::io(
+                        format_args!("snapshot {key}: chmod {}", temp.path().display()),
+                        e,
+                    )
+                },
+            )?;
             if let Some(parent_dir) = parent_dir {
-                copy_tree(&parent_dir, temp.path())
-                    .map_err(|e| SnapshotError::io(format_args!("snapshot {key}: copy parent {parent}"), e))?;
+                copy_tree(&parent_dir, temp.path()).map_err(|e| {
+                    SnapshotError::io(format_args!("snapshot {key}: copy parent {parent}"), e)
+                })?;
             }
             installed = Some(self.dirs.install(temp, snapshot.id)?);
             Ok(snapshot)
@@ -92,7 +105,8 @@ impl Snapshotter for NativeSnapshotter {
         if info.kind != Kind::Active {
             return Ok(usage);
         }
-        disk_usage(&self.dirs.path(id)).map_err(|e| SnapshotError::io(format_args!("snapshot {key}: usage"), e))
+        disk_usage(&self.dirs.path(id))
+            .map_err(|e| SnapshotError::io(format_args!("snapshot {key}: usage"), e))
     }
 
     fn mounts(&self, key: &str) -> Result<Vec<Mount>, SnapshotError> {
@@ -100,7 +114,12 @@ impl Snapshotter for NativeSnapshotter {
         Ok(self.mounts_of(&snapshot))
     }
 
-    fn prepare(&self, key: &str, parent: &str, labels: Labels) -> Result<Vec<Mount>, SnapshotError> {
+    fn prepare(
+        &self,
+        key: &str,
+        parent: &str,
+        labels: Labels,
+    ) -> Result<Vec<Mount>, SnapshotError> {
         self.create(Kind::Active, key, parent, labels)
     }
 
@@ -113,7 +132,8 @@ impl Snapshotter for NativeSnapshotter {
             let (id, info, _) = t.info(key)?;
             let mut usage = Usage::default();
             if info.kind == Kind::Active {
-                usage = disk_usage(&self.dirs.path(id)).map_err(|e| SnapshotError::io(format_args!("snapshot {key}: usage"), e))?;
+                usage = disk_usage(&self.dirs.path(id))
+                    .map_err(|e| SnapshotError::io(format_args!("snapshot {key}: usage"), e))?;
             }
             t.commit_active(key, name, usage, labels)?;
             Ok(())
@@ -124,7 +144,11 @@ impl Snapshotter for NativeSnapshotter {
         remove_snapshot(&self.store, &self.dirs, key)
     }
 
-    fn walk(&self, filters: &[String], f: &mut dyn FnMut(&Info) -> Result<(), SnapshotError>) -> Result<(), SnapshotError> {
+    fn walk(
+        &self,
+        filters: &[String],
+        f: &mut dyn FnMut(&Info) -> Result<(), SnapshotError>,
+    ) -> Result<(), SnapshotError> {
         for (_, info) in self.store.read(|t| t.walk(filters))? {
             f(&info)?;
         }
@@ -183,7 +207,10 @@ mod tests {
                 options: vec!["rbind".into(), "rw".into()]
             }]
         );
-        assert_eq!(std::fs::metadata(snapshots.join("1")).unwrap().mode() & 0o7777, 0o755);
+        assert_eq!(
+            std::fs::metadata(snapshots.join("1")).unwrap().mode() & 0o7777,
+            0o755
+        );
         let mnt = dir.path().join("mnt");
         {
             let g = mounted(&m, &mnt);
@@ -196,7 +223,11 @@ mod tests {
             assert_eq!(std::fs::read(g.0.join("file")).unwrap(), b"base");
             std::fs::write(g.0.join("file"), b"changed").unwrap();
         }
-        assert_eq!(std::fs::read(snapshots.join("1/file")).unwrap(), b"base", "the parent is untouched");
+        assert_eq!(
+            std::fs::read(snapshots.join("1/file")).unwrap(),
+            b"base",
+            "the parent is untouched"
+        );
         let usage = s.usage("b").unwrap();
         assert_eq!(usage.inodes, 2);
         s.commit("top", "b", Labels::new()).unwrap();
@@ -205,15 +236,29 @@ mod tests {
         let v = s.view("v", "top", Labels::new()).unwrap();
         assert_eq!(v[0].source, snapshots.join("2").display().to_string());
         assert_eq!(v[0].options, vec!["rbind", "ro"]);
-        assert!(!snapshots.join("3").exists(), "a view of a parent copies nothing");
+        assert!(
+            !snapshots.join("3").exists(),
+            "a view of a parent copies nothing"
+        );
         {
             let g = mounted(&v, &mnt);
             assert_eq!(std::fs::read(g.0.join("file")).unwrap(), b"changed");
-            assert_eq!(std::fs::write(g.0.join("x"), b"").unwrap_err().raw_os_error(), Some(libc::EROFS));
+            assert_eq!(
+                std::fs::write(g.0.join("x"), b"")
+                    .unwrap_err()
+                    .raw_os_error(),
+                Some(libc::EROFS)
+            );
         }
-        assert_eq!(s.commit("n", "v", Labels::new()).unwrap_err().kind(), ErrorKind::FailedPrecondition);
+        assert_eq!(
+            s.commit("n", "v", Labels::new()).unwrap_err().kind(),
+            ErrorKind::FailedPrecondition
+        );
         s.remove("v").unwrap();
-        assert_eq!(s.remove("base").unwrap_err().kind(), ErrorKind::FailedPrecondition);
+        assert_eq!(
+            s.remove("base").unwrap_err().kind(),
+            ErrorKind::FailedPrecondition
+        );
         s.remove("top").unwrap();
         s.remove("base").unwrap();
         std::fs::create_dir(snapshots.join("new-junk")).unwrap();
@@ -229,7 +274,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = NativeSnapshotter::open(dir.path()).unwrap();
         let v = s.view("v", "", Labels::new()).unwrap();
-        assert_eq!(v[0].source, dir.path().join("snapshots/1").display().to_string());
+        assert_eq!(
+            v[0].source,
+            dir.path().join("snapshots/1").display().to_string()
+        );
         assert_eq!(v[0].options, vec!["rbind", "ro"]);
         assert!(dir.path().join("snapshots/1").is_dir());
     }

@@ -10,7 +10,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::disk_usage::disk_usage;
-use crate::metastore::snapshot_dirs::{SnapshotDirs, cleanup_dirs, remove_snapshot, remove_snapshot_then, remove_tree, repair_missing_dirs};
+use crate::metastore::snapshot_dirs::{
+    SnapshotDirs, cleanup_dirs, remove_snapshot, remove_snapshot_then, remove_tree,
+    repair_missing_dirs,
+};
 use crate::metastore::{MetaStore, Snapshot};
 use crate::remote::{LABEL_REMOTE, LayerRequest};
 use crate::{Info, Kind, Labels, Mount, SnapshotError, Snapshotter, Usage};
@@ -60,7 +63,10 @@ impl OverlaySnapshotter {
     /// # Errors
     ///
     /// As [`OverlaySnapshotter::open`].
-    pub fn with_options(root: &Path, options: OverlayOptions) -> Result<OverlaySnapshotter, SnapshotError> {
+    pub fn with_options(
+        root: &Path,
+        options: OverlayOptions,
+    ) -> Result<OverlaySnapshotter, SnapshotError> {
         let dirs = SnapshotDirs::create(root)?;
         let store = MetaStore::open(&root.join("metadata.db"))?;
         repair_missing_dirs(&store, &dirs, |kind, dir| {
@@ -71,7 +77,12 @@ impl OverlaySnapshotter {
             Ok(())
         })?;
         let mut overlay_options = Vec::new();
-        let has = |name: &str| options.mount_options.iter().any(|o| o == name || o.starts_with(&format!("{name}=")));
+        let has = |name: &str| {
+            options
+                .mount_options
+                .iter()
+                .any(|o| o == name || o.starts_with(&format!("{name}=")))
+        };
         if !has("index") && Path::new("/sys/module/overlay/parameters/index").exists() {
             overlay_options.push("index=off".to_owned());
         }
@@ -79,7 +90,13 @@ impl OverlaySnapshotter {
             overlay_options.push("userxattr".to_owned());
         }
         overlay_options.extend(options.mount_options.iter().cloned());
-        Ok(OverlaySnapshotter { dirs, store, overlay_options, upperdir_label: options.upperdir_label, remote: None })
+        Ok(OverlaySnapshotter {
+            dirs,
+            store,
+            overlay_options,
+            upperdir_label: options.upperdir_label,
+            remote: None,
+        })
     }
 
     fn upper(&self, id: u64) -> PathBuf {
@@ -92,7 +109,10 @@ impl OverlaySnapshotter {
 
     fn with_upperdir(&self, id: u64, mut info: Info) -> Info {
         if self.upperdir_label {
-            info.labels.insert(UPPERDIR_LABEL.to_owned(), self.upper(id).display().to_string());
+            info.labels.insert(
+                UPPERDIR_LABEL.to_owned(),
+                self.upper(id).display().to_string(),
+            );
         }
         info
     }
@@ -116,12 +136,27 @@ impl OverlaySnapshotter {
             options.push(format!("workdir={}", self.work(s.id).display()));
             options.push(format!("upperdir={}", self.upper(s.id).display()));
         }
-        let lowers: Vec<String> = s.parent_ids.iter().map(|id| self.upper(*id).display().to_string()).collect();
+        let lowers: Vec<String> = s
+            .parent_ids
+            .iter()
+            .map(|id| self.upper(*id).display().to_string())
+            .collect();
         options.push(format!("lowerdir={}", lowers.join(":")));
-        vec![Mount { kind: "overlay".to_owned(), source: "overlay".to_owned(), target: String::new(), options }]
+        vec![Mount {
+            kind: "overlay".to_owned(),
+            source: "overlay".to_owned(),
+            target: String::new(),
+            options,
+        }]
     }
 
-    fn create(&self, kind: Kind, key: &str, parent: &str, labels: Labels) -> Result<Vec<Mount>, SnapshotError> {
+    fn create(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: &str,
+        labels: Labels,
+    ) -> Result<Vec<Mount>, SnapshotError> {
         let mut installed: Option<PathBuf> = None;
         let result = self.store.write(|txn| {
             let (snapshot, _) = txn.create(kind, key, parent, labels)?;
@@ -135,10 +170,17 @@ impl OverlaySnapshotter {
                 // The new upper starts owned as its parent's root, as in containerd, so a
                 // rootfs owned by a mapped user stays so.
                 let parent_fs = self.upper(parent_id);
-                let meta = std::fs::metadata(&parent_fs)
-                    .map_err(|e| SnapshotError::io(format_args!("snapshot {key}: stat parent {}", parent_fs.display()), e))?;
-                std::os::unix::fs::lchown(&fs, Some(meta.uid()), Some(meta.gid()))
-                    .map_err(|e| SnapshotError::io(format_args!("snapshot {key}: chown {}", fs.display()), e))?;
+                let meta = std::fs::metadata(&parent_fs).map_err(|e| {
+                    SnapshotError::io(
+                        format_args!("snapshot {key}: stat parent {}", parent_fs.display()),
+                        e,
+                    )
+                })?;
+                std::os::unix::fs::lchown(&fs, Some(meta.uid()), Some(meta.gid())).map_err(
+                    |e| {
+                        SnapshotError::io(format_args!("snapshot {key}: chown {}", fs.display()), e)
+                    },
+                )?;
             }
             installed = Some(self.dirs.install_unsynced(temp, snapshot.id)?);
             Ok(snapshot)
@@ -200,10 +242,16 @@ impl Snapshotter for OverlaySnapshotter {
         Ok(self.mounts_of(&snapshot))
     }
 
-    fn prepare(&self, key: &str, parent: &str, labels: Labels) -> Result<Vec<Mount>, SnapshotError> {
+    fn prepare(
+        &self,
+        key: &str,
+        parent: &str,
+        labels: Labels,
+    ) -> Result<Vec<Mount>, SnapshotError> {
         if let Some(remote) = &self.remote
             && let Some(request) = LayerRequest::from_labels(&labels)
-            && let Some(answer) = self.prepare_remote(remote.0.as_ref(), key, parent, &labels, request)
+            && let Some(answer) =
+                self.prepare_remote(remote.0.as_ref(), key, parent, &labels, request)
         {
             return Err(answer);
         }
@@ -219,7 +267,8 @@ impl Snapshotter for OverlaySnapshotter {
             let (id, info, _) = t.info(key)?;
             let mut usage = Usage::default();
             if info.kind == Kind::Active {
-                usage = disk_usage(&self.upper(id)).map_err(|e| SnapshotError::io(format_args!("snapshot {key}: usage"), e))?;
+                usage = disk_usage(&self.upper(id))
+                    .map_err(|e| SnapshotError::io(format_args!("snapshot {key}: usage"), e))?;
             }
             t.commit_active(key, name, usage, labels)?;
             Ok(())
@@ -239,7 +288,11 @@ impl Snapshotter for OverlaySnapshotter {
         })
     }
 
-    fn walk(&self, filters: &[String], f: &mut dyn FnMut(&Info) -> Result<(), SnapshotError>) -> Result<(), SnapshotError> {
+    fn walk(
+        &self,
+        filters: &[String],
+        f: &mut dyn FnMut(&Info) -> Result<(), SnapshotError>,
+    ) -> Result<(), SnapshotError> {
         let infos = self.store.read(|t| t.walk(filters))?;
         for (id, info) in infos {
             f(&self.with_upperdir(id, info))?;

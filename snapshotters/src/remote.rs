@@ -69,10 +69,22 @@ impl LayerRequest {
     /// The request in `labels`, or `None` when they carry no [`LABEL_TARGET_REF`] (not a
     /// layer unpack).
     pub fn from_labels(labels: &Labels) -> Option<LayerRequest> {
-        let chain_id = labels.get(LABEL_TARGET_REF).filter(|v| !v.is_empty())?.clone();
-        let first = |keys: [&str; 2]| keys.iter().find_map(|k| labels.get(*k).filter(|v| !v.is_empty()).cloned());
+        let chain_id = labels
+            .get(LABEL_TARGET_REF)
+            .filter(|v| !v.is_empty())?
+            .clone();
+        let first = |keys: [&str; 2]| {
+            keys.iter()
+                .find_map(|k| labels.get(*k).filter(|v| !v.is_empty()).cloned())
+        };
         let image_layers = first([LABEL_CRI_IMAGE_LAYERS, LABEL_STARGZ_LAYERS])
-            .map(|list| list.split(',').map(str::trim).filter(|d| !d.is_empty()).map(str::to_owned).collect())
+            .map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|d| !d.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default();
         Some(LayerRequest {
             chain_id,
@@ -81,7 +93,11 @@ impl LayerRequest {
             layer_digest: first([LABEL_CRI_LAYER_DIGEST, LABEL_STARGZ_DIGEST]),
             image_ref: first([LABEL_CRI_IMAGE_REF, LABEL_STARGZ_REFERENCE]),
             image_layers,
-            annotations: labels.iter().filter(|(k, _)| k.starts_with(ANNOTATION_PREFIX)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            annotations: labels
+                .iter()
+                .filter(|(k, _)| k.starts_with(ANNOTATION_PREFIX))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         })
     }
 }
@@ -132,7 +148,11 @@ pub trait RemoteLayers: Send + Sync {
     ///
     /// Any failure while providing (the blob is corrupt, the layer does not match its
     /// chainID, the filesystem failed).
-    fn provide(&self, layer: &LayerRequest, target: &LayerTarget<'_>) -> Result<Provision, SnapshotError>;
+    fn provide(
+        &self,
+        layer: &LayerRequest,
+        target: &LayerTarget<'_>,
+    ) -> Result<Provision, SnapshotError>;
 
     /// Called before the directory of a snapshot this provider provided is deleted
     /// (Remove, or a Prepare that failed after [`Provision::Mounted`]), with the snapshot's
@@ -182,7 +202,9 @@ mod tests {
         assert_eq!(r.image_ref.as_deref(), Some("reg/img:1"));
         assert_eq!(r.image_layers, ["sha256:l1", "sha256:l2"]);
         assert_eq!(r.annotations.len(), 5);
-        assert!(!r.annotations.contains_key("other") && !r.annotations.contains_key(LABEL_TARGET_REF));
+        assert!(
+            !r.annotations.contains_key("other") && !r.annotations.contains_key(LABEL_TARGET_REF)
+        );
         assert_eq!(r.parent_chain_id, None);
     }
 

@@ -29,7 +29,8 @@ pub trait Snapshotter: Send + Sync {
 
     /// Creates the active snapshot `key` over the committed `parent` ("" for none) and
     /// returns its mounts.
-    fn prepare(&self, key: &str, parent: &str, labels: Labels) -> Result<Vec<Mount>, SnapshotError>;
+    fn prepare(&self, key: &str, parent: &str, labels: Labels)
+    -> Result<Vec<Mount>, SnapshotError>;
 
     /// Creates the read-only view `key` of the committed `parent` ("" for an empty one)
     /// and returns its mounts.

@@ -25,10 +25,19 @@ fn missing_directories_of_uncommitted_snapshots_are_recreated_at_open() {
     std::fs::remove_dir_all(snapshots.join("3")).unwrap();
 
     let sn = OverlaySnapshotter::open(&root).unwrap();
-    assert!(snapshots.join("2/fs").is_dir() && snapshots.join("2/work").is_dir(), "active repaired");
+    assert!(
+        snapshots.join("2/fs").is_dir() && snapshots.join("2/work").is_dir(),
+        "active repaired"
+    );
     assert!(snapshots.join("3/fs").is_dir(), "view repaired");
     let mounts = sn.mounts("active").unwrap();
-    assert!(mounts[0].options.iter().any(|o| o.contains("upperdir=") && o.contains("/2/fs")), "{mounts:?}");
+    assert!(
+        mounts[0]
+            .options
+            .iter()
+            .any(|o| o.contains("upperdir=") && o.contains("/2/fs")),
+        "{mounts:?}"
+    );
     sn.commit("next", "active", BTreeMap::new()).unwrap();
     assert_eq!(sn.stat("next").unwrap().parent.as_deref(), Some("base"));
     sn.close().unwrap();

@@ -32,7 +32,9 @@ impl Drop for Mounted {
 fn one_hundred_twenty_eight_layers_mount() {
     // A long root makes every lowerdir path long, as under /var/lib/containerd.
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("a-rather-long-directory-name-for-the-snapshotter-root/io.strata.snapshotter.v1.overlayfs");
+    let root = dir.path().join(
+        "a-rather-long-directory-name-for-the-snapshotter-root/io.strata.snapshotter.v1.overlayfs",
+    );
     let s = OverlaySnapshotter::open(&root).unwrap();
     let target = dir.path().join("mnt");
     let mut parent = String::new();
@@ -50,18 +52,31 @@ fn one_hundred_twenty_eight_layers_mount() {
     }
     let mounts = s.prepare("container", &parent, Labels::new()).unwrap();
     let data: usize = mounts[0].options.iter().map(|o| o.len() + 1).sum();
-    assert!(data > 4096, "the test must exceed one page of options, has {data} bytes");
+    assert!(
+        data > 4096,
+        "the test must exceed one page of options, has {data} bytes"
+    );
     let cwd = std::env::current_dir().unwrap();
     let m = Mounted::new(&mounts, &target);
-    assert_eq!(std::env::current_dir().unwrap(), cwd, "mounting must not move the process");
+    assert_eq!(
+        std::env::current_dir().unwrap(),
+        cwd,
+        "mounting must not move the process"
+    );
     for layer in 0..128 {
-        assert_eq!(std::fs::read_to_string(m.0.join(format!("layer-{layer}"))).unwrap(), layer.to_string());
+        assert_eq!(
+            std::fs::read_to_string(m.0.join(format!("layer-{layer}"))).unwrap(),
+            layer.to_string()
+        );
     }
     assert_eq!(std::fs::read_to_string(m.0.join("top")).unwrap(), "127");
     std::fs::write(m.0.join("container-file"), b"rw").unwrap();
     drop(m);
     let upper = s.usage("container").unwrap();
-    assert_eq!(upper.inodes, 2, "the upper holds its root and the one new file");
+    assert_eq!(
+        upper.inodes, 2,
+        "the upper holds its root and the one new file"
+    );
 
     let view = s.view("view", &parent, Labels::new()).unwrap();
     let m = Mounted::new(&view, &target);

@@ -24,14 +24,22 @@ pub struct ChunkFlights<T = Arc<[u8]>> {
 
 impl<T> Default for ChunkFlights<T> {
     fn default() -> Self {
-        Self { flights: Mutex::default() }
+        Self {
+            flights: Mutex::default(),
+        }
     }
 }
 
 impl<T> std::fmt::Debug for ChunkFlights<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.flights.lock().unwrap_or_else(PoisonError::into_inner).len();
-        f.debug_struct("ChunkFlights").field("in_flight", &n).finish()
+        let n = self
+            .flights
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        f.debug_struct("ChunkFlights")
+            .field("in_flight", &n)
+            .finish()
     }
 }
 
@@ -44,7 +52,10 @@ impl<T: Clone> ChunkFlights<T> {
             match flights.get(digest) {
                 Some(f) => (Arc::clone(f), false),
                 None => {
-                    let f = Arc::new(Flight { outcome: Mutex::new(None), done: Condvar::new() });
+                    let f = Arc::new(Flight {
+                        outcome: Mutex::new(None),
+                        done: Condvar::new(),
+                    });
                     flights.insert(digest.clone(), Arc::clone(&f));
                     (f, true)
                 }
@@ -52,13 +63,28 @@ impl<T: Clone> ChunkFlights<T> {
         };
         if leader {
             // Removed however `work` ends (a panic included), so no one waits forever.
-            struct Land<'a, T>(&'a ChunkFlights<T>, &'a Digest, &'a Flight<T>, Option<Outcome<T>>);
+            struct Land<'a, T>(
+                &'a ChunkFlights<T>,
+                &'a Digest,
+                &'a Flight<T>,
+                Option<Outcome<T>>,
+            );
             impl<T> Drop for Land<'_, T> {
                 fn drop(&mut self) {
-                    let outcome = self.3.take().unwrap_or_else(|| Err((io::ErrorKind::Other, "the chunk's work panicked".into())));
-                    *self.2.outcome.lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome);
+                    let outcome = self.3.take().unwrap_or_else(|| {
+                        Err((io::ErrorKind::Other, "the chunk's work panicked".into()))
+                    });
+                    *self
+                        .2
+                        .outcome
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(outcome);
                     self.2.done.notify_all();
-                    self.0.flights.lock().unwrap_or_else(PoisonError::into_inner).remove(self.1);
+                    self.0
+                        .flights
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(self.1);
                 }
             }
             let mut land = Land(self, digest, &flight, None);
@@ -69,12 +95,20 @@ impl<T: Clone> ChunkFlights<T> {
             });
             return result;
         }
-        let mut slot = flight.outcome.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut slot = flight
+            .outcome
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         loop {
             if let Some(outcome) = &*slot {
-                return outcome.clone().map_err(|(kind, msg)| io::Error::new(kind, msg));
+                return outcome
+                    .clone()
+                    .map_err(|(kind, msg)| io::Error::new(kind, msg));
             }
-            slot = flight.done.wait(slot).unwrap_or_else(PoisonError::into_inner);
+            slot = flight
+                .done
+                .wait(slot)
+                .unwrap_or_else(PoisonError::into_inner);
         }
     }
 }
@@ -108,7 +142,10 @@ mod tests {
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         assert_eq!(runs.load(Ordering::SeqCst), 1);
-        assert!(results.iter().all(|r| Arc::ptr_eq(r, &results[0])), "one buffer, shared");
+        assert!(
+            results.iter().all(|r| Arc::ptr_eq(r, &results[0])),
+            "one buffer, shared"
+        );
         // Landed: the next run works again.
         flights.run(&digest, || Ok(Arc::from(&b"x"[..]))).unwrap();
         assert_eq!(format!("{flights:?}"), "ChunkFlights { in_flight: 0 }");
@@ -125,7 +162,10 @@ mod tests {
                         flights
                             .run(&digest, || {
                                 std::thread::sleep(Duration::from_millis(100));
-                                Err(io::Error::new(io::ErrorKind::InvalidData, "digest mismatch"))
+                                Err(io::Error::new(
+                                    io::ErrorKind::InvalidData,
+                                    "digest mismatch",
+                                ))
                             })
                             .unwrap_err()
                     })
@@ -133,7 +173,15 @@ mod tests {
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        assert!(errors.iter().all(|e| e.kind() == io::ErrorKind::InvalidData && e.to_string() == "digest mismatch"));
-        assert_eq!(&*flights.run(&digest, || Ok(Arc::from(&b"y"[..]))).unwrap(), b"y");
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.kind() == io::ErrorKind::InvalidData
+                    && e.to_string() == "digest mismatch")
+        );
+        assert_eq!(
+            &*flights.run(&digest, || Ok(Arc::from(&b"y"[..]))).unwrap(),
+            b"y"
+        );
     }
 }

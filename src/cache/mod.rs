@@ -116,7 +116,12 @@ impl ChunkCache {
     /// Opens (creating) the cache in `dir`, holding at most `max_size` bytes: removes
     /// leftover temporary files and rebuilds recency from the chunks' modification times.
     pub fn open(dir: &Path, max_size: u64) -> io::Result<ChunkCache> {
-        let context = |what: &str, p: &Path, e: io::Error| io::Error::new(e.kind(), format!("chunk cache: {what} {}: {e}", p.display()));
+        let context = |what: &str, p: &Path, e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("chunk cache: {what} {}: {e}", p.display()),
+            )
+        };
         let root = dir.join("sha256");
         std::fs::create_dir_all(&root).map_err(|e| context("create", &root, e))?;
         let mut found: Vec<(std::time::SystemTime, Digest, u64)> = Vec::new();
@@ -132,7 +137,11 @@ impl ChunkCache {
                 match format!("sha256:{name}").parse::<Digest>() {
                     Ok(digest) => {
                         let meta = entry.metadata().map_err(|e| context("stat", &path, e))?;
-                        found.push((meta.modified().unwrap_or(std::time::UNIX_EPOCH), digest, meta.len()));
+                        found.push((
+                            meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+                            digest,
+                            meta.len(),
+                        ));
                     }
                     // Temporary files of writes a crash interrupted.
                     Err(_) => {
@@ -150,7 +159,11 @@ impl ChunkCache {
                 match format!("sha256:{}", entry.file_name().to_string_lossy()).parse::<Digest>() {
                     Ok(key) => {
                         let meta = entry.metadata().map_err(|e| context("stat", &path, e))?;
-                        found.push((meta.modified().unwrap_or(std::time::UNIX_EPOCH), key.clone(), meta.len()));
+                        found.push((
+                            meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+                            key.clone(),
+                            meta.len(),
+                        ));
                         assembled.insert(key);
                     }
                     Err(_) => {
@@ -203,7 +216,12 @@ impl ChunkCache {
     /// Appends bytes `range` of chunk `digest` to `out`, read from its file; false (and
     /// `out` unchanged) when the chunk is not stored, or its file is gone or fails the
     /// check a file from before this process gets before its first use.
-    pub fn read_range(&self, digest: &Digest, range: std::ops::Range<u64>, out: &mut Vec<u8>) -> bool {
+    pub fn read_range(
+        &self,
+        digest: &Digest,
+        range: std::ops::Range<u64>,
+        out: &mut Vec<u8>,
+    ) -> bool {
         use std::os::unix::fs::FileExt;
         let Some(file) = self.checked_file(digest) else {
             return false;
@@ -278,7 +296,10 @@ impl ChunkCache {
     pub fn backing_file(&self, node: &strata_formats::estargz::Node) -> Option<std::fs::File> {
         let size = u64::try_from(node.entry.size).ok()?;
         let covered: u64 = node.chunks.iter().map(|c| c.chunk_size).sum();
-        if node.chunks.is_empty() || covered != size || !node.chunks.iter().all(|c| self.contains(&c.digest)) {
+        if node.chunks.is_empty()
+            || covered != size
+            || !node.chunks.iter().all(|c| self.contains(&c.digest))
+        {
             return None;
         }
         if let [only] = node.chunks.as_slice() {
@@ -301,14 +322,26 @@ impl ChunkCache {
             self.lock().touch(&key);
             return Some(f);
         }
-        let temp = self.dir.join("files").join(format!(".tmp-{}-{}", std::process::id(), self.temp_seq.fetch_add(1, Ordering::Relaxed)));
+        let temp = self.dir.join("files").join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            self.temp_seq.fetch_add(1, Ordering::Relaxed)
+        ));
         let assembled = (|| -> io::Result<()> {
             std::fs::create_dir_all(self.dir.join("files"))?;
             let mut out = std::fs::File::create(&temp)?;
             for c in &node.chunks {
-                let mut chunk = self.checked_file(&c.digest).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("chunk {} is gone or damaged", c.digest)))?;
+                let mut chunk = self.checked_file(&c.digest).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("chunk {} is gone or damaged", c.digest),
+                    )
+                })?;
                 if io::copy(&mut chunk, &mut out)? != c.chunk_size {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, format!("chunk {} changed size", c.digest)));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("chunk {} changed size", c.digest),
+                    ));
                 }
             }
             std::fs::rename(&temp, &path)
@@ -426,9 +459,15 @@ impl ChunkCache {
             return Ok(());
         }
         let path = self.path(digest);
-        let parent = path.parent().expect("invariant: chunk paths have a fan-out directory");
+        let parent = path
+            .parent()
+            .expect("invariant: chunk paths have a fan-out directory");
         std::fs::create_dir_all(parent)?;
-        let temp = parent.join(format!(".tmp-{}-{}", std::process::id(), self.temp_seq.fetch_add(1, Ordering::Relaxed)));
+        let temp = parent.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            self.temp_seq.fetch_add(1, Ordering::Relaxed)
+        ));
         let written = (|| -> io::Result<()> {
             let mut file = std::fs::File::create(&temp)?;
             let mut digester = strata_formats::Digester::new();
@@ -448,7 +487,10 @@ impl ChunkCache {
             if digester.len() != size || actual != *digest {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("chunk cache: chunk {digest}: {} bytes hashing to {actual}, expected {size}; not stored", digester.len()),
+                    format!(
+                        "chunk cache: chunk {digest}: {} bytes hashing to {actual}, expected {size}; not stored",
+                        digester.len()
+                    ),
                 ));
             }
             std::fs::rename(&temp, &path)
@@ -458,7 +500,10 @@ impl ChunkCache {
             if e.kind() == io::ErrorKind::InvalidData {
                 return Err(e);
             }
-            return Err(io::Error::new(e.kind(), format!("chunk cache: store {}: {e}", path.display())));
+            return Err(io::Error::new(
+                e.kind(),
+                format!("chunk cache: store {}: {e}", path.display()),
+            ));
         }
         {
             let mut index = self.lock();
@@ -478,10 +523,15 @@ impl ChunkCache {
                 if index.total <= self.max_size {
                     return;
                 }
-                let Some((_, digest)) = index.order.iter().next().map(|(t, d)| (*t, d.clone())) else {
+                let Some((_, digest)) = index.order.iter().next().map(|(t, d)| (*t, d.clone()))
+                else {
                     return;
                 };
-                let path = if index.assembled.contains(&digest) { self.assembled_path(&digest) } else { self.path(&digest) };
+                let path = if index.assembled.contains(&digest) {
+                    self.assembled_path(&digest)
+                } else {
+                    self.path(&digest)
+                };
                 index.remove(&digest);
                 path
             };
@@ -577,7 +627,8 @@ mod tests {
     fn concurrent_use_never_returns_wrong_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let cache = ChunkCache::open(dir.path(), 20_000).unwrap();
-        let chunks: Vec<(Digest, Vec<u8>)> = (0..40u8).map(|n| chunk(n, 1000 + n as usize)).collect();
+        let chunks: Vec<(Digest, Vec<u8>)> =
+            (0..40u8).map(|n| chunk(n, 1000 + n as usize)).collect();
         std::thread::scope(|s| {
             for t in 0..4 {
                 let (cache, chunks) = (&cache, &chunks);
@@ -613,8 +664,18 @@ mod tests {
                 c
             })
             .collect();
-        let entry = strata_formats::estargz::TocEntry { size: offset as i64, ..Default::default() };
-        strata_formats::estargz::Node { path: "f".into(), entry, chunks, file_digest: None, children: Default::default(), link_target: None }
+        let entry = strata_formats::estargz::TocEntry {
+            size: offset as i64,
+            ..Default::default()
+        };
+        strata_formats::estargz::Node {
+            path: "f".into(),
+            entry,
+            chunks,
+            file_digest: None,
+            children: Default::default(),
+            link_target: None,
+        }
     }
 
     #[test]
@@ -629,20 +690,35 @@ mod tests {
         assert!(cache.backing_file(&node).is_none(), "a chunk is missing");
         cache.put(&parts[1].0, &parts[1].1).unwrap();
         let mut got = Vec::new();
-        cache.backing_file(&node).unwrap().read_to_end(&mut got).unwrap();
+        cache
+            .backing_file(&node)
+            .unwrap()
+            .read_to_end(&mut got)
+            .unwrap();
         let want: Vec<u8> = parts.iter().flat_map(|(_, b)| b.iter().copied()).collect();
         assert_eq!(got, want);
         // Assembled once, then reused; a torn copy (wrong size) is rebuilt.
-        let files: Vec<_> = std::fs::read_dir(dir.path().join("files")).unwrap().map(|e| e.unwrap().path()).collect();
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("files"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         assert_eq!(files.len(), 1);
         std::fs::write(&files[0], b"torn").unwrap();
         got.clear();
-        cache.backing_file(&node).unwrap().read_to_end(&mut got).unwrap();
+        cache
+            .backing_file(&node)
+            .unwrap()
+            .read_to_end(&mut got)
+            .unwrap();
         assert_eq!(got, want);
         // One chunk: the chunk file itself.
         let single = file_node(&parts[1..2]);
         got.clear();
-        cache.backing_file(&single).unwrap().read_to_end(&mut got).unwrap();
+        cache
+            .backing_file(&single)
+            .unwrap()
+            .read_to_end(&mut got)
+            .unwrap();
         assert_eq!(got, parts[1].1);
         // The TOC's size must agree with the chunks.
         let mut short = file_node(&parts);
@@ -669,7 +745,10 @@ mod tests {
         }
         let cache = ChunkCache::open(dir.path(), 1 << 20).unwrap();
         let mut out = Vec::new();
-        assert!(!cache.read_range(&b, 0..10, &mut out), "a file from before is checked before its first use");
+        assert!(
+            !cache.read_range(&b, 0..10, &mut out),
+            "a file from before is checked before its first use"
+        );
         assert!(out.is_empty());
         assert!(!cache.path(&b).exists(), "and removed when damaged");
         assert_eq!(cache.stats().corrupt, 1);
@@ -678,7 +757,10 @@ mod tests {
         let mut tail = Vec::new();
         assert!(cache.read_range(&a, 99_990..100_000, &mut tail));
         assert_eq!(tail, &ab[99_990..]);
-        assert!(!cache.read_range(&a, 99_990..100_001, &mut tail), "past the end");
+        assert!(
+            !cache.read_range(&a, 99_990..100_001, &mut tail),
+            "past the end"
+        );
         assert_eq!(tail.len(), 10);
     }
 
@@ -691,13 +773,20 @@ mod tests {
         assert_eq!(short.kind(), io::ErrorKind::InvalidData);
         let mut long = b.clone();
         long.push(9);
-        assert!(cache.put_from(&d, 200_000, &mut &long[..]).is_err(), "more bytes than the chunk");
+        assert!(
+            cache.put_from(&d, 200_000, &mut &long[..]).is_err(),
+            "more bytes than the chunk"
+        );
         let mut flipped = b.clone();
         flipped[1000] ^= 1;
         assert!(cache.put_from(&d, 200_000, &mut &flipped[..]).is_err());
         assert!(!cache.contains(&d) && cache.stats().stored == 0);
         let fan = cache.path(&d).parent().unwrap().to_path_buf();
-        assert_eq!(std::fs::read_dir(&fan).unwrap().count(), 0, "no temporary file left");
+        assert_eq!(
+            std::fs::read_dir(&fan).unwrap().count(),
+            0,
+            "no temporary file left"
+        );
         cache.put_from(&d, 200_000, &mut &b[..]).unwrap();
         let mut out = Vec::new();
         assert!(cache.read_range(&d, 0..200_000, &mut out));
@@ -718,18 +807,29 @@ mod tests {
                 cache.put(d, b).unwrap();
             }
             assert!(cache.backing_file(&node).is_some());
-            assert_eq!(cache.stats().bytes, 4000, "two chunks and the assembled copy");
+            assert_eq!(
+                cache.stats().bytes,
+                4000,
+                "two chunks and the assembled copy"
+            );
             std::fs::write(dir.path().join("files").join(".tmp-1-0"), b"partial").unwrap();
         }
         let cache = ChunkCache::open(dir.path(), 10_000).unwrap();
         assert_eq!(cache.stats().bytes, 4000);
-        assert!(!dir.path().join("files").join(".tmp-1-0").exists(), "a crash's temporary copy is removed");
+        assert!(
+            !dir.path().join("files").join(".tmp-1-0").exists(),
+            "a crash's temporary copy is removed"
+        );
         // Newer chunks push the copy (least recently used) out, file and all.
         for n in 10..19u8 {
             let (d, b) = chunk(n, 1000);
             cache.put(&d, &b).unwrap();
         }
         assert!(cache.stats().bytes <= 10_000);
-        assert_eq!(std::fs::read_dir(dir.path().join("files")).unwrap().count(), 0, "the copy was evicted");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("files")).unwrap().count(),
+            0,
+            "the copy was evicted"
+        );
     }
 }

@@ -21,14 +21,20 @@ pub struct CachedChunkSource {
 
 impl std::fmt::Debug for CachedChunkSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CachedChunkSource").field("cache", &self.cache).finish_non_exhaustive()
+        f.debug_struct("CachedChunkSource")
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
     }
 }
 
 impl CachedChunkSource {
     /// `inner` behind `cache`.
     pub fn new(inner: Arc<dyn ChunkSource>, cache: Arc<ChunkCache>) -> Self {
-        Self { inner, cache, flights: ChunkFlights::default() }
+        Self {
+            inner,
+            cache,
+            flights: ChunkFlights::default(),
+        }
     }
 
     fn fetch(&self, file: &FileRef<'_>, chunk: &Chunk) -> io::Result<Arc<[u8]>> {
@@ -59,14 +65,25 @@ impl ChunkSource for CachedChunkSource {
         })
     }
 
-    fn read_chunk(&self, file: &FileRef<'_>, chunk: &Chunk, range: std::ops::Range<usize>, out: &mut Vec<u8>) -> io::Result<()> {
-        if self.cache.read_range(&chunk.digest, range.start as u64..range.end as u64, out) {
+    fn read_chunk(
+        &self,
+        file: &FileRef<'_>,
+        chunk: &Chunk,
+        range: std::ops::Range<usize>,
+        out: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        if self
+            .cache
+            .read_range(&chunk.digest, range.start as u64..range.end as u64, out)
+        {
             return Ok(());
         }
         // Fetched (once, however many readers miss it) and stored; this read takes its
         // piece from the fetched bytes, the next ones from disk.
         let bytes = self.chunk(file, chunk)?;
-        let piece = bytes.get(range).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range outside the chunk"))?;
+        let piece = bytes.get(range).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "range outside the chunk")
+        })?;
         out.extend_from_slice(piece);
         Ok(())
     }
@@ -128,12 +145,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bytes = b"chunk bytes".to_vec();
         let (node, chunk) = file_and_chunk(&bytes);
-        let inner = Arc::new(Slow { bytes, calls: AtomicUsize::new(0), fail });
+        let inner = Arc::new(Slow {
+            bytes,
+            calls: AtomicUsize::new(0),
+            fail,
+        });
         let cache = Arc::new(ChunkCache::open(dir.path(), 1 << 20).unwrap());
         let source = CachedChunkSource::new(inner.clone(), cache.clone());
-        let file = FileRef { layer: "l", path: "f", ino: 2, node: &node };
+        let file = FileRef {
+            layer: "l",
+            path: "f",
+            ino: 2,
+            node: &node,
+        };
         let results = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..4).map(|_| s.spawn(|| source.chunk(&file, &chunk))).collect();
+            let handles: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| source.chunk(&file, &chunk)))
+                .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         (inner.calls.load(Ordering::SeqCst), results, cache)

@@ -28,8 +28,10 @@ pub(crate) enum ContentCommand {
 
     /// List committed blobs, optionally filtered (containerd filter syntax; several
     /// filters match if any matches).
-    #[command(after_help = "Examples:\n  strata content ls\n  strata content ls -q\n  \
-        strata content ls 'labels.\"containerd.io/gc.root\"'\n  strata content ls 'size==1024,labels.app==web'")]
+    #[command(
+        after_help = "Examples:\n  strata content ls\n  strata content ls -q\n  \
+        strata content ls 'labels.\"containerd.io/gc.root\"'\n  strata content ls 'size==1024,labels.app==web'"
+    )]
     Ls {
         /// Print digests only.
         #[arg(short, long)]
@@ -39,15 +41,19 @@ pub(crate) enum ContentCommand {
     },
 
     /// Show a blob's size, times and labels (as JSON).
-    #[command(after_help = "Example:\n  strata content info sha256:4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b")]
+    #[command(
+        after_help = "Example:\n  strata content info sha256:4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b"
+    )]
     Info {
         /// The blob's digest.
         digest: Digest,
     },
 
     /// Set or remove labels on a blob (`KEY=` removes KEY).
-    #[command(after_help = "Examples:\n  strata content label sha256:4a5e… containerd.io/gc.root=pinned\n  \
-        strata content label sha256:4a5e… containerd.io/gc.root=")]
+    #[command(
+        after_help = "Examples:\n  strata content label sha256:4a5e… containerd.io/gc.root=pinned\n  \
+        strata content label sha256:4a5e… containerd.io/gc.root="
+    )]
     Label {
         /// The blob's digest.
         digest: Digest,
@@ -65,14 +71,18 @@ pub(crate) enum ContentCommand {
     },
 
     /// Re-hash committed blobs and report any whose bytes no longer match their digest.
-    #[command(after_help = "Examples:\n  strata content verify\n  strata content verify sha256:4a5e…")]
+    #[command(
+        after_help = "Examples:\n  strata content verify\n  strata content verify sha256:4a5e…"
+    )]
     Verify {
         /// Digests to verify (default: every blob).
         digests: Vec<Digest>,
     },
 
     /// Remove blobs no image, lease or gc.root label reaches, and stale ingests.
-    #[command(after_help = "Examples:\n  strata content gc --dry-run\n  strata content gc --ingest-grace 0s")]
+    #[command(
+        after_help = "Examples:\n  strata content gc --dry-run\n  strata content gc --ingest-grace 0s"
+    )]
     Gc {
         /// Show what would be removed without removing anything.
         #[arg(long)]
@@ -131,7 +141,8 @@ pub(crate) fn run(root: &Path, cmd: &ContentCommand) -> anyhow::Result<()> {
             }
             println!("{:<71}  {:>10}  {:<16}  LABELS", "DIGEST", "SIZE", "AGE");
             for b in blobs {
-                let labels: Vec<String> = b.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let labels: Vec<String> =
+                    b.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 println!(
                     "{:<71}  {:>10}  {:<16}  {}",
                     b.digest.to_string(),
@@ -158,7 +169,9 @@ pub(crate) fn run(root: &Path, cmd: &ContentCommand) -> anyhow::Result<()> {
         ContentCommand::Label { digest, labels } => {
             let mut changes = BTreeMap::new();
             for l in labels {
-                let (k, v) = l.split_once('=').with_context(|| format!("invalid label {l:?} (expected KEY=VALUE or KEY=)"))?;
+                let (k, v) = l
+                    .split_once('=')
+                    .with_context(|| format!("invalid label {l:?} (expected KEY=VALUE or KEY=)"))?;
                 if k.is_empty() {
                     bail!("invalid label {l:?}: empty key");
                 }
@@ -178,8 +191,14 @@ pub(crate) fn run(root: &Path, cmd: &ContentCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ContentCommand::Verify { digests } => verify(content, digests),
-        ContentCommand::Gc { dry_run, ingest_grace } => {
-            let report = store.gc(&GcOptions { ingest_grace: *ingest_grace, dry_run: *dry_run })?;
+        ContentCommand::Gc {
+            dry_run,
+            ingest_grace,
+        } => {
+            let report = store.gc(&GcOptions {
+                ingest_grace: *ingest_grace,
+                dry_run: *dry_run,
+            })?;
             let verb = if *dry_run { "would remove" } else { "removed" };
             for d in &report.removed_blobs {
                 println!("{verb} blob {d}");
@@ -255,9 +274,11 @@ fn progress_bar(total: Option<u64>) -> Option<indicatif::ProgressBar> {
         None => indicatif::ProgressBar::new_spinner(),
     };
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} ingest [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
-            .expect("invariant: valid template")
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} ingest [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .expect("invariant: valid template")
+        .progress_chars("=> "),
     );
     Some(bar)
 }
@@ -266,11 +287,25 @@ fn ingest(content: &strata::content::LocalContentStore, args: &IngestArgs) -> an
     let labels: BTreeMap<String, String> = args.labels.iter().cloned().collect();
     let (digest, size) = if args.input.as_os_str() == "-" {
         let reference = args.reference.clone().unwrap_or_else(|| {
-            format!("stdin-{}-{}", std::process::id(), strata::metadata::unique_suffix())
+            format!(
+                "stdin-{}-{}",
+                std::process::id(),
+                strata::metadata::unique_suffix()
+            )
         });
         let bar = progress_bar(args.size);
-        let mut src = Progress { inner: StreamSource(std::io::stdin().lock()), bar: bar.clone() };
-        let r = content.ingest(&reference, &mut src, args.size, args.expected.as_ref(), labels, args.lock_wait);
+        let mut src = Progress {
+            inner: StreamSource(std::io::stdin().lock()),
+            bar: bar.clone(),
+        };
+        let r = content.ingest(
+            &reference,
+            &mut src,
+            args.size,
+            args.expected.as_ref(),
+            labels,
+            args.lock_wait,
+        );
         if let Some(b) = bar {
             b.finish_and_clear();
         }
@@ -278,19 +313,34 @@ fn ingest(content: &strata::content::LocalContentStore, args: &IngestArgs) -> an
     } else {
         let path = &args.input;
         let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
-        let meta = file.metadata().with_context(|| format!("stat {}", path.display()))?;
+        let meta = file
+            .metadata()
+            .with_context(|| format!("stat {}", path.display()))?;
         let total = args.size.or(meta.is_file().then_some(meta.len()));
         // Same file, same ref: a rerun after an interruption resumes the ingest.
         let reference = match &args.reference {
             Some(r) => r.clone(),
             None => {
                 let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
-                format!("file-{}", &Digest::of(abs.as_os_str().as_encoded_bytes()).encoded()[..32])
+                format!(
+                    "file-{}",
+                    &Digest::of(abs.as_os_str().as_encoded_bytes()).encoded()[..32]
+                )
             }
         };
         let bar = progress_bar(total);
-        let mut src = Progress { inner: file, bar: bar.clone() };
-        let r = content.ingest(&reference, &mut src, total, args.expected.as_ref(), labels, args.lock_wait);
+        let mut src = Progress {
+            inner: file,
+            bar: bar.clone(),
+        };
+        let r = content.ingest(
+            &reference,
+            &mut src,
+            total,
+            args.expected.as_ref(),
+            labels,
+            args.lock_wait,
+        );
         if let Some(b) = bar {
             b.finish_and_clear();
         }
@@ -312,9 +362,11 @@ fn verify(content: &strata::content::LocalContentStore, digests: &[Digest]) -> a
     let mut bad = 0;
     for d in digests {
         let path = content.blob_path(d);
-        let mut file = std::fs::File::open(&path).with_context(|| format!("content {d}: open {}", path.display()))?;
+        let mut file = std::fs::File::open(&path)
+            .with_context(|| format!("content {d}: open {}", path.display()))?;
         let mut g = Digester::new();
-        std::io::copy(&mut file, &mut g).with_context(|| format!("content {d}: read {}", path.display()))?;
+        std::io::copy(&mut file, &mut g)
+            .with_context(|| format!("content {d}: read {}", path.display()))?;
         let actual = g.digest();
         if actual == *d {
             println!("ok       {d}  {}", format::size(g.len()));

@@ -13,12 +13,14 @@ use super::format;
 use super::progress::Reporter;
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  strata convert docker.io/library/sample:1.0 docker.io/library/sample:1.0-esgz\n  \
+#[command(
+    after_help = "Examples:\n  strata convert docker.io/library/sample:1.0 docker.io/library/sample:1.0-esgz\n  \
     strata convert --zstd --chunk-size 1048576 app:1 app:1-zstd\n  \
     strata convert --prioritize /usr/bin/python3 --prioritize /usr/lib/libpython3.so app:1 app:1-esgz\n  \
     strata convert --prioritize-auto app:1 app:1-esgz\n  \
     strata convert --check docker.io/library/sample:1.0-esgz\n  \
-    strata convert --plain-http --push 127.0.0.1:5000/app:1 127.0.0.1:5000/app:1-esgz")]
+    strata convert --plain-http --push 127.0.0.1:5000/app:1 127.0.0.1:5000/app:1-esgz"
+)]
 pub(crate) struct ConvertArgs {
     /// The local image to convert (`strata image ls`), or with --check the one to verify.
     src: String,
@@ -63,11 +65,18 @@ pub(crate) fn run(root: &Path, args: &ConvertArgs) -> anyhow::Result<()> {
     let src = match store.metadata().image(&args.src) {
         Ok(img) => img,
         Err(e) if e.kind() == strata_formats::ErrorKind::NotFound && !args.check => {
-            let reference: strata::registry::Reference =
-                args.src.parse().with_context(|| format!("convert: {:?} is neither a local image nor a reference", args.src))?;
+            let reference: strata::registry::Reference = args.src.parse().with_context(|| {
+                format!(
+                    "convert: {:?} is neither a local image nor a reference",
+                    args.src
+                )
+            })?;
             eprintln!("{} is not in the store: pulling {reference}", args.src);
             super::transfer::pull_reference(root, &args.src, &args.registry)?;
-            store.metadata().image(&reference.to_string()).with_context(|| format!("convert: image {reference}"))?
+            store
+                .metadata()
+                .image(&reference.to_string())
+                .with_context(|| format!("convert: image {reference}"))?
         }
         Err(e) => return Err(e).with_context(|| format!("convert: image {:?}", args.src)),
     };
@@ -76,7 +85,10 @@ pub(crate) fn run(root: &Path, args: &ConvertArgs) -> anyhow::Result<()> {
         let mut bad = 0;
         for r in &results {
             match &r.result {
-                Ok(()) => println!("ok       {}  {} entries, every chunk verified", r.digest, r.entries),
+                Ok(()) => println!(
+                    "ok       {}  {} entries, every chunk verified",
+                    r.digest, r.entries
+                ),
                 Err(e) => {
                     bad += 1;
                     println!("INVALID  {}  {e}", r.digest);
@@ -84,19 +96,33 @@ pub(crate) fn run(root: &Path, args: &ConvertArgs) -> anyhow::Result<()> {
             }
         }
         if bad > 0 {
-            bail!("{bad} of {} layers of {} are not valid eStargz", results.len(), args.src);
+            bail!(
+                "{bad} of {} layers of {} are not valid eStargz",
+                results.len(),
+                args.src
+            );
         }
         return Ok(());
     }
     let mut prioritized = args.prioritize.clone();
     if let Some(list) = &args.prioritize_from {
-        let text = std::fs::read_to_string(list).with_context(|| format!("read {}", list.display()))?;
-        prioritized.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned));
+        let text =
+            std::fs::read_to_string(list).with_context(|| format!("read {}", list.display()))?;
+        prioritized.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
     }
     let opts = ConvertOptions {
         write: WriteOptions {
             chunk_size: args.chunk_size,
-            compression: if args.zstd { Compression::Zstd } else { Compression::Gzip },
+            compression: if args.zstd {
+                Compression::Zstd
+            } else {
+                Compression::Gzip
+            },
             level: args.level,
             prioritized_files: prioritized,
             threads: 0,
@@ -105,16 +131,28 @@ pub(crate) fn run(root: &Path, args: &ConvertArgs) -> anyhow::Result<()> {
         prioritize_auto: args.prioritize_auto,
         progress: Some(progress_sink()),
     };
-    let dst = args.dst.as_deref().expect("invariant: clap requires DST without --check");
+    let dst = args
+        .dst
+        .as_deref()
+        .expect("invariant: clap requires DST without --check");
     let start = std::time::Instant::now();
     let converted = convert(&store, &src, dst, &opts)?;
     for (manifest, files) in &converted.prioritized {
-        eprintln!("manifest {}: {} prioritized files", manifest.short(), files.len());
+        eprintln!(
+            "manifest {}: {} prioritized files",
+            manifest.short(),
+            files.len()
+        );
         for f in files {
             eprintln!("  {f}");
         }
     }
-    eprintln!("converted {} to {} in {:.1}s", args.src, dst, start.elapsed().as_secs_f64());
+    eprintln!(
+        "converted {} to {} in {:.1}s",
+        args.src,
+        dst,
+        start.elapsed().as_secs_f64()
+    );
     if args.push {
         super::transfer::push_reference(root, dst, dst, &args.registry)?;
     }
@@ -139,7 +177,15 @@ fn progress_sink() -> Arc<dyn Fn(&ConvertEvent) + Send + Sync> {
                 reporter.finish(&key, &label, "already eStargz, kept");
             } else {
                 let toc = l.toc_digest.get(..19).unwrap_or(&l.toc_digest);
-                reporter.finish(&key, &label, &format!("-> {} ({}, toc {toc})", l.converted.short(), format::size(l.size)));
+                reporter.finish(
+                    &key,
+                    &label,
+                    &format!(
+                        "-> {} ({}, toc {toc})",
+                        l.converted.short(),
+                        format::size(l.size)
+                    ),
+                );
             }
         }
     })

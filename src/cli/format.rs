@@ -11,7 +11,11 @@ pub(crate) fn size(bytes: u64) -> String {
         v /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
 
 /// RFC 3339 with nanoseconds, UTC.
@@ -23,7 +27,10 @@ pub(crate) fn timestamp(t: SystemTime) -> String {
 
 /// `3 minutes ago`-style ages.
 pub(crate) fn age(t: SystemTime) -> String {
-    let secs = SystemTime::now().duration_since(t).unwrap_or_default().as_secs();
+    let secs = SystemTime::now()
+        .duration_since(t)
+        .unwrap_or_default()
+        .as_secs();
     match secs {
         0..=59 => format!("{secs} seconds ago"),
         60..=3599 => format!("{} minutes ago", secs / 60),
@@ -42,7 +49,9 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
         Some((i, 'd')) => (&s[..i], 86400),
         _ => (s, 1),
     };
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?} (use e.g. 30s, 15m, 2h, 7d)"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (use e.g. 30s, 15m, 2h, 7d)"))?;
     Ok(Duration::from_secs(n.saturating_mul(mult)))
 }
 

@@ -37,7 +37,9 @@ pub(crate) enum ImageCommand {
     },
 
     /// Remove image records (their content is removed by the next `strata content gc`).
-    #[command(after_help = "Example:\n  strata image rm docker.io/library/sample:1.0 && strata content gc")]
+    #[command(
+        after_help = "Example:\n  strata image rm docker.io/library/sample:1.0 && strata content gc"
+    )]
     Rm {
         /// Image names.
         #[arg(required = true)]
@@ -49,7 +51,10 @@ pub(crate) fn run(root: &Path, cmd: &ImageCommand) -> anyhow::Result<()> {
     let store = super::open_store(root)?;
     match cmd {
         ImageCommand::Import { path, base_name } => {
-            let opts = strata::image::ImportOptions { base_name: base_name.clone(), ..Default::default() };
+            let opts = strata::image::ImportOptions {
+                base_name: base_name.clone(),
+                ..Default::default()
+            };
             // The importer's errors already name the archive.
             let imported = strata::image::import(&store, path, &opts)?;
             for img in &imported.images {
@@ -72,7 +77,10 @@ pub(crate) fn run(root: &Path, cmd: &ImageCommand) -> anyhow::Result<()> {
                 }
                 return Ok(());
             }
-            println!("{:<48}  {:<50}  {:<71}  {:>10}", "NAME", "TYPE", "DIGEST", "SIZE");
+            println!(
+                "{:<48}  {:<50}  {:<71}  {:>10}",
+                "NAME", "TYPE", "DIGEST", "SIZE"
+            );
             for i in images {
                 println!(
                     "{:<48}  {:<50}  {:<71}  {:>10}",
@@ -86,7 +94,10 @@ pub(crate) fn run(root: &Path, cmd: &ImageCommand) -> anyhow::Result<()> {
         }
         ImageCommand::Rm { names } => {
             for n in names {
-                store.metadata().delete_image(n).with_context(|| format!("remove image {n:?}"))?;
+                store
+                    .metadata()
+                    .delete_image(n)
+                    .with_context(|| format!("remove image {n:?}"))?;
                 println!("{n}");
             }
             Ok(())
@@ -105,7 +116,9 @@ fn image_size(store: &strata::store::Store, image: &strata::metadata::ImageRecor
             continue;
         }
         let Ok(digest) = d.parse() else { continue };
-        let Ok(info) = store.content().info(&digest) else { continue };
+        let Ok(info) = store.content().info(&digest) else {
+            continue;
+        };
         total += info.size;
         for (k, v) in &info.labels {
             if k.starts_with(strata::content::LABEL_GC_REF_CONTENT_PREFIX) {

@@ -20,11 +20,23 @@ use clap::{Parser, Subcommand};
 /// Strata keeps container images in a content-addressed store with containerd's
 /// semantics, and (in later releases) serves them to containerd as snapshots, lazily.
 #[derive(Debug, Parser)]
-#[command(name = "strata", version, propagate_version = true, max_term_width = 100)]
-#[command(after_help = "Examples:\n  strata --root /tmp/strata image import ./image-layout\n  strata --root /tmp/strata content ls\n  strata content ingest --expected sha256:… ./blob")]
+#[command(
+    name = "strata",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+#[command(
+    after_help = "Examples:\n  strata --root /tmp/strata image import ./image-layout\n  strata --root /tmp/strata content ls\n  strata content ingest --expected sha256:… ./blob"
+)]
 pub(crate) struct Cli {
     /// Root directory of Strata's state (content store, metadata database).
-    #[arg(long, global = true, env = "STRATA_ROOT", default_value = "/var/lib/strata")]
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_ROOT",
+        default_value = "/var/lib/strata"
+    )]
     root: PathBuf,
 
     /// Log level: error, warn, info, debug or trace (or a tracing filter such as
@@ -68,13 +80,15 @@ enum Command {
 
 /// `strata fd-holder`: started by `strata serve`, not by hand.
 #[derive(Debug, clap::Args)]
-#[command(long_about = "Holds duplicates of `strata serve`'s /dev/fuse descriptors (one per lazily mounted \
+#[command(
+    long_about = "Holds duplicates of `strata serve`'s /dev/fuse descriptors (one per lazily mounted \
     layer) so that the mounts outlive a crash or restart of the daemon: readers wait instead of \
     failing with \"transport endpoint is not connected\", and the restarted daemon takes the \
     descriptors back over the socket and serves the same mounts again. `strata serve` starts it \
     on the first lazy mount (socket <root>/fd-holder.sock, mode 0600), in its own session; it \
     exits by itself when it holds nothing and no daemon is connected. A second holder on a live \
-    socket exits at once.")]
+    socket exits at once."
+)]
 pub(crate) struct FdHolderArgs {
     /// The unix socket to serve.
     #[arg(long)]
@@ -115,7 +129,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Umount(a) => snapshot::umount(&cli.root, a),
         Command::Serve(a) => serve::run(&cli.root, &cli.log_level, a),
         Command::Config(c) => config::run(c),
-        Command::FdHolder(a) => strata::fdstore::holder::run(&a.socket).map_err(|e| anyhow::anyhow!("fd holder {}: {e}", a.socket.display())),
+        Command::FdHolder(a) => strata::fdstore::holder::run(&a.socket)
+            .map_err(|e| anyhow::anyhow!("fd holder {}: {e}", a.socket.display())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -130,7 +145,10 @@ pub(crate) fn main() -> ExitCode {
 fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn open_store(root: &std::path::Path) -> anyhow::Result<strata::store::Store> {

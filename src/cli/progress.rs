@@ -9,13 +9,18 @@ use super::format;
 
 /// Per-blob progress: bars on a terminal, one log line per blob event otherwise.
 pub(crate) struct Reporter {
-    bars: Option<(indicatif::MultiProgress, Mutex<HashMap<String, indicatif::ProgressBar>>)>,
+    bars: Option<(
+        indicatif::MultiProgress,
+        Mutex<HashMap<String, indicatif::ProgressBar>>,
+    )>,
 }
 
 impl Reporter {
     pub(crate) fn new() -> Self {
         let tty = std::io::stderr().is_terminal();
-        Self { bars: tty.then(|| (indicatif::MultiProgress::new(), Mutex::new(HashMap::new()))) }
+        Self {
+            bars: tty.then(|| (indicatif::MultiProgress::new(), Mutex::new(HashMap::new()))),
+        }
     }
 
     pub(crate) fn start(&self, label: String, key: &str, size: u64, offset: u64) {
@@ -23,16 +28,24 @@ impl Reporter {
             Some((multi, bars)) => {
                 let bar = multi.add(indicatif::ProgressBar::new(size));
                 bar.set_style(
-                    indicatif::ProgressStyle::with_template("{prefix:<26} [{bar:30}] {bytes:>10}/{total_bytes:<10} {msg}")
-                        .expect("invariant: valid template")
-                        .progress_chars("=> "),
+                    indicatif::ProgressStyle::with_template(
+                        "{prefix:<26} [{bar:30}] {bytes:>10}/{total_bytes:<10} {msg}",
+                    )
+                    .expect("invariant: valid template")
+                    .progress_chars("=> "),
                 );
                 bar.set_prefix(label);
                 bar.set_position(offset);
-                bars.lock().expect("invariant: not poisoned").insert(key.to_owned(), bar);
+                bars.lock()
+                    .expect("invariant: not poisoned")
+                    .insert(key.to_owned(), bar);
             }
             None if offset > 0 && offset < size => {
-                eprintln!("{label}: resuming at {} of {}", format::size(offset), format::size(size));
+                eprintln!(
+                    "{label}: resuming at {} of {}",
+                    format::size(offset),
+                    format::size(size)
+                );
             }
             None => {}
         }
@@ -69,4 +82,3 @@ impl Reporter {
         }
     }
 }
-

@@ -32,9 +32,15 @@ impl SnapshotterArg {
         match strata::snapshots::open_snapshotter(root, &self.snapshotter, &Default::default()) {
             Ok(sn) => Ok(sn),
             Err(e) if e.kind() == strata_snapshotters::ErrorKind::Unavailable => {
-                match strata::serve::client::DaemonSnapshotter::connect(&self.socket, &self.snapshotter) {
+                match strata::serve::client::DaemonSnapshotter::connect(
+                    &self.socket,
+                    &self.snapshotter,
+                ) {
                     Ok(daemon) => Ok(Arc::new(daemon)),
-                    Err(daemon) => Err(anyhow::anyhow!("snapshotter {}: {e}; and through the daemon: {daemon}", self.snapshotter)),
+                    Err(daemon) => Err(anyhow::anyhow!(
+                        "snapshotter {}: {e}; and through the daemon: {daemon}",
+                        self.snapshotter
+                    )),
                 }
             }
             Err(e) => Err(e).with_context(|| format!("snapshotter {}", self.snapshotter)),
@@ -45,17 +51,21 @@ impl SnapshotterArg {
 /// The lazy-loading state `strata serve` keeps for a stargz snapshot (bytes fetched,
 /// percent, errors), from the daemon's state file.
 fn lazy_state(root: &Path, key: &str) -> Option<serde_json::Value> {
-    let path = strata::snapshots::snapshotter_root(root, "stargz").join("layers").join(strata::stargz::STATE_FILE);
+    let path = strata::snapshots::snapshotter_root(root, "stargz")
+        .join("layers")
+        .join(strata::stargz::STATE_FILE);
     let state: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
     state.get("layers")?.get(key).cloned()
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "While `strata serve` runs it holds the snapshotters' metadata; these commands then \
+#[command(
+    after_help = "While `strata serve` runs it holds the snapshotters' metadata; these commands then \
     go through its socket (--socket).\n\nFor a stargz snapshot, `info` adds \"Lazy\": what the daemon has fetched \
     of the layer (bytes, requests, percent, errors).\n\nExamples:\n  strata snapshot ls\n  strata snapshot --snapshotter native ls --filter 'kind==committed'\n  \
     strata snapshot info sha256:…\n  strata snapshot mounts /mnt/c1 my-container\n  strata snapshot usage\n  \
-    strata snapshot prepare my-container sha256:…\n  strata snapshot rm my-container")]
+    strata snapshot prepare my-container sha256:…\n  strata snapshot rm my-container"
+)]
 pub(crate) struct SnapshotArgs {
     #[command(flatten)]
     snapshotter: SnapshotterArg,
@@ -123,7 +133,11 @@ pub(crate) fn run(root: &Path, args: &SnapshotArgs) -> anyhow::Result<()> {
         SnapshotCommand::Ls { filter } => {
             let mut rows = Vec::new();
             sn.walk(filter, &mut |info: &Info| {
-                rows.push((info.name.clone(), info.parent.clone().unwrap_or_default(), info.kind));
+                rows.push((
+                    info.name.clone(),
+                    info.parent.clone().unwrap_or_default(),
+                    info.kind,
+                ));
                 Ok(())
             })?;
             rows.sort_by(|a, b| a.0.cmp(&b.0));
@@ -144,15 +158,26 @@ pub(crate) fn run(root: &Path, args: &SnapshotArgs) -> anyhow::Result<()> {
         }
         SnapshotCommand::Rm { keys } => {
             for key in keys {
-                sn.remove(key).with_context(|| format!("remove snapshot {key}"))?;
+                sn.remove(key)
+                    .with_context(|| format!("remove snapshot {key}"))?;
                 println!("{key}");
             }
         }
         SnapshotCommand::Mounts { target, key } => {
             let mounts = sn.mounts(key).with_context(|| format!("snapshot {key}"))?;
             for m in mounts {
-                let at = if m.target.is_empty() { target.clone() } else { target.join(m.target.trim_start_matches('/')) };
-                println!("mount -t {} {} {} -o {}", m.kind, m.source, at.display(), m.options.join(","));
+                let at = if m.target.is_empty() {
+                    target.clone()
+                } else {
+                    target.join(m.target.trim_start_matches('/'))
+                };
+                println!(
+                    "mount -t {} {} {} -o {}",
+                    m.kind,
+                    m.source,
+                    at.display(),
+                    m.options.join(",")
+                );
             }
         }
         SnapshotCommand::Usage { keys } => {
@@ -169,8 +194,14 @@ pub(crate) fn run(root: &Path, args: &SnapshotArgs) -> anyhow::Result<()> {
             };
             println!("{:<72} {:>12} INODES", "KEY", "SIZE");
             for key in keys {
-                let u = sn.usage(&key).with_context(|| format!("usage of snapshot {key}"))?;
-                println!("{key:<72} {:>12} {}", format::size(u.size.max(0) as u64), u.inodes);
+                let u = sn
+                    .usage(&key)
+                    .with_context(|| format!("usage of snapshot {key}"))?;
+                println!(
+                    "{key:<72} {:>12} {}",
+                    format::size(u.size.max(0) as u64),
+                    u.inodes
+                );
             }
         }
         SnapshotCommand::Prepare { key, parent } | SnapshotCommand::View { key, parent } => {
@@ -182,11 +213,17 @@ pub(crate) fn run(root: &Path, args: &SnapshotArgs) -> anyhow::Result<()> {
             }
             .with_context(|| format!("snapshot {key}"))?;
             for m in mounts {
-                println!("mount -t {} {} -o {}", m.kind, m.source, m.options.join(","));
+                println!(
+                    "mount -t {} {} -o {}",
+                    m.kind,
+                    m.source,
+                    m.options.join(",")
+                );
             }
         }
         SnapshotCommand::Commit { name, key } => {
-            sn.commit(name, key, BTreeMap::new()).with_context(|| format!("commit snapshot {key} as {name}"))?;
+            sn.commit(name, key, BTreeMap::new())
+                .with_context(|| format!("commit snapshot {key} as {name}"))?;
         }
     }
     sn.close()?;
@@ -195,7 +232,9 @@ pub(crate) fn run(root: &Path, args: &SnapshotArgs) -> anyhow::Result<()> {
 
 fn info_json(info: &Info) -> serde_json::Value {
     let time = |t: std::time::SystemTime| {
-        time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+        time::OffsetDateTime::from(t)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
     };
     serde_json::json!({
         "Kind": match info.kind { Kind::View => "View", Kind::Active => "Active", Kind::Committed => "Committed" },
@@ -208,7 +247,8 @@ fn info_json(info: &Info) -> serde_json::Value {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "The image's layers are unpacked first if needed (its content must be in the store: \
+#[command(
+    after_help = "The image's layers are unpacked first if needed (its content must be in the store: \
     `strata pull`). The mount is read-write; changes go to a new active snapshot keyed by DIR and are \
     discarded by `strata umount DIR`.\n\n\
     With --lazy, IMAGE is a registry reference to an eStargz image (`strata convert`): nothing is \
@@ -217,7 +257,8 @@ fn info_json(info: &Info) -> serde_json::Value {
     until Ctrl-C or SIGTERM, then unmounts and prints the bytes fetched.\n\nExamples:\n  \
     strata mount docker.io/library/alpine:3.20 /mnt/alpine\n  \
     strata mount --snapshotter native app:1 /tmp/app-root\n  \
-    strata mount --lazy --plain-http 127.0.0.1:5000/app:1-esgz /mnt/app")]
+    strata mount --lazy --plain-http 127.0.0.1:5000/app:1-esgz /mnt/app"
+)]
 pub(crate) struct MountArgs {
     /// The local image (`strata image ls`), or with --lazy a registry reference.
     image: String,
@@ -255,8 +296,11 @@ pub(crate) struct UmountArgs {
 
 /// The snapshot key of a mount: its directory, absolute (as `ctr image mount` uses).
 fn mount_key(dir: &Path) -> anyhow::Result<String> {
-    let abs = std::fs::canonicalize(dir).with_context(|| format!("mount point {}", dir.display()))?;
-    abs.to_str().map(str::to_owned).with_context(|| format!("mount point {}: not UTF-8", abs.display()))
+    let abs =
+        std::fs::canonicalize(dir).with_context(|| format!("mount point {}", dir.display()))?;
+    abs.to_str()
+        .map(str::to_owned)
+        .with_context(|| format!("mount point {}: not UTF-8", abs.display()))
 }
 
 pub(crate) fn mount_image(root: &Path, args: &MountArgs) -> anyhow::Result<()> {
@@ -264,7 +308,10 @@ pub(crate) fn mount_image(root: &Path, args: &MountArgs) -> anyhow::Result<()> {
         return mount_lazy(root, args);
     }
     let store = super::open_store(root)?;
-    let image = store.metadata().image(&args.image).with_context(|| format!("mount: image {:?}", args.image))?;
+    let image = store
+        .metadata()
+        .image(&args.image)
+        .with_context(|| format!("mount: image {:?}", args.image))?;
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
     let (_, manifest) = image_manifest(&store, &image, &platform)?;
     let layers = manifest_layers(&store, &manifest)?;
@@ -272,12 +319,21 @@ pub(crate) fn mount_image(root: &Path, args: &MountArgs) -> anyhow::Result<()> {
     let scratch = strata::snapshots::scratch_dir(root, &args.snapshotter.snapshotter);
     for done in Unpacker::new(&store, &*sn, &scratch).unpack_all(&layers)? {
         if !done.existed {
-            eprintln!("layer {}: unpacked into snapshot {}", done.layer.short(), done.chain_id.short());
+            eprintln!(
+                "layer {}: unpacked into snapshot {}",
+                done.layer.short(),
+                done.chain_id.short()
+            );
         }
     }
     let key = mount_key(&args.dir)?;
-    let parent = layers.last().map(|l| l.chain_id.to_string()).unwrap_or_default();
-    let mounts = sn.prepare(&key, &parent, BTreeMap::new()).with_context(|| format!("mount {}: snapshot {key}", args.image))?;
+    let parent = layers
+        .last()
+        .map(|l| l.chain_id.to_string())
+        .unwrap_or_default();
+    let mounts = sn
+        .prepare(&key, &parent, BTreeMap::new())
+        .with_context(|| format!("mount {}: snapshot {key}", args.image))?;
     if let Err(e) = mount::mount_all(&mounts, Path::new(&key)) {
         let _ = mount::unmount_all(Path::new(&key), true);
         let _ = sn.remove(&key);
@@ -292,7 +348,8 @@ pub(crate) fn umount(root: &Path, args: &UmountArgs) -> anyhow::Result<()> {
     let key = mount_key(&args.dir)?;
     mount::unmount_all(Path::new(&key), false).with_context(|| format!("umount {key}"))?;
     let sn = args.snapshotter.open(root)?;
-    sn.remove(&key).with_context(|| format!("umount {key}: remove its snapshot"))?;
+    sn.remove(&key)
+        .with_context(|| format!("umount {key}: remove its snapshot"))?;
     sn.close()?;
     eprintln!("unmounted {key}");
     Ok(())
@@ -302,20 +359,40 @@ pub(crate) fn umount(root: &Path, args: &UmountArgs) -> anyhow::Result<()> {
 fn mount_lazy(root: &Path, args: &MountArgs) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
 
-    let reference: strata::registry::Reference = args.image.parse().with_context(|| format!("mount --lazy {:?}", args.image))?;
-    let target = std::fs::canonicalize(&args.dir).with_context(|| format!("mount point {}", args.dir.display()))?;
+    let reference: strata::registry::Reference = args
+        .image
+        .parse()
+        .with_context(|| format!("mount --lazy {:?}", args.image))?;
+    let target = std::fs::canonicalize(&args.dir)
+        .with_context(|| format!("mount point {}", args.dir.display()))?;
     let client = args.registry.client()?;
     let runtime = super::transfer::runtime()?;
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
-    let work = root.join("tmpmounts").join(format!("lazy-{}", std::process::id()));
+    let work = root
+        .join("tmpmounts")
+        .join(format!("lazy-{}", std::process::id()));
     let start = std::time::Instant::now();
     let cache = if args.cache_max_size == 0 {
         None
     } else {
         let dir = root.join("cache").join("chunks");
-        Some(std::sync::Arc::new(strata::cache::ChunkCache::open(&dir, args.cache_max_size).with_context(|| format!("open the chunk cache {}", dir.display()))?))
+        Some(std::sync::Arc::new(
+            strata::cache::ChunkCache::open(&dir, args.cache_max_size)
+                .with_context(|| format!("open the chunk cache {}", dir.display()))?,
+        ))
     };
-    let mounted = strata::lazy_mount::LazyMount::mount(runtime.handle(), &client, &reference, &platform, &target, &work, strata::lazy_mount::LazyMountOptions { cache: cache.clone(), passthrough: args.passthrough });
+    let mounted = strata::lazy_mount::LazyMount::mount(
+        runtime.handle(),
+        &client,
+        &reference,
+        &platform,
+        &target,
+        &work,
+        strata::lazy_mount::LazyMountOptions {
+            cache: cache.clone(),
+            passthrough: args.passthrough,
+        },
+    );
     let mounted = match mounted {
         Ok(m) => m,
         Err(e) => {
@@ -334,10 +411,19 @@ fn mount_lazy(root: &Path, args: &MountArgs) -> anyhow::Result<()> {
             "{label}: fetched {} of {} ({:.1} %) in {requests} range requests",
             format::size(bytes),
             format::size(size),
-            if size == 0 { 0.0 } else { 100.0 * bytes as f64 / size as f64 }
+            if size == 0 {
+                0.0
+            } else {
+                100.0 * bytes as f64 / size as f64
+            }
         );
     };
-    eprintln!("mounted {reference} lazily on {} in {:.2}s ({} layers); Ctrl-C or SIGTERM unmounts", target.display(), start.elapsed().as_secs_f64(), mounted.fetched().len());
+    eprintln!(
+        "mounted {reference} lazily on {} in {:.2}s ({} layers); Ctrl-C or SIGTERM unmounts",
+        target.display(),
+        start.elapsed().as_secs_f64(),
+        mounted.fetched().len()
+    );
     report("at mount");
     runtime.block_on(async {
         let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
@@ -350,7 +436,14 @@ fn mount_lazy(root: &Path, args: &MountArgs) -> anyhow::Result<()> {
     report("at unmount");
     if let Some(cache) = &cache {
         let s = cache.stats();
-        eprintln!("chunk cache: {} hits, {} misses, {} stored, {} evicted, {} held", s.hits, s.misses, s.stored, s.evictions, format::size(s.bytes));
+        eprintln!(
+            "chunk cache: {} hits, {} misses, {} stored, {} evicted, {} held",
+            s.hits,
+            s.misses,
+            s.stored,
+            s.evictions,
+            format::size(s.bytes)
+        );
     }
     let unmounted = mounted.unmount();
     let _ = std::fs::remove_dir_all(&work);

@@ -1,7 +1,7 @@
 //! `strata pull` and `strata push`: images between a registry and the local store.
 
-use std::path::{Path, PathBuf};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -22,7 +22,11 @@ pub(crate) struct RegistryArgs {
     plain_http: bool,
     /// containerd's `config_path`: a directory of `<host>/hosts.toml` files (mirrors,
     /// CAs, skip_verify, plain HTTP). Ignored if it does not exist.
-    #[arg(long, env = "STRATA_HOSTS_DIR", default_value = "/etc/containerd/certs.d")]
+    #[arg(
+        long,
+        env = "STRATA_HOSTS_DIR",
+        default_value = "/etc/containerd/certs.d"
+    )]
     hosts_dir: PathBuf,
     /// Docker config.json with credentials (`auths`, `credsStore`, `credHelpers`).
     /// Default: $DOCKER_CONFIG/config.json or ~/.docker/config.json.
@@ -48,11 +52,13 @@ impl RegistryArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Downloads the image into the content store and unpacks its layers into committed \
+#[command(
+    after_help = "Downloads the image into the content store and unpacks its layers into committed \
     snapshots named by chainID (see `strata snapshot ls`); layers already unpacked are skipped.\n\n\
     Examples:\n  strata pull alpine:3.20\n  \
     strata pull --plain-http 127.0.0.1:5000/app:1.0\n  strata pull --snapshotter native alpine:3.20\n  \
-    strata pull --no-unpack --platform linux/arm64 docker.io/library/busybox:latest")]
+    strata pull --no-unpack --platform linux/arm64 docker.io/library/busybox:latest"
+)]
 pub(crate) struct PullArgs {
     /// The image reference (`alpine` means docker.io/library/alpine:latest).
     reference: String,
@@ -73,9 +79,11 @@ pub(crate) struct PullArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  strata push --plain-http 127.0.0.1:5000/app:1.0\n  \
+#[command(
+    after_help = "Examples:\n  strata push --plain-http 127.0.0.1:5000/app:1.0\n  \
     strata push --plain-http 127.0.0.1:5000/copy:1.0 docker.io/library/sample:1.0\n  \
-    strata push --platform linux/amd64 registry.example.com/team/app:2")]
+    strata push --platform linux/amd64 registry.example.com/team/app:2"
+)]
 pub(crate) struct PushArgs {
     /// Where to push: a registry reference.
     reference: String,
@@ -96,7 +104,10 @@ pub(crate) struct PushArgs {
 }
 
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start async runtime")
 }
 
 fn short(d: &strata_formats::Digest) -> String {
@@ -104,7 +115,11 @@ fn short(d: &strata_formats::Digest) -> String {
 }
 
 /// Pulls `reference` for the host platform (for commands that pull on the way).
-pub(crate) fn pull_reference(root: &Path, reference: &str, registry: &RegistryArgs) -> anyhow::Result<()> {
+pub(crate) fn pull_reference(
+    root: &Path,
+    reference: &str,
+    registry: &RegistryArgs,
+) -> anyhow::Result<()> {
     let args = PullArgs {
         reference: reference.to_owned(),
         platform: None,
@@ -117,7 +132,12 @@ pub(crate) fn pull_reference(root: &Path, reference: &str, registry: &RegistryAr
 }
 
 /// Pushes the local image `local` to `reference` (for commands that push on the way).
-pub(crate) fn push_reference(root: &Path, reference: &str, local: &str, registry: &RegistryArgs) -> anyhow::Result<()> {
+pub(crate) fn push_reference(
+    root: &Path,
+    reference: &str,
+    local: &str,
+    registry: &RegistryArgs,
+) -> anyhow::Result<()> {
     let args = PushArgs {
         reference: reference.to_owned(),
         local: Some(local.to_owned()),
@@ -144,23 +164,73 @@ fn pull_quiet(root: &Path, args: &PullArgs) -> anyhow::Result<String> {
     let (r, k) = (reporter.clone(), kinds.clone());
     let progress = move |e: &PullEvent| match e {
         PullEvent::Resolved { reference, digest } => eprintln!("{reference}: resolved to {digest}"),
-        PullEvent::BlobStarted { kind, digest, size, offset } => {
-            k.lock().expect("invariant: not poisoned").insert(digest.to_string(), kind);
-            r.start(format!("{kind} {}", short(digest)), &digest.to_string(), *size, *offset);
+        PullEvent::BlobStarted {
+            kind,
+            digest,
+            size,
+            offset,
+        } => {
+            k.lock()
+                .expect("invariant: not poisoned")
+                .insert(digest.to_string(), kind);
+            r.start(
+                format!("{kind} {}", short(digest)),
+                &digest.to_string(),
+                *size,
+                *offset,
+            );
         }
         PullEvent::BlobProgress { digest, bytes } => r.advance(&digest.to_string(), *bytes),
-        PullEvent::BlobRetry { digest, offset, cause } => {
-            let kind = k.lock().expect("invariant: not poisoned").get(&digest.to_string()).copied().unwrap_or("blob");
-            r.message(&digest.to_string(), &format!("{kind} {}", short(digest)), &format!("retrying from {offset}: {cause}"));
+        PullEvent::BlobRetry {
+            digest,
+            offset,
+            cause,
+        } => {
+            let kind = k
+                .lock()
+                .expect("invariant: not poisoned")
+                .get(&digest.to_string())
+                .copied()
+                .unwrap_or("blob");
+            r.message(
+                &digest.to_string(),
+                &format!("{kind} {}", short(digest)),
+                &format!("retrying from {offset}: {cause}"),
+            );
         }
-        PullEvent::BlobDone { digest, size, existed } => {
-            let kind = k.lock().expect("invariant: not poisoned").get(&digest.to_string()).copied().unwrap_or("blob");
-            let msg = if *existed { "already present".to_owned() } else { format!("done ({})", format::size(*size)) };
-            r.finish(&digest.to_string(), &format!("{kind} {}", short(digest)), &msg);
+        PullEvent::BlobDone {
+            digest,
+            size,
+            existed,
+        } => {
+            let kind = k
+                .lock()
+                .expect("invariant: not poisoned")
+                .get(&digest.to_string())
+                .copied()
+                .unwrap_or("blob");
+            let msg = if *existed {
+                "already present".to_owned()
+            } else {
+                format!("done ({})", format::size(*size))
+            };
+            r.finish(
+                &digest.to_string(),
+                &format!("{kind} {}", short(digest)),
+                &msg,
+            );
         }
         PullEvent::Unpacked(u) => {
-            let how = if u.existed { "exists".to_owned() } else { format!("unpacked {}", format::size(u.size)) };
-            eprintln!("layer {}: snapshot {} {how}", short(&u.layer), short(&u.chain_id));
+            let how = if u.existed {
+                "exists".to_owned()
+            } else {
+                format!("unpacked {}", format::size(u.size))
+            };
+            eprintln!(
+                "layer {}: snapshot {} {how}",
+                short(&u.layer),
+                short(&u.chain_id)
+            );
         }
     };
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
@@ -168,9 +238,15 @@ fn pull_quiet(root: &Path, args: &PullArgs) -> anyhow::Result<String> {
     let unpack = if args.no_unpack || platform != Platform::host() {
         None
     } else {
-        let snapshotter = strata::snapshots::open_snapshotter(root, &args.snapshotter, &Default::default())
-            .with_context(|| format!("pull {}: snapshotter {}", args.reference, args.snapshotter))?;
-        Some(UnpackTarget { snapshotter, scratch: strata::snapshots::scratch_dir(root, &args.snapshotter) })
+        let snapshotter =
+            strata::snapshots::open_snapshotter(root, &args.snapshotter, &Default::default())
+                .with_context(|| {
+                    format!("pull {}: snapshotter {}", args.reference, args.snapshotter)
+                })?;
+        Some(UnpackTarget {
+            snapshotter,
+            scratch: strata::snapshots::scratch_dir(root, &args.snapshotter),
+        })
     };
     let opts = PullOptions {
         platform,
@@ -180,8 +256,14 @@ fn pull_quiet(root: &Path, args: &PullArgs) -> anyhow::Result<String> {
         ..PullOptions::default()
     };
     let start = std::time::Instant::now();
-    let record = runtime()?.block_on(strata::image::pull::pull(&store, &client, &reference, &opts))?;
-    eprintln!("pulled {} in {:.1}s", record.name, start.elapsed().as_secs_f64());
+    let record = runtime()?.block_on(strata::image::pull::pull(
+        &store, &client, &reference, &opts,
+    ))?;
+    eprintln!(
+        "pulled {} in {:.1}s",
+        record.name,
+        start.elapsed().as_secs_f64()
+    );
     Ok(record.target.digest().to_string())
 }
 
@@ -203,16 +285,31 @@ fn push_quiet(root: &Path, args: &PushArgs) -> anyhow::Result<String> {
     let reporter = Arc::new(Reporter::new());
     let r = reporter.clone();
     let progress = move |e: &PushEvent| match e {
-        PushEvent::BlobStarted { digest, size } => r.start(format!("blob {}", short(digest)), &digest.to_string(), *size, 0),
-        PushEvent::BlobDone { digest, size, outcome } => {
+        PushEvent::BlobStarted { digest, size } => r.start(
+            format!("blob {}", short(digest)),
+            &digest.to_string(),
+            *size,
+            0,
+        ),
+        PushEvent::BlobDone {
+            digest,
+            size,
+            outcome,
+        } => {
             let msg = match outcome {
                 BlobOutcome::Exists => "already in the registry".to_owned(),
                 BlobOutcome::Mounted => "mounted from another repository".to_owned(),
                 BlobOutcome::Uploaded => format!("uploaded ({})", format::size(*size)),
             };
-            r.finish(&digest.to_string(), &format!("blob {}", short(digest)), &msg);
+            r.finish(
+                &digest.to_string(),
+                &format!("blob {}", short(digest)),
+                &msg,
+            );
         }
-        PushEvent::ManifestPushed { digest, reference } => eprintln!("manifest {}: pushed to {reference}", short(digest)),
+        PushEvent::ManifestPushed { digest, reference } => {
+            eprintln!("manifest {}: pushed to {reference}", short(digest))
+        }
     };
     let opts = PushOptions {
         platform: args.platform.clone(),
@@ -220,7 +317,12 @@ fn push_quiet(root: &Path, args: &PushArgs) -> anyhow::Result<String> {
         progress: Some(Arc::new(progress)),
     };
     let start = std::time::Instant::now();
-    let root_desc = runtime()?.block_on(strata::image::push::push(&store, &client, &image, &target, &opts))?;
-    eprintln!("pushed {local} to {target} in {:.1}s", start.elapsed().as_secs_f64());
+    let root_desc = runtime()?.block_on(strata::image::push::push(
+        &store, &client, &image, &target, &opts,
+    ))?;
+    eprintln!(
+        "pushed {local} to {target} in {:.1}s",
+        start.elapsed().as_secs_f64()
+    );
     Ok(root_desc.digest().to_string())
 }

@@ -41,7 +41,9 @@ pub enum ContentError {
         actual: u64,
     },
     /// A resumed ingest was opened with a total that disagrees with the recorded one.
-    #[error("ref {reference:?}: provided total {provided} differs from the ingest's recorded total {recorded}")]
+    #[error(
+        "ref {reference:?}: provided total {provided} differs from the ingest's recorded total {recorded}"
+    )]
     TotalMismatch {
         /// The ingest ref.
         reference: String,
@@ -99,7 +101,10 @@ impl ContentError {
     }
 
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
-        Self::Io { context: context.into(), source }
+        Self::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
 

@@ -102,7 +102,9 @@ pub struct IngestWriter {
 }
 
 pub(super) fn ingest_dir(store: &LocalContentStore, reference: &str) -> PathBuf {
-    store.ingest_root().join(Digest::of(reference.as_bytes()).encoded())
+    store
+        .ingest_root()
+        .join(Digest::of(reference.as_bytes()).encoded())
 }
 
 fn nanos(t: SystemTime) -> u128 {
@@ -127,19 +129,35 @@ fn read_opt(path: &Path) -> Result<Option<String>, ContentError> {
 fn lock_dir(dir: &Path, reference: &str) -> Result<Option<File>, ContentError> {
     fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
     let path = dir.join("lock");
-    let lock = match OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path) {
+    let lock = match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+    {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(ContentError::io(format!("open {}", path.display()), e)),
     };
     match rustix::fs::flock(lock.as_fd(), FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => {}
-        Err(rustix::io::Errno::WOULDBLOCK) => return Err(ContentError::Locked(reference.to_owned())),
-        Err(e) => return Err(ContentError::io(format!("lock {}", path.display()), e.into())),
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            return Err(ContentError::Locked(reference.to_owned()));
+        }
+        Err(e) => {
+            return Err(ContentError::io(
+                format!("lock {}", path.display()),
+                e.into(),
+            ));
+        }
     }
     // The lock is ours, but is it still the ingest's lock file, or one a committing writer
     // unlinked while we waited to open it?
-    let ours = lock.metadata().ctx(|| format!("stat {}", path.display()))?.ino();
+    let ours = lock
+        .metadata()
+        .ctx(|| format!("stat {}", path.display()))?
+        .ino();
     match fs::metadata(&path) {
         Ok(m) if m.ino() == ours => Ok(Some(lock)),
         Ok(_) => Ok(None),
@@ -164,7 +182,9 @@ pub(super) fn open(
     expected: Option<&Digest>,
 ) -> Result<IngestWriter, ContentError> {
     if reference.is_empty() {
-        return Err(ContentError::InvalidArgument("ingest ref must not be empty".into()));
+        return Err(ContentError::InvalidArgument(
+            "ingest ref must not be empty".into(),
+        ));
     }
     let dir = ingest_dir(store, reference);
     let lock = lock_ingest(&dir, reference)?;
@@ -179,11 +199,17 @@ pub(super) fn open(
                     dir.display()
                 )));
             }
-            let recorded_total = read_opt(&dir.join("total"))?.and_then(|s| s.trim().parse::<u64>().ok());
+            let recorded_total =
+                read_opt(&dir.join("total"))?.and_then(|s| s.trim().parse::<u64>().ok());
             if let (Some(p), Some(r)) = (total, recorded_total)
-                && p != r {
-                    return Err(ContentError::TotalMismatch { reference: reference.to_owned(), provided: p, recorded: r });
-                }
+                && p != r
+            {
+                return Err(ContentError::TotalMismatch {
+                    reference: reference.to_owned(),
+                    provided: p,
+                    recorded: r,
+                });
+            }
             let started = read_opt(&dir.join("startedat"))?
                 .and_then(|s| from_nanos(&s))
                 .unwrap_or_else(SystemTime::now);
@@ -198,14 +224,17 @@ pub(super) fn open(
             let mut digester = Digester::new();
             io::copy(&mut &data, &mut digester)
                 .ctx(|| format!("re-hash {} to resume", data_path.display()))?;
-            data.seek(io::SeekFrom::End(0)).ctx(|| format!("seek {}", data_path.display()))?;
+            data.seek(io::SeekFrom::End(0))
+                .ctx(|| format!("seek {}", data_path.display()))?;
             (data, digester, started, total.or(recorded_total))
         }
         None => {
             let started = SystemTime::now();
-            let data = File::create(&data_path).ctx(|| format!("create {}", data_path.display()))?;
+            let data =
+                File::create(&data_path).ctx(|| format!("create {}", data_path.display()))?;
             if let Some(t) = total {
-                fs::write(dir.join("total"), t.to_string()).ctx(|| format!("write {}/total", dir.display()))?;
+                fs::write(dir.join("total"), t.to_string())
+                    .ctx(|| format!("write {}/total", dir.display()))?;
             }
             fs::write(dir.join("startedat"), nanos(started).to_string())
                 .ctx(|| format!("write {}/startedat", dir.display()))?;
@@ -231,7 +260,10 @@ pub(super) fn open(
     })
 }
 
-pub(super) fn status(store: &LocalContentStore, reference: &str) -> Result<IngestStatus, ContentError> {
+pub(super) fn status(
+    store: &LocalContentStore,
+    reference: &str,
+) -> Result<IngestStatus, ContentError> {
     let dir = ingest_dir(store, reference);
     match read_opt(&dir.join("ref"))? {
         Some(r) if r == reference => status_of(&dir, r),
@@ -246,7 +278,9 @@ fn status_of(dir: &Path, reference: String) -> Result<IngestStatus, ContentError
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(ContentError::io(format!("stat {}", data.display()), e)),
     };
-    let started = read_opt(&dir.join("startedat"))?.and_then(|s| from_nanos(&s)).unwrap_or(UNIX_EPOCH);
+    let started = read_opt(&dir.join("startedat"))?
+        .and_then(|s| from_nanos(&s))
+        .unwrap_or(UNIX_EPOCH);
     Ok(IngestStatus {
         reference,
         offset: meta.as_ref().map_or(0, |m| m.len()),
@@ -263,7 +297,11 @@ pub(super) fn list(store: &LocalContentStore) -> Result<Vec<IngestStatus>, Conte
         let entry = entry.ctx(|| format!("list {}", root.display()))?;
         let dir = entry.path();
         // Only `<64 hex>` directories are ingests; `*.removing-*` are being deleted.
-        if entry.file_name().to_str().is_none_or(|n| Digest::from_hex(n).is_err()) {
+        if entry
+            .file_name()
+            .to_str()
+            .is_none_or(|n| Digest::from_hex(n).is_err())
+        {
             continue;
         }
         if let Some(r) = read_opt(&dir.join("ref"))? {
@@ -283,7 +321,9 @@ pub(super) fn leftovers(store: &LocalContentStore) -> Result<Vec<PathBuf>, Conte
         let entry = entry.ctx(|| format!("list {}", root.display()))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.contains(".removing-") || (Digest::from_hex(&name).is_ok() && !entry.path().join("ref").exists()) {
+        if name.contains(".removing-")
+            || (Digest::from_hex(&name).is_ok() && !entry.path().join("ref").exists())
+        {
             out.push(entry.path());
         }
     }
@@ -354,9 +394,11 @@ impl IngestWriter {
         }
         let end = self.offset + n as u64;
         match self.total {
-            Some(total) if end > total => {
-                Err(ContentError::Overflow { reference: self.reference.clone(), total, offset: end })
-            }
+            Some(total) if end > total => Err(ContentError::Overflow {
+                reference: self.reference.clone(),
+                total,
+                offset: end,
+            }),
             _ => Ok(()),
         }
     }
@@ -365,7 +407,10 @@ impl IngestWriter {
         self.check_room(buf.len())?;
         if let Err(e) = self.data.write_all(buf) {
             self.poisoned = true;
-            return Err(ContentError::io(format!("write {}/data", self.dir.display()), e));
+            return Err(ContentError::io(
+                format!("write {}/data", self.dir.display()),
+                e,
+            ));
         }
         self.offset += buf.len() as u64;
         if self.offset - self.synced_to >= WRITEBACK_EVERY {
@@ -394,7 +439,9 @@ impl IngestWriter {
         let (full_tx, full_rx) = sync_channel::<(AlignedBuf, usize)>(COPY_BUFS);
         let (empty_tx, empty_rx) = sync_channel::<AlignedBuf>(COPY_BUFS);
         for _ in 0..COPY_BUFS {
-            empty_tx.send(AlignedBuf::new(COPY_BUF)).expect("invariant: receiver alive");
+            empty_tx
+                .send(AlignedBuf::new(COPY_BUF))
+                .expect("invariant: receiver alive");
         }
         let direct = self.open_direct();
         let mut direct_used = false;
@@ -412,11 +459,18 @@ impl IngestWriter {
             let mut copied = 0u64;
             let result = loop {
                 let Ok(mut buf) = empty_rx.recv() else {
-                    break Err(ContentError::InvalidArgument(format!("ref {reference:?}: hashing thread stopped")));
+                    break Err(ContentError::InvalidArgument(format!(
+                        "ref {reference:?}: hashing thread stopped"
+                    )));
                 };
                 let n = match read_full(src, buf.as_mut_slice()) {
                     Ok(n) => n,
-                    Err(e) => break Err(ContentError::io(format!("ref {reference:?}: read source at {copied}"), e)),
+                    Err(e) => {
+                        break Err(ContentError::io(
+                            format!("ref {reference:?}: read source at {copied}"),
+                            e,
+                        ));
+                    }
                 };
                 if n == 0 {
                     break Ok(copied);
@@ -430,7 +484,10 @@ impl IngestWriter {
                         if direct_used {
                             // Buffered writes continue where the direct ones stopped.
                             if let Err(e) = self.data.seek(io::SeekFrom::Start(self.offset)) {
-                                break Err(ContentError::io(format!("seek {}/data", self.dir.display()), e));
+                                break Err(ContentError::io(
+                                    format!("seek {}/data", self.dir.display()),
+                                    e,
+                                ));
                             }
                             direct_used = false;
                         }
@@ -442,11 +499,15 @@ impl IngestWriter {
                 }
                 copied += n as u64;
                 if full_tx.send((buf, n)).is_err() {
-                    break Err(ContentError::InvalidArgument(format!("ref {reference:?}: hashing thread stopped")));
+                    break Err(ContentError::InvalidArgument(format!(
+                        "ref {reference:?}: hashing thread stopped"
+                    )));
                 }
             };
             drop(full_tx);
-            self.digester = hasher.join().expect("invariant: the hashing thread does not panic");
+            self.digester = hasher
+                .join()
+                .expect("invariant: the hashing thread does not panic");
             result
         });
         if direct_used {
@@ -460,7 +521,11 @@ impl IngestWriter {
     /// A second descriptor on the data file with `O_DIRECT`, if the file system supports it.
     fn open_direct(&self) -> Option<File> {
         use std::os::unix::fs::OpenOptionsExt;
-        OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(self.dir.join("data")).ok()
+        OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(self.dir.join("data"))
+            .ok()
     }
 
     fn write_direct(&mut self, fd: &File, buf: &[u8]) -> Result<(), ContentError> {
@@ -468,7 +533,10 @@ impl IngestWriter {
         self.check_room(buf.len())?;
         if let Err(e) = fd.write_all_at(buf, self.offset) {
             self.poisoned = true;
-            return Err(ContentError::io(format!("write {}/data", self.dir.display()), e));
+            return Err(ContentError::io(
+                format!("write {}/data", self.dir.display()),
+                e,
+            ));
         }
         self.offset += buf.len() as u64;
         self.synced_to = self.offset;
@@ -483,8 +551,12 @@ impl IngestWriter {
                 self.reference
             )));
         }
-        self.data.set_len(0).ctx(|| format!("truncate {}/data", self.dir.display()))?;
-        self.data.seek(io::SeekFrom::Start(0)).ctx(|| format!("seek {}/data", self.dir.display()))?;
+        self.data
+            .set_len(0)
+            .ctx(|| format!("truncate {}/data", self.dir.display()))?;
+        self.data
+            .seek(io::SeekFrom::Start(0))
+            .ctx(|| format!("seek {}/data", self.dir.display()))?;
         self.digester = Digester::new();
         self.offset = 0;
         self.synced_to = 0;
@@ -504,8 +576,9 @@ impl IngestWriter {
         labels: std::collections::BTreeMap<String, String>,
     ) -> Result<Digest, ContentError> {
         for (k, v) in &labels {
-            strata_formats::labels::validate_label(k, v)
-                .map_err(|e| ContentError::InvalidArgument(format!("ref {:?}: {e}", self.reference)))?;
+            strata_formats::labels::validate_label(k, v).map_err(|e| {
+                ContentError::InvalidArgument(format!("ref {:?}: {e}", self.reference))
+            })?;
         }
         self.check_room(0)?;
         if let Some(expected) = size.filter(|&s| s != self.offset) {
@@ -516,7 +589,10 @@ impl IngestWriter {
             });
         }
         let actual = self.digester.digest();
-        if let Some(expected) = expected.or(self.expected.as_ref()).filter(|&e| *e != actual) {
+        if let Some(expected) = expected
+            .or(self.expected.as_ref())
+            .filter(|&e| *e != actual)
+        {
             return Err(ContentError::DigestMismatch {
                 reference: self.reference.clone(),
                 expected: expected.clone(),
@@ -524,7 +600,9 @@ impl IngestWriter {
             });
         }
         let data_path = self.dir.join("data");
-        self.data.sync_all().ctx(|| format!("fsync {}", data_path.display()))?;
+        self.data
+            .sync_all()
+            .ctx(|| format!("fsync {}", data_path.display()))?;
         let target = self.store.blob_path(&actual);
         if target.exists() {
             remove_locked_dir(&self.dir)?;
@@ -560,8 +638,18 @@ impl IngestWriter {
         let now = SystemTime::now();
         self.store
             .label_store()
-            .put(&actual, &BlobRecord { created: now, updated: now, labels })
-            .map_err(|message| ContentError::LabelStore { digest: actual.clone(), message })?;
+            .put(
+                &actual,
+                &BlobRecord {
+                    created: now,
+                    updated: now,
+                    labels,
+                },
+            )
+            .map_err(|message| ContentError::LabelStore {
+                digest: actual.clone(),
+                message,
+            })?;
         remove_locked_dir(&self.dir)?;
         Ok(actual)
     }
@@ -599,7 +687,9 @@ fn read_full(src: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 fn writeback(file: &File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     let fd = file.as_raw_fd();
-    let (Ok(off), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else { return };
+    let (Ok(off), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
     // SAFETY: a valid open fd and plain integer arguments. Failure is harmless: the fsync
     // at commit still makes the data durable, so results are ignored.
     unsafe {
@@ -610,7 +700,9 @@ fn writeback(file: &File, offset: u64, len: u64) {
                 fd,
                 earlier,
                 len,
-                libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | libc::SYNC_FILE_RANGE_WRITE
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
             );
         }
     }

@@ -39,14 +39,19 @@ pub struct LocalContentStore {
 
 impl std::fmt::Debug for LocalContentStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalContentStore").field("root", &self.root).finish_non_exhaustive()
+        f.debug_struct("LocalContentStore")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
     }
 }
 
 impl LocalContentStore {
     /// Opens (creating if needed) the store under `root` (blobs go to
     /// `root/blobs/sha256`, ingests to `root/ingest`).
-    pub fn open(root: impl Into<PathBuf>, labels: Arc<dyn LabelStore>) -> Result<Self, ContentError> {
+    pub fn open(
+        root: impl Into<PathBuf>,
+        labels: Arc<dyn LabelStore>,
+    ) -> Result<Self, ContentError> {
         let root = root.into();
         for dir in [root.join("blobs").join("sha256"), root.join("ingest")] {
             fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
@@ -61,7 +66,10 @@ impl LocalContentStore {
 
     /// Where the blob `digest` lives (whether or not it exists).
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join("blobs").join(digest.algorithm()).join(digest.encoded())
+        self.root
+            .join("blobs")
+            .join(digest.algorithm())
+            .join(digest.encoded())
     }
 
     pub(super) fn blobs_dir(&self) -> PathBuf {
@@ -86,7 +94,9 @@ impl LocalContentStore {
         let path = self.blob_path(digest);
         let meta = match fs::metadata(&path) {
             Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ContentError::NotFound(digest.clone())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(ContentError::NotFound(digest.clone()));
+            }
             Err(e) => return Err(ContentError::io(format!("stat {}", path.display()), e)),
         };
         let record = self.record(digest)?;
@@ -104,7 +114,10 @@ impl LocalContentStore {
     fn record(&self, digest: &Digest) -> Result<Option<BlobRecord>, ContentError> {
         self.labels
             .get(digest)
-            .map_err(|message| ContentError::LabelStore { digest: digest.clone(), message })
+            .map_err(|message| ContentError::LabelStore {
+                digest: digest.clone(),
+                message,
+            })
     }
 
     /// Random access to a committed blob.
@@ -112,7 +125,9 @@ impl LocalContentStore {
         let path = self.blob_path(digest);
         let file = match fs::File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ContentError::NotFound(digest.clone())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(ContentError::NotFound(digest.clone()));
+            }
             Err(e) => return Err(ContentError::io(format!("open {}", path.display()), e)),
         };
         FileReadAt::new(file).ctx(|| format!("stat {}", path.display()))
@@ -129,7 +144,8 @@ impl LocalContentStore {
                 r.size()
             )));
         }
-        r.read_range(0, r.size()).ctx(|| format!("read {}", self.blob_path(digest).display()))
+        r.read_range(0, r.size())
+            .ctx(|| format!("read {}", self.blob_path(digest).display()))
     }
 
     /// Changes a blob's labels: `Some(v)` sets, `None` removes. Returns the new info.
@@ -152,10 +168,17 @@ impl LocalContentStore {
                 None => labels.remove(k),
             };
         }
-        let record = BlobRecord { created: info.created, updated: SystemTime::now(), labels };
+        let record = BlobRecord {
+            created: info.created,
+            updated: SystemTime::now(),
+            labels,
+        };
         self.labels
             .put(digest, &record)
-            .map_err(|message| ContentError::LabelStore { digest: digest.clone(), message })?;
+            .map_err(|message| ContentError::LabelStore {
+                digest: digest.clone(),
+                message,
+            })?;
         self.info(digest)
     }
 
@@ -183,7 +206,11 @@ impl LocalContentStore {
         let mut out = Vec::new();
         for entry in fs::read_dir(&dir).ctx(|| format!("list {}", dir.display()))? {
             let entry = entry.ctx(|| format!("list {}", dir.display()))?;
-            if let Some(d) = entry.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) {
+            if let Some(d) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| Digest::from_hex(n).ok())
+            {
                 out.push(d);
             }
         }
@@ -196,12 +223,17 @@ impl LocalContentStore {
         let path = self.blob_path(digest);
         match fs::remove_file(&path) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ContentError::NotFound(digest.clone())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(ContentError::NotFound(digest.clone()));
+            }
             Err(e) => return Err(ContentError::io(format!("remove {}", path.display()), e)),
         }
         self.labels
             .remove(digest)
-            .map_err(|message| ContentError::LabelStore { digest: digest.clone(), message })
+            .map_err(|message| ContentError::LabelStore {
+                digest: digest.clone(),
+                message,
+            })
     }
 
     /// Opens a writer for `reference`, resuming an interrupted ingest of the same ref.
@@ -217,9 +249,10 @@ impl LocalContentStore {
         expected: Option<&Digest>,
     ) -> Result<IngestWriter, ContentError> {
         if let Some(d) = expected
-            && self.exists(d) {
-                return Err(ContentError::AlreadyExists(d.clone()));
-            }
+            && self.exists(d)
+        {
+            return Err(ContentError::AlreadyExists(d.clone()));
+        }
         ingest::open(self, reference, total, expected)
     }
 
@@ -230,7 +263,10 @@ impl LocalContentStore {
 
     /// Every in-progress ingest (whose ref matches `filter`; the field is `ref`).
     pub fn list_statuses(&self, filter: &Filter) -> Result<Vec<IngestStatus>, ContentError> {
-        Ok(ingest::list(self)?.into_iter().filter(|s| filter.matches(s)).collect())
+        Ok(ingest::list(self)?
+            .into_iter()
+            .filter(|s| filter.matches(s))
+            .collect())
     }
 
     /// Abandons an ingest, removing its data. Fails with [`ContentError::Locked`] if a
@@ -274,7 +310,11 @@ impl LocalContentStore {
                 if resumed {
                     tracing::info!(reference, offset, "resuming ingest");
                 } else {
-                    tracing::info!(reference, offset, "source cannot seek: restarting ingest from 0");
+                    tracing::info!(
+                        reference,
+                        offset,
+                        "source cannot seek: restarting ingest from 0"
+                    );
                     writer.truncate(0)?;
                 }
             }
@@ -378,7 +418,9 @@ impl LocalContentStore {
         let mut removed = Vec::new();
         let mut freed = 0;
         for status in ingest::list(self)? {
-            if stale(&status) && ingest::remove_if_unlocked(&ingest::ingest_dir(self, &status.reference))? {
+            if stale(&status)
+                && ingest::remove_if_unlocked(&ingest::ingest_dir(self, &status.reference))?
+            {
                 freed += status.offset;
                 removed.push(status.reference);
             }

@@ -31,7 +31,10 @@ pub fn run(socket: &Path) -> io::Result<()> {
         && !parent.as_os_str().is_empty()
         && !parent.exists()
     {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)?;
     }
     if socket.exists() {
         if protocol::connect(socket).is_ok() {
@@ -49,7 +52,11 @@ pub fn run(socket: &Path) -> io::Result<()> {
     loop {
         let mut polled: Vec<libc::pollfd> = std::iter::once(listener.as_raw_fd())
             .chain(clients.iter().map(AsRawFd::as_raw_fd))
-            .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
             .collect();
         // SAFETY: polled is a valid array of pollfd for the call.
         let n = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, 1000) };
@@ -99,12 +106,22 @@ pub fn run(socket: &Path) -> io::Result<()> {
 }
 
 /// Answers one request; `false` closes the connection.
-fn handle(entries: &mut BTreeMap<String, Entry>, client: &OwnedFd, message: Message, fd: Option<OwnedFd>) -> bool {
-    let answer = |m: Message, fd: Option<&OwnedFd>| protocol::send(client.as_fd(), &m, fd.map(AsFd::as_fd)).is_ok();
+fn handle(
+    entries: &mut BTreeMap<String, Entry>,
+    client: &OwnedFd,
+    message: Message,
+    fd: Option<OwnedFd>,
+) -> bool {
+    let answer = |m: Message, fd: Option<&OwnedFd>| {
+        protocol::send(client.as_fd(), &m, fd.map(AsFd::as_fd)).is_ok()
+    };
     match (message.op, fd) {
         (Op::Put, Some(fd)) => {
             if entries.len() >= MAX_ENTRIES && !entries.contains_key(&message.key) {
-                return answer(Message::done(Err(format!("already holding {MAX_ENTRIES} descriptors"))), None);
+                return answer(
+                    Message::done(Err(format!("already holding {MAX_ENTRIES} descriptors"))),
+                    None,
+                );
             }
             tracing::debug!(key = message.key, "fd holder: put");
             entries.insert(message.key, (fd, message.meta));
@@ -117,7 +134,12 @@ fn handle(entries: &mut BTreeMap<String, Entry>, client: &OwnedFd, message: Mess
         }
         (Op::List, None) => {
             for (key, (fd, meta)) in entries.iter() {
-                let entry = Message { op: Op::Entry, status: protocol::Status::Ok, key: key.clone(), meta: meta.clone() };
+                let entry = Message {
+                    op: Op::Entry,
+                    status: protocol::Status::Ok,
+                    key: key.clone(),
+                    meta: meta.clone(),
+                };
                 if !answer(entry, Some(fd)) {
                     return false;
                 }
@@ -125,7 +147,11 @@ fn handle(entries: &mut BTreeMap<String, Entry>, client: &OwnedFd, message: Mess
             answer(Message::done(Ok(())), None)
         }
         (op, fd) => {
-            tracing::warn!(?op, with_fd = fd.is_some(), "fd holder: malformed request; closing that connection");
+            tracing::warn!(
+                ?op,
+                with_fd = fd.is_some(),
+                "fd holder: malformed request; closing that connection"
+            );
             false
         }
     }

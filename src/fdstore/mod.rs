@@ -54,7 +54,9 @@ impl FdStore {
     /// Nobody listens there (or the socket cannot be created).
     pub fn connect(socket: &Path) -> io::Result<FdStore> {
         let fd = protocol::connect(socket)?;
-        Ok(FdStore { socket: Mutex::new(fd) })
+        Ok(FdStore {
+            socket: Mutex::new(fd),
+        })
     }
 
     /// Connects to the holder on `socket`, starting `<exe> fd-holder --socket <socket>`
@@ -74,29 +76,51 @@ impl FdStore {
             match FdStore::connect(socket) {
                 Ok(store) => return Ok(store),
                 Err(e) if Instant::now() >= deadline => {
-                    return Err(io::Error::new(e.kind(), format!("fd holder {} did not answer after start: {e}", socket.display())));
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!(
+                            "fd holder {} did not answer after start: {e}",
+                            socket.display()
+                        ),
+                    ));
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }
         }
     }
 
-    fn request(&self, message: &Message, fd: Option<BorrowedFd<'_>>) -> io::Result<Vec<(Message, Option<OwnedFd>)>> {
+    fn request(
+        &self,
+        message: &Message,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> io::Result<Vec<(Message, Option<OwnedFd>)>> {
         let socket = self.socket.lock().unwrap_or_else(PoisonError::into_inner);
         protocol::send(socket.as_fd(), message, fd)?;
         let mut answers = Vec::new();
         loop {
-            let (answer, fd) = protocol::recv(socket.as_fd())?
-                .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "the fd holder closed the connection"))?;
+            let (answer, fd) = protocol::recv(socket.as_fd())?.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the fd holder closed the connection",
+                )
+            })?;
             match answer.op {
                 Op::Entry => answers.push((answer, fd)),
                 Op::Done => {
                     return match answer.status {
                         Status::Ok => Ok(answers),
-                        Status::Error => Err(io::Error::other(format!("fd holder: {}", String::from_utf8_lossy(&answer.meta)))),
+                        Status::Error => Err(io::Error::other(format!(
+                            "fd holder: {}",
+                            String::from_utf8_lossy(&answer.meta)
+                        ))),
                     };
                 }
-                other => return Err(io::Error::new(io::ErrorKind::InvalidData, format!("fd holder answered {other:?}"))),
+                other => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("fd holder answered {other:?}"),
+                    ));
+                }
             }
         }
     }
@@ -133,8 +157,17 @@ impl FdStore {
         self.request(&message, None)?
             .into_iter()
             .map(|(m, fd)| {
-                let fd = fd.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("fd holder: entry {} came without its descriptor", m.key)))?;
-                Ok(HeldFd { key: m.key, fd, meta: m.meta })
+                let fd = fd.ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("fd holder: entry {} came without its descriptor", m.key),
+                    )
+                })?;
+                Ok(HeldFd {
+                    key: m.key,
+                    fd,
+                    meta: m.meta,
+                })
             })
             .collect()
     }
@@ -142,7 +175,10 @@ impl FdStore {
     /// The raw socket, for tests that speak the protocol badly on purpose.
     #[doc(hidden)]
     pub fn raw_socket(&self) -> i32 {
-        self.socket.lock().unwrap_or_else(PoisonError::into_inner).as_raw_fd()
+        self.socket
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_raw_fd()
     }
 }
 
@@ -150,7 +186,13 @@ impl FdStore {
 /// once (and is reaped here), so the holder is reparented to init.
 fn spawn_detached(exe: &Path, socket: &Path) -> io::Result<()> {
     let mut command = Command::new(exe);
-    command.arg("fd-holder").arg("--socket").arg(socket).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    command
+        .arg("fd-holder")
+        .arg("--socket")
+        .arg(socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     // SAFETY: only async-signal-safe calls (setsid, fork, _exit) between fork and exec.
     unsafe {
         command.pre_exec(|| {
@@ -164,7 +206,9 @@ fn spawn_detached(exe: &Path, socket: &Path) -> io::Result<()> {
             }
         });
     }
-    let mut child = command.spawn().map_err(|e| io::Error::new(e.kind(), format!("start {} fd-holder: {e}", exe.display())))?;
+    let mut child = command
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("start {} fd-holder: {e}", exe.display())))?;
     child.wait()?;
     Ok(())
 }

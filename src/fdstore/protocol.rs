@@ -87,20 +87,39 @@ impl Message {
         if key.len() > MAX_KEY || meta.len() > MAX_META {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("fd holder: key of {} bytes or metadata of {} bytes is too long (max {MAX_KEY}, {MAX_META})", key.len(), meta.len()),
+                format!(
+                    "fd holder: key of {} bytes or metadata of {} bytes is too long (max {MAX_KEY}, {MAX_META})",
+                    key.len(),
+                    meta.len()
+                ),
             ));
         }
-        Ok(Message { op, status: Status::Ok, key: key.to_owned(), meta: meta.to_vec() })
+        Ok(Message {
+            op,
+            status: Status::Ok,
+            key: key.to_owned(),
+            meta: meta.to_vec(),
+        })
     }
 
     /// The end of an answer.
     pub fn done(result: Result<(), String>) -> Message {
         match result {
-            Ok(()) => Message { op: Op::Done, status: Status::Ok, key: String::new(), meta: Vec::new() },
+            Ok(()) => Message {
+                op: Op::Done,
+                status: Status::Ok,
+                key: String::new(),
+                meta: Vec::new(),
+            },
             Err(reason) => {
                 let mut meta = reason.into_bytes();
                 meta.truncate(MAX_META);
-                Message { op: Op::Done, status: Status::Error, key: String::new(), meta }
+                Message {
+                    op: Op::Done,
+                    status: Status::Error,
+                    key: String::new(),
+                    meta,
+                }
             }
         }
     }
@@ -122,9 +141,13 @@ impl Message {
     /// Parses wire bytes.
     pub fn decode(bytes: &[u8]) -> io::Result<Message> {
         if bytes.len() < HEADER || bytes.len() > MAX_MESSAGE {
-            return Err(invalid(format!("fd holder message of {} bytes", bytes.len())));
+            return Err(invalid(format!(
+                "fd holder message of {} bytes",
+                bytes.len()
+            )));
         }
-        let op = Op::from_byte(bytes[0]).ok_or_else(|| invalid(format!("fd holder message with op {}", bytes[0])))?;
+        let op = Op::from_byte(bytes[0])
+            .ok_or_else(|| invalid(format!("fd holder message with op {}", bytes[0])))?;
         let status = match bytes[1] {
             0 => Status::Ok,
             1 => Status::Error,
@@ -132,14 +155,24 @@ impl Message {
         };
         let key_len = usize::from(u16::from_le_bytes([bytes[2], bytes[3]]));
         if key_len > MAX_KEY || HEADER + key_len > bytes.len() {
-            return Err(invalid(format!("fd holder message with a {key_len}-byte key in {} bytes", bytes.len())));
+            return Err(invalid(format!(
+                "fd holder message with a {key_len}-byte key in {} bytes",
+                bytes.len()
+            )));
         }
-        let key = std::str::from_utf8(&bytes[HEADER..HEADER + key_len]).map_err(|_| invalid("fd holder key is not UTF-8"))?.to_owned();
+        let key = std::str::from_utf8(&bytes[HEADER..HEADER + key_len])
+            .map_err(|_| invalid("fd holder key is not UTF-8"))?
+            .to_owned();
         let meta = bytes[HEADER + key_len..].to_vec();
         if meta.len() > MAX_META {
             return Err(invalid("fd holder metadata too long"));
         }
-        Ok(Message { op, status, key, meta })
+        Ok(Message {
+            op,
+            status,
+            key,
+            meta,
+        })
     }
 }
 
@@ -149,7 +182,10 @@ fn sockaddr(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
     let bytes = path.as_os_str().as_bytes();
     if bytes.len() >= addr.sun_path.len() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("socket path {} is too long", path.display())));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("socket path {} is too long", path.display()),
+        ));
     }
     for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
         *dst = *src as libc::c_char;
@@ -175,7 +211,10 @@ pub fn connect(path: &Path) -> io::Result<OwnedFd> {
     // SAFETY: addr is a valid sockaddr_un of length len.
     if unsafe { libc::connect(fd.as_raw_fd(), (&raw const addr).cast(), len) } < 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("connect to {}: {e}", path.display())));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("connect to {}: {e}", path.display()),
+        ));
     }
     Ok(fd)
 }
@@ -187,7 +226,10 @@ pub fn listen(path: &Path) -> io::Result<OwnedFd> {
     // SAFETY: addr is a valid sockaddr_un of length len.
     if unsafe { libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len) } < 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("bind {}: {e}", path.display())));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("bind {}: {e}", path.display()),
+        ));
     }
     // SAFETY: plain listen(2) on our socket.
     if unsafe { libc::listen(fd.as_raw_fd(), 64) } < 0 {
@@ -199,7 +241,14 @@ pub fn listen(path: &Path) -> io::Result<OwnedFd> {
 /// Accepts one connection.
 pub fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     // SAFETY: accept4 without an address; the result is checked.
-    let fd = unsafe { libc::accept4(listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+    let fd = unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -210,9 +259,16 @@ pub fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 const CMSG_SPACE: usize = 64;
 
 /// Sends `message` with `fd` attached.
-pub fn send(socket: BorrowedFd<'_>, message: &Message, fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
+pub fn send(
+    socket: BorrowedFd<'_>,
+    message: &Message,
+    fd: Option<BorrowedFd<'_>>,
+) -> io::Result<()> {
     let bytes = message.encode();
-    let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
     let mut control = [0u8; CMSG_SPACE];
     // SAFETY: all-zero is a valid msghdr.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -248,7 +304,10 @@ pub fn send(socket: BorrowedFd<'_>, message: &Message, fd: Option<BorrowedFd<'_>
 pub fn recv(socket: BorrowedFd<'_>) -> io::Result<Option<(Message, Option<OwnedFd>)>> {
     let mut buf = vec![0u8; MAX_MESSAGE + 1];
     let mut control = [0u8; CMSG_SPACE];
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
     // SAFETY: all-zero is a valid msghdr.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &raw mut iov;
@@ -274,7 +333,8 @@ pub fn recv(socket: BorrowedFd<'_>) -> io::Result<Option<(Message, Option<OwnedF
         while !cmsg.is_null() {
             if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
                 let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
-                let count = ((*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / size_of::<RawFd>();
+                let count =
+                    ((*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / size_of::<RawFd>();
                 for i in 0..count {
                     fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
                 }
@@ -286,10 +346,15 @@ pub fn recv(socket: BorrowedFd<'_>) -> io::Result<Option<(Message, Option<OwnedF
         return Ok(None);
     }
     if msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 || n > MAX_MESSAGE {
-        return Err(invalid("fd holder message truncated (too long, or too many descriptors)"));
+        return Err(invalid(
+            "fd holder message truncated (too long, or too many descriptors)",
+        ));
     }
     if fds.len() > 1 {
-        return Err(invalid(format!("fd holder message with {} descriptors", fds.len())));
+        return Err(invalid(format!(
+            "fd holder message with {} descriptors",
+            fds.len()
+        )));
     }
     let message = Message::decode(&buf[..n])?;
     Ok(Some((message, fds.pop())))
@@ -308,8 +373,14 @@ mod tests {
         assert!(Message::decode(&[1, 0, 9]).is_err(), "short");
         assert!(Message::decode(&[9, 0, 0, 0]).is_err(), "op");
         assert!(Message::decode(&[1, 7, 0, 0]).is_err(), "status");
-        assert!(Message::decode(&[1, 0, 200, 0, b'k']).is_err(), "key past the end");
-        assert!(Message::decode(&[1, 0, 1, 0, 0xff]).is_err(), "key not UTF-8");
+        assert!(
+            Message::decode(&[1, 0, 200, 0, b'k']).is_err(),
+            "key past the end"
+        );
+        assert!(
+            Message::decode(&[1, 0, 1, 0, 0xff]).is_err(),
+            "key not UTF-8"
+        );
         assert!(Message::request(Op::Put, &"k".repeat(MAX_KEY + 1), b"").is_err());
         assert!(Message::request(Op::Put, "k", &vec![0; MAX_META + 1]).is_err());
     }

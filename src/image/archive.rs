@@ -77,10 +77,17 @@ pub(crate) enum Resolved {
 impl Scanned {
     /// Resolves `name` (as written in `manifest.json`) through links.
     pub(crate) fn resolve(&self, name: &str) -> Resolved {
-        let Some(mut name) = clean_path(name) else { return Resolved::Unsafe };
+        let Some(mut name) = clean_path(name) else {
+            return Resolved::Unsafe;
+        };
         for _ in 0..=MAX_LINK_HOPS {
             match self.entries.get(&name) {
-                Some(Entry::File { digest, size }) => return Resolved::File { digest: digest.clone(), size: *size },
+                Some(Entry::File { digest, size }) => {
+                    return Resolved::File {
+                        digest: digest.clone(),
+                        size: *size,
+                    };
+                }
                 Some(Entry::Link(Some(target))) => name = target.clone(),
                 Some(Entry::Link(None)) => return Resolved::Unsafe,
                 None => return Resolved::Missing,
@@ -129,9 +136,12 @@ fn join_link(link: &str, target: &str) -> Option<String> {
 
 /// Opens `path` for one streaming read, undoing gzip compression if the first bytes say so.
 fn open_stream(path: &Path) -> Result<Box<dyn Read>, ImageError> {
-    let file = File::open(path).map_err(|e| ImageError::io(format!("open {}", path.display()), e))?;
+    let file =
+        File::open(path).map_err(|e| ImageError::io(format!("open {}", path.display()), e))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
-    let head = reader.fill_buf().map_err(|e| ImageError::io(format!("read {}", path.display()), e))?;
+    let head = reader
+        .fill_buf()
+        .map_err(|e| ImageError::io(format!("read {}", path.display()), e))?;
     if head.starts_with(&[0x1f, 0x8b]) {
         Ok(Box::new(flate2::read::MultiGzDecoder::new(reader)))
     } else {
@@ -145,25 +155,43 @@ pub(crate) fn scan(session: &mut Session<'_>, path: &Path) -> Result<Scanned, Im
     let content = session.store.content().clone();
     let mut archive = tar::Archive::new(open_stream(path)?);
     let mut scanned = Scanned::default();
-    let unique = format!("{}-{}", std::process::id(), crate::metadata::unique_suffix());
-    let entries = archive.entries().map_err(|e| ImageError::invalid("not a tar archive", e))?;
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        crate::metadata::unique_suffix()
+    );
+    let entries = archive
+        .entries()
+        .map_err(|e| ImageError::invalid("not a tar archive", e))?;
     for (ordinal, entry) in entries.enumerate() {
         let mut entry = entry.map_err(|e| {
             // The tar reader may quote raw header bytes: keep the message printable and short.
             let reason: String = e
                 .to_string()
                 .chars()
-                .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+                .map(|c| {
+                    if c.is_ascii_graphic() || c == ' ' {
+                        c
+                    } else {
+                        '?'
+                    }
+                })
                 .take(120)
                 .collect();
             ImageError::invalid("not a tar archive", format!("entry {ordinal}: {reason}"))
         })?;
-        let Ok(raw) = String::from_utf8(entry.path_bytes().into_owned()) else { continue };
+        let Ok(raw) = String::from_utf8(entry.path_bytes().into_owned()) else {
+            continue;
+        };
         let Some(name) = clean_path(&raw) else {
             tracing::debug!(entry = %raw, "skipping tar entry with an unsafe name");
             continue;
         };
-        let link_target = || entry.link_name_bytes().and_then(|l| String::from_utf8(l.into_owned()).ok());
+        let link_target = || {
+            entry
+                .link_name_bytes()
+                .and_then(|l| String::from_utf8(l.into_owned()).ok())
+        };
         match entry.header().entry_type() {
             EntryType::Symlink => {
                 let target = link_target().and_then(|t| join_link(&name, &t));
@@ -186,38 +214,58 @@ pub(crate) fn scan(session: &mut Session<'_>, path: &Path) -> Result<Scanned, Im
                     *slot = Some(read_small(&mut entry, &name, size)?);
                     continue;
                 }
-                let expected = name.strip_prefix("blobs/sha256/").and_then(|hex| Digest::from_hex(hex).ok());
+                let expected = name
+                    .strip_prefix("blobs/sha256/")
+                    .and_then(|hex| Digest::from_hex(hex).ok());
                 if name.starts_with("blobs/") && expected.is_none() {
                     // Another algorithm, or a stray file: nothing can refer to it by digest.
                     tracing::debug!(entry = %name, "skipping blob entry that is not sha256:<hex>");
                     continue;
                 }
-                let digest =
-                    match &expected {
-                        Some(d) if content.exists(d) => {
-                            session.emit(ImportEvent::BlobDone { digest: d.clone(), size, existed: true });
-                            d.clone()
-                        }
-                        Some(d) => {
-                            session.emit(ImportEvent::BlobStarted { name: d.to_string(), size });
-                            let (digest, existed) =
-                                ingest_entry(&content, &format!("import-{d}"), &mut entry, size, Some(d))
-                                    .map_err(|e| ImageError::from_ingest(e, Some(d)))?;
-                            session.note_ingested(&digest, size, existed);
-                            digest
-                        }
-                        None => {
-                            session.emit(ImportEvent::BlobStarted { name: name.clone(), size });
-                            let reference = format!("import-{unique}-{name}");
-                            let (digest, existed) = ingest_entry(&content, &reference, &mut entry, size, None)
-                                .map_err(|e| match ImageError::from_ingest(e, None) {
-                                    ImageError::Content(c) => ImageError::invalid(format!("tar entry {name:?}"), c),
+                let digest = match &expected {
+                    Some(d) if content.exists(d) => {
+                        session.emit(ImportEvent::BlobDone {
+                            digest: d.clone(),
+                            size,
+                            existed: true,
+                        });
+                        d.clone()
+                    }
+                    Some(d) => {
+                        session.emit(ImportEvent::BlobStarted {
+                            name: d.to_string(),
+                            size,
+                        });
+                        let (digest, existed) = ingest_entry(
+                            &content,
+                            &format!("import-{d}"),
+                            &mut entry,
+                            size,
+                            Some(d),
+                        )
+                        .map_err(|e| ImageError::from_ingest(e, Some(d)))?;
+                        session.note_ingested(&digest, size, existed);
+                        digest
+                    }
+                    None => {
+                        session.emit(ImportEvent::BlobStarted {
+                            name: name.clone(),
+                            size,
+                        });
+                        let reference = format!("import-{unique}-{name}");
+                        let (digest, existed) =
+                            ingest_entry(&content, &reference, &mut entry, size, None).map_err(
+                                |e| match ImageError::from_ingest(e, None) {
+                                    ImageError::Content(c) => {
+                                        ImageError::invalid(format!("tar entry {name:?}"), c)
+                                    }
                                     other => other,
-                                })?;
-                            session.note_ingested(&digest, size, existed);
-                            digest
-                        }
-                    };
+                                },
+                            )?;
+                        session.note_ingested(&digest, size, existed);
+                        digest
+                    }
+                };
                 scanned.entries.insert(name, Entry::File { digest, size });
             }
             _ => {}
@@ -228,7 +276,11 @@ pub(crate) fn scan(session: &mut Session<'_>, path: &Path) -> Result<Scanned, Im
 
 fn read_small(entry: &mut dyn Read, name: &str, size: u64) -> Result<Vec<u8>, ImageError> {
     if size > MAX_JSON_SIZE {
-        return Err(ImageError::TooLarge { what: name.to_owned(), size, max: MAX_JSON_SIZE });
+        return Err(ImageError::TooLarge {
+            what: name.to_owned(),
+            size,
+            max: MAX_JSON_SIZE,
+        });
     }
     let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     entry
@@ -288,8 +340,14 @@ mod tests {
 
     #[test]
     fn cleans_and_rejects_paths() {
-        assert_eq!(clean_path("./blobs//sha256/./ab").as_deref(), Some("blobs/sha256/ab"));
-        assert_eq!(clean_path("manifest.json").as_deref(), Some("manifest.json"));
+        assert_eq!(
+            clean_path("./blobs//sha256/./ab").as_deref(),
+            Some("blobs/sha256/ab")
+        );
+        assert_eq!(
+            clean_path("manifest.json").as_deref(),
+            Some("manifest.json")
+        );
         for bad in ["/etc/passwd", "../x", "a/../../x", "a/..", "", "."] {
             assert_eq!(clean_path(bad), None, "{bad:?}");
         }
@@ -297,8 +355,14 @@ mod tests {
 
     #[test]
     fn joins_links_inside_the_archive() {
-        assert_eq!(join_link("abc/layer.tar", "../def/layer.tar").as_deref(), Some("def/layer.tar"));
-        assert_eq!(join_link("abc/layer.tar", "other.tar").as_deref(), Some("abc/other.tar"));
+        assert_eq!(
+            join_link("abc/layer.tar", "../def/layer.tar").as_deref(),
+            Some("def/layer.tar")
+        );
+        assert_eq!(
+            join_link("abc/layer.tar", "other.tar").as_deref(),
+            Some("abc/other.tar")
+        );
         assert_eq!(join_link("abc/layer.tar", "../../etc/passwd"), None);
         assert_eq!(join_link("abc/layer.tar", "/etc/passwd"), None);
     }
@@ -307,10 +371,23 @@ mod tests {
     fn resolves_through_links_and_stops_at_loops() {
         let d = Digest::of(b"x");
         let mut s = Scanned::default();
-        s.entries.insert("a/layer.tar".into(), Entry::File { digest: d.clone(), size: 1 });
-        s.entries.insert("b/layer.tar".into(), Entry::Link(Some("a/layer.tar".into())));
-        s.entries.insert("c/layer.tar".into(), Entry::Link(Some("b/layer.tar".into())));
-        s.entries.insert("loop".into(), Entry::Link(Some("loop".into())));
+        s.entries.insert(
+            "a/layer.tar".into(),
+            Entry::File {
+                digest: d.clone(),
+                size: 1,
+            },
+        );
+        s.entries.insert(
+            "b/layer.tar".into(),
+            Entry::Link(Some("a/layer.tar".into())),
+        );
+        s.entries.insert(
+            "c/layer.tar".into(),
+            Entry::Link(Some("b/layer.tar".into())),
+        );
+        s.entries
+            .insert("loop".into(), Entry::Link(Some("loop".into())));
         s.entries.insert("bad".into(), Entry::Link(None));
         assert!(matches!(s.resolve("./c/layer.tar"), Resolved::File { digest, .. } if digest == d));
         assert!(matches!(s.resolve("loop"), Resolved::Missing));

@@ -21,7 +21,9 @@ use strata_formats::{Digest, ReadAtCursor};
 
 use super::error::ImageError;
 use super::media;
-use super::walk::{MAX_MANIFEST_SIZE, child_gc_labels, descriptor_digest, oci_digest, parse_index, parse_manifest};
+use super::walk::{
+    MAX_MANIFEST_SIZE, child_gc_labels, descriptor_digest, oci_digest, parse_index, parse_manifest,
+};
 use crate::content::{LABEL_UNCOMPRESSED, StreamSource};
 use crate::metadata::ImageRecord;
 use crate::store::Store;
@@ -93,7 +95,10 @@ impl<R: Read> Read for ProgressRead<'_, R> {
         let n = self.inner.read(buf)?;
         self.pending += n as u64;
         if self.pending >= Self::STEP || (n == 0 && self.pending > 0) {
-            (self.sink)(&ConvertEvent::LayerProgress { layer: self.layer.clone(), read: self.pending });
+            (self.sink)(&ConvertEvent::LayerProgress {
+                layer: self.layer.clone(),
+                read: self.pending,
+            });
             self.pending = 0;
         }
         Ok(n)
@@ -132,7 +137,12 @@ fn read_doc(store: &Store, d: &Descriptor) -> Result<(Digest, Vec<u8>), ImageErr
     Ok((digest, bytes))
 }
 
-fn put_json(store: &Store, kind: &str, value: &Value, labels: BTreeMap<String, String>) -> Result<(Digest, u64), ImageError> {
+fn put_json(
+    store: &Store,
+    kind: &str,
+    value: &Value,
+    labels: BTreeMap<String, String>,
+) -> Result<(Digest, u64), ImageError> {
     let bytes = serde_json::to_vec(value).map_err(|e| ImageError::invalid(kind, e))?;
     let digest = Digest::of(&bytes);
     store.content().ingest(
@@ -147,11 +157,20 @@ fn put_json(store: &Store, kind: &str, value: &Value, labels: BTreeMap<String, S
 }
 
 fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Result<Descriptor, ImageError> {
-    Ok(Descriptor::new(MediaType::from(media_type), size, oci_digest(digest)?))
+    Ok(Descriptor::new(
+        MediaType::from(media_type),
+        size,
+        oci_digest(digest)?,
+    ))
 }
 
 /// Converts the image `src` to eStargz and records the result as `dst`.
-pub fn convert(store: &Store, src: &ImageRecord, dst: &str, opts: &ConvertOptions) -> Result<Converted, ImageError> {
+pub fn convert(
+    store: &Store,
+    src: &ImageRecord,
+    dst: &str,
+    opts: &ConvertOptions,
+) -> Result<Converted, ImageError> {
     let _gc = store.hold_gc()?;
     let mut outcomes = Vec::new();
     let mut prioritized = Vec::new();
@@ -159,7 +178,8 @@ pub fn convert(store: &Store, src: &ImageRecord, dst: &str, opts: &ConvertOption
     let target = if media::is_index(root.media_type().as_ref()) {
         let (digest, bytes) = read_doc(store, root)?;
         let index = parse_index(&bytes, &format!("index {digest}"))?;
-        let mut index_json: Value = serde_json::from_slice(&bytes).map_err(|e| ImageError::invalid("index", e))?;
+        let mut index_json: Value =
+            serde_json::from_slice(&bytes).map_err(|e| ImageError::invalid("index", e))?;
         let mut children = Vec::new();
         let mut entries = Vec::new();
         for (i, m) in index.manifests().iter().enumerate() {
@@ -178,7 +198,9 @@ pub fn convert(store: &Store, src: &ImageRecord, dst: &str, opts: &ConvertOption
             children.push(new);
         }
         if entries.is_empty() {
-            return Err(ImageError::NotFound(format!("index {digest}: none of its manifests is in the store")));
+            return Err(ImageError::NotFound(format!(
+                "index {digest}: none of its manifests is in the store"
+            )));
         }
         index_json["manifests"] = Value::Array(entries);
         index_json["mediaType"] = Value::from(media::OCI_INDEX);
@@ -188,9 +210,19 @@ pub fn convert(store: &Store, src: &ImageRecord, dst: &str, opts: &ConvertOption
         convert_manifest(store, root, opts, &mut outcomes, &mut prioritized)?
     };
     let now = std::time::SystemTime::now();
-    let record = ImageRecord { name: dst.to_owned(), target, labels: BTreeMap::new(), created: now, updated: now };
+    let record = ImageRecord {
+        name: dst.to_owned(),
+        target,
+        labels: BTreeMap::new(),
+        created: now,
+        updated: now,
+    };
     let image = store.metadata().put_image(&record, true)?;
-    Ok(Converted { image, layers: outcomes, prioritized })
+    Ok(Converted {
+        image,
+        layers: outcomes,
+        prioritized,
+    })
 }
 
 fn convert_manifest(
@@ -205,7 +237,11 @@ fn convert_manifest(
     let layers: Vec<Descriptor> = manifest.layers().clone();
     let derived;
     let opts = if opts.prioritize_auto && opts.write.prioritized_files.is_empty() {
-        let files = super::rootfs::derive_prioritized_files(store, &manifest, &format!("manifest {digest}"))?;
+        let files = super::rootfs::derive_prioritized_files(
+            store,
+            &manifest,
+            &format!("manifest {digest}"),
+        )?;
         tracing::info!(manifest = %digest, ?files, "prioritized files derived from the image config");
         prioritized.push((digest.clone(), files.clone()));
         let mut o = opts.clone();
@@ -219,11 +255,11 @@ fn convert_manifest(
 
     // Config: new diffIDs for converted layers.
     let (config_digest, config_bytes) = read_doc(store, manifest.config())?;
-    let mut config: Value =
-        serde_json::from_slice(&config_bytes).map_err(|e| ImageError::invalid(format!("config {config_digest}"), e))?;
-    let diff_ids = config["rootfs"]["diff_ids"]
-        .as_array_mut()
-        .ok_or_else(|| ImageError::invalid(format!("config {config_digest}"), "no rootfs.diff_ids"))?;
+    let mut config: Value = serde_json::from_slice(&config_bytes)
+        .map_err(|e| ImageError::invalid(format!("config {config_digest}"), e))?;
+    let diff_ids = config["rootfs"]["diff_ids"].as_array_mut().ok_or_else(|| {
+        ImageError::invalid(format!("config {config_digest}"), "no rootfs.diff_ids")
+    })?;
     if diff_ids.len() != layers.len() {
         return Err(ImageError::invalid(
             format!("config {config_digest}"),
@@ -238,9 +274,11 @@ fn convert_manifest(
     let (new_config, config_size) = put_json(store, "config", &config, BTreeMap::new())?;
     let config_desc = descriptor(media::OCI_CONFIG, &new_config, config_size)?;
 
-    let mut manifest_json: Value = serde_json::from_slice(&bytes).map_err(|e| ImageError::invalid("manifest", e))?;
+    let mut manifest_json: Value =
+        serde_json::from_slice(&bytes).map_err(|e| ImageError::invalid("manifest", e))?;
     manifest_json["mediaType"] = Value::from(media::OCI_MANIFEST);
-    manifest_json["config"] = serde_json::to_value(&config_desc).map_err(|e| ImageError::invalid("config", e))?;
+    manifest_json["config"] =
+        serde_json::to_value(&config_desc).map_err(|e| ImageError::invalid("config", e))?;
     let mut new_layers = Vec::new();
     let mut children = vec![config_desc];
     for (desc, _, outcome) in converted {
@@ -249,7 +287,12 @@ fn convert_manifest(
         outcomes.push(outcome);
     }
     manifest_json["layers"] = Value::Array(new_layers);
-    let (d, size) = put_json(store, "manifest", &manifest_json, child_gc_labels(&children))?;
+    let (d, size) = put_json(
+        store,
+        "manifest",
+        &manifest_json,
+        child_gc_labels(&children),
+    )?;
     let mut out = descriptor(media::OCI_MANIFEST, &d, size)?;
     out.set_platform(m.platform().clone());
     Ok(out)
@@ -258,7 +301,11 @@ fn convert_manifest(
 type LayerResult = (Descriptor, Option<Digest>, LayerOutcome);
 
 /// Converts layers on worker threads; results in input order.
-fn convert_layers(store: &Store, layers: &[Descriptor], opts: &ConvertOptions) -> Result<Vec<LayerResult>, ImageError> {
+fn convert_layers(
+    store: &Store,
+    layers: &[Descriptor],
+    opts: &ConvertOptions,
+) -> Result<Vec<LayerResult>, ImageError> {
     let workers = match opts.parallelism {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
@@ -297,7 +344,11 @@ fn convert_layers(store: &Store, layers: &[Descriptor], opts: &ConvertOptions) -
         .collect()
 }
 
-fn convert_layer(store: &Store, layer: &Descriptor, opts: &ConvertOptions) -> Result<LayerResult, ImageError> {
+fn convert_layer(
+    store: &Store,
+    layer: &Descriptor,
+    opts: &ConvertOptions,
+) -> Result<LayerResult, ImageError> {
     let write = &opts.write;
     let source = descriptor_digest(layer)?;
     let annotations = layer.annotations().clone().unwrap_or_default();
@@ -314,14 +365,25 @@ fn convert_layer(store: &Store, layer: &Descriptor, opts: &ConvertOptions) -> Re
     let reader = store.content().reader_at(&source)?;
     let tar = match &opts.progress {
         Some(sink) => {
-            sink(&ConvertEvent::LayerStarted { layer: source.clone(), size: layer.size() });
-            let counted = ProgressRead { inner: ReadAtCursor::new(reader), layer: &source, sink, pending: 0 };
+            sink(&ConvertEvent::LayerStarted {
+                layer: source.clone(),
+                size: layer.size(),
+            });
+            let counted = ProgressRead {
+                inner: ReadAtCursor::new(reader),
+                layer: &source,
+                sink,
+                pending: 0,
+            };
             estargz::decompress_layer(counted)
         }
         None => estargz::decompress_layer(ReadAtCursor::new(reader)),
     }
     .map_err(|e| ImageError::invalid(format!("layer {source}"), e))?;
-    let reference = format!("convert-layer-{source}-{}", crate::metadata::unique_suffix());
+    let reference = format!(
+        "convert-layer-{source}-{}",
+        crate::metadata::unique_suffix()
+    );
     let mut writer = store.content().writer(&reference, None, None)?;
     let report = match estargz::convert(tar, &mut writer, write) {
         Ok(r) => r,
@@ -396,10 +458,17 @@ pub fn check(store: &Store, image: &ImageRecord) -> Result<Vec<LayerCheck>, Imag
         let (digest, bytes) = read_doc(store, m)?;
         for layer in parse_manifest(&bytes, &format!("manifest {digest}"))?.layers() {
             let d = descriptor_digest(layer)?;
-            let toc = layer.annotations().as_ref().and_then(|a| a.get(estargz::TOC_DIGEST_ANNOTATION).cloned());
+            let toc = layer
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(estargz::TOC_DIGEST_ANNOTATION).cloned());
             let result = (|| -> Result<usize, String> {
-                let toc = toc.ok_or("no containerd.io/snapshot/stargz/toc.digest annotation: not an eStargz layer")?;
-                let toc: Digest = toc.parse().map_err(|e| format!("bad TOC digest annotation: {e}"))?;
+                let toc = toc.ok_or(
+                    "no containerd.io/snapshot/stargz/toc.digest annotation: not an eStargz layer",
+                )?;
+                let toc: Digest = toc
+                    .parse()
+                    .map_err(|e| format!("bad TOC digest annotation: {e}"))?;
                 let blob = store.content().reader_at(&d).map_err(|e| e.to_string())?;
                 let reader = EstargzReader::open(blob, Some(&toc)).map_err(|e| e.to_string())?;
                 reader.verify_all().map_err(|e| e.to_string())?;

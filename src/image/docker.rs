@@ -76,8 +76,9 @@ pub(crate) fn convert(
     scanned: &Scanned,
     manifest_json: &[u8],
 ) -> Result<Vec<DockerImage>, ImageError> {
-    let entries: Vec<SaveEntry> = serde_json::from_slice(manifest_json)
-        .map_err(|e| ImageError::invalid("manifest.json", format!("not a docker-save manifest: {e}")))?;
+    let entries: Vec<SaveEntry> = serde_json::from_slice(manifest_json).map_err(|e| {
+        ImageError::invalid("manifest.json", format!("not a docker-save manifest: {e}"))
+    })?;
     if entries.is_empty() {
         return Err(ImageError::invalid("manifest.json", "lists no images"));
     }
@@ -91,16 +92,26 @@ pub(crate) fn convert(
         } else {
             format!("manifest.json entry {i} ({})", tags.join(", "))
         };
-        let names = tags.iter().map(|t| normalize_reference(t)).collect::<Result<Vec<_>, _>>()?;
+        let names = tags
+            .iter()
+            .map(|t| normalize_reference(t))
+            .collect::<Result<Vec<_>, _>>()?;
         let (config, config_size) = resolve(scanned, &entry.config, "config", &referrer)?;
-        let layers =
-            entry.layers.iter().map(|l| resolve(scanned, l, "layer", &referrer)).collect::<Result<Vec<_>, _>>()?;
+        let layers = entry
+            .layers
+            .iter()
+            .map(|l| resolve(scanned, l, "layer", &referrer))
+            .collect::<Result<Vec<_>, _>>()?;
 
         let expected = read_diff_ids(&content, &config, config_size)?;
         if expected.len() != layers.len() {
             return Err(ImageError::invalid(
                 format!("config {config}"),
-                format!("rootfs.diff_ids lists {} layers but {referrer} lists {}", expected.len(), layers.len()),
+                format!(
+                    "rootfs.diff_ids lists {} layers but {referrer} lists {}",
+                    expected.len(),
+                    layers.len()
+                ),
             ));
         }
         let mut layer_descs = Vec::with_capacity(layers.len());
@@ -123,7 +134,8 @@ pub(crate) fn convert(
                     actual,
                 });
             }
-            let changes = BTreeMap::from([(LABEL_UNCOMPRESSED.to_owned(), Some(actual.to_string()))]);
+            let changes =
+                BTreeMap::from([(LABEL_UNCOMPRESSED.to_owned(), Some(actual.to_string()))]);
             content.update_labels(digest, &changes)?;
             layer_descs.push(Descriptor::new(
                 MediaType::from(compression.docker_layer_media_type()),
@@ -131,7 +143,11 @@ pub(crate) fn convert(
                 oci_digest(digest)?,
             ));
         }
-        let config_desc = Descriptor::new(MediaType::from(media::DOCKER_CONFIG), config_size, oci_digest(&config)?);
+        let config_desc = Descriptor::new(
+            MediaType::from(media::DOCKER_CONFIG),
+            config_size,
+            oci_digest(&config)?,
+        );
         let bytes = manifest_bytes(&config_desc, &layer_descs)?;
         let digest = Digest::of(&bytes);
         let size = bytes.len() as u64;
@@ -151,35 +167,65 @@ pub(crate) fn convert(
         session.note_ingested(&digest, size, existed);
         out.push(DockerImage {
             names,
-            manifest: Descriptor::new(MediaType::from(media::DOCKER_MANIFEST), size, oci_digest(&digest)?),
+            manifest: Descriptor::new(
+                MediaType::from(media::DOCKER_MANIFEST),
+                size,
+                oci_digest(&digest)?,
+            ),
         });
     }
     Ok(out)
 }
 
-fn resolve(scanned: &Scanned, path: &str, what: &'static str, referrer: &str) -> Result<(Digest, u64), ImageError> {
+fn resolve(
+    scanned: &Scanned,
+    path: &str,
+    what: &'static str,
+    referrer: &str,
+) -> Result<(Digest, u64), ImageError> {
     match scanned.resolve(path) {
         Resolved::File { digest, size } => Ok((digest, size)),
-        Resolved::Missing => {
-            Err(ImageError::MissingEntry { what, path: path.to_owned(), referrer: referrer.to_owned() })
-        }
-        Resolved::Unsafe => Err(ImageError::UnsafePath { what, path: path.to_owned(), referrer: referrer.to_owned() }),
+        Resolved::Missing => Err(ImageError::MissingEntry {
+            what,
+            path: path.to_owned(),
+            referrer: referrer.to_owned(),
+        }),
+        Resolved::Unsafe => Err(ImageError::UnsafePath {
+            what,
+            path: path.to_owned(),
+            referrer: referrer.to_owned(),
+        }),
     }
 }
 
-fn read_diff_ids(content: &LocalContentStore, config: &Digest, size: u64) -> Result<Vec<Digest>, ImageError> {
+fn read_diff_ids(
+    content: &LocalContentStore,
+    config: &Digest,
+    size: u64,
+) -> Result<Vec<Digest>, ImageError> {
     let what = format!("config {config}");
     if size > MAX_CONFIG_SIZE {
-        return Err(ImageError::TooLarge { what, size, max: MAX_CONFIG_SIZE });
+        return Err(ImageError::TooLarge {
+            what,
+            size,
+            max: MAX_CONFIG_SIZE,
+        });
     }
     let bytes = content.read_all(config, MAX_CONFIG_SIZE)?;
-    let parsed: ConfigRootfs = serde_json::from_slice(&bytes)
-        .map_err(|e| ImageError::invalid(&what, format!("not an image config with rootfs.diff_ids: {e}")))?;
+    let parsed: ConfigRootfs = serde_json::from_slice(&bytes).map_err(|e| {
+        ImageError::invalid(
+            &what,
+            format!("not an image config with rootfs.diff_ids: {e}"),
+        )
+    })?;
     parsed
         .rootfs
         .diff_ids
         .iter()
-        .map(|d| d.parse().map_err(|e| ImageError::invalid(&what, format!("rootfs.diff_ids: {e}"))))
+        .map(|d| {
+            d.parse()
+                .map_err(|e| ImageError::invalid(&what, format!("rootfs.diff_ids: {e}")))
+        })
         .collect()
 }
 
@@ -201,7 +247,8 @@ fn diff_id(
     let mut reader = match compression {
         Compression::None => return Ok(digest.clone()),
         Compression::Gzip => {
-            let blob = BufReader::with_capacity(1 << 20, ReadAtCursor::new(content.reader_at(digest)?));
+            let blob =
+                BufReader::with_capacity(1 << 20, ReadAtCursor::new(content.reader_at(digest)?));
             flate2::read::MultiGzDecoder::new(blob)
         }
         Compression::Zstd => {
@@ -211,15 +258,24 @@ fn diff_id(
         }
     };
     let mut digester = Digester::new();
-    io::copy(&mut reader, &mut digester)
-        .map_err(|e| ImageError::invalid(format!("layer {path:?} ({digest})"), format!("bad gzip stream: {e}")))?;
+    io::copy(&mut reader, &mut digester).map_err(|e| {
+        ImageError::invalid(
+            format!("layer {path:?} ({digest})"),
+            format!("bad gzip stream: {e}"),
+        )
+    })?;
     Ok(digester.digest())
 }
 
 /// The manifest bytes, as containerd 1.6's importer writes them (Go's `json.Marshal`:
 /// compact, fields in declaration order).
 fn manifest_bytes(config: &Descriptor, layers: &[Descriptor]) -> Result<Vec<u8>, ImageError> {
-    let manifest = Schema2Manifest { schema_version: 2, media_type: media::DOCKER_MANIFEST, config, layers };
+    let manifest = Schema2Manifest {
+        schema_version: 2,
+        media_type: media::DOCKER_MANIFEST,
+        config,
+        layers,
+    };
     serde_json::to_vec(&manifest).map_err(|e| ImageError::invalid("docker manifest", e))
 }
 
@@ -231,10 +287,13 @@ fn manifest_bytes(config: &Descriptor, layers: &[Descriptor]) -> Result<Vec<u8>,
 pub fn normalize_reference(reference: &str) -> Result<String, ImageError> {
     match reference.parse::<crate::registry::Reference>() {
         Ok(r) => Ok(r.to_docker_ref().to_string()),
-        Err(crate::registry::RegistryError::InvalidReference { reason, .. }) => {
-            Err(ImageError::invalid(format!("image reference {reference:?}"), reason))
-        }
-        Err(e) => Err(ImageError::invalid(format!("image reference {reference:?}"), e)),
+        Err(crate::registry::RegistryError::InvalidReference { reason, .. }) => Err(
+            ImageError::invalid(format!("image reference {reference:?}"), reason),
+        ),
+        Err(e) => Err(ImageError::invalid(
+            format!("image reference {reference:?}"),
+            e,
+        )),
     }
 }
 
@@ -250,17 +309,35 @@ mod tests {
         assert_eq!(n("me/app:1"), "docker.io/me/app:1");
         assert_eq!(n("index.docker.io/me/app"), "docker.io/me/app:latest");
         assert_eq!(n("localhost/app:dev"), "localhost/app:dev");
-        assert_eq!(n("registry.local:5000/team/app"), "registry.local:5000/team/app:latest");
+        assert_eq!(
+            n("registry.local:5000/team/app"),
+            "registry.local:5000/team/app:latest"
+        );
         let d = Digest::of(b"x");
-        assert_eq!(n(&format!("app:1@{d}")), format!("docker.io/library/app@{d}"));
-        for bad in ["", "UPPER", "a b", "app:", "app@sha256:xyz", "app:-x", "/app"] {
+        assert_eq!(
+            n(&format!("app:1@{d}")),
+            format!("docker.io/library/app@{d}")
+        );
+        for bad in [
+            "",
+            "UPPER",
+            "a b",
+            "app:",
+            "app@sha256:xyz",
+            "app:-x",
+            "/app",
+        ] {
             assert!(normalize_reference(bad).is_err(), "{bad:?} accepted");
         }
     }
 
     #[test]
     fn manifest_is_compact_like_containerd() {
-        let config = Descriptor::new(MediaType::from(media::DOCKER_CONFIG), 2, oci_digest(&Digest::of(b"{}")).unwrap());
+        let config = Descriptor::new(
+            MediaType::from(media::DOCKER_CONFIG),
+            2,
+            oci_digest(&Digest::of(b"{}")).unwrap(),
+        );
         let text = String::from_utf8(manifest_bytes(&config, &[]).unwrap()).unwrap();
         let expected = format!(
             r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{}","size":2}},"layers":[]}}"#,

@@ -59,7 +59,9 @@ pub enum ImageError {
         referrer: String,
     },
     /// A path named by the archive is absolute or climbs out with `..`.
-    #[error("{what} {path:?} referenced by {referrer}: unsafe path (absolute or containing \"..\")")]
+    #[error(
+        "{what} {path:?} referenced by {referrer}: unsafe path (absolute or containing \"..\")"
+    )]
     UnsafePath {
         /// `config` or `layer`.
         what: &'static str,
@@ -144,11 +146,13 @@ impl ImageError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Import { cause, .. } => cause.kind(),
-            Self::DigestMismatch { .. } | Self::SizeMismatch { .. } | Self::DiffIdMismatch { .. } => {
-                ErrorKind::DataCorrupt
-            }
+            Self::DigestMismatch { .. }
+            | Self::SizeMismatch { .. }
+            | Self::DiffIdMismatch { .. } => ErrorKind::DataCorrupt,
             Self::MissingBlob { .. } | Self::MissingEntry { .. } => ErrorKind::NotFound,
-            Self::UnsafePath { .. } | Self::TooLarge { .. } | Self::Invalid { .. } => ErrorKind::InvalidArgument,
+            Self::UnsafePath { .. } | Self::TooLarge { .. } | Self::Invalid { .. } => {
+                ErrorKind::InvalidArgument
+            }
             Self::Unsupported(_) => ErrorKind::NotImplemented,
             Self::NotFound(_) => ErrorKind::NotFound,
             Self::Content(e) => e.kind(),
@@ -157,11 +161,15 @@ impl ImageError {
             Self::Store(StoreError::Metadata(e)) => e.kind(),
             Self::Store(_) => ErrorKind::Internal,
             Self::Unpack { kind, .. } => *kind,
-            Self::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => ErrorKind::NotFound,
+            Self::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
+                ErrorKind::NotFound
+            }
             Self::Io { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => {
                 ErrorKind::FailedPrecondition
             }
-            Self::Io { source, .. } if source.kind() == io::ErrorKind::InvalidData => ErrorKind::InvalidArgument,
+            Self::Io { source, .. } if source.kind() == io::ErrorKind::InvalidData => {
+                ErrorKind::InvalidArgument
+            }
             Self::Io { .. } => ErrorKind::Internal,
         }
     }
@@ -175,30 +183,58 @@ impl ImageError {
     }
 
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
-        Self::Io { context: context.into(), source }
+        Self::Io {
+            context: context.into(),
+            source,
+        }
     }
 
-    pub(crate) fn snapshot(context: impl Into<String>, e: &strata_snapshotters::SnapshotError) -> Self {
-        Self::Unpack { context: context.into(), kind: e.kind(), reason: e.message().to_owned() }
+    pub(crate) fn snapshot(
+        context: impl Into<String>,
+        e: &strata_snapshotters::SnapshotError,
+    ) -> Self {
+        Self::Unpack {
+            context: context.into(),
+            kind: e.kind(),
+            reason: e.message().to_owned(),
+        }
     }
 
     pub(crate) fn invalid(what: impl Into<String>, reason: impl std::fmt::Display) -> Self {
-        Self::Invalid { what: what.into(), reason: reason.to_string() }
+        Self::Invalid {
+            what: what.into(),
+            reason: reason.to_string(),
+        }
     }
 
     /// Maps a content-store failure while ingesting blob `digest` (if known) into the
     /// import's terms: a digest or size mismatch is the archive's corruption.
     pub(crate) fn from_ingest(e: ContentError, digest: Option<&Digest>) -> Self {
         match (e, digest) {
-            (ContentError::DigestMismatch { expected, actual, .. }, _) => {
-                Self::DigestMismatch { digest: expected, actual }
-            }
-            (ContentError::SizeMismatch { expected, actual, .. }, Some(d)) => {
-                Self::SizeMismatch { digest: d.clone(), expected, actual }
-            }
-            (ContentError::Overflow { total, offset, .. }, Some(d)) => {
-                Self::SizeMismatch { digest: d.clone(), expected: total, actual: offset }
-            }
+            (
+                ContentError::DigestMismatch {
+                    expected, actual, ..
+                },
+                _,
+            ) => Self::DigestMismatch {
+                digest: expected,
+                actual,
+            },
+            (
+                ContentError::SizeMismatch {
+                    expected, actual, ..
+                },
+                Some(d),
+            ) => Self::SizeMismatch {
+                digest: d.clone(),
+                expected,
+                actual,
+            },
+            (ContentError::Overflow { total, offset, .. }, Some(d)) => Self::SizeMismatch {
+                digest: d.clone(),
+                expected: total,
+                actual: offset,
+            },
             (e, _) => Self::Content(e),
         }
     }

@@ -109,7 +109,11 @@ impl Session<'_> {
         if !existed {
             self.written.insert(digest.clone(), size);
         }
-        self.emit(ImportEvent::BlobDone { digest: digest.clone(), size, existed });
+        self.emit(ImportEvent::BlobDone {
+            digest: digest.clone(),
+            size,
+            existed,
+        });
     }
 }
 
@@ -155,19 +159,34 @@ impl Session<'_> {
 /// ([`ImageError::MissingBlob`], [`ImageError::MissingEntry`]), a layer whose uncompressed
 /// digest is not the config's diffID ([`ImageError::DiffIdMismatch`]), malformed or
 /// oversized documents, unsafe paths, or store failures.
-pub fn import(store: &Store, path: &Path, opts: &ImportOptions<'_>) -> Result<Imported, ImageError> {
-    import_inner(store, path, opts)
-        .map_err(|cause| ImageError::Import { archive: path.display().to_string(), cause: Box::new(cause) })
+pub fn import(
+    store: &Store,
+    path: &Path,
+    opts: &ImportOptions<'_>,
+) -> Result<Imported, ImageError> {
+    import_inner(store, path, opts).map_err(|cause| ImageError::Import {
+        archive: path.display().to_string(),
+        cause: Box::new(cause),
+    })
 }
 
-fn import_inner(store: &Store, path: &Path, opts: &ImportOptions<'_>) -> Result<Imported, ImageError> {
+fn import_inner(
+    store: &Store,
+    path: &Path,
+    opts: &ImportOptions<'_>,
+) -> Result<Imported, ImageError> {
     let _gc = store.hold_gc()?;
-    let meta = fs::metadata(path).map_err(|e| ImageError::io(format!("stat {}", path.display()), e))?;
+    let meta =
+        fs::metadata(path).map_err(|e| ImageError::io(format!("stat {}", path.display()), e))?;
     let base = match &opts.base_name {
         Some(b) if !b.is_empty() => b.clone(),
         _ => default_base_name(path, meta.is_dir()),
     };
-    let mut session = Session { store, progress: opts.progress, written: BTreeMap::new() };
+    let mut session = Session {
+        store,
+        progress: opts.progress,
+        written: BTreeMap::new(),
+    };
     let content = store.content().clone();
     let mut walk = ImageWalk::new(&content);
     let mut targets: Vec<(String, Descriptor)> = Vec::new();
@@ -185,7 +204,12 @@ fn import_inner(store: &Store, path: &Path, opts: &ImportOptions<'_>) -> Result<
         }
     } else {
         let scanned = archive::scan(&mut session, path)?;
-        let Scanned { index_json, oci_layout, manifest_json, .. } = &scanned;
+        let Scanned {
+            index_json,
+            oci_layout,
+            manifest_json,
+            ..
+        } = &scanned;
         if let Some(index) = index_json {
             check_oci_layout(oci_layout.as_deref())?;
             let index = parse_index(index, "index.json")?;
@@ -197,7 +221,10 @@ fn import_inner(store: &Store, path: &Path, opts: &ImportOptions<'_>) -> Result<
             for image in docker::convert(&mut session, &scanned, manifest_json)? {
                 walk.walk(&image.manifest, "manifest.json", &mut |_, _, _| Ok(()))?;
                 if image.names.is_empty() {
-                    targets.push((format!("{base}@{}", image.manifest.digest()), image.manifest));
+                    targets.push((
+                        format!("{base}@{}", image.manifest.digest()),
+                        image.manifest,
+                    ));
                 } else {
                     targets.extend(image.names.into_iter().map(|n| (n, image.manifest.clone())));
                 }
@@ -213,17 +240,28 @@ fn import_inner(store: &Store, path: &Path, opts: &ImportOptions<'_>) -> Result<
     let mut images: Vec<ImageRecord> = Vec::with_capacity(targets.len());
     for (name, target) in targets {
         let now = SystemTime::now();
-        let record = ImageRecord { name, target, labels: BTreeMap::new(), created: now, updated: now };
+        let record = ImageRecord {
+            name,
+            target,
+            labels: BTreeMap::new(),
+            created: now,
+            updated: now,
+        };
         let stored = store.metadata().put_image(&record, true)?;
-        session
-            .emit(ImportEvent::ImageStored { name: stored.name.clone(), target: descriptor_digest(&stored.target)? });
+        session.emit(ImportEvent::ImageStored {
+            name: stored.name.clone(),
+            target: descriptor_digest(&stored.target)?,
+        });
         match images.iter_mut().find(|i| i.name == stored.name) {
             Some(earlier) => *earlier = stored,
             None => images.push(stored),
         }
     }
     let visited = walk.visited();
-    let new: Vec<u64> = visited.keys().filter_map(|d| session.written.get(d).copied()).collect();
+    let new: Vec<u64> = visited
+        .keys()
+        .filter_map(|d| session.written.get(d).copied())
+        .collect();
     Ok(Imported {
         images,
         blobs: visited.len(),
@@ -246,24 +284,49 @@ fn fetch_layout_blob(
         session.note_ingested(digest, desc.size(), true);
         return Ok(());
     }
-    let path = dir.join("blobs").join(digest.algorithm()).join(digest.encoded());
+    let path = dir
+        .join("blobs")
+        .join(digest.algorithm())
+        .join(digest.encoded());
     let mut file = match File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(ImageError::MissingBlob { digest: digest.clone(), referrer: referrer.to_owned() });
+            return Err(ImageError::MissingBlob {
+                digest: digest.clone(),
+                referrer: referrer.to_owned(),
+            });
         }
         Err(e) => return Err(ImageError::io(format!("open {}", path.display()), e)),
     };
-    let meta = file.metadata().map_err(|e| ImageError::io(format!("stat {}", path.display()), e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| ImageError::io(format!("stat {}", path.display()), e))?;
     if !meta.is_file() {
-        return Err(ImageError::invalid(path.display().to_string(), "blob is not a regular file"));
+        return Err(ImageError::invalid(
+            path.display().to_string(),
+            "blob is not a regular file",
+        ));
     }
     if meta.len() != desc.size() {
-        return Err(ImageError::SizeMismatch { digest: digest.clone(), expected: desc.size(), actual: meta.len() });
+        return Err(ImageError::SizeMismatch {
+            digest: digest.clone(),
+            expected: desc.size(),
+            actual: meta.len(),
+        });
     }
-    session.emit(ImportEvent::BlobStarted { name: digest.to_string(), size: desc.size() });
+    session.emit(ImportEvent::BlobStarted {
+        name: digest.to_string(),
+        size: desc.size(),
+    });
     content
-        .ingest(&format!("import-{digest}"), &mut file, Some(desc.size()), Some(digest), BTreeMap::new(), LOCK_WAIT)
+        .ingest(
+            &format!("import-{digest}"),
+            &mut file,
+            Some(desc.size()),
+            Some(digest),
+            BTreeMap::new(),
+            LOCK_WAIT,
+        )
         .map_err(|e| ImageError::from_ingest(e, Some(digest)))?;
     session.note_ingested(digest, desc.size(), false);
     Ok(())
@@ -277,9 +340,16 @@ fn read_layout_file(dir: &Path, name: &str) -> Result<Option<Vec<u8>>, ImageErro
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(ImageError::io(format!("open {}", path.display()), e)),
     };
-    let size = file.metadata().map_err(|e| ImageError::io(format!("stat {}", path.display()), e))?.len();
+    let size = file
+        .metadata()
+        .map_err(|e| ImageError::io(format!("stat {}", path.display()), e))?
+        .len();
     if size > MAX_JSON_SIZE {
-        return Err(ImageError::TooLarge { what: name.to_owned(), size, max: MAX_JSON_SIZE });
+        return Err(ImageError::TooLarge {
+            what: name.to_owned(),
+            size,
+            max: MAX_JSON_SIZE,
+        });
     }
     let mut buf = Vec::new();
     file.take(MAX_JSON_SIZE)
@@ -296,11 +366,15 @@ fn check_oci_layout(bytes: Option<&[u8]>) -> Result<(), ImageError> {
         version: String,
     }
     let Some(bytes) = bytes else { return Ok(()) };
-    let layout: Layout = serde_json::from_slice(bytes).map_err(|e| ImageError::invalid("oci-layout", e))?;
+    let layout: Layout =
+        serde_json::from_slice(bytes).map_err(|e| ImageError::invalid("oci-layout", e))?;
     if layout.version == "1" || layout.version.starts_with("1.") {
         Ok(())
     } else {
-        Err(ImageError::Unsupported(format!("oci-layout: image layout version {:?} is not supported", layout.version)))
+        Err(ImageError::Unsupported(format!(
+            "oci-layout: image layout version {:?} is not supported",
+            layout.version
+        )))
     }
 }
 
@@ -308,7 +382,10 @@ fn check_oci_layout(bytes: Option<&[u8]>) -> Result<(), ImageError> {
 fn oci_name(desc: &Descriptor, base: &str) -> Result<String, ImageError> {
     let annotations = desc.annotations().as_ref();
     let name = annotations
-        .and_then(|a| a.get(ANNOTATION_IMAGE_NAME).or_else(|| a.get(ANNOTATION_REF_NAME)))
+        .and_then(|a| {
+            a.get(ANNOTATION_IMAGE_NAME)
+                .or_else(|| a.get(ANNOTATION_REF_NAME))
+        })
         .filter(|n| !n.is_empty());
     Ok(match name {
         Some(tag) if !tag.contains(['/', ':']) => format!("{base}:{tag}"),
@@ -322,7 +399,12 @@ fn default_base_name(path: &Path, is_dir: bool) -> String {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .or_else(|| path.canonicalize().ok()?.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .or_else(|| {
+            path.canonicalize()
+                .ok()?
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "import".to_owned());
     if is_dir {
@@ -344,23 +426,39 @@ mod tests {
 
     #[test]
     fn base_names_drop_tar_extensions() {
-        assert_eq!(default_base_name(Path::new("/x/sample.tar"), false), "sample");
+        assert_eq!(
+            default_base_name(Path::new("/x/sample.tar"), false),
+            "sample"
+        );
         assert_eq!(default_base_name(Path::new("app.tar.gz"), false), "app");
         assert_eq!(default_base_name(Path::new("app.tgz"), false), "app");
         assert_eq!(default_base_name(Path::new("/dev/stdin"), false), "stdin");
-        assert_eq!(default_base_name(Path::new("/x/my.layout"), true), "my.layout");
+        assert_eq!(
+            default_base_name(Path::new("/x/my.layout"), true),
+            "my.layout"
+        );
     }
 
     #[test]
     fn names_from_annotations() {
         let d = Digest::of(b"m");
-        let mut desc = Descriptor::new(MediaType::ImageManifest, 1, super::super::walk::oci_digest(&d).unwrap());
+        let mut desc = Descriptor::new(
+            MediaType::ImageManifest,
+            1,
+            super::super::walk::oci_digest(&d).unwrap(),
+        );
         assert_eq!(oci_name(&desc, "base").unwrap(), format!("base@{d}"));
-        desc.set_annotations(Some(HashMap::from([(ANNOTATION_REF_NAME.to_owned(), "1.0".to_owned())])));
+        desc.set_annotations(Some(HashMap::from([(
+            ANNOTATION_REF_NAME.to_owned(),
+            "1.0".to_owned(),
+        )])));
         assert_eq!(oci_name(&desc, "reg/app").unwrap(), "reg/app:1.0");
         desc.set_annotations(Some(HashMap::from([
             (ANNOTATION_REF_NAME.to_owned(), "1.0".to_owned()),
-            (ANNOTATION_IMAGE_NAME.to_owned(), "docker.io/library/app:1.0".to_owned()),
+            (
+                ANNOTATION_IMAGE_NAME.to_owned(),
+                "docker.io/library/app:1.0".to_owned(),
+            ),
         ])));
         assert_eq!(oci_name(&desc, "x").unwrap(), "docker.io/library/app:1.0");
     }

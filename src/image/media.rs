@@ -25,9 +25,11 @@ pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.mani
 /// Docker schema2 image manifest.
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// Docker schema1 manifest (signed); not supported.
-pub const DOCKER_MANIFEST_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+pub const DOCKER_MANIFEST_SCHEMA1: &str =
+    "application/vnd.docker.distribution.manifest.v1+prettyjws";
 /// Docker schema1 manifest (unsigned); not supported.
-pub const DOCKER_MANIFEST_SCHEMA1_UNSIGNED: &str = "application/vnd.docker.distribution.manifest.v1+json";
+pub const DOCKER_MANIFEST_SCHEMA1_UNSIGNED: &str =
+    "application/vnd.docker.distribution.manifest.v1+json";
 /// Docker image config.
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 /// Docker layer, uncompressed tar.
@@ -37,7 +39,8 @@ pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.ta
 /// Docker layer, zstd-compressed tar (as containerd names it).
 pub const DOCKER_LAYER_ZSTD: &str = "application/vnd.docker.image.rootfs.diff.tar.zstd";
 /// Docker foreign (non-distributable) layer, gzip-compressed.
-pub const DOCKER_LAYER_FOREIGN_GZIP: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+pub const DOCKER_LAYER_FOREIGN_GZIP: &str =
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
 /// The prefix every Docker layer media type shares.
 pub const DOCKER_LAYER_PREFIX: &str = "application/vnd.docker.image.rootfs.";
 
@@ -62,7 +65,10 @@ pub fn is_manifest(media_type: &str) -> bool {
 
 /// Whether `media_type` is a Docker schema1 manifest, which Strata does not read.
 pub fn is_schema1(media_type: &str) -> bool {
-    matches!(media_type, DOCKER_MANIFEST_SCHEMA1 | DOCKER_MANIFEST_SCHEMA1_UNSIGNED)
+    matches!(
+        media_type,
+        DOCKER_MANIFEST_SCHEMA1 | DOCKER_MANIFEST_SCHEMA1_UNSIGNED
+    )
 }
 
 /// Whether `media_type` is an image config (OCI or Docker).
@@ -132,21 +138,32 @@ mod tests {
     fn classifies_like_containerd() {
         assert!(is_index(OCI_INDEX) && is_index(DOCKER_MANIFEST_LIST) && !is_index(OCI_MANIFEST));
         assert!(is_manifest(DOCKER_MANIFEST) && !is_manifest(OCI_CONFIG));
-        assert!(is_layer("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"));
+        assert!(is_layer(
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+        ));
         assert!(is_layer(DOCKER_LAYER_FOREIGN_GZIP));
         assert!(!is_layer("application/vnd.in-toto+json"));
         assert_eq!(child_gc_label(DOCKER_CONFIG), GC_REF_CONFIG);
         assert_eq!(child_gc_label(OCI_INDEX), GC_REF_MANIFEST_PREFIX);
         assert_eq!(child_gc_label(OCI_LAYER_ZSTD), GC_REF_LAYER_PREFIX);
-        assert_eq!(child_gc_label("application/vnd.in-toto+json"), GC_REF_OTHER_PREFIX);
+        assert_eq!(
+            child_gc_label("application/vnd.in-toto+json"),
+            GC_REF_OTHER_PREFIX
+        );
     }
 
     #[test]
     fn sniffs_compression() {
         assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8, 0]), Compression::Gzip);
-        assert_eq!(Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd, 0]), Compression::Zstd);
+        assert_eq!(
+            Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd, 0]),
+            Compression::Zstd
+        );
         assert_eq!(Compression::sniff(b"etc/"), Compression::None);
         assert_eq!(Compression::sniff(&[]), Compression::None);
-        assert_eq!(Compression::Gzip.docker_layer_media_type(), DOCKER_LAYER_GZIP);
+        assert_eq!(
+            Compression::Gzip.docker_layer_media_type(),
+            DOCKER_LAYER_GZIP
+        );
     }
 }

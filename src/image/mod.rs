@@ -13,10 +13,10 @@
 //! - [`ImageError`]: the module's typed error, with [`ImageError::kind`].
 
 mod archive;
+pub mod convert;
 mod docker;
 mod error;
 mod import;
-pub mod convert;
 pub mod media;
 pub mod platform;
 pub mod pull;
@@ -28,5 +28,7 @@ pub mod walk;
 pub use archive::MAX_JSON_SIZE;
 pub use docker::{MAX_CONFIG_SIZE, normalize_reference};
 pub use error::ImageError;
-pub use import::{ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, ImportEvent, ImportOptions, Imported, import};
+pub use import::{
+    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, ImportEvent, ImportOptions, Imported, import,
+};
 pub use walk::{ImageWalk, MAX_MANIFEST_SIZE};

@@ -37,8 +37,15 @@ impl Platform {
             "macos" => "darwin".to_owned(),
             other => other.to_owned(),
         };
-        let (architecture, variant) = normalize_arch(&architecture.to_ascii_lowercase(), &variant.to_ascii_lowercase());
-        Self { os, architecture, variant }
+        let (architecture, variant) = normalize_arch(
+            &architecture.to_ascii_lowercase(),
+            &variant.to_ascii_lowercase(),
+        );
+        Self {
+            os,
+            architecture,
+            variant,
+        }
     }
 
     /// The platform this process runs on.
@@ -90,7 +97,11 @@ impl Platform {
             .enumerate()
             .filter_map(|(i, d)| {
                 let p = d.platform().as_ref()?;
-                let p = Platform::new(&p.os().to_string(), &p.architecture().to_string(), p.variant().as_deref().unwrap_or(""));
+                let p = Platform::new(
+                    &p.os().to_string(),
+                    &p.architecture().to_string(),
+                    p.variant().as_deref().unwrap_or(""),
+                );
                 self.rank(&p).map(|r| (r, i, d))
             })
             .min_by_key(|(r, i, _)| (*r, *i))
@@ -102,19 +113,25 @@ fn normalize_arch(arch: &str, variant: &str) -> (String, String) {
     let (a, v) = match arch {
         "i386" | "386" => ("386", ""),
         "x86_64" | "x86-64" | "amd64" => ("amd64", if variant == "v1" { "" } else { variant }),
-        "aarch64" | "arm64" => ("arm64", match variant {
-            "8" | "v8" | "v8.0" => "",
-            other => other,
-        }),
+        "aarch64" | "arm64" => (
+            "arm64",
+            match variant {
+                "8" | "v8" | "v8.0" => "",
+                other => other,
+            },
+        ),
         "armhf" => ("arm", "v7"),
         "armel" => ("arm", "v6"),
-        "arm" => ("arm", match variant {
-            "" | "7" => "v7",
-            "5" => "v5",
-            "6" => "v6",
-            "8" => "v8",
-            other => other,
-        }),
+        "arm" => (
+            "arm",
+            match variant {
+                "" | "7" => "v7",
+                "5" => "v5",
+                "6" => "v6",
+                "8" => "v8",
+                other => other,
+            },
+        ),
         other => (other, variant),
     };
     (a.to_owned(), v.to_owned())
@@ -125,9 +142,17 @@ impl FromStr for Platform {
 
     /// `os/arch[/variant]`, or a bare `arch` or `os` (the rest from the host).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason| PlatformError { input: s.to_owned(), reason };
+        let err = |reason| PlatformError {
+            input: s.to_owned(),
+            reason,
+        };
         let parts: Vec<&str> = s.split('/').collect();
-        if parts.iter().any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')) {
+        if parts.iter().any(|p| {
+            p.is_empty()
+                || !p
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        }) {
             return Err(err("empty or invalid component"));
         }
         let host = Platform::host();
@@ -211,10 +236,17 @@ mod tests {
             ]
         }))
         .unwrap();
-        let pick = |s: &str| p(s).select(&index).map(|d| d.digest().to_string()[7..8].to_owned());
+        let pick = |s: &str| {
+            p(s).select(&index)
+                .map(|d| d.digest().to_string()[7..8].to_owned())
+        };
         assert_eq!(pick("linux/arm64").as_deref(), Some("3"));
         assert_eq!(pick("linux/amd64").as_deref(), Some("4"));
-        assert_eq!(pick("linux/arm/v8").as_deref(), Some("2"), "arm/v8 falls back to arm/v7");
+        assert_eq!(
+            pick("linux/arm/v8").as_deref(),
+            Some("2"),
+            "arm/v8 falls back to arm/v7"
+        );
         assert_eq!(pick("linux/386"), None);
         assert_eq!(pick("linux/riscv64"), None);
     }

@@ -60,7 +60,9 @@ pub struct UnpackTarget {
 
 impl std::fmt::Debug for UnpackTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UnpackTarget").field("scratch", &self.scratch).finish_non_exhaustive()
+        f.debug_struct("UnpackTarget")
+            .field("scratch", &self.scratch)
+            .finish_non_exhaustive()
     }
 }
 
@@ -69,14 +71,26 @@ impl std::fmt::Debug for PullOptions {
         f.debug_struct("PullOptions")
             .field("platform", &self.platform)
             .field("max_concurrent_downloads", &self.max_concurrent_downloads)
-            .field("unpack", &self.unpack.as_ref().map(|u| u.scratch.display().to_string()))
+            .field(
+                "unpack",
+                &self
+                    .unpack
+                    .as_ref()
+                    .map(|u| u.scratch.display().to_string()),
+            )
             .finish_non_exhaustive()
     }
 }
 
 impl Default for PullOptions {
     fn default() -> Self {
-        Self { platform: Platform::host(), max_concurrent_downloads: 3, max_attempts: 5, progress: None, unpack: None }
+        Self {
+            platform: Platform::host(),
+            max_concurrent_downloads: 3,
+            max_attempts: 5,
+            progress: None,
+            unpack: None,
+        }
     }
 }
 
@@ -182,9 +196,20 @@ pub async fn pull(
     opts: &PullOptions,
 ) -> Result<ImageRecord, PullError> {
     let name = reference.to_string();
-    let p = Puller { store, client, reference, opts };
-    let reg = |source| PullError::Registry { reference: name.clone(), source: Box::new(source) };
-    let img = |source| PullError::Image { reference: name.clone(), source: Box::new(source) };
+    let p = Puller {
+        store,
+        client,
+        reference,
+        opts,
+    };
+    let reg = |source| PullError::Registry {
+        reference: name.clone(),
+        source: Box::new(source),
+    };
+    let img = |source| PullError::Image {
+        reference: name.clone(),
+        source: Box::new(source),
+    };
 
     // Content written below is not referenced until the record exists: keep GC off it.
     let gc_store = store.clone();
@@ -195,9 +220,16 @@ pub async fn pull(
 
     let root = client.resolve(reference).await.map_err(reg)?;
     let root_digest = descriptor_digest(&root).map_err(img)?;
-    p.event(PullEvent::Resolved { reference: name.clone(), digest: root_digest.clone() });
+    p.event(PullEvent::Resolved {
+        reference: name.clone(),
+        digest: root_digest.clone(),
+    });
 
-    let root_kind = if media::is_index(root.media_type().as_ref()) { "index" } else { "manifest" };
+    let root_kind = if media::is_index(root.media_type().as_ref()) {
+        "index"
+    } else {
+        "manifest"
+    };
     let root_bytes = p.document(&root, root_kind).await?;
     let manifest_desc = if root_kind == "index" {
         let index = parse_index(&root_bytes, &format!("index {root_digest}")).map_err(img)?;
@@ -214,15 +246,20 @@ pub async fn pull(
                 available.join(", ")
             )))
         })?;
-        p.label(&root_digest, child_gc_labels(std::slice::from_ref(&chosen))).await?;
+        p.label(&root_digest, child_gc_labels(std::slice::from_ref(&chosen)))
+            .await?;
         chosen
     } else {
         root.clone()
     };
     let manifest_digest = descriptor_digest(&manifest_desc).map_err(img)?;
-    let manifest_bytes =
-        if root_kind == "index" { p.document(&manifest_desc, "manifest").await? } else { root_bytes };
-    let manifest = parse_manifest(&manifest_bytes, &format!("manifest {manifest_digest}")).map_err(img)?;
+    let manifest_bytes = if root_kind == "index" {
+        p.document(&manifest_desc, "manifest").await?
+    } else {
+        root_bytes
+    };
+    let manifest =
+        parse_manifest(&manifest_bytes, &format!("manifest {manifest_digest}")).map_err(img)?;
 
     let mut blobs: Vec<(&'static str, Descriptor)> = vec![("config", manifest.config().clone())];
     blobs.extend(manifest.layers().iter().map(|l| ("layer", l.clone())));
@@ -242,7 +279,13 @@ pub async fn pull(
             .await
             .map_err(|e| img(ImageError::invalid("pull", format!("task failed: {e}"))))?
             .map_err(img)?;
-            Some(spawn_unpack(store.clone(), target.clone(), plan, ready_rx, opts.progress.clone()))
+            Some(spawn_unpack(
+                store.clone(),
+                target.clone(),
+                plan,
+                ready_rx,
+                opts.progress.clone(),
+            ))
         }
         None => None,
     };
@@ -265,7 +308,9 @@ pub async fn pull(
     drop(ready_tx);
     let downloaded = results.into_iter().collect::<Result<Vec<()>, PullError>>();
     if let Some(task) = unpacking {
-        let unpacked = task.await.map_err(|e| img(ImageError::invalid("unpack", format!("task failed: {e}"))));
+        let unpacked = task
+            .await
+            .map_err(|e| img(ImageError::invalid("unpack", format!("task failed: {e}"))));
         downloaded?;
         unpacked?.map_err(img)?;
     } else {
@@ -274,7 +319,8 @@ pub async fn pull(
 
     let mut children = vec![manifest.config().clone()];
     children.extend(manifest.layers().iter().cloned());
-    p.label(&manifest_digest, child_gc_labels(&children)).await?;
+    p.label(&manifest_digest, child_gc_labels(&children))
+        .await?;
 
     let record = ImageRecord {
         name: name.clone(),
@@ -329,22 +375,36 @@ impl Puller<'_> {
     }
 
     fn err_img(&self, source: ImageError) -> PullError {
-        PullError::Image { reference: self.reference.to_string(), source: Box::new(source) }
+        PullError::Image {
+            reference: self.reference.to_string(),
+            source: Box::new(source),
+        }
     }
 
     fn err_reg(&self, source: RegistryError) -> PullError {
-        PullError::Registry { reference: self.reference.to_string(), source: Box::new(source) }
+        PullError::Registry {
+            reference: self.reference.to_string(),
+            source: Box::new(source),
+        }
     }
 
     fn source_label(&self) -> BTreeMap<String, String> {
-        let key = format!("{LABEL_DISTRIBUTION_SOURCE_PREFIX}{}", self.reference.registry());
+        let key = format!(
+            "{LABEL_DISTRIBUTION_SOURCE_PREFIX}{}",
+            self.reference.registry()
+        );
         BTreeMap::from([(key, self.reference.repository().to_owned())])
     }
 
-    async fn label(&self, digest: &Digest, labels: BTreeMap<String, String>) -> Result<(), PullError> {
+    async fn label(
+        &self,
+        digest: &Digest,
+        labels: BTreeMap<String, String>,
+    ) -> Result<(), PullError> {
         let content = self.store.content().clone();
         let digest = digest.clone();
-        let changes: BTreeMap<String, Option<String>> = labels.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        let changes: BTreeMap<String, Option<String>> =
+            labels.into_iter().map(|(k, v)| (k, Some(v))).collect();
         tokio::task::spawn_blocking(move || content.update_labels(&digest, &changes))
             .await
             .map_err(|e| self.err_img(ImageError::invalid("label", format!("task failed: {e}"))))?
@@ -356,30 +416,52 @@ impl Puller<'_> {
     async fn document(&self, desc: &Descriptor, kind: &'static str) -> Result<Bytes, PullError> {
         let digest = descriptor_digest(desc).map_err(|e| self.err_img(e))?;
         let existed = self.store.content().exists(&digest);
-        self.event(PullEvent::BlobStarted { kind, digest: digest.clone(), size: desc.size(), offset: 0 });
+        self.event(PullEvent::BlobStarted {
+            kind,
+            digest: digest.clone(),
+            size: desc.size(),
+            offset: 0,
+        });
         let bytes = if existed {
             let content = self.store.content().clone();
             let d = digest.clone();
             Bytes::from(
-                tokio::task::spawn_blocking(move || content.read_all(&d, super::walk::MAX_MANIFEST_SIZE))
-                    .await
-                    .map_err(|e| self.err_img(ImageError::invalid(kind, format!("task failed: {e}"))))?
-                    .map_err(|e| self.err_img(e.into()))?,
+                tokio::task::spawn_blocking(move || {
+                    content.read_all(&d, super::walk::MAX_MANIFEST_SIZE)
+                })
+                .await
+                .map_err(|e| self.err_img(ImageError::invalid(kind, format!("task failed: {e}"))))?
+                .map_err(|e| self.err_img(e.into()))?,
             )
         } else {
-            let bytes = self.client.fetch_manifest(self.reference, desc).await.map_err(|e| self.err_reg(e))?;
+            let bytes = self
+                .client
+                .fetch_manifest(self.reference, desc)
+                .await
+                .map_err(|e| self.err_reg(e))?;
             let content = self.store.content().clone();
             let (d, b, labels) = (digest.clone(), bytes.clone(), self.source_label());
             let key = format!("{kind}-{digest}");
             tokio::task::spawn_blocking(move || {
-                content.ingest(&key, &mut StreamSource(&b[..]), Some(b.len() as u64), Some(&d), labels, Duration::from_secs(300))
+                content.ingest(
+                    &key,
+                    &mut StreamSource(&b[..]),
+                    Some(b.len() as u64),
+                    Some(&d),
+                    labels,
+                    Duration::from_secs(300),
+                )
             })
             .await
             .map_err(|e| self.err_img(ImageError::invalid(kind, format!("task failed: {e}"))))?
             .map_err(|e| self.err_img(e.into()))?;
             bytes
         };
-        self.event(PullEvent::BlobDone { digest, size: desc.size(), existed });
+        self.event(PullEvent::BlobDone {
+            digest,
+            size: desc.size(),
+            existed,
+        });
         Ok(bytes)
     }
 
@@ -388,9 +470,18 @@ impl Puller<'_> {
         let digest = descriptor_digest(desc).map_err(|e| self.err_img(e))?;
         let size = desc.size();
         if self.store.content().exists(&digest) {
-            self.event(PullEvent::BlobStarted { kind, digest: digest.clone(), size, offset: size });
+            self.event(PullEvent::BlobStarted {
+                kind,
+                digest: digest.clone(),
+                size,
+                offset: size,
+            });
             self.label(&digest, self.source_label()).await?;
-            self.event(PullEvent::BlobDone { digest, size, existed: true });
+            self.event(PullEvent::BlobDone {
+                digest,
+                size,
+                existed: true,
+            });
             return Ok(());
         }
         let key = format!("{kind}-{digest}");
@@ -409,20 +500,31 @@ impl Puller<'_> {
                 Ok(w) => w,
                 // Another pull committed it meanwhile.
                 Err(ContentError::AlreadyExists(_)) => {
-                    self.event(PullEvent::BlobDone { digest, size, existed: true });
+                    self.event(PullEvent::BlobDone {
+                        digest,
+                        size,
+                        existed: true,
+                    });
                     return Ok(());
                 }
                 Err(e) => return Err(self.err_img(e.into())),
             };
             let offset = writer.status().offset;
             if attempt == 1 {
-                self.event(PullEvent::BlobStarted { kind, digest: digest.clone(), size, offset });
+                self.event(PullEvent::BlobStarted {
+                    kind,
+                    digest: digest.clone(),
+                    size,
+                    offset,
+                });
             }
             let range = (offset > 0 && offset < size).then_some(offset..size);
             let transfer = self.transfer(&digest, range, writer).await;
             let (writer, failure) = match transfer {
                 Ok(w) => (w, None),
-                Err((_, Failure::Store(e))) => return Err(self.err_img(ImageError::from_ingest(e, Some(&digest)))),
+                Err((_, Failure::Store(e))) => {
+                    return Err(self.err_img(ImageError::from_ingest(e, Some(&digest))));
+                }
                 Err((w, Failure::Net(cause))) => (w, Some(cause)),
             };
             if let Some(cause) = failure {
@@ -430,22 +532,35 @@ impl Puller<'_> {
                     return Err(self.err_reg(cause));
                 }
                 let offset = writer.status().offset;
-                self.event(PullEvent::BlobRetry { digest: digest.clone(), offset, cause: cause.to_string() });
+                self.event(PullEvent::BlobRetry {
+                    digest: digest.clone(),
+                    offset,
+                    cause: cause.to_string(),
+                });
                 drop(writer);
                 tokio::time::sleep(backoff(attempt)).await;
                 continue;
             }
             let labels = self.source_label();
             let d = digest.clone();
-            let committed = tokio::task::spawn_blocking(move || writer.commit(Some(size), Some(&d), labels))
-                .await
-                .map_err(|e| self.err_img(ImageError::invalid(kind, format!("task failed: {e}"))))?;
+            let committed =
+                tokio::task::spawn_blocking(move || writer.commit(Some(size), Some(&d), labels))
+                    .await
+                    .map_err(|e| {
+                        self.err_img(ImageError::invalid(kind, format!("task failed: {e}")))
+                    })?;
             match committed {
                 Ok(_) | Err(ContentError::AlreadyExists(_)) => {
-                    self.event(PullEvent::BlobDone { digest, size, existed: false });
+                    self.event(PullEvent::BlobDone {
+                        digest,
+                        size,
+                        existed: false,
+                    });
                     return Ok(());
                 }
-                Err(e @ (ContentError::DigestMismatch { .. } | ContentError::SizeMismatch { .. })) => {
+                Err(
+                    e @ (ContentError::DigestMismatch { .. } | ContentError::SizeMismatch { .. }),
+                ) => {
                     let e = ImageError::from_ingest(e, Some(&digest));
                     // Corrupt bytes never reach blobs/: drop the ingest; one fresh try, since a
                     // flaky proxy may have flipped them in transit.
@@ -456,7 +571,11 @@ impl Puller<'_> {
                         return Err(self.err_img(e));
                     }
                     corrupt_retries -= 1;
-                    self.event(PullEvent::BlobRetry { digest: digest.clone(), offset: 0, cause: e.to_string() });
+                    self.event(PullEvent::BlobRetry {
+                        digest: digest.clone(),
+                        offset: 0,
+                        cause: e.to_string(),
+                    });
                 }
                 Err(e) => return Err(self.err_img(e.into())),
             }
@@ -487,7 +606,10 @@ impl Puller<'_> {
         // The ingest's own copy pipeline (4 MiB O_DIRECT writes, hashing on a second
         // thread) reads the network chunks through a small adapter.
         let sink = tokio::task::spawn_blocking(move || {
-            let mut source = ChannelReader { rx: &mut rx, current: Bytes::new() };
+            let mut source = ChannelReader {
+                rx: &mut rx,
+                current: Bytes::new(),
+            };
             match writer.copy_from(&mut source) {
                 Ok(_) => (writer, None),
                 Err(e) => (writer, Some(e)),
@@ -501,7 +623,10 @@ impl Puller<'_> {
                     if tx.send(chunk).await.is_err() {
                         break; // the writer failed; its error is reported below
                     }
-                    self.event(PullEvent::BlobProgress { digest: digest.clone(), bytes: n });
+                    self.event(PullEvent::BlobProgress {
+                        digest: digest.clone(),
+                        bytes: n,
+                    });
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -511,7 +636,9 @@ impl Puller<'_> {
             }
         }
         drop(tx);
-        let (writer, write_error) = sink.await.expect("invariant: the ingest task does not panic");
+        let (writer, write_error) = sink
+            .await
+            .expect("invariant: the ingest task does not panic");
         if let Some(e) = write_error {
             return Err((writer, Failure::Store(e)));
         }

@@ -37,7 +37,9 @@ pub struct PushOptions {
 
 impl std::fmt::Debug for PushOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PushOptions").field("platform", &self.platform).finish_non_exhaustive()
+        f.debug_struct("PushOptions")
+            .field("platform", &self.platform)
+            .finish_non_exhaustive()
     }
 }
 
@@ -125,11 +127,20 @@ pub async fn push(
     opts: &PushOptions,
 ) -> Result<Descriptor, PushError> {
     let name = target.to_string();
-    let img = |source: ImageError| PushError::Image { reference: name.clone(), source: Box::new(source) };
-    let reg = |source: RegistryError| PushError::Registry { reference: name.clone(), source: Box::new(source) };
+    let img = |source: ImageError| PushError::Image {
+        reference: name.clone(),
+        source: Box::new(source),
+    };
+    let reg = |source: RegistryError| PushError::Registry {
+        reference: name.clone(),
+        source: Box::new(source),
+    };
     let read = |d: &Descriptor| -> Result<Vec<u8>, PushError> {
         let digest = descriptor_digest(d).map_err(img)?;
-        store.content().read_all(&digest, MAX_MANIFEST_SIZE).map_err(|e| img(e.into()))
+        store
+            .content()
+            .read_all(&digest, MAX_MANIFEST_SIZE)
+            .map_err(|e| img(e.into()))
     };
 
     // Work out the root and its manifests from the store.
@@ -140,7 +151,9 @@ pub async fn push(
         let index = parse_index(&read(&root)?, &format!("index {root_digest}")).map_err(img)?;
         if let Some(platform) = &opts.platform {
             let chosen = platform.select(&index).cloned().ok_or_else(|| {
-                img(ImageError::NotFound(format!("index {root_digest} has no manifest for platform {platform}")))
+                img(ImageError::NotFound(format!(
+                    "index {root_digest} has no manifest for platform {platform}"
+                )))
             })?;
             root = chosen.clone();
             manifests.push(chosen);
@@ -178,13 +191,19 @@ pub async fn push(
         documents.push((m.clone(), bytes));
     }
 
-    let limit = if opts.max_concurrent_uploads == 0 { 3 } else { opts.max_concurrent_uploads };
+    let limit = if opts.max_concurrent_uploads == 0 {
+        3
+    } else {
+        opts.max_concurrent_uploads
+    };
     let results: Vec<Result<(), PushError>> = futures_util::stream::iter(blobs.iter())
         .map(|b| push_blob(store, client, target, b, opts))
         .buffer_unordered(limit)
         .collect()
         .await;
-    results.into_iter().collect::<Result<Vec<()>, PushError>>()?;
+    results
+        .into_iter()
+        .collect::<Result<Vec<()>, PushError>>()?;
 
     let bare = Reference::new(target.registry(), target.repository(), None, None).map_err(reg)?;
     let by_digest = |d: &Digest| bare.with_digest(d.clone());
@@ -195,17 +214,30 @@ pub async fn push(
             continue;
         }
         client
-            .push_manifest(&by_digest(&digest), m.media_type().as_ref(), Bytes::from(bytes))
+            .push_manifest(
+                &by_digest(&digest),
+                m.media_type().as_ref(),
+                Bytes::from(bytes),
+            )
             .await
             .map_err(reg)?;
-        event(opts, PushEvent::ManifestPushed { digest, reference: by_digest(&descriptor_digest(&m).map_err(img)?).to_string() });
+        event(
+            opts,
+            PushEvent::ManifestPushed {
+                digest,
+                reference: by_digest(&descriptor_digest(&m).map_err(img)?).to_string(),
+            },
+        );
     }
     let root_bytes = Bytes::from(read(&root)?);
     let at = match target.tag() {
         Some(tag) => bare.with_tag(tag).map_err(reg)?,
         None => by_digest(&root_digest),
     };
-    let pushed = client.push_manifest(&at, root.media_type().as_ref(), root_bytes).await.map_err(reg)?;
+    let pushed = client
+        .push_manifest(&at, root.media_type().as_ref(), root_bytes)
+        .await
+        .map_err(reg)?;
     if pushed != root_digest {
         return Err(reg(RegistryError::DigestMismatch {
             what: format!("manifest pushed to {at}"),
@@ -213,7 +245,13 @@ pub async fn push(
             actual: pushed,
         }));
     }
-    event(opts, PushEvent::ManifestPushed { digest: root_digest, reference: at.to_string() });
+    event(
+        opts,
+        PushEvent::ManifestPushed {
+            digest: root_digest,
+            reference: at.to_string(),
+        },
+    );
     Ok(root)
 }
 
@@ -231,21 +269,60 @@ async fn push_blob(
     opts: &PushOptions,
 ) -> Result<(), PushError> {
     let name = target.to_string();
-    let img = |source: ImageError| PushError::Image { reference: name.clone(), source: Box::new(source) };
-    let reg = |source: RegistryError| PushError::Registry { reference: name.clone(), source: Box::new(source) };
+    let img = |source: ImageError| PushError::Image {
+        reference: name.clone(),
+        source: Box::new(source),
+    };
+    let reg = |source: RegistryError| PushError::Registry {
+        reference: name.clone(),
+        source: Box::new(source),
+    };
     let digest = descriptor_digest(desc).map_err(img)?;
     let size = desc.size();
-    event(opts, PushEvent::BlobStarted { digest: digest.clone(), size });
-    if client.blob_size(target, &digest).await.map_err(reg)?.is_some() {
-        event(opts, PushEvent::BlobDone { digest, size, outcome: BlobOutcome::Exists });
+    event(
+        opts,
+        PushEvent::BlobStarted {
+            digest: digest.clone(),
+            size,
+        },
+    );
+    if client
+        .blob_size(target, &digest)
+        .await
+        .map_err(reg)?
+        .is_some()
+    {
+        event(
+            opts,
+            PushEvent::BlobDone {
+                digest,
+                size,
+                outcome: BlobOutcome::Exists,
+            },
+        );
         return Ok(());
     }
     let info = store.content().info(&digest).map_err(|e| img(e.into()))?;
     let source_key = format!("{LABEL_DISTRIBUTION_SOURCE_PREFIX}{}", target.registry());
-    if let Some(repo) = info.labels.get(&source_key).filter(|r| *r != target.repository()) {
+    if let Some(repo) = info
+        .labels
+        .get(&source_key)
+        .filter(|r| *r != target.repository())
+    {
         let from = Reference::new(target.registry(), repo, None, None).map_err(reg)?;
-        if client.mount_blob(target, &digest, &from).await.map_err(reg)? {
-            event(opts, PushEvent::BlobDone { digest, size, outcome: BlobOutcome::Mounted });
+        if client
+            .mount_blob(target, &digest, &from)
+            .await
+            .map_err(reg)?
+        {
+            event(
+                opts,
+                PushEvent::BlobDone {
+                    digest,
+                    size,
+                    outcome: BlobOutcome::Mounted,
+                },
+            );
             return Ok(());
         }
     }
@@ -253,8 +330,19 @@ async fn push_blob(
     let file = tokio::fs::File::open(&path)
         .await
         .map_err(|e| img(ImageError::io(format!("open {}", path.display()), e)))?;
-    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
-    client.push_blob(target, &digest, size, body).await.map_err(reg)?;
-    event(opts, PushEvent::BlobDone { digest, size, outcome: BlobOutcome::Uploaded });
+    let body =
+        reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
+    client
+        .push_blob(target, &digest, size, body)
+        .await
+        .map_err(reg)?;
+    event(
+        opts,
+        PushEvent::BlobDone {
+            digest,
+            size,
+            outcome: BlobOutcome::Uploaded,
+        },
+    );
     Ok(())
 }

@@ -35,7 +35,8 @@ use serde_json::Value;
 use strata_formats::elf::parse_elf;
 use strata_formats::estargz::decompress_layer;
 use strata_formats::prefetch::{
-    FileKind, ImageConfigLite, MAX_PATH_LEN, MAX_SHEBANG_LEN, PrefetchError, RootFs, prioritized_files,
+    FileKind, ImageConfigLite, MAX_PATH_LEN, MAX_SHEBANG_LEN, PrefetchError, RootFs,
+    prioritized_files,
 };
 use strata_formats::{ErrorKind, ReadAt, ReadAtCursor};
 
@@ -72,7 +73,10 @@ struct Kept {
 impl Kept {
     /// A view of the first bytes of a file, whose size is theirs (see the module docs).
     fn prefix(bytes: &[u8]) -> Self {
-        Self { size: bytes.len() as u64, ranges: vec![(0, bytes.into())] }
+        Self {
+            size: bytes.len() as u64,
+            ranges: vec![(0, bytes.into())],
+        }
     }
 
     fn bytes(&self) -> u64 {
@@ -130,7 +134,10 @@ impl ReadAt for Recorder<'_> {
 
 /// Parses `data` as [`parse_elf`] does and keeps exactly the bytes it read.
 fn keep_elf(data: &[u8]) -> Kept {
-    let rec = Recorder { data, reads: Mutex::new(Vec::new()) };
+    let rec = Recorder {
+        data,
+        reads: Mutex::new(Vec::new()),
+    };
     // The result is not needed: the replay parses the kept bytes again and gets the same
     // answer, error included.
     let _ = parse_elf(&rec);
@@ -145,9 +152,18 @@ fn keep_elf(data: &[u8]) -> Kept {
     }
     let ranges = merged
         .into_iter()
-        .filter_map(|(s, e)| Some((s, data.get(usize::try_from(s).ok()?..usize::try_from(e).ok()?)?.into())))
+        .filter_map(|(s, e)| {
+            Some((
+                s,
+                data.get(usize::try_from(s).ok()?..usize::try_from(e).ok()?)?
+                    .into(),
+            ))
+        })
         .collect();
-    Kept { size: data.len() as u64, ranges }
+    Kept {
+        size: data.len() as u64,
+        ranges,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -184,13 +200,19 @@ impl Default for LayeredRootFs {
 
 /// `/a/b/` for `/a/b`, `/` for `/`: the key prefix of a directory's descendants.
 fn subtree_prefix(dir: &str) -> String {
-    if dir == "/" { "/".to_owned() } else { format!("{dir}/") }
+    if dir == "/" {
+        "/".to_owned()
+    } else {
+        format!("{dir}/")
+    }
 }
 
 /// A tar entry name as a normalised absolute path; `None` for `..`, non-UTF-8 or overlong
 /// names.
 fn clean_name(raw: &[u8]) -> Option<String> {
-    let s = std::str::from_utf8(raw).ok().filter(|s| s.len() <= MAX_PATH_LEN)?;
+    let s = std::str::from_utf8(raw)
+        .ok()
+        .filter(|s| s.len() <= MAX_PATH_LEN)?;
     let mut parts = Vec::new();
     for comp in s.split('/') {
         match comp {
@@ -213,8 +235,16 @@ fn split_parent(path: &str) -> (&str, &str) {
 impl LayeredRootFs {
     /// A tree holding only `/`.
     pub fn new() -> Self {
-        let root = Node { kind: NodeKind::Dir, layer: 0 };
-        Self { nodes: BTreeMap::from([("/".to_owned(), root)]), bytes: 0, scanned: 0, layers: 0 }
+        let root = Node {
+            kind: NodeKind::Dir,
+            layer: 0,
+        };
+        Self {
+            nodes: BTreeMap::from([("/".to_owned(), root)]),
+            bytes: 0,
+            scanned: 0,
+            layers: 0,
+        }
     }
 
     /// The merged tree of `layers` (bottom first), read from the content store.
@@ -248,7 +278,9 @@ impl LayeredRootFs {
         self.layers += 1;
         let layer = self.layers;
         let mut archive = tar::Archive::new(tar);
-        let entries = archive.entries().map_err(|e| ImageError::io(format!("{what}: reading tar"), e))?;
+        let entries = archive
+            .entries()
+            .map_err(|e| ImageError::io(format!("{what}: reading tar"), e))?;
         for entry in entries {
             let mut entry = entry.map_err(|e| ImageError::io(format!("{what}: reading tar"), e))?;
             let raw = entry.path_bytes().into_owned();
@@ -266,27 +298,47 @@ impl LayeredRootFs {
                 if hidden == ".wh..opq" {
                     self.remove_lower(&subtree_prefix(&parent), layer, what)?;
                 } else if !hidden.is_empty() && !hidden.starts_with(".wh.") {
-                    let target = if parent == "/" { format!("/{hidden}") } else { format!("{parent}/{hidden}") };
+                    let target = if parent == "/" {
+                        format!("/{hidden}")
+                    } else {
+                        format!("{parent}/{hidden}")
+                    };
                     if self.nodes.get(&target).is_some_and(|n| n.layer < layer) {
                         self.nodes.remove(&target);
                     }
                     self.remove_lower(&subtree_prefix(&target), layer, what)?;
                     // This layer's own entries below it stay, so it stays their directory.
                     let below = subtree_prefix(&target);
-                    if self.nodes.range(below.clone()..).next().is_some_and(|(k, _)| k.starts_with(&below)) {
-                        self.nodes.insert(target, Node { kind: NodeKind::Dir, layer });
+                    if self
+                        .nodes
+                        .range(below.clone()..)
+                        .next()
+                        .is_some_and(|(k, _)| k.starts_with(&below))
+                    {
+                        self.nodes.insert(
+                            target,
+                            Node {
+                                kind: NodeKind::Dir,
+                                layer,
+                            },
+                        );
                     }
                 }
                 continue;
             }
             let kind = match entry.header().entry_type() {
-                tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                tar::EntryType::Regular
+                | tar::EntryType::Continuous
+                | tar::EntryType::GNUSparse => {
                     let size = entry.size();
                     NodeKind::File(Arc::new(keep(&path, size, &mut entry, what)?))
                 }
                 tar::EntryType::Directory => NodeKind::Dir,
                 tar::EntryType::Symlink => {
-                    let target = entry.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
+                    let target = entry
+                        .link_name_bytes()
+                        .map(|l| l.into_owned())
+                        .unwrap_or_default();
                     match String::from_utf8(target) {
                         Ok(t) if t.len() <= MAX_PATH_LEN => NodeKind::Symlink(t),
                         _ => continue, // the resolver could not follow it either
@@ -302,7 +354,9 @@ impl LayeredRootFs {
                         }
                     }
                 }
-                tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => NodeKind::Other,
+                tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                    NodeKind::Other
+                }
                 _ => continue, // global PAX headers and the like describe no file
             };
             self.insert(path, kind, layer, what)?;
@@ -311,7 +365,10 @@ impl LayeredRootFs {
     }
 
     fn account(&mut self, bytes: u64, what: &str) -> Result<(), ImageError> {
-        self.bytes = self.bytes.saturating_add(bytes).saturating_add(ENTRY_OVERHEAD);
+        self.bytes = self
+            .bytes
+            .saturating_add(bytes)
+            .saturating_add(ENTRY_OVERHEAD);
         if self.bytes > MAX_TREE_BYTES {
             return Err(ImageError::TooLarge {
                 what: format!("{what}: file tree for --prioritize-auto"),
@@ -362,14 +419,26 @@ impl LayeredRootFs {
                 Some(n) if matches!(n.kind, NodeKind::Dir) => {}
                 _ => {
                     self.account(dir.len() as u64, what)?;
-                    self.nodes.insert(dir, Node { kind: NodeKind::Dir, layer });
+                    self.nodes.insert(
+                        dir,
+                        Node {
+                            kind: NodeKind::Dir,
+                            layer,
+                        },
+                    );
                 }
             }
         }
         Ok(())
     }
 
-    fn insert(&mut self, path: String, kind: NodeKind, layer: usize, what: &str) -> Result<(), ImageError> {
+    fn insert(
+        &mut self,
+        path: String,
+        kind: NodeKind,
+        layer: usize,
+        what: &str,
+    ) -> Result<(), ImageError> {
         let extra = match &kind {
             NodeKind::File(k) => k.bytes(),
             NodeKind::Symlink(t) => t.len() as u64,
@@ -377,8 +446,11 @@ impl LayeredRootFs {
         };
         self.account(path.len() as u64 + extra, what)?;
         self.ensure_parents(&path, layer, what)?;
-        let merges =
-            matches!(kind, NodeKind::Dir) && self.nodes.get(&path).is_some_and(|n| matches!(n.kind, NodeKind::Dir));
+        let merges = matches!(kind, NodeKind::Dir)
+            && self
+                .nodes
+                .get(&path)
+                .is_some_and(|n| matches!(n.kind, NodeKind::Dir));
         if !merges {
             // A non-directory hides whatever a lower directory held.
             self.remove_lower(&subtree_prefix(&path), layer, what)?;
@@ -407,7 +479,11 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 fn keep(path: &str, size: u64, r: &mut impl Read, what: &str) -> Result<Kept, ImageError> {
     let io_err = |e| ImageError::io(format!("{what}: reading {path:?}"), e);
     let conf = path.starts_with("/etc/ld") && path != "/etc/ld.so.cache";
-    let head_len = if conf { MAX_CONF_BYTES as usize } else { MAX_SHEBANG_LEN };
+    let head_len = if conf {
+        MAX_CONF_BYTES as usize
+    } else {
+        MAX_SHEBANG_LEN
+    };
     let mut head = vec![0u8; head_len];
     let n = read_full(r, &mut head).map_err(io_err)?;
     head.truncate(n);
@@ -421,7 +497,10 @@ fn keep(path: &str, size: u64, r: &mut impl Read, what: &str) -> Result<Kept, Im
                 max = MAX_ELF_SIZE,
                 "{what}: ELF file too large to parse; a start needing it cannot be replayed"
             );
-            return Ok(Kept { size, ranges: vec![(0, data[..MAGIC_LEN].into())] });
+            return Ok(Kept {
+                size,
+                ranges: vec![(0, data[..MAGIC_LEN].into())],
+            });
         }
         return Ok(keep_elf(&data));
     }
@@ -449,16 +528,28 @@ impl RootFs for LayeredRootFs {
     }
 
     fn read_dir(&self, path: &str) -> Vec<String> {
-        if !matches!(self.nodes.get(path), Some(Node { kind: NodeKind::Dir, .. })) {
+        if !matches!(
+            self.nodes.get(path),
+            Some(Node {
+                kind: NodeKind::Dir,
+                ..
+            })
+        ) {
             return Vec::new();
         }
         let prefix = subtree_prefix(path);
         let mut names = std::collections::BTreeSet::new();
         // From `path/` (past `/` itself, its own prefix); past a child's subtree in one seek
         // ('0' follows '/'), so a listing costs two seeks per child, not a walk of the tree.
-        let mut from = if path == "/" { Bound::Excluded(prefix.clone()) } else { Bound::Included(prefix.clone()) };
+        let mut from = if path == "/" {
+            Bound::Excluded(prefix.clone())
+        } else {
+            Bound::Included(prefix.clone())
+        };
         while let Some((key, _)) = self.nodes.range((from.clone(), Bound::Unbounded)).next() {
-            let Some(rest) = key.strip_prefix(&prefix) else { break };
+            let Some(rest) = key.strip_prefix(&prefix) else {
+                break;
+            };
             match rest.split_once('/') {
                 None => {
                     names.insert(rest.to_owned());
@@ -486,19 +577,25 @@ pub fn image_config_lite(config: &[u8], what: &str) -> Result<ImageConfigLite, I
             Value::Array(items) => items
                 .iter()
                 .map(|v| {
-                    v.as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| ImageError::invalid(what, format!("config.{key}: not a string")))
+                    v.as_str().map(str::to_owned).ok_or_else(|| {
+                        ImageError::invalid(what, format!("config.{key}: not a string"))
+                    })
                 })
                 .collect(),
-            _ => Err(ImageError::invalid(what, format!("config.{key}: not an array of strings"))),
+            _ => Err(ImageError::invalid(
+                what,
+                format!("config.{key}: not an array of strings"),
+            )),
         }
     };
     Ok(ImageConfigLite {
         entrypoint: strings("Entrypoint")?,
         cmd: strings("Cmd")?,
         env: strings("Env")?,
-        working_dir: c["WorkingDir"].as_str().filter(|d| !d.is_empty()).map(str::to_owned),
+        working_dir: c["WorkingDir"]
+            .as_str()
+            .filter(|d| !d.is_empty())
+            .map(str::to_owned),
     })
 }
 
@@ -517,19 +614,33 @@ pub fn derive_prioritized_files(
     let config_digest = descriptor_digest(manifest.config())?;
     let config_what = format!("config {config_digest}");
     if manifest.config().size() > MAX_CONFIG_SIZE {
-        return Err(ImageError::TooLarge { what: config_what, size: manifest.config().size(), max: MAX_CONFIG_SIZE });
+        return Err(ImageError::TooLarge {
+            what: config_what,
+            size: manifest.config().size(),
+            max: MAX_CONFIG_SIZE,
+        });
     }
-    let config = image_config_lite(&store.content().read_all(&config_digest, MAX_CONFIG_SIZE)?, &config_what)?;
+    let config = image_config_lite(
+        &store.content().read_all(&config_digest, MAX_CONFIG_SIZE)?,
+        &config_what,
+    )?;
     if config.entrypoint.is_empty() && config.cmd.is_empty() {
         return Ok(Vec::new());
     }
     let fs = LayeredRootFs::from_store(store, manifest.layers())?;
-    tracing::debug!(entries = fs.len(), bytes = fs.bytes, "{what}: merged file tree built");
+    tracing::debug!(
+        entries = fs.len(),
+        bytes = fs.bytes,
+        "{what}: merged file tree built"
+    );
     prioritized_files(&fs, &config).map_err(|e: PrefetchError| {
         let msg = format!("{what}: cannot derive the files its start reads: {e}");
         match e.kind() {
             ErrorKind::NotFound => ImageError::NotFound(msg),
-            _ => ImageError::invalid(what, format!("cannot derive the files its start reads: {e}")),
+            _ => ImageError::invalid(
+                what,
+                format!("cannot derive the files its start reads: {e}"),
+            ),
         }
     })
 }
@@ -553,8 +664,11 @@ mod tests {
     fn kept_bytes_answer_the_replay_like_the_whole_file() {
         let script = b"#!/bin/sh -e\necho hi\n".repeat(40);
         let conf = b"include /etc/ld.so.conf.d/*.conf\n";
-        let mut entries: Vec<(&str, &[u8])> =
-            vec![("app/run", &script), ("etc/ld.so.conf", conf), ("data", &[7u8; 4096])];
+        let mut entries: Vec<(&str, &[u8])> = vec![
+            ("app/run", &script),
+            ("etc/ld.so.conf", conf),
+            ("data", &[7u8; 4096]),
+        ];
         let host = std::fs::read("/bin/ls").ok();
         if let Some(elf) = &host {
             entries.push(("bin/ls", elf));
@@ -562,8 +676,17 @@ mod tests {
         let mut fs = LayeredRootFs::new();
         fs.apply_layer(&tar(&entries)[..], "layer").unwrap();
         let run = fs.open("/app/run").unwrap();
-        assert_eq!(run.read_range(0, MAX_SHEBANG_LEN as u64).unwrap(), &script[..MAX_SHEBANG_LEN]);
-        assert_eq!(fs.open("/etc/ld.so.conf").unwrap().read_range(0, MAX_CONF_BYTES).unwrap(), conf);
+        assert_eq!(
+            run.read_range(0, MAX_SHEBANG_LEN as u64).unwrap(),
+            &script[..MAX_SHEBANG_LEN]
+        );
+        assert_eq!(
+            fs.open("/etc/ld.so.conf")
+                .unwrap()
+                .read_range(0, MAX_CONF_BYTES)
+                .unwrap(),
+            conf
+        );
         let data = fs.open("/data").unwrap();
         assert_eq!(data.read_range(0, 256).unwrap(), [7u8; 4]);
         if let Some(elf) = host {
@@ -571,11 +694,21 @@ mod tests {
             assert_eq!(kept.size(), elf.len() as u64);
             let want = parse_elf(&elf).unwrap().unwrap();
             let got = parse_elf(&*kept).unwrap().unwrap();
-            assert_eq!((got.interpreter, got.needed), (want.interpreter, want.needed));
+            assert_eq!(
+                (got.interpreter, got.needed),
+                (want.interpreter, want.needed)
+            );
             // Only headers and strings are kept, not the code.
-            let Some(NodeKind::File(k)) = fs.nodes.get("/bin/ls").map(|n| &n.kind) else { panic!() };
+            let Some(NodeKind::File(k)) = fs.nodes.get("/bin/ls").map(|n| &n.kind) else {
+                panic!()
+            };
             assert!(k.bytes() < 16 << 10, "{} bytes kept", k.bytes());
-            assert_eq!(kept.read_range(elf.len() as u64 / 2, 16).unwrap_err().kind(), io::ErrorKind::Unsupported);
+            assert_eq!(
+                kept.read_range(elf.len() as u64 / 2, 16)
+                    .unwrap_err()
+                    .kind(),
+                io::ErrorKind::Unsupported
+            );
         }
     }
 
@@ -587,7 +720,10 @@ mod tests {
         assert!(got.cmd.is_empty());
         assert_eq!(got.env, ["PATH=/bin"]);
         assert_eq!(got.working_dir, None);
-        assert_eq!(image_config_lite(b"{}", "config").unwrap(), ImageConfigLite::default());
+        assert_eq!(
+            image_config_lite(b"{}", "config").unwrap(),
+            ImageConfigLite::default()
+        );
         assert!(image_config_lite(br#"{"config":{"Cmd":"ls"}}"#, "config").is_err());
         assert!(image_config_lite(br#"{"config":{"Cmd":[1]}}"#, "config").is_err());
     }

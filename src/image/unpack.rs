@@ -54,36 +54,56 @@ pub fn config_diff_ids(bytes: &[u8], what: &str) -> Result<Vec<Digest>, ImageErr
     struct Config {
         rootfs: RootFs,
     }
-    let config: Config = serde_json::from_slice(bytes)
-        .map_err(|e| ImageError::invalid(what, format!("not an image config with rootfs.diff_ids: {e}")))?;
+    let config: Config = serde_json::from_slice(bytes).map_err(|e| {
+        ImageError::invalid(
+            what,
+            format!("not an image config with rootfs.diff_ids: {e}"),
+        )
+    })?;
     config
         .rootfs
         .diff_ids
         .iter()
-        .map(|d| d.parse::<Digest>().map_err(|e| ImageError::invalid(what, format!("diff_id {d:?}: {e}"))))
+        .map(|d| {
+            d.parse::<Digest>()
+                .map_err(|e| ImageError::invalid(what, format!("diff_id {d:?}: {e}")))
+        })
         .collect()
 }
 
 /// The manifest of `image` for `platform` (the image itself when it is a manifest).
-pub fn image_manifest(store: &Store, image: &ImageRecord, platform: &Platform) -> Result<(Digest, ImageManifest), ImageError> {
+pub fn image_manifest(
+    store: &Store,
+    image: &ImageRecord,
+    platform: &Platform,
+) -> Result<(Digest, ImageManifest), ImageError> {
     let root = &image.target;
     let root_digest = descriptor_digest(root)?;
     let desc = if media::is_index(root.media_type().as_ref()) {
         let bytes = store.content().read_all(&root_digest, MAX_MANIFEST_SIZE)?;
         let index = parse_index(&bytes, &format!("index {root_digest}"))?;
         platform.select(&index).cloned().ok_or_else(|| {
-            ImageError::NotFound(format!("image {}: index {root_digest} has no manifest for platform {platform}", image.name))
+            ImageError::NotFound(format!(
+                "image {}: index {root_digest} has no manifest for platform {platform}",
+                image.name
+            ))
         })?
     } else {
         root.clone()
     };
     let digest = descriptor_digest(&desc)?;
     let bytes = store.content().read_all(&digest, MAX_MANIFEST_SIZE)?;
-    Ok((digest.clone(), parse_manifest(&bytes, &format!("manifest {digest}"))?))
+    Ok((
+        digest.clone(),
+        parse_manifest(&bytes, &format!("manifest {digest}"))?,
+    ))
 }
 
 /// The layers of `manifest` paired with their diffIDs and chainIDs.
-pub fn manifest_layers(store: &Store, manifest: &ImageManifest) -> Result<Vec<LayerPlan>, ImageError> {
+pub fn manifest_layers(
+    store: &Store,
+    manifest: &ImageManifest,
+) -> Result<Vec<LayerPlan>, ImageError> {
     let config = descriptor_digest(manifest.config())?;
     let bytes = store.content().read_all(&config, MAX_CONFIG_SIZE)?;
     let diff_ids = config_diff_ids(&bytes, &format!("config {config}"))?;
@@ -91,11 +111,19 @@ pub fn manifest_layers(store: &Store, manifest: &ImageManifest) -> Result<Vec<La
 }
 
 /// Pairs `layers` with `diff_ids` (which must be as many) and their chainIDs.
-pub fn plan_layers(layers: &[Descriptor], diff_ids: &[Digest], config: &Digest) -> Result<Vec<LayerPlan>, ImageError> {
+pub fn plan_layers(
+    layers: &[Descriptor],
+    diff_ids: &[Digest],
+    config: &Digest,
+) -> Result<Vec<LayerPlan>, ImageError> {
     if layers.len() != diff_ids.len() {
         return Err(ImageError::invalid(
             format!("config {config}"),
-            format!("rootfs.diff_ids lists {} layers but the manifest has {}", diff_ids.len(), layers.len()),
+            format!(
+                "rootfs.diff_ids lists {} layers but the manifest has {}",
+                diff_ids.len(),
+                layers.len()
+            ),
         ));
     }
     let chains = chain_ids(diff_ids);
@@ -153,14 +181,20 @@ pub struct Unpacker<'a> {
 
 impl std::fmt::Debug for Unpacker<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Unpacker").field("scratch", &self.scratch).finish_non_exhaustive()
+        f.debug_struct("Unpacker")
+            .field("scratch", &self.scratch)
+            .finish_non_exhaustive()
     }
 }
 
 impl<'a> Unpacker<'a> {
     /// An unpacker writing into `snapshotter`, mounting under `scratch` when it must.
     pub fn new(store: &'a Store, snapshotter: &'a dyn Snapshotter, scratch: &Path) -> Self {
-        Self { store, snapshotter, scratch: scratch.to_path_buf() }
+        Self {
+            store,
+            snapshotter,
+            scratch: scratch.to_path_buf(),
+        }
     }
 
     /// Whether the snapshot for `layer` exists already.
@@ -186,13 +220,19 @@ impl<'a> Unpacker<'a> {
             return Ok(done(None));
         }
         let context = format!("unpack layer {} into snapshot {chain}", layer.digest);
-        let parent = layer.parent.as_ref().map(Digest::to_string).unwrap_or_default();
+        let parent = layer
+            .parent
+            .as_ref()
+            .map(Digest::to_string)
+            .unwrap_or_default();
         let key = format!("extract-{} {chain}", crate::metadata::unique_suffix());
         let labels = BTreeMap::from([(LABEL_SNAPSHOT_REF.to_owned(), chain.clone())]);
         let mounts = match self.snapshotter.prepare(&key, &parent, labels.clone()) {
             Ok(m) => m,
             // A remote snapshotter provided the layer, or a concurrent unpack made it.
-            Err(e) if e.kind() == ErrorKind::AlreadyExists && self.is_unpacked(layer) => return Ok(done(None)),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists && self.is_unpacked(layer) => {
+                return Ok(done(None));
+            }
             Err(e) => return Err(ImageError::snapshot(context, &e)),
         };
         let applied = self.apply(layer, &mounts);
@@ -218,17 +258,23 @@ impl<'a> Unpacker<'a> {
     }
 
     /// Applies the layer blob to the active snapshot's mounts; returns uncompressed bytes.
-    fn apply(&self, layer: &LayerPlan, mounts: &[strata_snapshotters::Mount]) -> Result<u64, ImageError> {
+    fn apply(
+        &self,
+        layer: &LayerPlan,
+        mounts: &[strata_snapshotters::Mount],
+    ) -> Result<u64, ImageError> {
         let blob = self.store.content().reader_at(&layer.digest)?;
         // The whiteout mode is chosen by apply_to_mounts from the mounts' shape.
         let mut options = ApplyOptions::new(layer.digest.to_string(), WhiteoutMode::Delete);
         options.expected_diff_id = Some(layer.diff_id.clone());
-        std::fs::create_dir_all(&self.scratch).map_err(|e| ImageError::io(format!("create {}", self.scratch.display()), e))?;
-        let report = apply_to_mounts(ReadAtCursor::new(blob), mounts, &self.scratch, &options).map_err(|e| ImageError::Unpack {
-            context: format!("unpack layer {}", layer.digest),
-            kind: e.kind(),
-            reason: e.to_string(),
-        })?;
+        std::fs::create_dir_all(&self.scratch)
+            .map_err(|e| ImageError::io(format!("create {}", self.scratch.display()), e))?;
+        let report = apply_to_mounts(ReadAtCursor::new(blob), mounts, &self.scratch, &options)
+            .map_err(|e| ImageError::Unpack {
+                context: format!("unpack layer {}", layer.digest),
+                kind: e.kind(),
+                reason: e.to_string(),
+            })?;
         Ok(report.size)
     }
 }

@@ -44,10 +44,12 @@ pub fn descriptor_digest(desc: &Descriptor) -> Result<Digest, ImageError> {
 
 /// A Strata digest as an OCI one.
 pub(crate) fn oci_digest(digest: &Digest) -> Result<oci_spec::image::Digest, ImageError> {
-    digest
-        .to_string()
-        .parse()
-        .map_err(|e| ImageError::invalid(format!("digest {digest}"), format!("rejected by oci-spec: {e}")))
+    digest.to_string().parse().map_err(|e| {
+        ImageError::invalid(
+            format!("digest {digest}"),
+            format!("rejected by oci-spec: {e}"),
+        )
+    })
 }
 
 /// The GC reference labels a parent carries for `children`, numbered per kind in order:
@@ -77,7 +79,10 @@ pub fn parse_index(bytes: &[u8], what: &str) -> Result<ImageIndex, ImageError> {
     if let Some(mt) = index.media_type()
         && media::is_manifest(mt.as_ref())
     {
-        return Err(ImageError::invalid(what, format!("expected an index but the document is a {mt}")));
+        return Err(ImageError::invalid(
+            what,
+            format!("expected an index but the document is a {mt}"),
+        ));
     }
     Ok(index)
 }
@@ -89,7 +94,10 @@ pub fn parse_manifest(bytes: &[u8], what: &str) -> Result<ImageManifest, ImageEr
     if let Some(mt) = manifest.media_type()
         && media::is_index(mt.as_ref())
     {
-        return Err(ImageError::invalid(what, format!("expected a manifest but the document is a {mt}")));
+        return Err(ImageError::invalid(
+            what,
+            format!("expected a manifest but the document is a {mt}"),
+        ));
     }
     Ok(manifest)
 }
@@ -105,7 +113,10 @@ pub struct ImageWalk<'a> {
 impl<'a> ImageWalk<'a> {
     /// A walk over `content` that has visited nothing yet.
     pub fn new(content: &'a LocalContentStore) -> Self {
-        Self { content, visited: BTreeMap::new() }
+        Self {
+            content,
+            visited: BTreeMap::new(),
+        }
     }
 
     /// Every blob visited so far, with its size.
@@ -120,7 +131,12 @@ impl<'a> ImageWalk<'a> {
     /// [`ImageError::SizeMismatch`] if its size differs from its descriptor,
     /// [`ImageError::TooLarge`] / [`ImageError::Invalid`] for a bad index or manifest, and
     /// [`ImageError::Unsupported`] for Docker schema1 manifests and non-sha256 digests.
-    pub fn walk(&mut self, root: &Descriptor, referrer: &str, fetch: &mut Fetch<'_>) -> Result<(), ImageError> {
+    pub fn walk(
+        &mut self,
+        root: &Descriptor,
+        referrer: &str,
+        fetch: &mut Fetch<'_>,
+    ) -> Result<(), ImageError> {
         self.visit(root, referrer, fetch, 0)
     }
 
@@ -145,7 +161,10 @@ impl<'a> ImageWalk<'a> {
         let size = match self.content.info(&digest) {
             Ok(info) => info.size,
             Err(ContentError::NotFound(_)) => {
-                return Err(ImageError::MissingBlob { digest, referrer: referrer.to_owned() });
+                return Err(ImageError::MissingBlob {
+                    digest,
+                    referrer: referrer.to_owned(),
+                });
             }
             Err(e) => return Err(e.into()),
         };
@@ -186,14 +205,26 @@ impl<'a> ImageWalk<'a> {
 
     fn read_document(&self, digest: &Digest, size: u64, what: &str) -> Result<Vec<u8>, ImageError> {
         if size > MAX_MANIFEST_SIZE {
-            return Err(ImageError::TooLarge { what: what.to_owned(), size, max: MAX_MANIFEST_SIZE });
+            return Err(ImageError::TooLarge {
+                what: what.to_owned(),
+                size,
+                max: MAX_MANIFEST_SIZE,
+            });
         }
         Ok(self.content.read_all(digest, MAX_MANIFEST_SIZE)?)
     }
 }
 
 fn check_size(digest: &Digest, expected: u64, actual: u64) -> Result<(), ImageError> {
-    if expected == actual { Ok(()) } else { Err(ImageError::SizeMismatch { digest: digest.clone(), expected, actual }) }
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(ImageError::SizeMismatch {
+            digest: digest.clone(),
+            expected,
+            actual,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -202,7 +233,11 @@ mod tests {
     use oci_spec::image::MediaType;
 
     fn desc(media_type: &str, data: &[u8]) -> Descriptor {
-        Descriptor::new(MediaType::from(media_type), data.len() as u64, oci_digest(&Digest::of(data)).unwrap())
+        Descriptor::new(
+            MediaType::from(media_type),
+            data.len() as u64,
+            oci_digest(&Digest::of(data)).unwrap(),
+        )
     }
 
     #[test]
@@ -215,14 +250,35 @@ mod tests {
         ];
         let labels = child_gc_labels(&children);
         assert_eq!(labels.len(), 4);
-        assert_eq!(labels["containerd.io/gc.ref.content.config"], Digest::of(b"config").to_string());
-        assert_eq!(labels["containerd.io/gc.ref.content.l.0"], Digest::of(b"l0").to_string());
-        assert_eq!(labels["containerd.io/gc.ref.content.l.1"], Digest::of(b"l1").to_string());
-        assert_eq!(labels["containerd.io/gc.ref.content.0"], Digest::of(b"other").to_string());
-        let index_children = [desc(media::OCI_MANIFEST, b"m0"), desc(media::OCI_INDEX, b"i1")];
+        assert_eq!(
+            labels["containerd.io/gc.ref.content.config"],
+            Digest::of(b"config").to_string()
+        );
+        assert_eq!(
+            labels["containerd.io/gc.ref.content.l.0"],
+            Digest::of(b"l0").to_string()
+        );
+        assert_eq!(
+            labels["containerd.io/gc.ref.content.l.1"],
+            Digest::of(b"l1").to_string()
+        );
+        assert_eq!(
+            labels["containerd.io/gc.ref.content.0"],
+            Digest::of(b"other").to_string()
+        );
+        let index_children = [
+            desc(media::OCI_MANIFEST, b"m0"),
+            desc(media::OCI_INDEX, b"i1"),
+        ];
         let labels = child_gc_labels(&index_children);
-        assert_eq!(labels["containerd.io/gc.ref.content.m.0"], Digest::of(b"m0").to_string());
-        assert_eq!(labels["containerd.io/gc.ref.content.m.1"], Digest::of(b"i1").to_string());
+        assert_eq!(
+            labels["containerd.io/gc.ref.content.m.0"],
+            Digest::of(b"m0").to_string()
+        );
+        assert_eq!(
+            labels["containerd.io/gc.ref.content.m.1"],
+            Digest::of(b"i1").to_string()
+        );
     }
 
     #[test]

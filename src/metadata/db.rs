@@ -29,7 +29,8 @@ pub struct MetadataDb {
 
 /// Nanoseconds since the epoch: containerd keeps timestamps at nanosecond precision.
 pub(crate) fn to_nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 pub(crate) fn from_nanos(n: u64) -> SystemTime {
@@ -47,7 +48,11 @@ struct StoredBlob {
 impl MetadataDb {
     /// Opens (creating if needed) the database at `path`, with all its tables.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, MetadataError> {
-        let db = Self { path: path.into(), wait: DEFAULT_WAIT, shared: Arc::default() };
+        let db = Self {
+            path: path.into(),
+            wait: DEFAULT_WAIT,
+            shared: Arc::default(),
+        };
         db.write(|txn| {
             for t in [BLOBS, IMAGES, LEASES] {
                 txn.open_table(t).map_err(|e| db.err(e))?;
@@ -63,7 +68,10 @@ impl MetadataDb {
     }
 
     pub(super) fn err(&self, e: impl std::fmt::Display) -> MetadataError {
-        MetadataError::Database { path: self.path.display().to_string(), message: e.to_string() }
+        MetadataError::Database {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        }
     }
 
     /// The open database. Tasks of this process that overlap share one handle (redb lets
@@ -151,7 +159,11 @@ fn decode_blob(key: &str, bytes: &[u8]) -> Result<BlobRecord, MetadataError> {
         name: key.to_owned(),
         message: e.to_string(),
     })?;
-    Ok(BlobRecord { created: from_nanos(s.created), updated: from_nanos(s.updated), labels: s.labels })
+    Ok(BlobRecord {
+        created: from_nanos(s.created),
+        updated: from_nanos(s.updated),
+        labels: s.labels,
+    })
 }
 
 impl LabelStore for MetadataDb {
@@ -176,13 +188,16 @@ impl LabelStore for MetadataDb {
         let bytes = serde_json::to_vec(&stored).map_err(|e| e.to_string())?;
         self.write(|txn| {
             let mut table = txn.open_table(BLOBS).map_err(|e| self.err(e))?;
-            table.insert(digest.to_string().as_str(), bytes.as_slice()).map_err(|e| self.err(e))?;
+            table
+                .insert(digest.to_string().as_str(), bytes.as_slice())
+                .map_err(|e| self.err(e))?;
             Ok(())
         })
         .map_err(|e| e.to_string())
     }
 
     fn remove(&self, digest: &Digest) -> Result<(), String> {
-        self.remove_blob_records(&[digest.to_string()]).map_err(|e| e.to_string())
+        self.remove_blob_records(&[digest.to_string()])
+            .map_err(|e| e.to_string())
     }
 }

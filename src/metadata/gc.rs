@@ -26,7 +26,10 @@ pub struct GcOptions {
 
 impl Default for GcOptions {
     fn default() -> Self {
-        Self { ingest_grace: Duration::from_secs(3600), dry_run: false }
+        Self {
+            ingest_grace: Duration::from_secs(3600),
+            dry_run: false,
+        }
     }
 }
 
@@ -59,7 +62,11 @@ pub enum GcError {
 }
 
 /// Runs one collection over `content`, with roots and references from `db`.
-pub fn collect(db: &MetadataDb, content: &LocalContentStore, opts: &GcOptions) -> Result<GcReport, GcError> {
+pub fn collect(
+    db: &MetadataDb,
+    content: &LocalContentStore,
+    opts: &GcOptions,
+) -> Result<GcReport, GcError> {
     let now = SystemTime::now();
     let mut report = GcReport::default();
 
@@ -85,7 +92,11 @@ pub fn collect(db: &MetadataDb, content: &LocalContentStore, opts: &GcOptions) -
     // Mark.
     let records = db.blob_records()?;
     let mut roots: Vec<String> = Vec::new();
-    roots.extend(db.images(&strata_formats::filters::Filter::always())?.iter().map(|i| i.target.digest().to_string()));
+    roots.extend(
+        db.images(&strata_formats::filters::Filter::always())?
+            .iter()
+            .map(|i| i.target.digest().to_string()),
+    );
     let mut leased_ingests = BTreeSet::new();
     for lease in &leases {
         for r in &lease.resources {
@@ -98,7 +109,12 @@ pub fn collect(db: &MetadataDb, content: &LocalContentStore, opts: &GcOptions) -
             }
         }
     }
-    roots.extend(records.iter().filter(|(_, r)| r.labels.contains_key(LABEL_GC_ROOT)).map(|(d, _)| d.clone()));
+    roots.extend(
+        records
+            .iter()
+            .filter(|(_, r)| r.labels.contains_key(LABEL_GC_ROOT))
+            .map(|(d, _)| d.clone()),
+    );
     let mut marked: BTreeSet<String> = BTreeSet::new();
     let mut queue: VecDeque<String> = roots.into_iter().collect();
     while let Some(d) = queue.pop_front() {
@@ -144,8 +160,12 @@ pub fn collect(db: &MetadataDb, content: &LocalContentStore, opts: &GcOptions) -
     }
 
     // Sweep ingests nobody leases or has touched within the grace period.
-    let cutoff = now.checked_sub(opts.ingest_grace).unwrap_or(SystemTime::UNIX_EPOCH);
-    let stale = |s: &crate::content::IngestStatus| !leased_ingests.contains(&s.reference) && s.updated <= cutoff;
+    let cutoff = now
+        .checked_sub(opts.ingest_grace)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let stale = |s: &crate::content::IngestStatus| {
+        !leased_ingests.contains(&s.reference) && s.updated <= cutoff
+    };
     if opts.dry_run {
         report.removed_ingests = content
             .list_statuses(&strata_formats::filters::Filter::always())?

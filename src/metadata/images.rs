@@ -72,12 +72,15 @@ fn encode(r: &ImageRecord) -> Result<Vec<u8>, MetadataError> {
         created: to_nanos(r.created),
         updated: to_nanos(r.updated),
     };
-    serde_json::to_vec(&s).map_err(|e| MetadataError::InvalidArgument(format!("image {:?}: {e}", r.name)))
+    serde_json::to_vec(&s)
+        .map_err(|e| MetadataError::InvalidArgument(format!("image {:?}: {e}", r.name)))
 }
 
 fn validate(r: &ImageRecord) -> Result<(), MetadataError> {
     if r.name.is_empty() {
-        return Err(MetadataError::InvalidArgument("image name must not be empty".into()));
+        return Err(MetadataError::InvalidArgument(
+            "image name must not be empty".into(),
+        ));
     }
     for (k, v) in &r.labels {
         strata_formats::labels::validate_label(k, v)
@@ -91,7 +94,11 @@ const TABLE: TableDefinition<'_, &str, &[u8]> = IMAGES;
 impl MetadataDb {
     /// Creates an image record, or — if `replace` — replaces the target and labels of an
     /// existing one (keeping its creation time), as a re-import or re-pull does.
-    pub fn put_image(&self, record: &ImageRecord, replace: bool) -> Result<ImageRecord, MetadataError> {
+    pub fn put_image(
+        &self,
+        record: &ImageRecord,
+        replace: bool,
+    ) -> Result<ImageRecord, MetadataError> {
         validate(record)?;
         self.write(|txn| {
             let mut table = txn.open_table(TABLE).map_err(|e| self.err(e))?;
@@ -102,12 +109,25 @@ impl MetadataDb {
             let now = SystemTime::now();
             let stored = match existing {
                 Some(_) if !replace => {
-                    return Err(MetadataError::AlreadyExists { what: "image", name: record.name.clone() });
+                    return Err(MetadataError::AlreadyExists {
+                        what: "image",
+                        name: record.name.clone(),
+                    });
                 }
-                Some(old) => ImageRecord { created: old.created, updated: now, ..record.clone() },
-                None => ImageRecord { created: now, updated: now, ..record.clone() },
+                Some(old) => ImageRecord {
+                    created: old.created,
+                    updated: now,
+                    ..record.clone()
+                },
+                None => ImageRecord {
+                    created: now,
+                    updated: now,
+                    ..record.clone()
+                },
             };
-            table.insert(record.name.as_str(), encode(&stored)?.as_slice()).map_err(|e| self.err(e))?;
+            table
+                .insert(record.name.as_str(), encode(&stored)?.as_slice())
+                .map_err(|e| self.err(e))?;
             Ok(stored)
         })
     }
@@ -118,7 +138,10 @@ impl MetadataDb {
             let table = txn.open_table(TABLE).map_err(|e| self.err(e))?;
             match table.get(name).map_err(|e| self.err(e))? {
                 Some(v) => decode(name, v.value()),
-                None => Err(MetadataError::NotFound { what: "image", name: name.to_owned() }),
+                None => Err(MetadataError::NotFound {
+                    what: "image",
+                    name: name.to_owned(),
+                }),
             }
         })
     }
@@ -146,7 +169,10 @@ impl MetadataDb {
             let mut table = txn.open_table(TABLE).map_err(|e| self.err(e))?;
             match table.remove(name).map_err(|e| self.err(e))? {
                 Some(_) => Ok(()),
-                None => Err(MetadataError::NotFound { what: "image", name: name.to_owned() }),
+                None => Err(MetadataError::NotFound {
+                    what: "image",
+                    name: name.to_owned(),
+                }),
             }
         })
     }

@@ -40,7 +40,8 @@ impl Lease {
     /// When the lease expires, if it has a valid expiry label.
     pub fn expires(&self) -> Option<SystemTime> {
         let v = self.labels.get(LABEL_GC_EXPIRE)?;
-        let t = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339).ok()?;
+        let t =
+            time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339).ok()?;
         Some(SystemTime::from(t))
     }
 
@@ -65,53 +66,92 @@ fn decode(id: &str, bytes: &[u8]) -> Result<Lease, MetadataError> {
         name: id.to_owned(),
         message: e.to_string(),
     })?;
-    Ok(Lease { id: id.to_owned(), created: from_nanos(s.created), labels: s.labels, resources: s.resources })
+    Ok(Lease {
+        id: id.to_owned(),
+        created: from_nanos(s.created),
+        labels: s.labels,
+        resources: s.resources,
+    })
 }
 
 fn encode(l: &Lease) -> Vec<u8> {
-    let s = StoredLease { created: to_nanos(l.created), labels: l.labels.clone(), resources: l.resources.clone() };
+    let s = StoredLease {
+        created: to_nanos(l.created),
+        labels: l.labels.clone(),
+        resources: l.resources.clone(),
+    };
     serde_json::to_vec(&s).expect("invariant: lease records serialize")
 }
 
 impl MetadataDb {
     /// Creates a lease with no resources.
-    pub fn create_lease(&self, id: &str, labels: BTreeMap<String, String>) -> Result<Lease, MetadataError> {
+    pub fn create_lease(
+        &self,
+        id: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Lease, MetadataError> {
         if id.is_empty() {
-            return Err(MetadataError::InvalidArgument("lease id must not be empty".into()));
+            return Err(MetadataError::InvalidArgument(
+                "lease id must not be empty".into(),
+            ));
         }
         for (k, v) in &labels {
             strata_formats::labels::validate_label(k, v)
                 .map_err(|e| MetadataError::InvalidArgument(format!("lease {id:?}: {e}")))?;
         }
         if let Some(v) = labels.get(LABEL_GC_EXPIRE) {
-            time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339).map_err(|e| {
-                MetadataError::InvalidArgument(format!("lease {id:?}: {LABEL_GC_EXPIRE}={v:?} is not RFC 3339: {e}"))
-            })?;
+            time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| {
+                    MetadataError::InvalidArgument(format!(
+                        "lease {id:?}: {LABEL_GC_EXPIRE}={v:?} is not RFC 3339: {e}"
+                    ))
+                })?;
         }
-        let lease = Lease { id: id.to_owned(), created: SystemTime::now(), labels, resources: Vec::new() };
+        let lease = Lease {
+            id: id.to_owned(),
+            created: SystemTime::now(),
+            labels,
+            resources: Vec::new(),
+        };
         self.write(|txn| {
             let mut table = txn.open_table(LEASES).map_err(|e| self.err(e))?;
             if table.get(id).map_err(|e| self.err(e))?.is_some() {
-                return Err(MetadataError::AlreadyExists { what: "lease", name: id.to_owned() });
+                return Err(MetadataError::AlreadyExists {
+                    what: "lease",
+                    name: id.to_owned(),
+                });
             }
-            table.insert(id, encode(&lease).as_slice()).map_err(|e| self.err(e))?;
+            table
+                .insert(id, encode(&lease).as_slice())
+                .map_err(|e| self.err(e))?;
             Ok(lease.clone())
         })
     }
 
     /// Adds a resource to a lease (idempotent).
-    pub fn add_lease_resource(&self, id: &str, resource: LeaseResource) -> Result<(), MetadataError> {
+    pub fn add_lease_resource(
+        &self,
+        id: &str,
+        resource: LeaseResource,
+    ) -> Result<(), MetadataError> {
         self.write(|txn| {
             let mut table = txn.open_table(LEASES).map_err(|e| self.err(e))?;
             let mut lease = match table.get(id).map_err(|e| self.err(e))? {
                 Some(v) => decode(id, v.value())?,
-                None => return Err(MetadataError::NotFound { what: "lease", name: id.to_owned() }),
+                None => {
+                    return Err(MetadataError::NotFound {
+                        what: "lease",
+                        name: id.to_owned(),
+                    });
+                }
             };
             if !lease.resources.contains(&resource) {
                 lease.resources.push(resource);
                 lease.resources.sort();
             }
-            table.insert(id, encode(&lease).as_slice()).map_err(|e| self.err(e))?;
+            table
+                .insert(id, encode(&lease).as_slice())
+                .map_err(|e| self.err(e))?;
             Ok(())
         })
     }
@@ -135,7 +175,10 @@ impl MetadataDb {
             let mut table = txn.open_table(LEASES).map_err(|e| self.err(e))?;
             match table.remove(id).map_err(|e| self.err(e))? {
                 Some(_) => Ok(()),
-                None => Err(MetadataError::NotFound { what: "lease", name: id.to_owned() }),
+                None => Err(MetadataError::NotFound {
+                    what: "lease",
+                    name: id.to_owned(),
+                }),
             }
         })
     }

@@ -58,7 +58,9 @@ impl Scope {
 
     /// `repository:<repository>:pull,push`.
     pub fn push(repository: &str) -> Self {
-        Self(BTreeSet::from([format!("repository:{repository}:pull,push")]))
+        Self(BTreeSet::from([format!(
+            "repository:{repository}:pull,push"
+        )]))
     }
 
     /// This set plus `other`'s scopes.
@@ -70,7 +72,12 @@ impl Scope {
     /// This set plus one scope string as a token server writes it (space-separated
     /// scopes are split).
     pub fn with_raw(mut self, scope: &str) -> Self {
-        self.0.extend(scope.split(' ').filter(|s| !s.is_empty()).map(str::to_owned));
+        self.0.extend(
+            scope
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+        );
         self
     }
 
@@ -156,7 +163,10 @@ struct TokenAnswer {
 impl TokenAnswer {
     /// The token and how long it stays valid from `now_wall`.
     fn into_token(self, now_wall: time::OffsetDateTime) -> Option<(String, Duration)> {
-        let token = self.token.filter(|t| !t.is_empty()).or(self.access_token.filter(|t| !t.is_empty()))?;
+        let token = self
+            .token
+            .filter(|t| !t.is_empty())
+            .or(self.access_token.filter(|t| !t.is_empty()))?;
         let lifetime = match self.expires_in {
             Some(s) if s > 0 => Duration::from_secs(s),
             _ => DEFAULT_TOKEN_LIFETIME,
@@ -166,7 +176,9 @@ impl TokenAnswer {
         let age = self
             .issued_at
             .as_deref()
-            .and_then(|s| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok())
+            .and_then(|s| {
+                time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+            })
             .map(|issued| now_wall - issued)
             .filter(|age| age.is_positive() && *age < lifetime)
             .and_then(|age| Duration::try_from(age).ok())
@@ -192,7 +204,11 @@ pub(crate) struct Authorizer {
 
 impl Authorizer {
     pub(crate) fn new(docker: DockerConfig) -> Self {
-        Self { docker, hosts: Mutex::default(), tokens: TokenCache::default() }
+        Self {
+            docker,
+            hosts: Mutex::default(),
+            tokens: TokenCache::default(),
+        }
     }
 
     fn host(&self, host: &str) -> Arc<HostAuth> {
@@ -208,13 +224,13 @@ impl Authorizer {
         state
             .credential
             .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || docker.credentials(&owned)).await.map_err(|e| {
-                    RegistryError::CredentialHelper {
+                tokio::task::spawn_blocking(move || docker.credentials(&owned))
+                    .await
+                    .map_err(|e| RegistryError::CredentialHelper {
                         helper: "lookup".into(),
                         host: host.to_owned(),
                         reason: e.to_string(),
-                    }
-                })?
+                    })?
             })
             .await
             .cloned()
@@ -228,13 +244,21 @@ impl Authorizer {
         host: &str,
         scope: &Scope,
     ) -> Result<Option<SentAuth>, RegistryError> {
-        let challenge = self.host(host).challenge.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let Some(challenge) = challenge else { return Ok(None) };
+        let challenge = self
+            .host(host)
+            .challenge
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(challenge) = challenge else {
+            return Ok(None);
+        };
         match challenge.scheme.as_str() {
             "basic" => Ok(match self.credential(host).await? {
-                Some(Credential::Basic { username, password }) => {
-                    Some(SentAuth { header: basic_header(&username, &password)?, token_key: None })
-                }
+                Some(Credential::Basic { username, password }) => Some(SentAuth {
+                    header: basic_header(&username, &password)?,
+                    token_key: None,
+                }),
                 _ => None,
             }),
             "bearer" => {
@@ -246,7 +270,8 @@ impl Authorizer {
                     Some(t) => t.token.clone(),
                     None => {
                         let cred = self.credential(host).await?;
-                        let (token, lifetime) = fetch_token(http, host, &challenge, scope, cred.as_ref()).await?;
+                        let (token, lifetime) =
+                            fetch_token(http, host, &challenge, scope, cred.as_ref()).await?;
                         *cached = Some(CachedToken {
                             token: token.clone(),
                             refresh_at: TokenCache::refresh_at(now, lifetime),
@@ -254,12 +279,16 @@ impl Authorizer {
                         token
                     }
                 };
-                let header =
-                    HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| RegistryError::InvalidResponse {
+                let header = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                    RegistryError::InvalidResponse {
                         url: challenge.param("realm").unwrap_or_default().to_owned(),
                         reason: "token is not a valid header value".into(),
-                    })?;
-                Ok(Some(SentAuth { header, token_key: Some(key) }))
+                    }
+                })?;
+                Ok(Some(SentAuth {
+                    header,
+                    token_key: Some(key),
+                }))
             }
             _ => Ok(None),
         }
@@ -274,8 +303,15 @@ impl Authorizer {
         headers: &http::HeaderMap,
         sent: Option<&SentAuth>,
     ) -> Option<Scope> {
-        if let Some(SentAuth { header, token_key: Some(key) }) = sent {
-            let token = header.to_str().unwrap_or_default().trim_start_matches("Bearer ");
+        if let Some(SentAuth {
+            header,
+            token_key: Some(key),
+        }) = sent
+        {
+            let token = header
+                .to_str()
+                .unwrap_or_default()
+                .trim_start_matches("Bearer ");
             self.tokens.invalidate(key, token).await;
         }
         let challenges: Vec<Challenge> = headers
@@ -289,11 +325,23 @@ impl Authorizer {
             .find(|c| c.scheme == "bearer" && c.param("realm").is_some())
             .or_else(|| challenges.iter().find(|c| c.scheme == "basic"))?
             .clone();
-        let scope = chosen.param("scope").map(|s| Scope::none().with_raw(s)).unwrap_or_default();
+        let scope = chosen
+            .param("scope")
+            .map(|s| Scope::none().with_raw(s))
+            .unwrap_or_default();
         let basic = chosen.scheme == "basic";
-        *self.host(host).challenge.lock().unwrap_or_else(|p| p.into_inner()) = Some(chosen);
+        *self
+            .host(host)
+            .challenge
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(chosen);
         // Basic without a username and password: retrying would send the same request.
-        if basic && !matches!(self.credential(host).await, Ok(Some(Credential::Basic { .. }))) {
+        if basic
+            && !matches!(
+                self.credential(host).await,
+                Ok(Some(Credential::Basic { .. }))
+            )
+        {
             return None;
         }
         Some(scope)
@@ -301,10 +349,13 @@ impl Authorizer {
 }
 
 fn basic_header(username: &str, password: &str) -> Result<HeaderValue, RegistryError> {
-    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
-    let mut v = HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|e| RegistryError::InvalidArgument {
-        what: format!("credentials of {username:?}"),
-        reason: e.to_string(),
+    let encoded =
+        base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+    let mut v = HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|e| {
+        RegistryError::InvalidArgument {
+            what: format!("credentials of {username:?}"),
+            reason: e.to_string(),
+        }
     })?;
     v.set_sensitive(true);
     Ok(v)
@@ -324,7 +375,10 @@ async fn fetch_token(
         reason: format!("bearer realm {realm:?} is not a URL: {e}"),
     })?;
     if !matches!(realm.scheme(), "http" | "https") {
-        return Err(RegistryError::invalid_response(&realm, "bearer realm must be http or https"));
+        return Err(RegistryError::invalid_response(
+            &realm,
+            "bearer realm must be http or https",
+        ));
     }
     let service = challenge.param("service");
     let unauthorized = |detail: String| RegistryError::Unauthorized {
@@ -338,7 +392,10 @@ async fn fetch_token(
         let form = oauth_form(refresh, service, scope);
         let resp = http
             .post(realm.clone())
-            .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
             .body(form)
             .send()
             .await
@@ -363,14 +420,22 @@ async fn fetch_token(
     }
     let mut req = http.get(url.clone());
     if let Some(Credential::Basic { username, password }) = cred {
-        req = req.header(http::header::AUTHORIZATION, basic_header(username, password)?);
+        req = req.header(
+            http::header::AUTHORIZATION,
+            basic_header(username, password)?,
+        );
     }
-    let resp = req.send().await.map_err(|e| RegistryError::transport(&reqwest::Method::GET, &url, e))?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| RegistryError::transport(&reqwest::Method::GET, &url, e))?;
     match resp.status().as_u16() {
         200..=299 => token_from(resp, &realm).await,
-        code @ (401 | 403) => {
-            Err(unauthorized(format!("token endpoint {} answered {code}{}", redact(&realm), body_hint(resp).await)))
-        }
+        code @ (401 | 403) => Err(unauthorized(format!(
+            "token endpoint {} answered {code}{}",
+            redact(&realm),
+            body_hint(resp).await
+        ))),
         code => Err(status_of("GET", &url, code, resp).await),
     }
 }
@@ -393,18 +458,33 @@ fn oauth_form(refresh: &str, service: Option<&str>, scope: &Scope) -> String {
 
 /// The repositories a scope set names, for messages.
 fn scope_repositories(scope: &Scope) -> String {
-    let repos: Vec<&str> =
-        scope.iter().filter_map(|s| s.strip_prefix("repository:")?.rsplit_once(':').map(|(r, _)| r)).collect();
+    let repos: Vec<&str> = scope
+        .iter()
+        .filter_map(|s| {
+            s.strip_prefix("repository:")?
+                .rsplit_once(':')
+                .map(|(r, _)| r)
+        })
+        .collect();
     repos.join(",")
 }
 
-async fn token_from(resp: reqwest::Response, realm: &Url) -> Result<(String, Duration), RegistryError> {
+async fn token_from(
+    resp: reqwest::Response,
+    realm: &Url,
+) -> Result<(String, Duration), RegistryError> {
     let body = super::response::read_limited(resp, MAX_TOKEN_RESPONSE, realm).await?;
-    let answer: TokenAnswer = serde_json::from_slice(&body)
-        .map_err(|e| RegistryError::invalid_response(realm, format!("token answer is not JSON: {e}")))?;
+    let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|e| {
+        RegistryError::invalid_response(realm, format!("token answer is not JSON: {e}"))
+    })?;
     answer
         .into_token(time::OffsetDateTime::now_utc())
-        .ok_or_else(|| RegistryError::invalid_response(realm, "token answer has neither token nor access_token"))
+        .ok_or_else(|| {
+            RegistryError::invalid_response(
+                realm,
+                "token answer has neither token nor access_token",
+            )
+        })
 }
 
 async fn body_hint(resp: reqwest::Response) -> String {
@@ -429,7 +509,11 @@ mod tests {
 
     #[test]
     fn oauth_refresh_form() {
-        let form = oauth_form("r&t", Some("svc"), &Scope::pull("a/b").and(&Scope::push("c")));
+        let form = oauth_form(
+            "r&t",
+            Some("svc"),
+            &Scope::pull("a/b").and(&Scope::push("c")),
+        );
         assert_eq!(
             form,
             "grant_type=refresh_token&refresh_token=r%26t&client_id=strata&service=svc\
@@ -450,22 +534,47 @@ mod tests {
     #[test]
     fn token_lifetimes() {
         let now = time::OffsetDateTime::now_utc();
-        let fmt = |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap();
-        let answer = |json: String| serde_json::from_str::<TokenAnswer>(&json).unwrap().into_token(now);
-        assert_eq!(answer(r#"{"token":"t"}"#.into()), Some(("t".into(), Duration::from_secs(60))));
+        let fmt = |t: time::OffsetDateTime| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .unwrap()
+        };
+        let answer = |json: String| {
+            serde_json::from_str::<TokenAnswer>(&json)
+                .unwrap()
+                .into_token(now)
+        };
+        assert_eq!(
+            answer(r#"{"token":"t"}"#.into()),
+            Some(("t".into(), Duration::from_secs(60)))
+        );
         assert_eq!(
             answer(r#"{"access_token":"a","expires_in":300}"#.into()),
             Some(("a".into(), Duration::from_secs(300)))
         );
-        assert_eq!(answer(r#"{"token":"","access_token":"a"}"#.into()).unwrap().0, "a");
+        assert_eq!(
+            answer(r#"{"token":"","access_token":"a"}"#.into())
+                .unwrap()
+                .0,
+            "a"
+        );
         assert_eq!(answer(r#"{"expires_in":300}"#.into()), None);
         // Issued 100 s ago: 200 s left.
         let issued = fmt(now - time::Duration::seconds(100));
-        let a = answer(format!(r#"{{"token":"t","expires_in":300,"issued_at":"{issued}"}}"#)).unwrap();
+        let a = answer(format!(
+            r#"{{"token":"t","expires_in":300,"issued_at":"{issued}"}}"#
+        ))
+        .unwrap();
         assert_eq!(a.1, Duration::from_secs(200));
         // Issued in the future or longer ago than its lifetime: clock skew, full lifetime.
-        for skewed in [now + time::Duration::seconds(50), now - time::Duration::seconds(1000)] {
-            let a = answer(format!(r#"{{"token":"t","expires_in":300,"issued_at":"{}"}}"#, fmt(skewed))).unwrap();
+        for skewed in [
+            now + time::Duration::seconds(50),
+            now - time::Duration::seconds(1000),
+        ] {
+            let a = answer(format!(
+                r#"{{"token":"t","expires_in":300,"issued_at":"{}"}}"#,
+                fmt(skewed)
+            ))
+            .unwrap();
             assert_eq!(a.1, Duration::from_secs(300));
         }
     }
@@ -474,13 +583,25 @@ mod tests {
     async fn token_cache_expiry_and_invalidation() {
         let t0 = Instant::now();
         // A 60 s token is used for 54 s; a 300 s token for 290 s; a 5 s one for 4.5 s.
-        assert_eq!(TokenCache::refresh_at(t0, Duration::from_secs(60)), t0 + Duration::from_secs(54));
-        assert_eq!(TokenCache::refresh_at(t0, Duration::from_secs(300)), t0 + Duration::from_secs(290));
-        assert_eq!(TokenCache::refresh_at(t0, Duration::from_secs(5)), t0 + Duration::from_millis(4500));
+        assert_eq!(
+            TokenCache::refresh_at(t0, Duration::from_secs(60)),
+            t0 + Duration::from_secs(54)
+        );
+        assert_eq!(
+            TokenCache::refresh_at(t0, Duration::from_secs(300)),
+            t0 + Duration::from_secs(290)
+        );
+        assert_eq!(
+            TokenCache::refresh_at(t0, Duration::from_secs(5)),
+            t0 + Duration::from_millis(4500)
+        );
 
         let cache = TokenCache::default();
         let key = ("h".to_owned(), Scope::pull("r"));
-        *cache.slot(&key).lock().await = Some(CachedToken { token: "new".into(), refresh_at: t0 });
+        *cache.slot(&key).lock().await = Some(CachedToken {
+            token: "new".into(),
+            refresh_at: t0,
+        });
         // Dropping a token that was already replaced leaves the replacement alone.
         cache.invalidate(&key, "old").await;
         assert!(cache.slot(&key).lock().await.is_some());
@@ -493,31 +614,62 @@ mod tests {
         let auth = Authorizer::new(DockerConfig::default());
         super::super::client::ensure_crypto_provider();
         let http = reqwest::Client::new();
-        assert!(auth.authorization(&http, "h", &Scope::pull("r")).await.unwrap().is_none(), "unknown host: anonymous");
+        assert!(
+            auth.authorization(&http, "h", &Scope::pull("r"))
+                .await
+                .unwrap()
+                .is_none(),
+            "unknown host: anonymous"
+        );
         let mut headers = http::HeaderMap::new();
-        headers.append(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"x\""));
+        headers.append(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"x\""),
+        );
         // Basic challenge, but no credentials: nothing to retry with, nothing to send.
         assert_eq!(auth.on_unauthorized("h", &headers, None).await, None);
-        assert!(auth.authorization(&http, "h", &Scope::pull("r")).await.unwrap().is_none());
+        assert!(
+            auth.authorization(&http, "h", &Scope::pull("r"))
+                .await
+                .unwrap()
+                .is_none()
+        );
 
         let key = ("b".to_owned(), Scope::pull("r"));
-        *auth.tokens.slot(&key).lock().await =
-            Some(CachedToken { token: "tok".into(), refresh_at: Instant::now() + Duration::from_secs(60) });
+        *auth.tokens.slot(&key).lock().await = Some(CachedToken {
+            token: "tok".into(),
+            refresh_at: Instant::now() + Duration::from_secs(60),
+        });
         *auth.host("b").challenge.lock().unwrap() = Some(Challenge {
             scheme: "bearer".into(),
             params: BTreeMap::from([("realm".to_owned(), "http://127.0.0.1:9/token".to_owned())]),
         });
-        let sent = auth.authorization(&http, "b", &Scope::pull("r")).await.unwrap().unwrap();
+        let sent = auth
+            .authorization(&http, "b", &Scope::pull("r"))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(sent.header, "Bearer tok");
         let mut headers = http::HeaderMap::new();
         headers.append(
             http::header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"http://127.0.0.1:9/token\",scope=\"repository:r:pull\""),
+            HeaderValue::from_static(
+                "Bearer realm=\"http://127.0.0.1:9/token\",scope=\"repository:r:pull\"",
+            ),
         );
-        assert_eq!(auth.on_unauthorized("b", &headers, Some(&sent)).await, Some(Scope::pull("r")));
-        assert!(auth.tokens.slot(&key).lock().await.is_none(), "the rejected token is gone");
+        assert_eq!(
+            auth.on_unauthorized("b", &headers, Some(&sent)).await,
+            Some(Scope::pull("r"))
+        );
+        assert!(
+            auth.tokens.slot(&key).lock().await.is_none(),
+            "the rejected token is gone"
+        );
         headers.clear();
-        headers.append(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Negotiate"));
+        headers.append(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Negotiate"),
+        );
         assert_eq!(auth.on_unauthorized("b", &headers, None).await, None);
     }
 }

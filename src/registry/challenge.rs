@@ -23,7 +23,10 @@ impl Challenge {
 /// challenges separated by commas, parameters as tokens or quoted strings with `\`
 /// escapes). Malformed parts are skipped; a token68 credential is ignored.
 pub fn parse_challenges(value: &str) -> Vec<Challenge> {
-    let mut p = Cursor { s: value.as_bytes(), i: 0 };
+    let mut p = Cursor {
+        s: value.as_bytes(),
+        i: 0,
+    };
     let mut out = Vec::new();
     loop {
         p.skip(|c| matches!(c, b' ' | b'\t' | b','));
@@ -35,7 +38,10 @@ pub fn parse_challenges(value: &str) -> Vec<Challenge> {
             p.i += 1;
             continue;
         }
-        let mut ch = Challenge { scheme: scheme.to_ascii_lowercase(), params: BTreeMap::new() };
+        let mut ch = Challenge {
+            scheme: scheme.to_ascii_lowercase(),
+            params: BTreeMap::new(),
+        };
         loop {
             p.skip(|c| matches!(c, b' ' | b'\t'));
             let start = p.i;
@@ -136,7 +142,10 @@ mod tests {
         assert_eq!(c[0].param("scope"), Some("repository:library/alpine:pull"));
 
         let c = parse_challenges(r#"Basic realm="Registry Realm""#);
-        assert_eq!((c[0].scheme.as_str(), c[0].param("realm")), ("basic", Some("Registry Realm")));
+        assert_eq!(
+            (c[0].scheme.as_str(), c[0].param("realm")),
+            ("basic", Some("Registry Realm"))
+        );
 
         // Several challenges in one value, odd spacing, unquoted values, escapes, case.
         let c = parse_challenges(

@@ -130,7 +130,10 @@ impl RegistryClient {
     /// A client taking credentials from `docker` instead of a file named in the options.
     pub fn with_docker_config(opts: ClientOptions, docker: DockerConfig) -> Self {
         ensure_crypto_provider();
-        let hosts_config = HostsConfig { config_path: opts.hosts_dir.clone(), plain_http: opts.plain_http };
+        let hosts_config = HostsConfig {
+            config_path: opts.hosts_dir.clone(),
+            plain_http: opts.plain_http,
+        };
         Self {
             inner: Arc::new(Inner {
                 opts,
@@ -149,11 +152,21 @@ impl RegistryClient {
 
     /// The hosts serving `registry`, in the order they are tried (read once per client).
     pub fn hosts(&self, registry: &str) -> Result<Arc<Vec<RegistryHost>>, RegistryError> {
-        if let Some(h) = self.inner.hosts.lock().unwrap_or_else(|p| p.into_inner()).get(registry) {
+        if let Some(h) = self
+            .inner
+            .hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(registry)
+        {
             return Ok(h.clone());
         }
         let hosts = Arc::new(self.inner.hosts_config.hosts(registry)?);
-        self.inner.hosts.lock().unwrap_or_else(|p| p.into_inner()).insert(registry.to_owned(), hosts.clone());
+        self.inner
+            .hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(registry.to_owned(), hosts.clone());
         Ok(hosts)
     }
 
@@ -161,8 +174,14 @@ impl RegistryClient {
     /// repository) so that a burst of requests afterwards finds an open connection and a
     /// cached token instead of each opening its own and fetching its own.
     pub async fn warm(&self, r: &Reference) -> Result<(), RegistryError> {
-        let resp =
-            self.send(r, Capability::Pull, Scope::pull(r.repository()), |http, base| http.get(base.clone())).await?;
+        let resp = self
+            .send(
+                r,
+                Capability::Pull,
+                Scope::pull(r.repository()),
+                |http, base| http.get(base.clone()),
+            )
+            .await?;
         if resp.status().is_success() {
             Ok(())
         } else {
@@ -182,7 +201,9 @@ impl RegistryClient {
         scope: Scope,
         build: impl Fn(&reqwest::Client, &Url) -> RequestBuilder,
     ) -> Result<Response, RegistryError> {
-        self.send_with_host(r, capability, &scope, build).await.map(|(resp, _)| resp)
+        self.send_with_host(r, capability, &scope, build)
+            .await
+            .map(|(resp, _)| resp)
     }
 
     /// [`send`](Self::send), also returning the host that answered.
@@ -194,25 +215,37 @@ impl RegistryClient {
         build: impl Fn(&reqwest::Client, &Url) -> RequestBuilder,
     ) -> Result<(Response, RegistryHost), RegistryError> {
         let hosts = self.hosts(r.registry())?;
-        let candidates: Vec<&RegistryHost> = hosts.iter().filter(|h| h.capabilities.has(capability)).collect();
+        let candidates: Vec<&RegistryHost> = hosts
+            .iter()
+            .filter(|h| h.capabilities.has(capability))
+            .collect();
         let Some(last) = candidates.len().checked_sub(1) else {
-            return Err(RegistryError::NoHost { registry: r.registry().to_owned(), capability: capability.as_str() });
+            return Err(RegistryError::NoHost {
+                registry: r.registry().to_owned(),
+                capability: capability.as_str(),
+            });
         };
         for (i, host) in candidates.into_iter().enumerate() {
             let http = self.http_for(host)?;
             let base = host.base_url()?;
-            let req = build(&http, &base).build().map_err(|e| RegistryError::InvalidArgument {
-                what: format!("request to {}", redact(&base)),
-                reason: e.to_string(),
-            })?;
+            let req = build(&http, &base)
+                .build()
+                .map_err(|e| RegistryError::InvalidArgument {
+                    what: format!("request to {}", redact(&base)),
+                    reason: e.to_string(),
+                })?;
             let (method, url) = (req.method().clone(), redact(req.url()));
             let result = self.execute_on(r, host, req, scope).await;
             let is_last = i == last;
             let move_on = !is_last
                 && match (&result, capability) {
-                    (Ok(resp), Capability::Pull | Capability::Resolve) => resp.status().as_u16() >= 400,
+                    (Ok(resp), Capability::Pull | Capability::Resolve) => {
+                        resp.status().as_u16() >= 400
+                    }
                     (Err(_), Capability::Pull | Capability::Resolve) => true,
-                    (Err(RegistryError::Transport { source, .. }), Capability::Push) => source.is_connect(),
+                    (Err(RegistryError::Transport { source, .. }), Capability::Push) => {
+                        source.is_connect()
+                    }
                     _ => false,
                 };
             if move_on {
@@ -226,14 +259,25 @@ impl RegistryClient {
             }
             return result.map(|resp| (resp, host.clone()));
         }
-        Err(RegistryError::NoHost { registry: r.registry().to_owned(), capability: capability.as_str() })
+        Err(RegistryError::NoHost {
+            registry: r.registry().to_owned(),
+            capability: capability.as_str(),
+        })
     }
 
     /// Builds now the HTTP client of hosts without TLS settings of their own (most), which
     /// otherwise happens at the first request: loading the system's root certificates
     /// takes tens of milliseconds, which a daemon should spend at start, not in a pull.
     pub fn build_default_http(&self) -> Result<(), RegistryError> {
-        self.http_with(TlsKey { skip_verify: false, ca: Vec::new(), client_cert: None }, "default hosts").map(drop)
+        self.http_with(
+            TlsKey {
+                skip_verify: false,
+                ca: Vec::new(),
+                client_cert: None,
+            },
+            "default hosts",
+        )
+        .map(drop)
     }
 
     /// The `reqwest::Client` for `host`'s TLS settings (built on first use).
@@ -248,7 +292,13 @@ impl RegistryClient {
     }
 
     fn http_with(&self, key: TlsKey, host: &str) -> Result<reqwest::Client, RegistryError> {
-        if let Some(c) = self.inner.http.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(c) = self
+            .inner
+            .http
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return Ok(c.clone());
         }
         let o = &self.inner.opts;
@@ -261,30 +311,38 @@ impl RegistryClient {
             .tcp_nodelay(true)
             .tls_danger_accept_invalid_certs(key.skip_verify);
         for path in &key.ca {
-            let pem = std::fs::read(path)
-                .map_err(|e| RegistryError::config(path, format!("cannot read CA certificate: {e}")))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| RegistryError::config(path, format!("invalid PEM CA certificate: {e}")))?;
+            let pem = std::fs::read(path).map_err(|e| {
+                RegistryError::config(path, format!("cannot read CA certificate: {e}"))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                RegistryError::config(path, format!("invalid PEM CA certificate: {e}"))
+            })?;
             b = b.tls_certs_merge(certs);
         }
         if let Some(cc) = &key.client_cert {
-            let mut pem = std::fs::read(&cc.cert)
-                .map_err(|e| RegistryError::config(&cc.cert, format!("cannot read client certificate: {e}")))?;
+            let mut pem = std::fs::read(&cc.cert).map_err(|e| {
+                RegistryError::config(&cc.cert, format!("cannot read client certificate: {e}"))
+            })?;
             if let Some(k) = &cc.key {
                 pem.push(b'\n');
-                pem.extend(
-                    std::fs::read(k).map_err(|e| RegistryError::config(k, format!("cannot read client key: {e}")))?,
-                );
+                pem.extend(std::fs::read(k).map_err(|e| {
+                    RegistryError::config(k, format!("cannot read client key: {e}"))
+                })?);
             }
-            let id = reqwest::Identity::from_pem(&pem)
-                .map_err(|e| RegistryError::config(&cc.cert, format!("invalid client certificate or key: {e}")))?;
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                RegistryError::config(&cc.cert, format!("invalid client certificate or key: {e}"))
+            })?;
             b = b.identity(id);
         }
         let client = b.build().map_err(|e| RegistryError::InvalidArgument {
             what: format!("HTTP client for {host}"),
             reason: e.to_string(),
         })?;
-        self.inner.http.lock().unwrap_or_else(|p| p.into_inner()).insert(key, client.clone());
+        self.inner
+            .http
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, client.clone());
         Ok(client)
     }
 
@@ -300,7 +358,10 @@ impl RegistryClient {
         let http = self.http_for(host)?;
         let mut scope = scope.clone();
         let method = req.method().clone();
-        let idempotent = matches!(method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE);
+        let idempotent = matches!(
+            method,
+            Method::GET | Method::HEAD | Method::PUT | Method::DELETE
+        );
         let mut pending = Some(req);
         let mut auth_retried = false;
         let mut attempt = 0;
@@ -324,15 +385,26 @@ impl RegistryClient {
                 this.headers_mut().append(name, value.clone());
             }
             let to_registry = is_host_url(this.url(), host);
-            let sent = if to_registry { self.inner.auth.authorization(&http, &host.host, &scope).await? } else { None };
+            let sent = if to_registry {
+                self.inner
+                    .auth
+                    .authorization(&http, &host.host, &scope)
+                    .await?
+            } else {
+                None
+            };
             let plain_headers = this.headers().clone();
             if let Some(a) = &sent {
-                this.headers_mut().insert(http::header::AUTHORIZATION, a.header.clone());
+                this.headers_mut()
+                    .insert(http::header::AUTHORIZATION, a.header.clone());
             }
             let url = this.url().clone();
             let may_retry = repeatable && attempt < self.inner.opts.max_attempts.max(1);
             let resp = match http.execute(this).await {
-                Ok(resp) => follow_redirects(&http, resp, &method, &plain_headers, host, sent.as_ref()).await,
+                Ok(resp) => {
+                    follow_redirects(&http, resp, &method, &plain_headers, host, sent.as_ref())
+                        .await
+                }
                 Err(e) => Err(e),
             };
             let resp = match resp {
@@ -350,7 +422,11 @@ impl RegistryClient {
             };
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED && is_host_url(resp.url(), host) {
-                let extra = self.inner.auth.on_unauthorized(&host.host, resp.headers(), sent.as_ref()).await;
+                let extra = self
+                    .inner
+                    .auth
+                    .on_unauthorized(&host.host, resp.headers(), sent.as_ref())
+                    .await;
                 let can_retry = !auth_retried && pending.is_some();
                 match extra {
                     Some(extra) if can_retry => {
@@ -384,7 +460,10 @@ impl RegistryClient {
         let credentials = matches!(self.inner.auth.credential(&host.host).await, Ok(Some(_)));
         let mut detail = error_detail(resp).await;
         if sent.is_none() && credentials {
-            detail = format!("no supported challenge{}{detail}", if detail.is_empty() { "" } else { ": " });
+            detail = format!(
+                "no supported challenge{}{detail}",
+                if detail.is_empty() { "" } else { ": " }
+            );
         }
         RegistryError::Unauthorized {
             host: host.host.clone(),
@@ -408,7 +487,9 @@ pub(crate) fn authority(url: &Url) -> String {
 /// Whether `url` points at `host` (same host name and port; the scheme may differ, as
 /// behind TLS-terminating proxies that hand out `http` upload locations).
 pub(crate) fn is_host_url(url: &Url, host: &RegistryHost) -> bool {
-    let Ok(base) = host.base_url() else { return false };
+    let Ok(base) = host.base_url() else {
+        return false;
+    };
     url.host() == base.host() && url.port_or_known_default() == base.port_or_known_default()
 }
 
@@ -425,7 +506,9 @@ async fn follow_redirects(
     let mut method = method.clone();
     for _ in 0..MAX_REDIRECTS {
         let status = resp.status().as_u16();
-        if !matches!(status, 301 | 302 | 303 | 307 | 308) || !matches!(method, Method::GET | Method::HEAD) {
+        if !matches!(status, 301 | 302 | 303 | 307 | 308)
+            || !matches!(method, Method::GET | Method::HEAD)
+        {
             return Ok(resp);
         }
         let Some(next) = resp
@@ -442,7 +525,8 @@ async fn follow_redirects(
         let mut req = Request::new(method.clone(), next);
         *req.headers_mut() = headers.clone();
         if let Some(a) = sent.filter(|_| is_host_url(req.url(), host)) {
-            req.headers_mut().insert(http::header::AUTHORIZATION, a.header.clone());
+            req.headers_mut()
+                .insert(http::header::AUTHORIZATION, a.header.clone());
         }
         tracing::debug!(from = %redact(resp.url()), to = %redact(req.url()), "following redirect");
         resp = http.execute(req).await?;
@@ -460,7 +544,9 @@ fn is_tls_error(e: &reqwest::Error) -> bool {
         // `io::Error::source` skips the error it wraps (hyper nests io::Errors): descend
         // into the wrapped error instead.
         cur = match err.downcast_ref::<std::io::Error>() {
-            Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
             None => err.source(),
         };
     }
@@ -473,11 +559,16 @@ fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
         return d;
     }
     let base = Duration::from_millis(100) * 2u32.saturating_pow(attempt.saturating_sub(1).min(10));
-    base.min(Duration::from_secs(2)).mul_f64(rand::random_range(0.5..1.5))
+    base.min(Duration::from_secs(2))
+        .mul_f64(rand::random_range(0.5..1.5))
 }
 
 fn retry_after(resp: &Response) -> Option<Duration> {
-    let v = resp.headers().get(http::header::RETRY_AFTER)?.to_str().ok()?;
+    let v = resp
+        .headers()
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
     v.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
@@ -489,7 +580,12 @@ mod tests {
 
     /// The operations' futures must be `Send`, or they cannot be spawned.
     #[allow(dead_code, clippy::manual_async_fn)]
-    fn futures_are_send(c: RegistryClient, r: Reference, d: strata_formats::Digest, m: oci_spec::image::Descriptor) {
+    fn futures_are_send(
+        c: RegistryClient,
+        r: Reference,
+        d: strata_formats::Digest,
+        m: oci_spec::image::Descriptor,
+    ) {
         fn send<T: Send>(_: T) {}
         send(c.warm(&r));
         send(c.resolve(&r));
@@ -508,9 +604,15 @@ mod tests {
             let d = backoff(attempt, None);
             let base = Duration::from_millis(100) * 2u32.pow((attempt - 1).min(10));
             let base = base.min(Duration::from_secs(2));
-            assert!(d >= base / 2 && d <= base * 3 / 2, "attempt {attempt}: {d:?}");
+            assert!(
+                d >= base / 2 && d <= base * 3 / 2,
+                "attempt {attempt}: {d:?}"
+            );
         }
-        assert_eq!(backoff(1, Some(Duration::from_secs(3))), Duration::from_secs(3));
+        assert_eq!(
+            backoff(1, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
         assert!(backoff(1, Some(Duration::from_secs(600))) < Duration::from_secs(1));
     }
 
@@ -518,7 +620,10 @@ mod tests {
     fn authorities() {
         let a = |s: &str| authority(&Url::parse(s).unwrap());
         assert_eq!(a("http://127.0.0.1:5000/v2/"), "127.0.0.1:5000");
-        assert_eq!(a("https://registry-1.docker.io/v2/"), "registry-1.docker.io");
+        assert_eq!(
+            a("https://registry-1.docker.io/v2/"),
+            "registry-1.docker.io"
+        );
         assert_eq!(a("https://h:443/"), "h", "default ports are not spelled");
         assert_eq!(a("http://[::1]:5000/"), "[::1]:5000");
     }
@@ -528,17 +633,34 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("ro.example");
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("hosts.toml"), "server = \"https://ro.example\"\ncapabilities = [\"pull\"]\n").unwrap();
+        std::fs::write(
+            dir.join("hosts.toml"),
+            "server = \"https://ro.example\"\ncapabilities = [\"pull\"]\n",
+        )
+        .unwrap();
         let client = RegistryClient::with_docker_config(
-            ClientOptions { hosts_dir: Some(tmp.path().into()), ..ClientOptions::default() },
+            ClientOptions {
+                hosts_dir: Some(tmp.path().into()),
+                ..ClientOptions::default()
+            },
             DockerConfig::default(),
         );
         let r: Reference = "ro.example/app:1".parse().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let e = rt
-            .block_on(client.push_manifest(&r, "application/vnd.oci.image.manifest.v1+json", Bytes::from_static(b"{}")))
+            .block_on(client.push_manifest(
+                &r,
+                "application/vnd.oci.image.manifest.v1+json",
+                Bytes::from_static(b"{}"),
+            ))
             .unwrap_err();
-        assert_eq!(e.to_string(), "ro.example: no configured host has the push capability");
+        assert_eq!(
+            e.to_string(),
+            "ro.example: no configured host has the push capability"
+        );
     }
 
     #[tokio::test]
@@ -551,14 +673,30 @@ mod tests {
             while let Ok((mut sock, _)) = listener.accept().await {
                 let mut buf = [0u8; 1024];
                 let _ = sock.read(&mut buf).await;
-                let _ = sock.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await;
+                let _ = sock
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                    .await;
             }
         });
-        let http = reqwest::Client::builder().tls_danger_accept_invalid_certs(true).build().unwrap();
-        let e = http.get(format!("https://{addr}/v2/")).send().await.unwrap_err();
+        let http = reqwest::Client::builder()
+            .tls_danger_accept_invalid_certs(true)
+            .build()
+            .unwrap();
+        let e = http
+            .get(format!("https://{addr}/v2/"))
+            .send()
+            .await
+            .unwrap_err();
         assert!(is_tls_error(&e), "{e:?}");
-        let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let e = http.get(format!("http://{refused}/v2/")).send().await.unwrap_err();
+        let refused = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let e = http
+            .get(format!("http://{refused}/v2/"))
+            .send()
+            .await
+            .unwrap_err();
         assert!(e.is_connect() && !is_tls_error(&e), "{e:?}");
     }
 }

@@ -99,19 +99,24 @@ impl DockerConfig {
         if let Some(dir) = std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
             return Some(PathBuf::from(dir).join("config.json"));
         }
-        std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".docker/config.json"))
+        std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(|h| PathBuf::from(h).join(".docker/config.json"))
     }
 
     /// Loads `path`; a missing file is an empty config (no credentials).
     pub fn load(path: &Path) -> Result<Self, RegistryError> {
         let file = match std::fs::read(path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|e| RegistryError::config(path, format!("invalid JSON: {e}")))?
-            }
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| RegistryError::config(path, format!("invalid JSON: {e}")))?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => FileConfig::default(),
             Err(e) => return Err(RegistryError::config(path, e)),
         };
-        Ok(Self { path: path.to_owned(), file: std::sync::Arc::new(file), helper_path: None })
+        Ok(Self {
+            path: path.to_owned(),
+            file: std::sync::Arc::new(file),
+            helper_path: None,
+        })
     }
 
     /// Loads the file at [`default_path`](Self::default_path) (an empty config if there is
@@ -140,8 +145,13 @@ impl DockerConfig {
     pub fn credentials(&self, host: &str) -> Result<Option<Credential>, RegistryError> {
         let hub = DOCKER_HUB_HOSTS.contains(&host);
         let server = if hub { DOCKER_HUB_AUTH_KEY } else { host };
-        let names: Vec<&str> =
-            if hub { std::iter::once(DOCKER_HUB_AUTH_KEY).chain(DOCKER_HUB_HOSTS).collect() } else { vec![host] };
+        let names: Vec<&str> = if hub {
+            std::iter::once(DOCKER_HUB_AUTH_KEY)
+                .chain(DOCKER_HUB_HOSTS)
+                .collect()
+        } else {
+            vec![host]
+        };
         if let Some(helper) = names.iter().find_map(|n| self.file.cred_helpers.get(*n)) {
             return self.run_helper(helper, server);
         }
@@ -154,27 +164,42 @@ impl DockerConfig {
     }
 
     fn lookup_auths(&self, names: &[&str]) -> Result<Option<Credential>, RegistryError> {
-        let exact = names.iter().find_map(|n| self.file.auths.get(*n).map(|e| (*n, e)));
+        let exact = names
+            .iter()
+            .find_map(|n| self.file.auths.get(*n).map(|e| (*n, e)));
         let entry = exact.or_else(|| {
-            self.file.auths.iter().find(|(k, _)| names.contains(&key_host(k))).map(|(k, e)| (k.as_str(), e))
+            self.file
+                .auths
+                .iter()
+                .find(|(k, _)| names.contains(&key_host(k)))
+                .map(|(k, e)| (k.as_str(), e))
         });
-        let Some((key, entry)) = entry else { return Ok(None) };
+        let Some((key, entry)) = entry else {
+            return Ok(None);
+        };
         if let Some(t) = entry.identitytoken.as_deref().filter(|t| !t.is_empty()) {
             return Ok(Some(Credential::IdentityToken(t.to_owned())));
         }
         if let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
-            let bad = |why: &str| RegistryError::config(&self.path, format!("auths.{key:?}.auth: {why}"));
+            let bad =
+                |why: &str| RegistryError::config(&self.path, format!("auths.{key:?}.auth: {why}"));
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(auth.trim())
                 .map_err(|e| bad(&format!("invalid base64: {e}")))?;
             let decoded = String::from_utf8(decoded).map_err(|_| bad("not UTF-8"))?;
-            let (user, pass) = decoded.split_once(':').ok_or_else(|| bad("expected base64 of \"user:password\""))?;
-            return Ok(Some(Credential::Basic { username: user.to_owned(), password: pass.to_owned() }));
+            let (user, pass) = decoded
+                .split_once(':')
+                .ok_or_else(|| bad("expected base64 of \"user:password\""))?;
+            return Ok(Some(Credential::Basic {
+                username: user.to_owned(),
+                password: pass.to_owned(),
+            }));
         }
         match (&entry.username, &entry.password) {
-            (Some(u), Some(p)) if !u.is_empty() => {
-                Ok(Some(Credential::Basic { username: u.clone(), password: p.clone() }))
-            }
+            (Some(u), Some(p)) if !u.is_empty() => Ok(Some(Credential::Basic {
+                username: u.clone(),
+                password: p.clone(),
+            })),
             _ => Ok(None),
         }
     }
@@ -191,7 +216,10 @@ impl DockerConfig {
         }
         let program = format!("docker-credential-{helper}");
         let mut cmd = Command::new(&program);
-        cmd.arg("get").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.arg("get")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         if let Some(p) = &self.helper_path {
             // std looks the program up in the child's PATH when it is set explicitly.
             cmd.env("PATH", p);
@@ -218,17 +246,32 @@ impl DockerConfig {
                 buf
             })
         };
-        let out = read_pipe(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-        let err = read_pipe(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+        let out = read_pipe(
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let err = read_pipe(
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
         let deadline = Instant::now() + HELPER_TIMEOUT;
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
                 Ok(None) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(fail(format!("no answer within {}s", HELPER_TIMEOUT.as_secs())));
+                    return Err(fail(format!(
+                        "no answer within {}s",
+                        HELPER_TIMEOUT.as_secs()
+                    )));
                 }
                 Err(e) => return Err(fail(format!("wait: {e}"))),
             }
@@ -236,7 +279,9 @@ impl DockerConfig {
         let stdout = out.join().unwrap_or_default();
         let stderr = err.join().unwrap_or_default();
         if !status.success() {
-            let msg = String::from_utf8_lossy(if stdout.is_empty() { &stderr } else { &stdout }).trim().to_owned();
+            let msg = String::from_utf8_lossy(if stdout.is_empty() { &stderr } else { &stdout })
+                .trim()
+                .to_owned();
             // docker-credential-helpers' ErrCredentialsNotFound.
             if msg.contains("credentials not found") {
                 return Ok(None);
@@ -250,21 +295,28 @@ impl DockerConfig {
             #[serde(rename = "Secret", default)]
             secret: String,
         }
-        let a: Answer = serde_json::from_slice(&stdout).map_err(|e| fail(format!("invalid JSON on stdout: {e}")))?;
+        let a: Answer = serde_json::from_slice(&stdout)
+            .map_err(|e| fail(format!("invalid JSON on stdout: {e}")))?;
         if a.secret.is_empty() {
             return Ok(None);
         }
         Ok(Some(if a.username == TOKEN_USERNAME {
             Credential::IdentityToken(a.secret)
         } else {
-            Credential::Basic { username: a.username, password: a.secret }
+            Credential::Basic {
+                username: a.username,
+                password: a.secret,
+            }
         }))
     }
 }
 
 /// The host part of an `auths` key: docker's `ConvertToHostname` (scheme and path dropped).
 fn key_host(key: &str) -> &str {
-    let rest = key.strip_prefix("https://").or_else(|| key.strip_prefix("http://")).unwrap_or(key);
+    let rest = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
     rest.split('/').next().unwrap_or(rest)
 }
 
@@ -281,7 +333,10 @@ mod tests {
     }
 
     fn basic(u: &str, p: &str) -> Option<Credential> {
-        Some(Credential::Basic { username: u.into(), password: p.into() })
+        Some(Credential::Basic {
+            username: u.into(),
+            password: p.into(),
+        })
     }
 
     #[test]
@@ -304,17 +359,35 @@ mod tests {
                 b64("x:y")
             ),
         );
-        assert_eq!(c.credentials("registry-1.docker.io").unwrap(), basic("hubuser", "hub:pass"));
-        assert_eq!(c.credentials("docker.io").unwrap(), basic("hubuser", "hub:pass"));
-        assert_eq!(c.credentials("reg.example:5000").unwrap(), basic("u2", "p2"));
+        assert_eq!(
+            c.credentials("registry-1.docker.io").unwrap(),
+            basic("hubuser", "hub:pass")
+        );
+        assert_eq!(
+            c.credentials("docker.io").unwrap(),
+            basic("hubuser", "hub:pass")
+        );
+        assert_eq!(
+            c.credentials("reg.example:5000").unwrap(),
+            basic("u2", "p2")
+        );
         assert_eq!(c.credentials("reg.example").unwrap(), None, "port matters");
         assert_eq!(c.credentials("url.example").unwrap(), basic("u3", "p3"));
-        assert_eq!(c.credentials("tok.example").unwrap(), Some(Credential::IdentityToken("refresh-me".into())));
+        assert_eq!(
+            c.credentials("tok.example").unwrap(),
+            Some(Credential::IdentityToken("refresh-me".into()))
+        );
         assert_eq!(c.credentials("empty.example").unwrap(), None);
         assert_eq!(c.credentials("nowhere.example").unwrap(), None);
         let e = c.credentials("bad.example").unwrap_err().to_string();
-        assert!(e.contains("config.json") && e.contains("bad.example") && e.contains("user:password"), "{e}");
-        assert_eq!(format!("{:?}", basic("u", "secret").unwrap()), "Basic(u, ***)");
+        assert!(
+            e.contains("config.json") && e.contains("bad.example") && e.contains("user:password"),
+            "{e}"
+        );
+        assert_eq!(
+            format!("{:?}", basic("u", "secret").unwrap()),
+            "Basic(u, ***)"
+        );
     }
 
     #[test]
@@ -353,7 +426,11 @@ case "$server" in
   *) echo 'credentials not found in native keychain'; exit 1 ;;
 esac"#,
         );
-        helper(&bin, "other", r#"read -r s; echo "{\"Username\":\"o\",\"Secret\":\"$s\"}""#);
+        helper(
+            &bin,
+            "other",
+            r#"read -r s; echo "{\"Username\":\"o\",\"Secret\":\"$s\"}""#,
+        );
         let path = format!("{}:/usr/bin:/bin", bin.display());
         let c = config(
             tmp.path(),
@@ -362,14 +439,35 @@ esac"#,
                 "auths": {"fallback.example": {"username": "f", "password": "g"}}}"#,
         )
         .with_helper_search_path(&path);
-        assert_eq!(c.credentials("registry-1.docker.io").unwrap(), basic("hubuser", "hubpass"));
-        assert_eq!(c.credentials("tok.example").unwrap(), Some(Credential::IdentityToken("idtoken".into())));
-        assert_eq!(c.credentials("helped.example").unwrap(), basic("o", "helped.example"));
-        assert_eq!(c.credentials("fallback.example").unwrap(), basic("f", "g"), "store miss falls back to auths");
+        assert_eq!(
+            c.credentials("registry-1.docker.io").unwrap(),
+            basic("hubuser", "hubpass")
+        );
+        assert_eq!(
+            c.credentials("tok.example").unwrap(),
+            Some(Credential::IdentityToken("idtoken".into()))
+        );
+        assert_eq!(
+            c.credentials("helped.example").unwrap(),
+            basic("o", "helped.example")
+        );
+        assert_eq!(
+            c.credentials("fallback.example").unwrap(),
+            basic("f", "g"),
+            "store miss falls back to auths"
+        );
         assert_eq!(c.credentials("unknown.example").unwrap(), None);
         let e = c.credentials("fail.example").unwrap_err().to_string();
-        assert!(e.contains("docker-credential-test") && e.contains("fail.example") && e.contains("boom"), "{e}");
+        assert!(
+            e.contains("docker-credential-test")
+                && e.contains("fail.example")
+                && e.contains("boom"),
+            "{e}"
+        );
         let e = c.credentials("missing.example").unwrap_err().to_string();
-        assert!(e.contains("docker-credential-nope not found on PATH"), "{e}");
+        assert!(
+            e.contains("docker-credential-nope not found on PATH"),
+            "{e}"
+        );
     }
 }

@@ -153,7 +153,11 @@ pub enum RegistryError {
 }
 
 fn detail_suffix(detail: &str) -> String {
-    if detail.is_empty() { String::new() } else { format!(": {detail}") }
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    }
 }
 
 impl RegistryError {
@@ -165,9 +169,10 @@ impl RegistryError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::NotFound { .. } => ErrorKind::NotFound,
-            Self::Unauthorized { .. } | Self::Denied { .. } | Self::TooLarge { .. } | Self::NoHost { .. } => {
-                ErrorKind::FailedPrecondition
-            }
+            Self::Unauthorized { .. }
+            | Self::Denied { .. }
+            | Self::TooLarge { .. }
+            | Self::NoHost { .. } => ErrorKind::FailedPrecondition,
             Self::Status { code, .. } => match code {
                 404 => ErrorKind::NotFound,
                 408 | 429 | 500..=599 => ErrorKind::Unavailable,
@@ -184,16 +189,30 @@ impl RegistryError {
     }
 
     pub(crate) fn config(path: impl Into<PathBuf>, reason: impl std::fmt::Display) -> Self {
-        Self::Config { path: path.into(), reason: reason.to_string() }
+        Self::Config {
+            path: path.into(),
+            reason: reason.to_string(),
+        }
     }
 
     pub(crate) fn invalid_response(url: &url::Url, reason: impl std::fmt::Display) -> Self {
-        Self::InvalidResponse { url: redact(url), reason: reason.to_string() }
+        Self::InvalidResponse {
+            url: redact(url),
+            reason: reason.to_string(),
+        }
     }
 
-    pub(crate) fn transport(method: &reqwest::Method, url: &url::Url, source: reqwest::Error) -> Self {
+    pub(crate) fn transport(
+        method: &reqwest::Method,
+        url: &url::Url,
+        source: reqwest::Error,
+    ) -> Self {
         // reqwest's Display repeats the URL (with its query); drop it, we name it ourselves.
-        Self::Transport { method: method.to_string(), url: redact(url), source: source.without_url() }
+        Self::Transport {
+            method: method.to_string(),
+            url: redact(url),
+            source: source.without_url(),
+        }
     }
 
     /// Whether retrying the same request could help: connection failures, timeouts and
@@ -226,12 +245,23 @@ mod tests {
             credentials: false,
             detail: String::new(),
         };
-        assert_eq!(e.to_string(), "127.0.0.1:5000/team/app: unauthorized (no credentials found for this host)");
+        assert_eq!(
+            e.to_string(),
+            "127.0.0.1:5000/team/app: unauthorized (no credentials found for this host)"
+        );
         assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
         let url = url::Url::parse("https://u:p@s3.example/blob?X-Amz-Signature=abc#f").unwrap();
         assert_eq!(redact(&url), "https://s3.example/blob");
-        let e = RegistryError::Status { method: "GET".into(), url: redact(&url), code: 503, body: "busy".into() };
-        assert_eq!(e.to_string(), "GET https://s3.example/blob: unexpected status 503: busy");
+        let e = RegistryError::Status {
+            method: "GET".into(),
+            url: redact(&url),
+            code: 503,
+            body: "busy".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "GET https://s3.example/blob: unexpected status 503: busy"
+        );
         assert!(e.is_retryable());
     }
 }

@@ -54,14 +54,21 @@ impl RegistryClient {
         let scope = Scope::pull(r.repository());
         // Content pinned by digest is safe from any pull mirror; a tag needs a host
         // trusted to resolve (containerd's rule).
-        let cap = if r.digest().is_some() { Capability::Pull } else { Capability::Resolve };
+        let cap = if r.digest().is_some() {
+            Capability::Pull
+        } else {
+            Capability::Resolve
+        };
         let build = |m: Method| {
             let path = path.clone();
             move |http: &reqwest::Client, base: &Url| {
-                http.request(m.clone(), api_url(base, &path)).header(http::header::ACCEPT, MANIFEST_ACCEPT)
+                http.request(m.clone(), api_url(base, &path))
+                    .header(http::header::ACCEPT, MANIFEST_ACCEPT)
             }
         };
-        let head = self.send(r, cap, scope.clone(), build(Method::HEAD)).await?;
+        let head = self
+            .send(r, cap, scope.clone(), build(Method::HEAD))
+            .await?;
         match head.status().as_u16() {
             200..=299 => {
                 if let Some(desc) = descriptor_from_head(&head, r)? {
@@ -72,7 +79,9 @@ impl RegistryClient {
             // 405 and friends: some registries only answer GET.
             _ => {}
         }
-        self.get_manifest_with(r, cap, scope, build(Method::GET)).await.map(|(desc, _)| desc)
+        self.get_manifest_with(r, cap, scope, build(Method::GET))
+            .await
+            .map(|(desc, _)| desc)
     }
 
     /// Fetches the manifest or index `r` names with one `GET` (no `HEAD` first), verified
@@ -87,9 +96,14 @@ impl RegistryClient {
         let object = r.object();
         let path = format!("{}/manifests/{object}", r.repository());
         let scope = Scope::pull(r.repository());
-        let cap = if r.digest().is_some() { Capability::Pull } else { Capability::Resolve };
+        let cap = if r.digest().is_some() {
+            Capability::Pull
+        } else {
+            Capability::Resolve
+        };
         let build = move |http: &reqwest::Client, base: &Url| {
-            http.request(Method::GET, api_url(base, &path)).header(http::header::ACCEPT, MANIFEST_ACCEPT)
+            http.request(Method::GET, api_url(base, &path))
+                .header(http::header::ACCEPT, MANIFEST_ACCEPT)
         };
         self.get_manifest_with(r, cap, scope, build).await
     }
@@ -122,26 +136,41 @@ impl RegistryClient {
         }
         let media_type = match content_type.filter(|t| is_specific(t)) {
             Some(t) => t,
-            None => sniff_media_type(&body)
-                .ok_or_else(|| RegistryError::invalid_response(&url, "cannot tell the manifest's media type"))?,
+            None => sniff_media_type(&body).ok_or_else(|| {
+                RegistryError::invalid_response(&url, "cannot tell the manifest's media type")
+            })?,
         };
         Ok((descriptor(&media_type, body.len() as u64, &actual)?, body))
     }
 
     /// Fetches the manifest or index `desc` describes (by digest), at most
     /// [`MAX_MANIFEST_SIZE`] bytes, verified against the digest.
-    pub async fn fetch_manifest(&self, r: &Reference, desc: &Descriptor) -> Result<Bytes, RegistryError> {
+    pub async fn fetch_manifest(
+        &self,
+        r: &Reference,
+        desc: &Descriptor,
+    ) -> Result<Bytes, RegistryError> {
         let digest = descriptor_digest(desc)?;
         let what = format!("manifest {digest} of {}", r.name());
         if desc.size() > MAX_MANIFEST_SIZE {
-            return Err(RegistryError::TooLarge { what, size: desc.size(), max: MAX_MANIFEST_SIZE });
+            return Err(RegistryError::TooLarge {
+                what,
+                size: desc.size(),
+                max: MAX_MANIFEST_SIZE,
+            });
         }
         let path = format!("{}/manifests/{digest}", r.repository());
         let accept = format!("{}, {MANIFEST_ACCEPT}", desc.media_type());
         let resp = self
-            .send(r, Capability::Pull, Scope::pull(r.repository()), |http, base| {
-                http.get(api_url(base, &path)).header(http::header::ACCEPT, accept.as_str())
-            })
+            .send(
+                r,
+                Capability::Pull,
+                Scope::pull(r.repository()),
+                |http, base| {
+                    http.get(api_url(base, &path))
+                        .header(http::header::ACCEPT, accept.as_str())
+                },
+            )
             .await?;
         if !resp.status().is_success() {
             return Err(status_error(resp, &Method::GET, r, &format!("manifest {digest}")).await);
@@ -150,7 +179,11 @@ impl RegistryClient {
         let body = read_limited(resp, MAX_MANIFEST_SIZE as usize, &url).await?;
         let actual = Digest::of(&body);
         if actual != digest {
-            return Err(RegistryError::DigestMismatch { what, expected: digest, actual });
+            return Err(RegistryError::DigestMismatch {
+                what,
+                expected: digest,
+                actual,
+            });
         }
         Ok(body)
     }
@@ -177,13 +210,21 @@ impl RegistryClient {
         }
         let path = format!("{}/blobs/{digest}", r.repository());
         let resp = self
-            .send(r, Capability::Pull, Scope::pull(r.repository()), |http, base| {
-                let req = http.get(api_url(base, &path));
-                match &range {
-                    Some(rg) => req.header(http::header::RANGE, format!("bytes={}-{}", rg.start, rg.end - 1)),
-                    None => req,
-                }
-            })
+            .send(
+                r,
+                Capability::Pull,
+                Scope::pull(r.repository()),
+                |http, base| {
+                    let req = http.get(api_url(base, &path));
+                    match &range {
+                        Some(rg) => req.header(
+                            http::header::RANGE,
+                            format!("bytes={}-{}", rg.start, rg.end - 1),
+                        ),
+                        None => req,
+                    }
+                },
+            )
             .await?;
         if matches!(resp.status().as_u16(), 200 | 206) {
             Ok(resp)
@@ -202,45 +243,88 @@ impl RegistryClient {
     /// [`RegistryError::RangeNotSupported`] when the server answers with the whole blob; an
     /// invalid response when the `Content-Range` is missing, does not end at the blob's end
     /// or holds more than `len` bytes, or the body does not match it.
-    pub async fn fetch_blob_tail(&self, r: &Reference, digest: &Digest, len: u64) -> Result<(Bytes, u64, u64), RegistryError> {
+    pub async fn fetch_blob_tail(
+        &self,
+        r: &Reference,
+        digest: &Digest,
+        len: u64,
+    ) -> Result<(Bytes, u64, u64), RegistryError> {
         if len == 0 {
-            return Err(RegistryError::InvalidArgument { what: format!("the tail of blob {digest}"), reason: "the length is 0".into() });
+            return Err(RegistryError::InvalidArgument {
+                what: format!("the tail of blob {digest}"),
+                reason: "the length is 0".into(),
+            });
         }
         let path = format!("{}/blobs/{digest}", r.repository());
         let resp = self
-            .send(r, Capability::Pull, Scope::pull(r.repository()), |http, base| {
-                http.get(api_url(base, &path)).header(http::header::RANGE, format!("bytes=-{len}"))
-            })
+            .send(
+                r,
+                Capability::Pull,
+                Scope::pull(r.repository()),
+                |http, base| {
+                    http.get(api_url(base, &path))
+                        .header(http::header::RANGE, format!("bytes=-{len}"))
+                },
+            )
             .await?;
         match resp.status().as_u16() {
             206 => {}
-            200 => return Err(RegistryError::RangeNotSupported { url: redact(resp.url()) }),
+            200 => {
+                return Err(RegistryError::RangeNotSupported {
+                    url: redact(resp.url()),
+                });
+            }
             _ => return Err(status_error(resp, &Method::GET, r, &format!("blob {digest}")).await),
         }
         let url = resp.url().clone();
-        let header = resp.headers().get(http::header::CONTENT_RANGE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let header = resp
+            .headers()
+            .get(http::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
         let cr = parse_content_range(&header)
             .filter(|cr| cr.total == Some(cr.end) && cr.end - cr.start <= len)
-            .ok_or_else(|| RegistryError::invalid_response(&url, format!("a suffix range of {len} bytes answered with Content-Range {header:?}")))?;
+            .ok_or_else(|| {
+                RegistryError::invalid_response(
+                    &url,
+                    format!("a suffix range of {len} bytes answered with Content-Range {header:?}"),
+                )
+            })?;
         let want = cr.end - cr.start;
         let bytes = read_limited(resp, usize::try_from(want).unwrap_or(usize::MAX), &url).await?;
         if bytes.len() as u64 != want {
-            return Err(RegistryError::invalid_response(&url, format!("{} body bytes for Content-Range {header:?}", bytes.len())));
+            return Err(RegistryError::invalid_response(
+                &url,
+                format!("{} body bytes for Content-Range {header:?}", bytes.len()),
+            ));
         }
         Ok((bytes, cr.start, cr.end))
     }
 
     /// The size of blob `digest` (`HEAD /v2/<repository>/blobs/<digest>`), or `None` when
     /// the registry does not have it.
-    pub async fn blob_size(&self, r: &Reference, digest: &Digest) -> Result<Option<u64>, RegistryError> {
+    pub async fn blob_size(
+        &self,
+        r: &Reference,
+        digest: &Digest,
+    ) -> Result<Option<u64>, RegistryError> {
         let path = format!("{}/blobs/{digest}", r.repository());
         let resp = self
-            .send(r, Capability::Pull, Scope::pull(r.repository()), |http, base| http.head(api_url(base, &path)))
+            .send(
+                r,
+                Capability::Pull,
+                Scope::pull(r.repository()),
+                |http, base| http.head(api_url(base, &path)),
+            )
             .await?;
         match resp.status().as_u16() {
             200..=299 => match header_length(&resp) {
                 Some(n) => Ok(Some(n)),
-                None => Err(RegistryError::invalid_response(resp.url(), "HEAD answer has no Content-Length")),
+                None => Err(RegistryError::invalid_response(
+                    resp.url(),
+                    "HEAD answer has no Content-Length",
+                )),
             },
             404 => Ok(None),
             _ => Err(status_error(resp, &Method::HEAD, r, &format!("blob {digest}")).await),
@@ -249,7 +333,10 @@ impl RegistryClient {
 }
 
 /// The descriptor a HEAD answer gives, or `None` when it lacks something (then GET).
-fn descriptor_from_head(resp: &Response, r: &Reference) -> Result<Option<Descriptor>, RegistryError> {
+fn descriptor_from_head(
+    resp: &Response,
+    r: &Reference,
+) -> Result<Option<Descriptor>, RegistryError> {
     let header = digest_header(resp)?;
     if let (Some(h), Some(want)) = (&header, r.digest())
         && h != want
@@ -260,9 +347,11 @@ fn descriptor_from_head(resp: &Response, r: &Reference) -> Result<Option<Descrip
             actual: h.clone(),
         });
     }
-    let (Some(digest), Some(size), Some(media_type)) =
-        (header.or_else(|| r.digest().cloned()), header_length(resp), content_type(resp).filter(|t| is_specific(t)))
-    else {
+    let (Some(digest), Some(size), Some(media_type)) = (
+        header.or_else(|| r.digest().cloned()),
+        header_length(resp),
+        content_type(resp).filter(|t| is_specific(t)),
+    ) else {
         return Ok(None);
     };
     if size > MAX_MANIFEST_SIZE {
@@ -278,28 +367,44 @@ fn descriptor_from_head(resp: &Response, r: &Reference) -> Result<Option<Descrip
 /// `Content-Length` as sent. (reqwest's `content_length()` is the body's size, which is
 /// 0 for a HEAD answer.)
 fn header_length(resp: &Response) -> Option<u64> {
-    resp.headers().get(http::header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+    resp.headers()
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn digest_header(resp: &Response) -> Result<Option<Digest>, RegistryError> {
-    let Some(v) = resp.headers().get(DIGEST_HEADER) else { return Ok(None) };
-    let s = v.to_str().map_err(|_| RegistryError::invalid_response(resp.url(), "Docker-Content-Digest is not text"))?;
-    s.trim()
-        .parse()
-        .map(Some)
-        .map_err(|e| RegistryError::invalid_response(resp.url(), format!("Docker-Content-Digest: {e}")))
+    let Some(v) = resp.headers().get(DIGEST_HEADER) else {
+        return Ok(None);
+    };
+    let s = v.to_str().map_err(|_| {
+        RegistryError::invalid_response(resp.url(), "Docker-Content-Digest is not text")
+    })?;
+    s.trim().parse().map(Some).map_err(|e| {
+        RegistryError::invalid_response(resp.url(), format!("Docker-Content-Digest: {e}"))
+    })
 }
 
 /// The media type without parameters (`; charset=utf-8`).
 fn content_type(resp: &Response) -> Option<String> {
-    let v = resp.headers().get(http::header::CONTENT_TYPE)?.to_str().ok()?;
+    let v = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)?
+        .to_str()
+        .ok()?;
     let t = v.split(';').next().unwrap_or_default().trim();
     (!t.is_empty()).then(|| t.to_owned())
 }
 
 /// Whether a Content-Type names a document type rather than generic JSON or text.
 fn is_specific(t: &str) -> bool {
-    !matches!(t, "application/json" | "text/plain" | "application/octet-stream")
+    !matches!(
+        t,
+        "application/json" | "text/plain" | "application/octet-stream"
+    )
 }
 
 /// A manifest's media type from its body: its `mediaType` field, else by shape.
@@ -335,19 +440,28 @@ fn sniff_media_type(body: &[u8]) -> Option<String> {
 }
 
 fn descriptor(media_type: &str, size: u64, digest: &Digest) -> Result<Descriptor, RegistryError> {
-    let oci: oci_spec::image::Digest = digest.to_string().parse().map_err(|e| RegistryError::InvalidArgument {
-        what: format!("digest {digest}"),
-        reason: format!("rejected by oci-spec: {e}"),
-    })?;
+    let oci: oci_spec::image::Digest =
+        digest
+            .to_string()
+            .parse()
+            .map_err(|e| RegistryError::InvalidArgument {
+                what: format!("digest {digest}"),
+                reason: format!("rejected by oci-spec: {e}"),
+            })?;
     Ok(Descriptor::new(MediaType::from(media_type), size, oci))
 }
 
 /// A descriptor's digest as a Strata [`Digest`] (sha256 only).
 pub(crate) fn descriptor_digest(desc: &Descriptor) -> Result<Digest, RegistryError> {
-    desc.digest().to_string().parse().map_err(|e: strata_formats::DigestError| RegistryError::InvalidArgument {
-        what: format!("descriptor of {}", desc.media_type()),
-        reason: e.to_string(),
-    })
+    desc.digest()
+        .to_string()
+        .parse()
+        .map_err(
+            |e: strata_formats::DigestError| RegistryError::InvalidArgument {
+                what: format!("descriptor of {}", desc.media_type()),
+                reason: e.to_string(),
+            },
+        )
 }
 
 /// A parsed `Content-Range: bytes <start>-<last>/<total or *>`, with `end` exclusive.
@@ -376,7 +490,11 @@ pub fn parse_content_range(value: &str) -> Option<ContentRange> {
     if last < start || total.is_some_and(|t| last >= t) {
         return None;
     }
-    Some(ContentRange { start, end: last + 1, total })
+    Some(ContentRange {
+        start,
+        end: last + 1,
+        total,
+    })
 }
 
 /// Whether the answer is a partial one (206).
@@ -389,17 +507,30 @@ pub fn is_partial(resp: &Response) -> bool {
 /// asked). A 200 is [`RegistryError::RangeNotSupported`].
 pub fn check_range(resp: &Response, range: &Range<u64>) -> Result<ContentRange, RegistryError> {
     if resp.status() == reqwest::StatusCode::OK {
-        return Err(RegistryError::RangeNotSupported { url: redact(resp.url()) });
+        return Err(RegistryError::RangeNotSupported {
+            url: redact(resp.url()),
+        });
     }
     let bad = |why: String| RegistryError::invalid_response(resp.url(), why);
     if !is_partial(resp) {
-        return Err(bad(format!("status {} for a Range request", resp.status().as_u16())));
+        return Err(bad(format!(
+            "status {} for a Range request",
+            resp.status().as_u16()
+        )));
     }
-    let header = resp.headers().get(http::header::CONTENT_RANGE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let cr = parse_content_range(header).ok_or_else(|| bad(format!("206 with invalid Content-Range {header:?}")))?;
+    let header = resp
+        .headers()
+        .get(http::header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let cr = parse_content_range(header)
+        .ok_or_else(|| bad(format!("206 with invalid Content-Range {header:?}")))?;
     let short_at_end = cr.total.is_some_and(|t| cr.end == t);
     if cr.start != range.start || cr.end > range.end || (cr.end < range.end && !short_at_end) {
-        return Err(bad(format!("asked for bytes {}..{}, got {header:?}", range.start, range.end)));
+        return Err(bad(format!(
+            "asked for bytes {}..{}, got {header:?}",
+            range.start, range.end
+        )));
     }
     Ok(cr)
 }
@@ -412,22 +543,51 @@ mod tests {
     fn content_ranges() {
         assert_eq!(
             parse_content_range("bytes 0-99/1000"),
-            Some(ContentRange { start: 0, end: 100, total: Some(1000) })
+            Some(ContentRange {
+                start: 0,
+                end: 100,
+                total: Some(1000)
+            })
         );
-        assert_eq!(parse_content_range("bytes 5-5/*"), Some(ContentRange { start: 5, end: 6, total: None }));
+        assert_eq!(
+            parse_content_range("bytes 5-5/*"),
+            Some(ContentRange {
+                start: 5,
+                end: 6,
+                total: None
+            })
+        );
         assert_eq!(
             parse_content_range(" bytes  10-19/20 "),
-            Some(ContentRange { start: 10, end: 20, total: Some(20) })
+            Some(ContentRange {
+                start: 10,
+                end: 20,
+                total: Some(20)
+            })
         );
-        for bad in ["", "bytes */1000", "bytes 9-3/10", "bytes 0-10/10", "items 0-1/2", "bytes 0-x/5", "bytes 0-1"] {
+        for bad in [
+            "",
+            "bytes */1000",
+            "bytes 9-3/10",
+            "bytes 0-10/10",
+            "items 0-1/2",
+            "bytes 0-x/5",
+            "bytes 0-1",
+        ] {
             assert_eq!(parse_content_range(bad), None, "{bad:?}");
         }
     }
 
     #[test]
     fn media_type_sniffing() {
-        assert_eq!(sniff_media_type(br#"{"mediaType":"x/y"}"#).as_deref(), Some("x/y"));
-        assert_eq!(sniff_media_type(br#"{"schemaVersion":2,"manifests":[]}"#).as_deref(), Some(media::OCI_INDEX));
+        assert_eq!(
+            sniff_media_type(br#"{"mediaType":"x/y"}"#).as_deref(),
+            Some("x/y")
+        );
+        assert_eq!(
+            sniff_media_type(br#"{"schemaVersion":2,"manifests":[]}"#).as_deref(),
+            Some(media::OCI_INDEX)
+        );
         assert_eq!(
             sniff_media_type(br#"{"schemaVersion":2,"config":{},"layers":[]}"#).as_deref(),
             Some(media::OCI_MANIFEST)
@@ -444,7 +604,10 @@ mod tests {
     #[test]
     fn urls_append_to_the_api_root() {
         let base = Url::parse("https://h:5000/prefix/v2/").unwrap();
-        assert_eq!(api_url(&base, "a/b/blobs/sha256:00").as_str(), "https://h:5000/prefix/v2/a/b/blobs/sha256:00");
+        assert_eq!(
+            api_url(&base, "a/b/blobs/sha256:00").as_str(),
+            "https://h:5000/prefix/v2/a/b/blobs/sha256:00"
+        );
         let d = Digest::of(b"x");
         let desc = descriptor(media::OCI_MANIFEST, 7, &d).unwrap();
         assert_eq!(descriptor_digest(&desc).unwrap(), d);

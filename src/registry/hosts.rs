@@ -91,7 +91,11 @@ pub struct Capabilities {
 
 impl Capabilities {
     /// Pull, resolve and push.
-    pub const ALL: Self = Self { pull: true, resolve: true, push: true };
+    pub const ALL: Self = Self {
+        pull: true,
+        resolve: true,
+        push: true,
+    };
 
     /// Whether the set contains `c`.
     pub fn has(self, c: Capability) -> bool {
@@ -138,7 +142,12 @@ impl RegistryHost {
     /// The API root as a URL ending in `/`: `https://host/v2/`. Request paths are
     /// appended to it.
     pub fn base_url(&self) -> Result<Url, RegistryError> {
-        let s = format!("{}://{}{}/", self.scheme, self.host, self.path_prefix.trim_end_matches('/'));
+        let s = format!(
+            "{}://{}{}/",
+            self.scheme,
+            self.host,
+            self.path_prefix.trim_end_matches('/')
+        );
         Url::parse(&s).map_err(|e| RegistryError::InvalidArgument {
             what: format!("registry host URL {s:?}"),
             reason: e.to_string(),
@@ -173,7 +182,12 @@ pub struct HostsConfig {
 impl HostsConfig {
     /// The hosts serving `registry`, in the order to try them: mirrors, then the server.
     pub fn hosts(&self, registry: &str) -> Result<Vec<RegistryHost>, RegistryError> {
-        let entries = match self.config_path.as_deref().map(|root| host_dir(root, registry)).transpose()? {
+        let entries = match self
+            .config_path
+            .as_deref()
+            .map(|root| host_dir(root, registry))
+            .transpose()?
+        {
             Some(Some(dir)) => load_host_dir(&dir)?,
             _ => vec![Parsed::Default(Settings::default())],
         };
@@ -197,7 +211,10 @@ impl HostsConfig {
             h
         };
         if registry == DOCKER_HUB {
-            return vec![apply(RegistryHost::default_server("https", DOCKER_HUB_API_HOST))];
+            return vec![apply(RegistryHost::default_server(
+                "https",
+                DOCKER_HUB_API_HOST,
+            ))];
         }
         if self.plain_http {
             return vec![apply(RegistryHost::default_server("http", registry))];
@@ -272,14 +289,20 @@ fn load_host_dir(dir: &Path) -> Result<Vec<Parsed>, RegistryError> {
 /// Parses `hosts.toml` text; `dir` anchors relative paths, `file` names errors.
 fn parse_hosts_file(dir: &Path, file: &Path, text: &str) -> Result<Vec<Parsed>, RegistryError> {
     let err = |reason: String| RegistryError::config(file, reason);
-    let table: Table = toml::from_str(text).map_err(|e| err(format!("invalid TOML: {}", e.message())))?;
+    let table: Table =
+        toml::from_str(text).map_err(|e| err(format!("invalid TOML: {}", e.message())))?;
     let mut out = Vec::new();
     if let Some(hosts) = table.get("host") {
-        let Value::Table(hosts) = hosts else { return Err(err("\"host\" must be a table".into())) };
+        let Value::Table(hosts) = hosts else {
+            return Err(err("\"host\" must be a table".into()));
+        };
         // `preserve_order` keeps the file order, which is the order to try mirrors in.
         for (url, entry) in hosts {
-            let Value::Table(entry) = entry else { return Err(err(format!("host {url:?} must be a table"))) };
-            let host = parse_host(dir, url, entry).map_err(|r| err(format!("host {url:?}: {r}")))?;
+            let Value::Table(entry) = entry else {
+                return Err(err(format!("host {url:?} must be a table")));
+            };
+            let host =
+                parse_host(dir, url, entry).map_err(|r| err(format!("host {url:?}: {r}")))?;
             out.push(Parsed::Host(host));
         }
     }
@@ -291,7 +314,8 @@ fn parse_hosts_file(dir: &Path, file: &Path, text: &str) -> Result<Vec<Parsed>, 
     };
     match server {
         Some(url) => {
-            let host = parse_host(dir, url, &table).map_err(|r| err(format!("server {url:?}: {r}")))?;
+            let host =
+                parse_host(dir, url, &table).map_err(|r| err(format!("server {url:?}: {r}")))?;
             out.push(Parsed::Host(host));
         }
         None => out.push(Parsed::Default(parse_settings(dir, &table).map_err(err)?)),
@@ -301,12 +325,18 @@ fn parse_hosts_file(dir: &Path, file: &Path, text: &str) -> Result<Vec<Parsed>, 
 
 /// containerd's `parseHostConfig` for an entry with a URL.
 fn parse_host(dir: &Path, server: &str, entry: &Table) -> Result<RegistryHost, String> {
-    let with_scheme = if server.starts_with("http") { server.to_owned() } else { format!("https://{server}") };
+    let with_scheme = if server.starts_with("http") {
+        server.to_owned()
+    } else {
+        format!("https://{server}")
+    };
     let url = Url::parse(&with_scheme).map_err(|e| format!("invalid URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("unsupported scheme {:?}", url.scheme()));
     }
-    let Some(hostname) = url.host_str() else { return Err("URL has no host".into()) };
+    let Some(hostname) = url.host_str() else {
+        return Err("URL has no host".into());
+    };
     let host = match url.port() {
         Some(p) => format!("{hostname}:{p}"),
         None => hostname.to_owned(),
@@ -317,7 +347,11 @@ fn parse_host(dir: &Path, server: &str, entry: &Table) -> Result<RegistryHost, S
         Some(_) => return Err("\"override_path\" must be a boolean".into()),
     };
     let path = url.path().trim_end_matches('/');
-    let path_prefix = if override_path || path.ends_with("/v2") { path.to_owned() } else { format!("{path}/v2") };
+    let path_prefix = if override_path || path.ends_with("/v2") {
+        path.to_owned()
+    } else {
+        format!("{path}/v2")
+    };
     let capabilities = match entry.get("capabilities") {
         None => Capabilities::ALL,
         Some(v) => {
@@ -352,7 +386,13 @@ fn parse_host(dir: &Path, server: &str, entry: &Table) -> Result<RegistryHost, S
 }
 
 fn parse_settings(dir: &Path, entry: &Table) -> Result<Settings, String> {
-    let abs = |p: &str| if Path::new(p).is_absolute() { PathBuf::from(p) } else { dir.join(p) };
+    let abs = |p: &str| {
+        if Path::new(p).is_absolute() {
+            PathBuf::from(p)
+        } else {
+            dir.join(p)
+        }
+    };
     let mut s = Settings::default();
     match entry.get("skip_verify") {
         None => {}
@@ -364,19 +404,32 @@ fn parse_settings(dir: &Path, entry: &Table) -> Result<Settings, String> {
     }
     match entry.get("client") {
         None => {}
-        Some(Value::String(p)) => s.client_certs.push(ClientCert { cert: abs(p), key: None }),
+        Some(Value::String(p)) => s.client_certs.push(ClientCert {
+            cert: abs(p),
+            key: None,
+        }),
         Some(Value::Array(items)) => {
             for item in items {
                 match item {
-                    Value::String(p) => s.client_certs.push(ClientCert { cert: abs(p), key: None }),
+                    Value::String(p) => s.client_certs.push(ClientCert {
+                        cert: abs(p),
+                        key: None,
+                    }),
                     Value::Array(_) => {
                         let pair = string_list(item, "client")?;
                         let [cert, key] = pair.as_slice() else {
-                            return Err(format!("invalid pair {pair:?} for \"client\": need [cert, key]"));
+                            return Err(format!(
+                                "invalid pair {pair:?} for \"client\": need [cert, key]"
+                            ));
                         };
-                        s.client_certs.push(ClientCert { cert: abs(cert), key: Some(abs(key)) });
+                        s.client_certs.push(ClientCert {
+                            cert: abs(cert),
+                            key: Some(abs(key)),
+                        });
                     }
-                    other => return Err(format!("invalid type {} in \"client\"", other.type_str())),
+                    other => {
+                        return Err(format!("invalid type {} in \"client\"", other.type_str()));
+                    }
                 }
             }
         }
@@ -386,9 +439,11 @@ fn parse_settings(dir: &Path, entry: &Table) -> Result<Settings, String> {
         None => {}
         Some(Value::Table(headers)) => {
             for (name, v) in headers {
-                let hname = HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header {name:?}: {e}"))?;
+                let hname = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|e| format!("header {name:?}: {e}"))?;
                 for value in string_list(v, &format!("header {name:?}"))? {
-                    let hv = HeaderValue::from_str(&value).map_err(|e| format!("header {name:?}: {e}"))?;
+                    let hv = HeaderValue::from_str(&value)
+                        .map_err(|e| format!("header {name:?}: {e}"))?;
                     s.headers.append(hname.clone(), hv);
                 }
             }
@@ -406,10 +461,16 @@ fn string_list(v: &Value, key: &str) -> Result<Vec<String>, String> {
             .iter()
             .map(|i| match i {
                 Value::String(s) => Ok(s.clone()),
-                other => Err(format!("invalid type {} in {key:?}: expected strings", other.type_str())),
+                other => Err(format!(
+                    "invalid type {} in {key:?}: expected strings",
+                    other.type_str()
+                )),
             })
             .collect(),
-        other => Err(format!("invalid type {} for {key:?}: expected a string or a list of strings", other.type_str())),
+        other => Err(format!(
+            "invalid type {} for {key:?}: expected a string or a list of strings",
+            other.type_str()
+        )),
     }
 }
 
@@ -446,36 +507,76 @@ mod tests {
     }
 
     fn summary(hosts: &[RegistryHost]) -> Vec<String> {
-        hosts.iter().map(|h| format!("{}://{}{}", h.scheme, h.host, h.path_prefix)).collect()
+        hosts
+            .iter()
+            .map(|h| format!("{}://{}{}", h.scheme, h.host, h.path_prefix))
+            .collect()
     }
 
     #[test]
     fn defaults_without_config() {
         let cfg = HostsConfig::default();
-        assert_eq!(summary(&cfg.hosts("docker.io").unwrap()), ["https://registry-1.docker.io/v2"]);
-        assert_eq!(summary(&cfg.hosts("quay.io").unwrap()), ["https://quay.io/v2"]);
+        assert_eq!(
+            summary(&cfg.hosts("docker.io").unwrap()),
+            ["https://registry-1.docker.io/v2"]
+        );
+        assert_eq!(
+            summary(&cfg.hosts("quay.io").unwrap()),
+            ["https://quay.io/v2"]
+        );
         let local = cfg.hosts("localhost:5000").unwrap();
-        assert_eq!(summary(&local), ["https://localhost:5000/v2", "http://localhost:5000/v2"]);
+        assert_eq!(
+            summary(&local),
+            ["https://localhost:5000/v2", "http://localhost:5000/v2"]
+        );
         assert!(local[0].skip_verify);
         assert_eq!(summary(&cfg.hosts("127.0.0.1:5000").unwrap()).len(), 2);
         assert_eq!(summary(&cfg.hosts("[::1]:5000").unwrap()).len(), 2);
 
-        let plain = HostsConfig { config_path: None, plain_http: true };
-        assert_eq!(summary(&plain.hosts("quay.io").unwrap()), ["http://quay.io/v2"]);
-        assert_eq!(summary(&plain.hosts("localhost:5000").unwrap()), ["http://localhost:5000/v2"]);
-        assert_eq!(summary(&plain.hosts("docker.io").unwrap()), ["https://registry-1.docker.io/v2"]);
+        let plain = HostsConfig {
+            config_path: None,
+            plain_http: true,
+        };
         assert_eq!(
-            plain.hosts("docker.io").unwrap()[0].base_url().unwrap().as_str(),
+            summary(&plain.hosts("quay.io").unwrap()),
+            ["http://quay.io/v2"]
+        );
+        assert_eq!(
+            summary(&plain.hosts("localhost:5000").unwrap()),
+            ["http://localhost:5000/v2"]
+        );
+        assert_eq!(
+            summary(&plain.hosts("docker.io").unwrap()),
+            ["https://registry-1.docker.io/v2"]
+        );
+        assert_eq!(
+            plain.hosts("docker.io").unwrap()[0]
+                .base_url()
+                .unwrap()
+                .as_str(),
             "https://registry-1.docker.io/v2/"
         );
     }
 
     #[test]
     fn localhost_detection() {
-        for h in ["localhost", "localhost:5000", "127.0.0.1", "127.1.2.3:80", "[::1]:5000", "::1", "[::1]"] {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1",
+            "127.1.2.3:80",
+            "[::1]:5000",
+            "::1",
+            "[::1]",
+        ] {
             assert!(is_localhost(h), "{h}");
         }
-        for h in ["example.com", "10.0.0.1:5000", "[::2]:5000", "localhost.example.com"] {
+        for h in [
+            "example.com",
+            "10.0.0.1:5000",
+            "[::2]:5000",
+            "localhost.example.com",
+        ] {
             assert!(!is_localhost(h), "{h}");
         }
     }
@@ -504,7 +605,10 @@ capabilities = ["pull", "resolve"]
   override_path = true
 "#,
         );
-        let cfg = HostsConfig { config_path: Some(tmp.path().into()), plain_http: false };
+        let cfg = HostsConfig {
+            config_path: Some(tmp.path().into()),
+            plain_http: false,
+        };
         let hosts = cfg.hosts("docker.io").unwrap();
         assert_eq!(
             summary(&hosts),
@@ -515,21 +619,49 @@ capabilities = ["pull", "resolve"]
                 "https://registry-1.docker.io/v2",
             ]
         );
-        assert_eq!(hosts[0].capabilities, Capabilities { pull: true, resolve: false, push: false });
+        assert_eq!(
+            hosts[0].capabilities,
+            Capabilities {
+                pull: true,
+                resolve: false,
+                push: false
+            }
+        );
         assert_eq!(hosts[0].ca, [dir.join("certs/mirror.pem")]);
-        let values: Vec<_> = hosts[0].headers.get_all("x-token").iter().map(|v| v.to_str().unwrap()).collect();
+        let values: Vec<_> = hosts[0]
+            .headers
+            .get_all("x-token")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
         assert_eq!(values, ["a", "b"]);
         assert!(hosts[1].skip_verify);
         assert_eq!(
             hosts[1].client_certs,
             [
-                ClientCert { cert: dir.join("c.cert"), key: Some("/abs/c.key".into()) },
-                ClientCert { cert: dir.join("both.pem"), key: None },
+                ClientCert {
+                    cert: dir.join("c.cert"),
+                    key: Some("/abs/c.key".into())
+                },
+                ClientCert {
+                    cert: dir.join("both.pem"),
+                    key: None
+                },
             ]
         );
         assert_eq!(hosts[2].capabilities, Capabilities::ALL);
-        assert_eq!(hosts[2].base_url().unwrap().as_str(), "https://bare.example.com/");
-        assert_eq!(hosts[3].capabilities, Capabilities { pull: true, resolve: true, push: false });
+        assert_eq!(
+            hosts[2].base_url().unwrap().as_str(),
+            "https://bare.example.com/"
+        );
+        assert_eq!(
+            hosts[3].capabilities,
+            Capabilities {
+                pull: true,
+                resolve: true,
+                push: false
+            }
+        );
     }
 
     #[test]
@@ -538,17 +670,37 @@ capabilities = ["pull", "resolve"]
         // `host_port_` wins over `host:port`.
         write(tmp.path(), "reg.local_5000_", "[host.\"https://m1\"]\n");
         write(tmp.path(), "reg.local:5000", "[host.\"https://m2\"]\n");
-        write(tmp.path(), "other:6000", "skip_verify = true\nca = [\"a.pem\", \"/b.pem\"]\n[header]\nx-a = \"1\"\n");
-        write(tmp.path(), "_default", "[host.\"https://fallback-mirror\"]\ncapabilities = [\"pull\"]\n");
-        let cfg = HostsConfig { config_path: Some(tmp.path().into()), plain_http: true };
-        assert_eq!(summary(&cfg.hosts("reg.local:5000").unwrap()), ["https://m1/v2", "http://reg.local:5000/v2"]);
+        write(
+            tmp.path(),
+            "other:6000",
+            "skip_verify = true\nca = [\"a.pem\", \"/b.pem\"]\n[header]\nx-a = \"1\"\n",
+        );
+        write(
+            tmp.path(),
+            "_default",
+            "[host.\"https://fallback-mirror\"]\ncapabilities = [\"pull\"]\n",
+        );
+        let cfg = HostsConfig {
+            config_path: Some(tmp.path().into()),
+            plain_http: true,
+        };
+        assert_eq!(
+            summary(&cfg.hosts("reg.local:5000").unwrap()),
+            ["https://m1/v2", "http://reg.local:5000/v2"]
+        );
         let other = cfg.hosts("other:6000").unwrap();
         assert_eq!(summary(&other), ["http://other:6000/v2"]);
         assert!(other[0].skip_verify);
-        assert_eq!(other[0].ca, [tmp.path().join("other:6000/a.pem"), PathBuf::from("/b.pem")]);
+        assert_eq!(
+            other[0].ca,
+            [tmp.path().join("other:6000/a.pem"), PathBuf::from("/b.pem")]
+        );
         assert_eq!(other[0].headers.get("x-a").unwrap(), "1");
         assert_eq!(other[0].capabilities, Capabilities::ALL);
-        assert_eq!(summary(&cfg.hosts("quay.io").unwrap()), ["https://fallback-mirror/v2", "http://quay.io/v2"]);
+        assert_eq!(
+            summary(&cfg.hosts("quay.io").unwrap()),
+            ["https://fallback-mirror/v2", "http://quay.io/v2"]
+        );
     }
 
     #[test]
@@ -559,27 +711,48 @@ capabilities = ["pull", "resolve"]
         for f in ["ca.crt", "client.cert", "client.key", "readme.txt"] {
             fs::write(d.join(f), "x").unwrap();
         }
-        let cfg = HostsConfig { config_path: Some(tmp.path().into()), plain_http: false };
+        let cfg = HostsConfig {
+            config_path: Some(tmp.path().into()),
+            plain_http: false,
+        };
         let hosts = cfg.hosts("reg.example").unwrap();
         assert_eq!(summary(&hosts), ["https://reg.example/v2"]);
         assert_eq!(hosts[0].ca, [d.join("ca.crt")]);
         assert_eq!(
             hosts[0].client_certs,
-            [ClientCert { cert: d.join("client.cert"), key: Some(d.join("client.key")) }]
+            [ClientCert {
+                cert: d.join("client.cert"),
+                key: Some(d.join("client.key"))
+            }]
         );
     }
 
     #[test]
     fn bad_files_are_errors_naming_the_file() {
         let tmp = tempfile::tempdir().unwrap();
-        let cfg = HostsConfig { config_path: Some(tmp.path().into()), plain_http: false };
+        let cfg = HostsConfig {
+            config_path: Some(tmp.path().into()),
+            plain_http: false,
+        };
         let cases = [
             ("a.example", "server = [", "invalid TOML"),
-            ("b.example", "[host.\"https://m\"]\ncapabilities = [\"fetch\"]\n", "unknown capability \"fetch\""),
-            ("c.example", "skip_verify = \"yes\"\n", "\"skip_verify\" must be a boolean"),
+            (
+                "b.example",
+                "[host.\"https://m\"]\ncapabilities = [\"fetch\"]\n",
+                "unknown capability \"fetch\"",
+            ),
+            (
+                "c.example",
+                "skip_verify = \"yes\"\n",
+                "\"skip_verify\" must be a boolean",
+            ),
             ("d.example", "ca = 3\n", "invalid type integer for \"ca\""),
             ("e.example", "client = [[\"only-one\"]]\n", "invalid pair"),
-            ("f.example", "[header]\n\"bad header\" = \"x\"\n", "header \"bad header\""),
+            (
+                "f.example",
+                "[header]\n\"bad header\" = \"x\"\n",
+                "header \"bad header\"",
+            ),
             ("g.example", "host = 1\n", "\"host\" must be a table"),
         ];
         for (reg, text, want) in cases {
@@ -587,7 +760,10 @@ capabilities = ["pull", "resolve"]
             let e = cfg.hosts(reg).unwrap_err();
             let msg = e.to_string();
             assert!(matches!(e, RegistryError::Config { .. }), "{reg}: {msg}");
-            assert!(msg.contains(&dir.join("hosts.toml").display().to_string()), "{msg}");
+            assert!(
+                msg.contains(&dir.join("hosts.toml").display().to_string()),
+                "{msg}"
+            );
             assert!(msg.contains(want), "{reg}: {msg} lacks {want:?}");
         }
     }

@@ -35,7 +35,12 @@ pub use auth::{Challenge, Scope, parse_challenges};
 pub use client::{ClientOptions, RegistryClient};
 pub use credentials::{Credential, DockerConfig};
 pub use error::RegistryError;
-pub use fetch::{ContentRange, MANIFEST_ACCEPT, MAX_MANIFEST_SIZE, check_range, is_partial, parse_content_range};
+pub use fetch::{
+    ContentRange, MANIFEST_ACCEPT, MAX_MANIFEST_SIZE, check_range, is_partial, parse_content_range,
+};
 pub use hosts::{Capabilities, Capability, HostsConfig, RegistryHost};
-pub use range::{HttpRangeFetcher, RangeError, RangeFetcher, RangeHosts, RangeOptions, RangePolicy, RangeReader, RangeStats, ReaderOptions};
+pub use range::{
+    HttpRangeFetcher, RangeError, RangeFetcher, RangeHosts, RangeOptions, RangePolicy, RangeReader,
+    RangeStats, ReaderOptions,
+};
 pub use reference::{DEFAULT_TAG, DOCKER_HUB, DOCKER_HUB_API_HOST, Reference, api_host};

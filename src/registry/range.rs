@@ -49,7 +49,7 @@ use crate::content::ContentError;
 
 pub use http::HttpRangeFetcher;
 pub use options::{RangeHosts, RangeOptions, RangePolicy};
-pub use reader::{ReaderOptions, RangeReader};
+pub use reader::{RangeReader, ReaderOptions};
 
 /// The bytes of byte ranges of one blob: the seam between lazy readers and the network.
 ///
@@ -58,7 +58,10 @@ pub trait RangeFetcher: Send + Sync + std::fmt::Debug {
     /// Returns the bytes of each of `ranges` (end exclusive), in the order asked, each
     /// exactly as long as its range. An empty range gives empty bytes. A range past the
     /// blob's end is [`RangeError::OutOfBounds`].
-    fn fetch<'a>(&'a self, ranges: &'a [Range<u64>]) -> BoxFuture<'a, Result<Vec<Bytes>, RangeError>>;
+    fn fetch<'a>(
+        &'a self,
+        ranges: &'a [Range<u64>],
+    ) -> BoxFuture<'a, Result<Vec<Bytes>, RangeError>>;
 
     /// Sends the bytes of `range` to `sink` in order, as they arrive: `range.end -
     /// range.start` bytes in all when it returns `Ok`, with no seam where a broken body was
@@ -66,7 +69,11 @@ pub trait RangeFetcher: Send + Sync + std::fmt::Debug {
     /// first bytes of a long range before the last have come (a chunk decoded while the
     /// rest of its request is on the wire). The default fetches the range whole and sends
     /// it at once.
-    fn fetch_stream<'a>(&'a self, range: Range<u64>, sink: tokio::sync::mpsc::Sender<Bytes>) -> BoxFuture<'a, Result<(), RangeError>> {
+    fn fetch_stream<'a>(
+        &'a self,
+        range: Range<u64>,
+        sink: tokio::sync::mpsc::Sender<Bytes>,
+    ) -> BoxFuture<'a, Result<(), RangeError>> {
         Box::pin(async move {
             let mut got = self.fetch(std::slice::from_ref(&range)).await?;
             if let Some(bytes) = got.pop() {
@@ -156,7 +163,9 @@ pub enum RangeError {
     /// A full download of the blob failed recently; it is not tried again until the
     /// cooldown ([`RangeOptions::full_fetch_cooldown`]) has passed, so that a corrupt or
     /// failing server does not cost one whole-blob download per read.
-    #[error("blob {digest}: the full download failed {ago:.1?} ago ({cause}); next try in {retry_in:.1?}")]
+    #[error(
+        "blob {digest}: the full download failed {ago:.1?} ago ({cause}); next try in {retry_in:.1?}"
+    )]
     FullFetchFailed {
         /// The blob.
         digest: Digest,
@@ -253,7 +262,11 @@ pub(crate) fn merge_ranges(ranges: &[Range<u64>], gap: u64) -> Vec<Range<u64>> {
 
 /// The bytes of each of `ranges` cut from `spans` (sorted, disjoint, covering every
 /// non-empty range) and their bytes `data`.
-pub(crate) fn slice_spans(ranges: &[Range<u64>], spans: &[Range<u64>], data: &[Bytes]) -> Vec<Bytes> {
+pub(crate) fn slice_spans(
+    ranges: &[Range<u64>],
+    spans: &[Range<u64>],
+    data: &[Bytes],
+) -> Vec<Bytes> {
     ranges
         .iter()
         .map(|r| {
@@ -272,7 +285,8 @@ pub(crate) fn slice_spans(ranges: &[Range<u64>], spans: &[Range<u64>], data: &[B
 /// that readers failing together do not retry together.
 pub(crate) fn backoff(attempt: u32) -> Duration {
     let base = Duration::from_millis(100) * 2u32.saturating_pow(attempt.saturating_sub(1).min(10));
-    base.min(Duration::from_secs(2)).mul_f64(rand::random_range(0.5..1.5))
+    base.min(Duration::from_secs(2))
+        .mul_f64(rand::random_range(0.5..1.5))
 }
 
 #[cfg(test)]
@@ -282,29 +296,53 @@ mod tests {
     #[test]
     fn ranges_merge_into_disjoint_spans() {
         let r = |v: &[(u64, u64)]| v.iter().map(|&(a, b)| a..b).collect::<Vec<_>>();
-        assert_eq!(merge_ranges(&r(&[(10, 20), (0, 5), (15, 30), (30, 31), (5, 5)]), 0), r(&[(0, 5), (10, 31)]));
+        assert_eq!(
+            merge_ranges(&r(&[(10, 20), (0, 5), (15, 30), (30, 31), (5, 5)]), 0),
+            r(&[(0, 5), (10, 31)])
+        );
         assert_eq!(merge_ranges(&r(&[(0, 5), (8, 9)]), 3), r(&[(0, 9)]));
-        assert_eq!(merge_ranges(&r(&[(0, 5), (9, 10)]), 3), r(&[(0, 5), (9, 10)]));
+        assert_eq!(
+            merge_ranges(&r(&[(0, 5), (9, 10)]), 3),
+            r(&[(0, 5), (9, 10)])
+        );
         assert!(merge_ranges(&r(&[(3, 3)]), 0).is_empty());
 
         let asked = r(&[(12, 14), (0, 2), (3, 3), (10, 20), (1, 5)]);
         let spans = merge_ranges(&asked, 0);
         let blob: Vec<u8> = (0..32).collect();
-        let data: Vec<Bytes> = spans.iter().map(|s| Bytes::copy_from_slice(&blob[s.start as usize..s.end as usize])).collect();
+        let data: Vec<Bytes> = spans
+            .iter()
+            .map(|s| Bytes::copy_from_slice(&blob[s.start as usize..s.end as usize]))
+            .collect();
         let got = slice_spans(&asked, &spans, &data);
         for (r, b) in asked.iter().zip(&got) {
-            let want: &[u8] = if r.start < r.end { &blob[r.start as usize..r.end as usize] } else { &[] };
+            let want: &[u8] = if r.start < r.end {
+                &blob[r.start as usize..r.end as usize]
+            } else {
+                &[]
+            };
             assert_eq!(&b[..], want, "{r:?}");
         }
     }
 
     #[test]
     fn errors_keep_their_kind_through_io() {
-        let e = Arc::new(RangeError::OutOfBounds { what: "blob x".into(), start: 5, end: 9, size: 6 });
+        let e = Arc::new(RangeError::OutOfBounds {
+            what: "blob x".into(),
+            start: 5,
+            end: 9,
+            size: 6,
+        });
         let io = e.into_io();
         assert_eq!(io.kind(), io::ErrorKind::InvalidInput);
-        assert_eq!(io.to_string(), "blob x: byte range 5..9 is not within the blob's 6 bytes");
-        assert!(matches!(RangeError::from_io(&io), Some(RangeError::OutOfBounds { size: 6, .. })));
+        assert_eq!(
+            io.to_string(),
+            "blob x: byte range 5..9 is not within the blob's 6 bytes"
+        );
+        assert!(matches!(
+            RangeError::from_io(&io),
+            Some(RangeError::OutOfBounds { size: 6, .. })
+        ));
         for attempt in 1..8 {
             assert!(backoff(attempt) <= Duration::from_secs(3));
         }

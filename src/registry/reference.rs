@@ -59,17 +59,25 @@ impl Reference {
             tag.map(|t| format!(":{t}")).unwrap_or_default(),
             digest.as_ref().map(|d| format!("@{d}")).unwrap_or_default()
         );
-        let invalid =
-            |reason: &str| RegistryError::InvalidReference { reference: shown.clone(), reason: reason.into() };
+        let invalid = |reason: &str| RegistryError::InvalidReference {
+            reference: shown.clone(),
+            reason: reason.into(),
+        };
         check_domain(registry).map_err(|r| invalid(&r))?;
         check_path(repository).map_err(|r| invalid(&r))?;
         if registry.len() + 1 + repository.len() > NAME_MAX {
-            return Err(invalid("repository name must not be more than 255 characters"));
+            return Err(invalid(
+                "repository name must not be more than 255 characters",
+            ));
         }
         if let Some(t) = tag {
             check_tag(t).map_err(|r| invalid(&r))?;
         }
-        let registry = if registry == DOCKER_HUB_LEGACY { DOCKER_HUB } else { registry };
+        let registry = if registry == DOCKER_HUB_LEGACY {
+            DOCKER_HUB
+        } else {
+            registry
+        };
         Ok(Self {
             registry: registry.to_owned(),
             repository: repository.to_owned(),
@@ -127,7 +135,10 @@ impl Reference {
 
     /// The same repository with this digest (the tag is kept).
     pub fn with_digest(&self, digest: Digest) -> Self {
-        Self { digest: Some(digest), ..self.clone() }
+        Self {
+            digest: Some(digest),
+            ..self.clone()
+        }
     }
 
     /// The same repository with this tag (the digest is dropped).
@@ -136,13 +147,24 @@ impl Reference {
             reference: format!("{}:{tag}", self.name()),
             reason,
         })?;
-        Ok(Self { tag: Some(tag.to_owned()), digest: None, ..self.clone() })
+        Ok(Self {
+            tag: Some(tag.to_owned()),
+            digest: None,
+            ..self.clone()
+        })
     }
 
     /// The reference as containerd's `ParseDockerRef` returns it: when a digest is present
     /// the tag is dropped (the digest alone identifies the content).
     pub fn to_docker_ref(&self) -> Self {
-        if self.digest.is_some() { Self { tag: None, ..self.clone() } } else { self.clone() }
+        if self.digest.is_some() {
+            Self {
+                tag: None,
+                ..self.clone()
+            }
+        } else {
+            self.clone()
+        }
     }
 
     /// The short form docker prints: `alpine:3.20`, `user/app:1`,
@@ -175,7 +197,11 @@ impl Reference {
 /// The host serving the API of `registry` by default: `docker.io` is served by
 /// `registry-1.docker.io`.
 pub fn api_host(registry: &str) -> &str {
-    if registry == DOCKER_HUB { DOCKER_HUB_API_HOST } else { registry }
+    if registry == DOCKER_HUB {
+        DOCKER_HUB_API_HOST
+    } else {
+        registry
+    }
 }
 
 impl fmt::Display for Reference {
@@ -199,7 +225,10 @@ impl FromStr for Reference {
     /// Parses and normalises like docker's `ParseNormalizedNamed`, then adds `latest` to a
     /// reference without tag or digest.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        parse(s).map_err(|reason| RegistryError::InvalidReference { reference: s.to_owned(), reason })
+        parse(s).map_err(|reason| RegistryError::InvalidReference {
+            reference: s.to_owned(),
+            reason,
+        })
     }
 }
 
@@ -212,7 +241,9 @@ fn parse(s: &str) -> Result<Reference, String> {
     }
     let (domain, remainder) = split_docker_domain(s);
     // Docker checks case before the grammar, so "Foo" gets the helpful message.
-    let remote_name = remainder.split_once(':').map_or(remainder.as_str(), |(n, _)| n);
+    let remote_name = remainder
+        .split_once(':')
+        .map_or(remainder.as_str(), |(n, _)| n);
     if remote_name.to_lowercase() != remote_name {
         return Err("repository name must be lowercase".into());
     }
@@ -236,13 +267,22 @@ fn parse(s: &str) -> Result<Reference, String> {
         (None, None) => Some(DEFAULT_TAG.to_owned()),
         (t, _) => t.map(str::to_owned),
     };
-    Ok(Reference { registry: domain.to_owned(), repository: path.to_owned(), tag, digest })
+    Ok(Reference {
+        registry: domain.to_owned(),
+        repository: path.to_owned(),
+        tag,
+        digest,
+    })
 }
 
 /// Docker's `splitDockerDomain`: which part of `name` is the registry.
 fn split_docker_domain(name: &str) -> (&str, String) {
     let (mut domain, mut remainder) = match name.split_once('/') {
-        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" || first.to_lowercase() != first => {
+        Some((first, rest))
+            if first.contains(['.', ':'])
+                || first == "localhost"
+                || first.to_lowercase() != first =>
+        {
             (first, rest.to_owned())
         }
         _ => (DOCKER_HUB, name.to_owned()),
@@ -261,13 +301,16 @@ fn parse_digest(d: &str) -> Result<Digest, String> {
         return Err(format!("invalid digest {d:?}: missing algorithm"));
     };
     let alg_ok = alg.split(['+', '.', '_', '-']).all(|c| {
-        c.bytes().next().is_some_and(|b| b.is_ascii_alphabetic()) && c.bytes().all(|b| b.is_ascii_alphanumeric())
+        c.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+            && c.bytes().all(|b| b.is_ascii_alphanumeric())
     });
     if !alg_ok || hex.len() < 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!("invalid digest {d:?}"));
     }
     if alg != Digest::SHA256 {
-        return Err(format!("unsupported digest algorithm {alg:?} (only sha256 is supported)"));
+        return Err(format!(
+            "unsupported digest algorithm {alg:?} (only sha256 is supported)"
+        ));
     }
     d.parse::<Digest>().map_err(|e| e.to_string())
 }
@@ -276,7 +319,9 @@ fn parse_digest(d: &str) -> Result<Digest, String> {
 fn check_domain(domain: &str) -> Result<(), String> {
     let bad = || Err(format!("invalid registry host {domain:?}"));
     let (host, port) = if let Some(rest) = domain.strip_prefix('[') {
-        let Some((v6, after)) = rest.split_once(']') else { return bad() };
+        let Some((v6, after)) = rest.split_once(']') else {
+            return bad();
+        };
         if v6.is_empty() || !v6.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
             return bad();
         }
@@ -317,7 +362,8 @@ fn check_domain(domain: &str) -> Result<(), String> {
 fn check_path(path: &str) -> Result<(), String> {
     let component_ok = |c: &str| {
         let b = c.as_bytes();
-        if b.is_empty() || !b[0].is_ascii_alphanumeric() || !b[b.len() - 1].is_ascii_alphanumeric() {
+        if b.is_empty() || !b[0].is_ascii_alphanumeric() || !b[b.len() - 1].is_ascii_alphanumeric()
+        {
             return false;
         }
         let mut i = 0;
@@ -364,8 +410,17 @@ fn check_path(path: &str) -> Result<(), String> {
 fn check_tag(tag: &str) -> Result<(), String> {
     let b = tag.as_bytes();
     let word = |x: u8| x.is_ascii_alphanumeric() || x == b'_';
-    let ok = !b.is_empty() && b.len() <= TAG_MAX && word(b[0]) && b.iter().all(|&x| word(x) || x == b'.' || x == b'-');
-    if ok { Ok(()) } else { Err(format!("invalid tag {tag:?}: must match [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}")) }
+    let ok = !b.is_empty()
+        && b.len() <= TAG_MAX
+        && word(b[0])
+        && b.iter().all(|&x| word(x) || x == b'.' || x == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid tag {tag:?}: must match [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}"
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -378,11 +433,39 @@ mod tests {
     fn normalises_like_docker() {
         let d = format!("sha256:{HEX}");
         // input, full form, registry, repository, tag, has digest
-        type Row = (&'static str, &'static str, &'static str, &'static str, Option<&'static str>, bool);
+        type Row = (
+            &'static str,
+            &'static str,
+            &'static str,
+            &'static str,
+            Option<&'static str>,
+            bool,
+        );
         let table: &[Row] = &[
-            ("alpine", "docker.io/library/alpine:latest", "docker.io", "library/alpine", Some("latest"), false),
-            ("alpine:3.20", "docker.io/library/alpine:3.20", "docker.io", "library/alpine", Some("3.20"), false),
-            ("user/app", "docker.io/user/app:latest", "docker.io", "user/app", Some("latest"), false),
+            (
+                "alpine",
+                "docker.io/library/alpine:latest",
+                "docker.io",
+                "library/alpine",
+                Some("latest"),
+                false,
+            ),
+            (
+                "alpine:3.20",
+                "docker.io/library/alpine:3.20",
+                "docker.io",
+                "library/alpine",
+                Some("3.20"),
+                false,
+            ),
+            (
+                "user/app",
+                "docker.io/user/app:latest",
+                "docker.io",
+                "user/app",
+                Some("latest"),
+                false,
+            ),
             (
                 "docker.io/alpine",
                 "docker.io/library/alpine:latest",
@@ -391,7 +474,14 @@ mod tests {
                 Some("latest"),
                 false,
             ),
-            ("index.docker.io/user/app:1", "docker.io/user/app:1", "docker.io", "user/app", Some("1"), false),
+            (
+                "index.docker.io/user/app:1",
+                "docker.io/user/app:1",
+                "docker.io",
+                "user/app",
+                Some("1"),
+                false,
+            ),
             (
                 "index.docker.io/alpine",
                 "docker.io/library/alpine:latest",
@@ -400,10 +490,38 @@ mod tests {
                 Some("latest"),
                 false,
             ),
-            ("localhost/app", "localhost/app:latest", "localhost", "app", Some("latest"), false),
-            ("localhost:5000/app:1", "localhost:5000/app:1", "localhost:5000", "app", Some("1"), false),
-            ("127.0.0.1:5000/a/b/c", "127.0.0.1:5000/a/b/c:latest", "127.0.0.1:5000", "a/b/c", Some("latest"), false),
-            ("[::1]:5000/app", "[::1]:5000/app:latest", "[::1]:5000", "app", Some("latest"), false),
+            (
+                "localhost/app",
+                "localhost/app:latest",
+                "localhost",
+                "app",
+                Some("latest"),
+                false,
+            ),
+            (
+                "localhost:5000/app:1",
+                "localhost:5000/app:1",
+                "localhost:5000",
+                "app",
+                Some("1"),
+                false,
+            ),
+            (
+                "127.0.0.1:5000/a/b/c",
+                "127.0.0.1:5000/a/b/c:latest",
+                "127.0.0.1:5000",
+                "a/b/c",
+                Some("latest"),
+                false,
+            ),
+            (
+                "[::1]:5000/app",
+                "[::1]:5000/app:latest",
+                "[::1]:5000",
+                "app",
+                Some("latest"),
+                false,
+            ),
             (
                 "registry.local/team/app",
                 "registry.local/team/app:latest",
@@ -412,7 +530,14 @@ mod tests {
                 Some("latest"),
                 false,
             ),
-            ("Registry/app", "Registry/app:latest", "Registry", "app", Some("latest"), false),
+            (
+                "Registry/app",
+                "Registry/app:latest",
+                "Registry",
+                "app",
+                Some("latest"),
+                false,
+            ),
             (
                 "ab-c_d__e/f.g--h",
                 "docker.io/ab-c_d__e/f.g--h:latest",
@@ -429,7 +554,14 @@ mod tests {
                 Some("5000"),
                 false,
             ),
-            ("app:Tag_1.x-y", "docker.io/library/app:Tag_1.x-y", "docker.io", "library/app", Some("Tag_1.x-y"), false),
+            (
+                "app:Tag_1.x-y",
+                "docker.io/library/app:Tag_1.x-y",
+                "docker.io",
+                "library/app",
+                Some("Tag_1.x-y"),
+                false,
+            ),
         ];
         for &(input, full, registry, repository, tag, digest) in table {
             let r: Reference = input.parse().unwrap_or_else(|e| panic!("{input}: {e}"));
@@ -490,13 +622,29 @@ mod tests {
         ];
         for b in bad {
             let e = b.parse::<Reference>().expect_err(b);
-            assert!(matches!(e, RegistryError::InvalidReference { .. }), "{b}: {e}");
-            assert!(e.to_string().contains(&format!("{b:?}")), "{e} names the input");
+            assert!(
+                matches!(e, RegistryError::InvalidReference { .. }),
+                "{b}: {e}"
+            );
+            assert!(
+                e.to_string().contains(&format!("{b:?}")),
+                "{e} names the input"
+            );
         }
-        assert!("user/App".parse::<Reference>().unwrap_err().to_string().contains("must be lowercase"));
+        assert!(
+            "user/App"
+                .parse::<Reference>()
+                .unwrap_err()
+                .to_string()
+                .contains("must be lowercase")
+        );
         let long_tag = format!("app:{}", "t".repeat(129));
         assert!(long_tag.parse::<Reference>().is_err());
-        assert!(format!("app:{}", "t".repeat(128)).parse::<Reference>().is_ok());
+        assert!(
+            format!("app:{}", "t".repeat(128))
+                .parse::<Reference>()
+                .is_ok()
+        );
         // Repository of exactly 255 characters total is fine.
         let ok = format!("docker.io/a/{}", "b".repeat(255 - "docker.io/a/".len()));
         assert!(ok.parse::<Reference>().is_ok());
@@ -526,7 +674,12 @@ mod tests {
     #[test]
     fn new_validates_parts() {
         assert!(Reference::new("localhost:5000", "team/app", Some("1"), None).is_ok());
-        assert_eq!(Reference::new("index.docker.io", "library/a", None, None).unwrap().registry(), "docker.io");
+        assert_eq!(
+            Reference::new("index.docker.io", "library/a", None, None)
+                .unwrap()
+                .registry(),
+            "docker.io"
+        );
         assert!(Reference::new("localhost:5000", "Team/app", None, None).is_err());
         assert!(Reference::new("bad host", "app", None, None).is_err());
         assert!(Reference::new("h", "app", Some(""), None).is_err());

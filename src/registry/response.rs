@@ -13,14 +13,25 @@ use super::reference::Reference;
 const ERROR_BODY_LIMIT: usize = 4096;
 
 /// Reads a body of at most `max` bytes (more is [`RegistryError::TooLarge`]).
-pub(crate) async fn read_limited(mut resp: Response, max: usize, url: &Url) -> Result<Bytes, RegistryError> {
-    let too_large =
-        |size: u64| RegistryError::TooLarge { what: format!("response of {}", redact(url)), size, max: max as u64 };
+pub(crate) async fn read_limited(
+    mut resp: Response,
+    max: usize,
+    url: &Url,
+) -> Result<Bytes, RegistryError> {
+    let too_large = |size: u64| RegistryError::TooLarge {
+        what: format!("response of {}", redact(url)),
+        size,
+        max: max as u64,
+    };
     if let Some(len) = resp.content_length().filter(|&l| l > max as u64) {
         return Err(too_large(len));
     }
     let mut buf = BytesMut::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| RegistryError::transport(&Method::GET, url, e))? {
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| RegistryError::transport(&Method::GET, url, e))?
+    {
         if buf.len() + chunk.len() > max {
             return Err(too_large((buf.len() + chunk.len()) as u64));
         }
@@ -65,15 +76,23 @@ pub(crate) async fn error_detail(mut resp: Response) -> String {
             .collect();
         return parts.join("; ");
     }
-    let text: String =
-        String::from_utf8_lossy(&body).chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect();
+    let text: String = String::from_utf8_lossy(&body)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect();
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The error for a response with an unexpected status: 403 is
 /// [`Denied`](RegistryError::Denied), 404 [`NotFound`](RegistryError::NotFound) (of
 /// `what` in `r`), anything else [`Status`](RegistryError::Status).
-pub(crate) async fn status_error(resp: Response, method: &Method, r: &Reference, what: &str) -> RegistryError {
+pub(crate) async fn status_error(
+    resp: Response,
+    method: &Method,
+    r: &Reference,
+    what: &str,
+) -> RegistryError {
     let code = resp.status().as_u16();
     let url = resp.url().clone();
     match code {

@@ -28,7 +28,12 @@ impl RegistryClient {
     /// `true`: mounted (201). `false`: not mounted (202: the registry opened an upload
     /// session instead, which is cancelled), or `from` is on another registry (no request
     /// is made: mounts work within one registry only); the caller then pushes the blob.
-    pub async fn mount_blob(&self, r: &Reference, digest: &Digest, from: &Reference) -> Result<bool, RegistryError> {
+    pub async fn mount_blob(
+        &self,
+        r: &Reference,
+        digest: &Digest,
+        from: &Reference,
+    ) -> Result<bool, RegistryError> {
         if from.registry() != r.registry() {
             return Ok(false);
         }
@@ -37,7 +42,9 @@ impl RegistryClient {
         let (resp, host) = self
             .send_with_host(r, Capability::Push, &scope, |http, base| {
                 let mut url = api_url(base, &path);
-                url.query_pairs_mut().append_pair("mount", &digest.to_string()).append_pair("from", from.repository());
+                url.query_pairs_mut()
+                    .append_pair("mount", &digest.to_string())
+                    .append_pair("from", from.repository());
                 http.post(url).header(http::header::CONTENT_LENGTH, 0)
             })
             .await?;
@@ -51,7 +58,9 @@ impl RegistryClient {
                 }
                 Ok(false)
             }
-            _ => Err(status_error(resp, &Method::POST, r, &format!("upload of blob {digest}")).await),
+            _ => {
+                Err(status_error(resp, &Method::POST, r, &format!("upload of blob {digest}")).await)
+            }
         }
     }
 
@@ -72,7 +81,8 @@ impl RegistryClient {
         let path = format!("{}/blobs/uploads/", r.repository());
         let (resp, host) = self
             .send_with_host(r, Capability::Push, &scope, |http, base| {
-                http.post(api_url(base, &path)).header(http::header::CONTENT_LENGTH, 0)
+                http.post(api_url(base, &path))
+                    .header(http::header::CONTENT_LENGTH, 0)
             })
             .await?;
         if resp.status().as_u16() != 202 {
@@ -84,15 +94,21 @@ impl RegistryClient {
             None => {
                 let mut req = Request::new(Method::PUT, with_digest(location, digest));
                 let h = req.headers_mut();
-                h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(OCTET_STREAM));
+                h.insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static(OCTET_STREAM),
+                );
                 h.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(size));
                 *req.body_mut() = Some(body);
                 req
             }
             Some(chunk) => {
-                location = self.upload_chunks(r, &host, &scope, location, body, size, chunk, digest).await?;
+                location = self
+                    .upload_chunks(r, &host, &scope, location, body, size, chunk, digest)
+                    .await?;
                 let mut req = Request::new(Method::PUT, with_digest(location, digest));
-                req.headers_mut().insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(0u64));
+                req.headers_mut()
+                    .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(0u64));
                 req
             }
         };
@@ -100,7 +116,11 @@ impl RegistryClient {
         if resp.status().as_u16() != 201 {
             return Err(status_error(resp, &Method::PUT, r, &what).await);
         }
-        check_digest_header(&resp, digest, &format!("blob {digest} pushed to {}", r.name()))
+        check_digest_header(
+            &resp,
+            digest,
+            &format!("blob {digest} pushed to {}", r.name()),
+        )
     }
 
     /// Sends `body` as PATCH chunks of `chunk` bytes; returns the location to close the
@@ -138,12 +158,20 @@ impl RegistryClient {
                 let part: Bytes = buf.split_to(n).freeze();
                 let mut req = Request::new(Method::PATCH, location.clone());
                 let h = req.headers_mut();
-                h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(OCTET_STREAM));
-                h.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(n as u64));
+                h.insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static(OCTET_STREAM),
+                );
+                h.insert(
+                    http::header::CONTENT_LENGTH,
+                    http::HeaderValue::from(n as u64),
+                );
                 let range = format!("{sent}-{}", sent + n as u64 - 1);
-                let range = http::HeaderValue::try_from(range).map_err(|e| RegistryError::InvalidArgument {
-                    what: format!("chunk of blob {digest}"),
-                    reason: e.to_string(),
+                let range = http::HeaderValue::try_from(range).map_err(|e| {
+                    RegistryError::InvalidArgument {
+                        what: format!("chunk of blob {digest}"),
+                        reason: e.to_string(),
+                    }
                 })?;
                 h.insert(http::header::CONTENT_RANGE, range);
                 *req.body_mut() = Some(Body::from(part));
@@ -167,23 +195,43 @@ impl RegistryClient {
     /// Uploads a manifest or index: `PUT /v2/<repository>/manifests/<tag or digest>` with
     /// `Content-Type: media_type`. With a tag the tag is (re)pointed at it. Returns the
     /// manifest's digest; when `r` has a digest, `bytes` must hash to it.
-    pub async fn push_manifest(&self, r: &Reference, media_type: &str, bytes: Bytes) -> Result<Digest, RegistryError> {
+    pub async fn push_manifest(
+        &self,
+        r: &Reference,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<Digest, RegistryError> {
         let digest = Digest::of(&bytes);
         let what = format!("manifest {digest} pushed to {}", r.name());
         if bytes.len() as u64 > MAX_MANIFEST_SIZE {
-            return Err(RegistryError::TooLarge { what, size: bytes.len() as u64, max: MAX_MANIFEST_SIZE });
+            return Err(RegistryError::TooLarge {
+                what,
+                size: bytes.len() as u64,
+                max: MAX_MANIFEST_SIZE,
+            });
         }
         if let Some(want) = r.digest()
             && *want != digest
         {
-            return Err(RegistryError::DigestMismatch { what, expected: want.clone(), actual: digest });
+            return Err(RegistryError::DigestMismatch {
+                what,
+                expected: want.clone(),
+                actual: digest,
+            });
         }
         let object = r.tag().map_or_else(|| digest.to_string(), str::to_owned);
         let path = format!("{}/manifests/{object}", r.repository());
         let resp = self
-            .send(r, Capability::Push, Scope::push(r.repository()), |http, base| {
-                http.put(api_url(base, &path)).header(http::header::CONTENT_TYPE, media_type).body(bytes.clone())
-            })
+            .send(
+                r,
+                Capability::Push,
+                Scope::push(r.repository()),
+                |http, base| {
+                    http.put(api_url(base, &path))
+                        .header(http::header::CONTENT_TYPE, media_type)
+                        .body(bytes.clone())
+                },
+            )
             .await?;
         if !resp.status().is_success() {
             return Err(status_error(resp, &Method::PUT, r, &format!("manifest {object}")).await);
@@ -200,26 +248,47 @@ fn location(resp: &Response) -> Result<Url, RegistryError> {
         .headers()
         .get(http::header::LOCATION)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| RegistryError::invalid_response(resp.url(), "upload answer has no Location"))?;
-    resp.url()
-        .join(raw)
-        .map_err(|e| RegistryError::invalid_response(resp.url(), format!("invalid Location {raw:?}: {e}")))
+        .ok_or_else(|| {
+            RegistryError::invalid_response(resp.url(), "upload answer has no Location")
+        })?;
+    resp.url().join(raw).map_err(|e| {
+        RegistryError::invalid_response(resp.url(), format!("invalid Location {raw:?}: {e}"))
+    })
 }
 
 /// The upload location with `digest=<digest>` added to its query (keeping the session's
 /// own parameters).
 fn with_digest(mut location: Url, digest: &Digest) -> Url {
-    location.query_pairs_mut().append_pair("digest", &digest.to_string());
+    location
+        .query_pairs_mut()
+        .append_pair("digest", &digest.to_string());
     location
 }
 
 /// Fails when the registry reports a different digest than the one pushed.
-fn check_digest_header(resp: &Response, expected: &Digest, what: &str) -> Result<(), RegistryError> {
-    let Some(v) = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()) else { return Ok(()) };
+fn check_digest_header(
+    resp: &Response,
+    expected: &Digest,
+    what: &str,
+) -> Result<(), RegistryError> {
+    let Some(v) = resp
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(());
+    };
     match v.trim().parse::<Digest>() {
         Ok(actual) if actual == *expected => Ok(()),
-        Ok(actual) => Err(RegistryError::DigestMismatch { what: what.to_owned(), expected: expected.clone(), actual }),
-        Err(e) => Err(RegistryError::invalid_response(resp.url(), format!("Docker-Content-Digest: {e}"))),
+        Ok(actual) => Err(RegistryError::DigestMismatch {
+            what: what.to_owned(),
+            expected: expected.clone(),
+            actual,
+        }),
+        Err(e) => Err(RegistryError::invalid_response(
+            resp.url(),
+            format!("Docker-Content-Digest: {e}"),
+        )),
     }
 }
 
@@ -230,7 +299,16 @@ mod tests {
     #[test]
     fn digest_is_added_to_the_session_query() {
         let d = Digest::of(b"x");
-        let u = with_digest(Url::parse("http://h/v2/a/blobs/uploads/uuid?_state=abc").unwrap(), &d);
-        assert_eq!(u.as_str(), format!("http://h/v2/a/blobs/uploads/uuid?_state=abc&digest=sha256%3A{}", d.encoded()));
+        let u = with_digest(
+            Url::parse("http://h/v2/a/blobs/uploads/uuid?_state=abc").unwrap(),
+            &d,
+        );
+        assert_eq!(
+            u.as_str(),
+            format!(
+                "http://h/v2/a/blobs/uploads/uuid?_state=abc&digest=sha256%3A{}",
+                d.encoded()
+            )
+        );
     }
 }

@@ -43,7 +43,10 @@ fn from_status(status: &Status) -> SnapshotError {
 }
 
 fn info_from_wire(info: api::Info) -> Info {
-    let time = |t: Option<prost_types::Timestamp>| t.and_then(|t| SystemTime::try_from(t).ok()).unwrap_or(SystemTime::UNIX_EPOCH);
+    let time = |t: Option<prost_types::Timestamp>| {
+        t.and_then(|t| SystemTime::try_from(t).ok())
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    };
     Info {
         name: info.name,
         parent: (!info.parent.is_empty()).then_some(info.parent),
@@ -55,7 +58,15 @@ fn info_from_wire(info: api::Info) -> Info {
 }
 
 fn mounts_from_wire(mounts: Vec<strata_proto::types::Mount>) -> Vec<Mount> {
-    mounts.into_iter().map(|m| Mount { kind: m.r#type, source: m.source, target: m.target, options: m.options }).collect()
+    mounts
+        .into_iter()
+        .map(|m| Mount {
+            kind: m.r#type,
+            source: m.source,
+            target: m.target,
+            options: m.options,
+        })
+        .collect()
 }
 
 fn labels_to_wire(labels: Labels) -> HashMap<String, String> {
@@ -77,13 +88,26 @@ impl DaemonSnapshotter {
         let channel = runtime
             .block_on(
                 // The URI is required by the API but unused: the connector dials the socket.
-                Endpoint::from_static("http://localhost").connect_with_connector(tower::service_fn(move |_: Uri| {
-                    let path = path.clone();
-                    async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-                })),
+                Endpoint::from_static("http://localhost").connect_with_connector(
+                    tower::service_fn(move |_: Uri| {
+                        let path = path.clone();
+                        async move {
+                            Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
+                        }
+                    }),
+                ),
             )
-            .map_err(|e| SnapshotError::new(ErrorKind::Unavailable, format!("strata serve on {}: {e}", socket.display())))?;
-        Ok(DaemonSnapshotter { runtime, client: SnapshotsClient::new(channel), name: name.to_owned() })
+            .map_err(|e| {
+                SnapshotError::new(
+                    ErrorKind::Unavailable,
+                    format!("strata serve on {}: {e}", socket.display()),
+                )
+            })?;
+        Ok(DaemonSnapshotter {
+            runtime,
+            client: SnapshotsClient::new(channel),
+            name: name.to_owned(),
+        })
     }
 
     fn call<T, F, Fut>(&self, f: F) -> Result<T, SnapshotError>
@@ -91,13 +115,19 @@ impl DaemonSnapshotter {
         F: FnOnce(SnapshotsClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        self.runtime.block_on(f(self.client.clone())).map(tonic::Response::into_inner).map_err(|s| from_status(&s))
+        self.runtime
+            .block_on(f(self.client.clone()))
+            .map(tonic::Response::into_inner)
+            .map_err(|s| from_status(&s))
     }
 }
 
 impl Snapshotter for DaemonSnapshotter {
     fn stat(&self, key: &str) -> Result<Info, SnapshotError> {
-        let req = api::StatSnapshotRequest { snapshotter: self.name.clone(), key: key.to_owned() };
+        let req = api::StatSnapshotRequest {
+            snapshotter: self.name.clone(),
+            key: key.to_owned(),
+        };
         let resp = self.call(|mut c| async move { c.stat(req).await })?;
         Ok(info_from_wire(resp.info.unwrap_or_default()))
     }
@@ -106,31 +136,53 @@ impl Snapshotter for DaemonSnapshotter {
         let req = api::UpdateSnapshotRequest {
             snapshotter: self.name.clone(),
             info: Some(info_to_wire(&info)),
-            update_mask: Some(FieldMask { paths: fieldpaths.to_vec() }),
+            update_mask: Some(FieldMask {
+                paths: fieldpaths.to_vec(),
+            }),
         };
         let resp = self.call(|mut c| async move { c.update(req).await })?;
         Ok(info_from_wire(resp.info.unwrap_or_default()))
     }
 
     fn usage(&self, key: &str) -> Result<Usage, SnapshotError> {
-        let req = api::UsageRequest { snapshotter: self.name.clone(), key: key.to_owned() };
+        let req = api::UsageRequest {
+            snapshotter: self.name.clone(),
+            key: key.to_owned(),
+        };
         let resp = self.call(|mut c| async move { c.usage(req).await })?;
-        Ok(Usage { size: resp.size, inodes: resp.inodes })
+        Ok(Usage {
+            size: resp.size,
+            inodes: resp.inodes,
+        })
     }
 
     fn mounts(&self, key: &str) -> Result<Vec<Mount>, SnapshotError> {
-        let req = api::MountsRequest { snapshotter: self.name.clone(), key: key.to_owned() };
-        Ok(mounts_from_wire(self.call(|mut c| async move { c.mounts(req).await })?.mounts))
+        let req = api::MountsRequest {
+            snapshotter: self.name.clone(),
+            key: key.to_owned(),
+        };
+        Ok(mounts_from_wire(
+            self.call(|mut c| async move { c.mounts(req).await })?
+                .mounts,
+        ))
     }
 
-    fn prepare(&self, key: &str, parent: &str, labels: Labels) -> Result<Vec<Mount>, SnapshotError> {
+    fn prepare(
+        &self,
+        key: &str,
+        parent: &str,
+        labels: Labels,
+    ) -> Result<Vec<Mount>, SnapshotError> {
         let req = api::PrepareSnapshotRequest {
             snapshotter: self.name.clone(),
             key: key.to_owned(),
             parent: parent.to_owned(),
             labels: labels_to_wire(labels),
         };
-        Ok(mounts_from_wire(self.call(|mut c| async move { c.prepare(req).await })?.mounts))
+        Ok(mounts_from_wire(
+            self.call(|mut c| async move { c.prepare(req).await })?
+                .mounts,
+        ))
     }
 
     fn view(&self, key: &str, parent: &str, labels: Labels) -> Result<Vec<Mount>, SnapshotError> {
@@ -140,7 +192,9 @@ impl Snapshotter for DaemonSnapshotter {
             parent: parent.to_owned(),
             labels: labels_to_wire(labels),
         };
-        Ok(mounts_from_wire(self.call(|mut c| async move { c.view(req).await })?.mounts))
+        Ok(mounts_from_wire(
+            self.call(|mut c| async move { c.view(req).await })?.mounts,
+        ))
     }
 
     fn commit(&self, name: &str, key: &str, labels: Labels) -> Result<(), SnapshotError> {
@@ -151,18 +205,36 @@ impl Snapshotter for DaemonSnapshotter {
             labels: labels_to_wire(labels),
             ..Default::default()
         };
-        self.call(|mut c| async move { c.commit(req).await }).map(|_| ())
+        self.call(|mut c| async move { c.commit(req).await })
+            .map(|_| ())
     }
 
     fn remove(&self, key: &str) -> Result<(), SnapshotError> {
-        let req = api::RemoveSnapshotRequest { snapshotter: self.name.clone(), key: key.to_owned() };
-        self.call(|mut c| async move { c.remove(req).await }).map(|_| ())
+        let req = api::RemoveSnapshotRequest {
+            snapshotter: self.name.clone(),
+            key: key.to_owned(),
+        };
+        self.call(|mut c| async move { c.remove(req).await })
+            .map(|_| ())
     }
 
-    fn walk(&self, filters: &[String], f: &mut dyn FnMut(&Info) -> Result<(), SnapshotError>) -> Result<(), SnapshotError> {
-        let req = api::ListSnapshotsRequest { snapshotter: self.name.clone(), filters: filters.to_vec() };
+    fn walk(
+        &self,
+        filters: &[String],
+        f: &mut dyn FnMut(&Info) -> Result<(), SnapshotError>,
+    ) -> Result<(), SnapshotError> {
+        let req = api::ListSnapshotsRequest {
+            snapshotter: self.name.clone(),
+            filters: filters.to_vec(),
+        };
         let infos: Vec<Info> = self.runtime.block_on(async {
-            let mut stream = self.client.clone().list(req).await.map_err(|s| from_status(&s))?.into_inner();
+            let mut stream = self
+                .client
+                .clone()
+                .list(req)
+                .await
+                .map_err(|s| from_status(&s))?
+                .into_inner();
             let mut infos = Vec::new();
             while let Some(batch) = stream.message().await.map_err(|s| from_status(&s))? {
                 infos.extend(batch.info.into_iter().map(info_from_wire));
@@ -173,8 +245,11 @@ impl Snapshotter for DaemonSnapshotter {
     }
 
     fn cleanup(&self) -> Result<(), SnapshotError> {
-        let req = api::CleanupRequest { snapshotter: self.name.clone() };
-        self.call(|mut c| async move { c.cleanup(req).await }).map(|_| ())
+        let req = api::CleanupRequest {
+            snapshotter: self.name.clone(),
+        };
+        self.call(|mut c| async move { c.cleanup(req).await })
+            .map(|_| ())
     }
 
     fn close(&self) -> Result<(), SnapshotError> {

@@ -114,7 +114,8 @@ pub fn run(config: &Config) -> Result<(), ServeError> {
     let mut providers = Providers::default();
     if config.remote.local_content {
         tracing::info!(content = %config.root.join("content").display(), "remote snapshots: layers in the local content store are provided without a download");
-        providers.overlayfs = Some(Arc::new(LocalContentLayers::open(&config.root)?) as Arc<dyn RemoteLayers>);
+        providers.overlayfs =
+            Some(Arc::new(LocalContentLayers::open(&config.root)?) as Arc<dyn RemoteLayers>);
     }
     let stargz = if names.values().any(|i| i == "stargz") {
         let layers = Arc::new(open_stargz(config)?);
@@ -124,7 +125,12 @@ pub fn run(config: &Config) -> Result<(), ServeError> {
     } else {
         None
     };
-    let served = ServedSnapshotters::open(&config.root, &names, &config.overlayfs.options(), &providers)?;
+    let served = ServedSnapshotters::open(
+        &config.root,
+        &names,
+        &config.overlayfs.options(),
+        &providers,
+    )?;
     let listener = match socket::bind(&config.socket) {
         Ok(listener) => listener,
         Err(e) => {
@@ -222,25 +228,39 @@ async fn serve(
 /// `config_path`, chunks cached under `<root>/cache/stargz`, records under the
 /// snapshotter's root, descriptors kept by the fd holder at `<root>/fd-holder.sock`.
 fn open_stargz(config: &Config) -> Result<StargzLayers, ServeError> {
-    let hosts_dir = config.config_path.is_dir().then(|| config.config_path.clone());
-    let client = RegistryClient::new(ClientOptions { hosts_dir, ..ClientOptions::default() })
-        .map_err(|e| ServeError::Config(format!("stargz: registry client: {e}")))?;
+    let hosts_dir = config
+        .config_path
+        .is_dir()
+        .then(|| config.config_path.clone());
+    let client = RegistryClient::new(ClientOptions {
+        hosts_dir,
+        ..ClientOptions::default()
+    })
+    .map_err(|e| ServeError::Config(format!("stargz: registry client: {e}")))?;
     let warm = client.clone();
-    let _ = std::thread::Builder::new().name("registry-tls".into()).spawn(move || {
-        if let Err(e) = warm.build_default_http() {
-            tracing::warn!(error = %e, "stargz: registry client");
-        }
-    });
+    let _ = std::thread::Builder::new()
+        .name("registry-tls".into())
+        .spawn(move || {
+            if let Err(e) = warm.build_default_http() {
+                tracing::warn!(error = %e, "stargz: registry client");
+            }
+        });
     let s = &config.stargz;
     let cache = if s.cache_max_size == 0 {
         None
     } else {
         let dir = config.root.join("cache").join("stargz");
-        let cache = ChunkCache::open(&dir, s.cache_max_size)
-            .map_err(|source| ServeError::Setup { what: "open the stargz chunk cache", source })?;
+        let cache =
+            ChunkCache::open(&dir, s.cache_max_size).map_err(|source| ServeError::Setup {
+                what: "open the stargz chunk cache",
+                source,
+            })?;
         Some(Arc::new(cache))
     };
-    let executable = std::env::current_exe().map_err(|source| ServeError::Setup { what: "find the strata executable", source })?;
+    let executable = std::env::current_exe().map_err(|source| ServeError::Setup {
+        what: "find the strata executable",
+        source,
+    })?;
     let options = StargzOptions {
         fuse_threads: s.fuse_threads,
         passthrough: s.passthrough,

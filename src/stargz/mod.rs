@@ -47,7 +47,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::{Deserialize, Serialize};
 use strata_formats::Digest;
 use strata_formats::estargz::EstargzReader;
-use strata_fuse::{ChunkSource, EstargzChunkSource, FuseServer, InitState, LayerFs, LayerTree, ServeOptions};
+use strata_fuse::{
+    ChunkSource, EstargzChunkSource, FuseServer, InitState, LayerFs, LayerTree, ServeOptions,
+};
 use strata_snapshotters::remote::{LayerRequest, LayerTarget, Provision, RemoteLayers};
 use strata_snapshotters::{Labels, SnapshotError, Usage};
 
@@ -65,7 +67,9 @@ use self::hints::Hints;
 use crate::cache::ChunkCache;
 use crate::fdstore::FdStore;
 use crate::image::platform::Platform;
-use crate::registry::range::{HttpRangeFetcher, RangeFetcher, RangeOptions, RangeReader, ReaderOptions};
+use crate::registry::range::{
+    HttpRangeFetcher, RangeFetcher, RangeOptions, RangeReader, ReaderOptions,
+};
 use crate::registry::{Reference, RegistryClient};
 
 /// The provider's name in log lines.
@@ -203,7 +207,10 @@ pub struct StargzLayers {
 
 impl std::fmt::Debug for StargzLayers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StargzLayers").field("records", &self.records).field("options", &self.options).finish_non_exhaustive()
+        f.debug_struct("StargzLayers")
+            .field("records", &self.records)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
     }
 }
 
@@ -225,7 +232,8 @@ impl StargzLayers {
         cache: Option<Arc<ChunkCache>>,
         options: StargzOptions,
     ) -> Result<StargzLayers, SnapshotError> {
-        let records = RecordDir::open(state).map_err(|e| internal(format_args!("stargz: create {}", state.display()), e))?;
+        let records = RecordDir::open(state)
+            .map_err(|e| internal(format_args!("stargz: create {}", state.display()), e))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -238,13 +246,17 @@ impl StargzLayers {
         let fdstore = match &options.fd_holder {
             Some(socket) if socket.exists() => match FdStore::connect(socket) {
                 Ok(store) => {
-                    let entries = store.take_all().map_err(|e| internal(format_args!("stargz: fd holder {}", socket.display()), e))?;
+                    let entries = store.take_all().map_err(|e| {
+                        internal(format_args!("stargz: fd holder {}", socket.display()), e)
+                    })?;
                     for entry in entries {
                         match serde_json::from_slice::<HeldMeta>(&entry.meta) {
                             Ok(meta) => {
                                 held.insert(entry.key, (entry.fd, meta));
                             }
-                            Err(e) => tracing::warn!(key = entry.key, error = %e, "fd holder: unreadable entry dropped"),
+                            Err(e) => {
+                                tracing::warn!(key = entry.key, error = %e, "fd holder: unreadable entry dropped")
+                            }
                         }
                     }
                     tracing::info!(socket = %socket.display(), held = held.len(), "fd holder: connected");
@@ -258,7 +270,8 @@ impl StargzLayers {
             _ => None,
         };
         let activity = Arc::new(Activity::default());
-        let background = (options.fetch.background && cache.is_some()).then(|| BackgroundFetch::start(Arc::clone(&activity), options.fetch.clone()));
+        let background = (options.fetch.background && cache.is_some())
+            .then(|| BackgroundFetch::start(Arc::clone(&activity), options.fetch.clone()));
         Ok(StargzLayers {
             client,
             runtime: ManuallyDrop::new(runtime),
@@ -280,23 +293,43 @@ impl StargzLayers {
     }
 
     fn serve_options(&self) -> ServeOptions {
-        ServeOptions { threads: self.options.fuse_threads.max(1), passthrough: self.options.passthrough, ..ServeOptions::default() }
+        ServeOptions {
+            threads: self.options.fuse_threads.max(1),
+            passthrough: self.options.passthrough,
+            ..ServeOptions::default()
+        }
     }
 
     /// The layers of `image_ref`, from the registry the first time.
-    fn layers_of(&self, reference: &Reference, image_ref: &str) -> Result<Arc<Vec<ImageLayer>>, String> {
+    fn layers_of(
+        &self,
+        reference: &Reference,
+        image_ref: &str,
+    ) -> Result<Arc<Vec<ImageLayer>>, String> {
         if let Some(found) = self.images().layers.get(image_ref) {
             return Ok(Arc::clone(found));
         }
-        let layers = Arc::new(self.runtime.block_on(image_layers(&self.client, reference, &self.options.platform))?);
+        let layers = Arc::new(self.runtime.block_on(image_layers(
+            &self.client,
+            reference,
+            &self.options.platform,
+        ))?);
         // The manifest request authenticated and connected: range requests need no warm-up.
         self.range_options.hosts.mark_warm(reference.registry());
-        self.images().layers.insert(image_ref.to_owned(), Arc::clone(&layers));
+        self.images()
+            .layers
+            .insert(image_ref.to_owned(), Arc::clone(&layers));
         Ok(layers)
     }
 
     fn fetcher(&self, reference: &Reference, digest: &Digest, size: u64) -> Arc<dyn RangeFetcher> {
-        Arc::new(HttpRangeFetcher::new(self.client.clone(), reference.clone(), digest.clone(), size, self.range_options.clone()))
+        Arc::new(HttpRangeFetcher::new(
+            self.client.clone(),
+            reference.clone(),
+            digest.clone(),
+            size,
+            self.range_options.clone(),
+        ))
     }
 
     /// Opens a layer from `tail` (its footer and compressed TOC): no registry request.
@@ -312,11 +345,24 @@ impl StargzLayers {
     ) -> Result<OpenedLayer, String> {
         // The reader finds its footer and TOC in the tail; it reads the blob itself only
         // without a cache (chunks are fetched by the layer's plan otherwise).
-        let windows = Arc::new(WindowFetcher::new(Arc::clone(&fetcher), self.runtime.handle().clone()));
+        let windows = Arc::new(WindowFetcher::new(
+            Arc::clone(&fetcher),
+            self.runtime.handle().clone(),
+        ));
         windows.add_ready(tail.range(), tail.bytes.clone());
-        let reader = RangeReader::new(windows as Arc<dyn RangeFetcher>, size, self.runtime.handle().clone(), ReaderOptions::default());
-        let estargz = Arc::new(EstargzReader::open(reader, Some(toc)).map_err(|e| e.to_string())?.without_toc());
-        let tree = LayerTree::build(layer.to_owned(), estargz.shared_index()).map_err(|e| e.to_string())?;
+        let reader = RangeReader::new(
+            windows as Arc<dyn RangeFetcher>,
+            size,
+            self.runtime.handle().clone(),
+            ReaderOptions::default(),
+        );
+        let estargz = Arc::new(
+            EstargzReader::open(reader, Some(toc))
+                .map_err(|e| e.to_string())?
+                .without_toc(),
+        );
+        let tree = LayerTree::build(layer.to_owned(), estargz.shared_index())
+            .map_err(|e| e.to_string())?;
         let (source, fetch): (Arc<dyn ChunkSource>, _) = match &self.cache {
             Some(cache) => {
                 let fetch = LayerFetch::new(
@@ -335,7 +381,11 @@ impl StargzLayers {
             }
             None => (Arc::new(EstargzChunkSource::new(estargz)), None),
         };
-        Ok(OpenedLayer { fs: Arc::new(LayerFs::new(tree, source)), fetcher, fetch })
+        Ok(OpenedLayer {
+            fs: Arc::new(LayerFs::new(tree, source)),
+            fetcher,
+            fetch,
+        })
     }
 
     /// Hands a mounted layer to the background fetch.
@@ -361,7 +411,10 @@ impl StargzLayers {
                 }
             }
         }
-        let meta = HeldMeta { init: server.init_state(), connection: server.connection_id() };
+        let meta = HeldMeta {
+            init: server.init_state(),
+            connection: server.connection_id(),
+        };
         let meta = serde_json::to_vec(&meta).unwrap_or_default();
         if let Some(s) = store.as_ref()
             && let Err(e) = s.put(chain_id, server.device(), &meta)
@@ -371,17 +424,30 @@ impl StargzLayers {
     }
 
     fn unhold(&self, chain_id: &str) {
-        if let Some(store) = self.fdstore.lock().unwrap_or_else(PoisonError::into_inner).as_ref()
+        if let Some(store) = self
+            .fdstore
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
             && let Err(e) = store.remove(chain_id)
         {
             tracing::warn!(snapshot = chain_id, error = %e, "fd holder: dropping a layer's descriptor");
         }
     }
 
-    fn provide_layer(&self, request: &LayerRequest, target: &LayerTarget<'_>) -> Result<Provision, SnapshotError> {
+    fn provide_layer(
+        &self,
+        request: &LayerRequest,
+        target: &LayerTarget<'_>,
+    ) -> Result<Provision, SnapshotError> {
         let declined = |reason: String| Ok(Provision::Declined(reason));
-        let (Some(image_ref), Some(layer_text)) = (request.image_ref.as_deref(), request.layer_digest.as_deref()) else {
-            return declined("the Prepare names no image and layer (no remote/stargz.* or cri.* labels)".into());
+        let (Some(image_ref), Some(layer_text)) = (
+            request.image_ref.as_deref(),
+            request.layer_digest.as_deref(),
+        ) else {
+            return declined(
+                "the Prepare names no image and layer (no remote/stargz.* or cri.* labels)".into(),
+            );
         };
         let Ok(layer_digest) = layer_text.parse::<Digest>() else {
             return declined(format!("layer digest {layer_text:?} is not a digest"));
@@ -391,26 +457,53 @@ impl StargzLayers {
         }
         let context = format!("layer {layer_digest} of {image_ref}");
         let reference: Reference = image_ref.parse().map_err(|e| internal(&context, e))?;
-        self.start_from_labels(&reference, image_ref, &layer_digest, &request.annotations, &request.image_layers);
+        self.start_from_labels(
+            &reference,
+            image_ref,
+            &layer_digest,
+            &request.annotations,
+            &request.image_layers,
+        );
         let layers = self.layers_of(&reference, image_ref).map_err(|e| {
             self.drop_started(&layer_digest);
             internal(&context, e)
         })?;
         let Some(layer) = layers.iter().find(|l| l.digest == layer_digest) else {
             self.drop_started(&layer_digest);
-            return declined(format!("{context}: the image's manifest for {} has no such layer", self.options.platform));
+            return declined(format!(
+                "{context}: the image's manifest for {} has no such layer",
+                self.options.platform
+            ));
         };
         let Some(toc_digest) = &layer.toc_digest else {
             self.drop_started(&layer_digest);
-            return declined(format!("{context} is not eStargz (no TOC digest annotation): pulled and unpacked instead"));
+            return declined(format!(
+                "{context} is not eStargz (no TOC digest annotation): pulled and unpacked instead"
+            ));
         };
         self.open_ahead(&reference, &layers);
         let (opened, tail) = match self.take_ahead(layer) {
             Some(opened) => opened,
             None => {
                 let fetcher = self.fetcher(&reference, &layer_digest, layer.size);
-                let tail = self.runtime.block_on(LayerTail::fetch(fetcher.as_ref(), layer.size, layer.toc_offset));
-                tail.and_then(|tail| Ok((self.open_layer(layer_text, layer.size, toc_digest, tail.clone(), fetcher, None)?, tail)))
+                let tail = self.runtime.block_on(LayerTail::fetch(
+                    fetcher.as_ref(),
+                    layer.size,
+                    layer.toc_offset,
+                ));
+                tail.and_then(|tail| {
+                    Ok((
+                        self.open_layer(
+                            layer_text,
+                            layer.size,
+                            toc_digest,
+                            tail.clone(),
+                            fetcher,
+                            None,
+                        )?,
+                        tail,
+                    ))
+                })
             }
         }
         .map_err(|e| internal(&context, e))?;
@@ -421,46 +514,97 @@ impl StargzLayers {
             size: layer.size,
             toc_digest: toc_digest.to_string(),
         };
-        let tail_path = self.records.tail_path(&record.chain_id).expect("checked above");
-        tail.save(&tail_path).map_err(|e| internal(format_args!("{context}: save {}", tail_path.display()), e))?;
-        self.records.save(&record).map_err(|e| internal(format_args!("{context}: save its record"), e))?;
-        let server = FuseServer::mount(Arc::clone(&opened.fs), target.fs, &self.serve_options()).map_err(|e| {
-            self.records.remove(&record.chain_id);
-            internal(format_args!("{context}: mount on {}", target.fs.display()), e)
-        })?;
+        let tail_path = self
+            .records
+            .tail_path(&record.chain_id)
+            .expect("checked above");
+        tail.save(&tail_path)
+            .map_err(|e| internal(format_args!("{context}: save {}", tail_path.display()), e))?;
+        self.records
+            .save(&record)
+            .map_err(|e| internal(format_args!("{context}: save its record"), e))?;
+        let server = FuseServer::mount(Arc::clone(&opened.fs), target.fs, &self.serve_options())
+            .map_err(|e| {
+                self.records.remove(&record.chain_id);
+                internal(
+                    format_args!("{context}: mount on {}", target.fs.display()),
+                    e,
+                )
+            })?;
         self.hold(&record.chain_id, &server);
         self.start_background(&opened);
         if let Some(fetch) = &opened.fetch {
             // Hints resolve paths in this layer and the ones under it in the image.
             let mut images = self.images();
             fetch.set_lower(images.lower(image_ref, &layer_digest));
-            images.served.insert(layer_digest.clone(), Arc::downgrade(fetch));
+            images
+                .served
+                .insert(layer_digest.clone(), Arc::downgrade(fetch));
         }
         let tree = opened.fs.tree();
-        let usage = Usage { size: i64::try_from(tree.total_file_bytes()).unwrap_or(i64::MAX), inodes: i64::try_from(tree.inode_count()).unwrap_or(i64::MAX) };
+        let usage = Usage {
+            size: i64::try_from(tree.total_file_bytes()).unwrap_or(i64::MAX),
+            inodes: i64::try_from(tree.inode_count()).unwrap_or(i64::MAX),
+        };
         tracing::info!(snapshot = record.chain_id, layer = %layer_digest, image = image_ref, mountpoint = %target.fs.display(), "stargz: layer mounted lazily");
-        self.mounts.lock().unwrap_or_else(PoisonError::into_inner).insert(
-            record.chain_id.clone(),
-            LayerMount { server, fetch: opened.fetch, layer: layer_digest, image_ref: record.image_ref, size: record.size, fetcher: opened.fetcher },
-        );
+        self.mounts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                record.chain_id.clone(),
+                LayerMount {
+                    server,
+                    fetch: opened.fetch,
+                    layer: layer_digest,
+                    image_ref: record.image_ref,
+                    size: record.size,
+                    fetcher: opened.fetcher,
+                },
+            );
         Ok(Provision::Mounted { usage })
     }
 
     fn restore_layer(&self, name: &str, fs: &Path) -> Result<&'static str, String> {
-        let record = self.records.load(name).map_err(|e| format!("no saved record: {e}"))?;
+        let record = self
+            .records
+            .load(name)
+            .map_err(|e| format!("no saved record: {e}"))?;
         let tail_path = self.records.tail_path(name).ok_or("not a chainID")?;
-        let tail = LayerTail::load(&tail_path, record.size).map_err(|e| format!("no saved TOC: {e}"))?;
-        let reference: Reference = record.image_ref.parse().map_err(|e| format!("image {}: {e}", record.image_ref))?;
-        let digest: Digest = record.layer_digest.parse().map_err(|e| format!("layer {}: {e}", record.layer_digest))?;
+        let tail =
+            LayerTail::load(&tail_path, record.size).map_err(|e| format!("no saved TOC: {e}"))?;
+        let reference: Reference = record
+            .image_ref
+            .parse()
+            .map_err(|e| format!("image {}: {e}", record.image_ref))?;
+        let digest: Digest = record
+            .layer_digest
+            .parse()
+            .map_err(|e| format!("layer {}: {e}", record.layer_digest))?;
         let fetcher = self.fetcher(&reference, &digest, record.size);
-        let toc: Digest = record.toc_digest.parse().map_err(|e| format!("TOC digest {}: {e}", record.toc_digest))?;
-        let opened = self.open_layer(&record.layer_digest, record.size, &toc, tail, fetcher, None)?;
-        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
+        let toc: Digest = record
+            .toc_digest
+            .parse()
+            .map_err(|e| format!("TOC digest {}: {e}", record.toc_digest))?;
+        let opened =
+            self.open_layer(&record.layer_digest, record.size, &toc, tail, fetcher, None)?;
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
         let live = fuse_connection_at(fs);
         let (server, how) = match (held, live) {
-            (Some((fd, meta)), Some(connection)) if meta.connection.is_none_or(|c| c == connection) => {
-                let server = FuseServer::resume(Arc::clone(&opened.fs), fd, meta.init, Some(fs.to_path_buf()), &self.serve_options())
-                    .map_err(|e| format!("resume serving the mount on {}: {e}", fs.display()))?;
+            (Some((fd, meta)), Some(connection))
+                if meta.connection.is_none_or(|c| c == connection) =>
+            {
+                let server = FuseServer::resume(
+                    Arc::clone(&opened.fs),
+                    fd,
+                    meta.init,
+                    Some(fs.to_path_buf()),
+                    &self.serve_options(),
+                )
+                .map_err(|e| format!("resume serving the mount on {}: {e}", fs.display()))?;
                 self.outcomes.resumed.fetch_add(1, Ordering::Relaxed);
                 (server, "resumed")
             }
@@ -484,12 +628,24 @@ impl StargzLayers {
         }
         self.start_background(&opened);
         if let Some(fetch) = &opened.fetch {
-            self.images().served.insert(digest.clone(), Arc::downgrade(fetch));
+            self.images()
+                .served
+                .insert(digest.clone(), Arc::downgrade(fetch));
         }
-        self.mounts.lock().unwrap_or_else(PoisonError::into_inner).insert(
-            name.to_owned(),
-            LayerMount { server, fetch: opened.fetch, layer: digest, image_ref: record.image_ref, size: record.size, fetcher: opened.fetcher },
-        );
+        self.mounts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                name.to_owned(),
+                LayerMount {
+                    server,
+                    fetch: opened.fetch,
+                    layer: digest,
+                    image_ref: record.image_ref,
+                    size: record.size,
+                    fetcher: opened.fetcher,
+                },
+            );
         Ok(how)
     }
 
@@ -558,46 +714,113 @@ impl StargzLayers {
     /// Prometheus text for the provider: outcomes, per-layer fetch state, cache.
     fn write_metrics(&self, out: &mut String) {
         let o = &self.outcomes;
-        let _ = writeln!(out, "# HELP strata_stargz_layers_total Unpack Prepares of the stargz snapshotter by outcome: lazy (mounted from the registry), fallback (not eStargz or not labelled: pulled and unpacked), failed (error; pulled and unpacked).");
+        let _ = writeln!(
+            out,
+            "# HELP strata_stargz_layers_total Unpack Prepares of the stargz snapshotter by outcome: lazy (mounted from the registry), fallback (not eStargz or not labelled: pulled and unpacked), failed (error; pulled and unpacked)."
+        );
         let _ = writeln!(out, "# TYPE strata_stargz_layers_total counter");
-        for (outcome, c) in [("lazy", &o.lazy), ("fallback", &o.fallback), ("failed", &o.failed)] {
-            let _ = writeln!(out, "strata_stargz_layers_total{{outcome=\"{outcome}\"}} {}", c.load(Ordering::Relaxed));
+        for (outcome, c) in [
+            ("lazy", &o.lazy),
+            ("fallback", &o.fallback),
+            ("failed", &o.failed),
+        ] {
+            let _ = writeln!(
+                out,
+                "strata_stargz_layers_total{{outcome=\"{outcome}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
         }
-        let _ = writeln!(out, "# HELP strata_stargz_restored_layers_total Layers brought back at start: resumed (the mount survived) or remounted.");
+        let _ = writeln!(
+            out,
+            "# HELP strata_stargz_restored_layers_total Layers brought back at start: resumed (the mount survived) or remounted."
+        );
         let _ = writeln!(out, "# TYPE strata_stargz_restored_layers_total counter");
         for (how, c) in [("resumed", &o.resumed), ("remounted", &o.remounted)] {
-            let _ = writeln!(out, "strata_stargz_restored_layers_total{{how=\"{how}\"}} {}", c.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "strata_stargz_restored_layers_total{{how=\"{how}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
         }
         let states = self.layer_states();
-        let _ = writeln!(out, "# HELP strata_stargz_mounted_layers Layers mounted lazily now.");
+        let _ = writeln!(
+            out,
+            "# HELP strata_stargz_mounted_layers Layers mounted lazily now."
+        );
         let _ = writeln!(out, "# TYPE strata_stargz_mounted_layers gauge");
         let _ = writeln!(out, "strata_stargz_mounted_layers {}", states.len());
         type Gauge = (&'static str, &'static str, fn(&LayerState) -> f64);
         let gauges: [Gauge; 6] = [
-            ("strata_stargz_layer_fetched_bytes", "Bytes fetched from the registry for the layer.", |s| s.fetched_bytes as f64),
-            ("strata_stargz_layer_fetch_requests", "Range requests sent for the layer.", |s| s.requests as f64),
-            ("strata_stargz_layer_fetch_retries", "Requests repeated after a broken, stalled or short body.", |s| s.retries as f64),
-            ("strata_stargz_layer_fetch_errors", "Chunk fetches of the layer that failed.", |s| s.errors as f64),
-            ("strata_stargz_layer_fetched_ratio", "How much of the layer is local (0 to 1).", |s| s.percent / 100.0),
-            ("strata_stargz_layer_size_bytes", "The layer blob's compressed size.", |s| s.size as f64),
+            (
+                "strata_stargz_layer_fetched_bytes",
+                "Bytes fetched from the registry for the layer.",
+                |s| s.fetched_bytes as f64,
+            ),
+            (
+                "strata_stargz_layer_fetch_requests",
+                "Range requests sent for the layer.",
+                |s| s.requests as f64,
+            ),
+            (
+                "strata_stargz_layer_fetch_retries",
+                "Requests repeated after a broken, stalled or short body.",
+                |s| s.retries as f64,
+            ),
+            (
+                "strata_stargz_layer_fetch_errors",
+                "Chunk fetches of the layer that failed.",
+                |s| s.errors as f64,
+            ),
+            (
+                "strata_stargz_layer_fetched_ratio",
+                "How much of the layer is local (0 to 1).",
+                |s| s.percent / 100.0,
+            ),
+            (
+                "strata_stargz_layer_size_bytes",
+                "The layer blob's compressed size.",
+                |s| s.size as f64,
+            ),
         ];
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} gauge");
             for (snapshot, s) in &states {
-                let _ = writeln!(out, "{name}{{snapshot=\"{snapshot}\",layer=\"{}\"}} {}", s.layer, value(s));
+                let _ = writeln!(
+                    out,
+                    "{name}{{snapshot=\"{snapshot}\",layer=\"{}\"}} {}",
+                    s.layer,
+                    value(s)
+                );
             }
         }
         if let Some(cache) = &self.cache {
             let c = cache.stats();
-            let _ = writeln!(out, "# HELP strata_chunk_cache_bytes Bytes of decompressed chunks in the cache.");
+            let _ = writeln!(
+                out,
+                "# HELP strata_chunk_cache_bytes Bytes of decompressed chunks in the cache."
+            );
             let _ = writeln!(out, "# TYPE strata_chunk_cache_bytes gauge");
             let _ = writeln!(out, "strata_chunk_cache_bytes {}", c.bytes);
-            let _ = writeln!(out, "# HELP strata_chunk_cache_requests_total Chunk cache lookups by result.");
+            let _ = writeln!(
+                out,
+                "# HELP strata_chunk_cache_requests_total Chunk cache lookups by result."
+            );
             let _ = writeln!(out, "# TYPE strata_chunk_cache_requests_total counter");
-            let _ = writeln!(out, "strata_chunk_cache_requests_total{{result=\"hit\"}} {}", c.hits);
-            let _ = writeln!(out, "strata_chunk_cache_requests_total{{result=\"miss\"}} {}", c.misses);
-            let _ = writeln!(out, "# HELP strata_chunk_cache_evictions_total Chunks evicted to stay within the size bound.");
+            let _ = writeln!(
+                out,
+                "strata_chunk_cache_requests_total{{result=\"hit\"}} {}",
+                c.hits
+            );
+            let _ = writeln!(
+                out,
+                "strata_chunk_cache_requests_total{{result=\"miss\"}} {}",
+                c.misses
+            );
+            let _ = writeln!(
+                out,
+                "# HELP strata_chunk_cache_evictions_total Chunks evicted to stay within the size bound."
+            );
             let _ = writeln!(out, "# TYPE strata_chunk_cache_evictions_total counter");
             let _ = writeln!(out, "strata_chunk_cache_evictions_total {}", c.evictions);
         }
@@ -606,12 +829,18 @@ impl StargzLayers {
     /// Stops serving every layer but leaves the connections up (the fd holder keeps
     /// them): for a daemon shutting down that will be started again.
     pub fn detach_all(&self) {
-        let mounts = std::mem::take(&mut *self.mounts.lock().unwrap_or_else(PoisonError::into_inner));
+        let mounts =
+            std::mem::take(&mut *self.mounts.lock().unwrap_or_else(PoisonError::into_inner));
         for (name, m) in mounts {
             if let Some(fetch) = &m.fetch {
                 fetch.stop();
             }
-            if self.fdstore.lock().unwrap_or_else(PoisonError::into_inner).is_none() {
+            if self
+                .fdstore
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_none()
+            {
                 // Nobody keeps the connection: unmount rather than leave a dead mount.
                 if let Err(e) = m.server.unmount() {
                     tracing::warn!(snapshot = name, error = %e, "stargz: unmounting a layer at shutdown");
@@ -649,13 +878,28 @@ impl RemoteLayers for StargzLayers {
         STARGZ
     }
 
-    fn provide(&self, request: &LayerRequest, target: &LayerTarget<'_>) -> Result<Provision, SnapshotError> {
-        if !self.pending.lock().unwrap_or_else(PoisonError::into_inner).insert(request.chain_id.clone()) {
+    fn provide(
+        &self,
+        request: &LayerRequest,
+        target: &LayerTarget<'_>,
+    ) -> Result<Provision, SnapshotError> {
+        if !self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(request.chain_id.clone())
+        {
             self.outcomes.fallback.fetch_add(1, Ordering::Relaxed);
-            return Ok(Provision::Declined(format!("{} is being provided by a concurrent prepare", request.chain_id)));
+            return Ok(Provision::Declined(format!(
+                "{} is being provided by a concurrent prepare",
+                request.chain_id
+            )));
         }
         let result = self.provide_layer(request, target);
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&request.chain_id);
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&request.chain_id);
         let counter = match &result {
             Ok(Provision::Mounted { .. } | Provision::Provided) => &self.outcomes.lazy,
             Ok(Provision::Declined(_)) => &self.outcomes.fallback,
@@ -663,40 +907,62 @@ impl RemoteLayers for StargzLayers {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         if let Ok(Provision::Declined(reason)) = &result {
-            tracing::warn!(snapshot = request.chain_id, reason, "stargz: not lazy: the layer is pulled and unpacked");
+            tracing::warn!(
+                snapshot = request.chain_id,
+                reason,
+                "stargz: not lazy: the layer is pulled and unpacked"
+            );
         }
         result
     }
 
     fn release(&self, name: &str, fs: &Path) -> Result<(), SnapshotError> {
-        let mount = self.mounts.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
+        let mount = self
+            .mounts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
         self.unhold(name);
         self.records.remove(name);
         if let Some(fetch) = mount.as_ref().and_then(|m| m.fetch.as_ref()) {
             fetch.stop();
         }
         match mount {
-            Some(m) => m.server.unmount().map_err(|e| internal(format_args!("stargz: unmount {}", fs.display()), e)),
-            None if is_mountpoint(fs) => {
-                strata_snapshotters::mount::unmount_all(fs, true).map_err(|e| internal(format_args!("stargz: unmount {}", fs.display()), e))
-            }
+            Some(m) => m
+                .server
+                .unmount()
+                .map_err(|e| internal(format_args!("stargz: unmount {}", fs.display()), e)),
+            None if is_mountpoint(fs) => strata_snapshotters::mount::unmount_all(fs, true)
+                .map_err(|e| internal(format_args!("stargz: unmount {}", fs.display()), e)),
             None => Ok(()),
         }
     }
 
     fn restore(&self, name: &str, _labels: &Labels, fs: &Path) -> Result<(), SnapshotError> {
-        self.seen.lock().unwrap_or_else(PoisonError::into_inner).insert(name.to_owned());
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned());
         match self.restore_layer(name, fs) {
             Ok(how) => {
                 tracing::info!(snapshot = name, mountpoint = %fs.display(), "stargz: layer {how}");
                 Ok(())
             }
-            Err(e) => Err(internal(format_args!("stargz: restore {name} on {}", fs.display()), e)),
+            Err(e) => Err(internal(
+                format_args!("stargz: restore {name} on {}", fs.display()),
+                e,
+            )),
         }
     }
 
     fn restored(&self) {
-        let leftover: Vec<String> = self.held.lock().unwrap_or_else(PoisonError::into_inner).drain().map(|(k, _)| k).collect();
+        let leftover: Vec<String> = self
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .map(|(k, _)| k)
+            .collect();
         for key in leftover {
             self.unhold(&key);
         }
@@ -730,5 +996,6 @@ fn is_mountpoint(path: &Path) -> bool {
     let Some(want) = path.to_str() else {
         return false;
     };
-    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| m.lines().any(|l| l.split(' ').nth(4) == Some(want)))
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .is_ok_and(|m| m.lines().any(|l| l.split(' ').nth(4) == Some(want)))
 }

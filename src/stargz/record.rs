@@ -33,7 +33,9 @@ impl RecordDir {
     /// Records under `dir` (created if missing).
     pub fn open(dir: &Path) -> std::io::Result<RecordDir> {
         std::fs::create_dir_all(dir)?;
-        Ok(RecordDir { dir: dir.to_path_buf() })
+        Ok(RecordDir {
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// The file stem for `chain_id`; `None` when it is not a digest (nothing is ever
@@ -60,7 +62,9 @@ impl RecordDir {
 
     /// Saves `record` (temp file + rename, synced).
     pub fn save(&self, record: &LayerRecord) -> std::io::Result<()> {
-        let path = self.record_path(&record.chain_id).ok_or_else(|| bad_name(&record.chain_id))?;
+        let path = self
+            .record_path(&record.chain_id)
+            .ok_or_else(|| bad_name(&record.chain_id))?;
         let tmp = path.with_extension("json.tmp");
         let json = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
         std::fs::write(&tmp, json)?;
@@ -70,10 +74,16 @@ impl RecordDir {
 
     /// The record of `chain_id`.
     pub fn load(&self, chain_id: &str) -> std::io::Result<LayerRecord> {
-        let path = self.record_path(chain_id).ok_or_else(|| bad_name(chain_id))?;
+        let path = self
+            .record_path(chain_id)
+            .ok_or_else(|| bad_name(chain_id))?;
         let bytes = std::fs::read(&path)?;
-        let record: LayerRecord = serde_json::from_slice(&bytes)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
+        let record: LayerRecord = serde_json::from_slice(&bytes).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        })?;
         if record.chain_id != chain_id {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
@@ -85,7 +95,10 @@ impl RecordDir {
 
     /// Removes the record and tail of `chain_id` (missing files are fine).
     pub fn remove(&self, chain_id: &str) {
-        for path in [self.record_path(chain_id), self.tail_path(chain_id)].into_iter().flatten() {
+        for path in [self.record_path(chain_id), self.tail_path(chain_id)]
+            .into_iter()
+            .flatten()
+        {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -99,7 +112,9 @@ impl RecordDir {
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
             .filter(|n| n.starts_with("sha256-"))
             .filter_map(|n| {
-                let stem = n.strip_suffix(".json").or_else(|| n.strip_suffix(".tail"))?;
+                let stem = n
+                    .strip_suffix(".json")
+                    .or_else(|| n.strip_suffix(".tail"))?;
                 Some(stem.replacen('-', ":", 1))
             })
             .collect();
@@ -110,7 +125,10 @@ impl RecordDir {
 }
 
 fn bad_name(chain_id: &str) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("chainID {chain_id:?} is not a digest"))
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("chainID {chain_id:?} is not a digest"),
+    )
 }
 
 #[cfg(test)]
@@ -133,7 +151,14 @@ mod tests {
         assert_eq!(records.load(&chain).unwrap(), r);
         assert_eq!(records.chain_ids(), std::slice::from_ref(&chain));
         assert!(records.record_path("../../etc/passwd").is_none());
-        assert!(records.save(&LayerRecord { chain_id: "../x".into(), ..r }).is_err());
+        assert!(
+            records
+                .save(&LayerRecord {
+                    chain_id: "../x".into(),
+                    ..r
+                })
+                .is_err()
+        );
         records.remove(&chain);
         assert!(records.chain_ids().is_empty());
     }

@@ -46,13 +46,24 @@ impl LayerTail {
     ///
     /// The fetch failed, the footer is not eStargz, or the TOC is larger than
     /// [`MAX_TOC_SIZE`].
-    pub async fn fetch(fetcher: &dyn RangeFetcher, size: u64, toc_offset: Option<u64>) -> Result<LayerTail, String> {
+    pub async fn fetch(
+        fetcher: &dyn RangeFetcher,
+        size: u64,
+        toc_offset: Option<u64>,
+    ) -> Result<LayerTail, String> {
         let hinted = toc_offset
             .filter(|&off| off < size && size - off <= MAX_TOC_SIZE)
-            .map(|off| (size - off.saturating_sub(TOC_SLACK)).max(MAX_FOOTER_SIZE as u64).min(size));
+            .map(|off| {
+                (size - off.saturating_sub(TOC_SLACK))
+                    .max(MAX_FOOTER_SIZE as u64)
+                    .min(size)
+            });
         let first = hinted.unwrap_or(size.min(FIRST_TAIL));
         let start = size - first;
-        let mut got = fetcher.fetch(std::slice::from_ref(&(start..size))).await.map_err(|e| format!("fetching the footer and TOC: {e}"))?;
+        let mut got = fetcher
+            .fetch(std::slice::from_ref(&(start..size)))
+            .await
+            .map_err(|e| format!("fetching the footer and TOC: {e}"))?;
         let last = got.pop().ok_or("fetching the footer and TOC: no bytes")?;
         Self::complete(fetcher, size, start, last).await
     }
@@ -65,31 +76,61 @@ impl LayerTail {
     /// # Errors
     ///
     /// As [`Self::fetch`]; also a registry that does not answer suffix ranges.
-    pub async fn fetch_unsized(client: &RegistryClient, reference: &Reference, digest: &Digest, options: RangeOptions) -> Result<(LayerTail, u64), String> {
-        let (last, start, size) =
-            client.fetch_blob_tail(reference, digest, FIRST_TAIL).await.map_err(|e| format!("fetching the footer and TOC: {e}"))?;
-        let fetcher = HttpRangeFetcher::new(client.clone(), reference.clone(), digest.clone(), size, options);
+    pub async fn fetch_unsized(
+        client: &RegistryClient,
+        reference: &Reference,
+        digest: &Digest,
+        options: RangeOptions,
+    ) -> Result<(LayerTail, u64), String> {
+        let (last, start, size) = client
+            .fetch_blob_tail(reference, digest, FIRST_TAIL)
+            .await
+            .map_err(|e| format!("fetching the footer and TOC: {e}"))?;
+        let fetcher = HttpRangeFetcher::new(
+            client.clone(),
+            reference.clone(),
+            digest.clone(),
+            size,
+            options,
+        );
         Ok((Self::complete(&fetcher, size, start, last).await?, size))
     }
 
     /// The tail from `last`, the blob's bytes from `start` to its `size`: those, when they
     /// hold the whole TOC, else the TOC's start fetched through `fetcher` too.
-    async fn complete(fetcher: &dyn RangeFetcher, size: u64, start: u64, last: Bytes) -> Result<LayerTail, String> {
+    async fn complete(
+        fetcher: &dyn RangeFetcher,
+        size: u64,
+        start: u64,
+        last: Bytes,
+    ) -> Result<LayerTail, String> {
         let footer_bytes = &last[last.len().saturating_sub(MAX_FOOTER_SIZE)..];
         let footer = Footer::parse(footer_bytes).map_err(|e| e.to_string())?;
         let toc_start = footer.toc_offset.saturating_sub(TOC_SLACK);
         if footer.toc_offset >= size || size - toc_start > MAX_TOC_SIZE + MAX_TAIL_SLACK {
-            return Err(format!("footer: TOC offset {} of a {size}-byte blob is out of bounds", footer.toc_offset));
+            return Err(format!(
+                "footer: TOC offset {} of a {size}-byte blob is out of bounds",
+                footer.toc_offset
+            ));
         }
         if toc_start >= start {
-            return Ok(LayerTail { offset: start, bytes: last });
+            return Ok(LayerTail {
+                offset: start,
+                bytes: last,
+            });
         }
-        let mut more = fetcher.fetch(std::slice::from_ref(&(toc_start..start))).await.map_err(|e| format!("fetching the TOC: {e}"))?;
+        let mut more = fetcher
+            .fetch(std::slice::from_ref(&(toc_start..start)))
+            .await
+            .map_err(|e| format!("fetching the TOC: {e}"))?;
         let head = more.pop().ok_or("fetching the TOC: no bytes")?;
         let mut bytes = Vec::with_capacity(head.len() + last.len());
         bytes.extend_from_slice(&head);
         bytes.extend_from_slice(&last);
-        Ok(LayerTail { offset: toc_start, bytes: bytes.into() })
+        Ok(LayerTail {
+            offset: toc_start,
+            bytes: bytes.into(),
+        })
     }
 
     /// Writes the tail to `path` (temp file + rename, synced): offset, then bytes.
@@ -108,18 +149,34 @@ impl LayerTail {
         let mut offset = [0u8; 8];
         f.read_exact(&mut offset)?;
         let offset = u64::from_le_bytes(offset);
-        let len = size.checked_sub(offset).filter(|l| *l <= MAX_TOC_SIZE + MAX_TAIL_SLACK).ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: tail offset {offset} does not fit a {size}-byte blob", path.display()))
-        })?;
+        let len = size
+            .checked_sub(offset)
+            .filter(|l| *l <= MAX_TOC_SIZE + MAX_TAIL_SLACK)
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: tail offset {offset} does not fit a {size}-byte blob",
+                        path.display()
+                    ),
+                )
+            })?;
         let mut bytes = Vec::with_capacity(len as usize);
         f.take(len + 1).read_to_end(&mut bytes)?;
         if bytes.len() as u64 != len {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                format!("{}: {} tail bytes, expected {len}", path.display(), bytes.len()),
+                format!(
+                    "{}: {} tail bytes, expected {len}",
+                    path.display(),
+                    bytes.len()
+                ),
             ));
         }
-        Ok(LayerTail { offset, bytes: bytes.into() })
+        Ok(LayerTail {
+            offset,
+            bytes: bytes.into(),
+        })
     }
 
     /// The blob range the bytes cover.
@@ -146,14 +203,22 @@ mod tests {
 
     impl std::fmt::Debug for Blob {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("Blob").field("len", &self.bytes.len()).finish()
+            f.debug_struct("Blob")
+                .field("len", &self.bytes.len())
+                .finish()
         }
     }
 
     impl RangeFetcher for Blob {
-        fn fetch<'a>(&'a self, ranges: &'a [Range<u64>]) -> BoxFuture<'a, Result<Vec<Bytes>, RangeError>> {
+        fn fetch<'a>(
+            &'a self,
+            ranges: &'a [Range<u64>],
+        ) -> BoxFuture<'a, Result<Vec<Bytes>, RangeError>> {
             self.asked.lock().unwrap().extend(ranges.iter().cloned());
-            let out = ranges.iter().map(|r| Bytes::copy_from_slice(&self.bytes[r.start as usize..r.end as usize])).collect();
+            let out = ranges
+                .iter()
+                .map(|r| Bytes::copy_from_slice(&self.bytes[r.start as usize..r.end as usize]))
+                .collect();
             Box::pin(async move { Ok(out) })
         }
     }
@@ -161,29 +226,59 @@ mod tests {
     /// A blob of a few hundred small files (a TOC of tens of KiB) after 300 KiB of data,
     /// and its TOC offset.
     fn blob() -> (Arc<Blob>, u64) {
-        let mut layer = strata_testdata::LayerSpec::new().file("data.bin", 0o644, strata_testdata::random_bytes(300 << 10, 7));
+        let mut layer = strata_testdata::LayerSpec::new().file(
+            "data.bin",
+            0o644,
+            strata_testdata::random_bytes(300 << 10, 7),
+        );
         for i in 0..400 {
             layer = layer.file(format!("etc/conf-{i:03}"), 0o644, format!("setting {i}\n"));
         }
         let mut bytes = Vec::new();
-        let report = convert(layer.tar().unwrap().as_slice(), &mut bytes, &WriteOptions::default()).unwrap();
-        (Arc::new(Blob { bytes, asked: Mutex::default() }), report.toc_offset)
+        let report = convert(
+            layer.tar().unwrap().as_slice(),
+            &mut bytes,
+            &WriteOptions::default(),
+        )
+        .unwrap();
+        (
+            Arc::new(Blob {
+                bytes,
+                asked: Mutex::default(),
+            }),
+            report.toc_offset,
+        )
     }
 
     fn fetch(blob: &Blob, hint: Option<u64>) -> LayerTail {
-        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        runtime.block_on(LayerTail::fetch(blob, blob.bytes.len() as u64, hint)).unwrap()
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime
+            .block_on(LayerTail::fetch(blob, blob.bytes.len() as u64, hint))
+            .unwrap()
     }
 
     #[test]
     fn the_toc_offset_hint_makes_one_request_of_the_tails_size() {
         let (blob, toc_offset) = blob();
         let size = blob.bytes.len() as u64;
-        assert!(size - toc_offset < FIRST_TAIL && size > FIRST_TAIL, "a TOC smaller than the first guess: {}", size - toc_offset);
+        assert!(
+            size - toc_offset < FIRST_TAIL && size > FIRST_TAIL,
+            "a TOC smaller than the first guess: {}",
+            size - toc_offset
+        );
         let tail = fetch(&blob, Some(toc_offset));
         let start = toc_offset - TOC_SLACK;
-        assert_eq!(*blob.asked.lock().unwrap(), vec![start..size], "one request, no more than the TOC and footer");
-        assert_eq!((tail.offset, &tail.bytes[..]), (start, &blob.bytes[start as usize..]));
+        assert_eq!(
+            *blob.asked.lock().unwrap(),
+            vec![start..size],
+            "one request, no more than the TOC and footer"
+        );
+        assert_eq!(
+            (tail.offset, &tail.bytes[..]),
+            (start, &blob.bytes[start as usize..])
+        );
     }
 
     #[test]
@@ -202,8 +297,17 @@ mod tests {
         // Too late: the footer says the TOC starts earlier; the rest is fetched.
         let tail = fetch(&blob, Some(toc_offset + 1000));
         let start = toc_offset - TOC_SLACK;
-        assert_eq!(*blob.asked.lock().unwrap(), [toc_offset + 1000 - TOC_SLACK..size, start..toc_offset + 1000 - TOC_SLACK]);
-        assert_eq!((tail.offset, &tail.bytes[..]), (start, &blob.bytes[start as usize..]));
+        assert_eq!(
+            *blob.asked.lock().unwrap(),
+            [
+                toc_offset + 1000 - TOC_SLACK..size,
+                start..toc_offset + 1000 - TOC_SLACK
+            ]
+        );
+        assert_eq!(
+            (tail.offset, &tail.bytes[..]),
+            (start, &blob.bytes[start as usize..])
+        );
         // Out of the blob: ignored.
         blob.asked.lock().unwrap().clear();
         fetch(&blob, Some(size + 5));
@@ -215,27 +319,61 @@ mod tests {
     fn the_tail_of_a_blob_of_unknown_size_comes_by_a_suffix_range() {
         use crate::registry::ClientOptions;
         let registry = strata_testdata::RegistryServer::start().unwrap();
-        let client = RegistryClient::new(ClientOptions { plain_http: true, ..ClientOptions::default() }).unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let client = RegistryClient::new(ClientOptions {
+            plain_http: true,
+            ..ClientOptions::default()
+        })
+        .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         // A small TOC (one request) and a TOC of ~20,000 files (larger than the guess).
         let mut big = strata_testdata::LayerSpec::new();
         for i in 0..20_000 {
-            big = big.file(format!("d{}/file-with-a-long-name-{i:05}", i % 50), 0o644, format!("{i}"));
+            big = big.file(
+                format!("d{}/file-with-a-long-name-{i:05}", i % 50),
+                0o644,
+                format!("{i}"),
+            );
         }
-        for (name, layer) in [("small", blob().0.bytes.clone()), ("big", {
-            let mut bytes = Vec::new();
-            convert(big.tar().unwrap().as_slice(), &mut bytes, &WriteOptions::default()).unwrap();
-            bytes
-        })] {
+        for (name, layer) in [
+            ("small", blob().0.bytes.clone()),
+            ("big", {
+                let mut bytes = Vec::new();
+                convert(
+                    big.tar().unwrap().as_slice(),
+                    &mut bytes,
+                    &WriteOptions::default(),
+                )
+                .unwrap();
+                bytes
+            }),
+        ] {
             let pushed = registry.push_blob("tails/app", &layer).unwrap();
             let reference: Reference = format!("{}/tails/app:1", registry.host()).parse().unwrap();
             let digest: Digest = pushed.digest.parse().unwrap();
-            let (tail, size) = runtime.block_on(LayerTail::fetch_unsized(&client, &reference, &digest, RangeOptions::default())).unwrap();
+            let (tail, size) = runtime
+                .block_on(LayerTail::fetch_unsized(
+                    &client,
+                    &reference,
+                    &digest,
+                    RangeOptions::default(),
+                ))
+                .unwrap();
             assert_eq!(size, layer.len() as u64, "{name}");
             assert_eq!(&tail.bytes[..], &layer[tail.offset as usize..], "{name}");
             let footer = Footer::parse(&layer[layer.len() - 51..]).unwrap();
-            assert!(tail.offset <= footer.toc_offset, "{name}: the tail holds the TOC");
-            assert_eq!(name == "big", size - tail.offset > FIRST_TAIL, "{name}: {} tail bytes", size - tail.offset);
+            assert!(
+                tail.offset <= footer.toc_offset,
+                "{name}: the tail holds the TOC"
+            );
+            assert_eq!(
+                name == "big",
+                size - tail.offset > FIRST_TAIL,
+                "{name}: {} tail bytes",
+                size - tail.offset
+            );
         }
     }
 }

@@ -38,7 +38,12 @@ pub struct WindowFetcher {
 impl WindowFetcher {
     /// `inner` with no windows; window requests run on `runtime`.
     pub fn new(inner: Arc<dyn RangeFetcher>, runtime: Handle) -> Self {
-        Self { inner, runtime, windows: Mutex::default(), next_id: AtomicU64::new(1) }
+        Self {
+            inner,
+            runtime,
+            windows: Mutex::default(),
+            next_id: AtomicU64::new(1),
+        }
     }
 
     fn windows(&self) -> std::sync::MutexGuard<'_, Vec<Window>> {
@@ -48,7 +53,8 @@ impl WindowFetcher {
     /// Adds bytes already at hand (e.g. a saved TOC) as a window; returns its id.
     pub fn add_ready(&self, range: Range<u64>, bytes: Bytes) -> u64 {
         debug_assert_eq!(range.end - range.start, bytes.len() as u64);
-        let ready: BoxFuture<'static, Result<Bytes, Arc<str>>> = futures_util::future::ready(Ok(bytes)).boxed();
+        let ready: BoxFuture<'static, Result<Bytes, Arc<str>>> =
+            futures_util::future::ready(Ok(bytes)).boxed();
         self.insert(range, ready.shared())
     }
 
@@ -58,7 +64,10 @@ impl WindowFetcher {
         let inner = Arc::clone(&self.inner);
         let wanted = range.clone();
         let fetch: BoxFuture<'static, Result<Bytes, Arc<str>>> = async move {
-            let mut got = inner.fetch(std::slice::from_ref(&wanted)).await.map_err(|e| Arc::<str>::from(e.to_string()))?;
+            let mut got = inner
+                .fetch(std::slice::from_ref(&wanted))
+                .await
+                .map_err(|e| Arc::<str>::from(e.to_string()))?;
             got.pop().ok_or_else(|| Arc::<str>::from("no bytes"))
         }
         .boxed();
@@ -81,7 +90,11 @@ impl WindowFetcher {
 
     /// Waits for window `id`'s request; `false` when it failed or is unknown.
     pub async fn wait(&self, id: u64) -> bool {
-        let bytes = self.windows().iter().find(|w| w.id == id).map(|w| w.bytes.clone());
+        let bytes = self
+            .windows()
+            .iter()
+            .find(|w| w.id == id)
+            .map(|w| w.bytes.clone());
         match bytes {
             Some(b) => b.await.is_ok(),
             None => false,
@@ -95,7 +108,10 @@ impl WindowFetcher {
         let mut pieces = Vec::new();
         let mut pos = range.start;
         while pos < range.end {
-            let w = windows.iter().filter(|w| w.range.start <= pos && pos < w.range.end).max_by_key(|w| w.range.end)?;
+            let w = windows
+                .iter()
+                .filter(|w| w.range.start <= pos && pos < w.range.end)
+                .max_by_key(|w| w.range.end)?;
             pieces.push((w.range.start, w.bytes.clone()));
             pos = w.range.end;
         }
@@ -110,7 +126,8 @@ impl WindowFetcher {
             let to = usize::try_from(range.end - start).ok()?;
             return b.get(from..to).map(|_| b.slice(from..to));
         }
-        let mut out = bytes::BytesMut::with_capacity(usize::try_from(range.end - range.start).ok()?);
+        let mut out =
+            bytes::BytesMut::with_capacity(usize::try_from(range.end - range.start).ok()?);
         let mut pos = range.start;
         for (start, bytes) in pieces {
             let b = bytes.await.ok()?;
@@ -124,7 +141,10 @@ impl WindowFetcher {
 }
 
 impl RangeFetcher for WindowFetcher {
-    fn fetch<'a>(&'a self, ranges: &'a [Range<u64>]) -> BoxFuture<'a, Result<Vec<Bytes>, RangeError>> {
+    fn fetch<'a>(
+        &'a self,
+        ranges: &'a [Range<u64>],
+    ) -> BoxFuture<'a, Result<Vec<Bytes>, RangeError>> {
         Box::pin(async move {
             let mut out: Vec<Option<Bytes>> = vec![None; ranges.len()];
             for (i, range) in ranges.iter().enumerate() {
@@ -132,8 +152,18 @@ impl RangeFetcher for WindowFetcher {
                     out[i] = Self::from_windows(range, pieces).await;
                 }
             }
-            let missing: Vec<Range<u64>> = ranges.iter().zip(&out).filter(|(_, o)| o.is_none()).map(|(r, _)| r.clone()).collect();
-            let mut fetched = if missing.is_empty() { Vec::new() } else { self.inner.fetch(&missing).await? }.into_iter();
+            let missing: Vec<Range<u64>> = ranges
+                .iter()
+                .zip(&out)
+                .filter(|(_, o)| o.is_none())
+                .map(|(r, _)| r.clone())
+                .collect();
+            let mut fetched = if missing.is_empty() {
+                Vec::new()
+            } else {
+                self.inner.fetch(&missing).await?
+            }
+            .into_iter();
             out.into_iter()
                 .map(|o| match o {
                     Some(b) => Ok(b),
@@ -168,28 +198,54 @@ mod tests {
     }
 
     impl RangeFetcher for Blob {
-        fn fetch<'a>(&'a self, ranges: &'a [Range<u64>]) -> BoxFuture<'a, Result<Vec<Bytes>, RangeError>> {
+        fn fetch<'a>(
+            &'a self,
+            ranges: &'a [Range<u64>],
+        ) -> BoxFuture<'a, Result<Vec<Bytes>, RangeError>> {
             self.asked.lock().unwrap().extend(ranges.iter().cloned());
-            let out = ranges.iter().map(|r| (r.start..r.end).map(|i| i as u8).collect::<Vec<u8>>().into()).collect();
+            let out = ranges
+                .iter()
+                .map(|r| {
+                    (r.start..r.end)
+                        .map(|i| i as u8)
+                        .collect::<Vec<u8>>()
+                        .into()
+                })
+                .collect();
             Box::pin(async move { Ok(out) })
         }
     }
 
     #[test]
     fn reads_inside_and_across_windows_wait_for_them_and_the_rest_goes_through() {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let blob = Arc::new(Blob::default());
-        let windows = WindowFetcher::new(Arc::clone(&blob) as Arc<dyn RangeFetcher>, runtime.handle().clone());
+        let windows = WindowFetcher::new(
+            Arc::clone(&blob) as Arc<dyn RangeFetcher>,
+            runtime.handle().clone(),
+        );
         let first = windows.open(0..40);
         windows.open(40..100);
-        let expect = |r: Range<u64>| Bytes::from((r.start..r.end).map(|i| i as u8).collect::<Vec<u8>>());
-        let got = runtime.block_on(windows.fetch(&[10..20, 30..70, 90..120])).unwrap();
+        let expect =
+            |r: Range<u64>| Bytes::from((r.start..r.end).map(|i| i as u8).collect::<Vec<u8>>());
+        let got = runtime
+            .block_on(windows.fetch(&[10..20, 30..70, 90..120]))
+            .unwrap();
         assert_eq!(got, vec![expect(10..20), expect(30..70), expect(90..120)]);
         // The two windows' requests, then only what no window covers.
         assert_eq!(*blob.asked.lock().unwrap(), vec![0..40, 40..100, 90..120]);
         windows.close(first);
-        let got = runtime.block_on(windows.fetch(std::slice::from_ref(&(30..70)))).unwrap();
+        let got = runtime
+            .block_on(windows.fetch(std::slice::from_ref(&(30..70))))
+            .unwrap();
         assert_eq!(got, vec![expect(30..70)]);
-        assert_eq!(blob.asked.lock().unwrap().last(), Some(&(30..70)), "a closed window serves no more reads");
+        assert_eq!(
+            blob.asked.lock().unwrap().last(),
+            Some(&(30..70)),
+            "a closed window serves no more reads"
+        );
     }
 }

@@ -150,7 +150,12 @@ fn parse_gzip(f: &[u8]) -> Option<Footer> {
         return None;
     }
     let toc_offset = parse_offset_payload(&f[16..38])?;
-    Some(Footer { kind: FooterKind::Gzip, toc_offset, toc_compressed_len: 0, toc_uncompressed_len: 0 })
+    Some(Footer {
+        kind: FooterKind::Gzip,
+        toc_offset,
+        toc_compressed_len: 0,
+        toc_uncompressed_len: 0,
+    })
 }
 
 fn parse_legacy(f: &[u8]) -> Option<Footer> {
@@ -158,11 +163,19 @@ fn parse_legacy(f: &[u8]) -> Option<Footer> {
         return None;
     }
     let toc_offset = parse_offset_payload(&f[12..34])?;
-    Some(Footer { kind: FooterKind::LegacyGzip, toc_offset, toc_compressed_len: 0, toc_uncompressed_len: 0 })
+    Some(Footer {
+        kind: FooterKind::LegacyGzip,
+        toc_offset,
+        toc_compressed_len: 0,
+        toc_uncompressed_len: 0,
+    })
 }
 
 fn parse_zstd(f: &[u8]) -> Option<Footer> {
-    if f[..4] != SKIPPABLE_FRAME_MAGIC || f[4..8] != 40u32.to_le_bytes() || f[40..48] != ZSTD_CHUNKED_MAGIC {
+    if f[..4] != SKIPPABLE_FRAME_MAGIC
+        || f[4..8] != 40u32.to_le_bytes()
+        || f[40..48] != ZSTD_CHUNKED_MAGIC
+    {
         return None;
     }
     let u = |r: std::ops::Range<usize>| u64::from_le_bytes(f[r].try_into().unwrap_or_default());
@@ -185,15 +198,22 @@ mod tests {
     #[test]
     fn gzip_footer_exact_bytes() {
         let f = gzip_footer(0x1234);
-        let mut expected = vec![0x1f, 0x8b, 0x08, 0x04, 0, 0, 0, 0, 0, 0xff, 26, 0, b'S', b'G', 22, 0];
+        let mut expected = vec![
+            0x1f, 0x8b, 0x08, 0x04, 0, 0, 0, 0, 0, 0xff, 26, 0, b'S', b'G', 22, 0,
+        ];
         expected.extend_from_slice(b"0000000000001234STARGZ");
         expected.extend_from_slice(&[0x01, 0x00, 0x00, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(f.to_vec(), expected);
         let p = Footer::parse(&f).unwrap();
-        assert_eq!((p.kind, p.toc_offset, p.size()), (FooterKind::Gzip, 0x1234, 51));
+        assert_eq!(
+            (p.kind, p.toc_offset, p.size()),
+            (FooterKind::Gzip, 0x1234, 51)
+        );
         // It is a valid, empty gzip member.
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&f[..]).read_to_end(&mut out).unwrap();
+        flate2::read::GzDecoder::new(&f[..])
+            .read_to_end(&mut out)
+            .unwrap();
         assert!(out.is_empty());
     }
 
@@ -220,7 +240,12 @@ mod tests {
         assert_eq!(f.to_vec(), expected);
         let p = Footer::parse(&f).unwrap();
         assert_eq!(
-            (p.kind, p.toc_offset, p.toc_compressed_len, p.toc_uncompressed_len),
+            (
+                p.kind,
+                p.toc_offset,
+                p.toc_compressed_len,
+                p.toc_uncompressed_len
+            ),
             (FooterKind::ZstdChunked, 0x0102, 0x30, 0x40)
         );
         // containers/storage's magic differs in one byte and is not ours.

@@ -15,7 +15,9 @@ const GO_ZSTD_TOC: &str = "sha256:195f6a95072d0e73210f49a31ac46bf47d7f5ebd723ade
 
 fn source() -> Vec<u8> {
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(SOURCE_GZ).read_to_end(&mut out).unwrap();
+    flate2::read::GzDecoder::new(SOURCE_GZ)
+        .read_to_end(&mut out)
+        .unwrap();
     out
 }
 
@@ -44,7 +46,10 @@ fn check_go_blob(blob: &[u8], toc: &str, kind: FooterKind) {
     }
     assert_eq!(r.read_file("a/hard").unwrap(), b"hello eStargz\n");
     assert!(r.index().get("a/big.bin").unwrap().chunks.len() == 3);
-    assert_eq!(r.index().get("a/xattr").unwrap().entry.xattrs["user.tag"], b"v<&>");
+    assert_eq!(
+        r.index().get("a/xattr").unwrap().entry.xattrs["user.tag"],
+        b"v<&>"
+    );
     // Re-marshalling the parsed TOC reproduces Go's bytes exactly.
     assert_eq!(Digest::of(&r.toc().to_json()), *r.toc_digest());
 }
@@ -58,15 +63,26 @@ fn reads_gzip_estargz_written_by_stargz_snapshotter() {
 fn reads_zstdchunked_written_by_stargz_snapshotter() {
     check_go_blob(GO_ZSTD, GO_ZSTD_TOC, FooterKind::ZstdChunked);
     // ctr-remote's manifest-position annotation was "1884:963:3806:1".
-    let f = *EstargzReader::open(GO_ZSTD.to_vec(), None).unwrap().footer();
-    assert_eq!((f.toc_offset, f.toc_compressed_len, f.toc_uncompressed_len), (1884, 963, 3806));
+    let f = *EstargzReader::open(GO_ZSTD.to_vec(), None)
+        .unwrap()
+        .footer();
+    assert_eq!(
+        (f.toc_offset, f.toc_compressed_len, f.toc_uncompressed_len),
+        (1884, 963, 3806)
+    );
 }
 
 #[test]
 fn our_toc_matches_stargz_except_offsets() {
     for (go, compression) in [(GO_GZIP, Compression::Gzip), (GO_ZSTD, Compression::Zstd)] {
         let theirs = EstargzReader::open(go.to_vec(), None).unwrap();
-        let o = WriteOptions { chunk_size: 100_000, compression, level: None, prioritized_files: Vec::new(), threads: 1 };
+        let o = WriteOptions {
+            chunk_size: 100_000,
+            compression,
+            level: None,
+            prioritized_files: Vec::new(),
+            threads: 1,
+        };
         let mut blob = Vec::new();
         let report = convert(&source()[..], &mut blob, &o).unwrap();
         let ours = EstargzReader::open(blob, Some(&report.toc_digest)).unwrap();

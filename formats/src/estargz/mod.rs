@@ -12,8 +12,8 @@
 //! - [`reader`]: opens a blob through a [`crate::ReadAt`], verifies the TOC and chunks.
 
 pub mod footer;
-pub mod reader;
 mod parallel;
+pub mod reader;
 mod tar_src;
 pub mod toc;
 mod toc_check;
@@ -142,7 +142,9 @@ impl EstargzError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Io { .. } => ErrorKind::Internal,
-            Self::InvalidFooter(_) | Self::InvalidToc(_) | Self::InvalidTar(_) => ErrorKind::InvalidArgument,
+            Self::InvalidFooter(_) | Self::InvalidToc(_) | Self::InvalidTar(_) => {
+                ErrorKind::InvalidArgument
+            }
             Self::NotRegular(_) => ErrorKind::InvalidArgument,
             Self::Decompress { .. }
             | Self::TocDigestMismatch { .. }
@@ -153,6 +155,9 @@ impl EstargzError {
     }
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Self::Io { context: context.into(), source }
+        Self::Io {
+            context: context.into(),
+            source,
+        }
     }
 }

@@ -40,7 +40,11 @@ impl Piece {
 }
 
 /// Compresses `piece` as one complete member.
-pub(super) fn compress_member(compression: Compression, level: u32, piece: &Piece) -> io::Result<Vec<u8>> {
+pub(super) fn compress_member(
+    compression: Compression,
+    level: u32,
+    piece: &Piece,
+) -> io::Result<Vec<u8>> {
     fn feed<E: Write>(mut e: E, piece: &Piece) -> io::Result<E> {
         let mut rest = &piece.data[..];
         for &n in &piece.writes {
@@ -93,8 +97,12 @@ fn compressor_for(
     let index = match compressors.iter().position(|(l, _)| *l == level) {
         Some(i) => i,
         None => {
-            let lvl = libdeflater::CompressionLvl::new(level as i32)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("gzip level {level}: {e:?}")))?;
+            let lvl = libdeflater::CompressionLvl::new(level as i32).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("gzip level {level}: {e:?}"),
+                )
+            })?;
             compressors.push((level, libdeflater::Compressor::new(lvl)));
             compressors.len() - 1
         }
@@ -131,7 +139,13 @@ fn stored_gzip_member(level: u32, data: &[u8]) -> Vec<u8> {
     const MAX_STORED: usize = 65535;
     let blocks = data.len().div_ceil(MAX_STORED).max(1);
     let mut out = Vec::with_capacity(10 + data.len() + 5 * blocks + 8);
-    let xfl = if level < 2 { 4 } else if level >= 8 { 2 } else { 0 };
+    let xfl = if level < 2 {
+        4
+    } else if level >= 8 {
+        2
+    } else {
+        0
+    };
     out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255]);
     let mut rest = data;
     loop {
@@ -179,8 +193,13 @@ impl OrderedPool {
         compression: Compression,
         level: u32,
     ) -> Self {
-        let mut pool =
-            Self { compression, level, jobs: None, queue: VecDeque::new(), max_queued: 2 * threads.max(1) };
+        let mut pool = Self {
+            compression,
+            level,
+            jobs: None,
+            queue: VecDeque::new(),
+            max_queued: 2 * threads.max(1),
+        };
         if threads > 1 {
             let (tx, rx) = sync_channel::<(Piece, SyncSender<Reply>)>(threads);
             let rx = Arc::new(Mutex::new(rx));
@@ -207,7 +226,8 @@ impl OrderedPool {
         let slot = match &self.jobs {
             Some(jobs) if piece.data.len() >= INLINE_MAX => {
                 let (reply, rx) = sync_channel(1);
-                jobs.send((piece, reply)).map_err(|_| io::Error::other("compression workers exited"))?;
+                jobs.send((piece, reply))
+                    .map_err(|_| io::Error::other("compression workers exited"))?;
                 Slot::Pending(rx)
             }
             _ => Slot::Done(compress_member(self.compression, self.level, &piece)),
@@ -252,7 +272,9 @@ mod gzip_member_tests {
 
     fn gunzip(member: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(member).read_to_end(&mut out).unwrap();
+        flate2::read::GzDecoder::new(member)
+            .read_to_end(&mut out)
+            .unwrap();
         out
     }
 
@@ -263,7 +285,11 @@ mod gzip_member_tests {
             let mut data = vec![0u8; size];
             rng.fill_bytes(&mut data);
             let member = gzip_member(7, &data).unwrap();
-            assert_eq!(member.len(), 10 + size + 5 * size.div_ceil(65535) + 8, "size {size}: stored");
+            assert_eq!(
+                member.len(),
+                10 + size + 5 * size.div_ceil(65535) + 8,
+                "size {size}: stored"
+            );
             assert_eq!(gunzip(&member), data, "size {size}");
         }
     }
@@ -273,13 +299,24 @@ mod gzip_member_tests {
         // Random bytes at the probes, text in between: probes decide, so a member is
         // stored only when all three probes are incompressible.
         let mut rng = rand::rngs::SmallRng::seed_from_u64(8);
-        let mut data: Vec<u8> = (0..300_000u32).flat_map(|i| format!("line {i} of a log\n").into_bytes()).collect();
+        let mut data: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| format!("line {i} of a log\n").into_bytes())
+            .collect();
         rng.fill_bytes(&mut data[..PROBE]);
         let member = gzip_member(6, &data).unwrap();
-        assert!(member.len() < data.len() / 3, "{} of {}", member.len(), data.len());
+        assert!(
+            member.len() < data.len() / 3,
+            "{} of {}",
+            member.len(),
+            data.len()
+        );
         assert_eq!(gunzip(&member), data);
         for level in [0, 1, 9] {
-            assert_eq!(gunzip(&gzip_member(level, &data).unwrap()), data, "level {level}");
+            assert_eq!(
+                gunzip(&gzip_member(level, &data).unwrap()),
+                data,
+                "level {level}"
+            );
         }
         assert_eq!(gunzip(&gzip_member(6, b"").unwrap()), b"");
     }

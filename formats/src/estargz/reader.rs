@@ -71,9 +71,15 @@ fn chunk_len(chunk: &Chunk) -> Result<usize, EstargzError> {
 
 fn decompress_error(offset: u64, context: &str, e: io::Error) -> EstargzError {
     if e.get_ref().is_some_and(|inner| inner.is::<BlobReadError>()) {
-        EstargzError::io(format!("reading the blob at offset {offset} ({context})"), e)
+        EstargzError::io(
+            format!("reading the blob at offset {offset} ({context})"),
+            e,
+        )
     } else {
-        EstargzError::Decompress { offset, reason: format!("{context}: {e}") }
+        EstargzError::Decompress {
+            offset,
+            reason: format!("{context}: {e}"),
+        }
     }
 }
 
@@ -123,20 +129,30 @@ impl<R: ReadAt> EstargzReader<R> {
         let footer = Footer::parse(&tail)?;
         let footer_start = size - footer.size() as u64;
         let (json, payload_end) = match footer.kind {
-            FooterKind::Gzip | FooterKind::LegacyGzip => {
-                (read_gzip_toc(&blob, footer.toc_offset, footer_start)?, footer.toc_offset)
-            }
+            FooterKind::Gzip | FooterKind::LegacyGzip => (
+                read_gzip_toc(&blob, footer.toc_offset, footer_start)?,
+                footer.toc_offset,
+            ),
             FooterKind::ZstdChunked => read_zstd_toc(&blob, &footer, footer_start)?,
         };
         let toc_digest = Digest::of(&json);
         if let Some(expected) = expected_toc_digest
             && *expected != toc_digest
         {
-            return Err(EstargzError::TocDigestMismatch { expected: expected.clone(), actual: toc_digest });
+            return Err(EstargzError::TocDigestMismatch {
+                expected: expected.clone(),
+                actual: toc_digest,
+            });
         }
         let toc = Jtoc::parse(&json)?;
         let index = TocIndex::build(&toc, payload_end)?;
-        Ok(Self { blob, footer, toc, toc_digest, index: std::sync::Arc::new(index) })
+        Ok(Self {
+            blob,
+            footer,
+            toc,
+            toc_digest,
+            index: std::sync::Arc::new(index),
+        })
     }
 
     /// The parsed footer.
@@ -199,13 +215,25 @@ impl<R: ReadAt> EstargzReader<R> {
     /// digest (as [`Self::read_chunk`] does) before using them, e.g. while writing them
     /// to a file it renames into place only if they match.
     pub fn chunk_stream(&self, chunk: &Chunk) -> Result<Box<dyn Read + Send + '_>, EstargzError> {
-        let src =
-            RangeReader { blob: &self.blob, pos: chunk.offset, end: chunk.next_offset.max(chunk.offset) };
-        chunk_reader(self.footer.kind, BufReader::with_capacity(64 << 10, src), chunk)
+        let src = RangeReader {
+            blob: &self.blob,
+            pos: chunk.offset,
+            end: chunk.next_offset.max(chunk.offset),
+        };
+        chunk_reader(
+            self.footer.kind,
+            BufReader::with_capacity(64 << 10, src),
+            chunk,
+        )
     }
 
     /// Decompresses chunk `chunk` of `path` into `out` (its exact size) and verifies it.
-    fn read_chunk_into(&self, path: &str, chunk: &Chunk, out: &mut [u8]) -> Result<(), EstargzError> {
+    fn read_chunk_into(
+        &self,
+        path: &str,
+        chunk: &Chunk,
+        out: &mut [u8],
+    ) -> Result<(), EstargzError> {
         let mut dec = self.chunk_stream(chunk)?;
         let mut filled = 0;
         while filled < out.len() {
@@ -249,7 +277,10 @@ impl<R: ReadAt> EstargzReader<R> {
     /// digest verified. The file is held in memory: for large files use
     /// [`Self::read_chunk`] over the node's chunks.
     pub fn read_file(&self, path: &str) -> Result<Vec<u8>, EstargzError> {
-        let node = self.index.resolve(path).ok_or_else(|| EstargzError::NotFound(path.to_owned()))?;
+        let node = self
+            .index
+            .resolve(path)
+            .ok_or_else(|| EstargzError::NotFound(path.to_owned()))?;
         if node.entry_type() != EntryType::Reg {
             return Err(EstargzError::NotRegular(path.to_owned()));
         }
@@ -303,7 +334,11 @@ fn read_gzip_toc<R: ReadAt + ?Sized>(
             "TOC offset {toc_offset} is not before the footer at {footer_start}"
         )));
     }
-    let src = BufReader::new(RangeReader { blob, pos: toc_offset, end: footer_start });
+    let src = BufReader::new(RangeReader {
+        blob,
+        pos: toc_offset,
+        end: footer_start,
+    });
     // Header, JSON, padding and the end marker: nothing else belongs in this member.
     let bound = MAX_TOC_SIZE + 4096;
     let dec = flate2::bufread::GzDecoder::new(src).take(bound);
@@ -318,7 +353,9 @@ fn read_gzip_toc<R: ReadAt + ?Sized>(
             other => other,
         })?
         .ok_or_else(|| {
-            EstargzError::InvalidToc(format!("TOC member at offset {toc_offset} holds no tar entry"))
+            EstargzError::InvalidToc(format!(
+                "TOC member at offset {toc_offset} holds no tar entry"
+            ))
         })?;
     if clean_name(&meta.name).ok().as_deref() != Some(TOC_TAR_NAME) {
         return Err(EstargzError::InvalidToc(format!(
@@ -354,9 +391,15 @@ fn read_zstd_toc<R: ReadAt + ?Sized>(
     footer: &Footer,
     footer_start: u64,
 ) -> Result<(Vec<u8>, u64), EstargzError> {
-    let (off, clen, ulen) = (footer.toc_offset, footer.toc_compressed_len, footer.toc_uncompressed_len);
+    let (off, clen, ulen) = (
+        footer.toc_offset,
+        footer.toc_compressed_len,
+        footer.toc_uncompressed_len,
+    );
     let frame_start = off.checked_sub(8).ok_or_else(|| {
-        EstargzError::InvalidFooter(format!("TOC offset {off} leaves no room for its frame header"))
+        EstargzError::InvalidFooter(format!(
+            "TOC offset {off} leaves no room for its frame header"
+        ))
     })?;
     if off.checked_add(clen).is_none_or(|end| end > footer_start) {
         return Err(EstargzError::InvalidFooter(format!(
@@ -368,7 +411,9 @@ fn read_zstd_toc<R: ReadAt + ?Sized>(
             "TOC of {clen} compressed / {ulen} uncompressed bytes exceeds the {MAX_TOC_SIZE}-byte limit"
         )));
     }
-    let frame = blob.read_range(frame_start, 8 + clen).map_err(|e| EstargzError::io("reading the TOC", e))?;
+    let frame = blob
+        .read_range(frame_start, 8 + clen)
+        .map_err(|e| EstargzError::io("reading the TOC", e))?;
     if frame.len() as u64 != 8 + clen
         || frame[..4] != SKIPPABLE_FRAME_MAGIC
         || u64::from(u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]])) != clen
@@ -377,8 +422,8 @@ fn read_zstd_toc<R: ReadAt + ?Sized>(
             "no skippable frame of {clen} bytes holds the TOC at offset {frame_start}"
         )));
     }
-    let json =
-        zstd::bulk::decompress(&frame[8..], ulen as usize).map_err(|e| decompress_error(off, "TOC", e))?;
+    let json = zstd::bulk::decompress(&frame[8..], ulen as usize)
+        .map_err(|e| decompress_error(off, "TOC", e))?;
     if json.len() as u64 != ulen {
         return Err(EstargzError::InvalidToc(format!(
             "TOC decompresses to {} bytes, footer says {ulen}",

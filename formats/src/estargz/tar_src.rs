@@ -47,8 +47,12 @@ fn bad(msg: impl Into<String>) -> EstargzError {
 }
 
 fn utf8(field: &str, b: &[u8]) -> Result<String, EstargzError> {
-    String::from_utf8(b.to_vec())
-        .map_err(|_| bad(format!("{field} {:?} is not UTF-8", String::from_utf8_lossy(b))))
+    String::from_utf8(b.to_vec()).map_err(|_| {
+        bad(format!(
+            "{field} {:?} is not UTF-8",
+            String::from_utf8_lossy(b)
+        ))
+    })
 }
 
 fn pad(size: u64) -> u64 {
@@ -57,7 +61,12 @@ fn pad(size: u64) -> u64 {
 
 impl<R: Read> SourceTar<R> {
     pub(crate) fn new(r: R) -> Self {
-        Self { r, remaining: 0, padding: 0, done: false }
+        Self {
+            r,
+            remaining: 0,
+            padding: 0,
+            done: false,
+        }
     }
 
     fn read_block(&mut self, block: &mut [u8; 512]) -> Result<bool, EstargzError> {
@@ -90,11 +99,15 @@ impl<R: Read> SourceTar<R> {
 
     fn read_extension(&mut self, size: u64, raw: &mut Vec<u8>) -> Result<Vec<u8>, EstargzError> {
         if size > MAX_EXTENSION_SIZE {
-            return Err(bad(format!("extension header of {size} bytes exceeds {MAX_EXTENSION_SIZE}")));
+            return Err(bad(format!(
+                "extension header of {size} bytes exceeds {MAX_EXTENSION_SIZE}"
+            )));
         }
         let total = size + pad(size);
         let mut data = vec![0u8; usize::try_from(total).unwrap_or(0)];
-        self.r.read_exact(&mut data).map_err(|_| bad("truncated tar extension header"))?;
+        self.r
+            .read_exact(&mut data)
+            .map_err(|_| bad("truncated tar extension header"))?;
         raw.extend_from_slice(&data);
         data.truncate(size as usize);
         Ok(data)
@@ -132,7 +145,9 @@ impl<R: Read> SourceTar<R> {
             }
             check_checksum(&block)?;
             let h = tar::Header::from_byte_slice(&block);
-            let size = h.entry_size().map_err(|e| bad(format!("bad size field: {e}")))?;
+            let size = h
+                .entry_size()
+                .map_err(|e| bad(format!("bad size field: {e}")))?;
             raw.extend_from_slice(&block);
             match block[156] {
                 b'L' => long_name = Some(trim_nul(self.read_extension(size, &mut raw)?)),
@@ -164,16 +179,28 @@ impl<R: Read> SourceTar<R> {
         pax: &[(String, Vec<u8>)],
     ) -> Result<Meta, EstargzError> {
         // Like Go's reader, an all-NUL (or blank) numeric field means 0.
-        let blank = |r: std::ops::Range<usize>| h.as_bytes()[r].iter().all(|&b| b == 0 || b == b' ');
+        let blank =
+            |r: std::ops::Range<usize>| h.as_bytes()[r].iter().all(|&b| b == 0 || b == b' ');
         let num = |field: &str, r: std::ops::Range<usize>, v: io::Result<u64>| {
-            if blank(r) { Ok(0) } else { v.map_err(|e| bad(format!("bad {field} field: {e}"))) }
+            if blank(r) {
+                Ok(0)
+            } else {
+                v.map_err(|e| bad(format!("bad {field} field: {e}")))
+            }
         };
         let mut m = Meta {
-            name: utf8("name", &long_name.unwrap_or_else(|| h.path_bytes().into_owned()))?,
+            name: utf8(
+                "name",
+                &long_name.unwrap_or_else(|| h.path_bytes().into_owned()),
+            )?,
             typeflag: h.as_bytes()[156],
             link: utf8(
                 "link name",
-                &long_link.unwrap_or_else(|| h.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default()),
+                &long_link.unwrap_or_else(|| {
+                    h.link_name_bytes()
+                        .map(|c| c.into_owned())
+                        .unwrap_or_default()
+                }),
             )?,
             size,
             mode: num("mode", 100..108, h.mode().map(u64::from))? as u32,
@@ -189,9 +216,12 @@ impl<R: Read> SourceTar<R> {
         for (k, v) in pax {
             let text = || utf8(k, v);
             let int = || {
-                text()?
-                    .parse::<u64>()
-                    .map_err(|_| bad(format!("PAX {k} {:?} is not a number", String::from_utf8_lossy(v))))
+                text()?.parse::<u64>().map_err(|_| {
+                    bad(format!(
+                        "PAX {k} {:?} is not a number",
+                        String::from_utf8_lossy(v)
+                    ))
+                })
             };
             match k.as_str() {
                 "path" => m.name = text()?,
@@ -203,7 +233,10 @@ impl<R: Read> SourceTar<R> {
                 "gname" => m.gname = text()?,
                 "mtime" => {
                     m.mtime = parse_pax_time(&text()?).ok_or_else(|| {
-                        bad(format!("PAX mtime {:?} is malformed", String::from_utf8_lossy(v)))
+                        bad(format!(
+                            "PAX mtime {:?} is malformed",
+                            String::from_utf8_lossy(v)
+                        ))
                     })?
                 }
                 _ => {
@@ -218,7 +251,9 @@ impl<R: Read> SourceTar<R> {
 
     /// Reads up to `buf.len()` bytes of the current entry's payload.
     pub(crate) fn read_payload(&mut self, buf: &mut [u8]) -> Result<usize, EstargzError> {
-        let want = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         if want == 0 {
             return Ok(0);
         }
@@ -247,7 +282,9 @@ fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
 fn parse_pax_time(s: &str) -> Option<i64> {
     let (neg, body) = s.strip_prefix('-').map_or((false, s), |b| (true, b));
     let (int, frac) = body.split_once('.').unwrap_or((body, ""));
-    if int.is_empty() || !int.bytes().all(|c| c.is_ascii_digit()) || !frac.bytes().all(|c| c.is_ascii_digit())
+    if int.is_empty()
+        || !int.bytes().all(|c| c.is_ascii_digit())
+        || !frac.bytes().all(|c| c.is_ascii_digit())
     {
         return None;
     }
@@ -260,14 +297,29 @@ fn parse_pax_time(s: &str) -> Option<i64> {
 
 fn check_checksum(block: &[u8; 512]) -> Result<(), EstargzError> {
     let field = &block[148..156];
-    let digits: String = field.iter().take_while(|&&b| b != 0 && b != b' ').map(|&b| b as char).collect();
+    let digits: String = field
+        .iter()
+        .take_while(|&&b| b != 0 && b != b' ')
+        .map(|&b| b as char)
+        .collect();
     let digits = digits.trim_start();
-    let stored =
-        u64::from_str_radix(digits, 8).map_err(|_| bad("tar header has a malformed checksum field"))?;
-    let sum: u64 =
-        block.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u64::from(b) }).sum();
+    let stored = u64::from_str_radix(digits, 8)
+        .map_err(|_| bad("tar header has a malformed checksum field"))?;
+    let sum: u64 = block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u64::from(b)
+            }
+        })
+        .sum();
     if stored != sum {
-        return Err(bad(format!("tar header checksum mismatch (stored {stored}, computed {sum})")));
+        return Err(bad(format!(
+            "tar header checksum mismatch (stored {stored}, computed {sum})"
+        )));
     }
     Ok(())
 }
@@ -292,7 +344,8 @@ mod tests {
         h.set_size(3);
         h.set_mode(0o600);
         b.append_data(&mut h, &long, &b"abc"[..]).unwrap();
-        b.append_pax_extensions([("SCHILY.xattr.user.a", &b"1"[..])]).unwrap();
+        b.append_pax_extensions([("SCHILY.xattr.user.a", &b"1"[..])])
+            .unwrap();
         let mut h = tar::Header::new_ustar();
         h.set_size(0);
         b.append_data(&mut h, "x", &b""[..]).unwrap();

@@ -68,8 +68,20 @@ fn sample_tar() -> Vec<u8> {
 }
 
 /// What the source tar says, per path: (type, mode, uid, gid, mtime, link, dev, xattrs, data).
-type Expected =
-    BTreeMap<String, (u8, u32, u64, u64, u64, String, (u32, u32), BTreeMap<String, Vec<u8>>, Vec<u8>)>;
+type Expected = BTreeMap<
+    String,
+    (
+        u8,
+        u32,
+        u64,
+        u64,
+        u64,
+        String,
+        (u32, u32),
+        BTreeMap<String, Vec<u8>>,
+        Vec<u8>,
+    ),
+>;
 
 fn expected(tar_bytes: &[u8]) -> Expected {
     let mut out = Expected::new();
@@ -78,8 +90,10 @@ fn expected(tar_bytes: &[u8]) -> Expected {
         let mut e = e.unwrap();
         let path = toc::clean_name(std::str::from_utf8(&e.path_bytes()).unwrap()).unwrap();
         let h = e.header().clone();
-        let link =
-            e.link_name_bytes().map(|l| String::from_utf8(l.into_owned()).unwrap()).unwrap_or_default();
+        let link = e
+            .link_name_bytes()
+            .map(|l| String::from_utf8(l.into_owned()).unwrap())
+            .unwrap_or_default();
         let mut xattrs = BTreeMap::new();
         if let Some(exts) = e.pax_extensions().unwrap() {
             for ext in exts {
@@ -91,8 +105,10 @@ fn expected(tar_bytes: &[u8]) -> Expected {
         }
         let mut data = Vec::new();
         e.read_to_end(&mut data).unwrap();
-        let dev =
-            (h.device_major().ok().flatten().unwrap_or(0), h.device_minor().ok().flatten().unwrap_or(0));
+        let dev = (
+            h.device_major().ok().flatten().unwrap_or(0),
+            h.device_minor().ok().flatten().unwrap_or(0),
+        );
         out.insert(
             path,
             (
@@ -112,7 +128,13 @@ fn expected(tar_bytes: &[u8]) -> Expected {
 }
 
 fn opts(compression: Compression) -> WriteOptions {
-    WriteOptions { chunk_size: CHUNK, compression, level: Some(1), prioritized_files: Vec::new(), threads: 1 }
+    WriteOptions {
+        chunk_size: CHUNK,
+        compression,
+        level: Some(1),
+        prioritized_files: Vec::new(),
+        threads: 1,
+    }
 }
 
 fn convert_bytes(tar_bytes: &[u8], o: &WriteOptions) -> (Vec<u8>, WriteReport) {
@@ -128,7 +150,10 @@ fn check_round_trip(tar_bytes: &[u8], blob: &[u8], report: &WriteReport) {
     let r = EstargzReader::open(blob.to_vec(), Some(&report.toc_digest)).unwrap();
     r.verify_all().unwrap();
     for (path, (kind, mode, uid, gid, mtime, link, dev, xattrs, data)) in expected(tar_bytes) {
-        let node = r.index().get(&path).unwrap_or_else(|| panic!("{path:?} missing"));
+        let node = r
+            .index()
+            .get(&path)
+            .unwrap_or_else(|| panic!("{path:?} missing"));
         let e = &node.entry;
         let want_type = match kind {
             b'0' => EntryType::Reg,
@@ -140,7 +165,11 @@ fn check_round_trip(tar_bytes: &[u8], blob: &[u8], report: &WriteReport) {
             k => panic!("unexpected type {k}"),
         };
         assert_eq!(e.entry_type, want_type, "{path}");
-        assert_eq!((e.mode as u32, e.uid as u64, e.gid as u64), (mode, uid, gid), "{path}");
+        assert_eq!(
+            (e.mode as u32, e.uid as u64, e.gid as u64),
+            (mode, uid, gid),
+            "{path}"
+        );
         assert_eq!(e.mtime_unix().unwrap_or(0) as u64, mtime, "{path}");
         assert_eq!(e.xattrs, xattrs, "{path}");
         match want_type {
@@ -150,7 +179,11 @@ fn check_round_trip(tar_bytes: &[u8], blob: &[u8], report: &WriteReport) {
         }
         if want_type == EntryType::Reg {
             assert_eq!(r.read_file(&path).unwrap(), data, "{path}");
-            assert_eq!(node.chunks.len() as u64, (data.len() as u64).div_ceil(CHUNK), "{path}");
+            assert_eq!(
+                node.chunks.len() as u64,
+                (data.len() as u64).div_ceil(CHUNK),
+                "{path}"
+            );
         }
         if want_type == EntryType::Hardlink {
             let target = toc::clean_name(&link).unwrap();
@@ -163,10 +196,13 @@ fn check_round_trip(tar_bytes: &[u8], blob: &[u8], report: &WriteReport) {
 fn plain_entries(blob: &[u8], compression: Compression) -> (Vec<String>, Vec<u8>) {
     let mut stream = Vec::new();
     match compression {
-        Compression::Gzip => flate2::read::MultiGzDecoder::new(blob).read_to_end(&mut stream).unwrap(),
-        Compression::Zstd => {
-            zstd::stream::read::Decoder::new(blob).unwrap().read_to_end(&mut stream).unwrap()
-        }
+        Compression::Gzip => flate2::read::MultiGzDecoder::new(blob)
+            .read_to_end(&mut stream)
+            .unwrap(),
+        Compression::Zstd => zstd::stream::read::Decoder::new(blob)
+            .unwrap()
+            .read_to_end(&mut stream)
+            .unwrap(),
     };
     let mut names = Vec::new();
     for e in tar::Archive::new(&stream[..]).entries().unwrap() {
@@ -193,10 +229,16 @@ fn gzip_round_trip_keeps_every_entry() {
     assert_eq!(report.diff_id, Digest::of(&stream));
     assert_eq!(report.uncompressed_size, stream.len() as u64);
     // The footer is the last 51 bytes and points at the TOC member.
-    assert_eq!(&blob[blob.len() - GZIP_FOOTER_SIZE..], &footer::gzip_footer(report.toc_offset)[..]);
+    assert_eq!(
+        &blob[blob.len() - GZIP_FOOTER_SIZE..],
+        &footer::gzip_footer(report.toc_offset)[..]
+    );
     let r = EstargzReader::open(blob.clone(), None).unwrap();
     assert!(r.index().has_no_prefetch_landmark());
-    assert_eq!(r.read_file(NO_PREFETCH_LANDMARK).unwrap(), [LANDMARK_CONTENTS]);
+    assert_eq!(
+        r.read_file(NO_PREFETCH_LANDMARK).unwrap(),
+        [LANDMARK_CONTENTS]
+    );
     assert_eq!(r.toc().to_json(), {
         // The TOC member's JSON is exactly what we hash.
         let start = stream.len() - 1024 - r.toc().to_json().len().div_ceil(512) * 512;
@@ -212,7 +254,10 @@ fn zstd_round_trip_keeps_every_entry() {
     let r = EstargzReader::open(blob.clone(), None).unwrap();
     assert_eq!(r.footer().kind, FooterKind::ZstdChunked);
     let (names, stream) = plain_entries(&blob, Compression::Zstd);
-    assert_eq!(names.first().map(String::as_str), Some(NO_PREFETCH_LANDMARK));
+    assert_eq!(
+        names.first().map(String::as_str),
+        Some(NO_PREFETCH_LANDMARK)
+    );
     assert!(!names.contains(&TOC_TAR_NAME.to_owned()));
     assert_eq!(report.diff_id, Digest::of(&stream));
     let ann = report.zstd_chunked_annotations();
@@ -225,7 +270,10 @@ fn zstd_round_trip_keeps_every_entry() {
             r.footer().toc_uncompressed_len
         )
     );
-    assert_eq!(report.annotations()[0], (TOC_DIGEST_ANNOTATION, r.toc_digest().to_string()));
+    assert_eq!(
+        report.annotations()[0],
+        (TOC_DIGEST_ANNOTATION, r.toc_digest().to_string())
+    );
 }
 
 #[test]
@@ -236,7 +284,12 @@ fn output_is_deterministic_and_accepts_compressed_input() {
     std::io::Write::write_all(&mut gz, &src).unwrap();
     let gz = gz.finish().unwrap();
     let mut b = Vec::new();
-    let rb = convert(decompress_layer(&gz[..]).unwrap(), &mut b, &opts(Compression::Gzip)).unwrap();
+    let rb = convert(
+        decompress_layer(&gz[..]).unwrap(),
+        &mut b,
+        &opts(Compression::Gzip),
+    )
+    .unwrap();
     assert_eq!(a, b);
     assert_eq!(ra, rb);
 }
@@ -250,13 +303,32 @@ fn prioritized_files_come_first_then_the_landmark() {
     assert_eq!(report.missed_prioritized, ["/nope"]);
     check_round_trip(&src, &blob, &report);
     let r = EstargzReader::open(blob, None).unwrap();
-    let names: Vec<&str> = r.toc().entries.iter().map(|e| e.name.as_str()).take(5).collect();
-    assert_eq!(names, ["a/", "a/small.txt", "a/hard", "ünïcødé/файл.txt", PREFETCH_LANDMARK]);
+    let names: Vec<&str> = r
+        .toc()
+        .entries
+        .iter()
+        .map(|e| e.name.as_str())
+        .take(5)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "a/",
+            "a/small.txt",
+            "a/hard",
+            "ünïcødé/файл.txt",
+            PREFETCH_LANDMARK
+        ]
+    );
     let landmark = r.index().prefetch_landmark_offset().unwrap();
     assert!(r.index().get("a/small.txt").unwrap().chunks[0].offset < landmark);
     assert!(r.index().get("a/big.bin").unwrap().chunks[0].offset > landmark);
     assert!(!r.index().has_no_prefetch_landmark());
-    assert_eq!(report.prefetch_end, Some(landmark), "the prefetch-end hint is the landmark's offset");
+    assert_eq!(
+        report.prefetch_end,
+        Some(landmark),
+        "the prefetch-end hint is the landmark's offset"
+    );
     let toc_offset = r.footer().toc_offset;
     assert_eq!(
         report.strata_annotations(),
@@ -267,8 +339,16 @@ fn prioritized_files_come_first_then_the_landmark() {
         ]
     );
     let (_, plain) = convert_bytes(&src, &opts(Compression::Gzip));
-    assert!(plain.prefetch_end.is_none(), "no prefetch hint without prioritized files");
-    assert!(plain.strata_annotations().iter().all(|(k, _)| *k != super::PREFETCH_END_ANNOTATION));
+    assert!(
+        plain.prefetch_end.is_none(),
+        "no prefetch hint without prioritized files"
+    );
+    assert!(
+        plain
+            .strata_annotations()
+            .iter()
+            .all(|(k, _)| *k != super::PREFETCH_END_ANNOTATION)
+    );
 }
 
 #[test]
@@ -277,7 +357,10 @@ fn corruption_and_wrong_toc_digest_are_detected() {
     let (blob, report) = convert_bytes(&src, &opts(Compression::Gzip));
     let wrong = Digest::of(b"other");
     let err = EstargzReader::open(blob.clone(), Some(&wrong)).unwrap_err();
-    assert!(matches!(err, EstargzError::TocDigestMismatch { .. }), "{err}");
+    assert!(
+        matches!(err, EstargzError::TocDigestMismatch { .. }),
+        "{err}"
+    );
     assert_eq!(err.kind(), crate::ErrorKind::DataCorrupt);
     // Corrupt the member of small.txt: decompression or digest check must fail.
     let r = EstargzReader::open(blob.clone(), None).unwrap();
@@ -288,8 +371,14 @@ fn corruption_and_wrong_toc_digest_are_detected() {
     let err = r.read_file("a/small.txt").unwrap_err();
     assert_eq!(err.kind(), crate::ErrorKind::DataCorrupt, "{err}");
     assert!(r.verify_all().is_err());
-    assert_eq!(r.read_file("nope").unwrap_err().kind(), crate::ErrorKind::NotFound);
-    assert_eq!(r.read_file("a").unwrap_err().kind(), crate::ErrorKind::InvalidArgument);
+    assert_eq!(
+        r.read_file("nope").unwrap_err().kind(),
+        crate::ErrorKind::NotFound
+    );
+    assert_eq!(
+        r.read_file("a").unwrap_err().kind(),
+        crate::ErrorKind::InvalidArgument
+    );
 }
 
 #[test]
@@ -299,8 +388,11 @@ fn chunk_digest_mismatch_names_file_and_offset() {
     let (blob, _) = convert_bytes(&src, &opts(Compression::Zstd));
     let r = EstargzReader::open(blob.clone(), None).unwrap();
     let mut toc = r.toc().clone();
-    let e =
-        toc.entries.iter_mut().find(|e| e.entry_type == EntryType::Chunk && e.name == "a/big.bin").unwrap();
+    let e = toc
+        .entries
+        .iter_mut()
+        .find(|e| e.entry_type == EntryType::Chunk && e.name == "a/big.bin")
+        .unwrap();
     e.chunk_digest = Digest::of(b"lie").to_string();
     let json = toc.to_json();
     let payload_end = r.index().payload_end() as usize;
@@ -310,10 +402,16 @@ fn chunk_digest_mismatch_names_file_and_offset() {
     patched.extend_from_slice(&(compressed.len() as u32).to_le_bytes());
     let toc_off = patched.len() as u64;
     patched.extend_from_slice(&compressed);
-    patched.extend_from_slice(&footer::zstd_footer(toc_off, compressed.len() as u64, json.len() as u64));
+    patched.extend_from_slice(&footer::zstd_footer(
+        toc_off,
+        compressed.len() as u64,
+        json.len() as u64,
+    ));
     let r = EstargzReader::open(patched, Some(&Digest::of(&json))).unwrap();
     match r.read_file("a/big.bin").unwrap_err() {
-        EstargzError::ChunkDigestMismatch { name, chunk_offset, .. } => {
+        EstargzError::ChunkDigestMismatch {
+            name, chunk_offset, ..
+        } => {
             assert_eq!((name.as_str(), chunk_offset), ("a/big.bin", CHUNK))
         }
         other => panic!("unexpected {other}"),
@@ -343,10 +441,11 @@ fn empty_layer_converts() {
 
 /// A small random tree: unique file paths under a few directories, with random contents.
 fn arb_tree() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
-    let name = "[a-zA-Z0-9é_.-]{1,12}"
-        .prop_filter("not . or ..", |s| s != "." && s != ".." && !s.starts_with(".wh"));
-    let path =
-        (prop::sample::select(vec!["", "d1/", "d1/d2/", "ü/"]), name).prop_map(|(d, n)| format!("{d}{n}"));
+    let name = "[a-zA-Z0-9é_.-]{1,12}".prop_filter("not . or ..", |s| {
+        s != "." && s != ".." && !s.starts_with(".wh")
+    });
+    let path = (prop::sample::select(vec!["", "d1/", "d1/d2/", "ü/"]), name)
+        .prop_map(|(d, n)| format!("{d}{n}"));
     prop::collection::btree_map(path, prop::collection::vec(any::<u8>(), 0..2500), 0..12)
         .prop_map(|m| m.into_iter().collect())
 }
@@ -447,7 +546,10 @@ fn reads_payloads_sharing_a_member_via_inner_offset() {
         chunk_digest: Digest::of(data).to_string(),
         ..TocEntry::default()
     };
-    let toc = Jtoc { version: 1, entries: vec![entry("a", b"first", 512), entry("b", b"second!", 1536)] };
+    let toc = Jtoc {
+        version: 1,
+        entries: vec![entry("a", b"first", 512), entry("b", b"second!", 1536)],
+    };
     let json = toc.to_json();
     let toc_offset = blob.len() as u64;
     let mut tocgz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

@@ -88,7 +88,11 @@ pub struct TocEntry {
     #[serde(rename = "userName", default, skip_serializing_if = "String::is_empty")]
     pub user_name: String,
     /// Owner group name; only on the first entry with a given gid.
-    #[serde(rename = "groupName", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "groupName",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub group_name: String,
     /// Compressed blob offset of the member holding this payload (`reg`/`chunk`).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -103,7 +107,11 @@ pub struct TocEntry {
     #[serde(rename = "devMinor", default, skip_serializing_if = "is_zero")]
     pub dev_minor: i64,
     /// Extended attributes; values are base64 in JSON.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", with = "xattrs_base64")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        with = "xattrs_base64"
+    )]
     pub xattrs: BTreeMap<String, Vec<u8>>,
     /// sha256 of the whole regular file.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -115,7 +123,11 @@ pub struct TocEntry {
     #[serde(rename = "chunkSize", default, skip_serializing_if = "is_zero")]
     pub chunk_size: i64,
     /// sha256 of this chunk's uncompressed bytes.
-    #[serde(rename = "chunkDigest", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "chunkDigest",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub chunk_digest: String,
 }
 
@@ -136,7 +148,8 @@ impl Jtoc {
                 json.len()
             )));
         }
-        serde_json::from_slice(json).map_err(|e| EstargzError::InvalidToc(format!("malformed TOC JSON: {e}")))
+        serde_json::from_slice(json)
+            .map_err(|e| EstargzError::InvalidToc(format!("malformed TOC JSON: {e}")))
     }
 
     /// Serializes like Go's `json.MarshalIndent(toc, "", "\t")`.
@@ -150,10 +163,15 @@ impl Jtoc {
 /// no leading `/`, no `.` or empty components, `..` never escapes the root. The root is "".
 pub fn clean_name(name: &str) -> Result<String, EstargzError> {
     if name.contains('\0') {
-        return Err(EstargzError::InvalidToc(format!("entry name {name:?} contains a NUL byte")));
+        return Err(EstargzError::InvalidToc(format!(
+            "entry name {name:?} contains a NUL byte"
+        )));
     }
     if name.len() > 4096 {
-        return Err(EstargzError::InvalidToc(format!("entry name of {} bytes exceeds 4096", name.len())));
+        return Err(EstargzError::InvalidToc(format!(
+            "entry name of {} bytes exceeds 4096",
+            name.len()
+        )));
     }
     let mut parts: Vec<&str> = Vec::new();
     for c in name.split('/') {
@@ -218,7 +236,9 @@ impl Node {
     /// The chunk holding byte `offset` of the file, if the file is that long.
     pub fn chunk_for(&self, offset: u64) -> Option<&Chunk> {
         // Chunks are contiguous and sorted by chunk_offset (checked at build).
-        let i = self.chunks.partition_point(|c| c.chunk_offset + c.chunk_size <= offset);
+        let i = self
+            .chunks
+            .partition_point(|c| c.chunk_offset + c.chunk_size <= offset);
         self.chunks.get(i)
     }
 }
@@ -242,7 +262,11 @@ impl TocIndex {
                 toc.version
             )));
         }
-        let mut idx = Self { nodes: Vec::new(), by_path: HashMap::new(), payload_end };
+        let mut idx = Self {
+            nodes: Vec::new(),
+            by_path: HashMap::new(),
+            payload_end,
+        };
         idx.nodes.push(Node {
             path: String::new(),
             entry: implicit_dir(""),
@@ -281,11 +305,15 @@ impl TocIndex {
             };
             match ent.entry_type {
                 EntryType::Symlink | EntryType::Hardlink if ent.link_name.is_empty() => {
-                    return Err(EstargzError::InvalidToc(format!("link {path:?} has no linkName")));
+                    return Err(EstargzError::InvalidToc(format!(
+                        "link {path:?} has no linkName"
+                    )));
                 }
                 EntryType::Dir => {}
                 _ if path.is_empty() => {
-                    return Err(EstargzError::InvalidToc("the root must be a directory".into()));
+                    return Err(EstargzError::InvalidToc(
+                        "the root must be a directory".into(),
+                    ));
                 }
                 _ => {}
             }
@@ -319,7 +347,9 @@ impl TocIndex {
         }
         let parent = self.ensure_dir(parent_of(&path))?;
         let id = self.nodes.len();
-        self.nodes[parent].children.insert(base_of(&path).to_owned(), id);
+        self.nodes[parent]
+            .children
+            .insert(base_of(&path).to_owned(), id);
         self.by_path.insert(path.clone(), id);
         self.nodes.push(Node {
             path,
@@ -344,7 +374,9 @@ impl TocIndex {
         }
         let parent = self.ensure_dir(parent_of(path))?;
         let id = self.nodes.len();
-        self.nodes[parent].children.insert(base_of(path).to_owned(), id);
+        self.nodes[parent]
+            .children
+            .insert(base_of(path).to_owned(), id);
         self.by_path.insert(path.to_owned(), id);
         self.nodes.push(Node {
             path: path.to_owned(),
@@ -373,7 +405,9 @@ impl TocIndex {
                     )));
                 };
                 match self.nodes[tid].entry.entry_type {
-                    EntryType::Hardlink if tid != id => target = self.nodes[tid].entry.link_name.clone(),
+                    EntryType::Hardlink if tid != id => {
+                        target = self.nodes[tid].entry.link_name.clone()
+                    }
                     EntryType::Dir | EntryType::Hardlink => {
                         return Err(EstargzError::InvalidToc(format!(
                             "hardlink {:?} names a directory or itself ({target:?})",
@@ -462,7 +496,9 @@ impl TocIndex {
     /// The offset of `.prefetch.landmark`'s payload: prefetching `[0, offset)` fetches the
     /// prioritized files. `None` without that landmark.
     pub fn prefetch_landmark_offset(&self) -> Option<u64> {
-        self.get(PREFETCH_LANDMARK).and_then(|n| n.chunks.first()).map(|c| c.offset)
+        self.get(PREFETCH_LANDMARK)
+            .and_then(|n| n.chunks.first())
+            .map(|c| c.offset)
     }
 
     /// Whether the blob says no files are prioritized (`.no.prefetch.landmark`).
@@ -472,7 +508,12 @@ impl TocIndex {
 }
 
 fn implicit_dir(path: &str) -> TocEntry {
-    TocEntry { name: path.to_owned(), entry_type: EntryType::Dir, mode: 0o755, ..TocEntry::default() }
+    TocEntry {
+        name: path.to_owned(),
+        entry_type: EntryType::Dir,
+        mode: 0o755,
+        ..TocEntry::default()
+    }
 }
 
 fn parent_of(path: &str) -> &str {

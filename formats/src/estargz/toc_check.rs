@@ -20,17 +20,25 @@ pub(super) fn check_entry_numbers(ent: &TocEntry, path: &str) -> Result<(), Esta
     ];
     for (field, v) in fields {
         if v < 0 {
-            return Err(EstargzError::InvalidToc(format!("entry {path:?}: negative {field} {v}")));
+            return Err(EstargzError::InvalidToc(format!(
+                "entry {path:?}: negative {field} {v}"
+            )));
         }
     }
-    if ent.uid > i64::from(u32::MAX) || ent.gid > i64::from(u32::MAX) || ent.mode > i64::from(u32::MAX) {
-        return Err(EstargzError::InvalidToc(format!("entry {path:?}: uid, gid or mode out of range")));
+    if ent.uid > i64::from(u32::MAX)
+        || ent.gid > i64::from(u32::MAX)
+        || ent.mode > i64::from(u32::MAX)
+    {
+        return Err(EstargzError::InvalidToc(format!(
+            "entry {path:?}: uid, gid or mode out of range"
+        )));
     }
     Ok(())
 }
 
 fn parse_digest(path: &str, field: &str, s: &str) -> Result<Digest, EstargzError> {
-    s.parse().map_err(|e| EstargzError::InvalidToc(format!("entry {path:?}: bad {field}: {e}")))
+    s.parse()
+        .map_err(|e| EstargzError::InvalidToc(format!("entry {path:?}: bad {field}: {e}")))
 }
 
 /// Checks a `reg` entry and its `chunk` entries and turns them into a chunk list.
@@ -41,11 +49,16 @@ pub(super) fn file_chunks(
 ) -> Result<(Vec<Chunk>, Option<Digest>), EstargzError> {
     let reg = &ents[0];
     let size = reg.size as u64;
-    let file_digest =
-        if reg.digest.is_empty() { None } else { Some(parse_digest(path, "digest", &reg.digest)?) };
+    let file_digest = if reg.digest.is_empty() {
+        None
+    } else {
+        Some(parse_digest(path, "digest", &reg.digest)?)
+    };
     if size == 0 {
         if ents.len() > 1 {
-            return Err(EstargzError::InvalidToc(format!("empty file {path:?} has chunk entries")));
+            return Err(EstargzError::InvalidToc(format!(
+                "empty file {path:?} has chunk entries"
+            )));
         }
         return Ok((Vec::new(), file_digest));
     }

@@ -15,8 +15,10 @@ use serde_json::ser::{Formatter, PrettyFormatter};
 /// Serializes `value` like Go's `json.MarshalIndent(value, "", "\t")`.
 pub(crate) fn marshal_indent_go<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
     let mut out = Vec::new();
-    let mut ser =
-        serde_json::Serializer::with_formatter(&mut out, GoFormatter(PrettyFormatter::with_indent(b"\t")));
+    let mut ser = serde_json::Serializer::with_formatter(
+        &mut out,
+        GoFormatter(PrettyFormatter::with_indent(b"\t")),
+    );
     value.serialize(&mut ser)?;
     Ok(out)
 }
@@ -31,7 +33,11 @@ impl Formatter for GoFormatter {
     fn end_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
         self.0.end_array(w)
     }
-    fn begin_array_value<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+    fn begin_array_value<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
         self.0.begin_array_value(w, first)
     }
     fn end_array_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
@@ -43,7 +49,11 @@ impl Formatter for GoFormatter {
     fn end_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
         self.0.end_object(w)
     }
-    fn begin_object_key<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
         self.0.begin_object_key(w, first)
     }
     fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
@@ -53,7 +63,11 @@ impl Formatter for GoFormatter {
         self.0.end_object_value(w)
     }
 
-    fn write_string_fragment<W: ?Sized + io::Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
         // Go escapes these so JSON can sit inside HTML/JS; serde_json passes them through.
         let mut start = 0;
         for (i, c) in fragment.char_indices() {
@@ -78,7 +92,10 @@ pub(crate) mod xattrs_base64 {
     use super::*;
     use serde::{Deserialize, Deserializer, Serializer, ser::SerializeMap};
 
-    pub(crate) fn serialize<S: Serializer>(map: &BTreeMap<String, Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(
+        map: &BTreeMap<String, Vec<u8>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(map.len()))?;
         for (k, v) in map {
             m.serialize_entry(k, &base64::engine::general_purpose::STANDARD.encode(v))?;
@@ -95,7 +112,9 @@ pub(crate) mod xattrs_base64 {
             let bytes = match v {
                 Some(v) => base64::engine::general_purpose::STANDARD
                     .decode(v.as_bytes())
-                    .map_err(|e| serde::de::Error::custom(format!("xattr {k:?}: invalid base64: {e}")))?,
+                    .map_err(|e| {
+                        serde::de::Error::custom(format!("xattr {k:?}: invalid base64: {e}"))
+                    })?,
                 None => Vec::new(),
             };
             out.insert(k, bytes);
@@ -113,7 +132,12 @@ pub(crate) fn format_modtime(unix: i64) -> String {
     let days = unix.div_euclid(86_400);
     let secs = unix.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 /// Parses an RFC 3339 timestamp (`YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`) to Unix seconds,
@@ -151,11 +175,18 @@ pub(crate) fn parse_modtime(s: &str) -> Option<i64> {
     }
     let offset = match rest {
         "Z" | "z" => 0,
-        _ if rest.len() == 6 && matches!(rest.as_bytes()[0], b'+' | b'-') && rest.as_bytes()[3] == b':' => {
-            let oh: i64 =
-                rest[1..3].parse().ok().filter(|_| rest[1..3].bytes().all(|c| c.is_ascii_digit()))?;
-            let om: i64 =
-                rest[4..6].parse().ok().filter(|_| rest[4..6].bytes().all(|c| c.is_ascii_digit()))?;
+        _ if rest.len() == 6
+            && matches!(rest.as_bytes()[0], b'+' | b'-')
+            && rest.as_bytes()[3] == b':' =>
+        {
+            let oh: i64 = rest[1..3]
+                .parse()
+                .ok()
+                .filter(|_| rest[1..3].bytes().all(|c| c.is_ascii_digit()))?;
+            let om: i64 = rest[4..6]
+                .parse()
+                .ok()
+                .filter(|_| rest[4..6].bytes().all(|c| c.is_ascii_digit()))?;
             let off = oh * 3600 + om * 60;
             if rest.starts_with('-') { -off } else { off }
         }
@@ -199,7 +230,10 @@ mod tests {
         for t in [1, 951_782_400, 1_700_000_000, 4_102_444_800, -86_400 * 365] {
             assert_eq!(parse_modtime(&format_modtime(t)), Some(t));
         }
-        assert_eq!(parse_modtime("2023-11-14T23:13:20.5+01:00"), Some(1_700_000_000));
+        assert_eq!(
+            parse_modtime("2023-11-14T23:13:20.5+01:00"),
+            Some(1_700_000_000)
+        );
         for bad in [
             "",
             "2023-11-14",
@@ -216,6 +250,9 @@ mod tests {
     fn json_escapes_like_go() {
         let v = serde_json::json!({"a": ["<x>&\u{2028}é\n"], "b": []});
         let s = String::from_utf8(marshal_indent_go(&v).unwrap()).unwrap();
-        assert_eq!(s, "{\n\t\"a\": [\n\t\t\"\\u003cx\\u003e\\u0026\\u2028é\\n\"\n\t],\n\t\"b\": []\n}");
+        assert_eq!(
+            s,
+            "{\n\t\"a\": [\n\t\t\"\\u003cx\\u003e\\u0026\\u2028é\\n\"\n\t],\n\t\"b\": []\n}"
+        );
     }
 }

@@ -29,7 +29,10 @@ fn chunk(name: &str, offset: i64, chunk_offset: i64, chunk_size: i64) -> TocEntr
 }
 
 fn toc(entries: Vec<TocEntry>) -> Jtoc {
-    Jtoc { version: 1, entries }
+    Jtoc {
+        version: 1,
+        entries,
+    }
 }
 
 #[test]
@@ -51,10 +54,17 @@ fn serializes_like_go_with_omitempty() {
 
 #[test]
 fn parse_ignores_unknown_fields_and_rejects_garbage() {
-    let t =
-        Jtoc::parse(br#"{"version":1,"entries":[{"name":"x","type":"dir","NumLink":3}],"extra":1}"#).unwrap();
+    let t = Jtoc::parse(
+        br#"{"version":1,"entries":[{"name":"x","type":"dir","NumLink":3}],"extra":1}"#,
+    )
+    .unwrap();
     assert_eq!(t.entries[0].entry_type, EntryType::Dir);
-    assert!(Jtoc::parse(br#"{"version":1,"entries":null}"#).unwrap().entries.is_empty());
+    assert!(
+        Jtoc::parse(br#"{"version":1,"entries":null}"#)
+            .unwrap()
+            .entries
+            .is_empty()
+    );
     for bad in [
         &b"{"[..],
         br#"{"version":1,"entries":[{"name":"x","type":"socket"}]}"#,
@@ -67,16 +77,30 @@ fn parse_ignores_unknown_fields_and_rejects_garbage() {
 
 #[test]
 fn builds_index_with_chunks_implicit_dirs_and_hardlinks() {
-    let mut link =
-        TocEntry { name: "./x/../l".into(), entry_type: EntryType::Hardlink, ..TocEntry::default() };
+    let mut link = TocEntry {
+        name: "./x/../l".into(),
+        entry_type: EntryType::Hardlink,
+        ..TocEntry::default()
+    };
     link.link_name = "/d/f".into();
     let mut f = reg("d/f", 10, 50);
     f.chunk_size = 4;
-    let idx = TocIndex::build(&toc(vec![f, chunk("d/f", 80, 4, 0), link, reg("e", 0, 0)]), 200).unwrap();
+    let idx = TocIndex::build(
+        &toc(vec![f, chunk("d/f", 80, 4, 0), link, reg("e", 0, 0)]),
+        200,
+    )
+    .unwrap();
     let n = idx.get("d/f").unwrap();
     assert_eq!(n.chunks.len(), 2);
     assert_eq!((n.chunks[0].chunk_size, n.chunks[0].next_offset), (4, 80));
-    assert_eq!((n.chunks[1].chunk_offset, n.chunks[1].chunk_size, n.chunks[1].next_offset), (4, 6, 200));
+    assert_eq!(
+        (
+            n.chunks[1].chunk_offset,
+            n.chunks[1].chunk_size,
+            n.chunks[1].next_offset
+        ),
+        (4, 6, 200)
+    );
     assert_eq!(idx.get("d").unwrap().entry_type(), EntryType::Dir);
     assert_eq!(n.chunk_for(0).unwrap().chunk_offset, 0);
     assert_eq!(n.chunk_for(3).unwrap().chunk_offset, 0);
@@ -85,7 +109,10 @@ fn builds_index_with_chunks_implicit_dirs_and_hardlinks() {
     assert!(n.chunk_for(10).is_none());
     assert_eq!(idx.resolve("l").unwrap().path, "d/f");
     assert_eq!(idx.get("l").unwrap().path, "l");
-    assert_eq!(idx.nodes()[0].children.keys().collect::<Vec<_>>(), ["d", "e", "l"]);
+    assert_eq!(
+        idx.nodes()[0].children.keys().collect::<Vec<_>>(),
+        ["d", "e", "l"]
+    );
 }
 
 #[test]
@@ -114,25 +141,33 @@ fn rejects_inconsistent_tocs() {
     no_digest.chunk_digest.clear();
     let cases = vec![
         bad_version,
-        toc(vec![reg("f", 10, 500)]),                  // offset past payload end
-        toc(vec![f.clone()]),                          // chunk list shorter than size
-        toc(vec![gap, chunk("f", 80, 4, 0)]),          // gap between chunks
-        toc(vec![f.clone(), chunk("f", 80, 4, 7)]),    // sum exceeds size
-        toc(vec![f, chunk("g", 80, 4, 0)]),            // chunk of another file
-        toc(vec![chunk("f", 80, 0, 0)]),               // orphan chunk
+        toc(vec![reg("f", 10, 500)]),         // offset past payload end
+        toc(vec![f.clone()]),                 // chunk list shorter than size
+        toc(vec![gap, chunk("f", 80, 4, 0)]), // gap between chunks
+        toc(vec![f.clone(), chunk("f", 80, 4, 7)]), // sum exceeds size
+        toc(vec![f, chunk("g", 80, 4, 0)]),   // chunk of another file
+        toc(vec![chunk("f", 80, 0, 0)]),      // orphan chunk
         toc(vec![reg("a", 10, 50), reg("b", 10, 50)]), // overlap in one member
         toc(vec![dangling]),
         toc(vec![cycle]),
         toc(vec![neg]),
         toc(vec![no_digest]),
         toc(vec![reg("f", 0, 0), reg("f/g", 0, 0)]), // file used as a dir
-        toc(vec![TocEntry { name: "s".into(), entry_type: EntryType::Symlink, ..TocEntry::default() }]),
+        toc(vec![TocEntry {
+            name: "s".into(),
+            entry_type: EntryType::Symlink,
+            ..TocEntry::default()
+        }]),
         toc(vec![reg("/", 0, 0)]), // root not a dir
         toc(vec![reg("a\0b", 0, 0)]),
     ];
     for (i, t) in cases.iter().enumerate() {
         let err = TocIndex::build(t, 100).expect_err(&format!("case {i} accepted"));
-        assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument, "case {i}: {err}");
+        assert_eq!(
+            err.kind(),
+            crate::ErrorKind::InvalidArgument,
+            "case {i}: {err}"
+        );
     }
 }
 

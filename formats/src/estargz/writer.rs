@@ -21,8 +21,8 @@ use super::tar_src::{Meta, SourceTar};
 use super::toc::{EntryType, Jtoc, TocEntry, clean_name};
 use super::toc_json::format_modtime;
 use super::{
-    EstargzError, LANDMARK_CONTENTS, MAX_CHUNK_SIZE, MAX_TOC_SIZE, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK,
-    TOC_DIGEST_ANNOTATION, TOC_TAR_NAME, UNCOMPRESSED_SIZE_ANNOTATION,
+    EstargzError, LANDMARK_CONTENTS, MAX_CHUNK_SIZE, MAX_TOC_SIZE, NO_PREFETCH_LANDMARK,
+    PREFETCH_LANDMARK, TOC_DIGEST_ANNOTATION, TOC_TAR_NAME, UNCOMPRESSED_SIZE_ANNOTATION,
 };
 use crate::{Digest, Digester};
 
@@ -97,7 +97,10 @@ impl WriteReport {
     pub fn annotations(&self) -> Vec<(&'static str, String)> {
         vec![
             (TOC_DIGEST_ANNOTATION, self.toc_digest.to_string()),
-            (UNCOMPRESSED_SIZE_ANNOTATION, self.uncompressed_size.to_string()),
+            (
+                UNCOMPRESSED_SIZE_ANNOTATION,
+                self.uncompressed_size.to_string(),
+            ),
         ]
     }
 
@@ -108,7 +111,10 @@ impl WriteReport {
             (super::BLOB_SIZE_ANNOTATION, self.blob_size.to_string()),
             (super::TOC_OFFSET_ANNOTATION, self.toc_offset.to_string()),
         ];
-        annotations.extend(self.prefetch_end.map(|end| (super::PREFETCH_END_ANNOTATION, end.to_string())));
+        annotations.extend(
+            self.prefetch_end
+                .map(|end| (super::PREFETCH_END_ANNOTATION, end.to_string())),
+        );
         annotations
     }
 
@@ -116,10 +122,18 @@ impl WriteReport {
     /// `…manifest-position` annotations `ctr-remote --zstdchunked` adds. Kept apart from
     /// [`Self::annotations`]: containers/storage refuses layers that carry both families.
     pub fn zstd_chunked_annotations(&self) -> Vec<(&'static str, String)> {
-        let Some((digest, clen, ulen)) = &self.zstd_toc else { return Vec::new() };
+        let Some((digest, clen, ulen)) = &self.zstd_toc else {
+            return Vec::new();
+        };
         vec![
-            ("io.containers.zstd-chunked.manifest-checksum", digest.to_string()),
-            ("io.containers.zstd-chunked.manifest-position", format!("{}:{clen}:{ulen}:1", self.toc_offset)),
+            (
+                "io.containers.zstd-chunked.manifest-checksum",
+                digest.to_string(),
+            ),
+            (
+                "io.containers.zstd-chunked.manifest-position",
+                format!("{}:{clen}:{ulen}:1", self.toc_offset),
+            ),
         ]
     }
 }
@@ -128,7 +142,9 @@ impl WriteReport {
 /// detected by their magic bytes and decompressed; anything else passes through.
 pub fn decompress_layer<'a, R: Read + 'a>(r: R) -> Result<Box<dyn Read + 'a>, EstargzError> {
     let mut br = BufReader::with_capacity(64 << 10, r);
-    let head = br.fill_buf().map_err(|e| EstargzError::io("sniffing the layer compression", e))?;
+    let head = br
+        .fill_buf()
+        .map_err(|e| EstargzError::io("sniffing the layer compression", e))?;
     if head.starts_with(&[0x1f, 0x8b, 0x08]) {
         Ok(Box::new(flate2::bufread::MultiGzDecoder::new(br)))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
@@ -144,7 +160,11 @@ pub fn decompress_layer<'a, R: Read + 'a>(r: R) -> Result<Box<dyn Read + 'a>, Es
 /// members on `opts.threads` threads (0: available parallelism; 1: all on the calling
 /// thread). The output is byte-identical for every thread count: each member is an
 /// independent compression stream, cut at the same place, written in order.
-pub fn convert<R: Read, W: Write>(src: R, out: W, opts: &WriteOptions) -> Result<WriteReport, EstargzError> {
+pub fn convert<R: Read, W: Write>(
+    src: R,
+    out: W,
+    opts: &WriteOptions,
+) -> Result<WriteReport, EstargzError> {
     let threads = opts.threads;
     if opts.chunk_size == 0 || opts.chunk_size > MAX_CHUNK_SIZE {
         return Err(EstargzError::InvalidTar(format!(
@@ -203,7 +223,8 @@ fn convert_into<R: Read, W: Write>(
         let write_buffered = |w: &mut Members<W>, (raw, meta, data): &(Vec<u8>, Meta, Vec<u8>)| {
             let mut rd = &data[..];
             w.write_entry(raw, meta, &mut |buf| {
-                rd.read(buf).map_err(|e| EstargzError::io("reading a buffered entry", e))
+                rd.read(buf)
+                    .map_err(|e| EstargzError::io("reading a buffered entry", e))
             })
         };
         for &i in &order {
@@ -221,7 +242,8 @@ fn convert_into<R: Read, W: Write>(
 
 /// Entries the converter writes itself; an old TOC or landmark in the source is dropped.
 fn is_reserved(name: &str) -> bool {
-    clean_name(name).is_ok_and(|n| n == TOC_TAR_NAME || n == PREFETCH_LANDMARK || n == NO_PREFETCH_LANDMARK)
+    clean_name(name)
+        .is_ok_and(|n| n == TOC_TAR_NAME || n == PREFETCH_LANDMARK || n == NO_PREFETCH_LANDMARK)
 }
 
 /// Indices of the entries to move to the front, in order: for each prioritized path its
@@ -247,7 +269,9 @@ fn prioritized_order(
         order: &mut Vec<usize>,
         depth: usize,
     ) -> bool {
-        let Some(ids) = by_name.get(name) else { return false };
+        let Some(ids) = by_name.get(name) else {
+            return false;
+        };
         if depth > 64 {
             return true;
         }
@@ -323,14 +347,19 @@ impl<W: Write> Members<W> {
             compression: opts.compression,
             level,
             chunk_size: opts.chunk_size,
-            toc: Jtoc { version: 1, entries: Vec::new() },
+            toc: Jtoc {
+                version: 1,
+                entries: Vec::new(),
+            },
             last_uname: HashMap::new(),
             last_gname: HashMap::new(),
         }
     }
 
     fn emit(&mut self, bytes: &[u8]) -> Result<(), EstargzError> {
-        self.out.write_all(bytes).map_err(|e| EstargzError::io("writing the eStargz blob", e))?;
+        self.out
+            .write_all(bytes)
+            .map_err(|e| EstargzError::io("writing the eStargz blob", e))?;
         self.blob.update(bytes);
         self.written += bytes.len() as u64;
         Ok(())
@@ -350,7 +379,9 @@ impl<W: Write> Members<W> {
             return Ok(());
         }
         let piece = std::mem::take(&mut self.piece);
-        self.pool.submit(piece).map_err(|e| EstargzError::io("compressing", e))?;
+        self.pool
+            .submit(piece)
+            .map_err(|e| EstargzError::io("compressing", e))?;
         self.submitted += 1;
         self.write_members(false)
     }
@@ -372,7 +403,12 @@ impl<W: Write> Members<W> {
 
     fn write_landmark(&mut self, name: &str) -> Result<(), EstargzError> {
         let header = go_ustar_header(name, 1);
-        let meta = Meta { name: name.to_owned(), typeflag: b'0', size: 1, ..Meta::default() };
+        let meta = Meta {
+            name: name.to_owned(),
+            typeflag: b'0',
+            size: 1,
+            ..Meta::default()
+        };
         let mut data: &[u8] = &[LANDMARK_CONTENTS];
         self.write_entry(&header, &meta, &mut |buf| {
             data.read(buf).map_err(|e| EstargzError::io("landmark", e))
@@ -462,7 +498,11 @@ impl<W: Write> Members<W> {
             self.fixups.push_back((self.toc.entries.len(), member));
             self.toc.entries.push(std::mem::replace(
                 &mut ent,
-                TocEntry { name: m.name.clone(), entry_type: EntryType::Chunk, ..TocEntry::default() },
+                TocEntry {
+                    name: m.name.clone(),
+                    entry_type: EntryType::Chunk,
+                    ..TocEntry::default()
+                },
             ));
             written += n;
         }
@@ -524,8 +564,12 @@ impl<W: Write> Members<W> {
             )));
         }
         let toc_digest = Digest::of(&json);
-        let prefetch_end =
-            self.toc.entries.iter().find(|e| e.name == PREFETCH_LANDMARK).and_then(|e| u64::try_from(e.offset).ok());
+        let prefetch_end = self
+            .toc
+            .entries
+            .iter()
+            .find(|e| e.name == PREFETCH_LANDMARK)
+            .and_then(|e| u64::try_from(e.offset).ok());
         let mut zstd_toc = None;
         let toc_offset;
         match self.compression {
@@ -551,11 +595,21 @@ impl<W: Write> Members<W> {
                 self.emit(&frame)?;
                 toc_offset = self.written;
                 self.emit(&compressed)?;
-                self.emit(&zstd_footer(toc_offset, compressed.len() as u64, json.len() as u64))?;
-                zstd_toc = Some((Digest::of(&compressed), compressed.len() as u64, json.len() as u64));
+                self.emit(&zstd_footer(
+                    toc_offset,
+                    compressed.len() as u64,
+                    json.len() as u64,
+                ))?;
+                zstd_toc = Some((
+                    Digest::of(&compressed),
+                    compressed.len() as u64,
+                    json.len() as u64,
+                ));
             }
         }
-        self.out.flush().map_err(|e| EstargzError::io("flushing the eStargz blob", e))?;
+        self.out
+            .flush()
+            .map_err(|e| EstargzError::io("flushing the eStargz blob", e))?;
         Ok(WriteReport {
             toc_digest,
             toc_offset,
@@ -637,7 +691,10 @@ mod tests {
         let zs = zstd::bulk::compress(&tar, 3).unwrap();
         for input in [tar.clone(), gz, zs] {
             let mut out = Vec::new();
-            decompress_layer(&input[..]).unwrap().read_to_end(&mut out).unwrap();
+            decompress_layer(&input[..])
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
             assert_eq!(out, tar);
         }
     }
@@ -670,13 +727,15 @@ mod tests {
             h.set_mode(0o644);
             h.set_uid(i % 3);
             h.set_mtime(1_700_000_000 + i);
-            b.append_data(&mut h, format!("dir{}/file{i}", i % 4), &data[..]).unwrap();
+            b.append_data(&mut h, format!("dir{}/file{i}", i % 4), &data[..])
+                .unwrap();
             if i % 10 == 0 {
                 let mut d = tar::Header::new_ustar();
                 d.set_entry_type(tar::EntryType::Directory);
                 d.set_size(0);
                 d.set_mode(0o755);
-                b.append_data(&mut d, format!("empty{i}/"), &[][..]).unwrap();
+                b.append_data(&mut d, format!("empty{i}/"), &[][..])
+                    .unwrap();
             }
         }
         b.into_inner().unwrap()
@@ -686,17 +745,37 @@ mod tests {
     fn output_is_identical_for_any_thread_count() {
         let tar = mixed_tar();
         for compression in [Compression::Gzip, Compression::Zstd] {
-            for prioritized_files in [Vec::new(), vec!["dir3/file3".to_owned(), "dir2/file10".to_owned()]] {
-                let opts = WriteOptions { chunk_size: 64 * 1024, compression, level: Some(1), prioritized_files, threads: 1 };
+            for prioritized_files in [
+                Vec::new(),
+                vec!["dir3/file3".to_owned(), "dir2/file10".to_owned()],
+            ] {
+                let opts = WriteOptions {
+                    chunk_size: 64 * 1024,
+                    compression,
+                    level: Some(1),
+                    prioritized_files,
+                    threads: 1,
+                };
                 let convert_on = |threads| {
                     let mut out = Vec::new();
-                    let report = convert(&tar[..], &mut out, &WriteOptions { threads, ..opts.clone() }).unwrap();
+                    let report = convert(
+                        &tar[..],
+                        &mut out,
+                        &WriteOptions {
+                            threads,
+                            ..opts.clone()
+                        },
+                    )
+                    .unwrap();
                     (out, report)
                 };
                 let (one, one_report) = convert_on(1);
                 for threads in [2, 4] {
                     let (many, many_report) = convert_on(threads);
-                    assert!(one == many, "{compression:?}: threads={threads} output differs from threads=1");
+                    assert!(
+                        one == many,
+                        "{compression:?}: threads={threads} output differs from threads=1"
+                    );
                     assert_eq!(one_report, many_report);
                 }
                 let (default, _) = convert_on(0);
@@ -729,15 +808,33 @@ mod bench {
         let out_dir = std::env::var("STRATA_BENCH_OUT").ok();
         let tar = std::fs::read(path).unwrap();
         for compression in [Compression::Gzip, Compression::Zstd] {
-            let opts = WriteOptions { compression, ..WriteOptions::default() };
+            let opts = WriteOptions {
+                compression,
+                ..WriteOptions::default()
+            };
             for threads in [1, 2] {
                 let mut out = Vec::with_capacity(tar.len());
                 let t = std::time::Instant::now();
-                convert(&tar[..], &mut out, &WriteOptions { threads, ..opts.clone() }).unwrap();
-                eprintln!("{compression:?} threads={threads}: {:?}, {} bytes", t.elapsed(), out.len());
+                convert(
+                    &tar[..],
+                    &mut out,
+                    &WriteOptions {
+                        threads,
+                        ..opts.clone()
+                    },
+                )
+                .unwrap();
+                eprintln!(
+                    "{compression:?} threads={threads}: {:?}, {} bytes",
+                    t.elapsed(),
+                    out.len()
+                );
                 if let Some(d) = &out_dir {
                     let base = std::fs::read(format!("{d}/{compression:?}.baseline")).unwrap();
-                    assert!(base == out, "{compression:?} threads={threads} differs from the baseline");
+                    assert!(
+                        base == out,
+                        "{compression:?} threads={threads} differs from the baseline"
+                    );
                 }
             }
         }

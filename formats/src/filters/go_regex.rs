@@ -147,7 +147,10 @@ fn unicode_class(cs: &[char], i: usize, out: &mut String) -> Option<usize> {
         negated = !negated;
         name = rest.to_owned();
     }
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ' '))
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ' '))
     {
         return None;
     }
@@ -402,7 +405,11 @@ fn group_flags(cs: &[char], i: usize, out: &mut String) -> Option<usize> {
         j += 1;
         match c {
             'i' | 'm' | 's' | 'U' => {
-                let (add, remove) = if negated { (&mut off, &mut on) } else { (&mut on, &mut off) };
+                let (add, remove) = if negated {
+                    (&mut off, &mut on)
+                } else {
+                    (&mut on, &mut off)
+                };
                 remove.retain(|f| f != c);
                 if !add.contains(c) {
                     add.push(c);

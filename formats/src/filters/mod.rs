@@ -106,7 +106,9 @@ impl Filter {
             return Ok(Filter::always());
         }
         let selectors = Parser::new(expr).selectors()?;
-        Ok(Filter { kind: Kind::All(selectors) })
+        Ok(Filter {
+            kind: Kind::All(selectors),
+        })
     }
 
     /// Parses a list of filter strings into a filter that matches when any of
@@ -119,8 +121,13 @@ impl Filter {
         if exprs.is_empty() {
             return Ok(Filter::always());
         }
-        let filters = exprs.iter().map(|expr| Filter::parse(expr.as_ref())).collect::<Result<Vec<_>, _>>()?;
-        Ok(Filter { kind: Kind::Any(filters) })
+        let filters = exprs
+            .iter()
+            .map(|expr| Filter::parse(expr.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Filter {
+            kind: Kind::Any(filters),
+        })
     }
 
     /// The filter that matches anything.
@@ -263,8 +270,14 @@ impl fmt::Debug for Selector {
             Op::Present => Ok(()),
             Op::Equal(value) => write!(f, " == {value:?}"),
             Op::NotEqual(value) => write!(f, " != {value:?}"),
-            Op::Matches { pattern, regex: Some(_) } => write!(f, " ~= {pattern:?}"),
-            Op::Matches { pattern, regex: None } => write!(f, " ~= {pattern:?} (invalid: matches nothing)"),
+            Op::Matches {
+                pattern,
+                regex: Some(_),
+            } => write!(f, " ~= {pattern:?}"),
+            Op::Matches {
+                pattern,
+                regex: None,
+            } => write!(f, " ~= {pattern:?} (invalid: matches nothing)"),
         }
     }
 }

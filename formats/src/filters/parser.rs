@@ -12,11 +12,18 @@ pub(super) struct Parser<'a> {
 
 impl<'a> Parser<'a> {
     pub(super) fn new(input: &'a str) -> Parser<'a> {
-        Parser { input, scanner: Scanner::new(input) }
+        Parser {
+            input,
+            scanner: Scanner::new(input),
+        }
     }
 
     fn error(&self, position: usize, message: impl Into<String>) -> FilterError {
-        FilterError::Parse { input: self.input.to_owned(), position, message: message.into() }
+        FilterError::Parse {
+            input: self.input.to_owned(),
+            position,
+            message: message.into(),
+        }
     }
 
     fn scanner_error(&self, position: usize) -> FilterError {
@@ -53,7 +60,10 @@ impl<'a> Parser<'a> {
         // Only `,` or the end directly after the path make a presence test;
         // anything else, even a space, must lead to an operator.
         if matches!(self.scanner.peek(), Ch::Char(',') | Ch::Eof) {
-            return Ok(Selector { path, op: Op::Present });
+            return Ok(Selector {
+                path,
+                op: Op::Present,
+            });
         }
         let kind = self.operator()?;
         // Regexps may also be quoted with / or |, so they need fewer escapes.
@@ -61,7 +71,10 @@ impl<'a> Parser<'a> {
         let op = match kind {
             OpKind::Equal => Op::Equal(value),
             OpKind::NotEqual => Op::NotEqual(value),
-            OpKind::Matches => Op::Matches { regex: compile_go_regex(&value.0), pattern: value },
+            OpKind::Matches => Op::Matches {
+                regex: compile_go_regex(&value.0),
+                pattern: value,
+            },
         };
         Ok(Selector { path, op })
     }
@@ -113,7 +126,12 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn unquote(&self, pos: usize, quoted: &str, allow_alt_quotes: bool) -> Result<Vec<u8>, FilterError> {
+    fn unquote(
+        &self,
+        pos: usize,
+        quoted: &str,
+        allow_alt_quotes: bool,
+    ) -> Result<Vec<u8>, FilterError> {
         if !allow_alt_quotes && !quoted.starts_with('"') {
             return Err(self.error(pos, "invalid quote encountered"));
         }

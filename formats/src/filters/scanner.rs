@@ -38,7 +38,13 @@ pub(super) struct Scanner<'a> {
 
 impl<'a> Scanner<'a> {
     pub(super) fn new(input: &'a str) -> Scanner<'a> {
-        Scanner { input, pos: 0, ppos: 0, value: false, err: None }
+        Scanner {
+            input,
+            pos: 0,
+            ppos: 0,
+            value: false,
+            err: None,
+        }
     }
 
     fn error(&mut self, msg: &'static str) {
@@ -50,7 +56,11 @@ impl<'a> Scanner<'a> {
             return Ch::Eof;
         }
         self.pos = self.ppos;
-        let Some(c) = self.input.get(self.ppos..).and_then(|rest| rest.chars().next()) else {
+        let Some(c) = self
+            .input
+            .get(self.ppos..)
+            .and_then(|rest| rest.chars().next())
+        else {
             return Ch::Eof;
         };
         self.ppos += c.len_utf8();
@@ -90,7 +100,11 @@ impl<'a> Scanner<'a> {
                 Ch::Char(c) => c,
             };
             if is_quote_char(c) {
-                let token = if self.scan_quoted(c) { Token::Quoted } else { Token::Illegal };
+                let token = if self.scan_quoted(c) {
+                    Token::Quoted
+                } else {
+                    Token::Illegal
+                };
                 return (pos, token, self.text(pos));
             }
             if is_separator_char(c) {

@@ -23,24 +23,47 @@ impl Adaptor for Entry {
         match path.first().map(String::as_str) {
             Some("name") => present(self.name),
             Some("other") => present(self.other),
-            Some("labels") => self.labels.get(path[1..].join(".").as_str()).map(|v| v.to_string()),
+            Some("labels") => self
+                .labels
+                .get(path[1..].join(".").as_str())
+                .map(|v| v.to_string()),
             _ => None,
         }
     }
 }
 
-fn entry(name: &'static str, other: &'static str, labels: &[(&'static str, &'static str)]) -> Entry {
-    Entry { name, other, labels: labels.iter().copied().collect() }
+fn entry(
+    name: &'static str,
+    other: &'static str,
+    labels: &[(&'static str, &'static str)],
+) -> Entry {
+    Entry {
+        name,
+        other,
+        labels: labels.iter().copied().collect(),
+    }
 }
 
 fn corpus() -> Vec<Entry> {
     vec![
         entry("foo", "", &[("foo", "true")]),
         entry("bar", "", &[]),
-        entry("foo", "", &[("foo", "present"), ("more complex label", "present")]),
+        entry(
+            "foo",
+            "",
+            &[("foo", "present"), ("more complex label", "present")],
+        ),
         entry("bar", "", &[("bar", "true")]),
-        entry("fooer", "", &[("more complex label with \\ and \"", "present")]),
-        entry("fooer", "", &[("more complex label with \\ and \".post", "present")]),
+        entry(
+            "fooer",
+            "",
+            &[("more complex label with \\ and \"", "present")],
+        ),
+        entry(
+            "fooer",
+            "",
+            &[("more complex label with \\ and \".post", "present")],
+        ),
         entry("baz", "too complex, yo", &[]),
         entry("bazo", "abc", &[]),
         entry("compound", "", &[("foo", "omg_asdf.asdf-qwer")]),
@@ -48,7 +71,12 @@ fn corpus() -> Vec<Entry> {
 }
 
 fn matching(filter: &Filter) -> Vec<usize> {
-    corpus().iter().enumerate().filter(|(_, e)| filter.matches(*e)).map(|(i, _)| i).collect()
+    corpus()
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| filter.matches(*e))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// containerd's TestFilters, case for case.
@@ -73,8 +101,14 @@ fn containerd_filter_cases() {
         ("name==bar,labels.bar==true", &[3]),
         ("name==bar,labels.bar==wrong", &[]),
         (r#"name==foo,labels."more complex label""#, &[2]),
-        (r#"labels."more complex label with \\ and \""==present"#, &[4]),
-        (r#"labels."more complex label with \\ and \"".post==present"#, &[5]),
+        (
+            r#"labels."more complex label with \\ and \""==present"#,
+            &[4],
+        ),
+        (
+            r#"labels."more complex label with \\ and \"".post==present"#,
+            &[5],
+        ),
     ];
     for (input, want) in ok {
         let filter = Filter::parse(input).unwrap_or_else(|e| panic!("{input:?}: {e}"));
@@ -90,8 +124,14 @@ fn containerd_filter_cases() {
             r#"labels.?"more complex label with \\ and \"".post==present"#,
             r#"filters: parse error: [labels. >|?|< "more complex label with \\ and \"".post==present]: expected field or quoted"#,
         ),
-        ("name==foo,", "filters: parse error: [name==foo,]: expected field or quoted"),
-        ("labels.", "filters: parse error: [labels.]: expected field or quoted"),
+        (
+            "name==foo,",
+            "filters: parse error: [name==foo,]: expected field or quoted",
+        ),
+        (
+            "labels.",
+            "filters: parse error: [labels.]: expected field or quoted",
+        ),
         (
             "image~=,id?=?fbaq",
             "filters: parse error: [image~= >|,|< id?=?fbaq]: expected value or quoted",
@@ -116,8 +156,14 @@ fn more_parse_errors() {
     let cases = [
         ("name===x", "[name >|=|< ==x]: unsupported operator \"===\""),
         ("name=x", "[name >|=|< x]: unsupported operator \"=\""),
-        ("name x", "[name  >|x|< ]: expected an operator (\"==\"|\"!=\"|\"~=\")"),
-        ("name ", "[name ]: expected an operator (\"==\"|\"!=\"|\"~=\")"),
+        (
+            "name x",
+            "[name  >|x|< ]: expected an operator (\"==\"|\"!=\"|\"~=\")",
+        ),
+        (
+            "name ",
+            "[name ]: expected an operator (\"==\"|\"!=\"|\"~=\")",
+        ),
         ("name==x ", "[name==x >| |< ]: unexpected input:  "),
         ("name==x ,a", "[name==x >| |< ,a]: unexpected input:  "),
         ("name==", "[name==]: expected value or quoted"),
@@ -132,34 +178,71 @@ fn more_parse_errors() {
         ("a\0b", "[a >|\0|< b]: unexpected null"),
         ("a==b\0", "[a==b >|\0|< ]: unexpected input: \u{FFFD}"),
         ("a\u{FFFD}", "[a >|\u{FFFD}|< ]: rune error"),
-        (r#"labels."\g""#, r#"[labels. >|"|< \g"]: illegal escape sequence"#),
-        (r#"labels."\xaz""#, r#"[labels. >|"|< \xaz"]: illegal numeric escape sequence"#),
-        (r#"labels."\"#, r#"[labels. >|"|< \]: illegal escape sequence"#),
-        (r#"labels."\""#, r#"[labels. >|"|< \"]: quoted literal not terminated"#),
-        (r#"labels."\777"==x"#, r#"[labels. >|"|< \777"==x]: unquoting failed: quote syntax error"#),
+        (
+            r#"labels."\g""#,
+            r#"[labels. >|"|< \g"]: illegal escape sequence"#,
+        ),
+        (
+            r#"labels."\xaz""#,
+            r#"[labels. >|"|< \xaz"]: illegal numeric escape sequence"#,
+        ),
+        (
+            r#"labels."\"#,
+            r#"[labels. >|"|< \]: illegal escape sequence"#,
+        ),
+        (
+            r#"labels."\""#,
+            r#"[labels. >|"|< \"]: quoted literal not terminated"#,
+        ),
+        (
+            r#"labels."\777"==x"#,
+            r#"[labels. >|"|< \777"==x]: unquoting failed: quote syntax error"#,
+        ),
         (
             r#"labels."\U00110000""#,
             r#"[labels. >|"|< \U00110000"]: unquoting failed: quote syntax error"#,
         ),
-        ("labels.\"a\nb\"", "[labels. >|\"|< a\nb\"]: quoted literal not terminated"),
+        (
+            "labels.\"a\nb\"",
+            "[labels. >|\"|< a\nb\"]: quoted literal not terminated",
+        ),
         ("name==/x/", "[name== >|/|< x/]: invalid quote encountered"),
         ("name!=|x|", "[name!= >|||< x|]: invalid quote encountered"),
-        (r#"name=="x"y"#, r#"[name=="x" >|y|< ]: unexpected input: y"#),
+        (
+            r#"name=="x"y"#,
+            r#"[name=="x" >|y|< ]: unexpected input: y"#,
+        ),
         ("name==x,", "[name==x,]: expected field or quoted"),
         ("é==x", "[ >|é|< ==x]: expected field or quoted"),
     ];
     for (input, want) in cases {
         let err = Filter::parse(input).expect_err(input);
-        assert_eq!(err.to_string(), format!("filters: parse error: {want}"), "{input:?}");
+        assert_eq!(
+            err.to_string(),
+            format!("filters: parse error: {want}"),
+            "{input:?}"
+        );
     }
-    let FilterError::Parse { input, position, message } = Filter::parse("name==").expect_err("error");
-    assert_eq!((input.as_str(), position, message.as_str()), ("name==", 6, "expected value or quoted"));
-    assert_eq!(Filter::parse("=").expect_err("error").kind(), ErrorKind::InvalidArgument);
+    let FilterError::Parse {
+        input,
+        position,
+        message,
+    } = Filter::parse("name==").expect_err("error");
+    assert_eq!(
+        (input.as_str(), position, message.as_str()),
+        ("name==", 6, "expected value or quoted")
+    );
+    assert_eq!(
+        Filter::parse("=").expect_err("error").kind(),
+        ErrorKind::InvalidArgument
+    );
 }
 
 fn map_adaptor(fields: &[(&str, &str)]) -> impl Fn(&[String]) -> Option<String> {
-    let fields: BTreeMap<String, String> =
-        fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let fields: BTreeMap<String, String> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     move |path: &[String]| fields.get(&path.join(".")).cloned()
 }
 
@@ -193,7 +276,10 @@ fn semantics() {
         ("name~=\"^a\\\\w+$\"", true),
         ("labels.\"containerd.io/gc.root\"", true),
         ("labels.containerd.\"io/gc\".root==2024", true),
-        ("labels.\"containerd.io/gc.root\"==2024,kind==committed", true),
+        (
+            "labels.\"containerd.io/gc.root\"==2024,kind==committed",
+            true,
+        ),
         ("labels.\"containerd.io/gc.root\"==2024,kind==active", false),
         ("  name == abc,  kind~=  ^c", true),
         ("name==\"\\x61bc\"", true),
@@ -217,12 +303,23 @@ fn semantics() {
 #[test]
 fn values_take_any_graphic_character() {
     let item = map_adaptor(&[("a", "x=y!z~/|\"é牛:@"), ("b", "sha256:0123")]);
-    for input in ["a==x=y!z~/|\"é牛:@", "b==sha256:0123", "a~=牛", "b~=^sha256:[0-9]+$"] {
-        assert!(Filter::parse(input).expect(input).matches(&item), "{input:?}");
+    for input in [
+        "a==x=y!z~/|\"é牛:@",
+        "b==sha256:0123",
+        "a~=牛",
+        "b~=^sha256:[0-9]+$",
+    ] {
+        assert!(
+            Filter::parse(input).expect(input).matches(&item),
+            "{input:?}"
+        );
     }
     // Format characters (Cf) end a value, as in Go.
     let err = Filter::parse("a==x\u{200B}y").expect_err("zero-width space");
-    assert!(err.to_string().ends_with("unexpected input: \u{200B}"), "{err}");
+    assert!(
+        err.to_string().ends_with("unexpected input: \u{200B}"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -230,13 +327,28 @@ fn any_of_several_filters() {
     let item = map_adaptor(&[("name", "abc")]);
     let no: &[&str] = &[];
     assert!(Filter::parse_any(no).expect("empty").matches(&item));
-    assert!(Filter::parse_any(&["name==x", "name==abc"]).expect("parse").matches(&item));
-    assert!(!Filter::parse_any(&["name==x", "name==y"]).expect("parse").matches(&item));
-    assert!(Filter::parse_any(&["name==x", ""]).expect("parse").matches(&item));
+    assert!(
+        Filter::parse_any(&["name==x", "name==abc"])
+            .expect("parse")
+            .matches(&item)
+    );
+    assert!(
+        !Filter::parse_any(&["name==x", "name==y"])
+            .expect("parse")
+            .matches(&item)
+    );
+    assert!(
+        Filter::parse_any(&["name==x", ""])
+            .expect("parse")
+            .matches(&item)
+    );
     let owned = vec![String::from("name==abc,kind")];
     assert!(!Filter::parse_any(&owned).expect("parse").matches(&item));
     let err = Filter::parse_any(&["name==x", "name=="]).expect_err("second is bad");
-    assert_eq!(err.to_string(), "filters: parse error: [name==]: expected value or quoted");
+    assert_eq!(
+        err.to_string(),
+        "filters: parse error: [name==]: expected value or quoted"
+    );
     assert!(Filter::always().matches(&item));
     assert!(Filter::default().matches(&item));
     let parsed: Filter = "name==abc".parse().expect("from_str");
@@ -247,8 +359,12 @@ fn any_of_several_filters() {
 fn debug_shows_the_parsed_selectors() {
     let filter = Filter::parse(r#"a."b.c"==x,d,e!="\xff",f~=("#).expect("parse");
     let debug = format!("{filter:?}");
-    for part in [r#"["a", "b.c"] == "x""#, r#"["d"]"#, r#"["e"] != b"\xff""#, r#"["f"] ~= "(" (invalid"#]
-    {
+    for part in [
+        r#"["a", "b.c"] == "x""#,
+        r#"["d"]"#,
+        r#"["e"] != b"\xff""#,
+        r#"["f"] ~= "(" (invalid"#,
+    ] {
         assert!(debug.contains(part), "{debug} lacks {part}");
     }
 }
@@ -363,13 +479,31 @@ fn containerd_scanner_cases() {
         ),
         (
             r#"name~="asdf\n\tfooo""#,
-            &[(0, Field, "name"), (4, Operator, "~="), (6, Quoted, r#""asdf\n\tfooo""#), (20, Eof, "")],
+            &[
+                (0, Field, "name"),
+                (4, Operator, "~="),
+                (6, Quoted, r#""asdf\n\tfooo""#),
+                (20, Eof, ""),
+            ],
         ),
         (
             "foo\0bar",
-            &[(0, Field, "foo"), (3, Illegal("unexpected null"), ""), (4, Field, "bar"), (7, Eof, "")],
+            &[
+                (0, Field, "foo"),
+                (3, Illegal("unexpected null"), ""),
+                (4, Field, "bar"),
+                (7, Eof, ""),
+            ],
         ),
-        ("foo = bar    ", &[(0, Field, "foo"), (4, Operator, "="), (6, Value, "bar"), (13, Eof, "")]),
+        (
+            "foo = bar    ",
+            &[
+                (0, Field, "foo"),
+                (4, Operator, "="),
+                (6, Value, "bar"),
+                (13, Eof, ""),
+            ],
+        ),
         (
             "compound.labels==punctuated_value.foo-bar",
             &[
@@ -381,7 +515,14 @@ fn containerd_scanner_cases() {
                 (41, Eof, ""),
             ],
         ),
-        ("interrupted=", &[(0, Field, "interrupted"), (11, Operator, "="), (12, Eof, "")]),
+        (
+            "interrupted=",
+            &[
+                (0, Field, "interrupted"),
+                (11, Operator, "="),
+                (12, Eof, ""),
+            ],
+        ),
         (
             "doublevalue=value value",
             &[
@@ -458,7 +599,11 @@ fn containerd_scanner_cases() {
             &[
                 (0, Field, "labels"),
                 (6, Separator, "."),
-                (7, Illegal("quoted literal not terminated"), "\"containerd.io\n"),
+                (
+                    7,
+                    Illegal("quoted literal not terminated"),
+                    "\"containerd.io\n",
+                ),
                 (22, Field, "key"),
                 (25, Illegal("quoted literal not terminated"), "\"==value"),
                 (33, Eof, ""),
@@ -554,7 +699,10 @@ fn go_regex_translation() {
         ("[[:alpha:][:^digit:]]", Some("[[:alpha:][:^digit:]]")),
         (r"[\x41-\x{5A}\n]", Some(r"[A-Z\x{A}]")),
         (r"\101\0", Some(r"A\x{0}")),
-        ("(?i)a(?-i:b)(?)c(?ii)(?i-i)", Some("(?i)a(?-i:b)c(?i)(?-i)")),
+        (
+            "(?i)a(?-i:b)(?)c(?ii)(?i-i)",
+            Some("(?i)a(?-i:b)c(?i)(?-i)"),
+        ),
         ("(?P<x>a)(?<y>b)(?P<1>c)", Some("(a)(b)(c)")),
         (r"\p{Greek}\PL\p{^L}", Some(r"\p{Greek}\P{L}\P{L}")),
         ("a**", None),
@@ -699,7 +847,11 @@ fn gen_selector() -> impl Strategy<Value = GenSelector> {
             (op, value, style)
         },
     ));
-    (proptest::collection::vec(component, 1..4), op, any::<(bool, bool, bool)>())
+    (
+        proptest::collection::vec(component, 1..4),
+        op,
+        any::<(bool, bool, bool)>(),
+    )
         .prop_map(|(path, op, spaces)| GenSelector { path, op, spaces })
 }
 

@@ -80,7 +80,9 @@ pub(super) fn load(
     }
     out.add_resolved(&interp);
     let interp_name = interp_path.rsplit('/').next().unwrap_or_default();
-    let musl = interp_name.strip_prefix("ld-musl-").and_then(|b| b.strip_suffix(".so.1"));
+    let musl = interp_name
+        .strip_prefix("ld-musl-")
+        .and_then(|b| b.strip_suffix(".so.1"));
     // The loader is loaded: `DT_NEEDED` names matching it (libc's `ld-linux-x86-64.so.2`)
     // are satisfied without a search.
     let mut loaded_names: HashSet<String> = HashSet::from([interp_name.to_owned()]);
@@ -93,7 +95,10 @@ pub(super) fn load(
         && let Some(text) = read_text(fs, "/etc/ld.so.preload", out)
     {
         // glibc loads these before the executable's own `DT_NEEDED`, searched as they are.
-        let preload = text.split([' ', '\t', '\n', ':']).filter(|w| !w.is_empty()).take(MAX_PRELOAD);
+        let preload = text
+            .split([' ', '\t', '\n', ':'])
+            .filter(|w| !w.is_empty())
+            .take(MAX_PRELOAD);
         info.needed.splice(0..0, preload.map(str::to_owned));
     }
     if info.needed.is_empty() {
@@ -103,7 +108,11 @@ pub(super) fn load(
         Some(arch) => musl_dirs(fs, arch, out),
         None => glibc_dirs(fs, &info, out),
     };
-    let mut queue = VecDeque::from([Object { origin: dirname(&exe.path).to_owned(), info, inherited: Rc::from([]) }]);
+    let mut queue = VecDeque::from([Object {
+        origin: dirname(&exe.path).to_owned(),
+        info,
+        inherited: Rc::from([]),
+    }]);
     while let Some(obj) = queue.pop_front() {
         let dirs = search_dirs(&obj, env, &system, musl.is_some());
         let mut inherited: Option<Rc<[Rc<str>]>> = None;
@@ -112,7 +121,10 @@ pub(super) fn load(
                 continue;
             }
             if loaded_names.len() > MAX_LIBRARY_NAMES {
-                return Err(PrefetchError::LibraryGraphTooLarge { what: "library names", limit: MAX_LIBRARY_NAMES });
+                return Err(PrefetchError::LibraryGraphTooLarge {
+                    what: "library names",
+                    limit: MAX_LIBRARY_NAMES,
+                });
             }
             let Some((found, lib, lib_info)) = find_library(fs, env, name, &dirs, &obj.info) else {
                 continue;
@@ -121,12 +133,21 @@ pub(super) fn load(
                 continue;
             }
             if loaded_paths.len() > MAX_OBJECTS {
-                return Err(PrefetchError::LibraryGraphTooLarge { what: "shared objects", limit: MAX_OBJECTS });
+                return Err(PrefetchError::LibraryGraphTooLarge {
+                    what: "shared objects",
+                    limit: MAX_OBJECTS,
+                });
             }
             out.add_resolved(&lib);
             loaded_names.extend(lib_info.soname.clone());
-            let inherited = inherited.get_or_insert_with(|| passed_down(&obj, musl.is_some())).clone();
-            queue.push_back(Object { origin: dirname(&found).to_owned(), info: lib_info, inherited });
+            let inherited = inherited
+                .get_or_insert_with(|| passed_down(&obj, musl.is_some()))
+                .clone();
+            queue.push_back(Object {
+                origin: dirname(&found).to_owned(),
+                info: lib_info,
+                inherited,
+            });
         }
     }
     Ok(())
@@ -215,18 +236,31 @@ fn passed_down(obj: &Object, musl: bool) -> Rc<[Rc<str>]> {
         (None, Some(r)) => Some(r),
         _ => None,
     };
-    let own = own.map(|p| expand_path_list(p, &obj.origin, obj.info.class)).unwrap_or_default();
-    own.into_iter().map(Rc::from).chain(obj.inherited.iter().cloned()).take(MAX_INHERITED_DIRS).collect()
+    let own = own
+        .map(|p| expand_path_list(p, &obj.origin, obj.info.class))
+        .unwrap_or_default();
+    own.into_iter()
+        .map(Rc::from)
+        .chain(obj.inherited.iter().cloned())
+        .take(MAX_INHERITED_DIRS)
+        .collect()
 }
 
 /// Where `obj`'s `DT_NEEDED` names are searched, in order, without repeats.
 fn search_dirs(obj: &Object, env: &LoaderEnv, system: &[String], musl: bool) -> Vec<String> {
-    let own = |p: &Option<String>| p.as_ref().map(|p| expand_path_list(p, &obj.origin, obj.info.class));
+    let own = |p: &Option<String>| {
+        p.as_ref()
+            .map(|p| expand_path_list(p, &obj.origin, obj.info.class))
+    };
     let inherited = obj.inherited.iter().map(|d| d.to_string());
     let mut dirs: Vec<String> = Vec::new();
     if musl {
         dirs.extend(env.ld_library_path.iter().cloned());
-        dirs.extend(own(&obj.info.runpath).or_else(|| own(&obj.info.rpath)).unwrap_or_default());
+        dirs.extend(
+            own(&obj.info.runpath)
+                .or_else(|| own(&obj.info.rpath))
+                .unwrap_or_default(),
+        );
         dirs.extend(inherited);
     } else {
         if obj.info.runpath.is_none() {
@@ -252,8 +286,11 @@ fn find_library(
     dirs: &[String],
     requester: &ElfInfo,
 ) -> Option<(String, Resolved, ElfInfo)> {
-    let candidates: Vec<String> =
-        if name.contains('/') { vec![name.to_owned()] } else { dirs.iter().map(|d| child_path(d, name)).collect() };
+    let candidates: Vec<String> = if name.contains('/') {
+        vec![name.to_owned()]
+    } else {
+        dirs.iter().map(|d| child_path(d, name)).collect()
+    };
     candidates.into_iter().find_map(|candidate| {
         let resolved = resolve(fs, &env.cwd, &candidate).ok()?;
         if resolved.kind != FileKind::Regular {
@@ -261,7 +298,9 @@ fn find_library(
         }
         let info = parse_elf(&*fs.open(&resolved.path)?).ok()??;
         let found = super::rootfs::normalize(&env.cwd, &candidate);
-        requester.compatible_with(&info).then_some((found, resolved, info))
+        requester
+            .compatible_with(&info)
+            .then_some((found, resolved, info))
     })
 }
 
@@ -269,11 +308,20 @@ fn find_library(
 /// `$PLATFORM` (which depends on the CPU at run time) are dropped. The result is capped at
 /// [`MAX_PATH_LIST_DIRS`] directories and [`MAX_PATH_LIST_BYTES`] bytes.
 fn expand_path_list(list: &str, origin: &str, class: ElfClass) -> Vec<String> {
-    let lib = if class == ElfClass::Elf64 { "lib64" } else { "lib" };
+    let lib = if class == ElfClass::Elf64 {
+        "lib64"
+    } else {
+        "lib"
+    };
     let mut bytes = 0;
     list.split(':')
         .filter(|e| !e.is_empty() && !e.contains("$PLATFORM") && !e.contains("${PLATFORM}"))
-        .map(|e| e.replace("${ORIGIN}", origin).replace("$ORIGIN", origin).replace("${LIB}", lib).replace("$LIB", lib))
+        .map(|e| {
+            e.replace("${ORIGIN}", origin)
+                .replace("$ORIGIN", origin)
+                .replace("${LIB}", lib)
+                .replace("$LIB", lib)
+        })
         .filter(|e| e.len() <= MAX_PATH_LEN)
         .take_while(|e| {
             bytes += e.len();
@@ -309,10 +357,21 @@ fn multiarch(info: &ElfInfo) -> &'static [&'static str] {
 /// glibc's trusted directories: the multiarch ones (Debian, Ubuntu), `lib64` (Fedora, SUSE)
 /// or `lib32` (Debian multilib), then `/lib` and `/usr/lib`.
 fn default_dirs(info: &ElfInfo) -> Vec<String> {
-    let mut dirs: Vec<String> =
-        multiarch(info).iter().flat_map(|t| [format!("/lib/{t}"), format!("/usr/lib/{t}")]).collect();
-    let bits = if info.class == ElfClass::Elf64 { "64" } else { "32" };
-    dirs.extend([format!("/lib{bits}"), format!("/usr/lib{bits}"), "/lib".into(), "/usr/lib".into()]);
+    let mut dirs: Vec<String> = multiarch(info)
+        .iter()
+        .flat_map(|t| [format!("/lib/{t}"), format!("/usr/lib/{t}")])
+        .collect();
+    let bits = if info.class == ElfClass::Elf64 {
+        "64"
+    } else {
+        "32"
+    };
+    dirs.extend([
+        format!("/lib{bits}"),
+        format!("/usr/lib{bits}"),
+        "/lib".into(),
+        "/usr/lib".into(),
+    ]);
     dirs
 }
 
@@ -335,14 +394,24 @@ fn musl_dirs(fs: &dyn RootFs, arch: &str, out: &mut FileList) -> Vec<String> {
     let path = format!("/etc/ld-musl-{arch}.path");
     let text = read_text(fs, &path, out);
     let text = text.as_deref().unwrap_or("/lib:/usr/local/lib:/usr/lib");
-    text.split([':', '\n']).map(str::trim).filter(|d| !d.is_empty()).take(MAX_DIRS).map(str::to_owned).collect()
+    text.split([':', '\n'])
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .take(MAX_DIRS)
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Reads a small text file, listing it (and its symlinks) if it exists.
 fn read_text(fs: &dyn RootFs, path: &str, out: &mut FileList) -> Option<String> {
-    let resolved = resolve(fs, "/", path).ok().filter(|r| r.kind == FileKind::Regular)?;
+    let resolved = resolve(fs, "/", path)
+        .ok()
+        .filter(|r| r.kind == FileKind::Regular)?;
     out.add_resolved(&resolved);
-    let bytes = fs.open(&resolved.path)?.read_range(0, MAX_CONF_BYTES).ok()?;
+    let bytes = fs
+        .open(&resolved.path)?
+        .read_range(0, MAX_CONF_BYTES)
+        .ok()?;
     Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
@@ -355,10 +424,15 @@ struct Conf {
 
 impl Conf {
     fn read(&mut self, fs: &dyn RootFs, path: &str, depth: usize, out: &mut FileList) {
-        if depth > MAX_CONF_DEPTH || self.visited.len() >= MAX_CONF_FILES || !self.visited.insert(path.to_owned()) {
+        if depth > MAX_CONF_DEPTH
+            || self.visited.len() >= MAX_CONF_FILES
+            || !self.visited.insert(path.to_owned())
+        {
             return;
         }
-        let Some(text) = read_text(fs, path, out) else { return };
+        let Some(text) = read_text(fs, path, out) else {
+            return;
+        };
         for line in text.lines() {
             let line = line.split('#').next().unwrap_or_default().trim();
             let mut words = line.split_whitespace();
@@ -376,7 +450,11 @@ impl Conf {
                 Some(_) => {
                     for dir in line.split([':', ',', ' ', '\t']).filter(|d| !d.is_empty()) {
                         // Old `dir=TYPE` lines name a library type after `=`.
-                        let dir = dir.split('=').next().unwrap_or_default().trim_end_matches('/');
+                        let dir = dir
+                            .split('=')
+                            .next()
+                            .unwrap_or_default()
+                            .trim_end_matches('/');
                         let dir = if dir.is_empty() { "/" } else { dir };
                         if self.dirs.len() < MAX_DIRS && !self.dirs.iter().any(|d| d == dir) {
                             self.dirs.push(dir.to_owned());
@@ -391,13 +469,21 @@ impl Conf {
 /// Expands a pattern whose last component may hold `*` and `?` (what `ld.so.conf`
 /// includes use), sorted as `glob(3)` sorts; a pattern without wildcards is itself.
 fn glob(fs: &dyn RootFs, pattern: &str) -> Vec<String> {
-    let (dir, name) = (dirname(pattern), pattern.rsplit('/').next().unwrap_or_default());
+    let (dir, name) = (
+        dirname(pattern),
+        pattern.rsplit('/').next().unwrap_or_default(),
+    );
     if !name.contains(['*', '?']) {
         return vec![pattern.to_owned()];
     }
-    let Ok(resolved) = resolve(fs, "/", dir) else { return Vec::new() };
-    let mut names: Vec<String> =
-        fs.read_dir(&resolved.path).into_iter().filter(|n| glob_match(name.as_bytes(), n.as_bytes())).collect();
+    let Ok(resolved) = resolve(fs, "/", dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = fs
+        .read_dir(&resolved.path)
+        .into_iter()
+        .filter(|n| glob_match(name.as_bytes(), n.as_bytes()))
+        .collect();
     names.sort();
     names.truncate(MAX_CONF_FILES);
     names.into_iter().map(|n| child_path(dir, &n)).collect()

@@ -26,7 +26,9 @@ use std::cell::Cell;
 use std::collections::HashSet;
 
 pub use loader::{MAX_LIBRARY_NAMES, MAX_OBJECTS, loader_neighbours};
-pub use rootfs::{FileKind, MAX_PATH_LEN, MAX_SYMLINKS, MemRootFs, Resolved, RootFs, normalize, resolve};
+pub use rootfs::{
+    FileKind, MAX_PATH_LEN, MAX_SYMLINKS, MemRootFs, Resolved, RootFs, normalize, resolve,
+};
 
 use crate::elf::{ElfError, parse_elf};
 use crate::errdefs::ErrorKind;
@@ -132,7 +134,9 @@ impl PrefetchError {
     /// The error category.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            PrefetchError::CommandNotFound { .. } | PrefetchError::NotFound { .. } => ErrorKind::NotFound,
+            PrefetchError::CommandNotFound { .. } | PrefetchError::NotFound { .. } => {
+                ErrorKind::NotFound
+            }
             PrefetchError::NotExecutable { .. }
             | PrefetchError::SymlinkLoop { .. }
             | PrefetchError::TooManyInterpreters { .. }
@@ -174,23 +178,46 @@ impl FileList {
 /// ([`PrefetchError::CommandNotFound`], [`PrefetchError::NotFound`]), malformed
 /// ([`PrefetchError::Elf`]), or caught in a loop; a missing or malformed *library* is
 /// skipped instead, since the rest of the list is still what the start reads first.
-pub fn prioritized_files(fs: &dyn RootFs, config: &ImageConfigLite) -> Result<Vec<String>, PrefetchError> {
-    let argv: Vec<String> = config.entrypoint.iter().chain(&config.cmd).cloned().collect();
+pub fn prioritized_files(
+    fs: &dyn RootFs,
+    config: &ImageConfigLite,
+) -> Result<Vec<String>, PrefetchError> {
+    let argv: Vec<String> = config
+        .entrypoint
+        .iter()
+        .chain(&config.cmd)
+        .cloned()
+        .collect();
     if argv.is_empty() {
         return Ok(Vec::new());
     }
     let var = |name: &str| {
-        config.env.iter().rev().find_map(|e| e.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v.to_owned()))
+        config.env.iter().rev().find_map(|e| {
+            e.split_once('=')
+                .filter(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_owned())
+        })
     };
     let cwd = normalize("/", config.working_dir.as_deref().unwrap_or("/"));
     let ld_library_path = var("LD_LIBRARY_PATH")
-        .map(|p| p.split([':', ';']).filter(|d| !d.is_empty()).map(str::to_owned).collect())
+        .map(|p| {
+            p.split([':', ';'])
+                .filter(|d| !d.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default();
-    let budget = Budgeted { inner: fs, used: Cell::new(0) };
+    let budget = Budgeted {
+        inner: fs,
+        used: Cell::new(0),
+    };
     let start = Start {
         fs: &budget,
         path: var("PATH").unwrap_or_else(|| DEFAULT_PATH.to_owned()),
-        env: loader::LoaderEnv { cwd, ld_library_path },
+        env: loader::LoaderEnv {
+            cwd,
+            ld_library_path,
+        },
     };
     let mut out = FileList::default();
     let result = start.exec(argv, Lookup::Command, 0, &mut out);
@@ -216,15 +243,27 @@ impl Budgeted<'_> {
 
 impl RootFs for Budgeted<'_> {
     fn lookup(&self, path: &str) -> Option<FileKind> {
-        if self.spend() { self.inner.lookup(path) } else { None }
+        if self.spend() {
+            self.inner.lookup(path)
+        } else {
+            None
+        }
     }
 
     fn open(&self, path: &str) -> Option<Box<dyn ReadAt + '_>> {
-        if self.spend() { self.inner.open(path) } else { None }
+        if self.spend() {
+            self.inner.open(path)
+        } else {
+            None
+        }
     }
 
     fn read_dir(&self, path: &str) -> Vec<String> {
-        if self.spend() { self.inner.read_dir(path) } else { Vec::new() }
+        if self.spend() {
+            self.inner.read_dir(path)
+        } else {
+            Vec::new()
+        }
     }
 }
 
@@ -244,8 +283,16 @@ struct Start<'a> {
 }
 
 impl Start<'_> {
-    fn exec(&self, argv: Vec<String>, lookup: Lookup, depth: usize, out: &mut FileList) -> Result<(), PrefetchError> {
-        let Some(name) = argv.first() else { return Ok(()) };
+    fn exec(
+        &self,
+        argv: Vec<String>,
+        lookup: Lookup,
+        depth: usize,
+        out: &mut FileList,
+    ) -> Result<(), PrefetchError> {
+        let Some(name) = argv.first() else {
+            return Ok(());
+        };
         if depth >= MAX_INTERPRETERS {
             return Err(PrefetchError::TooManyInterpreters { path: name.clone() });
         }
@@ -257,8 +304,16 @@ impl Start<'_> {
             return Err(PrefetchError::NotExecutable { path: file.path });
         }
         out.add_resolved(&file);
-        let reader = self.fs.open(&file.path).ok_or_else(|| PrefetchError::NotFound { path: file.path.clone() })?;
-        let elf = parse_elf(&*reader).map_err(|source| PrefetchError::Elf { path: file.path.clone(), source })?;
+        let reader = self
+            .fs
+            .open(&file.path)
+            .ok_or_else(|| PrefetchError::NotFound {
+                path: file.path.clone(),
+            })?;
+        let elf = parse_elf(&*reader).map_err(|source| PrefetchError::Elf {
+            path: file.path.clone(),
+            source,
+        })?;
         if let Some(info) = elf {
             loader::load(self.fs, &file, info, &self.env, out)?;
             // `env` (or busybox invoked as `env`) execs its command through PATH in turn.
@@ -269,8 +324,10 @@ impl Start<'_> {
             }
             return Ok(());
         }
-        let Some((interp, arg)) =
-            shebang(&*reader).map_err(|source| PrefetchError::Read { path: file.path.clone(), source })?
+        let Some((interp, arg)) = shebang(&*reader).map_err(|source| PrefetchError::Read {
+            path: file.path.clone(),
+            source,
+        })?
         else {
             return Ok(()); // not executable by the kernel; nothing more is read
         };
@@ -278,7 +335,11 @@ impl Start<'_> {
         // The kernel passes the rest of the line as one argument; `env` is told to split it
         // (`-S`) in practice, and splitting it always reaches the same command.
         if basename(&next[0]) == "env" {
-            next.extend(arg.iter().flat_map(|a| a.split_whitespace()).map(str::to_owned));
+            next.extend(
+                arg.iter()
+                    .flat_map(|a| a.split_whitespace())
+                    .map(str::to_owned),
+            );
         } else {
             next.extend(arg);
         }
@@ -298,7 +359,10 @@ impl Start<'_> {
                 return Ok(r);
             }
         }
-        Err(PrefetchError::CommandNotFound { name: name.to_owned(), path: self.path.clone() })
+        Err(PrefetchError::CommandNotFound {
+            name: name.to_owned(),
+            path: self.path.clone(),
+        })
     }
 }
 
@@ -313,9 +377,15 @@ fn env_command(args: &[String]) -> Option<Vec<String>> {
     while let Some(w) = words.pop() {
         if w == "--" {
             break;
-        } else if let Some(rest) = w.strip_prefix("--split-string=").or_else(|| w.strip_prefix("-S")) {
+        } else if let Some(rest) = w
+            .strip_prefix("--split-string=")
+            .or_else(|| w.strip_prefix("-S"))
+        {
             words.extend(rest.split_whitespace().rev().map(str::to_owned));
-        } else if matches!(w.as_str(), "-u" | "--unset" | "-C" | "--chdir" | "--split-string") {
+        } else if matches!(
+            w.as_str(),
+            "-u" | "--unset" | "-C" | "--chdir" | "--split-string"
+        ) {
             if w == "--split-string" {
                 let s = words.pop().unwrap_or_default();
                 words.extend(s.split_whitespace().rev().map(str::to_owned));
@@ -338,9 +408,13 @@ fn env_command(args: &[String]) -> Option<Vec<String>> {
 /// one optional argument. `None` if the file does not start with `#!`.
 fn shebang(file: &dyn ReadAt) -> std::io::Result<Option<(String, Option<String>)>> {
     let head = file.read_range(0, MAX_SHEBANG_LEN as u64)?;
-    let Some(line) = head.strip_prefix(b"#!") else { return Ok(None) };
+    let Some(line) = head.strip_prefix(b"#!") else {
+        return Ok(None);
+    };
     let line = line.split(|&b| b == b'\n').next().unwrap_or_default();
-    let Ok(line) = std::str::from_utf8(line) else { return Ok(None) };
+    let Ok(line) = std::str::from_utf8(line) else {
+        return Ok(None);
+    };
     let line = line.trim_matches([' ', '\t', '\r']);
     if line.is_empty() {
         return Ok(None);

@@ -58,7 +58,11 @@ pub struct Resolved {
 /// Joins `path` onto `base` (if relative) and normalizes it lexically, clamping `..` at `/`.
 pub fn normalize(base: &str, path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
-    let joined = if path.starts_with('/') { [path, ""] } else { [base, path] };
+    let joined = if path.starts_with('/') {
+        [path, ""]
+    } else {
+        [base, path]
+    };
     for comp in joined.iter().flat_map(|p| p.split('/')) {
         match comp {
             "" | "." => {}
@@ -81,7 +85,11 @@ pub(super) fn dirname(path: &str) -> &str {
 
 /// `dir/name` for a normalized absolute `dir`.
 pub(super) fn child_path(dir: &str, name: &str) -> String {
-    if dir == "/" { format!("/{name}") } else { format!("{dir}/{name}") }
+    if dir == "/" {
+        format!("/{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
 }
 
 /// Resolves `path` (relative to the directory `cwd` if not absolute; symlinks in `cwd`
@@ -92,13 +100,19 @@ pub(super) fn child_path(dir: &str, name: &str) -> String {
 /// Errors: [`PrefetchError::NotFound`] if a component is missing or a non-directory is
 /// traversed, [`PrefetchError::SymlinkLoop`] past [`MAX_SYMLINKS`] links.
 pub fn resolve(fs: &dyn RootFs, cwd: &str, path: &str) -> Result<Resolved, PrefetchError> {
-    let not_found = || PrefetchError::NotFound { path: path.to_owned() };
+    let not_found = || PrefetchError::NotFound {
+        path: path.to_owned(),
+    };
     if path.is_empty() || path.len() > MAX_PATH_LEN {
         return Err(not_found());
     }
     // A relative path is walked from `/` through `cwd`, so symlinks in the working
     // directory are followed before a `..` applies, as for a process that `chdir`ed there.
-    let full = if path.starts_with('/') { path.to_owned() } else { format!("/{cwd}/{path}") };
+    let full = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{cwd}/{path}")
+    };
     if full.len() > 2 * MAX_PATH_LEN {
         return Err(not_found());
     }
@@ -124,7 +138,9 @@ pub fn resolve(fs: &dyn RootFs, cwd: &str, path: &str) -> Result<Resolved, Prefe
             None => return Err(not_found()),
             Some(FileKind::Symlink(target)) => {
                 if symlinks.len() >= MAX_SYMLINKS {
-                    return Err(PrefetchError::SymlinkLoop { path: path.to_owned() });
+                    return Err(PrefetchError::SymlinkLoop {
+                        path: path.to_owned(),
+                    });
                 }
                 if target.is_empty() || target.len() > MAX_PATH_LEN {
                     return Err(not_found());
@@ -142,7 +158,11 @@ pub fn resolve(fs: &dyn RootFs, cwd: &str, path: &str) -> Result<Resolved, Prefe
             }
         }
     }
-    Ok(Resolved { path: format!("/{}", cur.join("/")), kind, symlinks })
+    Ok(Resolved {
+        path: format!("/{}", cur.join("/")),
+        kind,
+        symlinks,
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -169,7 +189,9 @@ impl Default for MemRootFs {
 impl MemRootFs {
     /// A tree holding only `/`.
     pub fn new() -> Self {
-        Self { entries: BTreeMap::from([("/".to_owned(), MemEntry::Dir)]) }
+        Self {
+            entries: BTreeMap::from([("/".to_owned(), MemEntry::Dir)]),
+        }
     }
 
     /// Adds an entry of `kind` at `path` (normalized against `/`), replacing any entry
@@ -232,11 +254,18 @@ impl RootFs for MemRootFs {
         if !matches!(self.entries.get(path), Some(MemEntry::Dir)) {
             return Vec::new();
         }
-        let prefix = if path == "/" { "/".to_owned() } else { format!("{path}/") };
+        let prefix = if path == "/" {
+            "/".to_owned()
+        } else {
+            format!("{path}/")
+        };
         self.entries
             .range(prefix.clone()..)
             .take_while(|(k, _)| k.starts_with(&prefix))
-            .filter_map(|(k, _)| k.get(prefix.len()..).filter(|rest| !rest.is_empty() && !rest.contains('/')))
+            .filter_map(|(k, _)| {
+                k.get(prefix.len()..)
+                    .filter(|rest| !rest.is_empty() && !rest.contains('/'))
+            })
             .map(str::to_owned)
             .collect()
     }

@@ -9,11 +9,19 @@ use crate::elf::{ElfInfo, machine};
 const LD: &str = "/lib64/ld-linux-x86-64.so.2";
 
 fn lib(soname: &str, needed: &[&str]) -> Vec<u8> {
-    elf64(&Spec { soname: Some(soname), needed, ..Spec::default() })
+    elf64(&Spec {
+        soname: Some(soname),
+        needed,
+        ..Spec::default()
+    })
 }
 
 fn exe(needed: &[&str]) -> Vec<u8> {
-    elf64(&Spec { interp: Some(LD), needed, ..Spec::default() })
+    elf64(&Spec {
+        interp: Some(LD),
+        needed,
+        ..Spec::default()
+    })
 }
 
 fn config(entrypoint: &[&str], cmd: &[&str]) -> ImageConfigLite {
@@ -28,12 +36,22 @@ fn config(entrypoint: &[&str], cmd: &[&str]) -> ImageConfigLite {
 fn base() -> MemRootFs {
     let mut fs = MemRootFs::new();
     fs.symlink(LD, "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
-        .file("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", &lib("ld-linux-x86-64.so.2", &[]))
-        .file("/lib/x86_64-linux-gnu/libc.so.6", &lib("libc.so.6", &["ld-linux-x86-64.so.2"]));
+        .file(
+            "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+            &lib("ld-linux-x86-64.so.2", &[]),
+        )
+        .file(
+            "/lib/x86_64-linux-gnu/libc.so.6",
+            &lib("libc.so.6", &["ld-linux-x86-64.so.2"]),
+        );
     fs
 }
 
-const LOADER: [&str; 3] = [LD, "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/libc.so.6"];
+const LOADER: [&str; 3] = [
+    LD,
+    "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+    "/lib/x86_64-linux-gnu/libc.so.6",
+];
 
 /// The Debian bookworm shape: merged /usr, `python3 -> python3.11`, ld.so.conf.d includes,
 /// and a `#!/usr/bin/env python3` script as the entrypoint.
@@ -64,7 +82,10 @@ fn debian_python_script_end_to_end() {
         .file("/etc/ld.so.conf.d/.hidden.conf", b"/nowhere\n")
         .file("/app/run.py", b"#!/usr/bin/env python3\nprint('hello')\n");
     let mut cfg = config(&["/app/run.py"], &[]);
-    cfg.env = vec!["PATH=/usr/local/bin:/usr/bin:/bin".into(), "LANG=C.UTF-8".into()];
+    cfg.env = vec![
+        "PATH=/usr/local/bin:/usr/bin:/bin".into(),
+        "LANG=C.UTF-8".into(),
+    ];
     cfg.working_dir = Some("/app".into());
     let got = prioritized_files(&fs, &cfg).unwrap();
     let want = [
@@ -98,21 +119,52 @@ fn resolution_stays_inside_the_root() {
         .symlink("/loop1", "loop2")
         .symlink("/loop2", "/loop1")
         .symlink("/a/empty", "");
-    for p in ["/a/b/up", "/a/abs", "/a/dir/up", "/../../a/./dir//up", "b/up"] {
+    for p in [
+        "/a/b/up",
+        "/a/abs",
+        "/a/dir/up",
+        "/../../a/./dir//up",
+        "b/up",
+    ] {
         let r = resolve(&fs, "/a", p).unwrap_or_else(|e| panic!("{p}: {e}"));
-        assert_eq!((r.path.as_str(), &r.kind), ("/etc/passwd", &FileKind::Regular), "{p}");
+        assert_eq!(
+            (r.path.as_str(), &r.kind),
+            ("/etc/passwd", &FileKind::Regular),
+            "{p}"
+        );
     }
-    assert_eq!(resolve(&fs, "/", "/a/dir/up").unwrap().symlinks, ["/a/dir", "/a/b/up"]);
-    assert!(matches!(resolve(&fs, "/", "/loop1/x"), Err(PrefetchError::SymlinkLoop { .. })));
-    assert!(matches!(resolve(&fs, "/", "/etc/passwd/x"), Err(PrefetchError::NotFound { .. })));
-    assert!(matches!(resolve(&fs, "/", "/etc/passwd/."), Err(PrefetchError::NotFound { .. })));
-    assert!(matches!(resolve(&fs, "/", "/a/empty"), Err(PrefetchError::NotFound { .. })));
-    assert!(matches!(resolve(&fs, "/", ""), Err(PrefetchError::NotFound { .. })));
+    assert_eq!(
+        resolve(&fs, "/", "/a/dir/up").unwrap().symlinks,
+        ["/a/dir", "/a/b/up"]
+    );
+    assert!(matches!(
+        resolve(&fs, "/", "/loop1/x"),
+        Err(PrefetchError::SymlinkLoop { .. })
+    ));
+    assert!(matches!(
+        resolve(&fs, "/", "/etc/passwd/x"),
+        Err(PrefetchError::NotFound { .. })
+    ));
+    assert!(matches!(
+        resolve(&fs, "/", "/etc/passwd/."),
+        Err(PrefetchError::NotFound { .. })
+    ));
+    assert!(matches!(
+        resolve(&fs, "/", "/a/empty"),
+        Err(PrefetchError::NotFound { .. })
+    ));
+    assert!(matches!(
+        resolve(&fs, "/", ""),
+        Err(PrefetchError::NotFound { .. })
+    ));
     assert_eq!(resolve(&fs, "/", "/..").unwrap().path, "/");
     // A symlinked working directory: `..` applies to where it leads.
     fs.symlink("/work", "a/b").file("/a/x", b"");
     let r = resolve(&fs, "/work", "../x").unwrap();
-    assert_eq!((r.path.as_str(), r.symlinks.as_slice()), ("/a/x", ["/work".to_owned()].as_slice()));
+    assert_eq!(
+        (r.path.as_str(), r.symlinks.as_slice()),
+        ("/a/x", ["/work".to_owned()].as_slice())
+    );
     let err = prioritized_files(&fs, &config(&["/loop1"], &[])).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     assert!(err.to_string().contains("/loop1"), "{err}");
@@ -121,7 +173,10 @@ fn resolution_stays_inside_the_root() {
 #[test]
 fn mem_rootfs_lists_directories() {
     let mut fs = MemRootFs::new();
-    fs.file("/etc/a.conf", b"").file("/etc/sub/b", b"").dir("/etc/empty").file("/etcetera", b"");
+    fs.file("/etc/a.conf", b"")
+        .file("/etc/sub/b", b"")
+        .dir("/etc/empty")
+        .file("/etcetera", b"");
     let mut names = fs.read_dir("/etc");
     names.sort();
     assert_eq!(names, ["a.conf", "empty", "sub"]);
@@ -146,18 +201,37 @@ fn command_lookup() {
     assert_eq!(prioritized_files(&fs, &cfg).unwrap(), ["/srv/bin/local"]);
     // A config PATH replaces the default.
     cfg.env = vec!["PATH=/srv/bin".into()];
-    assert_eq!(prioritized_files(&fs, &config(&["local"], &[])).unwrap_err().kind(), ErrorKind::NotFound);
     assert_eq!(
-        prioritized_files(&fs, &ImageConfigLite { entrypoint: vec!["local".into()], ..cfg.clone() }).unwrap(),
+        prioritized_files(&fs, &config(&["local"], &[]))
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        prioritized_files(
+            &fs,
+            &ImageConfigLite {
+                entrypoint: vec!["local".into()],
+                ..cfg.clone()
+            }
+        )
+        .unwrap(),
         ["/srv/bin/local"]
     );
     let err = prioritized_files(&fs, &config(&["missing"], &[])).unwrap_err();
-    assert!(matches!(err, PrefetchError::CommandNotFound { .. }), "{err}");
+    assert!(
+        matches!(err, PrefetchError::CommandNotFound { .. }),
+        "{err}"
+    );
     assert!(matches!(
         prioritized_files(&fs, &config(&["/usr/local/bin/tool"], &[])),
         Err(PrefetchError::NotExecutable { .. })
     ));
-    assert!(prioritized_files(&fs, &config(&[], &[])).unwrap().is_empty());
+    assert!(
+        prioritized_files(&fs, &config(&[], &[]))
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -168,7 +242,10 @@ fn shebang_forms() {
         .file("/usr/bin/env", &exe(&["libc.so.6"]))
         .file("/usr/bin/python3", &exe(&["libc.so.6"]))
         .file("/s/sh", b"#!/bin/sh -e\nexit 0\n")
-        .file("/s/split", b"#!/usr/bin/env -S PYTHONUNBUFFERED=1 python3 -u\n")
+        .file(
+            "/s/split",
+            b"#!/usr/bin/env -S PYTHONUNBUFFERED=1 python3 -u\n",
+        )
         .file("/s/plain", b"no shebang\n")
         .file("/s/self", b"#!/s/self\n")
         .file("/s/crlf", b"#! /bin/sh\r\n");
@@ -178,19 +255,33 @@ fn shebang_forms() {
     let split = list(&["/s/split"]);
     assert_eq!(split[..2], ["/s/split", "/usr/bin/env"]);
     assert_eq!(split.last().unwrap(), "/usr/bin/python3");
-    assert_eq!(list(&["/usr/bin/env", "-i", "A=1", "--", "python3", "x.py"]).last().unwrap(), "/usr/bin/python3");
+    assert_eq!(
+        list(&["/usr/bin/env", "-i", "A=1", "--", "python3", "x.py"])
+            .last()
+            .unwrap(),
+        "/usr/bin/python3"
+    );
     assert_eq!(list(&["/s/plain"]), ["/s/plain"]);
     let err = prioritized_files(&fs, &config(&["/s/self"], &[])).unwrap_err();
-    assert!(matches!(err, PrefetchError::TooManyInterpreters { .. }), "{err}");
+    assert!(
+        matches!(err, PrefetchError::TooManyInterpreters { .. }),
+        "{err}"
+    );
 }
 
 #[test]
 fn env_command_parsing() {
     let words = |s: &[&str]| env_command(&s.iter().map(|w| w.to_string()).collect::<Vec<_>>());
     assert_eq!(words(&["python3", "-u"]).unwrap(), ["python3", "-u"]);
-    assert_eq!(words(&["-S", "A=1", "node", "x.js"]).unwrap(), ["node", "x.js"]);
+    assert_eq!(
+        words(&["-S", "A=1", "node", "x.js"]).unwrap(),
+        ["node", "x.js"]
+    );
     assert_eq!(words(&["-Snode x.js"]).unwrap(), ["node", "x.js"]);
-    assert_eq!(words(&["--split-string", "ruby -w"]).unwrap(), ["ruby", "-w"]);
+    assert_eq!(
+        words(&["--split-string", "ruby -w"]).unwrap(),
+        ["ruby", "-w"]
+    );
     assert_eq!(words(&["-u", "HOME", "-C", "/tmp", "sh"]).unwrap(), ["sh"]);
     assert_eq!(words(&["A=1"]), None);
     assert_eq!(words(&[]), None);
@@ -206,14 +297,28 @@ fn search_order_rpath_runpath_ld_library_path() {
         let mut fs = fs.clone();
         fs.file(
             "/bin/app",
-            &elf64(&Spec { interp: Some(LD), needed: &["libx.so"], rpath, runpath, ..Spec::default() }),
+            &elf64(&Spec {
+                interp: Some(LD),
+                needed: &["libx.so"],
+                rpath,
+                runpath,
+                ..Spec::default()
+            }),
         );
         let mut cfg = config(&["/bin/app"], &[]);
         cfg.env = vec!["LD_LIBRARY_PATH=/ldp".into()];
-        prioritized_files(&fs, &cfg).unwrap().last().unwrap().clone()
+        prioritized_files(&fs, &cfg)
+            .unwrap()
+            .last()
+            .unwrap()
+            .clone()
     };
     assert_eq!(with(Some("/rp"), None), "/rp/libx.so");
-    assert_eq!(with(Some("/rp"), Some("/rn")), "/ldp/libx.so", "RUNPATH disables RPATH; LD_LIBRARY_PATH first");
+    assert_eq!(
+        with(Some("/rp"), Some("/rn")),
+        "/ldp/libx.so",
+        "RUNPATH disables RPATH; LD_LIBRARY_PATH first"
+    );
     assert_eq!(with(None, None), "/ldp/libx.so");
 }
 
@@ -222,17 +327,40 @@ fn origin_and_loader_rpath_chain() {
     let mut fs = base();
     fs.file(
         "/opt/app/bin/app",
-        &elf64(&Spec { interp: Some(LD), needed: &["liba.so"], rpath: Some("$ORIGIN/../lib"), ..Spec::default() }),
+        &elf64(&Spec {
+            interp: Some(LD),
+            needed: &["liba.so"],
+            rpath: Some("$ORIGIN/../lib"),
+            ..Spec::default()
+        }),
     )
     .file("/opt/app/lib/liba.so", &lib("liba.so", &["libb.so"]))
     // liba has no search path of its own: the executable's DT_RPATH finds libb.
     .file(
         "/opt/app/lib/libb.so",
-        &elf64(&Spec { needed: &["libc.so.6"], runpath: Some("${ORIGIN}/$PLATFORM"), ..Spec::default() }),
+        &elf64(&Spec {
+            needed: &["libc.so.6"],
+            runpath: Some("${ORIGIN}/$PLATFORM"),
+            ..Spec::default()
+        }),
     );
     let got = prioritized_files(&fs, &config(&["/opt/app/bin/app"], &[])).unwrap();
-    assert_eq!(got[..3], ["/opt/app/bin/app", LD, "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"]);
-    assert_eq!(got[3..], ["/opt/app/lib/liba.so", "/opt/app/lib/libb.so", "/lib/x86_64-linux-gnu/libc.so.6"]);
+    assert_eq!(
+        got[..3],
+        [
+            "/opt/app/bin/app",
+            LD,
+            "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+        ]
+    );
+    assert_eq!(
+        got[3..],
+        [
+            "/opt/app/lib/liba.so",
+            "/opt/app/lib/libb.so",
+            "/lib/x86_64-linux-gnu/libc.so.6"
+        ]
+    );
 }
 
 #[test]
@@ -240,12 +368,25 @@ fn library_cycles_terminate() {
     let mut fs = base();
     fs.file("/bin/app", &exe(&["liba.so", "liba.so"]))
         .file("/usr/lib/liba.so", &lib("liba.so", &["libb.so", "liba.so"]))
-        .file("/usr/lib/libb.so", &lib("libb.so", &["liba.so", "libc.so.6"]))
+        .file(
+            "/usr/lib/libb.so",
+            &lib("libb.so", &["liba.so", "libc.so.6"]),
+        )
         // A library reached under two names is listed once.
-        .symlink("/usr/lib/libc.so.6", "x86_64-linux-gnu/../../../lib/x86_64-linux-gnu/libc.so.6");
+        .symlink(
+            "/usr/lib/libc.so.6",
+            "x86_64-linux-gnu/../../../lib/x86_64-linux-gnu/libc.so.6",
+        );
     let got = prioritized_files(&fs, &config(&["/bin/app"], &[])).unwrap();
     assert_eq!(got[1..3], LOADER[..2]);
-    assert_eq!(got[3..], ["/usr/lib/liba.so", "/usr/lib/libb.so", "/lib/x86_64-linux-gnu/libc.so.6"]);
+    assert_eq!(
+        got[3..],
+        [
+            "/usr/lib/liba.so",
+            "/usr/lib/libb.so",
+            "/lib/x86_64-linux-gnu/libc.so.6"
+        ]
+    );
 }
 
 #[test]
@@ -254,40 +395,79 @@ fn library_graph_is_bounded() {
     fs.file("/bin/app", &exe(&["lib0.so"]));
     for i in 0..=MAX_OBJECTS {
         let next = format!("lib{}.so", i + 1);
-        fs.file(&format!("/usr/lib/lib{i}.so"), &lib(&format!("lib{i}.so"), &[&next]));
+        fs.file(
+            &format!("/usr/lib/lib{i}.so"),
+            &lib(&format!("lib{i}.so"), &[&next]),
+        );
     }
     let err = prioritized_files(&fs, &config(&["/bin/app"], &[])).unwrap_err();
-    assert!(matches!(err, PrefetchError::LibraryGraphTooLarge { what: "shared objects", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            PrefetchError::LibraryGraphTooLarge {
+                what: "shared objects",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
 fn ld_so_conf_include_loops_terminate() {
     let mut fs = base();
     fs.file("/bin/app", &exe(&["libq.so"]))
-        .file("/etc/ld.so.conf", b"include ld.so.conf\ninclude conf.d/*\n/opt/q=libc6 # old style\n")
-        .file("/etc/conf.d/again.conf", b"include /etc/ld.so.conf /etc/conf.d/*.conf\n")
+        .file(
+            "/etc/ld.so.conf",
+            b"include ld.so.conf\ninclude conf.d/*\n/opt/q=libc6 # old style\n",
+        )
+        .file(
+            "/etc/conf.d/again.conf",
+            b"include /etc/ld.so.conf /etc/conf.d/*.conf\n",
+        )
         .file("/opt/q/libq.so", &lib("libq.so", &[]));
     let got = prioritized_files(&fs, &config(&["/bin/app"], &[])).unwrap();
-    assert_eq!(got[3..], ["/etc/ld.so.conf", "/etc/conf.d/again.conf", "/opt/q/libq.so"]);
+    assert_eq!(
+        got[3..],
+        [
+            "/etc/ld.so.conf",
+            "/etc/conf.d/again.conf",
+            "/opt/q/libq.so"
+        ]
+    );
 }
 
 #[test]
 fn musl_uses_its_path_file() {
     let mut fs = MemRootFs::new();
-    fs.file("/lib/ld-musl-x86_64.so.1", &lib("libc.musl-x86_64.so.1", &[]))
-        .symlink("/lib/libc.musl-x86_64.so.1", "ld-musl-x86_64.so.1")
-        .file("/etc/ld-musl-x86_64.path", b"/opt/musl\n/lib\n")
-        .file("/opt/musl/libssl.so.3", &lib("libssl.so.3", &["libc.musl-x86_64.so.1"]))
-        .file(
-            "/bin/app",
-            &elf64(&Spec {
-                interp: Some("/lib/ld-musl-x86_64.so.1"),
-                needed: &["libssl.so.3", "libc.musl-x86_64.so.1"],
-                ..Spec::default()
-            }),
-        );
+    fs.file(
+        "/lib/ld-musl-x86_64.so.1",
+        &lib("libc.musl-x86_64.so.1", &[]),
+    )
+    .symlink("/lib/libc.musl-x86_64.so.1", "ld-musl-x86_64.so.1")
+    .file("/etc/ld-musl-x86_64.path", b"/opt/musl\n/lib\n")
+    .file(
+        "/opt/musl/libssl.so.3",
+        &lib("libssl.so.3", &["libc.musl-x86_64.so.1"]),
+    )
+    .file(
+        "/bin/app",
+        &elf64(&Spec {
+            interp: Some("/lib/ld-musl-x86_64.so.1"),
+            needed: &["libssl.so.3", "libc.musl-x86_64.so.1"],
+            ..Spec::default()
+        }),
+    );
     let got = prioritized_files(&fs, &config(&["/bin/app"], &[])).unwrap();
-    assert_eq!(got, ["/bin/app", "/lib/ld-musl-x86_64.so.1", "/etc/ld-musl-x86_64.path", "/opt/musl/libssl.so.3"]);
+    assert_eq!(
+        got,
+        [
+            "/bin/app",
+            "/lib/ld-musl-x86_64.so.1",
+            "/etc/ld-musl-x86_64.path",
+            "/opt/musl/libssl.so.3"
+        ]
+    );
 }
 
 #[test]
@@ -297,12 +477,29 @@ fn hostile_executables() {
     fs.file("/bin/truncated", &good[..100])
         .file("/bin/app", &good)
         .file("/usr/lib/libbad.so", &good[..70])
-        .file("/bin/nointerp", &elf64(&Spec { interp: Some("/missing/ld.so"), ..Spec::default() }));
+        .file(
+            "/bin/nointerp",
+            &elf64(&Spec {
+                interp: Some("/missing/ld.so"),
+                ..Spec::default()
+            }),
+        );
     let err = prioritized_files(&fs, &config(&["/bin/truncated"], &[])).unwrap_err();
-    assert!(matches!(err, PrefetchError::Elf { .. }) && err.to_string().contains("/bin/truncated"), "{err}");
+    assert!(
+        matches!(err, PrefetchError::Elf { .. }) && err.to_string().contains("/bin/truncated"),
+        "{err}"
+    );
     // A malformed library is skipped like a missing one.
-    assert_eq!(prioritized_files(&fs, &config(&["/bin/app"], &[])).unwrap()[1..], LOADER);
-    assert_eq!(prioritized_files(&fs, &config(&["/bin/nointerp"], &[])).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        prioritized_files(&fs, &config(&["/bin/app"], &[])).unwrap()[1..],
+        LOADER
+    );
+    assert_eq!(
+        prioritized_files(&fs, &config(&["/bin/nointerp"], &[]))
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
 }
 
 #[test]
@@ -335,12 +532,18 @@ impl RootFs for HostRootFs {
     }
 
     fn open(&self, path: &str) -> Option<Box<dyn ReadAt + '_>> {
-        Some(Box::new(crate::read_at::FileReadAt::new(std::fs::File::open(path).ok()?).ok()?))
+        Some(Box::new(
+            crate::read_at::FileReadAt::new(std::fs::File::open(path).ok()?).ok()?,
+        ))
     }
 
     fn read_dir(&self, path: &str) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(path) else { return Vec::new() };
-        entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect()
+        let Ok(entries) = std::fs::read_dir(path) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect()
     }
 }
 
@@ -358,7 +561,13 @@ fn host_binaries_match_ldd() {
         let got = prioritized_files(&HostRootFs, &config(&[bin], &[])).unwrap();
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)` or `/lib64/ld-linux-x86-64.so.2 (0x…)`
-            let path = line.split("=>").last().unwrap_or_default().split_whitespace().next().unwrap_or_default();
+            let path = line
+                .split("=>")
+                .last()
+                .unwrap_or_default()
+                .split_whitespace()
+                .next()
+                .unwrap_or_default();
             if !path.starts_with('/') {
                 continue; // linux-vdso.so.1
             }
@@ -419,7 +628,12 @@ fn ld_so_preload_loads_first() {
     let got = prioritized_files(&fs, &config(&["/bin/app"], &[])).unwrap();
     assert_eq!(
         got[3..],
-        ["/etc/ld.so.preload", "/opt/hook.so", "/usr/lib/libextra.so", "/lib/x86_64-linux-gnu/libc.so.6"]
+        [
+            "/etc/ld.so.preload",
+            "/opt/hook.so",
+            "/usr/lib/libextra.so",
+            "/lib/x86_64-linux-gnu/libc.so.6"
+        ]
     );
 }
 

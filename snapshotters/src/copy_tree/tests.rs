@@ -7,7 +7,15 @@ fn set_xattr(path: &Path, name: &str, value: &[u8]) {
     let p = cpath(path).unwrap();
     let n = CString::new(name).unwrap();
     // SAFETY: valid strings and buffer for the call.
-    let rc = unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    let rc = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
     assert_eq!(rc, 0, "setxattr {name}: {}", io::Error::last_os_error());
 }
 
@@ -23,9 +31,25 @@ fn get_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
 
 fn set_times(path: &Path, atime: (i64, i64), mtime: (i64, i64)) {
     let c = cpath(path).unwrap();
-    let times = [libc::timespec { tv_sec: atime.0, tv_nsec: atime.1 }, libc::timespec { tv_sec: mtime.0, tv_nsec: mtime.1 }];
+    let times = [
+        libc::timespec {
+            tv_sec: atime.0,
+            tv_nsec: atime.1,
+        },
+        libc::timespec {
+            tv_sec: mtime.0,
+            tv_nsec: mtime.1,
+        },
+    ];
     // SAFETY: valid path and array for the call.
-    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     assert_eq!(rc, 0);
 }
 
@@ -39,7 +63,11 @@ fn copies_every_kind_of_entry_with_attributes() {
 
     std::fs::write(src.join("sub/file"), b"contents").unwrap();
     std::os::unix::fs::chown(src.join("sub/file"), Some(1000), Some(2000)).unwrap();
-    std::fs::set_permissions(src.join("sub/file"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    std::fs::set_permissions(
+        src.join("sub/file"),
+        std::fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
     set_xattr(&src.join("sub/file"), "user.note", b"hello");
     set_xattr(&src.join("sub/file"), "trusted.overlay.opaque", b"y");
     std::fs::hard_link(src.join("sub/file"), src.join("hardlink")).unwrap();
@@ -50,12 +78,27 @@ fn copies_every_kind_of_entry_with_attributes() {
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
     let whiteout = cpath(&src.join("whiteout")).unwrap();
     // SAFETY: valid path for the call; a 0/0 character device is an overlay whiteout.
-    assert_eq!(unsafe { libc::mknod(whiteout.as_ptr(), libc::S_IFCHR | 0o600, 0) }, 0);
+    assert_eq!(
+        unsafe { libc::mknod(whiteout.as_ptr(), libc::S_IFCHR | 0o600, 0) },
+        0
+    );
     let _socket = std::os::unix::net::UnixListener::bind(src.join("socket")).unwrap();
-    std::fs::set_permissions(src.join("sub/deeper"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::set_permissions(
+        src.join("sub/deeper"),
+        std::fs::Permissions::from_mode(0o1777),
+    )
+    .unwrap();
     std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o751)).unwrap();
-    set_times(&src.join("sub/file"), (1_000_000_000, 123_456_789), (1_500_000_000, 987_654_321));
-    set_times(&src.join("sub/link"), (1_000_000_001, 1), (1_500_000_001, 2));
+    set_times(
+        &src.join("sub/file"),
+        (1_000_000_000, 123_456_789),
+        (1_500_000_000, 987_654_321),
+    );
+    set_times(
+        &src.join("sub/link"),
+        (1_000_000_001, 1),
+        (1_500_000_001, 2),
+    );
     set_times(&src.join("sub"), (1_000_000_002, 3), (1_500_000_002, 4));
 
     copy_tree(&src, &dst).unwrap();
@@ -63,27 +106,56 @@ fn copies_every_kind_of_entry_with_attributes() {
     let f = std::fs::symlink_metadata(dst.join("sub/file")).unwrap();
     assert_eq!(std::fs::read(dst.join("sub/file")).unwrap(), b"contents");
     assert_eq!((f.uid(), f.gid(), f.mode() & 0o7777), (1000, 2000, 0o4755));
-    assert_eq!((f.mtime(), f.mtime_nsec(), f.atime(), f.atime_nsec()), (1_500_000_000, 987_654_321, 1_000_000_000, 123_456_789));
-    assert_eq!(get_xattr(&dst.join("sub/file"), "user.note").as_deref(), Some(&b"hello"[..]));
-    assert_eq!(get_xattr(&dst.join("sub/file"), "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    assert_eq!(
+        (f.mtime(), f.mtime_nsec(), f.atime(), f.atime_nsec()),
+        (1_500_000_000, 987_654_321, 1_000_000_000, 123_456_789)
+    );
+    assert_eq!(
+        get_xattr(&dst.join("sub/file"), "user.note").as_deref(),
+        Some(&b"hello"[..])
+    );
+    assert_eq!(
+        get_xattr(&dst.join("sub/file"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
     let h = std::fs::symlink_metadata(dst.join("hardlink")).unwrap();
     assert_eq!(h.ino(), f.ino(), "hard links stay linked");
     assert_eq!(f.nlink(), 2);
 
     let l = std::fs::symlink_metadata(dst.join("sub/link")).unwrap();
     assert!(l.file_type().is_symlink());
-    assert_eq!(std::fs::read_link(dst.join("sub/link")).unwrap(), Path::new("../outside/target"));
-    assert_eq!((l.uid(), l.gid(), l.mtime(), l.mtime_nsec()), (7, 8, 1_500_000_001, 2));
+    assert_eq!(
+        std::fs::read_link(dst.join("sub/link")).unwrap(),
+        Path::new("../outside/target")
+    );
+    assert_eq!(
+        (l.uid(), l.gid(), l.mtime(), l.mtime_nsec()),
+        (7, 8, 1_500_000_001, 2)
+    );
 
-    assert!(std::fs::symlink_metadata(dst.join("fifo")).unwrap().file_type().is_fifo());
+    assert!(
+        std::fs::symlink_metadata(dst.join("fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
     let w = std::fs::symlink_metadata(dst.join("whiteout")).unwrap();
     assert!(w.file_type().is_char_device() && w.rdev() == 0);
     assert!(!dst.join("socket").exists(), "sockets are skipped");
 
     let d = std::fs::symlink_metadata(dst.join("sub")).unwrap();
     assert_eq!((d.mtime(), d.mtime_nsec()), (1_500_000_002, 4));
-    assert_eq!(std::fs::symlink_metadata(dst.join("sub/deeper")).unwrap().mode() & 0o7777, 0o1777);
-    assert_eq!(std::fs::symlink_metadata(&dst).unwrap().mode() & 0o7777, 0o751);
+    assert_eq!(
+        std::fs::symlink_metadata(dst.join("sub/deeper"))
+            .unwrap()
+            .mode()
+            & 0o7777,
+        0o1777
+    );
+    assert_eq!(
+        std::fs::symlink_metadata(&dst).unwrap().mode() & 0o7777,
+        0o751
+    );
 }
 
 #[test]
@@ -102,7 +174,11 @@ fn sparse_files_stay_sparse() {
     copy_tree(&src, &dst).unwrap();
     let meta = std::fs::metadata(dst.join("sparse")).unwrap();
     assert_eq!(meta.len(), 8 << 30);
-    assert!(meta.blocks() * 512 < 1 << 20, "copied {} bytes of blocks", meta.blocks() * 512);
+    assert!(
+        meta.blocks() * 512 < 1 << 20,
+        "copied {} bytes of blocks",
+        meta.blocks() * 512
+    );
     let copy = File::open(dst.join("sparse")).unwrap();
     let mut buf = [0u8; 6];
     copy.read_exact_at(&mut buf, 4 << 30).unwrap();
@@ -117,7 +193,11 @@ fn segments_copy_a_dense_file_exactly() {
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(dir.path().join("a"), &data).unwrap();
     let src = File::open(dir.path().join("a")).unwrap();
-    let dst = OpenOptions::new().write(true).create_new(true).open(dir.path().join("b")).unwrap();
+    let dst = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dir.path().join("b"))
+        .unwrap();
     copy_segments(&src, &dst, data.len() as u64).unwrap();
     assert_eq!(std::fs::read(dir.path().join("b")).unwrap(), data);
 }

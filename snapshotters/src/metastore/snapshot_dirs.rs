@@ -25,7 +25,11 @@ impl SnapshotDirs {
     pub(crate) fn create(root: &Path) -> Result<SnapshotDirs, SnapshotError> {
         let dir = root.join("snapshots");
         for d in [root, dir.as_path()] {
-            match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(d) {
+            match std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d)
+            {
                 Ok(()) => {}
                 Err(e) => return Err(SnapshotError::io(format_args!("create {}", d.display()), e)),
             }
@@ -45,13 +49,22 @@ impl SnapshotDirs {
     pub(crate) fn temp(&self) -> Result<TempDir, SnapshotError> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         loop {
-            let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path = self.dir.join(format!("new-{}-{n}-{nanos:08x}", std::process::id()));
+            let path = self
+                .dir
+                .join(format!("new-{}-{n}-{nanos:08x}", std::process::id()));
             match std::fs::DirBuilder::new().mode(0o700).create(&path) {
                 Ok(()) => return Ok(TempDir { path: Some(path) }),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(SnapshotError::io(format_args!("create a directory in {}", self.dir.display()), e)),
+                Err(e) => {
+                    return Err(SnapshotError::io(
+                        format_args!("create a directory in {}", self.dir.display()),
+                        e,
+                    ));
+                }
             }
         }
     }
@@ -70,21 +83,36 @@ impl SnapshotDirs {
     /// [`repair_missing_dirs`] should a power loss drop the rename: what containerd's
     /// overlayfs does (it syncs nothing but its database), and a third of our
     /// Prepare+Commit latency on this disk.
-    pub(crate) fn install_unsynced(&self, temp: TempDir, id: u64) -> Result<PathBuf, SnapshotError> {
+    pub(crate) fn install_unsynced(
+        &self,
+        temp: TempDir,
+        id: u64,
+    ) -> Result<PathBuf, SnapshotError> {
         self.install_with(temp, id, false)
     }
 
-    fn install_with(&self, mut temp: TempDir, id: u64, sync: bool) -> Result<PathBuf, SnapshotError> {
+    fn install_with(
+        &self,
+        mut temp: TempDir,
+        id: u64,
+        sync: bool,
+    ) -> Result<PathBuf, SnapshotError> {
         let target = self.path(id);
         let from = temp.path().to_path_buf();
         if std::fs::symlink_metadata(&target).is_ok() {
-            remove_tree(&target).map_err(|e| SnapshotError::io(format_args!("remove stale {}", target.display()), e))?;
+            remove_tree(&target).map_err(|e| {
+                SnapshotError::io(format_args!("remove stale {}", target.display()), e)
+            })?;
         }
         if sync {
             sync_dir(&from)?;
         }
-        std::fs::rename(&from, &target)
-            .map_err(|e| SnapshotError::io(format_args!("rename {} to {}", from.display(), target.display()), e))?;
+        std::fs::rename(&from, &target).map_err(|e| {
+            SnapshotError::io(
+                format_args!("rename {} to {}", from.display(), target.display()),
+                e,
+            )
+        })?;
         temp.persist();
         if sync {
             sync_dir(&self.dir)?;
@@ -100,7 +128,10 @@ impl SnapshotDirs {
         match std::fs::rename(&from, &to) {
             Ok(()) => Ok(Some(to)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(SnapshotError::io(format_args!("rename {} to {}", from.display(), to.display()), e)),
+            Err(e) => Err(SnapshotError::io(
+                format_args!("rename {} to {}", from.display(), to.display()),
+                e,
+            )),
         }
     }
 
@@ -110,11 +141,16 @@ impl SnapshotDirs {
     }
 
     /// Entries of `snapshots/` that are not the directory of a snapshot in `ids`.
-    pub(crate) fn unreferenced(&self, ids: impl Fn(u64) -> bool) -> Result<Vec<PathBuf>, SnapshotError> {
-        let entries = std::fs::read_dir(&self.dir).map_err(|e| SnapshotError::io(format_args!("list {}", self.dir.display()), e))?;
+    pub(crate) fn unreferenced(
+        &self,
+        ids: impl Fn(u64) -> bool,
+    ) -> Result<Vec<PathBuf>, SnapshotError> {
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|e| SnapshotError::io(format_args!("list {}", self.dir.display()), e))?;
         let mut out = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|e| SnapshotError::io(format_args!("list {}", self.dir.display()), e))?;
+            let entry = entry
+                .map_err(|e| SnapshotError::io(format_args!("list {}", self.dir.display()), e))?;
             let name = entry.file_name();
             let live = name
                 .to_str()
@@ -131,7 +167,11 @@ impl SnapshotDirs {
 /// Remove as both local snapshotters do it: in one write transaction the record goes and
 /// the directory is renamed to `rm-<id>`; only after the commit is it deleted. A crash
 /// leaves either the old state or an `rm-*` directory for Cleanup.
-pub(crate) fn remove_snapshot(store: &MetaStore, dirs: &SnapshotDirs, key: &str) -> Result<(), SnapshotError> {
+pub(crate) fn remove_snapshot(
+    store: &MetaStore,
+    dirs: &SnapshotDirs,
+    key: &str,
+) -> Result<(), SnapshotError> {
     remove_snapshot_then(store, dirs, key, |_, _| {})
 }
 
@@ -166,8 +206,12 @@ pub(crate) fn remove_snapshot_then(
         }
         (Ok(()), None) => Ok(()),
         (Err(e), Some((id, path))) => {
-            dirs.untrash(id, &path)
-                .map_err(|re| SnapshotError::io(format_args!("snapshot {key}: {e}; restoring {}", path.display()), re))?;
+            dirs.untrash(id, &path).map_err(|re| {
+                SnapshotError::io(
+                    format_args!("snapshot {key}: {e}; restoring {}", path.display()),
+                    re,
+                )
+            })?;
             Err(e)
         }
         (Err(e), None) => Err(e),
@@ -182,7 +226,9 @@ pub(crate) fn cleanup_dirs(store: &MetaStore, dirs: &SnapshotDirs) -> Result<(),
         dirs.unreferenced(|id| ids.contains_key(&id))
     })?;
     for path in garbage {
-        remove_tree(&path).map_err(|e| SnapshotError::io(format_args!("cleanup: remove {}", path.display()), e))?;
+        remove_tree(&path).map_err(|e| {
+            SnapshotError::io(format_args!("cleanup: remove {}", path.display()), e)
+        })?;
     }
     Ok(())
 }
@@ -224,7 +270,9 @@ pub(crate) fn repair_missing_dirs(
 }
 
 fn sync_dir(path: &Path) -> Result<(), SnapshotError> {
-    std::fs::File::open(path).and_then(|d| d.sync_all()).map_err(|e| SnapshotError::io(format_args!("sync {}", path.display()), e))
+    std::fs::File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| SnapshotError::io(format_args!("sync {}", path.display()), e))
 }
 
 /// Removes a directory tree; a mount left inside (a crashed container) is detached first.
@@ -272,7 +320,12 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
             let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -317,7 +370,10 @@ mod tests {
     fn temp_install_trash_and_unreferenced() {
         let root = tempfile::tempdir().unwrap();
         let dirs = SnapshotDirs::create(root.path()).unwrap();
-        let mode = std::fs::metadata(root.path().join("snapshots")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(root.path().join("snapshots"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o700);
         let dropped = dirs.temp().unwrap();
         let dropped_path = dropped.path().to_path_buf();
@@ -336,7 +392,10 @@ mod tests {
         std::fs::create_dir(root.path().join("snapshots/new-x")).unwrap();
         let mut garbage = dirs.unreferenced(|id| id == 1).unwrap();
         garbage.sort();
-        assert_eq!(garbage, vec![dirs.path(2), root.path().join("snapshots/new-x")]);
+        assert_eq!(
+            garbage,
+            vec![dirs.path(2), root.path().join("snapshots/new-x")]
+        );
 
         let trashed = dirs.trash(1).unwrap().unwrap();
         assert_eq!(trashed, root.path().join("snapshots/rm-1"));

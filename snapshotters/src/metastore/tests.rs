@@ -7,15 +7,33 @@ fn store() -> (tempfile::TempDir, MetaStore) {
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
-fn create(store: &MetaStore, kind: Kind, key: &str, parent: &str) -> Result<(Snapshot, Info), SnapshotError> {
+fn create(
+    store: &MetaStore,
+    kind: Kind,
+    key: &str,
+    parent: &str,
+) -> Result<(Snapshot, Info), SnapshotError> {
     store.write(|t| t.create(kind, key, parent, Labels::new()))
 }
 
 fn commit(store: &MetaStore, key: &str, name: &str) -> Result<u64, SnapshotError> {
-    store.write(|t| t.commit_active(key, name, Usage { inodes: 3, size: 4096 }, Labels::new()))
+    store.write(|t| {
+        t.commit_active(
+            key,
+            name,
+            Usage {
+                inodes: 3,
+                size: 4096,
+            },
+            Labels::new(),
+        )
+    })
 }
 
 #[test]
@@ -35,26 +53,55 @@ fn create_commit_chain_keeps_ids_and_parents() {
     let (id, info, usage) = s.read(|t| t.info("base")).unwrap();
     assert_eq!(id, a.id);
     assert_eq!(info.kind, Kind::Committed);
-    assert_eq!(usage, Usage { inodes: 3, size: 4096 });
-    assert_eq!(s.read(|t| t.info("a")).unwrap_err().kind(), ErrorKind::NotFound);
-    assert_eq!(s.read(|t| t.snapshot("v")).unwrap().parent_ids, vec![b.id, a.id]);
-    assert_eq!(s.read(|t| t.snapshot("base")).unwrap_err().kind(), ErrorKind::FailedPrecondition);
+    assert_eq!(
+        usage,
+        Usage {
+            inodes: 3,
+            size: 4096
+        }
+    );
+    assert_eq!(
+        s.read(|t| t.info("a")).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        s.read(|t| t.snapshot("v")).unwrap().parent_ids,
+        vec![b.id, a.id]
+    );
+    assert_eq!(
+        s.read(|t| t.snapshot("base")).unwrap_err().kind(),
+        ErrorKind::FailedPrecondition
+    );
 }
 
 #[test]
 fn create_errors_follow_containerd() {
     let (_d, s) = store();
-    assert_eq!(create(&s, Kind::Active, "", "").unwrap_err().kind(), ErrorKind::InvalidArgument);
-    assert_eq!(create(&s, Kind::Committed, "c", "").unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert_eq!(
+        create(&s, Kind::Active, "", "").unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    assert_eq!(
+        create(&s, Kind::Committed, "c", "").unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
     create(&s, Kind::Active, "a", "").unwrap();
     let err = create(&s, Kind::Active, "a", "").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AlreadyExists);
     assert_eq!(err.message(), "snapshot a: already exists");
-    assert_eq!(create(&s, Kind::Active, "x", "missing").unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        create(&s, Kind::Active, "x", "missing").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
     // containerd's bolt store: a parent that is not committed is an invalid argument.
-    assert_eq!(create(&s, Kind::View, "x", "a").unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert_eq!(
+        create(&s, Kind::View, "x", "a").unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
     let big = "v".repeat(4096);
-    let err = s.write(|t| t.create(Kind::Active, "y", "", labels(&[("k", &big)]))).unwrap_err();
+    let err = s
+        .write(|t| t.create(Kind::Active, "y", "", labels(&[("k", &big)])))
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     // Failed creations leave nothing behind.
     assert_eq!(s.read(|t| t.ids()).unwrap().len(), 1);
@@ -67,11 +114,26 @@ fn commit_errors_follow_containerd() {
     commit(&s, "a", "c").unwrap();
     create(&s, Kind::Active, "b", "c").unwrap();
     create(&s, Kind::View, "v", "c").unwrap();
-    assert_eq!(commit(&s, "missing", "n").unwrap_err().kind(), ErrorKind::NotFound);
-    assert_eq!(commit(&s, "b", "c").unwrap_err().kind(), ErrorKind::AlreadyExists);
-    assert_eq!(commit(&s, "v", "n").unwrap_err().kind(), ErrorKind::FailedPrecondition);
-    assert_eq!(commit(&s, "c", "n").unwrap_err().kind(), ErrorKind::FailedPrecondition);
-    assert_eq!(commit(&s, "b", "").unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert_eq!(
+        commit(&s, "missing", "n").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        commit(&s, "b", "c").unwrap_err().kind(),
+        ErrorKind::AlreadyExists
+    );
+    assert_eq!(
+        commit(&s, "v", "n").unwrap_err().kind(),
+        ErrorKind::FailedPrecondition
+    );
+    assert_eq!(
+        commit(&s, "c", "n").unwrap_err().kind(),
+        ErrorKind::FailedPrecondition
+    );
+    assert_eq!(
+        commit(&s, "b", "").unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
     // The failed commits changed nothing.
     assert_eq!(s.read(|t| t.info("b")).unwrap().1.kind, Kind::Active);
 }
@@ -86,11 +148,17 @@ fn remove_checks_children_and_unlinks_parent() {
     let err = s.write(|t| t.remove("c")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
     commit(&s, "b", "c2").unwrap();
-    assert_eq!(s.write(|t| t.remove("c")).unwrap_err().kind(), ErrorKind::FailedPrecondition);
+    assert_eq!(
+        s.write(|t| t.remove("c")).unwrap_err().kind(),
+        ErrorKind::FailedPrecondition
+    );
     assert_eq!(s.write(|t| t.remove("c2")).unwrap().1, Kind::Committed);
     assert!(!s.read(|t| t.has_children(a.id)).unwrap());
     assert_eq!(s.write(|t| t.remove("c")).unwrap(), (a.id, Kind::Committed));
-    assert_eq!(s.write(|t| t.remove("c")).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        s.write(|t| t.remove("c")).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
 }
 
 #[test]
@@ -113,27 +181,47 @@ fn update_labels_as_containerd() {
     assert_eq!(s.read(|t| t.info("a")).unwrap().1, got);
 
     want.labels = labels(&[("l4", "v4"), ("empty", "")]);
-    let (_, got) = s.write(|t| t.update(want.clone(), &["labels".to_string()])).unwrap();
+    let (_, got) = s
+        .write(|t| t.update(want.clone(), &["labels".to_string()]))
+        .unwrap();
     assert_eq!(got.labels, labels(&[("l4", "v4")]));
 
     for path in ["parent", "name", "kind", "created"] {
-        let err = s.write(|t| t.update(want.clone(), &[path.to_string()])).unwrap_err();
+        let err = s
+            .write(|t| t.update(want.clone(), &[path.to_string()]))
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{path}");
     }
     want.name = "missing".into();
-    assert_eq!(s.write(|t| t.update(want.clone(), &[])).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        s.write(|t| t.update(want.clone(), &[])).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
 }
 
 #[test]
 fn walk_filters_like_containerd() {
     let (_d, s) = store();
-    s.write(|t| t.create(Kind::Active, "a", "", labels(&[("containerd.io/gc.root", "x"), ("k", "v")]))).unwrap();
+    s.write(|t| {
+        t.create(
+            Kind::Active,
+            "a",
+            "",
+            labels(&[("containerd.io/gc.root", "x"), ("k", "v")]),
+        )
+    })
+    .unwrap();
     commit(&s, "a", "base").unwrap();
-    s.write(|t| t.create(Kind::Active, "b", "base", labels(&[("k", "v")]))).unwrap();
+    s.write(|t| t.create(Kind::Active, "b", "base", labels(&[("k", "v")])))
+        .unwrap();
     create(&s, Kind::View, "v", "base").unwrap();
     let names = |filters: &[&str]| -> Vec<String> {
         let filters: Vec<String> = filters.iter().map(|f| f.to_string()).collect();
-        s.read(|t| t.walk(&filters)).unwrap().into_iter().map(|(_, i)| i.name).collect()
+        s.read(|t| t.walk(&filters))
+            .unwrap()
+            .into_iter()
+            .map(|(_, i)| i.name)
+            .collect()
     };
     assert_eq!(names(&[]), vec!["b", "base", "v"]);
     assert_eq!(names(&["kind==view"]), vec!["v"]);
@@ -141,7 +229,9 @@ fn walk_filters_like_containerd() {
     assert_eq!(names(&["labels.k==v"]), vec!["b"]);
     assert_eq!(names(&["name==base", "kind==active"]), vec!["b", "base"]);
     assert_eq!(names(&["parent==base,labels.k"]), vec!["b"]);
-    let err = s.read(|t| t.walk(&["name==".to_string(), "kind===".to_string()])).unwrap_err();
+    let err = s
+        .read(|t| t.walk(&["name==".to_string(), "kind===".to_string()]))
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
 }
 
@@ -151,11 +241,17 @@ fn second_open_is_unavailable_and_close_is_idempotent() {
     let path = dir.path().join("metadata.db");
     let err = MetaStore::open(&path).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable);
-    assert!(err.message().contains("metadata.db") && err.message().contains("strata serve"), "{err}");
+    assert!(
+        err.message().contains("metadata.db") && err.message().contains("strata serve"),
+        "{err}"
+    );
     create(&s, Kind::Active, "a", "").unwrap();
     s.close();
     s.close();
-    assert_eq!(s.read(|t| t.info("a")).unwrap_err().kind(), ErrorKind::FailedPrecondition);
+    assert_eq!(
+        s.read(|t| t.info("a")).unwrap_err().kind(),
+        ErrorKind::FailedPrecondition
+    );
     // Once closed, the file can be opened again and holds what was committed.
     let s = MetaStore::open(&path).unwrap();
     assert_eq!(s.read(|t| t.info("a")).unwrap().1.kind, Kind::Active);
@@ -171,7 +267,10 @@ fn failed_write_rolls_back() {
         })
         .unwrap_err();
     assert_eq!(err.message(), "abandon");
-    assert_eq!(s.read(|t| t.info("a")).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        s.read(|t| t.info("a")).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
     // The id sequence rolled back too.
     let (a, _) = create(&s, Kind::Active, "a", "").unwrap();
     assert_eq!(a.id, 1);

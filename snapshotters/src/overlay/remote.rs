@@ -17,7 +17,10 @@ use super::{OverlayOptions, OverlaySnapshotter, make_dir};
 use crate::apply::WhiteoutMode;
 use crate::disk_usage::disk_usage;
 use crate::metastore::snapshot_dirs::remove_tree;
-use crate::remote::{LABEL_REMOTE, LABEL_TARGET_REF, LayerRequest, LayerTarget, Provision, REMOTE_VALUE, RemoteLayers};
+use crate::remote::{
+    LABEL_REMOTE, LABEL_TARGET_REF, LayerRequest, LayerTarget, Provision, REMOTE_VALUE,
+    RemoteLayers,
+};
 use crate::{ErrorKind, Kind, Labels, SnapshotError};
 
 /// The configured provider (a named trait object, printable for `Debug`).
@@ -26,7 +29,9 @@ pub(super) struct RemoteProvider(pub(super) Arc<dyn RemoteLayers>);
 
 impl std::fmt::Debug for RemoteProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("RemoteProvider").field(&self.0.name()).finish()
+        f.debug_tuple("RemoteProvider")
+            .field(&self.0.name())
+            .finish()
     }
 }
 
@@ -35,7 +40,11 @@ enum Plan {
     /// The target is committed already over the same parent: answer AlreadyExists.
     Exists,
     /// Provide over these parents (`fs` directories, nearest first).
-    Provide { parents: Vec<PathBuf>, parent_chain_id: Option<String>, parent_id: Option<u64> },
+    Provide {
+        parents: Vec<PathBuf>,
+        parent_chain_id: Option<String>,
+        parent_id: Option<u64>,
+    },
     /// Not a case for the provider (key taken, target taken otherwise, parent not
     /// committed): a normal Prepare says what is wrong, or succeeds.
     Normal(String),
@@ -92,7 +101,13 @@ impl OverlaySnapshotter {
     ) -> Option<SnapshotError> {
         let target = request.chain_id.clone();
         let fallback = |reason: &str| {
-            tracing::info!(provider = remote.name(), key, target, reason, "remote snapshot: falling back to a normal prepare");
+            tracing::info!(
+                provider = remote.name(),
+                key,
+                target,
+                reason,
+                "remote snapshot: falling back to a normal prepare"
+            );
         };
         let (parents, parent_id) = match self.plan_remote(key, parent, &target) {
             Ok(Plan::Exists) => return Some(target_exists(&target, "committed earlier")),
@@ -100,7 +115,11 @@ impl OverlaySnapshotter {
                 fallback(&reason);
                 return None;
             }
-            Ok(Plan::Provide { parents, parent_chain_id, parent_id }) => {
+            Ok(Plan::Provide {
+                parents,
+                parent_chain_id,
+                parent_id,
+            }) => {
                 request.parent_chain_id = parent_chain_id;
                 request.has_parent = parent_id.is_some();
                 (parents, parent_id)
@@ -118,10 +137,21 @@ impl OverlaySnapshotter {
             }
         };
         let fs = temp.path().join("fs");
-        let whiteouts = WhiteoutMode::Overlay { userxattr: self.overlay_options.iter().any(|o| o == "userxattr") };
+        let whiteouts = WhiteoutMode::Overlay {
+            userxattr: self.overlay_options.iter().any(|o| o == "userxattr"),
+        };
         let provided = make_dir(&fs, 0o755)
             .and_then(|()| self.own_like_parent(key, &fs, parent_id))
-            .and_then(|()| remote.provide(&request, &LayerTarget { fs: &fs, parents: &parents, whiteouts }));
+            .and_then(|()| {
+                remote.provide(
+                    &request,
+                    &LayerTarget {
+                        fs: &fs,
+                        parents: &parents,
+                        whiteouts,
+                    },
+                )
+            });
         let mounted_usage = match provided {
             Ok(Provision::Provided) => None,
             Ok(Provision::Mounted { usage }) => Some(usage),
@@ -163,8 +193,17 @@ impl OverlaySnapshotter {
         });
         match result {
             Ok(()) => {
-                tracing::info!(provider = remote.name(), key, target, layer = request.layer_digest.as_deref().unwrap_or(""), "remote snapshot: layer provided and committed");
-                Some(target_exists(&target, &format!("provided by {}", remote.name())))
+                tracing::info!(
+                    provider = remote.name(),
+                    key,
+                    target,
+                    layer = request.layer_digest.as_deref().unwrap_or(""),
+                    "remote snapshot: layer provided and committed"
+                );
+                Some(target_exists(
+                    &target,
+                    &format!("provided by {}", remote.name()),
+                ))
             }
             Err(e) => {
                 match installed {
@@ -175,7 +214,11 @@ impl OverlaySnapshotter {
                     }
                     None => release(&fs),
                 }
-                if e.kind() == ErrorKind::AlreadyExists && self.plan_remote(key, parent, &target).is_ok_and(|p| matches!(p, Plan::Exists)) {
+                if e.kind() == ErrorKind::AlreadyExists
+                    && self
+                        .plan_remote(key, parent, &target)
+                        .is_ok_and(|p| matches!(p, Plan::Exists))
+                {
                     // A concurrent Prepare committed the same target meanwhile.
                     return Some(target_exists(&target, "committed concurrently"));
                 }
@@ -201,11 +244,20 @@ impl OverlaySnapshotter {
                 if info.kind == Kind::Committed && info.parent == wanted_parent {
                     return Ok(Plan::Exists);
                 }
-                return Ok(Plan::Normal(format!("{target} exists as {} with parent {:?}", info.kind, info.parent)));
+                return Ok(Plan::Normal(format!(
+                    "{target} exists as {} with parent {:?}",
+                    info.kind, info.parent
+                )));
             }
-            let Some((parent_id, parent_info, _)) = wanted_parent.as_deref().map(found).transpose()?.flatten() else {
+            let Some((parent_id, parent_info, _)) =
+                wanted_parent.as_deref().map(found).transpose()?.flatten()
+            else {
                 if parent.is_empty() {
-                    return Ok(Plan::Provide { parents: Vec::new(), parent_chain_id: None, parent_id: None });
+                    return Ok(Plan::Provide {
+                        parents: Vec::new(),
+                        parent_chain_id: None,
+                        parent_id: None,
+                    });
                 }
                 return Ok(Plan::Normal(format!("parent {parent} not found")));
             };
@@ -220,20 +272,34 @@ impl OverlaySnapshotter {
                 parents.push(self.upper(id));
                 next = info.parent;
             }
-            Ok(Plan::Provide { parents, parent_chain_id, parent_id: Some(parent_id) })
+            Ok(Plan::Provide {
+                parents,
+                parent_chain_id,
+                parent_id: Some(parent_id),
+            })
         })
     }
 
     /// Gives `fs` the owner of the parent's root, as a normal Prepare does.
-    fn own_like_parent(&self, key: &str, fs: &std::path::Path, parent_id: Option<u64>) -> Result<(), SnapshotError> {
+    fn own_like_parent(
+        &self,
+        key: &str,
+        fs: &std::path::Path,
+        parent_id: Option<u64>,
+    ) -> Result<(), SnapshotError> {
         let Some(parent_id) = parent_id else {
             return Ok(());
         };
         let parent_fs = self.upper(parent_id);
-        let meta = std::fs::metadata(&parent_fs)
-            .map_err(|e| SnapshotError::io(format_args!("snapshot {key}: stat parent {}", parent_fs.display()), e))?;
-        std::os::unix::fs::lchown(fs, Some(meta.uid()), Some(meta.gid()))
-            .map_err(|e| SnapshotError::io(format_args!("snapshot {key}: chown {}", fs.display()), e))
+        let meta = std::fs::metadata(&parent_fs).map_err(|e| {
+            SnapshotError::io(
+                format_args!("snapshot {key}: stat parent {}", parent_fs.display()),
+                e,
+            )
+        })?;
+        std::os::unix::fs::lchown(fs, Some(meta.uid()), Some(meta.gid())).map_err(|e| {
+            SnapshotError::io(format_args!("snapshot {key}: chown {}", fs.display()), e)
+        })
     }
 }
 

@@ -32,7 +32,11 @@ impl Drop for Mounted {
 }
 
 fn index_off() -> Vec<String> {
-    if Path::new("/sys/module/overlay/parameters/index").exists() { vec!["index=off".to_owned()] } else { Vec::new() }
+    if Path::new("/sys/module/overlay/parameters/index").exists() {
+        vec!["index=off".to_owned()]
+    } else {
+        Vec::new()
+    }
 }
 
 #[test]
@@ -68,26 +72,50 @@ fn mounts_have_containerd_shapes() {
     want.push(format!("workdir={}", root.join("4/work").display()));
     want.push(format!("upperdir={}", root.join("4/fs").display()));
     want.push(format!("lowerdir={}", root.join("1/fs").display()));
-    assert_eq!(b, vec![Mount { kind: "overlay".into(), source: "overlay".into(), target: String::new(), options: want }]);
+    assert_eq!(
+        b,
+        vec![Mount {
+            kind: "overlay".into(),
+            source: "overlay".into(),
+            target: String::new(),
+            options: want
+        }]
+    );
     s.commit("second", "b", Labels::new()).unwrap();
     let v2 = s.view("v2", "second", Labels::new()).unwrap();
     let mut want = index_off();
-    want.push(format!("lowerdir={}:{}", root.join("4/fs").display(), root.join("1/fs").display()));
+    want.push(format!(
+        "lowerdir={}:{}",
+        root.join("4/fs").display(),
+        root.join("1/fs").display()
+    ));
     assert_eq!(v2[0].options, want);
-    assert!(!root.join("5/work").exists(), "views have no work directory");
+    assert!(
+        !root.join("5/work").exists(),
+        "views have no work directory"
+    );
     assert_eq!(s.mounts("v2").unwrap(), v2);
-    assert_eq!(s.mounts("second").unwrap_err().kind(), ErrorKind::FailedPrecondition);
+    assert_eq!(
+        s.mounts("second").unwrap_err().kind(),
+        ErrorKind::FailedPrecondition
+    );
     assert_eq!(s.mounts("nope").unwrap_err().kind(), ErrorKind::NotFound);
 }
 
 #[test]
 fn configured_mount_options_and_upperdir_label() {
     let dir = tempfile::tempdir().unwrap();
-    let options = OverlayOptions { mount_options: vec!["volatile".into()], upperdir_label: true };
+    let options = OverlayOptions {
+        mount_options: vec!["volatile".into()],
+        upperdir_label: true,
+    };
     let s = OverlaySnapshotter::with_options(dir.path(), options).unwrap();
     s.prepare("a", "", Labels::new()).unwrap();
     let info = s.stat("a").unwrap();
-    assert_eq!(info.labels.get(UPPERDIR_LABEL).map(String::as_str), Some(dir.path().join("snapshots/1/fs").to_str().unwrap()));
+    assert_eq!(
+        info.labels.get(UPPERDIR_LABEL).map(String::as_str),
+        Some(dir.path().join("snapshots/1/fs").to_str().unwrap())
+    );
     s.commit("c", "a", Labels::new()).unwrap();
     let m = s.prepare("b", "c", Labels::new()).unwrap();
     assert!(m[0].options.contains(&"volatile".to_owned()));
@@ -119,7 +147,10 @@ fn layers_stack_in_real_overlay_mounts() {
     let m = s.prepare("b", "base", Labels::new()).unwrap();
     {
         let mnt = Mounted::new(&m, work.clone());
-        assert_eq!(std::fs::read(mnt.0.join("lower.txt")).unwrap(), b"from base");
+        assert_eq!(
+            std::fs::read(mnt.0.join("lower.txt")).unwrap(),
+            b"from base"
+        );
         std::fs::write(mnt.0.join("upper.txt"), b"new").unwrap();
         std::fs::remove_dir_all(mnt.0.join("dir")).unwrap();
     }
@@ -140,7 +171,10 @@ fn new_upper_takes_parent_root_owner_and_mode_0755() {
     let (dir, s) = open();
     s.prepare("a", "", Labels::new()).unwrap();
     let fs1 = dir.path().join("root/snapshots/1/fs");
-    assert_eq!(std::fs::metadata(&fs1).unwrap().permissions().mode() & 0o7777, 0o755);
+    assert_eq!(
+        std::fs::metadata(&fs1).unwrap().permissions().mode() & 0o7777,
+        0o755
+    );
     std::os::unix::fs::chown(&fs1, Some(1234), Some(5678)).unwrap();
     s.commit("c", "a", Labels::new()).unwrap();
     s.prepare("b", "c", Labels::new()).unwrap();
@@ -158,8 +192,14 @@ fn remove_and_cleanup_leave_only_live_directories() {
     s.prepare("a", "", Labels::new()).unwrap();
     s.commit("c", "a", Labels::new()).unwrap();
     s.prepare("b", "c", Labels::new()).unwrap();
-    assert_eq!(s.remove("c").unwrap_err().kind(), ErrorKind::FailedPrecondition);
-    assert!(snapshots.join("1").is_dir(), "a refused removal keeps the directory");
+    assert_eq!(
+        s.remove("c").unwrap_err().kind(),
+        ErrorKind::FailedPrecondition
+    );
+    assert!(
+        snapshots.join("1").is_dir(),
+        "a refused removal keeps the directory"
+    );
     s.remove("b").unwrap();
     assert!(!snapshots.join("2").exists() && !snapshots.join("rm-2").exists());
     assert_eq!(s.remove("b").unwrap_err().kind(), ErrorKind::NotFound);
@@ -170,7 +210,10 @@ fn remove_and_cleanup_leave_only_live_directories() {
         std::fs::create_dir_all(snapshots.join(junk).join("fs/deep")).unwrap();
     }
     s.cleanup().unwrap();
-    let mut left: Vec<String> = std::fs::read_dir(&snapshots).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut left: Vec<String> = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     left.sort();
     assert_eq!(left, vec!["1"]);
 }
@@ -179,10 +222,21 @@ fn remove_and_cleanup_leave_only_live_directories() {
 fn failed_prepare_leaves_no_directory() {
     let (dir, s) = open();
     s.prepare("a", "", Labels::new()).unwrap();
-    assert_eq!(s.prepare("a", "", Labels::new()).unwrap_err().kind(), ErrorKind::AlreadyExists);
-    assert_eq!(s.prepare("b", "missing", Labels::new()).unwrap_err().kind(), ErrorKind::NotFound);
-    assert_eq!(s.prepare("b", "a", Labels::new()).unwrap_err().kind(), ErrorKind::InvalidArgument);
-    let n = std::fs::read_dir(dir.path().join("root/snapshots")).unwrap().count();
+    assert_eq!(
+        s.prepare("a", "", Labels::new()).unwrap_err().kind(),
+        ErrorKind::AlreadyExists
+    );
+    assert_eq!(
+        s.prepare("b", "missing", Labels::new()).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        s.prepare("b", "a", Labels::new()).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    let n = std::fs::read_dir(dir.path().join("root/snapshots"))
+        .unwrap()
+        .count();
     assert_eq!(n, 1);
 }
 
@@ -192,7 +246,10 @@ fn close_twice_then_operations_fail_cleanly() {
     s.prepare("a", "", Labels::new()).unwrap();
     s.close().unwrap();
     s.close().unwrap();
-    assert_eq!(s.stat("a").unwrap_err().kind(), ErrorKind::FailedPrecondition);
+    assert_eq!(
+        s.stat("a").unwrap_err().kind(),
+        ErrorKind::FailedPrecondition
+    );
     assert!(s.prepare("b", "", Labels::new()).is_err());
     let again = OverlaySnapshotter::open(&dir.path().join("root")).unwrap();
     assert_eq!(again.stat("a").unwrap().kind, Kind::Active);
@@ -219,7 +276,8 @@ fn concurrent_prepare_commit_from_many_threads() {
                 for i in 0..10 {
                     let key = format!("k-{t}-{i}");
                     s.prepare(&key, "base", Labels::new()).unwrap();
-                    s.commit(&format!("c-{t}-{i}"), &key, Labels::new()).unwrap();
+                    s.commit(&format!("c-{t}-{i}"), &key, Labels::new())
+                        .unwrap();
                     s.stat(&format!("c-{t}-{i}")).unwrap();
                 }
             });
@@ -233,5 +291,10 @@ fn concurrent_prepare_commit_from_many_threads() {
     .unwrap();
     assert_eq!(committed, 41);
     s.cleanup().unwrap();
-    assert_eq!(std::fs::read_dir(dir.path().join("root/snapshots")).unwrap().count(), 41);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("root/snapshots"))
+            .unwrap()
+            .count(),
+        41
+    );
 }

@@ -67,7 +67,10 @@ impl FullCopy {
     /// already or the copy is done (then it is dropped, closing its connection).
     pub(super) fn park(&self, resp: Response) {
         if self.ready.get().is_none() {
-            self.parked.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(resp);
+            self.parked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_or_insert(resp);
         }
     }
 }
@@ -84,28 +87,42 @@ impl HttpRangeFetcher {
     }
 
     fn recent_failure(&self) -> Result<(), RangeError> {
-        let failed = self.full.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        let failed = self
+            .full
+            .failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         match &*failed {
-            Some(f) if f.at.elapsed() < self.opts.full_fetch_cooldown => Err(RangeError::FullFetchFailed {
-                digest: self.digest.clone(),
-                cause: f.cause.clone(),
-                cause_kind: f.kind,
-                ago: f.at.elapsed(),
-                retry_in: self.opts.full_fetch_cooldown.saturating_sub(f.at.elapsed()),
-            }),
+            Some(f) if f.at.elapsed() < self.opts.full_fetch_cooldown => {
+                Err(RangeError::FullFetchFailed {
+                    digest: self.digest.clone(),
+                    cause: f.cause.clone(),
+                    cause_kind: f.kind,
+                    ago: f.at.elapsed(),
+                    retry_in: self.opts.full_fetch_cooldown.saturating_sub(f.at.elapsed()),
+                })
+            }
             _ => Ok(()),
         }
     }
 
     /// The verified local copy: downloaded now (from the parked response, if there is
     /// one) unless another task has it or is getting it.
-    pub(super) async fn full_copy(&self, store: &LocalContentStore) -> Result<Arc<FileReadAt>, RangeError> {
+    pub(super) async fn full_copy(
+        &self,
+        store: &LocalContentStore,
+    ) -> Result<Arc<FileReadAt>, RangeError> {
         let _guard = self.full.download.lock().await;
         if let Some(r) = self.full.ready.get() {
             return Ok(r.clone());
         }
         self.recent_failure()?;
-        let resp = self.full.parked.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let resp = self
+            .full
+            .parked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         Counters::add(&self.stats.full_fetches, 1);
         match self.download(store, resp).await {
             Ok(r) => {
@@ -115,8 +132,15 @@ impl HttpRangeFetcher {
             }
             Err(e) => {
                 tracing::warn!(blob = %self.digest, error = %e, "full download of the blob failed");
-                *self.full.failed.lock().unwrap_or_else(PoisonError::into_inner) =
-                    Some(Failure { at: Instant::now(), cause: e.to_string(), kind: e.kind() });
+                *self
+                    .full
+                    .failed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(Failure {
+                    at: Instant::now(),
+                    cause: e.to_string(),
+                    kind: e.kind(),
+                });
                 Err(e)
             }
         }
@@ -124,7 +148,11 @@ impl HttpRangeFetcher {
 
     /// Downloads the blob into `store`, retrying broken transfers from the start (the
     /// server cannot resume: it ignores `Range`).
-    async fn download(&self, store: &LocalContentStore, mut resp: Option<Response>) -> Result<FileReadAt, RangeError> {
+    async fn download(
+        &self,
+        store: &LocalContentStore,
+        mut resp: Option<Response>,
+    ) -> Result<FileReadAt, RangeError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -134,7 +162,10 @@ impl HttpRangeFetcher {
                     Some(r) => r,
                     None => {
                         Counters::add(&self.stats.requests, 1);
-                        self.client.fetch_blob(&self.reference, &self.digest, None).await.map_err(|e| Attempt::Fatal(e.into()))?
+                        self.client
+                            .fetch_blob(&self.reference, &self.digest, None)
+                            .await
+                            .map_err(|e| Attempt::Fatal(e.into()))?
                     }
                 };
                 self.ingest(store, resp).await
@@ -154,19 +185,38 @@ impl HttpRangeFetcher {
 
     /// Streams `resp` (the whole blob) into an ingest and commits it with the expected
     /// digest and size, so only verified bytes land in the store.
-    async fn ingest(&self, store: &LocalContentStore, mut resp: Response) -> Result<FileReadAt, Attempt> {
+    async fn ingest(
+        &self,
+        store: &LocalContentStore,
+        mut resp: Response,
+    ) -> Result<FileReadAt, Attempt> {
         let url = resp.url().clone();
         let fatal = |e: RangeError| Attempt::Fatal(e);
-        let invalid = |reason: String| Attempt::Fatal(RegistryError::invalid_response(&url, reason).into());
+        let invalid =
+            |reason: String| Attempt::Fatal(RegistryError::invalid_response(&url, reason).into());
         if resp.status() != StatusCode::OK {
-            return Err(invalid(format!("status {} for a whole-blob GET", resp.status().as_u16())));
+            return Err(invalid(format!(
+                "status {} for a whole-blob GET",
+                resp.status().as_u16()
+            )));
         }
         if let Some(len) = resp.content_length().filter(|&l| l != self.size) {
-            return Err(invalid(format!("Content-Length {len}, but blob {} is {} bytes", self.digest, self.size)));
+            return Err(invalid(format!(
+                "Content-Length {len}, but blob {} is {} bytes",
+                self.digest, self.size
+            )));
         }
-        let store_err = |source: ContentError| RangeError::Store { digest: self.digest.clone(), source };
+        let store_err = |source: ContentError| RangeError::Store {
+            digest: self.digest.clone(),
+            source,
+        };
         let reference = format!("layer-{}", self.digest);
-        let (s, r, d, size) = (store.clone(), reference.clone(), self.digest.clone(), self.size);
+        let (s, r, d, size) = (
+            store.clone(),
+            reference.clone(),
+            self.digest.clone(),
+            self.size,
+        );
         let opened = tokio::task::spawn_blocking(move || -> Result<IngestWriter, ContentError> {
             let mut w = s.writer_wait(&r, Some(size), Some(&d), LOCK_WAIT)?;
             // Left over from an earlier attempt: this server cannot resume, start over.
@@ -202,7 +252,11 @@ impl HttpRangeFetcher {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    net = Some(RangeError::from(RegistryError::transport(&Method::GET, &url, e)));
+                    net = Some(RangeError::from(RegistryError::transport(
+                        &Method::GET,
+                        &url,
+                        e,
+                    )));
                     break;
                 }
             }
@@ -219,23 +273,45 @@ impl HttpRangeFetcher {
         }
         let d = self.digest.clone();
         let committed = joined(
-            tokio::task::spawn_blocking(move || writer.commit(Some(size), Some(&d), BTreeMap::new())).await,
+            tokio::task::spawn_blocking(move || {
+                writer.commit(Some(size), Some(&d), BTreeMap::new())
+            })
+            .await,
             || self.what(),
         )
         .map_err(fatal)?;
         match committed {
             Ok(_) | Err(ContentError::AlreadyExists(_)) => self.open_local(store).map_err(fatal),
-            Err(ContentError::DigestMismatch { expected, actual, .. }) => {
+            Err(ContentError::DigestMismatch {
+                expected, actual, ..
+            }) => {
                 // Nothing unverified stays behind, not even in the ingest directory.
                 self.abort_ingest(store, &reference).await;
-                let what = format!("{} downloaded whole from {}", self.what(), crate::registry::error::redact(&url));
-                Err(fatal(RegistryError::DigestMismatch { what, expected, actual }.into()))
+                let what = format!(
+                    "{} downloaded whole from {}",
+                    self.what(),
+                    crate::registry::error::redact(&url)
+                );
+                Err(fatal(
+                    RegistryError::DigestMismatch {
+                        what,
+                        expected,
+                        actual,
+                    }
+                    .into(),
+                ))
             }
-            Err(ContentError::SizeMismatch { expected, actual, .. }) => {
+            Err(ContentError::SizeMismatch {
+                expected, actual, ..
+            }) => {
                 // A body that ended early without the transport noticing (no length sent).
                 self.abort_ingest(store, &reference).await;
                 Err(Attempt::Net(
-                    RegistryError::invalid_response(&url, format!("the body ended after {actual} of {expected} bytes")).into(),
+                    RegistryError::invalid_response(
+                        &url,
+                        format!("the body ended after {actual} of {expected} bytes"),
+                    )
+                    .into(),
                 ))
             }
             Err(e) => {
@@ -255,9 +331,18 @@ impl HttpRangeFetcher {
     }
 
     fn open_local(&self, store: &LocalContentStore) -> Result<FileReadAt, RangeError> {
-        let r = store.reader_at(&self.digest).map_err(|source| RangeError::Store { digest: self.digest.clone(), source })?;
+        let r = store
+            .reader_at(&self.digest)
+            .map_err(|source| RangeError::Store {
+                digest: self.digest.clone(),
+                source,
+            })?;
         if r.size() != self.size {
-            let reason = format!("the stored copy is {} bytes, expected {}", r.size(), self.size);
+            let reason = format!(
+                "the stored copy is {} bytes, expected {}",
+                r.size(),
+                self.size
+            );
             return Err(RangeError::Store {
                 digest: self.digest.clone(),
                 source: ContentError::InvalidArgument(format!("content {}: {reason}", self.digest)),
@@ -267,17 +352,30 @@ impl HttpRangeFetcher {
     }
 
     /// The bytes of `spans` from the local copy (on a blocking thread: file reads).
-    pub(super) async fn read_local(&self, local: Arc<FileReadAt>, spans: &[Range<u64>]) -> Result<Vec<Bytes>, RangeError> {
+    pub(super) async fn read_local(
+        &self,
+        local: Arc<FileReadAt>,
+        spans: &[Range<u64>],
+    ) -> Result<Vec<Bytes>, RangeError> {
         let spans = spans.to_vec();
         let digest = self.digest.clone();
         let read = tokio::task::spawn_blocking(move || {
             spans
                 .iter()
                 .map(|s| {
-                    local.read_range(s.start, s.end - s.start).map(Bytes::from).map_err(|e| RangeError::Store {
-                        digest: digest.clone(),
-                        source: ContentError::io(format!("read bytes {}..{} of the local copy of blob {digest}", s.start, s.end), e),
-                    })
+                    local
+                        .read_range(s.start, s.end - s.start)
+                        .map(Bytes::from)
+                        .map_err(|e| RangeError::Store {
+                            digest: digest.clone(),
+                            source: ContentError::io(
+                                format!(
+                                    "read bytes {}..{} of the local copy of blob {digest}",
+                                    s.start, s.end
+                                ),
+                                e,
+                            ),
+                        })
                 })
                 .collect::<Result<Vec<Bytes>, RangeError>>()
         })

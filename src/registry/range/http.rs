@@ -47,7 +47,9 @@ use crate::registry::client::authority;
 use crate::registry::error::redact;
 use crate::registry::fetch::api_url;
 use crate::registry::response::status_error;
-use crate::registry::{Capability, Reference, RegistryClient, RegistryError, Scope, check_range, parse_content_range};
+use crate::registry::{
+    Capability, Reference, RegistryClient, RegistryError, Scope, check_range, parse_content_range,
+};
 
 /// A [`RangeFetcher`] for one blob of a registry, over HTTP range requests (see the
 /// module documentation for how it asks, checks, retries and limits).
@@ -86,7 +88,10 @@ impl fmt::Debug for HttpRangeFetcher {
 enum MultiAnswer {
     /// `multipart/byteranges`: the parts that came (index into the ranges asked, bytes),
     /// and why the rest did not, if the body broke.
-    Parts { parts: Vec<(usize, Bytes)>, broken: Option<RangeError> },
+    Parts {
+        parts: Vec<(usize, Bytes)>,
+        broken: Option<RangeError>,
+    },
     /// Not multi-range: a single part (if it matched a range asked for) or none (`200`).
     NotMulti { part: Option<(usize, Bytes)> },
 }
@@ -140,7 +145,13 @@ impl BodyOut<'_> {
 
 impl HttpRangeFetcher {
     /// A fetcher for blob `digest` (of `size` bytes) in `reference`'s repository.
-    pub fn new(client: RegistryClient, reference: Reference, digest: Digest, size: u64, opts: RangeOptions) -> Self {
+    pub fn new(
+        client: RegistryClient,
+        reference: Reference,
+        digest: Digest,
+        size: u64,
+        opts: RangeOptions,
+    ) -> Self {
         let host = opts.hosts.state(reference.registry());
         Self {
             permits: Semaphore::new(opts.max_concurrency.max(1)),
@@ -168,11 +179,14 @@ impl HttpRangeFetcher {
         digest: Digest,
         opts: RangeOptions,
     ) -> Result<Self, RegistryError> {
-        let size = client.blob_size(&reference, &digest).await?.ok_or_else(|| RegistryError::NotFound {
-            host: reference.registry().to_owned(),
-            repository: reference.repository().to_owned(),
-            what: format!("blob {digest}"),
-        })?;
+        let size = client
+            .blob_size(&reference, &digest)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound {
+                host: reference.registry().to_owned(),
+                repository: reference.repository().to_owned(),
+                what: format!("blob {digest}"),
+            })?;
         Ok(Self::new(client, reference, digest, size, opts))
     }
 
@@ -194,7 +208,10 @@ impl HttpRangeFetcher {
     /// Whether multi-range requests are used: `None` until one was tried, `Some(false)`
     /// once this fetcher or another of the same host saw them fail.
     pub fn multi_range(&self) -> Option<bool> {
-        match (self.multi_range.load(Ordering::Relaxed), self.host.multi_range.load(Ordering::Relaxed)) {
+        match (
+            self.multi_range.load(Ordering::Relaxed),
+            self.host.multi_range.load(Ordering::Relaxed),
+        ) {
             (UNSUPPORTED, _) | (_, UNSUPPORTED) => Some(false),
             (SUPPORTED, _) | (_, SUPPORTED) => Some(true),
             _ => None,
@@ -221,7 +238,12 @@ impl HttpRangeFetcher {
 
     async fn fetch_ranges(&self, ranges: &[Range<u64>]) -> Result<Vec<Bytes>, RangeError> {
         if let Some(r) = ranges.iter().find(|r| r.start > r.end || r.end > self.size) {
-            return Err(RangeError::OutOfBounds { what: self.what(), start: r.start, end: r.end, size: self.size });
+            return Err(RangeError::OutOfBounds {
+                what: self.what(),
+                start: r.start,
+                end: r.end,
+                size: self.size,
+            });
         }
         let spans = merge_ranges(ranges, self.opts.merge_gap);
         if spans.is_empty() {
@@ -269,7 +291,9 @@ impl HttpRangeFetcher {
         // fails the reads either way, and each concurrent first request costs only what is
         // in flight when its whole-blob answer is dropped. Not waiting for a first answer
         // saves lazy mounts a round trip (the TOC and the prefetch go out together).
-        if self.range_support.load(Ordering::Acquire) != UNKNOWN || matches!(self.opts.policy, RangePolicy::Fail) {
+        if self.range_support.load(Ordering::Acquire) != UNKNOWN
+            || matches!(self.opts.policy, RangePolicy::Fail)
+        {
             return None;
         }
         let gate = self.probe.lock().await;
@@ -278,8 +302,17 @@ impl HttpRangeFetcher {
 
     /// A permit of this fetcher, then one of the host (always in that order).
     pub(super) async fn permits(&self) -> (SemaphorePermit<'_>, SemaphorePermit<'_>) {
-        let mine = self.permits.acquire().await.expect("invariant: the fetcher's semaphore is never closed");
-        let host = self.host.permits.acquire().await.expect("invariant: a host's semaphore is never closed");
+        let mine = self
+            .permits
+            .acquire()
+            .await
+            .expect("invariant: the fetcher's semaphore is never closed");
+        let host = self
+            .host
+            .permits
+            .acquire()
+            .await
+            .expect("invariant: a host's semaphore is never closed");
         (mine, host)
     }
 
@@ -293,7 +326,9 @@ impl HttpRangeFetcher {
                 break;
             }
             if missing.len() == 1 || !self.multi_range_allowed() {
-                let rest = try_join_all(missing.iter().map(|&i| self.fetch_single(group[i].clone()))).await?;
+                let rest =
+                    try_join_all(missing.iter().map(|&i| self.fetch_single(group[i].clone())))
+                        .await?;
                 for (i, b) in missing.into_iter().zip(rest) {
                     got[i] = Some(b);
                 }
@@ -327,10 +362,12 @@ impl HttpRangeFetcher {
                 tokio::time::sleep(backoff(attempt)).await;
             }
         }
-        got.into_iter().collect::<Option<Vec<Bytes>>>().ok_or_else(|| RangeError::Contract {
-            what: self.what(),
-            reason: "a span of a multi-range group was left unfilled".into(),
-        })
+        got.into_iter()
+            .collect::<Option<Vec<Bytes>>>()
+            .ok_or_else(|| RangeError::Contract {
+                what: self.what(),
+                reason: "a span of a multi-range group was left unfilled".into(),
+            })
     }
 
     /// One request for several spans.
@@ -340,16 +377,25 @@ impl HttpRangeFetcher {
             return Ok(MultiAnswer::NotMulti { part: None });
         }
         let _permits = self.permits().await;
-        let specs: Vec<String> = asked.iter().map(|r| format!("{}-{}", r.start, r.end - 1)).collect();
+        let specs: Vec<String> = asked
+            .iter()
+            .map(|r| format!("{}-{}", r.start, r.end - 1))
+            .collect();
         let header = format!("bytes={}", specs.join(","));
         Counters::add(&self.stats.requests, 1);
         Counters::add(&self.stats.multi_range_requests, 1);
         let path = format!("{}/blobs/{}", self.reference.repository(), self.digest);
         let mut resp = self
             .client
-            .send(&self.reference, Capability::Pull, Scope::pull(self.reference.repository()), |http, base| {
-                http.get(api_url(base, &path)).header(http::header::RANGE, header.as_str())
-            })
+            .send(
+                &self.reference,
+                Capability::Pull,
+                Scope::pull(self.reference.repository()),
+                |http, base| {
+                    http.get(api_url(base, &path))
+                        .header(http::header::RANGE, header.as_str())
+                },
+            )
             .await?;
         match resp.status() {
             StatusCode::PARTIAL_CONTENT => {
@@ -360,20 +406,51 @@ impl HttpRangeFetcher {
             // the single-range requests that follow find out). Dropping the response
             // closes the connection instead of downloading the blob.
             StatusCode::OK => return Ok(MultiAnswer::NotMulti { part: None }),
-            _ => return Err(status_error(resp, &Method::GET, &self.reference, &format!("blob {}", self.digest)).await.into()),
+            _ => {
+                return Err(status_error(
+                    resp,
+                    &Method::GET,
+                    &self.reference,
+                    &format!("blob {}", self.digest),
+                )
+                .await
+                .into());
+            }
         }
         let url = resp.url().clone();
-        let invalid = |reason: String| RangeError::from(RegistryError::invalid_response(&url, reason));
-        let content_type = resp.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let invalid =
+            |reason: String| RangeError::from(RegistryError::invalid_response(&url, reason));
+        let content_type = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         let Some(boundary) = multipart::boundary(content_type) else {
             // One part: keep it if it is one of the spans asked for.
-            let header = resp.headers().get(http::header::CONTENT_RANGE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            let header = resp
+                .headers()
+                .get(http::header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
             let part = parse_content_range(header)
                 .filter(|cr| cr.total.is_none_or(|t| t == self.size))
-                .and_then(|cr| asked.iter().position(|r| r.start == cr.start && r.end == cr.end));
-            let Some(j) = part else { return Ok(MultiAnswer::NotMulti { part: None }) };
+                .and_then(|cr| {
+                    asked
+                        .iter()
+                        .position(|r| r.start == cr.start && r.end == cr.end)
+                });
+            let Some(j) = part else {
+                return Ok(MultiAnswer::NotMulti { part: None });
+            };
             let mut buf = BytesMut::with_capacity((asked[j].end - asked[j].start) as usize);
-            let part = match self.read_body(&mut resp, &mut BodyOut::Buffer(&mut buf), asked[j].end - asked[j].start).await {
+            let part = match self
+                .read_body(
+                    &mut resp,
+                    &mut BodyOut::Buffer(&mut buf),
+                    asked[j].end - asked[j].start,
+                )
+                .await
+            {
                 Ok(()) => Some((j, buf.freeze())),
                 Err(_) => None,
             };
@@ -382,7 +459,9 @@ impl HttpRangeFetcher {
         let data: u64 = asked.iter().map(|r| r.end - r.start).sum();
         let bound = data + asked.len() as u64 * PART_OVERHEAD + MAX_HEADER_BYTES as u64;
         if let Some(len) = resp.content_length().filter(|&l| l > bound) {
-            return Err(invalid(format!("a multi-range answer of {len} bytes for {data} bytes of data ({header})")));
+            return Err(invalid(format!(
+                "a multi-range answer of {len} bytes for {data} bytes of data ({header})"
+            )));
         }
         let mut buf = BytesMut::with_capacity(bound.min(data + 64 * 1024) as usize);
         let mut broken = None;
@@ -391,7 +470,9 @@ impl HttpRangeFetcher {
                 Ok(Some(c)) => {
                     Counters::add(&self.stats.bytes, c.len() as u64);
                     if (buf.len() + c.len()) as u64 > bound {
-                        return Err(invalid(format!("a multi-range answer longer than {bound} bytes ({header})")));
+                        return Err(invalid(format!(
+                            "a multi-range answer longer than {bound} bytes ({header})"
+                        )));
                     }
                     buf.extend_from_slice(&c);
                 }
@@ -403,7 +484,9 @@ impl HttpRangeFetcher {
             }
         }
         let body = buf.freeze();
-        let parsed = multipart::parse(&body, &boundary).map_err(|reason| invalid(format!("multipart/byteranges answer to {header}: {reason}")))?;
+        let parsed = multipart::parse(&body, &boundary).map_err(|reason| {
+            invalid(format!("multipart/byteranges answer to {header}: {reason}"))
+        })?;
         let mut seen = vec![false; asked.len()];
         let mut parts = Vec::with_capacity(parsed.parts.len());
         for part in parsed.parts {
@@ -411,16 +494,23 @@ impl HttpRangeFetcher {
                 invalid(format!("a part holds bytes {}..{}, which is not one of the ranges asked for ({header})", part.range.start, part.range.end))
             })?;
             if let Some(t) = part.total.filter(|&t| t != self.size) {
-                return Err(invalid(format!("a part says the blob is {t} bytes, expected {}", self.size)));
+                return Err(invalid(format!(
+                    "a part says the blob is {t} bytes, expected {}",
+                    self.size
+                )));
             }
             seen[j] = true;
             parts.push((j, part.data));
         }
         if parsed.complete && broken.is_none() && !seen.iter().all(|&s| s) {
-            return Err(invalid(format!("the multi-range answer lacks some of the ranges asked for ({header})")));
+            return Err(invalid(format!(
+                "the multi-range answer lacks some of the ranges asked for ({header})"
+            )));
         }
         if !parsed.complete && broken.is_none() {
-            broken = Some(invalid(format!("the multi-range answer ended before its closing boundary ({header})")));
+            broken = Some(invalid(format!(
+                "the multi-range answer ended before its closing boundary ({header})"
+            )));
         }
         Ok(MultiAnswer::Parts { parts, broken })
     }
@@ -428,7 +518,10 @@ impl HttpRangeFetcher {
     /// One span by single-range requests, resuming a broken body where it stopped.
     async fn fetch_single(&self, range: Range<u64>) -> Result<Bytes, RangeError> {
         let mut buf = BytesMut::with_capacity((range.end - range.start) as usize);
-        match self.single_into(&range, &mut BodyOut::Buffer(&mut buf)).await? {
+        match self
+            .single_into(&range, &mut BodyOut::Buffer(&mut buf))
+            .await?
+        {
             Some(whole) => Ok(whole),
             None => Ok(buf.freeze()),
         }
@@ -436,9 +529,18 @@ impl HttpRangeFetcher {
 
     /// [`RangeFetcher::fetch_stream`]: one span by single-range requests whose body goes to
     /// `sink` as it arrives, resumed where it broke.
-    async fn stream_single(&self, range: Range<u64>, sink: tokio::sync::mpsc::Sender<Bytes>) -> Result<(), RangeError> {
+    async fn stream_single(
+        &self,
+        range: Range<u64>,
+        sink: tokio::sync::mpsc::Sender<Bytes>,
+    ) -> Result<(), RangeError> {
         if range.start > range.end || range.end > self.size {
-            return Err(RangeError::OutOfBounds { what: self.what(), start: range.start, end: range.end, size: self.size });
+            return Err(RangeError::OutOfBounds {
+                what: self.what(),
+                start: range.start,
+                end: range.end,
+                size: self.size,
+            });
         }
         if range.is_empty() {
             return Ok(());
@@ -450,9 +552,14 @@ impl HttpRangeFetcher {
         }
         self.warm().await;
         let mut sent = 0;
-        if let Some(rest) = self.single_into(&range, &mut BodyOut::Channel(&sink, &mut sent)).await? {
+        if let Some(rest) = self
+            .single_into(&range, &mut BodyOut::Channel(&sink, &mut sent))
+            .await?
+        {
             // The server ignored Range: what was not sent yet, from the full copy.
-            let _ = sink.send(rest.slice(usize::try_from(sent).unwrap_or(usize::MAX).min(rest.len())..)).await;
+            let _ = sink
+                .send(rest.slice(usize::try_from(sent).unwrap_or(usize::MAX).min(rest.len())..))
+                .await;
         }
         Ok(())
     }
@@ -460,7 +567,11 @@ impl HttpRangeFetcher {
     /// Requests `range` into `out` until it is all there (broken bodies resumed with
     /// backoff); `Some(bytes)`: the server ignores Range and these are the range's bytes
     /// from the policy's fallback instead.
-    async fn single_into(&self, range: &Range<u64>, out: &mut BodyOut<'_>) -> Result<Option<Bytes>, RangeError> {
+    async fn single_into(
+        &self,
+        range: &Range<u64>,
+        out: &mut BodyOut<'_>,
+    ) -> Result<Option<Bytes>, RangeError> {
         let mut attempt = 0;
         let start = out.len();
         loop {
@@ -468,7 +579,9 @@ impl HttpRangeFetcher {
             let want = range.start + (out.len() - start)..range.end;
             match self.request_single(&want, out).await {
                 Ok(()) | Err(SingleFailure::Gone) => return Ok(None),
-                Err(SingleFailure::RangeIgnored) => return self.on_range_ignored(range).await.map(Some),
+                Err(SingleFailure::RangeIgnored) => {
+                    return self.on_range_ignored(range).await.map(Some);
+                }
                 Err(SingleFailure::Body(cause)) if attempt < self.opts.max_attempts.max(1) => {
                     Counters::add(&self.stats.retries, 1);
                     tracing::debug!(
@@ -483,7 +596,11 @@ impl HttpRangeFetcher {
     }
 
     /// One request for `want`, appending its body to `out`.
-    async fn request_single(&self, want: &Range<u64>, out: &mut BodyOut<'_>) -> Result<(), SingleFailure> {
+    async fn request_single(
+        &self,
+        want: &Range<u64>,
+        out: &mut BodyOut<'_>,
+    ) -> Result<(), SingleFailure> {
         let probe = self.probe_gate().await;
         if self.range_support.load(Ordering::Acquire) == UNSUPPORTED {
             return Err(SingleFailure::RangeIgnored);
@@ -512,13 +629,20 @@ impl HttpRangeFetcher {
                 cr.end,
                 cr.total.map_or("?".to_owned(), |t| t.to_string())
             );
-            return Err(SingleFailure::Fatal(RegistryError::invalid_response(resp.url(), reason).into()));
+            return Err(SingleFailure::Fatal(
+                RegistryError::invalid_response(resp.url(), reason).into(),
+            ));
         }
         self.read_body(&mut resp, out, want.end - want.start).await
     }
 
     /// Appends exactly `len` body bytes to `out`: more is fatal, fewer is a broken body.
-    async fn read_body(&self, resp: &mut Response, out: &mut BodyOut<'_>, len: u64) -> Result<(), SingleFailure> {
+    async fn read_body(
+        &self,
+        resp: &mut Response,
+        out: &mut BodyOut<'_>,
+        len: u64,
+    ) -> Result<(), SingleFailure> {
         let url = resp.url().clone();
         let target = out.len() + len;
         loop {
@@ -526,8 +650,12 @@ impl HttpRangeFetcher {
                 Ok(Some(c)) => {
                     Counters::add(&self.stats.bytes, c.len() as u64);
                     if out.len() + c.len() as u64 > target {
-                        let reason = format!("the body is longer than the {len} bytes its Content-Range promised");
-                        return Err(SingleFailure::Fatal(RegistryError::invalid_response(&url, reason).into()));
+                        let reason = format!(
+                            "the body is longer than the {len} bytes its Content-Range promised"
+                        );
+                        return Err(SingleFailure::Fatal(
+                            RegistryError::invalid_response(&url, reason).into(),
+                        ));
                     }
                     if !out.push(c).await {
                         return Err(SingleFailure::Gone);
@@ -536,10 +664,18 @@ impl HttpRangeFetcher {
                 Ok(None) if out.len() == target => return Ok(()),
                 Ok(None) => {
                     let got = len - (target - out.len());
-                    let reason = format!("the body ended after {got} of the {len} bytes its Content-Range promised");
-                    return Err(SingleFailure::Body(RegistryError::invalid_response(&url, reason).into()));
+                    let reason = format!(
+                        "the body ended after {got} of the {len} bytes its Content-Range promised"
+                    );
+                    return Err(SingleFailure::Body(
+                        RegistryError::invalid_response(&url, reason).into(),
+                    ));
                 }
-                Err(e) => return Err(SingleFailure::Body(RegistryError::transport(&Method::GET, &url, e).into())),
+                Err(e) => {
+                    return Err(SingleFailure::Body(
+                        RegistryError::transport(&Method::GET, &url, e).into(),
+                    ));
+                }
             }
         }
     }
@@ -570,22 +706,36 @@ impl HttpRangeFetcher {
         let store = match &self.opts.policy {
             RangePolicy::FullFetch(store) => store,
             RangePolicy::Fail => {
-                let url = self.ignored_url.get().cloned().unwrap_or_else(|| self.what());
+                let url = self
+                    .ignored_url
+                    .get()
+                    .cloned()
+                    .unwrap_or_else(|| self.what());
                 return Err(RegistryError::RangeNotSupported { url }.into());
             }
         };
         let local = self.full_copy(store).await?;
         let mut data = self.read_local(local, std::slice::from_ref(range)).await?;
-        data.pop().ok_or_else(|| RangeError::Contract { what: self.what(), reason: "a local read returned nothing".into() })
+        data.pop().ok_or_else(|| RangeError::Contract {
+            what: self.what(),
+            reason: "a local read returned nothing".into(),
+        })
     }
 }
 
 impl RangeFetcher for HttpRangeFetcher {
-    fn fetch<'a>(&'a self, ranges: &'a [Range<u64>]) -> BoxFuture<'a, Result<Vec<Bytes>, RangeError>> {
+    fn fetch<'a>(
+        &'a self,
+        ranges: &'a [Range<u64>],
+    ) -> BoxFuture<'a, Result<Vec<Bytes>, RangeError>> {
         Box::pin(self.fetch_ranges(ranges))
     }
 
-    fn fetch_stream<'a>(&'a self, range: Range<u64>, sink: tokio::sync::mpsc::Sender<Bytes>) -> BoxFuture<'a, Result<(), RangeError>> {
+    fn fetch_stream<'a>(
+        &'a self,
+        range: Range<u64>,
+        sink: tokio::sync::mpsc::Sender<Bytes>,
+    ) -> BoxFuture<'a, Result<(), RangeError>> {
         Box::pin(self.stream_single(range, sink))
     }
 

@@ -44,15 +44,23 @@ pub(super) struct Parsed {
 /// The boundary of a `multipart/byteranges` Content-Type, or `None` for any other type.
 pub(super) fn boundary(content_type: &str) -> Option<String> {
     let mut fields = content_type.split(';');
-    if !fields.next()?.trim().eq_ignore_ascii_case("multipart/byteranges") {
+    if !fields
+        .next()?
+        .trim()
+        .eq_ignore_ascii_case("multipart/byteranges")
+    {
         return None;
     }
     let value = fields.find_map(|f| {
         let (k, v) = f.split_once('=')?;
         k.trim().eq_ignore_ascii_case("boundary").then(|| v.trim())
     })?;
-    let value = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
-    (!value.is_empty() && value.len() <= MAX_BOUNDARY && !value.contains(['\r', '\n'])).then(|| value.to_owned())
+    let value = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value);
+    (!value.is_empty() && value.len() <= MAX_BOUNDARY && !value.contains(['\r', '\n']))
+        .then(|| value.to_owned())
 }
 
 /// Whether `body[pos..]` starts with `pat`: yes, no, or too short to tell.
@@ -108,8 +116,13 @@ pub(super) fn parse(body: &Bytes, boundary: &str) -> Result<Parsed, String> {
             Prefix::Short => return Ok(out),
             Prefix::No => {}
         }
-        let Some(next) = line_end(body, pos, MAX_HEADER_BYTES)? else { return Ok(out) };
-        if !body[pos..next].iter().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n')) {
+        let Some(next) = line_end(body, pos, MAX_HEADER_BYTES)? else {
+            return Ok(out);
+        };
+        if !body[pos..next]
+            .iter()
+            .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        {
             return Err("unexpected bytes after a boundary".into());
         }
         pos = next;
@@ -121,7 +134,9 @@ pub(super) fn parse(body: &Bytes, boundary: &str) -> Result<Parsed, String> {
             if budget == 0 {
                 return Err(format!("part headers longer than {MAX_HEADER_BYTES} bytes"));
             }
-            let Some(next) = line_end(body, pos, budget)? else { return Ok(out) };
+            let Some(next) = line_end(body, pos, budget)? else {
+                return Ok(out);
+            };
             let line = std::str::from_utf8(&body[pos..next])
                 .map_err(|_| "a part header is not text".to_owned())?
                 .trim_end_matches(['\r', '\n']);
@@ -129,16 +144,26 @@ pub(super) fn parse(body: &Bytes, boundary: &str) -> Result<Parsed, String> {
             if line.is_empty() {
                 break;
             }
-            let (name, value) = line.split_once(':').ok_or_else(|| format!("malformed part header {line:?}"))?;
+            let (name, value) = line
+                .split_once(':')
+                .ok_or_else(|| format!("malformed part header {line:?}"))?;
             if name.trim().eq_ignore_ascii_case("content-range") {
-                content_range =
-                    Some(parse_content_range(value).ok_or_else(|| format!("part with invalid Content-Range {:?}", value.trim()))?);
+                content_range = Some(parse_content_range(value).ok_or_else(|| {
+                    format!("part with invalid Content-Range {:?}", value.trim())
+                })?);
             }
         }
         let cr = content_range.ok_or_else(|| "a part has no Content-Range".to_owned())?;
-        let len = usize::try_from(cr.end - cr.start).map_err(|_| "a part is too large".to_owned())?;
-        let Some(end) = pos.checked_add(len).filter(|&e| e <= body.len()) else { return Ok(out) };
-        out.parts.push(Part { range: cr.start..cr.end, total: cr.total, data: body.slice(pos..end) });
+        let len =
+            usize::try_from(cr.end - cr.start).map_err(|_| "a part is too large".to_owned())?;
+        let Some(end) = pos.checked_add(len).filter(|&e| e <= body.len()) else {
+            return Ok(out);
+        };
+        out.parts.push(Part {
+            range: cr.start..cr.end,
+            total: cr.total,
+            data: body.slice(pos..end),
+        });
         pos = end;
         // The data is followed by a line break and the next delimiter.
         let mut matched = false;
@@ -187,27 +212,61 @@ mod tests {
 
     #[test]
     fn boundaries_from_content_types() {
-        assert_eq!(boundary("multipart/byteranges; boundary=abc").as_deref(), Some("abc"));
-        assert_eq!(boundary("Multipart/ByteRanges;charset=x; BOUNDARY=\"a b\"").as_deref(), Some("a b"));
+        assert_eq!(
+            boundary("multipart/byteranges; boundary=abc").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            boundary("Multipart/ByteRanges;charset=x; BOUNDARY=\"a b\"").as_deref(),
+            Some("a b")
+        );
         assert_eq!(boundary("application/octet-stream"), None);
         assert_eq!(boundary("multipart/byteranges"), None);
         assert_eq!(boundary("multipart/byteranges; boundary="), None);
-        assert_eq!(boundary(&format!("multipart/byteranges; boundary={}", "x".repeat(201))), None);
+        assert_eq!(
+            boundary(&format!(
+                "multipart/byteranges; boundary={}",
+                "x".repeat(201)
+            )),
+            None
+        );
     }
 
     #[test]
     fn whole_bodies_parse() {
-        let raw = Bytes::from(body("B0undary", &[(0, b"0123456789"), (100, b"abc"), (50, b"\r\n--B0undary")], 1000));
+        let raw = Bytes::from(body(
+            "B0undary",
+            &[(0, b"0123456789"), (100, b"abc"), (50, b"\r\n--B0undary")],
+            1000,
+        ));
         let p = parse(&raw, "B0undary").unwrap();
         assert!(p.complete);
-        let got: Vec<(Range<u64>, &[u8])> = p.parts.iter().map(|p| (p.range.clone(), &p.data[..])).collect();
-        assert_eq!(got, [(0..10, &b"0123456789"[..]), (100..103, b"abc"), (50..62, b"\r\n--B0undary")]);
+        let got: Vec<(Range<u64>, &[u8])> = p
+            .parts
+            .iter()
+            .map(|p| (p.range.clone(), &p.data[..]))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0..10, &b"0123456789"[..]),
+                (100..103, b"abc"),
+                (50..62, b"\r\n--B0undary")
+            ]
+        );
         assert!(p.parts.iter().all(|p| p.total == Some(1000)));
         // A preamble and LF-only line breaks are accepted too.
         let lf = Bytes::from_static(b"preamble\n--b\nContent-Range: bytes 1-2/*\n\nxy\n--b--");
         let p = parse(&lf, "b").unwrap();
         assert!(p.complete);
-        assert_eq!((p.parts[0].range.clone(), &p.parts[0].data[..], p.parts[0].total), (1..3, &b"xy"[..], None));
+        assert_eq!(
+            (
+                p.parts[0].range.clone(),
+                &p.parts[0].data[..],
+                p.parts[0].total
+            ),
+            (1..3, &b"xy"[..], None)
+        );
     }
 
     #[test]
@@ -217,10 +276,15 @@ mod tests {
         // The closing delimiter counts once its `--` is there; the final CRLF is optional.
         let closed = full.windows(7).position(|w| w == b"--bnd--").unwrap() + 7;
         for cut in 0..full.len() {
-            let p = parse(&Bytes::copy_from_slice(&full[..cut]), "bnd").unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+            let p = parse(&Bytes::copy_from_slice(&full[..cut]), "bnd")
+                .unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
             assert_eq!(p.complete, cut >= closed, "cut at {cut}");
             let whole = if cut >= first_done { 1 } else { 0 };
-            assert!(p.parts.len() <= 2 && p.parts.len() >= whole, "cut at {cut}: {:?}", p.parts);
+            assert!(
+                p.parts.len() <= 2 && p.parts.len() >= whole,
+                "cut at {cut}: {:?}",
+                p.parts
+            );
             if let Some(last) = p.parts.last() {
                 assert_eq!(last.data.len() as u64, last.range.end - last.range.start);
             }
@@ -229,18 +293,42 @@ mod tests {
 
     #[test]
     fn malformed_bodies_are_errors() {
-        let bad_len = Bytes::from_static(b"--b\r\nContent-Range: bytes 0-1/10\r\n\r\nabc\r\n--b--\r\n");
-        assert!(parse(&bad_len, "b").unwrap_err().contains("does not match its Content-Range"));
+        let bad_len =
+            Bytes::from_static(b"--b\r\nContent-Range: bytes 0-1/10\r\n\r\nabc\r\n--b--\r\n");
+        assert!(
+            parse(&bad_len, "b")
+                .unwrap_err()
+                .contains("does not match its Content-Range")
+        );
         let no_range = Bytes::from_static(b"--b\r\nContent-Type: x\r\n\r\nab\r\n--b--\r\n");
-        assert_eq!(parse(&no_range, "b").unwrap_err(), "a part has no Content-Range");
+        assert_eq!(
+            parse(&no_range, "b").unwrap_err(),
+            "a part has no Content-Range"
+        );
         let bad_range = Bytes::from_static(b"--b\r\nContent-Range: bytes 5-1/10\r\n\r\n");
-        assert!(parse(&bad_range, "b").unwrap_err().contains("invalid Content-Range"));
+        assert!(
+            parse(&bad_range, "b")
+                .unwrap_err()
+                .contains("invalid Content-Range")
+        );
         let junk = Bytes::from_static(b"--bxyz\r\n");
-        assert_eq!(parse(&junk, "b").unwrap_err(), "unexpected bytes after a boundary");
-        let huge_header = Bytes::from([&b"--b\r\nX: "[..], &vec![b'a'; MAX_HEADER_BYTES + 10]].concat());
-        assert!(parse(&huge_header, "b").unwrap_err().contains("headers longer than"));
+        assert_eq!(
+            parse(&junk, "b").unwrap_err(),
+            "unexpected bytes after a boundary"
+        );
+        let huge_header =
+            Bytes::from([&b"--b\r\nX: "[..], &vec![b'a'; MAX_HEADER_BYTES + 10]].concat());
+        assert!(
+            parse(&huge_header, "b")
+                .unwrap_err()
+                .contains("headers longer than")
+        );
         let no_boundary = Bytes::from(vec![b'x'; MAX_HEADER_BYTES + 100]);
-        assert!(parse(&no_boundary, "b").unwrap_err().contains("no boundary"));
+        assert!(
+            parse(&no_boundary, "b")
+                .unwrap_err()
+                .contains("no boundary")
+        );
         let mid_line = Bytes::from_static(b"xx--b\r\n");
         assert!(parse(&mid_line, "b").is_err());
     }

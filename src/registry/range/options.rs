@@ -94,12 +94,21 @@ impl RangeHosts {
 
     /// A table allowing `max_requests_per_host` requests in flight per host (at least 1).
     pub fn new(max_requests_per_host: usize) -> Self {
-        Self { inner: Arc::new(HostsInner { per_host: max_requests_per_host.max(1), hosts: Mutex::default() }) }
+        Self {
+            inner: Arc::new(HostsInner {
+                per_host: max_requests_per_host.max(1),
+                hosts: Mutex::default(),
+            }),
+        }
     }
 
     /// Whether `registry` answers multi-range requests: `None` until a fetcher has tried.
     pub fn multi_range(&self, registry: &str) -> Option<bool> {
-        let hosts = self.inner.hosts.lock().unwrap_or_else(PoisonError::into_inner);
+        let hosts = self
+            .inner
+            .hosts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         match hosts.get(registry)?.multi_range.load(Ordering::Relaxed) {
             SUPPORTED => Some(true),
             UNSUPPORTED => Some(false),
@@ -114,7 +123,11 @@ impl RangeHosts {
     }
 
     pub(super) fn state(&self, registry: &str) -> Arc<HostState> {
-        let mut hosts = self.inner.hosts.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut hosts = self
+            .inner
+            .hosts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         hosts
             .entry(registry.to_owned())
             .or_insert_with(|| {
@@ -133,4 +146,3 @@ impl Default for RangeHosts {
         Self::new(Self::DEFAULT_PER_HOST)
     }
 }
-

@@ -86,7 +86,11 @@ impl Publisher {
 impl Drop for Publisher {
     fn drop(&mut self) {
         lock(&self.flights).retain(|f| !Arc::ptr_eq(f, &self.flight));
-        let result = self.result.take().unwrap_or_else(|| Err(Arc::new(RangeError::Cancelled { what: self.what.clone() })));
+        let result = self.result.take().unwrap_or_else(|| {
+            Err(Arc::new(RangeError::Cancelled {
+                what: self.what.clone(),
+            }))
+        });
         *lock(&self.flight.result) = Some(result);
         self.flight.done.notify_all();
     }
@@ -112,7 +116,12 @@ pub struct RangeReader {
 impl RangeReader {
     /// A reader of the blob `fetcher` fetches, `size` bytes long, running fetches on
     /// `runtime`.
-    pub fn new(fetcher: Arc<dyn RangeFetcher>, size: u64, runtime: Handle, opts: ReaderOptions) -> Self {
+    pub fn new(
+        fetcher: Arc<dyn RangeFetcher>,
+        size: u64,
+        runtime: Handle,
+        opts: ReaderOptions,
+    ) -> Self {
         Self {
             what: fetcher.describe(),
             fetcher,
@@ -126,7 +135,10 @@ impl RangeReader {
 
     /// The fetcher's counters, plus the reads this reader coalesced.
     pub fn stats(&self) -> RangeStats {
-        RangeStats { coalesced_reads: self.coalesced.load(Ordering::Relaxed), ..self.fetcher.stats() }
+        RangeStats {
+            coalesced_reads: self.coalesced.load(Ordering::Relaxed),
+            ..self.fetcher.stats()
+        }
     }
 
     /// The bytes of several ranges at once, through the fetcher's batch path (one
@@ -148,9 +160,21 @@ impl RangeReader {
         self.runtime.spawn(async move {
             let _ = tx.send(fetcher.fetch(&asked).await);
         });
-        let cancelled = || Arc::new(RangeError::Cancelled { what: self.what.clone() }).into_io();
-        let data = rx.recv().map_err(|_| cancelled())?.map_err(|e| Arc::new(e).into_io())?;
-        let fits = data.len() == clipped.len() && data.iter().zip(&clipped).all(|(b, r)| b.len() as u64 == r.end - r.start);
+        let cancelled = || {
+            Arc::new(RangeError::Cancelled {
+                what: self.what.clone(),
+            })
+            .into_io()
+        };
+        let data = rx
+            .recv()
+            .map_err(|_| cancelled())?
+            .map_err(|e| Arc::new(e).into_io())?;
+        let fits = data.len() == clipped.len()
+            && data
+                .iter()
+                .zip(&clipped)
+                .all(|(b, r)| b.len() as u64 == r.end - r.start);
         if !fits {
             return Err(self.contract("the bytes returned do not match the ranges asked for"));
         }
@@ -158,7 +182,11 @@ impl RangeReader {
     }
 
     fn contract(&self, reason: &str) -> io::Error {
-        Arc::new(RangeError::Contract { what: self.what.clone(), reason: reason.to_owned() }).into_io()
+        Arc::new(RangeError::Contract {
+            what: self.what.clone(),
+            reason: reason.to_owned(),
+        })
+        .into_io()
     }
 
     /// What to fetch for a read of `want`: itself, or the aligned blocks around it.
@@ -172,15 +200,26 @@ impl RangeReader {
     /// The flight that will deliver `want`: one in progress that covers it, or a new one.
     fn flight_for(&self, want: &Range<u64>) -> Arc<Flight> {
         let mut flights = lock(&self.flights);
-        if let Some(f) = flights.iter().find(|f| f.span.start <= want.start && want.end <= f.span.end) {
+        if let Some(f) = flights
+            .iter()
+            .find(|f| f.span.start <= want.start && want.end <= f.span.end)
+        {
             self.coalesced.fetch_add(1, Ordering::Relaxed);
             return f.clone();
         }
-        let flight = Arc::new(Flight { span: self.span(want), result: Mutex::new(None), done: Condvar::new() });
+        let flight = Arc::new(Flight {
+            span: self.span(want),
+            result: Mutex::new(None),
+            done: Condvar::new(),
+        });
         flights.push(flight.clone());
         drop(flights);
-        let publisher =
-            Publisher { flight: flight.clone(), flights: self.flights.clone(), what: self.what.clone(), result: None };
+        let publisher = Publisher {
+            flight: flight.clone(),
+            flights: self.flights.clone(),
+            what: self.what.clone(),
+            result: None,
+        };
         let fetcher = self.fetcher.clone();
         self.runtime.spawn(async move {
             let span = publisher.flight.span.clone();
@@ -189,7 +228,10 @@ impl RangeReader {
                 Ok(mut v) if v.len() == 1 && v[0].len() as u64 == len => Ok(v.remove(0)),
                 Ok(_) => Err(Arc::new(RangeError::Contract {
                     what: publisher.what.clone(),
-                    reason: format!("asked for bytes {}..{}, got a different length", span.start, span.end),
+                    reason: format!(
+                        "asked for bytes {}..{}, got a different length",
+                        span.start, span.end
+                    ),
                 })),
                 Err(e) => Err(Arc::new(e)),
             };
