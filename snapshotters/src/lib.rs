@@ -5,8 +5,9 @@
 //! rootfs. containerd calls it through the proxy-plugin socket (snapshots.v1: Prepare,
 //! View, Mounts, Commit, Remove, Stat, Update, Usage, Walk, Cleanup), so it must behave as
 //! containerd's own overlayfs and native snapshotters do, down to error kinds and label
-//! limits. Implementations (overlayfs, native, EROFS, stargz) share one transactional
-//! metadata store; they return mounts as data and perform mounts only through the small
+//! limits. Implementations (overlayfs and native here; layers provided remotely, such as
+//! the hub's lazily mounted eStargz layers, come in through [`remote`]) share one
+//! transactional metadata store; they return mounts as data and perform mounts only through the small
 //! [`mount`] seam. The layer applier (tar + OCI whiteouts → a snapshot directory) lives
 //! here too, reading with `strata_formats`.
 //!

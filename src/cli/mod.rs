@@ -18,7 +18,8 @@ use clap::{Parser, Subcommand};
 /// Strata: a container snapshotter-and-storage engine.
 ///
 /// Strata keeps container images in a content-addressed store with containerd's
-/// semantics, and (in later releases) serves them to containerd as snapshots, lazily.
+/// semantics, unpacks them into snapshots (overlayfs, native) or mounts eStargz layers
+/// lazily over FUSE, and serves both to containerd as a snapshotter proxy plugin.
 #[derive(Debug, Parser)]
 #[command(
     name = "strata",
