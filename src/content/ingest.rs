@@ -707,3 +707,86 @@ fn writeback(file: &File, offset: u64, len: u64) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::metadata::MetadataDb;
+
+    fn store(dir: &tempfile::TempDir) -> LocalContentStore {
+        let db = MetadataDb::open(dir.path().join("metadata.db")).unwrap();
+        LocalContentStore::open(dir.path().join("content"), Arc::new(db)).unwrap()
+    }
+
+    fn blob() -> Vec<u8> {
+        (0..50_000u32).flat_map(|i| i.to_le_bytes()).collect()
+    }
+
+    /// An ingest that stopped at `at`, then had one byte of its saved part flipped (same
+    /// size: a power cut, a bit flip).
+    fn damaged_partial(s: &LocalContentStore, reference: &str, data: &[u8], at: usize) {
+        let mut w = s.writer(reference, None, None).unwrap();
+        w.write_all(&data[..at]).unwrap();
+        drop(w);
+        let path = ingest_dir(s, reference).join("data");
+        let mut saved = fs::read(&path).unwrap();
+        saved[at / 2] ^= 0x01;
+        fs::write(&path, saved).unwrap();
+    }
+
+    #[test]
+    fn a_resumed_ingest_with_a_flipped_saved_byte_is_never_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let data = blob();
+        let want = Digest::of(&data);
+        damaged_partial(&s, "r", &data, 120_000);
+        let mut w = s.writer("r", None, Some(&want)).unwrap();
+        assert_eq!(w.status().offset, 120_000, "resumed");
+        w.write_all(&data[120_000..]).unwrap();
+        let err = w
+            .commit(Some(data.len() as u64), None, BTreeMap::new())
+            .unwrap_err();
+        assert!(
+            matches!(err, ContentError::DigestMismatch { ref expected, .. } if *expected == want),
+            "{err}"
+        );
+        assert!(!s.blob_path(&want).exists());
+    }
+
+    #[test]
+    fn ingest_from_a_seekable_source_refuses_a_damaged_resume_then_starts_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let data = blob();
+        let want = Digest::of(&data);
+        damaged_partial(&s, "r", &data, 77_777);
+        let src_path = dir.path().join("src");
+        fs::write(&src_path, &data).unwrap();
+        let ingest = |s: &LocalContentStore| {
+            let mut src = File::open(&src_path).unwrap();
+            s.ingest(
+                "r",
+                &mut src,
+                Some(data.len() as u64),
+                Some(&want),
+                BTreeMap::new(),
+                Duration::from_secs(1),
+            )
+        };
+        // The resume reads only the rest from the source; the whole blob is hashed.
+        let err = ingest(&s).unwrap_err();
+        assert!(matches!(err, ContentError::DigestMismatch { .. }), "{err}");
+        assert!(!s.blob_path(&want).exists());
+        assert!(
+            !ingest_dir(&s, "r").exists(),
+            "the damaged ingest is dropped"
+        );
+        // So the next attempt fetches everything again.
+        assert_eq!(ingest(&s).unwrap(), (want.clone(), data.len() as u64));
+        assert_eq!(fs::read(s.blob_path(&want)).unwrap(), data);
+    }
+}
