@@ -2,7 +2,8 @@
 //! from the registry over FUSE + overlay without downloading it; its tree equals the tree
 //! `strata mount` shows after a full pull and unpack of the original image; SIGTERM
 //! unmounts everything and reports the bytes fetched; a second mount reads its chunks from
-//! the chunk cache (with FUSE passthrough for files it has whole). Needs root and the registry.
+//! the chunk cache (with FUSE passthrough for files it has whole); a same-size flip in the
+//! cache's files is fetched again, never served. Needs root and the registry.
 
 mod support;
 
@@ -178,4 +179,81 @@ fn a_layer_that_is_not_estargz_is_refused_naming_it() {
         "{stderr}"
     );
     assert!(!mounted(&dir.canonicalize().unwrap()));
+}
+
+/// Flips one bit in the middle of every file under `dir` (keeping sizes), as a power cut
+/// or a bad disk can; returns how many.
+fn flip_every_file(dir: &Path) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            n += flip_every_file(&path);
+            continue;
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        if bytes.is_empty() {
+            continue;
+        }
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x10;
+        std::fs::write(&path, bytes).unwrap();
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn same_size_damage_in_the_chunk_cache_is_fetched_again_never_served() {
+    let env = Env::new();
+    let registry = RegistryServer::start().unwrap();
+    let image = strata_testdata::sample_image(13).build().unwrap();
+    registry.push_image("lazy/flip", "1", &image).unwrap();
+    let source = format!("{}/lazy/flip:1", registry.host());
+    let converted = format!("{}/lazy/flip:esgz", registry.host());
+    // Small chunks, so the larger files are assembled from several for passthrough.
+    env.strata_ok(
+        "conv",
+        &[
+            "convert",
+            "--plain-http",
+            "--push",
+            "--chunk-size",
+            "65536",
+            &source,
+            &converted,
+        ],
+    );
+    // From a fresh root every byte comes from the registry, checked against the TOC.
+    let (fresh, stderr) = lazy_capture(&env, &converted, "m1", &[]);
+    assert!(!stderr.contains(" 0 stored"), "{stderr}");
+    // From the cache, with passthrough: multi-chunk files get assembled copies.
+    let (again, stderr) = lazy_capture(&env, &converted, "m2", &["--passthrough"]);
+    assert!(
+        fresh.diff_with(&again, Mtimes::ExceptDirs).is_empty(),
+        "{stderr}"
+    );
+    let cache = env.path("lazy/cache/chunks");
+    let copies = cache.join("files");
+
+    // The assembled copies damaged, the chunks intact: the copies are checked against
+    // the chunks before the kernel gets them, and rebuilt.
+    let damaged = flip_every_file(&copies);
+    assert!(damaged > 0, "no assembled copies: {stderr}");
+    let (tree, stderr) = lazy_capture(&env, &converted, "m3", &["--passthrough"]);
+    let diff = fresh.diff_with(&tree, Mtimes::ExceptDirs);
+    assert!(diff.is_empty(), "{}\n{stderr}", diff.join("\n"));
+    assert!(
+        stderr.contains(&format!("{damaged} found corrupt and dropped")),
+        "{stderr}"
+    );
+
+    // Everything damaged, chunks too: fetched again from the registry.
+    let chunks = flip_every_file(&cache.join("sha256"));
+    assert!(chunks > 0 && flip_every_file(&copies) > 0);
+    let (tree, stderr) = lazy_capture(&env, &converted, "m4", &["--passthrough"]);
+    let diff = fresh.diff_with(&tree, Mtimes::ExceptDirs);
+    assert!(diff.is_empty(), "{}\n{stderr}", diff.join("\n"));
+    assert!(requests_at_unmount(&stderr) > 0, "{stderr}");
+    assert!(!stderr.contains(" 0 found corrupt"), "{stderr}");
 }

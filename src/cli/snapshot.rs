@@ -437,12 +437,13 @@ fn mount_lazy(root: &Path, args: &MountArgs) -> anyhow::Result<()> {
     if let Some(cache) = &cache {
         let s = cache.stats();
         eprintln!(
-            "chunk cache: {} hits, {} misses, {} stored, {} evicted, {} held",
+            "chunk cache: {} hits, {} misses, {} stored, {} evicted, {} held, {} found corrupt and dropped",
             s.hits,
             s.misses,
             s.stored,
             s.evictions,
-            format::size(s.bytes)
+            format::size(s.bytes),
+            s.corrupt
         );
     }
     let unmounted = mounted.unmount();
