@@ -25,7 +25,11 @@
 //! the daemon is down, reads of the mounted layers wait in the kernel (a container stalls;
 //! it does not see `ENOTCONN`). At start, the restarted daemon takes the descriptors back
 //! and resumes serving the same connections from the saved TOCs, without the registry;
-//! layers whose mount is gone (a reboot) are mounted again, lazily.
+//! layers whose mount is gone (a reboot) are mounted again, lazily. A saved record must
+//! agree with the snapshot's labels (layer and TOC digest, where they carry them), and a
+//! saved TOC is hashed against the record's TOC digest (the layer's annotation at the
+//! first Prepare) before it is parsed; a TOC that is missing, torn or fails is fetched
+//! again from the registry and saved anew, never used.
 
 mod ahead;
 pub mod fetch;
@@ -46,7 +50,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use strata_formats::Digest;
-use strata_formats::estargz::EstargzReader;
 use strata_fuse::{
     ChunkSource, EstargzChunkSource, FuseServer, InitState, LayerFs, LayerTree, ServeOptions,
 };
@@ -67,9 +70,7 @@ use self::hints::Hints;
 use crate::cache::ChunkCache;
 use crate::fdstore::FdStore;
 use crate::image::platform::Platform;
-use crate::registry::range::{
-    HttpRangeFetcher, RangeFetcher, RangeOptions, RangeReader, ReaderOptions,
-};
+use crate::registry::range::{HttpRangeFetcher, RangeFetcher, RangeOptions};
 use crate::registry::{Reference, RegistryClient};
 
 /// The provider's name in log lines.
@@ -343,22 +344,8 @@ impl StargzLayers {
         fetcher: Arc<dyn RangeFetcher>,
         early: Option<EarlyStream>,
     ) -> Result<OpenedLayer, String> {
-        // The reader finds its footer and TOC in the tail; it reads the blob itself only
-        // without a cache (chunks are fetched by the layer's plan otherwise).
-        let windows = Arc::new(WindowFetcher::new(
-            Arc::clone(&fetcher),
-            self.runtime.handle().clone(),
-        ));
-        windows.add_ready(tail.range(), tail.bytes.clone());
-        let reader = RangeReader::new(
-            windows as Arc<dyn RangeFetcher>,
-            size,
-            self.runtime.handle().clone(),
-            ReaderOptions::default(),
-        );
         let estargz = Arc::new(
-            EstargzReader::open(reader, Some(toc))
-                .map_err(|e| e.to_string())?
+            tail.open(size, toc, Arc::clone(&fetcher), self.runtime.handle())?
                 .without_toc(),
         );
         let tree = LayerTree::build(layer.to_owned(), estargz.shared_index())
@@ -564,14 +551,18 @@ impl StargzLayers {
         Ok(Provision::Mounted { usage })
     }
 
-    fn restore_layer(&self, name: &str, fs: &Path) -> Result<&'static str, String> {
+    fn restore_layer(
+        &self,
+        name: &str,
+        labels: &Labels,
+        fs: &Path,
+    ) -> Result<&'static str, String> {
         let record = self
             .records
             .load(name)
             .map_err(|e| format!("no saved record: {e}"))?;
+        check_record(&record, labels)?;
         let tail_path = self.records.tail_path(name).ok_or("not a chainID")?;
-        let tail =
-            LayerTail::load(&tail_path, record.size).map_err(|e| format!("no saved TOC: {e}"))?;
         let reference: Reference = record
             .image_ref
             .parse()
@@ -585,8 +576,28 @@ impl StargzLayers {
             .toc_digest
             .parse()
             .map_err(|e| format!("TOC digest {}: {e}", record.toc_digest))?;
-        let opened =
-            self.open_layer(&record.layer_digest, record.size, &toc, tail, fetcher, None)?;
+        let open = |tail: LayerTail| {
+            self.open_layer(
+                &record.layer_digest,
+                record.size,
+                &toc,
+                tail,
+                Arc::clone(&fetcher),
+                None,
+            )
+        };
+        let fetch_again = || {
+            self.runtime
+                .block_on(LayerTail::fetch(fetcher.as_ref(), record.size, None))
+        };
+        let (opened, fetched) =
+            tail::open_saved(LayerTail::load(&tail_path, record.size), open, fetch_again)?;
+        if let Some(tail) = fetched {
+            tracing::warn!(snapshot = name, path = %tail_path.display(), "stargz: the saved TOC was unusable; fetched it again from the registry");
+            if let Err(e) = tail.save(&tail_path) {
+                tracing::warn!(snapshot = name, path = %tail_path.display(), error = %e, "stargz: saving the TOC fetched again");
+            }
+        }
         let held = self
             .held
             .lock()
@@ -938,12 +949,12 @@ impl RemoteLayers for StargzLayers {
         }
     }
 
-    fn restore(&self, name: &str, _labels: &Labels, fs: &Path) -> Result<(), SnapshotError> {
+    fn restore(&self, name: &str, labels: &Labels, fs: &Path) -> Result<(), SnapshotError> {
         self.seen
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(name.to_owned());
-        match self.restore_layer(name, fs) {
+        match self.restore_layer(name, labels, fs) {
             Ok(how) => {
                 tracing::info!(snapshot = name, mountpoint = %fs.display(), "stargz: layer {how}");
                 Ok(())
@@ -975,6 +986,34 @@ impl RemoteLayers for StargzLayers {
     }
 }
 
+/// A saved record must agree with what the snapshot's own labels (in the snapshotter's
+/// metadata) say of its layer, where they say it: the layer digest and the TOC digest the
+/// saved TOC is checked against.
+fn check_record(record: &LayerRecord, labels: &Labels) -> Result<(), String> {
+    let Some(request) = LayerRequest::from_labels(labels) else {
+        return Ok(());
+    };
+    if let Some(layer) = request.layer_digest
+        && layer != record.layer_digest
+    {
+        return Err(format!(
+            "saved record names layer {}, the snapshot's labels {layer}",
+            record.layer_digest
+        ));
+    }
+    if let Some(toc) = request
+        .annotations
+        .get(strata_formats::estargz::TOC_DIGEST_ANNOTATION)
+        && *toc != record.toc_digest
+    {
+        return Err(format!(
+            "saved record has TOC digest {}, the snapshot's labels {toc}",
+            record.toc_digest
+        ));
+    }
+    Ok(())
+}
+
 /// The FUSE connection id of the mount at `path` (from `/proc/self/mountinfo`; never
 /// touches the mount, whose server may be this process).
 fn fuse_connection_at(path: &Path) -> Option<u32> {
@@ -998,4 +1037,59 @@ fn is_mountpoint(path: &Path) -> bool {
     };
     std::fs::read_to_string("/proc/self/mountinfo")
         .is_ok_and(|m| m.lines().any(|l| l.split(' ').nth(4) == Some(want)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_saved_record_must_agree_with_the_snapshots_labels() {
+        let record = LayerRecord {
+            chain_id: format!("sha256:{}", "c".repeat(64)),
+            image_ref: "r.example/app:1".into(),
+            layer_digest: format!("sha256:{}", "1".repeat(64)),
+            size: 100,
+            toc_digest: format!("sha256:{}", "7".repeat(64)),
+        };
+        let labels = |layer: &str, toc: Option<&str>| -> Labels {
+            let mut l: Labels = [
+                (
+                    strata_snapshotters::remote::LABEL_TARGET_REF,
+                    record.chain_id.as_str(),
+                ),
+                (strata_snapshotters::remote::LABEL_CRI_LAYER_DIGEST, layer),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+            if let Some(toc) = toc {
+                l.insert(
+                    strata_formats::estargz::TOC_DIGEST_ANNOTATION.to_owned(),
+                    toc.to_owned(),
+                );
+            }
+            l
+        };
+        assert!(
+            check_record(&record, &Labels::new()).is_ok(),
+            "no labels: nothing to compare"
+        );
+        assert!(check_record(&record, &labels(&record.layer_digest, None)).is_ok());
+        assert!(
+            check_record(
+                &record,
+                &labels(&record.layer_digest, Some(&record.toc_digest))
+            )
+            .is_ok()
+        );
+        let other = format!("sha256:{}", "2".repeat(64));
+        let err = check_record(&record, &labels(&other, None)).unwrap_err();
+        assert!(
+            err.contains(&other) && err.contains(&record.layer_digest),
+            "{err}"
+        );
+        let err = check_record(&record, &labels(&record.layer_digest, Some(&other))).unwrap_err();
+        assert!(err.contains("TOC digest") && err.contains(&other), "{err}");
+    }
 }

@@ -60,7 +60,7 @@ impl RecordDir {
         Self::stem(chain_id).map(|s| self.dir.join(format!("{s}.tail")))
     }
 
-    /// Saves `record` (temp file + rename, synced).
+    /// Saves `record` (temp file + rename, synced, the directory too).
     pub fn save(&self, record: &LayerRecord) -> std::io::Result<()> {
         let path = self
             .record_path(&record.chain_id)
@@ -69,7 +69,8 @@ impl RecordDir {
         let json = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
         std::fs::write(&tmp, json)?;
         std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &path)
+        std::fs::rename(&tmp, &path)?;
+        sync_dir(&path)
     }
 
     /// The record of `chain_id`.
@@ -121,6 +122,15 @@ impl RecordDir {
         out.sort();
         out.dedup();
         out
+    }
+}
+
+/// Syncs the directory holding `path`, so a rename into it survives a power cut (a lost
+/// record would leave the layer unserved after a reboot).
+pub(super) fn sync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
     }
 }
 

@@ -14,7 +14,14 @@ use strata_formats::estargz::{Footer, MAX_TOC_SIZE};
 
 use strata_formats::Digest;
 
-use crate::registry::range::{HttpRangeFetcher, RangeFetcher, RangeOptions};
+use std::sync::Arc;
+
+use strata_formats::estargz::EstargzReader;
+
+use super::window::WindowFetcher;
+use crate::registry::range::{
+    HttpRangeFetcher, RangeFetcher, RangeOptions, RangeReader, ReaderOptions,
+};
 use crate::registry::{Reference, RegistryClient};
 
 /// Bytes fetched from the end of the blob first: the footer and, for layers of up to
@@ -133,14 +140,16 @@ impl LayerTail {
         })
     }
 
-    /// Writes the tail to `path` (temp file + rename, synced): offset, then bytes.
+    /// Writes the tail to `path` (temp file + rename, synced, the directory too): offset,
+    /// then bytes. Loaded again, it is checked before use ([`Self::open`], [`open_saved`]).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let tmp = path.with_extension("tmp");
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&self.offset.to_le_bytes())?;
         f.write_all(&self.bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        super::record::sync_dir(path)
     }
 
     /// Reads a tail saved by [`Self::save`] for a blob of `size` bytes.
@@ -179,10 +188,61 @@ impl LayerTail {
         })
     }
 
+    /// Opens the blob of `size` bytes with its footer and TOC from these bytes: the TOC is
+    /// hashed against `toc` (from the layer's annotation) before it is parsed. Ranges
+    /// outside the tail are read through `fetcher` (on `handle`).
+    ///
+    /// # Errors
+    ///
+    /// The footer or TOC is damaged, or the TOC does not match `toc`.
+    pub fn open(
+        &self,
+        size: u64,
+        toc: &Digest,
+        fetcher: Arc<dyn RangeFetcher>,
+        handle: &tokio::runtime::Handle,
+    ) -> Result<EstargzReader<RangeReader>, String> {
+        let windows = Arc::new(WindowFetcher::new(fetcher, handle.clone()));
+        windows.add_ready(self.range(), self.bytes.clone());
+        let reader = RangeReader::new(
+            windows as Arc<dyn RangeFetcher>,
+            size,
+            handle.clone(),
+            ReaderOptions::default(),
+        );
+        EstargzReader::open(reader, Some(toc)).map_err(|e| e.to_string())
+    }
+
     /// The blob range the bytes cover.
     pub fn range(&self) -> Range<u64> {
         self.offset..self.offset + self.bytes.len() as u64
     }
+}
+
+/// Opens a layer with `open` from its `saved` tail; when that is missing, torn or fails
+/// its checks (the TOC digest), from a tail `fetch` gets again, returned to be saved. A
+/// saved TOC is thus never used unchecked, and a damaged one costs a request, not the
+/// layer.
+///
+/// # Errors
+///
+/// Both failed: both causes.
+pub(super) fn open_saved<T>(
+    saved: std::io::Result<LayerTail>,
+    open: impl Fn(LayerTail) -> Result<T, String>,
+    fetch: impl FnOnce() -> Result<LayerTail, String>,
+) -> Result<(T, Option<LayerTail>), String> {
+    let first = match saved {
+        Ok(tail) => match open(tail) {
+            Ok(opened) => return Ok((opened, None)),
+            Err(e) => e,
+        },
+        Err(e) => e.to_string(),
+    };
+    let tail = fetch().map_err(|e| format!("saved TOC: {first}; fetched again: {e}"))?;
+    let opened =
+        open(tail.clone()).map_err(|e| format!("saved TOC: {first}; fetched again: {e}"))?;
+    Ok((opened, Some(tail)))
 }
 
 #[cfg(test)]
@@ -226,6 +286,12 @@ mod tests {
     /// A blob of a few hundred small files (a TOC of tens of KiB) after 300 KiB of data,
     /// and its TOC offset.
     fn blob() -> (Arc<Blob>, u64) {
+        let (blob, toc_offset, _) = blob_and_toc();
+        (blob, toc_offset)
+    }
+
+    /// [`blob`], and its TOC digest.
+    fn blob_and_toc() -> (Arc<Blob>, u64, Digest) {
         let mut layer = strata_testdata::LayerSpec::new().file(
             "data.bin",
             0o644,
@@ -247,6 +313,7 @@ mod tests {
                 asked: Mutex::default(),
             }),
             report.toc_offset,
+            report.toc_digest,
         )
     }
 
@@ -375,5 +442,84 @@ mod tests {
                 size - tail.offset
             );
         }
+    }
+
+    /// A tail saved, then one byte of it flipped on disk (same size), as a power cut or a
+    /// bad disk can.
+    fn saved_and_flipped(dir: &Path, tail: &LayerTail, at: usize) -> std::io::Result<LayerTail> {
+        let path = dir.join("layer.tail");
+        tail.save(&path).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[8 + at] ^= 0x01;
+        std::fs::write(&path, bytes).unwrap();
+        LayerTail::load(&path, tail.offset + tail.bytes.len() as u64)
+    }
+
+    #[test]
+    fn a_saved_toc_is_checked_against_the_toc_digest_and_fetched_again_when_damaged() {
+        let (blob, toc_offset, toc) = blob_and_toc();
+        let size = blob.bytes.len() as u64;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let tail = fetch(&blob, Some(toc_offset));
+        let open = |t: LayerTail| {
+            t.open(
+                size,
+                &toc,
+                Arc::clone(&blob) as Arc<dyn RangeFetcher>,
+                runtime.handle(),
+            )
+            .map(|r| r.toc_digest().clone())
+        };
+        let fetch_again = || Ok(fetch(&blob, None));
+
+        // Intact: opened from the saved bytes, no request.
+        let path = dir.path().join("intact.tail");
+        tail.save(&path).unwrap();
+        blob.asked.lock().unwrap().clear();
+        let (got, fetched) =
+            open_saved(LayerTail::load(&path, size), open, || unreachable!()).unwrap();
+        assert_eq!(got, toc);
+        assert!(fetched.is_none() && blob.asked.lock().unwrap().is_empty());
+
+        // One byte flipped in the compressed TOC, in the footer, or the file torn: the
+        // saved bytes fail their check and the tail is fetched again.
+        let toc_len = (size - TOC_SLACK - toc_offset) as usize;
+        for at in [TOC_SLACK as usize + toc_len / 2, tail.bytes.len() - 20] {
+            let damaged = saved_and_flipped(dir.path(), &tail, at).unwrap();
+            assert!(
+                open(damaged.clone()).is_err(),
+                "a flip at {at} of {} must fail the check",
+                tail.bytes.len()
+            );
+            blob.asked.lock().unwrap().clear();
+            let (got, fetched) = open_saved(Ok(damaged), open, fetch_again).unwrap();
+            assert_eq!(got, toc);
+            assert_eq!(
+                &fetched.unwrap().bytes[..],
+                &blob.bytes[(size - FIRST_TAIL) as usize..]
+            );
+            assert!(!blob.asked.lock().unwrap().is_empty(), "fetched again");
+        }
+        let torn = dir.path().join("torn.tail");
+        std::fs::write(&torn, &std::fs::read(&path).unwrap()[..100]).unwrap();
+        let (got, fetched) = open_saved(LayerTail::load(&torn, size), open, fetch_again).unwrap();
+        assert_eq!(got, toc);
+        assert!(fetched.is_some());
+
+        // Damaged, and the registry unreachable: an error naming both, never the bytes.
+        let damaged =
+            saved_and_flipped(dir.path(), &tail, TOC_SLACK as usize + toc_len / 3).unwrap();
+        let err = open_saved(Ok(damaged), open, || Err("registry unreachable".into()))
+            .err()
+            .unwrap();
+        assert!(
+            err.starts_with("saved TOC: ") && err.ends_with("fetched again: registry unreachable"),
+            "{err}"
+        );
     }
 }
