@@ -4,7 +4,8 @@
 //! layer), is mounted lazily layer by layer (containerd downloads no layer), a container
 //! runs on it and checks the files it reads, and only a fraction of the image is fetched.
 //! Then `strata serve` is SIGKILLed and restarted while a container keeps reading files
-//! not fetched yet: the container stalls, it sees no error, and its data is right.
+//! not fetched yet: the container stalls, it sees no error, and its data is right. Saved
+//! TOCs and cached chunks damaged (same size) while the daemon is down are fetched again.
 //! Registry traffic goes through the test proxy, which counts the bytes and paces them.
 //! Needs root, containerd, ctr, ctr-remote, runc and docker-registry (scripts/setup.sh).
 
@@ -502,4 +503,114 @@ fn sigkill_and_restart_while_a_container_reads_is_a_stall_not_an_error() {
         before < total,
         "every file was fetched before the kill ({before} bytes): the test proves nothing\n{context}"
     );
+}
+
+/// Flips one bit in the middle of every file under `dir` whose name ends with `suffix`
+/// (sizes kept), as a power cut or a bad disk can; returns how many.
+fn flip_files(dir: &Path, suffix: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut n = 0;
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            n += flip_files(&path, suffix);
+            continue;
+        }
+        if !path.to_string_lossy().ends_with(suffix) {
+            continue;
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        if bytes.is_empty() {
+            continue;
+        }
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x10;
+        std::fs::write(&path, bytes).unwrap();
+        n += 1;
+    }
+    n
+}
+
+/// Flips one bit in the middle of the compressed TOC of a saved tail (its blob offset,
+/// then the blob's bytes from there to the end), keeping the size.
+fn flip_in_saved_toc(path: &Path) {
+    let mut saved = std::fs::read(path).unwrap();
+    let offset = u64::from_le_bytes(saved[..8].try_into().unwrap());
+    let bytes = &saved[8..];
+    let footer_at = bytes
+        .len()
+        .saturating_sub(strata_formats::estargz::footer::MAX_FOOTER_SIZE);
+    let footer = strata_formats::estargz::Footer::parse(&bytes[footer_at..]).unwrap();
+    let toc_start = (footer.toc_offset - offset) as usize;
+    let toc_end = bytes.len() - footer.size();
+    saved[8 + (toc_start + toc_end) / 2] ^= 0x10;
+    std::fs::write(path, saved).unwrap();
+}
+
+#[test]
+fn saved_tocs_and_cached_chunks_damaged_while_down_are_fetched_again_never_served() {
+    if !tools_available(&[CTR_REMOTE]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let _unmount = UnmountOnDrop(dir.path().to_path_buf());
+    let mut s = setup(dir.path(), "strata-stargz-damage");
+    s.rpull();
+    let runc_root = s.dir.join("runc").to_string_lossy().into_owned();
+    let script = "for f in /data/*.bin; do sha256sum $f || echo FAILED $f; done; echo DONE";
+    // Every file read once: chunks and saved TOCs on disk.
+    s.containerd
+        .ok(CTR, &s.run_args(&runc_root, "reader-1", script));
+    s.serve.kill();
+    let layers = s.serve.root.join("snapshotters/stargz/layers");
+    let mut tails = 0;
+    for entry in std::fs::read_dir(&layers).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "tail") {
+            flip_in_saved_toc(&path);
+            tails += 1;
+        }
+    }
+    assert_eq!(tails, s.chain_len, "{}", s.context("saved TOCs"));
+    let chunks = flip_files(&s.serve.root.join("cache/stargz"), "");
+    assert!(chunks > FILES, "{}", s.context("cached chunks"));
+    s.serve.restart();
+    // The resumed mounts' page cache would answer without asking the daemon.
+    std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+    let out = Command::new(CTR)
+        .arg("--address")
+        .arg(&s.containerd.socket)
+        .args(["--namespace", &s.containerd.namespace])
+        .args(s.run_args(&runc_root, "reader-2", script))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let context = s.context(&format!(
+        "container stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    ));
+    assert!(out.status.success() && stdout.contains("DONE"), "{context}");
+    assert!(!stdout.contains("FAILED"), "{context}");
+    for sum in &s.sums {
+        assert!(
+            stdout.contains(sum.as_str()),
+            "missing or wrong: {sum}\n{context}"
+        );
+    }
+    let log = s.serve.log_text();
+    assert_eq!(
+        log.matches("the saved TOC was unusable; fetched it again")
+            .count(),
+        s.chain_len,
+        "{context}"
+    );
+    assert_eq!(
+        log.matches("stargz: layer resumed").count(),
+        s.chain_len,
+        "{context}"
+    );
+    assert!(log.contains("cached chunk is torn or corrupt"), "{context}");
 }
