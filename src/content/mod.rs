@@ -5,7 +5,9 @@
 //!    caller-chosen name such as `layer-sha256:ab12…`. Bytes land in
 //!    `<root>/content/ingest/<sha256(ref)>/data`; the ref is locked by one writer at a
 //!    time, across processes. A writer that dies (even by SIGKILL) leaves the ingest
-//!    behind; reopening the same ref resumes at [`IngestStatus::offset`].
+//!    behind; reopening the same ref resumes at [`IngestStatus::offset`]. The bytes
+//!    already there are hashed again at the resume, so the digest checked at commit
+//!    covers the whole blob: a byte damaged while no writer held the ingest fails it.
 //! 2. **Commit.** [`IngestWriter::commit`] checks size and digest, fsyncs, and renames
 //!    the data to `<root>/content/blobs/sha256/<hex>` without replacing anything: a blob
 //!    that exists already is reported as [`ContentError::AlreadyExists`] and the ingest
