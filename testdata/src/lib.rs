@@ -17,6 +17,11 @@
 //! * [`sample_image`] / [`sample_multiplatform`] give a small realistic image.
 //! * [`random_file`] / [`RandomReader`] produce fast seeded pseudo-random data.
 //!
+//! Harnesses for the real components tests and benchmarks run against: a registry
+//! ([`registry`]), a private containerd ([`containerd`]), daemon processes ([`daemon`]),
+//! and what a test needs from the machine, with the rule for tests that need root
+//! ([`host`]).
+//!
 //! ```
 //! let dir = tempfile::tempdir().unwrap();
 //! let image = strata_testdata::sample_image(7);
@@ -28,9 +33,12 @@
 //! assert_eq!(summary.refs[0].target.media_type, "application/vnd.oci.image.manifest.v1+json");
 //! ```
 
+pub mod containerd;
+pub mod daemon;
 pub mod debian_image;
 pub mod docker_save;
 pub mod file_tree;
+pub mod host;
 pub mod image;
 pub mod layer;
 pub mod layout;
