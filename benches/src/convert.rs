@@ -30,8 +30,8 @@ use rand::{Rng as _, SeedableRng as _};
 use strata_testdata::registry::RegistryServer;
 use strata_testdata::{BuiltImage, ImageSpec, LayerSpec, Platform};
 
-use crate::pull::Containerd;
 use crate::stats::{run_timed, summarize};
+use strata_testdata::containerd::Containerd;
 
 const REPO: &str = "bench/conv";
 const SRC_TAG: &str = "1";
@@ -356,7 +356,7 @@ fn measure(
             })
         }
         Tool::CtrRemote => {
-            let daemon = Containerd::start(&args.containerd, dir)?;
+            let daemon = Containerd::start_binary(&args.containerd, dir, NS, "")?;
             let with = |bin: &Path, sub: &[&str]| {
                 let mut cmd = Command::new(bin);
                 cmd.arg("--address")
@@ -390,7 +390,7 @@ fn measure(
                 bail!("ctr-remote produced an index ({digest}), expected a manifest:\n{manifest}");
             }
             let out_bytes = layer_bytes(&manifest)?;
-            daemon.stop()?;
+            daemon.stop();
             Ok(Sample {
                 wall,
                 cpu,

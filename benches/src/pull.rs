@@ -17,14 +17,13 @@
 //! (freeing hundreds of MB between runs would make the next run's allocation wait).
 
 use std::fs;
-use std::io::Read as _;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use strata_testdata::containerd::{Containerd, image_ls_digest};
 use strata_testdata::registry::RegistryServer;
 use strata_testdata::{BuiltImage, ImageSpec, LayerSpec, Platform};
 
@@ -283,14 +282,10 @@ fn measure(
             Ok((t, out.trim().to_owned()))
         }
         Tool::CtrFetch | Tool::CtrPull => {
-            let daemon = Containerd::start(&args.containerd, dir)?;
-            let ns = "bench";
+            let daemon = Containerd::start_binary(&args.containerd, dir, "bench", "")?;
             let ctr = |sub: &[&str]| {
-                let mut cmd = Command::new(&args.ctr);
-                cmd.arg("--address")
-                    .arg(&daemon.socket)
-                    .args(["--namespace", ns])
-                    .args(sub);
+                let mut cmd = daemon.command(&args.ctr);
+                cmd.args(sub);
                 cmd
             };
             let mut cmd = match tool {
@@ -300,136 +295,11 @@ fn measure(
             sync();
             let (t, _) = run_timed(&mut cmd)?;
             let (_, list) = run_timed(&mut ctr(&["image", "ls"]))?;
-            let digest = list
-                .lines()
-                .map(|l| l.split_whitespace().collect::<Vec<_>>())
-                .find(|cols| cols.first() == Some(&reference))
-                .and_then(|cols| cols.get(2).map(|d| (*d).to_owned()))
+            let digest = image_ls_digest(&list, reference)
                 .with_context(|| format!("no image {reference} in `ctr image ls`:\n{list}"))?;
-            daemon.stop()?;
+            daemon.stop();
             Ok((t, digest))
         }
-    }
-}
-
-/// A private containerd: root, state, sockets and opt dir under one directory.
-#[derive(Debug)]
-pub(crate) struct Containerd {
-    child: Option<Child>,
-    pub(crate) socket: PathBuf,
-    log: PathBuf,
-}
-
-impl Containerd {
-    pub(crate) fn start(binary: &Path, dir: &Path) -> anyhow::Result<Self> {
-        Self::start_with_config(binary, dir, "")
-    }
-
-    /// Like [`Containerd::start`], with `extra` TOML appended to the config (e.g. a
-    /// `[proxy_plugins.NAME]` table).
-    pub(crate) fn start_with_config(
-        binary: &Path,
-        dir: &Path,
-        extra: &str,
-    ) -> anyhow::Result<Self> {
-        let socket = dir.join("containerd.sock");
-        let config = dir.join("config.toml");
-        let log = dir.join("containerd.log");
-        let q = |p: PathBuf| format!("{:?}", p.to_string_lossy());
-        fs::write(
-            &config,
-            format!(
-                "version = 2\nroot = {}\nstate = {}\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\n\
-                 [grpc]\n  address = {}\n\n[ttrpc]\n  address = {}\n\n\
-                 [plugins.\"io.containerd.internal.v1.opt\"]\n  path = {}\n{extra}",
-                q(dir.join("root")),
-                q(dir.join("state")),
-                q(socket.clone()),
-                q(dir.join("containerd.sock.ttrpc")),
-                q(dir.join("opt")),
-            ),
-        )?;
-        let out = fs::File::create(&log)?;
-        let child = Command::new(binary)
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("start {}", binary.display()))?;
-        let mut daemon = Containerd {
-            child: Some(child),
-            socket,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if UnixStream::connect(&daemon.socket).is_ok() {
-                return Ok(daemon);
-            }
-            let child = daemon.child.as_mut().expect("invariant: running");
-            if let Some(status) = child.try_wait()? {
-                daemon.child = None;
-                bail!(
-                    "containerd exited while starting ({status}); log tail:\n{}",
-                    daemon.log_tail()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "containerd did not listen on {} within 20s; log tail:\n{}",
-                    daemon.socket.display(),
-                    daemon.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The daemon's process id (while running).
-    pub(crate) fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    fn log_tail(&self) -> String {
-        let mut s = String::new();
-        let _ = fs::File::open(&self.log).and_then(|mut f| f.read_to_string(&mut s));
-        let lines: Vec<&str> = s.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
-    }
-
-    /// SIGTERM, then SIGKILL after 10 s.
-    pub(crate) fn stop(mut self) -> anyhow::Result<()> {
-        self.terminate()
-    }
-
-    fn terminate(&mut self) -> anyhow::Result<()> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        let pid = rustix::process::Pid::from_raw(child.id() as i32).context("containerd pid")?;
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while child.try_wait()?.is_none() {
-            if Instant::now() > deadline {
-                eprintln!(
-                    "containerd {} ignored SIGTERM for 10s: killing it",
-                    pid.as_raw_nonzero()
-                );
-                let _ = child.kill();
-                child.wait()?;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = self.terminate();
     }
 }
 

@@ -33,7 +33,7 @@ use strata_snapshotters::overlay::OverlaySnapshotter;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::convert::loadavg;
-use crate::pull::Containerd;
+use strata_testdata::containerd::Containerd;
 
 const NS: &str = "bench";
 /// Iterations per backend before timing starts.
@@ -217,7 +217,7 @@ pub(crate) fn run(args: &LatencyArgs) -> anyhow::Result<()> {
         ] {
             let dir = work.path().join(format!("containerd-{snapshotter}"));
             fs::create_dir_all(&dir)?;
-            let daemon = Containerd::start(&args.containerd, &dir)?;
+            let daemon = Containerd::start_binary(&args.containerd, &dir, NS, "")?;
             let client = SnapshotsClient::new(rt.block_on(connect(daemon.socket.clone()))?);
             backends.push(Backend::Containerd {
                 label,
@@ -259,7 +259,7 @@ pub(crate) fn run(args: &LatencyArgs) -> anyhow::Result<()> {
         }
     }
     for daemon in daemons {
-        daemon.stop()?;
+        daemon.stop();
     }
 
     let mut table = String::new();

@@ -27,8 +27,8 @@ use strata_proto::snapshots::v1::{CommitSnapshotRequest, PrepareSnapshotRequest}
 use tonic::transport::Channel;
 
 use crate::convert::{loadavg, proc_cpu};
-use crate::pull::Containerd;
 use crate::snapshot_latency::{connect, fs_of, ms, namespaced, quantile};
+use strata_testdata::containerd::Containerd;
 
 /// Pairs per backend before timing starts.
 const WARM_UP: usize = 10;
@@ -230,7 +230,7 @@ pub(crate) fn run(args: &SocketArgs) -> anyhow::Result<()> {
         "\n[proxy_plugins.strata]\n  type = \"snapshot\"\n  address = {:?}\n",
         strata.socket.to_string_lossy()
     );
-    let containerd = Containerd::start_with_config(&args.containerd, &containerd_dir, &proxy)?;
+    let containerd = Containerd::start_binary(&args.containerd, &containerd_dir, "bench", &proxy)?;
 
     let via_containerd = rt
         .block_on(connect(containerd.socket.clone()))
@@ -293,7 +293,7 @@ pub(crate) fn run(args: &SocketArgs) -> anyhow::Result<()> {
     let rows: Vec<(&str, &str)> = backends.iter().map(|b| (b.label, b.snapshotter)).collect();
     drop(backends);
     drop(rt);
-    containerd.stop()?;
+    containerd.stop();
     strata.stop()?;
 
     let totals: Vec<Duration> = pairs.iter().map(|p| p.iter().sum()).collect();

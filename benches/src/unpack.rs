@@ -34,8 +34,8 @@ use strata_testdata::BuiltImage;
 use strata_testdata::registry::RegistryServer;
 
 use crate::convert::{loadavg, mib, proc_cpu, run_measured};
-use crate::pull::Containerd;
 use crate::stats::{run_timed, summarize};
+use strata_testdata::containerd::Containerd;
 
 const NS: &str = "bench";
 
@@ -336,7 +336,7 @@ fn measure(
         check_committed(&list, layers, "strata snapshot ls")?;
         return Ok(sample);
     }
-    let daemon = Containerd::start(&args.containerd, dir)?;
+    let daemon = Containerd::start_binary(&args.containerd, dir, NS, "")?;
     let ctr = |sub: &[&str]| {
         let mut cmd = Command::new(&args.ctr);
         cmd.arg("--address")
@@ -364,7 +364,7 @@ fn measure(
     }
     let (_, list) = run_timed(&mut ctr(&["snapshots", "--snapshotter", "overlayfs", "ls"]))?;
     check_committed(&list, layers, "ctr snapshots ls")?;
-    daemon.stop()?;
+    daemon.stop();
     Ok(Sample { wall, cpu })
 }
 
