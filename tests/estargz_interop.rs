@@ -11,190 +11,35 @@
 //!   listing the same entries (offsets aside) as its own conversion of the original.
 //!
 //! Needs containerd, ctr, ctr-remote (scripts/setup.sh installs them) and root (containerd
-//! unpacks through overlayfs mounts; the tests skip with a message without root).
+//! unpacks through overlayfs mounts): the tests are `#[ignore]`d, `make test` runs them, and
+//! they fail when a tool or root is missing (`strata_testdata::host`).
 //! The private containerd never touches /run/containerd or /var/lib/containerd.
 
 use std::fs;
-use std::io::Read as _;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
+use strata_testdata::containerd::{self, Containerd};
 use strata_testdata::registry::RegistryServer;
 
 mod support;
 
-use support::{CONTAINERD, CTR, CTR_REMOTE, Env, chain_ids, stop_child};
+use support::mounts::mounts_under;
+use support::{CTR, CTR_REMOTE, Env, chain_ids};
 
 /// containerd namespace of every ctr call (private daemon anyway).
 const NS: &str = "strata-interop";
 const TOC_DIGEST: &str = "containerd.io/snapshot/stargz/toc.digest";
 const UNCOMPRESSED_SIZE: &str = "io.containers.estargz.uncompressed-size";
 
-/// Whether the tests can run: the reference tools must be installed (a failure otherwise,
-/// like a missing registry), and containerd's unpack needs root (skipped, with a message).
-fn tools_available() -> bool {
-    let missing: Vec<&str> = [CONTAINERD, CTR, CTR_REMOTE]
-        .into_iter()
-        .filter(|p| !Path::new(p).exists())
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{missing:?} not installed: run scripts/setup.sh"
-    );
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipping: containerd (overlayfs unpack) needs root");
-        return false;
-    }
-    true
+/// Fails the test unless the reference tools are installed and this is root (containerd
+/// unpacks through overlayfs mounts).
+fn require_tools() {
+    containerd::require(&[CTR_REMOTE], "containerd unpacks through overlayfs mounts");
 }
 
-/// A private containerd: root, state, sockets and opt dir under one directory; CRI off.
-struct Containerd {
-    child: Option<Child>,
-    socket: PathBuf,
-    log: PathBuf,
-    root: PathBuf,
-}
-
-impl Containerd {
-    fn start(dir: &Path) -> Self {
-        fs::create_dir_all(dir).unwrap();
-        let socket = dir.join("c.sock");
-        let config = dir.join("config.toml");
-        let log = dir.join("containerd.log");
-        let root = dir.join("root");
-        let q = |p: &Path| format!("{:?}", p.to_string_lossy());
-        fs::write(
-            &config,
-            format!(
-                "version = 2\nroot = {}\nstate = {}\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\n\
-                 [grpc]\n  address = {}\n\n[ttrpc]\n  address = {}\n\n\
-                 [plugins.\"io.containerd.internal.v1.opt\"]\n  path = {}\n",
-                q(&root),
-                q(&dir.join("state")),
-                q(&socket),
-                q(&dir.join("c.sock.ttrpc")),
-                q(&dir.join("opt")),
-            ),
-        )
-        .unwrap();
-        let out = fs::File::create(&log).unwrap();
-        let child = Command::new(CONTAINERD)
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        let mut daemon = Containerd {
-            child: Some(child),
-            socket,
-            log,
-            root,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while UnixStream::connect(&daemon.socket).is_err() {
-            let child = daemon.child.as_mut().unwrap();
-            if let Some(status) = child.try_wait().unwrap() {
-                daemon.child = None;
-                panic!(
-                    "containerd exited while starting ({status}); log tail:\n{}",
-                    daemon.log_tail()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "containerd did not listen within 20s:\n{}",
-                daemon.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        daemon
-    }
-
-    fn log_tail(&self) -> String {
-        let mut s = String::new();
-        let _ = fs::File::open(&self.log).and_then(|mut f| f.read_to_string(&mut s));
-        let lines: Vec<&str> = s.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-
-    /// `ctr` (or `ctr-remote`) against this daemon in namespace [`NS`].
-    fn run(&self, bin: &str, args: &[&str]) -> Output {
-        Command::new(bin)
-            .arg("--address")
-            .arg(&self.socket)
-            .args(["--namespace", NS, "--timeout", "60s"])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    /// Runs `ctr`/`ctr-remote` and returns stdout, failing the test with both outputs and
-    /// the daemon's log tail otherwise.
-    fn ok(&self, bin: &str, args: &[&str]) -> String {
-        let out = self.run(bin, args);
-        assert!(
-            out.status.success(),
-            "{bin} {args:?} failed ({}):\nstdout: {}\nstderr: {}\ncontainerd log tail:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            self.log_tail()
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// A blob of containerd's content store.
-    fn blob(&self, digest: &str) -> Vec<u8> {
-        let path = self
-            .root
-            .join("io.containerd.content.v1.content/blobs/sha256")
-            .join(digest.trim_start_matches("sha256:"));
-        fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    }
-
-    fn json(&self, digest: &str) -> serde_json::Value {
-        serde_json::from_slice(&self.blob(digest)).unwrap()
-    }
-
-    /// The target digest of `reference` in `ctr image ls`.
-    fn image_digest(&self, reference: &str) -> String {
-        let list = self.ok(CTR, &["image", "ls"]);
-        list.lines()
-            .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .find(|cols| cols.first() == Some(&reference))
-            .and_then(|cols| cols.get(2).map(|d| (*d).to_owned()))
-            .unwrap_or_else(|| panic!("no {reference} in `ctr image ls`:\n{list}"))
-    }
-
-    fn terminate(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            stop_child(&mut child);
-        }
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        self.terminate();
-    }
-}
-
-/// Mount points under `dir` (containerd's unpack must leave none behind).
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let prefix = dir.to_string_lossy().into_owned();
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(&prefix))
-        .map(str::to_owned)
-        .collect()
+/// A private containerd in `dir`, every client call in namespace [`NS`].
+fn start_containerd(dir: &Path) -> Containerd {
+    Containerd::start(dir, NS, "").unwrap()
 }
 
 /// The layers of a manifest, checked to carry eStargz annotations; returns
@@ -231,10 +76,9 @@ fn estargz_layers(manifest: &serde_json::Value, zstd: bool) -> Vec<(String, Stri
 /// ctr-remote → Strata: images converted by stargz-snapshotter's converter, pushed by ctr,
 /// pulled and fully verified (TOC digest + every chunk) by Strata.
 #[test]
+#[ignore = "needs root, containerd, ctr and ctr-remote: make test runs it"]
 fn ctr_remote_estargz_verifies_in_strata() {
-    if !tools_available() {
-        return;
-    }
+    require_tools();
     let env = Env::new();
     let registry = RegistryServer::start().unwrap();
     let host = registry.host();
@@ -242,7 +86,7 @@ fn ctr_remote_estargz_verifies_in_strata() {
     registry.push_image("interop/src", "1", &image).unwrap();
     let src = format!("{host}/interop/src:1");
 
-    let daemon = Containerd::start(&env.path("containerd"));
+    let daemon = start_containerd(&env.path("containerd"));
     daemon.ok(CTR, &["image", "pull", "--plain-http", &src]);
 
     // (flag, repository, zstd?) — small chunks so files span several chunks.
@@ -318,10 +162,9 @@ fn ctr_remote_estargz_verifies_in_strata() {
 /// original gzip image; ctr-remote reads each layer's TOC out of the blob, with the
 /// annotated digest and the same entries as ctr-remote's own conversion of the original.
 #[test]
+#[ignore = "needs root, containerd, ctr and ctr-remote: make test runs it"]
 fn strata_estargz_unpacks_in_containerd() {
-    if !tools_available() {
-        return;
-    }
+    require_tools();
     let env = Env::new();
     let registry = RegistryServer::start().unwrap();
     let host = registry.host();
@@ -341,12 +184,14 @@ fn strata_estargz_unpacks_in_containerd() {
         &["push", "--plain-http", &src, "docker.io/library/sample:1.0"],
     );
 
-    let daemon = Containerd::start(&env.path("containerd"));
+    let daemon = start_containerd(&env.path("containerd"));
     // The original gzip image, unpacked by containerd: the reference trees.
     daemon.ok(CTR, &["image", "pull", "--plain-http", &src]);
     let src_manifest = daemon.json(&daemon.image_digest(&src));
-    let src_trees =
-        daemon.layer_trees(&daemon.json(src_manifest["config"]["digest"].as_str().unwrap()));
+    let src_trees = layer_trees(
+        &daemon,
+        &daemon.json(src_manifest["config"]["digest"].as_str().unwrap()),
+    );
 
     let variants: [(&[&str], &str, &str, bool); 2] = [
         (&[], "--estargz", "interop/strata-esgz", false),
@@ -393,7 +238,7 @@ fn strata_estargz_unpacks_in_containerd() {
             );
         }
         // The unpacked layers hold what the original's do, plus eStargz's landmark (and TOC).
-        let trees = daemon.layer_trees(&config);
+        let trees = layer_trees(&daemon, &config);
         for (i, (want, mut got)) in src_trees.iter().zip(trees).enumerate() {
             // gzip eStargz keeps its TOC in a tar entry; zstd:chunked in a skippable frame
             // (like ctr-remote's: no tar entry).
@@ -491,42 +336,40 @@ fn diff_ids(config: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-impl Containerd {
-    /// The unpacked trees of an image's layers (bottom first), read from the overlayfs
-    /// snapshotter's per-layer directories through a read-only view of the top layer.
-    fn layer_trees(&self, config: &serde_json::Value) -> Vec<Tree> {
-        let chain = chain_ids(&diff_ids(config));
-        let top = chain.last().unwrap();
-        // Every layer is a committed snapshot, named by its chain ID.
-        let snapshots = self.ok(CTR, &["snapshots", "ls"]);
-        for chain_id in &chain {
-            assert!(
-                snapshots
-                    .lines()
-                    .any(|l| l.starts_with(chain_id.as_str()) && l.contains("Committed")),
-                "no committed snapshot {chain_id}:\n{snapshots}"
-            );
-        }
-        let key = format!("view-{}", &top[7..19]);
-        let out = self.ok(CTR, &["snapshots", "view", "--mounts", &key, top]);
-        let mounts: serde_json::Value = serde_json::from_str(&out).unwrap();
-        // ctr made the view under a lease that ended with it: usually gone already.
-        let _ = self.run(CTR, &["snapshots", "rm", &key]);
-        let options: Vec<&str> = mounts[0]["Options"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| o.as_str().unwrap())
-            .collect();
-        let lower = options
-            .iter()
-            .find_map(|o| o.strip_prefix("lowerdir="))
-            .unwrap_or_else(|| panic!("{mounts}"));
-        let mut dirs: Vec<&str> = lower.split(':').collect();
-        dirs.reverse(); // overlayfs lists the top layer first
-        assert_eq!(dirs.len(), chain.len(), "{mounts}");
-        dirs.iter().map(|d| tree(Path::new(d))).collect()
+/// The unpacked trees of an image's layers (bottom first), read from the overlayfs
+/// snapshotter's per-layer directories through a read-only view of the top layer.
+fn layer_trees(daemon: &Containerd, config: &serde_json::Value) -> Vec<Tree> {
+    let chain = chain_ids(&diff_ids(config));
+    let top = chain.last().unwrap();
+    // Every layer is a committed snapshot, named by its chain ID.
+    let snapshots = daemon.ok(CTR, &["snapshots", "ls"]);
+    for chain_id in &chain {
+        assert!(
+            snapshots
+                .lines()
+                .any(|l| l.starts_with(chain_id.as_str()) && l.contains("Committed")),
+            "no committed snapshot {chain_id}:\n{snapshots}"
+        );
     }
+    let key = format!("view-{}", &top[7..19]);
+    let out = daemon.ok(CTR, &["snapshots", "view", "--mounts", &key, top]);
+    let mounts: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // ctr made the view under a lease that ended with it: usually gone already.
+    let _ = daemon.run(CTR, &["snapshots", "rm", &key]);
+    let options: Vec<&str> = mounts[0]["Options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap())
+        .collect();
+    let lower = options
+        .iter()
+        .find_map(|o| o.strip_prefix("lowerdir="))
+        .unwrap_or_else(|| panic!("{mounts}"));
+    let mut dirs: Vec<&str> = lower.split(':').collect();
+    dirs.reverse(); // overlayfs lists the top layer first
+    assert_eq!(dirs.len(), chain.len(), "{mounts}");
+    dirs.iter().map(|d| tree(Path::new(d))).collect()
 }
 
 type Tree = std::collections::BTreeMap<String, String>;

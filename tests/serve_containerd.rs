@@ -19,18 +19,16 @@ mod serve_support;
 mod support;
 
 use serve_support::{
-    StrataServe, UnmountOnDrop, entries, runnable_image, snapshot_rows, tools_available,
+    StrataServe, UnmountOnDrop, entries, require_containerd, runnable_image, snapshot_rows,
 };
-use support::containerd::Containerd;
+use strata_testdata::containerd::Containerd;
 use support::mounts::mounts_under;
 use support::{CTR, chain_ids, log_tail};
 
 /// Pull, run, list and remove through containerd with Strata's snapshotter `implementation`
 /// served as proxy plugin `name`.
 fn pull_run_list_remove(name: &str, implementation: &str) {
-    if !tools_available(&[]) {
-        return;
-    }
+    require_containerd(&[]);
     let dir = tempfile::tempdir().unwrap();
     // Declared first, dropped last: after containerd and strata have stopped.
     let _unmount = UnmountOnDrop(dir.path().to_path_buf());
@@ -57,7 +55,7 @@ fn pull_run_list_remove(name: &str, implementation: &str) {
             "[proxy_plugins]\n  [proxy_plugins.{name:?}]\n    type = \"snapshot\"\n    address = {:?}\n",
             serve.socket
         ),
-    );
+    ).unwrap();
     let context = |what: &str| {
         format!(
             "{what}\nstrata serve log tail:\n{}\ncontainerd log tail:\n{}",
@@ -224,11 +222,13 @@ fn pull_run_list_remove(name: &str, implementation: &str) {
 }
 
 #[test]
+#[ignore = "needs root, containerd, ctr and runc: make test runs it"]
 fn containerd_pulls_runs_and_removes_through_strata_overlayfs() {
     pull_run_list_remove("strata", "overlayfs");
 }
 
 #[test]
+#[ignore = "needs root, containerd, ctr and runc: make test runs it"]
 fn containerd_pulls_runs_and_removes_through_strata_native() {
     pull_run_list_remove("strata-native", "native");
 }

@@ -16,8 +16,10 @@ use strata_testdata::registry::RegistryServer;
 mod serve_support;
 mod support;
 
-use serve_support::{StrataServe, UnmountOnDrop, runnable_image, snapshot_rows, tools_available};
-use support::containerd::Containerd;
+use serve_support::{
+    StrataServe, UnmountOnDrop, require_containerd, runnable_image, snapshot_rows,
+};
+use strata_testdata::containerd::Containerd;
 use support::mounts::mounts_under;
 use support::{CTR, CTR_REMOTE, STRATA, chain_ids, log_tail};
 
@@ -43,10 +45,9 @@ fn strata_pull_no_unpack(root: &Path, scratch: &Path, reference: &str) {
 }
 
 #[test]
+#[ignore = "needs root, containerd, ctr, ctr-remote and runc: make test runs it"]
 fn containerd_rpull_uses_layers_from_strata_content_store() {
-    if !tools_available(&[CTR_REMOTE]) {
-        return;
-    }
+    require_containerd(&[CTR_REMOTE]);
     let dir = tempfile::tempdir().unwrap();
     // Declared first, dropped last: after containerd and strata have stopped.
     let _unmount = UnmountOnDrop(dir.path().to_path_buf());
@@ -84,7 +85,7 @@ fn containerd_rpull_uses_layers_from_strata_content_store() {
             "[proxy_plugins]\n  [proxy_plugins.strata]\n    type = \"snapshot\"\n    address = {:?}\n",
             serve.socket
         ),
-    );
+    ).unwrap();
     let context = |what: &str| {
         format!(
             "{what}\nstrata serve log tail:\n{}\ncontainerd log tail:\n{}",

@@ -23,9 +23,9 @@ mod serve_support;
 mod support;
 
 use serve_support::{
-    StrataServe, UnmountOnDrop, entries, runnable_image, snapshot_rows, tools_available,
+    StrataServe, UnmountOnDrop, entries, require_containerd, runnable_image, snapshot_rows,
 };
-use support::containerd::Containerd;
+use strata_testdata::containerd::Containerd;
 use support::mounts::mounts_under;
 use support::{CTR, CTR_REMOTE, chain_ids, log_tail};
 
@@ -47,10 +47,9 @@ fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 }
 
 #[test]
+#[ignore = "needs root, containerd, ctr, ctr-remote and runc: make test runs it"]
 fn sigkill_mid_pull_then_restart_and_retry() {
-    if !tools_available(&[CTR_REMOTE]) {
-        return;
-    }
+    require_containerd(&[CTR_REMOTE]);
     let dir = tempfile::tempdir().unwrap();
     // Declared first, dropped last: after containerd and strata have stopped.
     let _unmount = UnmountOnDrop(dir.path().to_path_buf());
@@ -85,7 +84,7 @@ fn sigkill_mid_pull_then_restart_and_retry() {
             "[proxy_plugins]\n  [proxy_plugins.strata]\n    type = \"snapshot\"\n    address = {:?}\n",
             serve.socket
         ),
-    );
+    ).unwrap();
     let (serve_log, containerd_log) = (serve.log.clone(), containerd.log.clone());
     let context = |what: &str| {
         format!(

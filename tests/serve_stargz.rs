@@ -20,8 +20,10 @@ use strata_testdata::registry::{Fault, FaultProxy, FaultRule, RegistryServer};
 mod serve_support;
 mod support;
 
-use serve_support::{StrataServe, UnmountOnDrop, runnable_image, snapshot_rows, tools_available};
-use support::containerd::Containerd;
+use serve_support::{
+    StrataServe, UnmountOnDrop, require_containerd, runnable_image, snapshot_rows,
+};
+use strata_testdata::containerd::Containerd;
 use support::mounts::mount_entries_under;
 use support::{CTR, CTR_REMOTE, STRATA, log_tail};
 
@@ -182,7 +184,7 @@ fn setup(dir: &Path, namespace: &str) -> Setup {
             "[proxy_plugins]\n  [proxy_plugins.stargz]\n    type = \"snapshot\"\n    address = {:?}\n",
             serve.socket
         ),
-    );
+    ).unwrap();
     proxy.clear_requests();
     Setup {
         _holders: holders,
@@ -245,10 +247,9 @@ impl Setup {
 }
 
 #[test]
+#[ignore = "needs root, containerd, ctr, ctr-remote and runc: make test runs it"]
 fn rpull_mounts_every_layer_lazily_and_the_container_reads_right_bytes() {
-    if !tools_available(&[CTR_REMOTE]) {
-        return;
-    }
+    require_containerd(&[CTR_REMOTE]);
     let dir = tempfile::tempdir().unwrap();
     let _unmount = UnmountOnDrop(dir.path().to_path_buf());
     let s = setup(dir.path(), "strata-stargz");
@@ -429,10 +430,9 @@ fn rpull_mounts_every_layer_lazily_and_the_container_reads_right_bytes() {
 }
 
 #[test]
+#[ignore = "needs root, containerd, ctr, ctr-remote and runc: make test runs it"]
 fn sigkill_and_restart_while_a_container_reads_is_a_stall_not_an_error() {
-    if !tools_available(&[CTR_REMOTE]) {
-        return;
-    }
+    require_containerd(&[CTR_REMOTE]);
     let dir = tempfile::tempdir().unwrap();
     let _unmount = UnmountOnDrop(dir.path().to_path_buf());
     let mut s = setup(dir.path(), "strata-stargz-restart");

@@ -19,47 +19,30 @@
 //! the read-only overlay of all three (mounted here) shows exactly the sample's merged tree.
 //!
 //! stargz runs with `noprefetch` and `no_background_fetch`, so every fetch is on demand.
-//! Needs root (FUSE and overlay mounts; skipped with a message otherwise), /dev/fuse,
-//! containerd, ctr, ctr-remote (scripts/setup.sh), and Go plus the stargz-snapshotter Go
-//! sources (scripts/setup.sh; the build script installs them with apt-get when missing).
+//! Needs root (FUSE and overlay mounts), /dev/fuse, containerd, ctr, ctr-remote
+//! (scripts/setup.sh), and Go plus the stargz-snapshotter Go sources (scripts/setup.sh; the
+//! build script installs them with apt-get when missing): the test is `#[ignore]`d, `make
+//! test` runs it, and it fails when any of them is missing (`strata_testdata::host`).
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read as _;
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
+use strata_testdata::containerd::{self, Containerd};
 use strata_testdata::registry::{FaultProxy, RegistryServer};
 
 mod support;
 
 use support::mounts::{MountEntry, OverlayMount, force_unmount, mount_entries_under, mounts_under};
-use support::{CONTAINERD, CTR, CTR_REMOTE, Env, chain_ids, log_tail, stop_child, wait_for_socket};
+use support::{CTR, CTR_REMOTE, Env, chain_ids, stop_child, wait_for_socket};
 
 /// containerd namespace of every ctr call (private daemon anyway).
 const NS: &str = "strata-lazy";
 const TOC_DIGEST: &str = "containerd.io/snapshot/stargz/toc.digest";
-
-/// Whether the test can run: the tools must be installed (a failure otherwise), and FUSE
-/// and overlay mounts need root (skipped, with a message).
-fn tools_available() -> bool {
-    let missing: Vec<&str> = [CONTAINERD, CTR, CTR_REMOTE]
-        .into_iter()
-        .filter(|p| !Path::new(p).exists())
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{missing:?} not installed: run scripts/setup.sh"
-    );
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipping: stargz-snapshotter (FUSE, overlayfs) needs root");
-        return false;
-    }
-    assert!(Path::new("/dev/fuse").exists(), "/dev/fuse missing");
-    true
-}
 
 /// Builds `stargz-grpc` with the repository's script (~1 min on a fresh checkout, nothing
 /// when it is current); returns the binary.
@@ -152,100 +135,20 @@ impl Drop for Stargz {
     }
 }
 
-/// A private containerd with the stargz daemon as its `stargz` proxy snapshotter: root,
-/// state, sockets and opt dir under one directory; CRI off.
-struct Containerd {
-    child: Option<Child>,
-    socket: PathBuf,
-    log: PathBuf,
-}
-
-impl Containerd {
-    fn start(dir: &Path, stargz_socket: &Path) -> Self {
-        fs::create_dir_all(dir).unwrap();
-        let socket = dir.join("c.sock");
-        let config = dir.join("config.toml");
-        let log = dir.join("containerd.log");
-        let q = |p: &Path| format!("{:?}", p.to_string_lossy());
-        fs::write(
-            &config,
-            format!(
-                "version = 2\nroot = {}\nstate = {}\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\n\
-                 [grpc]\n  address = {}\n\n[ttrpc]\n  address = {}\n\n\
-                 [plugins.\"io.containerd.internal.v1.opt\"]\n  path = {}\n\n\
-                 [proxy_plugins]\n  [proxy_plugins.stargz]\n    type = \"snapshot\"\n    address = {}\n",
-                q(&dir.join("root")),
-                q(&dir.join("state")),
-                q(&socket),
-                q(&dir.join("c.sock.ttrpc")),
-                q(&dir.join("opt")),
-                q(stargz_socket),
-            ),
-        )
-        .unwrap();
-        let out = fs::File::create(&log).unwrap();
-        let child = Command::new(CONTAINERD)
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        let mut daemon = Containerd {
-            child: Some(child),
-            socket,
-            log,
-        };
-        wait_for_socket(
-            "containerd",
-            daemon.child.as_mut().unwrap(),
-            &daemon.socket,
-            &daemon.log,
-        );
-        daemon
-    }
-
-    /// `ctr` (or `ctr-remote`) against this daemon in namespace [`NS`].
-    fn run(&self, bin: &str, args: &[&str]) -> Output {
-        Command::new(bin)
-            .arg("--address")
-            .arg(&self.socket)
-            .args(["--namespace", NS, "--timeout", "60s"])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    /// Runs `ctr`/`ctr-remote` and returns stdout, failing the test with both outputs and
-    /// the daemons' log tails otherwise.
-    fn ok(&self, bin: &str, args: &[&str], stargz: &Stargz) -> String {
-        let out = self.run(bin, args);
-        assert!(
-            out.status.success(),
-            "{bin} {args:?} failed ({}):\nstdout: {}\nstderr: {}\ncontainerd log tail:\n{}\n\
-             stargz-grpc log tail:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            log_tail(&self.log, 20),
-            log_tail(&stargz.log, 20)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn terminate(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            stop_child(&mut child);
-        }
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        self.terminate();
-    }
+/// A private containerd with the stargz daemon as its `stargz` proxy snapshotter, every
+/// client call in namespace [`NS`]; a failing call shows the stargz daemon's log too.
+fn start_containerd(dir: &Path, stargz: &Stargz) -> Containerd {
+    let mut daemon = Containerd::start(
+        dir,
+        NS,
+        &format!(
+            "[proxy_plugins]\n  [proxy_plugins.stargz]\n    type = \"snapshot\"\n    address = {:?}\n",
+            stargz.socket.to_string_lossy()
+        ),
+    )
+    .unwrap();
+    daemon.show_log_on_failure("stargz-grpc", &stargz.log);
+    daemon
 }
 
 /// What one path of a layer (or of the merged tree) must be.
@@ -442,10 +345,12 @@ fn layer_blob_requests<'a>(
 /// the layers are mounted lazily (never downloaded by containerd, fetched by range) and
 /// read back byte for byte.
 #[test]
+#[ignore = "needs root, /dev/fuse, containerd, ctr, ctr-remote and Go: make test runs it"]
 fn strata_estargz_lazily_readable_by_stargz_snapshotter() {
-    if !tools_available() {
-        return;
-    }
+    containerd::require(
+        &[CTR_REMOTE, "/dev/fuse"],
+        "stargz-snapshotter mounts FUSE and overlayfs",
+    );
     let started = Instant::now();
     let stargz_bin = build_stargz_grpc();
     let env = Env::new();
@@ -506,16 +411,12 @@ fn strata_estargz_lazily_readable_by_stargz_snapshotter() {
     // stargz and containerd pull through the proxy (same registry storage).
     let reference = format!("{}/lazy:1", proxy.host());
     let mut stargz = Stargz::start(&stargz_bin, &env.path("stargz"), &proxy.host());
-    let mut daemon = Containerd::start(&env.path("containerd"), &stargz.socket);
+    let mut daemon = start_containerd(&env.path("containerd"), &stargz);
     proxy.clear_requests();
-    daemon.ok(
-        CTR_REMOTE,
-        &["image", "rpull", "--plain-http", &reference],
-        &stargz,
-    );
+    daemon.ok(CTR_REMOTE, &["image", "rpull", "--plain-http", &reference]);
 
     // containerd fetched the manifest and config only: no layer blob in its content store.
-    let content = daemon.ok(CTR, &["content", "ls"], &stargz);
+    let content = daemon.ok(CTR, &["content", "ls"]);
     let blobs = content_digests(&content);
     assert!(blobs.contains(&converted), "no manifest in:\n{content}");
     for (digest, _) in &layers {
@@ -525,11 +426,7 @@ fn strata_estargz_lazily_readable_by_stargz_snapshotter() {
         );
     }
     // stargz committed every layer as a snapshot named by its chain ID.
-    let snapshots = daemon.ok(
-        CTR,
-        &["snapshots", "--snapshotter", "stargz", "ls"],
-        &stargz,
-    );
+    let snapshots = daemon.ok(CTR, &["snapshots", "--snapshotter", "stargz", "ls"]);
     for c in &chain {
         assert!(
             snapshots
@@ -579,7 +476,6 @@ fn strata_estargz_lazily_readable_by_stargz_snapshotter() {
             &key,
             top,
         ],
-        &stargz,
     );
     let mounts: serde_json::Value =
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
@@ -679,7 +575,7 @@ fn strata_estargz_lazily_readable_by_stargz_snapshotter() {
         requests.len(),
         started.elapsed()
     );
-    let content = daemon.ok(CTR, &["content", "ls"], &stargz);
+    let content = daemon.ok(CTR, &["content", "ls"]);
     for (digest, _) in &layers {
         assert!(
             !content_digests(&content).contains(digest),

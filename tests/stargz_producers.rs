@@ -21,8 +21,8 @@ use strata_testdata::registry::{FaultProxy, RegistryServer};
 mod serve_support;
 mod support;
 
-use serve_support::{StrataServe, UnmountOnDrop, runnable_image, tools_available};
-use support::containerd::Containerd;
+use serve_support::{StrataServe, UnmountOnDrop, require_containerd, runnable_image};
+use strata_testdata::containerd::Containerd;
 use support::{CTR, CTR_REMOTE, log_tail};
 
 /// Deterministic incompressible bytes.
@@ -42,10 +42,9 @@ fn data(seed: u64, len: usize) -> Vec<u8> {
 const SCRIPT: &str = "cat /etc/motd; sha256sum /data/big.bin /data/small/07.txt";
 
 #[test]
+#[ignore = "needs root, containerd, ctr, ctr-remote and runc: make test runs it"]
 fn images_converted_by_ctr_remote_are_served_lazily() {
-    if !tools_available(&[CTR_REMOTE]) {
-        return;
-    }
+    require_containerd(&[CTR_REMOTE]);
     let dir = tempfile::tempdir().unwrap();
     let _unmount = UnmountOnDrop(dir.path().to_path_buf());
     let registry = RegistryServer::start().expect("start docker-registry");
@@ -89,7 +88,7 @@ fn images_converted_by_ctr_remote_are_served_lazily() {
     );
 
     // Convert with the reference's converter, in a containerd of its own.
-    let mut converter = Containerd::start(&dir.path().join("converter"), "convert", "");
+    let mut converter = Containerd::start(&dir.path().join("converter"), "convert", "").unwrap();
     converter.ok(CTR, &["image", "pull", "--plain-http", &source]);
     let optimize_args = format!("[{SCRIPT:?}]");
     let flavours = [
@@ -143,7 +142,7 @@ fn images_converted_by_ctr_remote_are_served_lazily() {
                 "[proxy_plugins]\n  [proxy_plugins.stargz]\n    type = \"snapshot\"\n    address = {:?}\n",
                 serve.socket
             ),
-        );
+        ).unwrap();
         let context = |what: &str| {
             format!(
                 "{tag}: {what}\nstrata serve log:\n{}\ncontainerd log:\n{}",

@@ -12,27 +12,16 @@ use std::process::{Child, Command, Stdio};
 use strata_testdata::{ImageSpec, LayerSpec, Platform};
 
 use crate::support::mounts::force_unmount;
-use crate::support::{CTR, STRATA, stop_child, wait_for_socket};
+use crate::support::{STRATA, stop_child, wait_for_socket};
 
-pub(crate) const RUNC: &str = "/usr/sbin/runc";
+use strata_testdata::containerd::RUNC;
 
-/// Whether the test can run: the tools must be installed (a failure otherwise), and
-/// containerd needs root (skipped, with a message).
-pub(crate) fn tools_available(extra: &[&'static str]) -> bool {
-    let missing: Vec<&str> = [crate::support::CONTAINERD, CTR, RUNC]
-        .into_iter()
-        .chain(extra.iter().copied())
-        .filter(|p| !Path::new(p).exists())
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{missing:?} not installed: run scripts/setup.sh"
-    );
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipping: containerd and runc need root");
-        return false;
-    }
-    true
+/// Fails the test unless containerd, ctr, runc and `extra` are installed and this is root
+/// (such tests are `#[ignore]`d; `make test` runs them: see `strata_testdata::host`).
+pub(crate) fn require_containerd(extra: &[&str]) {
+    let mut tools = vec![RUNC];
+    tools.extend_from_slice(extra);
+    strata_testdata::containerd::require(&tools, "containerd and runc need root");
 }
 
 /// The host's shared libraries `binary` loads (from `ldd`), as absolute paths.

@@ -1,22 +1,19 @@
-//! Helpers shared by the reference-tool interop tests (`estargz_interop`,
-//! `stargz_lazy_interop`): the strata binary, a test environment, child processes.
+//! Helpers shared by the integration tests: the strata binary, a test environment, child
+//! processes, mounts. The private containerd, daemon processes and the rule for tests that
+//! need root (`#[ignore]`d, run by `make test`, failing when root or a tool is missing) are
+//! `strata_testdata`'s `containerd`, `daemon` and `host` modules.
 
 #![allow(dead_code)]
 
-pub(crate) mod containerd;
 pub(crate) mod mounts;
 
 use std::fs;
-use std::io::Read as _;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 pub(crate) const STRATA: &str = env!("CARGO_BIN_EXE_strata");
-pub(crate) const CONTAINERD: &str = "/usr/bin/containerd";
-pub(crate) const CTR: &str = "/usr/bin/ctr";
-pub(crate) const CTR_REMOTE: &str = "/usr/bin/ctr-remote";
+pub(crate) const CTR: &str = strata_testdata::containerd::CTR;
+pub(crate) const CTR_REMOTE: &str = strata_testdata::containerd::CTR_REMOTE;
 
 pub(crate) struct Env {
     pub(crate) dir: tempfile::TempDir,
@@ -71,47 +68,21 @@ impl Env {
     }
 }
 
+/// The last `n` lines of `log`.
 pub(crate) fn log_tail(log: &Path, n: usize) -> String {
-    let mut s = String::new();
-    let _ = fs::File::open(log).and_then(|mut f| f.read_to_string(&mut s));
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    strata_testdata::daemon::log_tail(log, n)
 }
 
 /// SIGTERM, up to 10 s to exit, then SIGKILL.
 pub(crate) fn stop_child(child: &mut Child) {
-    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while matches!(child.try_wait(), Ok(None)) {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.wait();
+    strata_testdata::daemon::stop(child);
 }
 
 /// Waits until `socket` accepts connections, failing with the log tail if `child` exits
 /// or 20 s pass.
 pub(crate) fn wait_for_socket(name: &str, child: &mut Child, socket: &Path, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while UnixStream::connect(socket).is_err() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "{name} exited while starting ({status}); log tail:\n{}",
-                log_tail(log, 20)
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} did not listen within 20s:\n{}",
-            log_tail(log, 20)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    strata_testdata::daemon::wait_for_socket(name, child, socket, log)
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Chain IDs of a layer stack (OCI image spec: ChainID(L0) = DiffID(L0),

@@ -300,11 +300,9 @@ impl RemoteLayers for MountingProvider {
 }
 
 #[test]
+#[ignore = "needs root (mounts): make test runs it"]
 fn a_mounted_layer_is_not_walked_is_restored_at_open_and_released_before_removal() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipping: mounting needs root");
-        return;
-    }
+    strata_testdata::host::require_root("mounting needs root");
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     let provider = Arc::new(MountingProvider::default());
@@ -354,11 +352,9 @@ fn a_mounted_layer_is_not_walked_is_restored_at_open_and_released_before_removal
 }
 
 #[test]
+#[ignore = "needs root (mounts): make test runs it"]
 fn cleanup_detaches_a_mount_left_in_an_unreferenced_directory() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipping: mounting needs root");
-        return;
-    }
+    strata_testdata::host::require_root("mounting needs root");
     let (dir, s) = open(WritingProvider::new(Behaviour::Provide));
     // What a crash between a provider's mount and the commit leaves.
     let orphan = dir.path().join("root/snapshots/new-crashed/fs");
