@@ -550,10 +550,9 @@ fn flip_in_saved_toc(path: &Path) {
 }
 
 #[test]
+#[ignore = "needs root, containerd, ctr, ctr-remote and runc: make test runs it"]
 fn saved_tocs_and_cached_chunks_damaged_while_down_are_fetched_again_never_served() {
-    if !tools_available(&[CTR_REMOTE]) {
-        return;
-    }
+    require_containerd(&[CTR_REMOTE]);
     let dir = tempfile::tempdir().unwrap();
     let _unmount = UnmountOnDrop(dir.path().to_path_buf());
     let mut s = setup(dir.path(), "strata-stargz-damage");
