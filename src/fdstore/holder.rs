@@ -1,13 +1,16 @@
 //! The holder process (`strata fd-holder --socket PATH`): a single-threaded poll loop that
-//! keeps descriptors by key and answers put, remove and list requests ([`super::protocol`]).
+//! keeps descriptors by key and answers put, remove and list requests ([`super::protocol`]),
+//! drops the FUSE connections whose mount is gone, and exits when it holds nothing or its
+//! socket is gone.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::fuse;
 use super::protocol::{self, Message, Op};
 
 /// Most descriptors held.
@@ -16,12 +19,26 @@ pub const MAX_ENTRIES: usize = 65_536;
 const MAX_CLIENTS: usize = 256;
 /// How long the holder waits, holding nothing and with no client, before it exits.
 pub const IDLE_EXIT: Duration = Duration::from_secs(3);
+/// How often the holder looks at its socket (and so notices its root is gone), at most.
+pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 
-/// An entry: the descriptor and its metadata.
-type Entry = (OwnedFd, Vec<u8>);
+/// An entry: the descriptor, its metadata, and whether it is a FUSE connection.
+struct Entry {
+    fd: OwnedFd,
+    meta: Vec<u8>,
+    fuse: bool,
+}
 
-/// Serves `socket` until idle (nothing held, no client, for [`IDLE_EXIT`]). Returns at
+/// Serves `socket` until idle (nothing held, no client, for [`IDLE_EXIT`]) or until the
+/// socket is gone (its root was removed, or another holder took its place). Returns at
 /// once, successfully, when another holder already answers there.
+///
+/// Held FUSE connections are watched: one whose mount is gone (unmounted, or aborted) is
+/// dropped. While no client is connected (the daemon is down), the holder answers the
+/// connections' `STATFS` requests itself, so that `umount` (which asks `statfs` first)
+/// completes; other requests it reads stay unanswered until the restarted daemon asks the
+/// kernel to resend them (`FUSE_NOTIFY_RESEND`), so readers wait, they see no error. On a
+/// kernel without resend the holder reads nothing.
 ///
 /// # Errors
 ///
@@ -45,27 +62,58 @@ pub fn run(socket: &Path) -> io::Result<()> {
     }
     let listener = protocol::listen(socket)?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    let identity = identity(socket);
     tracing::info!(socket = %socket.display(), "fd holder: listening");
+    let answer_statfs = fuse::kernel_resends();
     let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
     let mut clients: Vec<OwnedFd> = Vec::new();
     let mut idle_since = Instant::now();
+    let mut checked = Instant::now();
+    let mut buf = Vec::new();
     loop {
+        // Held connections are polled for errors (their mount is gone) always, and for
+        // requests only while nobody else serves them.
+        let orphaned = clients.is_empty() && answer_statfs;
+        let fuse_keys: Vec<&String> = entries
+            .iter()
+            .filter(|(_, e)| e.fuse)
+            .map(|(k, _)| k)
+            .collect();
         let mut polled: Vec<libc::pollfd> = std::iter::once(listener.as_raw_fd())
             .chain(clients.iter().map(AsRawFd::as_raw_fd))
-            .map(|fd| libc::pollfd {
+            .map(|fd| (fd, libc::POLLIN))
+            .chain(fuse_keys.iter().map(|k| {
+                let events = if orphaned { libc::POLLIN } else { 0 };
+                (entries[*k].fd.as_raw_fd(), events)
+            }))
+            .map(|(fd, events)| libc::pollfd {
                 fd,
-                events: libc::POLLIN,
+                events,
                 revents: 0,
             })
             .collect();
+        let timeout = CHECK_EVERY.as_millis() as i32;
         // SAFETY: polled is a valid array of pollfd for the call.
-        let n = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, 1000) };
+        let n = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, timeout) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
             return Err(e);
+        }
+        let first_fuse = 1 + clients.len();
+        let mut gone = Vec::new();
+        for (p, key) in polled[first_fuse..].iter().zip(&fuse_keys) {
+            let error = p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0;
+            let request = p.revents & libc::POLLIN != 0 && orphaned;
+            if error || (request && !fuse::answer_one(entries[*key].fd.as_fd(), &mut buf)) {
+                gone.push((*key).clone());
+            }
+        }
+        for key in gone {
+            tracing::info!(key, "fd holder: the connection's mount is gone; dropped");
+            entries.remove(&key);
         }
         if polled[0].revents & libc::POLLIN != 0 {
             match protocol::accept(listener.as_fd()) {
@@ -75,11 +123,11 @@ pub fn run(socket: &Path) -> io::Result<()> {
             }
         }
         let mut closed = Vec::new();
-        for (i, p) in polled.iter().enumerate().skip(1) {
+        for (i, p) in polled[1..first_fuse].iter().enumerate() {
             if p.revents == 0 {
                 continue;
             }
-            let client = &clients[i - 1];
+            let client = &clients[i];
             let keep = match protocol::recv(client.as_fd()) {
                 Ok(Some((message, fd))) => handle(&mut entries, client, message, fd),
                 Ok(None) => false,
@@ -89,11 +137,20 @@ pub fn run(socket: &Path) -> io::Result<()> {
                 }
             };
             if !keep {
-                closed.push(i - 1);
+                closed.push(i);
             }
         }
         for i in closed.into_iter().rev() {
             clients.remove(i);
+        }
+        if checked.elapsed() >= CHECK_EVERY {
+            checked = Instant::now();
+            if self::identity(socket) != identity {
+                // Its root was removed (or another holder replaced it): nobody can reach
+                // what it holds any more.
+                tracing::info!(socket = %socket.display(), held = entries.len(), "fd holder: the socket is gone; exiting");
+                return Ok(());
+            }
         }
         if !entries.is_empty() || !clients.is_empty() {
             idle_since = Instant::now();
@@ -103,6 +160,13 @@ pub fn run(socket: &Path) -> io::Result<()> {
             return Ok(());
         }
     }
+}
+
+/// The socket file's device and inode, `None` when it is gone.
+fn identity(socket: &Path) -> Option<(u64, u64)> {
+    std::fs::symlink_metadata(socket)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 /// Answers one request; `false` closes the connection.
@@ -124,7 +188,15 @@ fn handle(
                 );
             }
             tracing::debug!(key = message.key, "fd holder: put");
-            entries.insert(message.key, (fd, message.meta));
+            let fuse = fuse::is_fuse_device(fd.as_fd());
+            entries.insert(
+                message.key,
+                Entry {
+                    fd,
+                    meta: message.meta,
+                    fuse,
+                },
+            );
             answer(Message::done(Ok(())), None)
         }
         (Op::Remove, None) => {
@@ -133,7 +205,7 @@ fn handle(
             answer(Message::done(Ok(())), None)
         }
         (Op::List, None) => {
-            for (key, (fd, meta)) in entries.iter() {
+            for (key, Entry { fd, meta, .. }) in entries.iter() {
                 let entry = Message {
                     op: Op::Entry,
                     status: protocol::Status::Ok,

@@ -13,9 +13,16 @@
 //! request and answer, descriptors as `SCM_RIGHTS`. Requests: put (key, meta, one fd),
 //! remove (key), list (answered by one message per entry, each with its fd, then an end
 //! message). Keys are ≤ 1 KiB, metadata ≤ 64 KiB, at most 65,536 entries; a malformed
-//! message closes that connection only. The holder exits when it holds nothing and no
-//! client has been connected for a few seconds.
+//! message closes that connection only.
+//!
+//! Lifecycle: the holder drops a FUSE connection once its mount is gone (the kernel
+//! reports an error on the descriptor after an unmount or an abort) and exits when it holds
+//! nothing and no client has been connected for [`holder::IDLE_EXIT`], or when its socket
+//! is gone (the root was removed). While no daemon is connected it answers `STATFS` on the
+//! connections itself, so that `umount` of a layer does not wait for a daemon that may
+//! never come back; every other request waits for the next daemon.
 
+mod fuse;
 pub mod holder;
 pub mod protocol;
 
