@@ -6,6 +6,9 @@
 //! Then `strata serve` is SIGKILLed and restarted while a container keeps reading files
 //! not fetched yet: the container stalls, it sees no error, and its data is right. Saved
 //! TOCs and cached chunks damaged (same size) while the daemon is down are fetched again.
+//! A SIGTERM keeps the layers mounted and the fd holder running; the restarted daemon
+//! adopts that holder and resumes every layer; with containerd and the daemon stopped,
+//! `umount` of each layer completes at once and the holder then exits.
 //! Registry traffic goes through the test proxy, which counts the bytes and paces them.
 //! Needs root, containerd, ctr, ctr-remote, runc and docker-registry (scripts/setup.sh).
 
@@ -145,6 +148,23 @@ impl Drop for KillHolders {
     }
 }
 
+/// The fd holders started for `dir`.
+fn holder_pids(dir: &Path) -> Vec<i32> {
+    let needle = dir.to_string_lossy().into_owned();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|p| {
+            let pid = p.file_name().to_string_lossy().parse::<i32>().ok()?;
+            let cmdline = std::fs::read(p.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (cmdline.contains("fd-holder") && cmdline.contains(&needle)).then_some(pid)
+        })
+        .collect()
+}
+
 /// Blob bytes the proxy sent (GETs of `/blobs/`).
 fn blob_bytes(proxy: &FaultProxy) -> u64 {
     proxy
@@ -252,7 +272,7 @@ fn rpull_mounts_every_layer_lazily_and_the_container_reads_right_bytes() {
     require_containerd(&[CTR_REMOTE]);
     let dir = tempfile::tempdir().unwrap();
     let _unmount = UnmountOnDrop(dir.path().to_path_buf());
-    let s = setup(dir.path(), "strata-stargz");
+    let mut s = setup(dir.path(), "strata-stargz");
     // Strata's manifest request (by tag: containerd resolves with HEAD, then GETs by
     // digest) is held back a second: the bottom layer's fetching starts from its
     // Prepare's labels alone (strata convert's size, TOC-offset and prefetch-end hints,
@@ -426,6 +446,19 @@ fn rpull_mounts_every_layer_lazily_and_the_container_reads_right_bytes() {
         0,
         "{}",
         s.context("layer mounts left after removal")
+    );
+
+    // A graceful stop with no lazy mount left leaves no process behind.
+    assert_eq!(holder_pids(&s.dir).len(), 1, "{}", s.context("the holder"));
+    s.serve.terminate();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !holder_pids(&s.dir).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        holder_pids(&s.dir).is_empty(),
+        "{}",
+        s.context("the fd holder outlived a stop with no mounts")
     );
 }
 
@@ -612,4 +645,105 @@ fn saved_tocs_and_cached_chunks_damaged_while_down_are_fetched_again_never_serve
         "{context}"
     );
     assert!(log.contains("cached chunk is torn or corrupt"), "{context}");
+}
+
+#[test]
+#[ignore = "needs root, containerd, ctr, ctr-remote and runc: make test runs it"]
+fn sigterm_keeps_the_layers_for_the_next_daemon_and_a_stopped_daemons_layers_unmount_at_once() {
+    require_containerd(&[CTR_REMOTE]);
+    let dir = tempfile::tempdir().unwrap();
+    let _unmount = UnmountOnDrop(dir.path().to_path_buf());
+    let mut s = setup(dir.path(), "strata-stargz-lifecycle");
+    s.rpull();
+    let runc_root = s.dir.join("runc").to_string_lossy().into_owned();
+    let out = s
+        .containerd
+        .run(CTR, &s.run_args(&runc_root, "before", "cat /etc/greeting"));
+    assert!(
+        out.status.success(),
+        "{}",
+        s.context("ctr run before the stop")
+    );
+    let holder = holder_pids(&s.dir);
+    assert_eq!(holder.len(), 1, "{}", s.context("one fd holder"));
+
+    // A graceful stop keeps the layers mounted and the holder keeping them.
+    s.serve.terminate();
+    assert_eq!(s.fuse_mounts(), s.chain_len, "{}", s.context("mounts kept"));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        holder_pids(&s.dir),
+        holder,
+        "the holder stays with the mounts"
+    );
+
+    // The restarted daemon adopts that holder and resumes every layer.
+    s.serve.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.serve.log_text().matches("stargz: layer resumed").count() < s.chain_len
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        s.serve.log_text().matches("stargz: layer resumed").count(),
+        s.chain_len,
+        "{}",
+        s.context("layers resumed after a SIGTERM")
+    );
+    assert_eq!(holder_pids(&s.dir), holder, "the same holder is adopted");
+    let out = s.containerd.run(
+        CTR,
+        &s.run_args(&runc_root, "after", "sha256sum /data/05.bin"),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(&s.sums[5]),
+        "{}",
+        s.context(&format!("ctr run after the restart: {stdout}"))
+    );
+
+    // containerd and the daemon stop; the layers are unmounted by hand, each at once.
+    s.containerd.terminate();
+    s.serve.terminate();
+    let layers: Vec<String> = mount_entries_under(&s.serve.root)
+        .into_iter()
+        .filter(|m| m.fstype.starts_with("fuse"))
+        .map(|m| m.point)
+        .collect();
+    assert_eq!(layers.len(), s.chain_len);
+    let mut took = Vec::new();
+    for layer in &layers {
+        let started = Instant::now();
+        let mut umount = Command::new("umount")
+            .arg(layer)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = started + Duration::from_secs(10);
+        while umount.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let elapsed = started.elapsed();
+        if umount.try_wait().unwrap().is_none() {
+            let _ = umount.kill();
+        }
+        assert!(
+            umount.wait().unwrap().success(),
+            "umount {layer} ({elapsed:?})"
+        );
+        took.push(elapsed);
+    }
+    eprintln!("umount of each layer of a stopped daemon: {took:?}");
+    assert!(took.iter().all(|t| *t < Duration::from_secs(1)), "{took:?}");
+
+    // Nothing left to keep: the holder exits.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !holder_pids(&s.dir).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        holder_pids(&s.dir).is_empty(),
+        "the holder outlived the mounts"
+    );
 }
