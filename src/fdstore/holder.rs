@@ -5,10 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
 
 use super::fuse;
 use super::protocol::{self, Message, Op};
@@ -79,34 +82,32 @@ pub fn run(socket: &Path) -> io::Result<()> {
             .filter(|(_, e)| e.fuse)
             .map(|(k, _)| k)
             .collect();
-        let mut polled: Vec<libc::pollfd> = std::iter::once(listener.as_raw_fd())
-            .chain(clients.iter().map(AsRawFd::as_raw_fd))
-            .map(|fd| (fd, libc::POLLIN))
-            .chain(fuse_keys.iter().map(|k| {
-                let events = if orphaned { libc::POLLIN } else { 0 };
-                (entries[*k].fd.as_raw_fd(), events)
-            }))
-            .map(|(fd, events)| libc::pollfd {
-                fd,
-                events,
-                revents: 0,
-            })
+        let fuse_events = if orphaned {
+            PollFlags::IN
+        } else {
+            PollFlags::empty()
+        };
+        let mut polled: Vec<PollFd<'_>> = std::iter::once(listener.as_fd())
+            .chain(clients.iter().map(AsFd::as_fd))
+            .map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN))
+            .chain(
+                fuse_keys
+                    .iter()
+                    .map(|k| PollFd::from_borrowed_fd(entries[*k].fd.as_fd(), fuse_events)),
+            )
             .collect();
-        let timeout = CHECK_EVERY.as_millis() as i32;
-        // SAFETY: polled is a valid array of pollfd for the call.
-        let n = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, timeout) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
+        let timeout = Timespec::try_from(CHECK_EVERY).unwrap_or_default();
+        match rustix::event::poll(&mut polled, Some(&timeout)) {
+            Ok(_) => {}
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
+        let polled: Vec<PollFlags> = polled.iter().map(PollFd::revents).collect();
         let first_fuse = 1 + clients.len();
         let mut gone = Vec::new();
         for (p, key) in polled[first_fuse..].iter().zip(&fuse_keys) {
-            let error = p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0;
-            let request = p.revents & libc::POLLIN != 0 && orphaned;
+            let error = p.intersects(PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL);
+            let request = p.contains(PollFlags::IN) && orphaned;
             if error || (request && !fuse::answer_one(entries[*key].fd.as_fd(), &mut buf)) {
                 gone.push((*key).clone());
             }
@@ -115,7 +116,7 @@ pub fn run(socket: &Path) -> io::Result<()> {
             tracing::info!(key, "fd holder: the connection's mount is gone; dropped");
             entries.remove(&key);
         }
-        if polled[0].revents & libc::POLLIN != 0 {
+        if polled[0].contains(PollFlags::IN) {
             match protocol::accept(listener.as_fd()) {
                 Ok(client) if clients.len() < MAX_CLIENTS => clients.push(client),
                 Ok(_) => tracing::warn!("fd holder: too many clients; connection refused"),
@@ -124,7 +125,7 @@ pub fn run(socket: &Path) -> io::Result<()> {
         }
         let mut closed = Vec::new();
         for (i, p) in polled[1..first_fuse].iter().enumerate() {
-            if p.revents == 0 {
+            if p.is_empty() {
                 continue;
             }
             let client = &clients[i];
