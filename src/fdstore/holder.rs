@@ -190,6 +190,11 @@ fn handle(
             }
             tracing::debug!(key = message.key, "fd holder: put");
             let fuse = fuse::is_fuse_device(fd.as_fd());
+            // The holder's reads must never block its loop (the daemon sets this too; it is
+            // the open file's flag, shared by every duplicate).
+            if fuse && let Err(e) = rustix::io::ioctl_fionbio(&fd, true) {
+                tracing::warn!(key = message.key, error = %e, "fd holder: making a connection non-blocking");
+            }
             entries.insert(
                 message.key,
                 Entry {
