@@ -242,6 +242,28 @@ impl Setup {
         );
     }
 
+    /// Restarts `strata serve` and waits until containerd reaches it again: after the
+    /// daemon went away, containerd's connection to the proxy plugin fails calls at once
+    /// (`Unavailable`) until its reconnect backoff has run.
+    fn restart_serve(&mut self) {
+        self.serve.restart();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self
+                .containerd
+                .run(CTR, &["snapshots", "--snapshotter", "stargz", "ls"]);
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}",
+                self.context("containerd does not reach the restarted daemon")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn run_args<'a>(&'a self, runc_root: &'a str, id: &'a str, script: &'a str) -> Vec<&'a str> {
         vec![
             "run",
@@ -608,7 +630,7 @@ fn saved_tocs_and_cached_chunks_damaged_while_down_are_fetched_again_never_serve
     assert_eq!(tails, s.chain_len, "{}", s.context("saved TOCs"));
     let chunks = flip_files(&s.serve.root.join("cache/stargz"), "");
     assert!(chunks > FILES, "{}", s.context("cached chunks"));
-    s.serve.restart();
+    s.restart_serve();
     // The resumed mounts' page cache would answer without asking the daemon.
     std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
     let out = Command::new(CTR)
@@ -678,7 +700,7 @@ fn sigterm_keeps_the_layers_for_the_next_daemon_and_a_stopped_daemons_layers_unm
     );
 
     // The restarted daemon adopts that holder and resumes every layer.
-    s.serve.restart();
+    s.restart_serve();
     let deadline = Instant::now() + Duration::from_secs(30);
     while s.serve.log_text().matches("stargz: layer resumed").count() < s.chain_len
         && Instant::now() < deadline
