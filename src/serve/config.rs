@@ -118,7 +118,9 @@ background_rate = 33554432
 # Keep each layer's /dev/fuse descriptor in a small holder process
 # (`strata fd-holder`, socket <root>/fd-holder.sock) so mounted layers survive a
 # crash or restart of strata serve: reads wait for the restarted daemon instead
-# of failing with "transport endpoint is not connected".
+# of failing with "transport endpoint is not connected". The holder exits by
+# itself once every layer it holds is unmounted, or when <root> is removed
+# (docs/containerd.md: the fd holder's lifecycle).
 fd_holder = true
 "#;
 
