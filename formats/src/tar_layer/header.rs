@@ -12,6 +12,9 @@ pub(super) struct RawHeader {
     pub(super) typeflag: u8,
     pub(super) name: Vec<u8>,
     pub(super) link: Vec<u8>,
+    /// Owner and group names (USTAR and GNU headers only; empty otherwise).
+    pub(super) uname: Vec<u8>,
+    pub(super) gname: Vec<u8>,
     pub(super) mode: i64,
     pub(super) uid: i64,
     pub(super) gid: i64,
@@ -144,6 +147,16 @@ pub(super) fn parse_header(block: &[u8; BLOCK]) -> Result<RawHeader, String> {
         typeflag,
         name,
         link: cstr(&block[157..257]).to_vec(),
+        uname: if ustar || gnu {
+            cstr(&block[265..297]).to_vec()
+        } else {
+            Vec::new()
+        },
+        gname: if ustar || gnu {
+            cstr(&block[297..329]).to_vec()
+        } else {
+            Vec::new()
+        },
         mode: num("mode", 100..108)?,
         uid: num("uid", 108..116)?,
         gid: num("gid", 116..124)?,

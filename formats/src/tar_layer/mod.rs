@@ -28,6 +28,7 @@ use std::path::PathBuf;
 use crate::errdefs::ErrorKind;
 
 pub use path::clean_path;
+pub(crate) use reader::Header;
 pub use reader::TarLayer;
 pub use stream::{ChannelReader, DiffIdReader, SizeLimitExceeded, decompress, read_ahead};
 

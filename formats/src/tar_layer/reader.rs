@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStringExt;
 use super::header::{BLOCK, RawHeader, is_zero_block, parse_header, parse_sparse_extension};
 use super::path::{clean_path, whiteout_kind};
 use super::sparse::{PaxSparse, decimal, parse_payload_map, validate};
-use super::{Entry, EntryKind, Limits, Position, TarLayerError, Timestamp};
+use super::{Entry, EntryKind, Limits, Position, SparseSegment, TarLayerError, Timestamp};
 
 /// Reads the entries of an uncompressed tar layer from `R`: call [`TarLayer::next_entry`]
 /// until it returns `None`, reading each file's payload with [`TarLayer::read_data`] in
@@ -26,6 +26,43 @@ pub struct TarLayer<R> {
     last: Option<String>,
     in_entry: bool,
     done: bool,
+    /// When headers are kept (the eStargz converter copies them): the header blocks of
+    /// the entry being read, as read.
+    raw: Option<Vec<u8>>,
+}
+
+/// One entry's header as the archive states it, extension headers applied, before path
+/// cleaning and classification: what [`TarLayer::next_entry`] builds an [`Entry`] from,
+/// and what the eStargz converter reads (so the two cannot read one layer two ways).
+#[derive(Debug)]
+pub(crate) struct Header {
+    /// The header blocks as read (global and per-entry extension headers with their data,
+    /// the entry's own header, old-GNU sparse extension blocks); empty unless kept.
+    pub(crate) raw: Vec<u8>,
+    /// The entry type: `'0'` or `'7'` (files, old-GNU sparse `'S'` included), `'1'` to
+    /// `'6'`; the legacy `\0` is `'5'` when the name ends in `/`, `'0'` otherwise.
+    pub(crate) typeflag: u8,
+    /// The effective name and link target, as stored (not cleaned).
+    pub(crate) name: Vec<u8>,
+    pub(crate) link: Vec<u8>,
+    /// Owner and group names.
+    pub(crate) uname: Vec<u8>,
+    pub(crate) gname: Vec<u8>,
+    /// The file's size (a sparse file's full size); 0 for every other type.
+    pub(crate) size: u64,
+    /// The mode field as stored (non-negative; may carry file-type bits).
+    pub(crate) mode: i64,
+    pub(crate) uid: u64,
+    pub(crate) gid: u64,
+    pub(crate) mtime: Timestamp,
+    pub(crate) atime: Option<Timestamp>,
+    /// Device numbers (0 unless a device).
+    pub(crate) dev_major: u32,
+    pub(crate) dev_minor: u32,
+    /// `SCHILY.xattr.*` records in archive order.
+    pub(crate) xattrs: Vec<(OsString, Vec<u8>)>,
+    /// A sparse file's map; `None` when the payload is the file.
+    pub(crate) sparse: Option<Vec<SparseSegment>>,
 }
 
 /// One PAX record: key and value bytes.
@@ -122,7 +159,15 @@ impl<R: Read> TarLayer<R> {
             last: None,
             in_entry: false,
             done: false,
+            raw: None,
         }
+    }
+
+    /// Keeps each entry's header blocks (extension headers and their data included) in
+    /// [`Header::raw`], for a caller that copies them.
+    pub(crate) fn keep_headers(mut self) -> Self {
+        self.raw = Some(Vec::new());
+        self
     }
 
     /// Where the reader is, for errors.
@@ -172,12 +217,6 @@ impl<R: Read> TarLayer<R> {
         Ok(self.read_full(&mut block)?.then_some(block))
     }
 
-    fn must_read_block(&mut self) -> Result<[u8; BLOCK], TarLayerError> {
-        self.read_block()?.ok_or_else(|| TarLayerError::Truncated {
-            at: self.position(),
-        })
-    }
-
     fn skip(&mut self, mut n: u64) -> Result<(), TarLayerError> {
         let mut buf = [0u8; 16 << 10];
         while n > 0 {
@@ -206,6 +245,9 @@ impl<R: Read> TarLayer<R> {
                 at: self.position(),
             });
         }
+        if let Some(raw) = &mut self.raw {
+            raw.extend_from_slice(&data);
+        }
         data.truncate(size as usize);
         Ok(data)
     }
@@ -214,6 +256,16 @@ impl<R: Read> TarLayer<R> {
     /// stream at an entry boundary, which Go's reader accepts too). Skips whatever is left
     /// of the previous entry's payload.
     pub fn next_entry(&mut self) -> Result<Option<Entry>, TarLayerError> {
+        match self.next_header()? {
+            Some(h) => self.entry(h).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The next entry's [`Header`]: extension headers read and applied, names, xattrs and
+    /// the sparse map bounded and checked, the payload positioned; `None` at the end of the
+    /// archive. [`TarLayer::next_entry`] is this plus path cleaning and classification.
+    pub(crate) fn next_header(&mut self) -> Result<Option<Header>, TarLayerError> {
         if self.done {
             return Ok(None);
         }
@@ -221,10 +273,13 @@ impl<R: Read> TarLayer<R> {
         self.remaining = 0;
         self.padding = 0;
         self.in_entry = false;
+        if let Some(raw) = &mut self.raw {
+            raw.clear();
+        }
         let mut ext = Extensions::default();
         let mut pending_extension = false;
         loop {
-            let Some(block) = self.read_block()? else {
+            let Some(block) = self.header_block()? else {
                 if pending_extension {
                     return Err(TarLayerError::Truncated {
                         at: self.position(),
@@ -255,21 +310,32 @@ impl<R: Read> TarLayer<R> {
                     ext.pax
                         .extend(pax_records(&data).map_err(|e| self.invalid(e))?);
                 }
-                // Global PAX headers are ignored, as containerd ignores them.
+                // Global PAX headers are ignored, as containerd ignores them (when headers
+                // are kept, its bytes go with the next entry's).
                 b'g' => {
                     self.read_extension(header.size)?;
                     continue;
                 }
-                _ => return self.entry(header, ext).map(Some),
+                _ => return self.header(header, ext).map(Some),
             }
             pending_extension = true;
         }
     }
 
-    /// Builds the entry from its header and extensions and positions the payload.
-    fn entry(&mut self, h: RawHeader, ext: Extensions) -> Result<Entry, TarLayerError> {
-        let mut name = ext.long_name.unwrap_or(h.name);
-        let mut link = ext.long_link.unwrap_or(h.link);
+    /// Reads a block of the header area, keeping its bytes when headers are kept.
+    fn header_block(&mut self) -> Result<Option<[u8; BLOCK]>, TarLayerError> {
+        let block = self.read_block()?;
+        if let (Some(raw), Some(b)) = (&mut self.raw, &block) {
+            raw.extend_from_slice(b);
+        }
+        Ok(block)
+    }
+
+    /// Applies the extensions to the entry's own header and positions the payload.
+    fn header(&mut self, h: RawHeader, ext: Extensions) -> Result<Header, TarLayerError> {
+        let mut name = h.name;
+        let mut link = h.link;
+        let (mut uname, mut gname) = (h.uname, h.gname);
         let mut size = h.size as u64;
         let (mut uid, mut gid) = (h.uid, h.gid);
         let mut mtime = Timestamp {
@@ -279,15 +345,22 @@ impl<R: Read> TarLayer<R> {
         let mut atime = h.atime.map(|secs| Timestamp { secs, nanos: 0 });
         let mut xattrs = Vec::new();
         let mut sparse = PaxSparse::default();
-        self.last = Some(String::from_utf8_lossy(&name).into_owned());
+        self.last =
+            Some(String::from_utf8_lossy(ext.long_name.as_ref().unwrap_or(&name)).into_owned());
         self.in_entry = true;
         for (key, value) in ext.pax {
+            // As in Go's archive/tar, a record with an empty value changes nothing.
+            if value.is_empty() {
+                continue;
+            }
             let text = || String::from_utf8_lossy(&value).into_owned();
             let number =
                 |what: &str| decimal(&text()).map_err(|e| self.invalid(format!("PAX {what}: {e}")));
             match key.as_slice() {
                 b"path" => name = value,
                 b"linkpath" => link = value,
+                b"uname" => uname = value,
+                b"gname" => gname = value,
                 b"size" => size = number("size")?,
                 b"uid" => uid = i64::try_from(number("uid")?).unwrap_or(i64::MAX),
                 b"gid" => gid = i64::try_from(number("gid")?).unwrap_or(i64::MAX),
@@ -331,11 +404,24 @@ impl<R: Read> TarLayer<R> {
                 }
             }
         }
+        // GNU long names win over PAX `path`/`linkpath`, as in Go's archive/tar (which
+        // applies them after the PAX records), and a PAX sparse file's real name over both.
+        if let Some(long) = ext.long_name {
+            name = long;
+        }
+        if let Some(long) = ext.long_link {
+            link = long;
+        }
         if let Some(real) = sparse.name.take() {
             name = real;
         }
         self.last = Some(String::from_utf8_lossy(&name).into_owned());
-        for (what, bytes) in [("path", &name), ("link target", &link)] {
+        for (what, bytes) in [
+            ("path", &name),
+            ("link target", &link),
+            ("user name", &uname),
+            ("group name", &gname),
+        ] {
             if bytes.contains(&0) {
                 return Err(self.invalid(format!("{what} contains a NUL byte")));
             }
@@ -350,52 +436,41 @@ impl<R: Read> TarLayer<R> {
         if uid < 0 || gid < 0 || h.mode < 0 {
             return Err(self.invalid("negative uid, gid or mode"));
         }
-        let device = |this: &Self| -> Result<(u32, u32), TarLayerError> {
-            let major = u32::try_from(h.dev_major).map_err(|_| {
-                this.invalid(format!("device major {} is out of range", h.dev_major))
-            })?;
-            let minor = u32::try_from(h.dev_minor).map_err(|_| {
-                this.invalid(format!("device minor {} is out of range", h.dev_minor))
-            })?;
-            Ok((major, minor))
+        // The legacy `\0` type is a directory when the name ends in `/`, as in Go.
+        let typeflag = match h.typeflag {
+            0 if name.ends_with(b"/") => b'5',
+            0 | b'S' => b'0',
+            t => t,
         };
-        let path = clean_path(&name);
-        let mut kind = match h.typeflag {
-            b'0' | b'7' | b'S' => EntryKind::File,
-            0 if name.ends_with(b"/") => EntryKind::Dir,
-            0 => EntryKind::File,
-            b'5' => EntryKind::Dir,
-            b'1' => {
-                let target = clean_path(&link);
-                if target.as_os_str().is_empty() {
-                    return Err(self.invalid("hard link to the root directory"));
-                }
-                EntryKind::Hardlink { target }
+        let (mut dev_major, mut dev_minor) = (0, 0);
+        match typeflag {
+            b'0' | b'7' | b'1' | b'2' | b'5' | b'6' => {}
+            b'3' | b'4' => {
+                dev_major = u32::try_from(h.dev_major).map_err(|_| {
+                    self.invalid(format!("device major {} is out of range", h.dev_major))
+                })?;
+                dev_minor = u32::try_from(h.dev_minor).map_err(|_| {
+                    self.invalid(format!("device minor {} is out of range", h.dev_minor))
+                })?;
             }
-            b'2' => EntryKind::Symlink {
-                target: OsString::from_vec(link),
-            },
-            b'3' => {
-                let (major, minor) = device(self)?;
-                EntryKind::CharDevice { major, minor }
-            }
-            b'4' => {
-                let (major, minor) = device(self)?;
-                EntryKind::BlockDevice { major, minor }
-            }
-            b'6' => EntryKind::Fifo,
             other => {
                 return Err(self.invalid(format!("unsupported entry type {:?}", other as char)));
             }
-        };
-        let mut payload = if kind == EntryKind::File { size } else { 0 };
+        }
+        let is_file = matches!(typeflag, b'0' | b'7');
+        // Header-only types have no payload whatever their size field says (as in Go).
+        let mut payload = if is_file { size } else { 0 };
         let mut segments = None;
-        if kind == EntryKind::File {
+        if is_file {
             if let Some(gnu) = h.gnu_sparse {
                 let mut map = gnu.segments;
                 let mut extended = gnu.extended;
                 while extended {
-                    let block = self.must_read_block()?;
+                    let block = self
+                        .header_block()?
+                        .ok_or_else(|| TarLayerError::Truncated {
+                            at: self.position(),
+                        })?;
                     let (more, next) =
                         parse_sparse_extension(&block).map_err(|e| self.invalid(e))?;
                     map.extend(more);
@@ -443,6 +518,59 @@ impl<R: Read> TarLayer<R> {
         } else {
             size = 0;
         }
+        self.remaining = payload;
+        self.padding = pad(payload);
+        Ok(Header {
+            raw: self.raw.as_mut().map(std::mem::take).unwrap_or_default(),
+            typeflag,
+            name,
+            link,
+            uname,
+            gname,
+            size,
+            mode: h.mode,
+            uid: uid as u64,
+            gid: gid as u64,
+            mtime,
+            atime,
+            dev_major,
+            dev_minor,
+            xattrs,
+            sparse: segments,
+        })
+    }
+
+    /// Cleans the header's paths and classifies it (whiteouts included).
+    fn entry(&self, h: Header) -> Result<Entry, TarLayerError> {
+        let path = clean_path(&h.name);
+        let mut size = h.size;
+        let mut segments = h.sparse;
+        let mut kind = match h.typeflag {
+            b'0' | b'7' => EntryKind::File,
+            b'5' => EntryKind::Dir,
+            b'1' => {
+                let target = clean_path(&h.link);
+                if target.as_os_str().is_empty() {
+                    return Err(self.invalid("hard link to the root directory"));
+                }
+                EntryKind::Hardlink { target }
+            }
+            b'2' => EntryKind::Symlink {
+                target: OsString::from_vec(h.link),
+            },
+            b'3' => EntryKind::CharDevice {
+                major: h.dev_major,
+                minor: h.dev_minor,
+            },
+            b'4' => EntryKind::BlockDevice {
+                major: h.dev_major,
+                minor: h.dev_minor,
+            },
+            b'6' => EntryKind::Fifo,
+            other => {
+                return Err(self.invalid(format!("unsupported entry type {:?}", other as char)));
+            }
+        };
         if let Some(whiteout) =
             whiteout_kind(path.as_os_str().as_encoded_bytes()).map_err(|e| self.invalid(e))?
         {
@@ -450,18 +578,16 @@ impl<R: Read> TarLayer<R> {
             size = 0;
             segments = None;
         }
-        self.remaining = payload;
-        self.padding = pad(payload);
         Ok(Entry {
             path,
             kind,
             mode: (h.mode & 0o7777) as u32,
-            uid: uid as u64,
-            gid: gid as u64,
-            mtime,
-            atime,
+            uid: h.uid,
+            gid: h.gid,
+            mtime: h.mtime,
+            atime: h.atime,
             size,
-            xattrs,
+            xattrs: h.xattrs,
             sparse: segments,
         })
     }
