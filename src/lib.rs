@@ -23,6 +23,8 @@
 pub mod cache;
 pub mod content;
 pub mod fdstore;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod image;
 pub mod lazy_mount;
 pub mod metadata;

@@ -18,6 +18,8 @@
 
 mod abi;
 pub mod chunk_source;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod layer;
 mod mount;
 mod ops;

@@ -554,33 +554,50 @@ impl Worker {
     }
 
     fn answer(&self, dev: BorrowedFd<'_>, msg: &[u8]) {
-        let Some((h, _)) = take::<InHeader>(msg) else {
-            warn!(bytes = msg.len(), "short FUSE request ignored");
+        let Some((unique, opcode, bytes)) =
+            answer_request(&self.fs, msg, self.dev.as_fd(), self.neg)
+        else {
             return;
-        };
-        let body = if (h.len as usize) <= msg.len() && h.len as usize >= size_of::<InHeader>() {
-            &msg[size_of::<InHeader>()..h.len as usize]
-        } else {
-            let _ = write_all(dev, &error_reply(h.unique, libc::EINVAL));
-            return;
-        };
-        let out = if h.opcode == abi::opcode::INIT {
-            Err(libc::EPROTO)
-        } else {
-            self.fs.handle(&h, body, self.dev.as_fd(), self.neg)
-        };
-        let bytes = match out {
-            Ok(Some(reply)) => reply.finish(h.unique),
-            Ok(None) => return,
-            Err(errno) => error_reply(h.unique, errno),
         };
         if let Err(e) = write_all(dev, &bytes) {
             // ENOENT: the request was interrupted and is gone.
             if e.raw_os_error() != Some(libc::ENOENT) {
-                debug!(opcode = h.opcode, error = %e, "writing a FUSE reply failed");
+                debug!(opcode, unique, error = %e, "writing a FUSE reply failed");
             }
         }
     }
+}
+
+/// Decodes one request read from the device (header, then the body the header's length
+/// bounds) and answers it: `(unique, opcode, reply bytes)`, or `None` when no reply is due
+/// (a request too short to have a header, FORGET and the like). `dev` is where backing
+/// files are registered for passthrough.
+pub(crate) fn answer_request(
+    fs: &LayerFs,
+    msg: &[u8],
+    dev: BorrowedFd<'_>,
+    neg: Negotiated,
+) -> Option<(u64, u32, Vec<u8>)> {
+    let Some((h, _)) = take::<InHeader>(msg) else {
+        warn!(bytes = msg.len(), "short FUSE request ignored");
+        return None;
+    };
+    let body = if (h.len as usize) <= msg.len() && h.len as usize >= size_of::<InHeader>() {
+        &msg[size_of::<InHeader>()..h.len as usize]
+    } else {
+        return Some((h.unique, h.opcode, error_reply(h.unique, libc::EINVAL)));
+    };
+    let out = if h.opcode == abi::opcode::INIT {
+        Err(libc::EPROTO)
+    } else {
+        fs.handle(&h, body, dev, neg)
+    };
+    let bytes = match out {
+        Ok(Some(reply)) => reply.finish(h.unique),
+        Ok(None) => return None,
+        Err(errno) => error_reply(h.unique, errno),
+    };
+    Some((h.unique, h.opcode, bytes))
 }
 
 /// A mount source string the kernel shows in `/proc/mounts`.

@@ -474,17 +474,20 @@ async fn token_from(
     realm: &Url,
 ) -> Result<(String, Duration), RegistryError> {
     let body = super::response::read_limited(resp, MAX_TOKEN_RESPONSE, realm).await?;
-    let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|e| {
-        RegistryError::invalid_response(realm, format!("token answer is not JSON: {e}"))
-    })?;
+    parse_token_answer(&body, time::OffsetDateTime::now_utc())
+        .map_err(|reason| RegistryError::invalid_response(realm, reason))
+}
+
+/// A token endpoint's body: the token and how long it stays valid from `now_wall`.
+pub(crate) fn parse_token_answer(
+    body: &[u8],
+    now_wall: time::OffsetDateTime,
+) -> Result<(String, Duration), String> {
+    let answer: TokenAnswer =
+        serde_json::from_slice(body).map_err(|e| format!("token answer is not JSON: {e}"))?;
     answer
-        .into_token(time::OffsetDateTime::now_utc())
-        .ok_or_else(|| {
-            RegistryError::invalid_response(
-                realm,
-                "token answer has neither token nor access_token",
-            )
-        })
+        .into_token(now_wall)
+        .ok_or_else(|| "token answer has neither token nor access_token".to_string())
 }
 
 async fn body_hint(resp: reqwest::Response) -> String {

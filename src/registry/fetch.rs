@@ -408,7 +408,7 @@ fn is_specific(t: &str) -> bool {
 }
 
 /// A manifest's media type from its body: its `mediaType` field, else by shape.
-fn sniff_media_type(body: &[u8]) -> Option<String> {
+pub(crate) fn sniff_media_type(body: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Shape {

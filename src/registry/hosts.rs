@@ -323,6 +323,20 @@ fn parse_hosts_file(dir: &Path, file: &Path, text: &str) -> Result<Vec<Parsed>, 
     Ok(out)
 }
 
+/// Parses `hosts.toml` text as if it were a registry's file (for the fuzz targets; nothing
+/// is read from disk): how many hosts it names, and whether each has a usable base URL.
+pub(crate) fn parse_hosts_text(text: &str) -> Result<Vec<bool>, RegistryError> {
+    let dir = Path::new("certs.d/registry.example");
+    let parsed = parse_hosts_file(dir, &dir.join("hosts.toml"), text)?;
+    Ok(parsed
+        .iter()
+        .map(|p| match p {
+            Parsed::Host(h) => h.base_url().is_ok(),
+            Parsed::Default(_) => true,
+        })
+        .collect())
+}
+
 /// containerd's `parseHostConfig` for an entry with a URL.
 fn parse_host(dir: &Path, server: &str, entry: &Table) -> Result<RegistryHost, String> {
     let with_scheme = if server.starts_with("http") {

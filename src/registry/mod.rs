@@ -35,6 +35,7 @@ pub use auth::{Challenge, Scope, parse_challenges};
 pub use client::{ClientOptions, RegistryClient};
 pub use credentials::{Credential, DockerConfig};
 pub use error::RegistryError;
+pub(crate) use fetch::sniff_media_type;
 pub use fetch::{
     ContentRange, MANIFEST_ACCEPT, MAX_MANIFEST_SIZE, check_range, is_partial, parse_content_range,
 };

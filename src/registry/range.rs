@@ -281,6 +281,24 @@ pub(crate) fn slice_spans(
         .collect()
 }
 
+/// Parses a `multipart/byteranges` answer (for the fuzz targets): the parts' ranges and
+/// sizes, and whether it was complete; `None` when the Content-Type is not multipart.
+pub(crate) fn parse_byteranges(
+    content_type: &str,
+    body: &[u8],
+) -> Option<Result<(crate::fuzzing::PartSpans, bool), String>> {
+    let boundary = multipart::boundary(content_type)?;
+    let body = Bytes::copy_from_slice(body);
+    Some(multipart::parse(&body, &boundary).map(|p| {
+        let parts = p
+            .parts
+            .into_iter()
+            .map(|part| (part.range, part.data.len()))
+            .collect();
+        (parts, p.complete)
+    }))
+}
+
 /// The wait before attempt `attempt + 1`: 100 ms doubling, capped at 2 s, ±50 % jitter so
 /// that readers failing together do not retry together.
 pub(crate) fn backoff(attempt: u32) -> Duration {
