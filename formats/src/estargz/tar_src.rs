@@ -210,7 +210,12 @@ mod tests {
     /// path would name the file `pax/loses`.
     fn tricky_layer(long: &str) -> (Vec<u8>, usize) {
         let mut pax = Vec::new();
-        for (k, v) in [("path", "pax/loses"), ("size", "5")] {
+        for (k, v) in [
+            ("path", "pax/loses"),
+            ("size", "5"),
+            ("mtime", ""),
+            ("SCHILY.xattr.user.empty", ""),
+        ] {
             let rec = format!(" {k}={v}\n");
             // The length counts its own digits.
             let len = (1..5)
@@ -246,6 +251,11 @@ mod tests {
         while let Some(e) = tl.next_entry().unwrap() {
             let mut data = vec![0u8; tl.remaining() as usize];
             tl.read_data_exact(&mut data).unwrap();
+            if e.size == 5 {
+                // An empty PAX mtime keeps the header's; an empty xattr is still an xattr.
+                assert_eq!(e.mtime.secs, 1_700_000_000);
+                assert_eq!(e.xattrs, [("user.empty".into(), Vec::new())]);
+            }
             unpacked.push((e.path.to_string_lossy().into_owned(), e.size, data));
         }
         let expected = vec![
@@ -267,6 +277,13 @@ mod tests {
                     break;
                 }
                 data.extend_from_slice(&buf[..n]);
+            }
+            if m.size == 5 {
+                assert_eq!(m.mtime, 1_700_000_000);
+                assert_eq!(
+                    m.xattrs,
+                    BTreeMap::from([("user.empty".into(), Vec::new())])
+                );
             }
             converted.push((m.name, m.size, data));
             raws.push(raw);

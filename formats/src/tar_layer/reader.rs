@@ -349,8 +349,9 @@ impl<R: Read> TarLayer<R> {
             Some(String::from_utf8_lossy(ext.long_name.as_ref().unwrap_or(&name)).into_owned());
         self.in_entry = true;
         for (key, value) in ext.pax {
-            // As in Go's archive/tar, a record with an empty value changes nothing.
-            if value.is_empty() {
+            // As in Go's archive/tar, a record with an empty value leaves the header's field
+            // as it is; an xattr may still be empty (containerd sets it from PAXRecords).
+            if value.is_empty() && !key.starts_with(b"SCHILY.xattr.") {
                 continue;
             }
             let text = || String::from_utf8_lossy(&value).into_owned();
