@@ -4,7 +4,7 @@
 CARGO ?= cargo
 NEXTEST_PROFILE ?= $(if $(CI),ci,default)
 
-.PHONY: all setup build demo lint test bench clean
+.PHONY: all setup build demo lint test bench fuzz clean
 
 all: build
 
@@ -42,6 +42,25 @@ bench: build
 	target/release/strata-bench ingest --strata target/release/strata
 	target/release/strata-bench pull --strata target/release/strata
 	target/release/strata-bench range
+
+## fuzz: build every fuzz target (cargo-fuzz, nightly), then run each for FUZZ_SECONDS
+## (default 30) from its seeds in fuzz/seeds/<target>/ (read-only); the working corpus is
+## fuzz/corpus/<target>/. A crash stops the run; its input lands in fuzz/artifacts/<target>/
+## and becomes a regression test.
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS ?= tar_layer estargz_open elf_parse filter_parse fuse_request \
+	multipart_byteranges hosts_toml daemon_config registry_json fdstore_protocol
+
+fuzz:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && $(CARGO) +nightly fuzz build
+	@set -e; cd fuzz; for t in $(FUZZ_TARGETS); do \
+		mkdir -p corpus/$$t seeds/$$t; \
+		echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
+		$(CARGO) +nightly fuzz run $$t corpus/$$t seeds/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1; \
+	done
 
 clean:
 	$(CARGO) clean
