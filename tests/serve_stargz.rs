@@ -469,6 +469,13 @@ fn rpull_mounts_every_layer_lazily_and_the_container_reads_right_bytes() {
         "{}",
         s.context("layer mounts left after removal")
     );
+    // Removal went as it should: nothing to warn about.
+    let log = s.serve.log_text();
+    assert!(
+        !log.contains("releasing a remote snapshot's layer"),
+        "{}",
+        s.context("a warning at a removal that succeeded")
+    );
 
     // A graceful stop with no lazy mount left leaves no process behind.
     assert_eq!(holder_pids(&s.dir).len(), 1, "{}", s.context("the holder"));

@@ -300,6 +300,13 @@ impl FuseServer {
         self.shutdown()
     }
 
+    /// [`Self::unmount`] of a mount that is now at `mountpoint`: a snapshot directory is
+    /// renamed into the trash before it is removed, and its mounts move with it.
+    pub fn unmount_at(mut self, mountpoint: &Path) -> Result<(), FuseError> {
+        self.mountpoint = Some(mountpoint.to_owned());
+        self.shutdown()
+    }
+
     fn shutdown(&mut self) -> Result<(), FuseError> {
         let mut result = Ok(());
         if let Some(mp) = self.mountpoint.take() {

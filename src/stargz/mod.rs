@@ -941,7 +941,7 @@ impl RemoteLayers for StargzLayers {
         match mount {
             Some(m) => m
                 .server
-                .unmount()
+                .unmount_at(fs)
                 .map_err(|e| internal(format_args!("stargz: unmount {}", fs.display()), e)),
             None if is_mountpoint(fs) => strata_snapshotters::mount::unmount_all(fs, true)
                 .map_err(|e| internal(format_args!("stargz: unmount {}", fs.display()), e)),
