@@ -16,9 +16,14 @@ use super::format;
 /// Which snapshotter a command works on.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct SnapshotterArg {
-    /// The snapshotter (overlayfs, native, stargz).
+    /// The snapshotter: overlayfs, native, stargz, or a name the daemon's configuration
+    /// maps to one of them (`[snapshotters]`, e.g. `strata`), as containerd names it.
     #[arg(long, global = true, default_value = strata::snapshots::DEFAULT_SNAPSHOTTER)]
     snapshotter: String,
+    /// The daemon's configuration file, for its `[snapshotters]` names. Default:
+    /// /etc/strata/config.toml, if it exists.
+    #[arg(long = "config", global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// The socket of `strata serve`, used when the daemon holds the snapshotter's
     /// metadata (only one process at a time can open it).
     #[arg(long, global = true, env = "STRATA_SOCKET", default_value = strata::serve::config::DEFAULT_SOCKET)]
@@ -29,7 +34,8 @@ impl SnapshotterArg {
     /// The snapshotter's metadata directly, or, while `strata serve` holds it, the daemon
     /// over its socket.
     fn open(&self, root: &Path) -> anyhow::Result<Arc<dyn Snapshotter>> {
-        match strata::snapshots::open_snapshotter(root, &self.snapshotter, &Default::default()) {
+        let implementation = self.implementation()?;
+        match strata::snapshots::open_snapshotter(root, &implementation, &Default::default()) {
             Ok(sn) => Ok(sn),
             Err(e) if e.kind() == strata_snapshotters::ErrorKind::Unavailable => {
                 match strata::serve::client::DaemonSnapshotter::connect(
@@ -45,6 +51,32 @@ impl SnapshotterArg {
             }
             Err(e) => Err(e).with_context(|| format!("snapshotter {}", self.snapshotter)),
         }
+    }
+}
+
+impl SnapshotterArg {
+    /// The implementation answering the snapshotter's name: itself for overlayfs, native
+    /// and stargz; otherwise what the daemon's configuration maps the name to.
+    fn implementation(&self) -> anyhow::Result<String> {
+        if strata::snapshots::SNAPSHOTTERS.contains(&self.snapshotter.as_str()) {
+            return Ok(self.snapshotter.clone());
+        }
+        let config = strata::serve::config::Config::load(self.config.as_deref())?;
+        let names = config
+            .resolved_snapshotters()
+            .map_err(|message| anyhow::anyhow!("{message}"))?;
+        names.get(&self.snapshotter).cloned().ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown snapshotter {:?}: not overlayfs, native or stargz, and the daemon's \
+                 configuration ({}) names only {}",
+                self.snapshotter,
+                self.config.as_deref().map_or_else(
+                    || strata::serve::config::DEFAULT_CONFIG_PATH.to_string(),
+                    |p| p.display().to_string()
+                ),
+                names.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
     }
 }
 
