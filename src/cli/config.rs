@@ -6,6 +6,8 @@ use clap::Subcommand;
 #[derive(Debug, Subcommand)]
 pub(crate) enum ConfigCommand {
     /// Print the default configuration, every key commented (for /etc/strata/config.toml).
+    #[command(after_help = "Examples:\n  strata config default | less\n  \
+        mkdir -p /etc/strata && strata config default > /etc/strata/config.toml")]
     Default,
 }
 

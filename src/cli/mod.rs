@@ -52,10 +52,18 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Manage the content store: blobs addressed by digest.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  strata content ingest ./layer.tar.gz\n  strata content ls\n  \
+        strata content info sha256:…\n  strata content gc --dry-run"
+    )]
     Content(content::ContentCommand),
     /// Manage images: import archives and layouts, list and remove image records.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  strata image import ./image-layout/\n  strata image ls\n  \
+        strata image rm docker.io/library/alpine:3.20"
+    )]
     Image(image::ImageCommand),
     /// Pull an image from a registry into the store (verified, resumable).
     Pull(transfer::PullArgs),
@@ -72,7 +80,10 @@ enum Command {
     /// Serve the snapshotters to containerd on a unix socket (proxy snapshotter plugin).
     Serve(serve::ServeArgs),
     /// The daemon's configuration file.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  mkdir -p /etc/strata && strata config default > /etc/strata/config.toml"
+    )]
     Config(config::ConfigCommand),
     /// Keep `strata serve`'s FUSE descriptors across its restarts (started by the daemon).
     #[command(hide = true)]

@@ -12,7 +12,9 @@ use strata::serve::config::{Config, LogFormat};
 #[derive(Debug, Args)]
 #[command(
     after_help = "Flags override the configuration file; `strata config default` prints it, documented.\n\
-containerd: [proxy_plugins.strata] type = \"snapshot\" address = \"/run/strata/strata.sock\""
+containerd: [proxy_plugins.strata] type = \"snapshot\" address = \"/run/strata/strata.sock\"\n\n\
+Examples:\n  strata serve\n  strata serve --config /etc/strata/config.toml --socket /run/strata/strata.sock\n  \
+strata --log-level strata=debug serve --log-format json"
 )]
 pub(crate) struct ServeArgs {
     /// Configuration file (TOML). Default: /etc/strata/config.toml, if it exists.

@@ -108,23 +108,33 @@ pub(crate) struct SnapshotArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum SnapshotCommand {
     /// List snapshots: key, parent, kind.
+    #[command(
+        after_help = "Examples:\n  strata snapshot ls\n  strata snapshot --snapshotter native ls --filter 'kind==committed'\n  strata snapshot ls --filter 'labels.\"containerd.io/snapshot.ref\"'"
+    )]
     Ls {
         /// containerd filters (`kind==committed`, `parent==…`, `labels."k"==v`); any matches.
         #[arg(long)]
         filter: Vec<String>,
     },
     /// Show one snapshot as JSON (kind, name, parent, labels, times).
+    #[command(
+        after_help = "Examples:\n  strata snapshot info sha256:…\n  strata snapshot --snapshotter stargz info sha256:…   # adds what was fetched lazily"
+    )]
     Info {
         /// The snapshot key.
         key: String,
     },
     /// Remove snapshots (those with children cannot be removed).
+    #[command(
+        after_help = "Examples:\n  strata snapshot rm my-container\n  strata snapshot --snapshotter native rm view-1 view-2"
+    )]
     Rm {
         /// Snapshot keys.
         #[arg(required = true)]
         keys: Vec<String>,
     },
     /// Print the mount commands of an active snapshot or view, for TARGET.
+    #[command(after_help = "Example:\n  strata snapshot mounts /mnt/c1 my-container | sh")]
     Mounts {
         /// The directory the mounts are meant for.
         target: PathBuf,
@@ -132,11 +142,17 @@ pub(crate) enum SnapshotCommand {
         key: String,
     },
     /// Disk usage (bytes, inodes) of snapshots, not counting their parents.
+    #[command(
+        after_help = "Examples:\n  strata snapshot usage\n  strata snapshot usage my-container"
+    )]
     Usage {
         /// Only these keys (default: all).
         keys: Vec<String>,
     },
     /// Create an active snapshot over a committed parent; prints its mounts.
+    #[command(
+        after_help = "Examples:\n  strata snapshot prepare scratch\n  strata snapshot prepare my-container sha256:…   # over an image's top layer"
+    )]
     Prepare {
         /// The new key.
         key: String,
@@ -144,6 +160,7 @@ pub(crate) enum SnapshotCommand {
         parent: Option<String>,
     },
     /// Create a read-only view of a committed snapshot; prints its mounts.
+    #[command(after_help = "Example:\n  strata snapshot view inspect-1 sha256:…")]
     View {
         /// The new key.
         key: String,
@@ -151,6 +168,7 @@ pub(crate) enum SnapshotCommand {
         parent: Option<String>,
     },
     /// Commit an active snapshot under a name.
+    #[command(after_help = "Example:\n  strata snapshot commit my-layer my-container")]
     Commit {
         /// The committed snapshot's name.
         name: String,
