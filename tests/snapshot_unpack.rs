@@ -105,16 +105,26 @@ fn pull_mount_and_compare(snapshotter: &str) {
             dir.to_str().unwrap(),
         ],
     );
-    let captured = FileTree::capture(&dir);
-    let umount = env.strata(
+    // Removing the mount's snapshot under the live mount is refused, and the tree stays
+    // whole (compared below).
+    let rm = env.strata(
         "dst",
         &[
-            "umount",
+            "snapshot",
             "--snapshotter",
             snapshotter,
+            "rm",
             dir.to_str().unwrap(),
         ],
     );
+    assert!(
+        !rm.status.success() && String::from_utf8_lossy(&rm.stderr).contains("it is mounted"),
+        "snapshot rm of a mounted snapshot: {}",
+        String::from_utf8_lossy(&rm.stderr)
+    );
+    let captured = FileTree::capture(&dir);
+    // umount finds the snapshotter the mount used by itself.
+    let umount = env.strata("dst", &["umount", dir.to_str().unwrap()]);
     let tree = captured.unwrap();
     let diff = fx.reference.diff_with(&tree, Mtimes::ExceptDirs);
     assert!(

@@ -274,9 +274,51 @@ pub fn unmount_all(target: &Path, detach: bool) -> io::Result<()> {
     }
 }
 
+/// Whether something is mounted on `target` (an absolute path), by this process's
+/// `/proc/self/mountinfo` (whose mount points escape space, tab, newline and backslash
+/// as octal).
+pub fn is_mounted(target: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = target.as_os_str().as_bytes();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|point| unescape_mountinfo(point) == want)
+}
+
+fn unescape_mountinfo(field: &str) -> Vec<u8> {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && let Some(code) = bytes
+                .get(i + 1..i + 4)
+                .and_then(|o| std::str::from_utf8(o).ok())
+                .and_then(|o| u8::from_str_radix(o, 8).ok())
+        {
+            out.push(code);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mountinfo_mount_points_are_unescaped() {
+        assert_eq!(unescape_mountinfo(r"/mnt/a\040b\134c"), b"/mnt/a b\\c");
+        assert_eq!(unescape_mountinfo("/plain"), b"/plain");
+        assert!(is_mounted(Path::new("/proc")));
+        assert!(!is_mounted(Path::new("/proc/self")));
+    }
 
     #[test]
     fn options_split_into_flags_and_data() {

@@ -208,6 +208,14 @@ pub(crate) fn run(root: &Path, args: &SnapshotArgs) -> anyhow::Result<()> {
         }
         SnapshotCommand::Rm { keys } => {
             for key in keys {
+                // A `strata mount` keys its snapshot by its directory: removing it under
+                // the live mount would empty the mounted tree (containerd refuses too).
+                if Path::new(key).is_absolute() && mount::is_mounted(Path::new(key)) {
+                    bail!(
+                        "remove snapshot {key}: it is mounted on {key} (failed precondition); \
+                         `strata umount {key}` unmounts and removes it"
+                    );
+                }
                 sn.remove(key)
                     .with_context(|| format!("remove snapshot {key}"))?;
                 println!("{key}");
@@ -396,10 +404,45 @@ pub(crate) fn mount_image(root: &Path, args: &MountArgs) -> anyhow::Result<()> {
 
 pub(crate) fn umount(root: &Path, args: &UmountArgs) -> anyhow::Result<()> {
     let key = mount_key(&args.dir)?;
+    // The mount's snapshot is in the snapshotter `strata mount` used: the one named, else
+    // whichever of them holds a snapshot under this key.
+    let mut tried = Vec::new();
+    let mut found = None;
+    let mut names = vec![args.snapshotter.snapshotter.clone()];
+    names.extend(
+        strata::snapshots::SNAPSHOTTERS
+            .iter()
+            .map(|s| s.to_string())
+            .filter(|s| *s != args.snapshotter.snapshotter),
+    );
+    for name in names {
+        let arg = SnapshotterArg {
+            snapshotter: name.clone(),
+            ..args.snapshotter.clone()
+        };
+        let sn = arg.open(root)?;
+        match sn.stat(&key) {
+            Ok(_) => {
+                found = Some((name, sn));
+                break;
+            }
+            Err(e) if e.kind() == strata_snapshotters::ErrorKind::NotFound => {
+                sn.close()?;
+                tried.push(name);
+            }
+            Err(e) => return Err(e).with_context(|| format!("umount {key}: snapshotter {name}")),
+        }
+    }
+    let Some((name, sn)) = found else {
+        bail!(
+            "umount {key}: no snapshot of a `strata mount` there (looked in {}); \
+             a `strata mount --lazy` is unmounted by stopping it (Ctrl-C)",
+            tried.join(", ")
+        );
+    };
     mount::unmount_all(Path::new(&key), false).with_context(|| format!("umount {key}"))?;
-    let sn = args.snapshotter.open(root)?;
     sn.remove(&key)
-        .with_context(|| format!("umount {key}: remove its snapshot"))?;
+        .with_context(|| format!("umount {key}: remove its {name} snapshot"))?;
     sn.close()?;
     eprintln!("unmounted {key}");
     Ok(())

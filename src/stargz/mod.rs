@@ -1032,11 +1032,7 @@ fn fuse_connection_at(path: &Path) -> Option<u32> {
 }
 
 fn is_mountpoint(path: &Path) -> bool {
-    let Some(want) = path.to_str() else {
-        return false;
-    };
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .is_ok_and(|m| m.lines().any(|l| l.split(' ').nth(4) == Some(want)))
+    strata_snapshotters::mount::is_mounted(path)
 }
 
 #[cfg(test)]
