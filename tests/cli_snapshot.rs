@@ -84,3 +84,37 @@ fn snapshot_commands_accept_the_names_the_daemon_serves() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_interrupted_unpack_is_listed_as_one_key_and_pruned() {
+    let env = Env::new();
+    let chain = format!("sha256:{}", "ab".repeat(32));
+    let stale = format!("extract-18f0c2a1 {chain}");
+    {
+        // What a `strata pull` killed between Prepare and Commit leaves.
+        let sn =
+            strata::snapshots::open_snapshotter(&env.path("root"), "native", &Default::default())
+                .unwrap();
+        let labels = std::collections::BTreeMap::from([(
+            strata::image::unpack::LABEL_SNAPSHOT_REF.to_owned(),
+            chain.clone(),
+        )]);
+        sn.prepare(&stale, "", labels.clone()).unwrap();
+        // containerd's own unpacks (namespaced) and other active snapshots are not Strata's
+        // to prune.
+        sn.prepare(&format!("default/3/extract-1 {chain}"), "", labels)
+            .unwrap();
+        sn.prepare("my-container", "", Default::default()).unwrap();
+        sn.close().unwrap();
+    }
+    let ls = env.strata_ok("root", &["snapshot", "--snapshotter", "native", "ls"]);
+    assert!(ls.contains(&format!("\"{stale}\"")), "{ls}");
+    let pruned = env.strata_ok("root", &["snapshot", "--snapshotter", "native", "prune"]);
+    assert_eq!(pruned.trim(), stale);
+    let ls = env.strata_ok("root", &["snapshot", "--snapshotter", "native", "ls"]);
+    assert!(!ls.contains("extract-18f0c2a1"), "{ls}");
+    assert!(
+        ls.contains("default/3/extract-1") && ls.contains("my-container"),
+        "{ls}"
+    );
+}

@@ -60,6 +60,21 @@ fn pull_mount_and_compare(snapshotter: &str) {
         .unwrap();
     let reference = format!("{}/debian/fixture:{snapshotter}", registry.host());
 
+    // What a pull stopped by Ctrl-C between a layer's Prepare and Commit leaves behind:
+    // the next pull removes it.
+    let stale = format!("extract-18f0c2a1 sha256:{}", "ab".repeat(32));
+    {
+        let sn =
+            strata::snapshots::open_snapshotter(&env.path("dst"), snapshotter, &Default::default())
+                .unwrap();
+        let labels = std::collections::BTreeMap::from([(
+            strata::image::unpack::LABEL_SNAPSHOT_REF.to_owned(),
+            stale[17..].to_owned(),
+        )]);
+        sn.prepare(&stale, "", labels).unwrap();
+        sn.close().unwrap();
+    }
+
     let pull = env.strata(
         "dst",
         &[
@@ -72,6 +87,10 @@ fn pull_mount_and_compare(snapshotter: &str) {
     );
     let stderr = String::from_utf8_lossy(&pull.stderr);
     assert!(pull.status.success(), "pull failed: {stderr}");
+    assert!(
+        stderr.contains(&format!("removed {stale:?}")),
+        "the interrupted unpack was not removed: {stderr}"
+    );
     let layers = fx.image.image.layers.len();
     assert_eq!(
         stderr.matches(" unpacked ").count(),

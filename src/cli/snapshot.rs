@@ -80,6 +80,19 @@ impl SnapshotterArg {
     }
 }
 
+/// A snapshot key as one shell word: quoted (Rust/JSON string syntax) when it holds
+/// whitespace or quotes, as is.
+fn quote_key(key: &str) -> String {
+    if key
+        .chars()
+        .any(|c| c.is_whitespace() || c == '"' || c == '\\')
+    {
+        format!("{key:?}")
+    } else {
+        key.to_owned()
+    }
+}
+
 /// The lazy-loading state `strata serve` keeps for a stargz snapshot (bytes fetched,
 /// percent, errors), from the daemon's state file.
 fn lazy_state(root: &Path, key: &str) -> Option<serde_json::Value> {
@@ -167,6 +180,10 @@ pub(crate) enum SnapshotCommand {
         /// The committed parent (default: none).
         parent: Option<String>,
     },
+    /// Remove the active snapshots interrupted unpacks left (a `strata pull` stopped by
+    /// Ctrl-C or a crash); the next pull and `strata serve`'s start do it too.
+    #[command(after_help = "Example:\n  strata snapshot prune")]
+    Prune,
     /// Commit an active snapshot under a name.
     #[command(after_help = "Example:\n  strata snapshot commit my-layer my-container")]
     Commit {
@@ -191,9 +208,18 @@ pub(crate) fn run(root: &Path, args: &SnapshotArgs) -> anyhow::Result<()> {
                 Ok(())
             })?;
             rows.sort_by(|a, b| a.0.cmp(&b.0));
-            println!("{:<72} {:<72} KIND", "KEY", "PARENT");
+            // Columns as wide as their longest entry (containerd's keys such as
+            // `default/12/sha256:…` are longer than a digest); a key with whitespace
+            // (an unpack's `extract-… sha256:…`) is quoted so that it reads as one.
+            let rows: Vec<(String, String, Kind)> = rows
+                .into_iter()
+                .map(|(name, parent, kind)| (quote_key(&name), quote_key(&parent), kind))
+                .collect();
+            let key_width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(3);
+            let parent_width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(6);
+            println!("{:<key_width$} {:<parent_width$} KIND", "KEY", "PARENT");
             for (name, parent, kind) in rows {
-                println!("{name:<72} {parent:<72} {kind}");
+                println!("{name:<key_width$} {parent:<parent_width$} {kind}");
             }
         }
         SnapshotCommand::Info { key } => {
@@ -205,6 +231,11 @@ pub(crate) fn run(root: &Path, args: &SnapshotArgs) -> anyhow::Result<()> {
                 json["Lazy"] = lazy;
             }
             println!("{}", serde_json::to_string_pretty(&json)?);
+        }
+        SnapshotCommand::Prune => {
+            for key in strata::image::unpack::remove_interrupted_unpacks(&*sn)? {
+                println!("{key}");
+            }
         }
         SnapshotCommand::Rm { keys } => {
             for key in keys {

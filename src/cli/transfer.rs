@@ -243,6 +243,11 @@ fn pull_quiet(root: &Path, args: &PullArgs) -> anyhow::Result<String> {
                 .with_context(|| {
                     format!("pull {}: snapshotter {}", args.reference, args.snapshotter)
                 })?;
+        // This process holds the snapshotter alone: an unpack left active is one that was
+        // interrupted (Ctrl-C, a crash), never one in flight.
+        for key in strata::image::unpack::remove_interrupted_unpacks(&*snapshotter)? {
+            eprintln!("removed {key:?}, the active snapshot of an interrupted unpack");
+        }
         Some(UnpackTarget {
             snapshotter,
             scratch: strata::snapshots::scratch_dir(root, &args.snapshotter),

@@ -179,6 +179,49 @@ pub struct Unpacker<'a> {
     scratch: PathBuf,
 }
 
+/// Whether `key` is an unpack's active snapshot as Strata itself makes them
+/// (`extract-<unique> <chainID>`). containerd's own unpacks reach `strata serve` with
+/// their namespace in front (`default/3/extract-…`) and are never matched.
+pub fn is_strata_unpack_key(key: &str) -> bool {
+    key.strip_prefix("extract-")
+        .and_then(|rest| rest.split_once(' '))
+        .is_some_and(|(unique, chain)| {
+            !unique.is_empty() && !unique.contains('/') && chain.starts_with("sha256:")
+        })
+}
+
+/// Removes the active snapshots that interrupted unpacks left in `snapshotter` (a
+/// `strata pull` stopped by Ctrl-C or a crash between Prepare and Commit); returns their
+/// keys. Only for a snapshotter this process holds exclusively — the snapshotter's
+/// metadata can be open in one process only, so no unpack of another process can be in
+/// flight — and only keys [`is_strata_unpack_key`] matches.
+///
+/// # Errors
+///
+/// [`ImageError::Snapshot`] when the snapshots cannot be listed or one cannot be removed.
+pub fn remove_interrupted_unpacks(
+    snapshotter: &dyn Snapshotter,
+) -> Result<Vec<String>, ImageError> {
+    let mut stale = Vec::new();
+    snapshotter
+        .walk(&[], &mut |info| {
+            if info.kind == strata_snapshotters::Kind::Active
+                && is_strata_unpack_key(&info.name)
+                && info.labels.contains_key(LABEL_SNAPSHOT_REF)
+            {
+                stale.push(info.name.clone());
+            }
+            Ok(())
+        })
+        .map_err(|e| ImageError::snapshot("list interrupted unpacks".to_owned(), &e))?;
+    for key in &stale {
+        snapshotter.remove(key).map_err(|e| {
+            ImageError::snapshot(format!("remove the interrupted unpack {key:?}"), &e)
+        })?;
+    }
+    Ok(stale)
+}
+
 impl std::fmt::Debug for Unpacker<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Unpacker")

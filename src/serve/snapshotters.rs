@@ -60,6 +60,22 @@ fn open_cleaned(
         )?),
         None => open_snapshotter(root, implementation, overlay)?,
     };
+    // The daemon holds the snapshotter alone now: Strata's own unpacks left active were
+    // interrupted (containerd's are namespaced and left to containerd).
+    match crate::image::unpack::remove_interrupted_unpacks(&*instance) {
+        Ok(keys) => {
+            for key in keys {
+                tracing::info!(
+                    snapshotter = implementation,
+                    key,
+                    "removed the active snapshot of an interrupted unpack"
+                );
+            }
+        }
+        Err(e) => {
+            tracing::warn!(snapshotter = implementation, error = %e, "removing interrupted unpacks")
+        }
+    }
     if let Err(e) = instance.cleanup() {
         let _ = instance.close();
         return Err(SnapshotError::new(
