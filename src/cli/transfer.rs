@@ -74,6 +74,10 @@ pub(crate) struct PullArgs {
     /// Only download; do not unpack (the default for platforms other than the host's).
     #[arg(long)]
     no_unpack: bool,
+    /// The socket of `strata serve`: while the daemon holds the snapshotter's metadata,
+    /// layers are unpacked through it.
+    #[arg(long, env = "STRATA_SOCKET", default_value = strata::serve::config::DEFAULT_SOCKET)]
+    socket: PathBuf,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -126,6 +130,7 @@ pub(crate) fn pull_reference(
         max_concurrent_downloads: 3,
         snapshotter: strata::snapshots::DEFAULT_SNAPSHOTTER.to_owned(),
         no_unpack: true,
+        socket: PathBuf::from(strata::serve::config::DEFAULT_SOCKET),
         registry: registry.clone(),
     };
     pull_quiet(root, &args).map(drop)
@@ -238,16 +243,37 @@ fn pull_quiet(root: &Path, args: &PullArgs) -> anyhow::Result<String> {
     let unpack = if args.no_unpack || platform != Platform::host() {
         None
     } else {
-        let snapshotter =
-            strata::snapshots::open_snapshotter(root, &args.snapshotter, &Default::default())
-                .with_context(|| {
-                    format!("pull {}: snapshotter {}", args.reference, args.snapshotter)
-                })?;
-        // This process holds the snapshotter alone: an unpack left active is one that was
-        // interrupted (Ctrl-C, a crash), never one in flight.
-        for key in strata::image::unpack::remove_interrupted_unpacks(&*snapshotter)? {
-            eprintln!("removed {key:?}, the active snapshot of an interrupted unpack");
-        }
+        let context = || format!("pull {}: snapshotter {}", args.reference, args.snapshotter);
+        let snapshotter: Arc<dyn strata_snapshotters::Snapshotter> =
+            match strata::snapshots::open_snapshotter(root, &args.snapshotter, &Default::default())
+            {
+                Ok(sn) => {
+                    // This process holds the snapshotter alone: an unpack left active is
+                    // one that was interrupted (Ctrl-C, a crash), never one in flight.
+                    for key in strata::image::unpack::remove_interrupted_unpacks(&*sn)? {
+                        eprintln!("removed {key:?}, the active snapshot of an interrupted unpack");
+                    }
+                    sn
+                }
+                // `strata serve` holds it: unpack through the daemon.
+                Err(e) if e.kind() == strata_snapshotters::ErrorKind::Unavailable => {
+                    match strata::serve::client::DaemonSnapshotter::connect(
+                        &args.socket,
+                        &args.snapshotter,
+                    ) {
+                        Ok(daemon) => Arc::new(daemon),
+                        Err(daemon) => {
+                            return Err(anyhow::anyhow!(
+                                "{e}; and through the daemon's socket {} (--socket, \
+                                 STRATA_SOCKET): {daemon}",
+                                args.socket.display()
+                            ))
+                            .with_context(context);
+                        }
+                    }
+                }
+                Err(e) => return Err(e).with_context(context),
+            };
         Some(UnpackTarget {
             snapshotter,
             scratch: strata::snapshots::scratch_dir(root, &args.snapshotter),
