@@ -41,9 +41,10 @@ pub(crate) struct Cli {
     root: PathBuf,
 
     /// Log level: error, warn, info, debug or trace (or a tracing filter such as
-    /// `strata=debug`).
-    #[arg(long, global = true, env = "STRATA_LOG", default_value = "warn")]
-    log_level: String,
+    /// `strata=debug`). Default: warn; for `serve`, its configuration's `log_level`
+    /// (see `strata config default`).
+    #[arg(long, global = true, env = "STRATA_LOG", value_name = "LEVEL")]
+    log_level: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -128,7 +129,7 @@ pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     // `serve` sets up its own logging: its level and format may come from its config file.
     if !matches!(cli.command, Command::Serve(_)) {
-        init_logging(&cli.log_level);
+        init_logging(cli.log_level.as_deref().unwrap_or("warn"));
     }
     let result = match &cli.command {
         Command::Content(c) => content::run(&cli.root, c),
@@ -139,7 +140,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Snapshot(a) => snapshot::run(&cli.root, a),
         Command::Mount(a) => snapshot::mount_image(&cli.root, a),
         Command::Umount(a) => snapshot::umount(&cli.root, a),
-        Command::Serve(a) => serve::run(&cli.root, &cli.log_level, a),
+        Command::Serve(a) => serve::run(&cli.root, cli.log_level.as_deref(), a),
         Command::Config(c) => config::run(c),
         Command::FdHolder(a) => strata::fdstore::holder::run(&a.socket)
             .map_err(|e| anyhow::anyhow!("fd holder {}: {e}", a.socket.display())),

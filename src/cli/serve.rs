@@ -40,13 +40,13 @@ fn given(id: &str) -> bool {
         .is_some_and(|source| matches!(source, ValueSource::CommandLine | ValueSource::EnvVariable))
 }
 
-pub(crate) fn run(root: &Path, log_level: &str, args: &ServeArgs) -> anyhow::Result<()> {
+pub(crate) fn run(root: &Path, log_level: Option<&str>, args: &ServeArgs) -> anyhow::Result<()> {
     let mut config = Config::load(args.config.as_deref())?;
     if given("root") {
         config.root = root.to_path_buf();
     }
-    if given("log_level") {
-        config.log_level = log_level.to_string();
+    if let Some(level) = log_level {
+        config.log_level = level.to_string();
     }
     if let Some(socket) = &args.socket {
         config.socket = socket.clone();
