@@ -504,3 +504,58 @@ fn killed_pull_resumes_in_a_new_process() {
         "resumed with Range: {gets:?}"
     );
 }
+
+#[test]
+fn single_platform_image_of_another_platform_is_not_pulled() {
+    let env = Env::new();
+    let registry = RegistryServer::start().unwrap();
+    let img = ImageSpec::new(Platform::linux_amd64())
+        .layer(LayerSpec::new().file("etc/hello", 0o644, "hello\n"))
+        .build()
+        .unwrap();
+    registry.push_image("team/app", "1", &img).unwrap();
+    let target = format!("{}/team/app:1", registry.host());
+
+    // Not an index: the platform is in the config, and it does not match.
+    let stderr = err(env.strata(
+        "r",
+        &[
+            "pull",
+            "--plain-http",
+            "--no-unpack",
+            "--platform",
+            "linux/arm64",
+            &target,
+        ],
+    ));
+    assert!(
+        stderr.contains("linux/amd64") && stderr.contains("linux/arm64"),
+        "{stderr}"
+    );
+    let images = ok(env.strata("r", &["image", "ls", "-q"]));
+    assert_eq!(images.trim(), "", "no image recorded");
+
+    // A typo is rejected before anything is fetched.
+    let stderr = err(env.strata(
+        "r",
+        &["pull", "--plain-http", "--platform", "linux/amd46", &target],
+    ));
+    assert!(
+        stderr.contains("linux/amd46") && stderr.contains("unknown architecture"),
+        "{stderr}"
+    );
+
+    // The matching platform still pulls.
+    let pulled = ok(env.strata(
+        "r",
+        &[
+            "pull",
+            "--plain-http",
+            "--no-unpack",
+            "--platform",
+            "linux/amd64",
+            &target,
+        ],
+    ));
+    assert_eq!(pulled.trim(), img.manifest.digest);
+}

@@ -164,6 +164,12 @@ fn init_logging(level: &str) {
         .try_init();
 }
 
+/// `--platform`'s parser: clap names the value, the error says only what is wrong with it.
+fn parse_platform(s: &str) -> Result<strata::image::platform::Platform, String> {
+    s.parse()
+        .map_err(|e: strata::image::platform::PlatformError| e.cause())
+}
+
 fn open_store(root: &std::path::Path) -> anyhow::Result<strata::store::Store> {
     use anyhow::Context as _;
     strata::store::Store::open(root).with_context(|| format!("open store at {}", root.display()))

@@ -354,7 +354,7 @@ pub(crate) struct MountArgs {
     /// The directory to mount its rootfs on (must exist).
     dir: PathBuf,
     /// The platform of a multi-platform image (default: this host's).
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse_platform)]
     platform: Option<Platform>,
     /// Mount an eStargz image from its registry lazily, over FUSE (foreground).
     #[arg(long)]

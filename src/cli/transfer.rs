@@ -62,8 +62,9 @@ impl RegistryArgs {
 pub(crate) struct PullArgs {
     /// The image reference (`alpine` means docker.io/library/alpine:latest).
     reference: String,
-    /// The platform to pull from a multi-platform image (default: this host's).
-    #[arg(long)]
+    /// The platform to pull, os/arch[/variant] (default: this host's): the matching entry
+    /// of a multi-platform image; a single-platform image of another platform is an error.
+    #[arg(long, value_parser = super::parse_platform)]
     platform: Option<Platform>,
     /// Blobs downloaded at once.
     #[arg(long, default_value_t = 3)]
@@ -94,7 +95,7 @@ pub(crate) struct PushArgs {
     /// The local image to push (`strata image ls`); default: the same name as REFERENCE.
     local: Option<String>,
     /// Push only this platform's manifest of a multi-platform image.
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse_platform)]
     platform: Option<Platform>,
     /// Blobs uploaded at once.
     #[arg(long, default_value_t = 3)]

@@ -24,10 +24,21 @@ pub struct Platform {
 
 /// Why a platform string did not parse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid platform {input:?}: {reason} (expected os/arch[/variant], e.g. linux/arm64/v8)")]
+#[error("invalid platform {input:?}: {}", self.cause())]
 pub struct PlatformError {
     input: String,
     reason: &'static str,
+}
+
+impl PlatformError {
+    /// Why the input is not a platform, without the input (for callers that name it
+    /// already, such as a command-line parser).
+    pub fn cause(&self) -> String {
+        format!(
+            "{} (expected os/arch[/variant], e.g. linux/arm64/v8)",
+            self.reason
+        )
+    }
 }
 
 impl Platform {
@@ -137,6 +148,62 @@ fn normalize_arch(arch: &str, variant: &str) -> (String, String) {
     (a.to_owned(), v.to_owned())
 }
 
+/// The operating systems containerd's `platforms` package knows (Go's `GOOS` values).
+fn is_known_os(os: &str) -> bool {
+    matches!(
+        os,
+        "aix"
+            | "android"
+            | "darwin"
+            | "dragonfly"
+            | "freebsd"
+            | "hurd"
+            | "illumos"
+            | "ios"
+            | "js"
+            | "linux"
+            | "nacl"
+            | "netbsd"
+            | "openbsd"
+            | "plan9"
+            | "solaris"
+            | "windows"
+            | "zos"
+    )
+}
+
+/// The architectures containerd's `platforms` package knows (Go's `GOARCH` values),
+/// after normalisation (`x86_64` is `amd64`, `aarch64` is `arm64`, …).
+fn is_known_arch(arch: &str) -> bool {
+    matches!(
+        arch,
+        "386"
+            | "amd64"
+            | "amd64p32"
+            | "arm"
+            | "armbe"
+            | "arm64"
+            | "arm64be"
+            | "ppc64"
+            | "ppc64le"
+            | "loong64"
+            | "mips"
+            | "mipsle"
+            | "mips64"
+            | "mips64le"
+            | "mips64p32"
+            | "mips64p32le"
+            | "ppc"
+            | "riscv"
+            | "riscv64"
+            | "s390"
+            | "s390x"
+            | "sparc"
+            | "sparc64"
+            | "wasm"
+    )
+}
+
 impl FromStr for Platform {
     type Err = PlatformError;
 
@@ -156,19 +223,30 @@ impl FromStr for Platform {
             return Err(err("empty or invalid component"));
         }
         let host = Platform::host();
-        match parts.as_slice() {
+        let platform = match parts.as_slice() {
             [one] => {
-                let one = one.to_ascii_lowercase();
-                if ["linux", "windows", "darwin", "freebsd", "macos"].contains(&one.as_str()) {
-                    Ok(Platform::new(&one, &host.architecture, &host.variant))
+                let as_os = Platform::new(one, &host.architecture, &host.variant);
+                if is_known_os(&as_os.os) {
+                    as_os
                 } else {
-                    Ok(Platform::new(&host.os, &one, ""))
+                    let as_arch = Platform::new(&host.os, one, "");
+                    if !is_known_arch(&as_arch.architecture) {
+                        return Err(err("unknown operating system or architecture"));
+                    }
+                    as_arch
                 }
             }
-            [os, arch] => Ok(Platform::new(os, arch, "")),
-            [os, arch, variant] => Ok(Platform::new(os, arch, variant)),
-            _ => Err(err("too many components")),
+            [os, arch] => Platform::new(os, arch, ""),
+            [os, arch, variant] => Platform::new(os, arch, variant),
+            _ => return Err(err("too many components")),
+        };
+        if !is_known_os(&platform.os) {
+            return Err(err("unknown operating system"));
         }
+        if !is_known_arch(&platform.architecture) {
+            return Err(err("unknown architecture"));
+        }
+        Ok(platform)
     }
 }
 
@@ -201,9 +279,26 @@ mod tests {
         assert_eq!(p("linux/386"), p("linux/i386"));
         assert_eq!(p("arm64").architecture, "arm64");
         assert_eq!(p("windows").os, "windows");
-        for bad in ["", "/", "linux//amd64", "a/b/c/d", "linux/amd 64"] {
+        assert_eq!(p("macos/arm64").os, "darwin");
+        assert_eq!(p("linux/riscv64").to_string(), "linux/riscv64");
+        for bad in [
+            "",
+            "/",
+            "linux//amd64",
+            "a/b/c/d",
+            "linux/amd 64",
+            "linux/amd46",
+            "linxu/amd64",
+            "amd46",
+            "linux/arm64x/v8",
+        ] {
             assert!(bad.parse::<Platform>().is_err(), "{bad:?} accepted");
         }
+        let e = "linux/amd46".parse::<Platform>().unwrap_err().to_string();
+        assert!(
+            e.contains("\"linux/amd46\"") && e.contains("unknown architecture"),
+            "{e}"
+        );
     }
 
     #[test]

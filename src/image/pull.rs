@@ -180,6 +180,15 @@ impl PullError {
     }
 }
 
+/// The platform a (single-platform) image's config names, if it names one.
+fn config_platform(config: &[u8]) -> Option<Platform> {
+    let v: serde_json::Value = serde_json::from_slice(config).ok()?;
+    let os = v.get("os")?.as_str()?;
+    let arch = v.get("architecture")?.as_str()?;
+    let variant = v.get("variant").and_then(|v| v.as_str()).unwrap_or("");
+    (!os.is_empty() && !arch.is_empty()).then(|| Platform::new(os, arch, variant))
+}
+
 struct Puller<'a> {
     store: &'a Store,
     client: &'a RegistryClient,
@@ -261,19 +270,38 @@ pub async fn pull(
     let manifest =
         parse_manifest(&manifest_bytes, &format!("manifest {manifest_digest}")).map_err(img)?;
 
-    let mut blobs: Vec<(&'static str, Descriptor)> = vec![("config", manifest.config().clone())];
-    blobs.extend(manifest.layers().iter().map(|l| ("layer", l.clone())));
-    // With unpacking, the config comes first (its diffIDs name the snapshots), then
-    // layers download while earlier ones are applied, in order, on a blocking thread.
+    // The config comes first: a single-platform manifest names its platform only there,
+    // and with unpacking its diffIDs name the snapshots. Layers then download while
+    // earlier ones are applied, in order, on a blocking thread.
+    p.blob("config", manifest.config()).await?;
+    let config = descriptor_digest(manifest.config()).map_err(img)?;
+    let content = store.content().clone();
+    let config_id = config.clone();
+    let config_bytes = tokio::task::spawn_blocking(move || content.read_all(&config_id, 8 << 20))
+        .await
+        .map_err(|e| img(ImageError::invalid("pull", format!("task failed: {e}"))))?
+        .map_err(|e| img(e.into()))?;
+    if root_kind == "manifest"
+        && let Some(found) = config_platform(&config_bytes)
+        && !opts.platform.accepts(&found)
+    {
+        return Err(img(ImageError::NotFound(format!(
+            "manifest {manifest_digest} is a single-platform image for {found}, not {}",
+            opts.platform
+        ))));
+    }
+    let blobs: Vec<(&'static str, Descriptor)> = manifest
+        .layers()
+        .iter()
+        .map(|l| ("layer", l.clone()))
+        .collect();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<usize>();
     let unpacking = match &opts.unpack {
         Some(target) => {
-            p.blob("config", &blobs.remove(0).1).await?;
-            let config = descriptor_digest(manifest.config()).map_err(img)?;
-            let (content, layers) = (store.content().clone(), manifest.layers().clone());
+            let layers = manifest.layers().clone();
             let plan = tokio::task::spawn_blocking(move || {
-                let bytes = content.read_all(&config, 8 << 20)?;
-                let diff_ids = super::unpack::config_diff_ids(&bytes, &format!("config {config}"))?;
+                let diff_ids =
+                    super::unpack::config_diff_ids(&config_bytes, &format!("config {config}"))?;
                 super::unpack::plan_layers(&layers, &diff_ids, &config)
             })
             .await
@@ -289,16 +317,13 @@ pub async fn pull(
         }
         None => None,
     };
-    let offset = usize::from(unpacking.is_none());
     let p = &p;
     let results: Vec<Result<(), PullError>> = futures_util::stream::iter(blobs.iter().enumerate())
         .map(|(i, (kind, desc))| {
             let tx = ready_tx.clone();
             async move {
                 p.blob(kind, desc).await?;
-                if *kind == "layer" {
-                    let _ = tx.send(i - offset);
-                }
+                let _ = tx.send(i);
                 Ok(())
             }
         })
