@@ -294,3 +294,78 @@ fn registry_to_registry_conversion() {
         "{index}"
     );
 }
+
+fn failed(out: Output) -> String {
+    assert!(
+        !out.status.success(),
+        "strata unexpectedly succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn bad_input_is_rejected_naming_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let layout = dir.path().join("layout");
+    strata_testdata::write_oci_layout(
+        &layout,
+        &[(
+            "docker.io/library/sample:1.0",
+            strata_testdata::sample_image(4).into(),
+        )],
+    )
+    .unwrap();
+    ok(strata(
+        &root,
+        &["image", "import", layout.to_str().unwrap()],
+    ));
+    let src = "docker.io/library/sample:1.0";
+
+    // Out-of-range levels: the range of the chosen compression, before any work.
+    let e = failed(strata(&root, &["convert", "--level", "42", src, "x:1"]));
+    assert!(
+        e.contains("'42'") && e.contains("gzip levels are 0–9"),
+        "{e}"
+    );
+    let e = failed(strata(
+        &root,
+        &["convert", "--zstd", "--level", "0", src, "x:1"],
+    ));
+    assert!(
+        e.contains("'0'") && e.contains("zstd levels are 1–22"),
+        "{e}"
+    );
+
+    // A zero chunk size is a usage error, not a broken source.
+    let e = failed(strata(&root, &["convert", "--chunk-size", "0", src, "x:1"]));
+    assert!(
+        e.contains("--chunk-size") && !e.contains("invalid source tar"),
+        "{e}"
+    );
+
+    // A prioritized path the image does not have is named; no image is recorded.
+    let e = failed(strata(
+        &root,
+        &["convert", "--prioritize", "/usr/bin/pyhton3", src, "x:1"],
+    ));
+    assert!(e.contains("\"/usr/bin/pyhton3\""), "{e}");
+    let images = ok(strata(&root, &["image", "ls", "-q"]));
+    assert!(!images.contains("x:1"), "{images}");
+
+    // A typo'd local name is not pulled from Docker Hub: it is reported, with how to pull.
+    let e = failed(strata(&root, &["convert", "sampel:1.0", "x:1"]));
+    assert!(
+        e.contains("\"sampel:1.0\" is not in the store")
+            && e.contains("--pull")
+            && !e.contains("pulling"),
+        "{e}"
+    );
+
+    // The short name of a local image finds it without pulling.
+    let out = strata(&root, &["convert", "sample:1.0", "x:1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("pulling"), "{stderr}");
+}

@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use clap::Args;
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory as _};
 use std::sync::Arc;
 
 use strata::image::convert::{ConvertEvent, ConvertOptions, check, convert};
@@ -23,6 +24,8 @@ use super::progress::Reporter;
 )]
 pub(crate) struct ConvertArgs {
     /// The local image to convert (`strata image ls`), or with --check the one to verify.
+    /// One not in the store is pulled first if SRC names its registry host
+    /// (registry.example.com/app:1) or --pull is given.
     src: String,
     /// The name of the converted image.
     #[arg(required_unless_present = "check")]
@@ -33,13 +36,13 @@ pub(crate) struct ConvertArgs {
     /// zstd:chunked instead of gzip eStargz.
     #[arg(long)]
     zstd: bool,
-    /// Largest uncompressed chunk of a file per compressed member, in bytes.
-    #[arg(long, default_value_t = 4 << 20)]
+    /// Largest uncompressed chunk of a file per compressed member, in bytes (at least 1).
+    #[arg(long, default_value_t = 4 << 20, value_parser = parse_chunk_size)]
     chunk_size: u64,
     /// Compression level (gzip 0–9, default 7; zstd 1–22, default 3).
     #[arg(long)]
     level: Option<u32>,
-    /// A file to prefetch first, in access order (repeatable).
+    /// A file to prefetch first, in access order (repeatable); it must be in the image.
     #[arg(long = "prioritize", value_name = "PATH")]
     prioritize: Vec<String>,
     /// A file listing paths to prefetch first, one per line.
@@ -49,6 +52,10 @@ pub(crate) struct ConvertArgs {
     /// `#!` interpreters, ELF loader and libraries), derived from the config and layers.
     #[arg(long, conflicts_with_all = ["prioritize", "prioritize_from"])]
     prioritize_auto: bool,
+    /// Pull SRC from its registry if it is not in the store, even when it does not name a
+    /// registry host (docker.io is then assumed).
+    #[arg(long, conflicts_with = "check")]
+    pull: bool,
     /// Push DST to its registry after converting (DST must then be a registry reference).
     #[arg(long)]
     push: bool,
@@ -59,27 +66,107 @@ pub(crate) struct ConvertArgs {
     parallelism: usize,
 }
 
-pub(crate) fn run(root: &Path, args: &ConvertArgs) -> anyhow::Result<()> {
-    let store = super::open_store(root)?;
-    // SRC may be a registry reference not yet in the store: pull it first.
-    let src = match store.metadata().image(&args.src) {
-        Ok(img) => img,
-        Err(e) if e.kind() == strata_formats::ErrorKind::NotFound && !args.check => {
-            let reference: strata::registry::Reference = args.src.parse().with_context(|| {
-                format!(
-                    "convert: {:?} is neither a local image nor a reference",
-                    args.src
-                )
-            })?;
-            eprintln!("{} is not in the store: pulling {reference}", args.src);
-            super::transfer::pull_reference(root, &args.src, &args.registry)?;
-            store
-                .metadata()
-                .image(&reference.to_string())
-                .with_context(|| format!("convert: image {reference}"))?
+/// `--chunk-size`: a positive number of bytes.
+fn parse_chunk_size(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("a chunk holds at least 1 byte".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a number of bytes ({e})")),
+    }
+}
+
+impl ConvertArgs {
+    /// What clap cannot check flag by flag: the level's range depends on --zstd.
+    fn validate(&self) -> Result<(), clap::Error> {
+        let Some(level) = self.level.filter(|_| !self.check) else {
+            return Ok(());
+        };
+        let (name, low, high) = if self.zstd {
+            ("zstd", 1, 22)
+        } else {
+            ("gzip", 0, 9)
+        };
+        if (low..=high).contains(&level) {
+            return Ok(());
         }
+        let mut cli = super::Cli::command();
+        cli.build();
+        let convert = cli
+            .find_subcommand_mut("convert")
+            .expect("invariant: convert is a subcommand");
+        Err(convert.error(
+            ErrorKind::ValueValidation,
+            format!(
+                "invalid value '{level}' for '--level <LEVEL>': {name} levels are {low}–{high}"
+            ),
+        ))
+    }
+}
+
+/// Whether `reference` names its registry host (`registry.example.com/app:1`,
+/// `localhost:5000/app`), as Docker decides it: a first component with a `.` or `:`, or
+/// `localhost`.
+fn names_registry(reference: &str) -> bool {
+    reference.split_once('/').is_some_and(|(first, _)| {
+        first.contains('.') || first.contains(':') || first == "localhost"
+    })
+}
+
+/// The source image: the local one named `args.src` (as given or fully qualified), or
+/// pulled when SRC names a registry or --pull is given.
+fn source_image(
+    root: &Path,
+    store: &strata::store::Store,
+    args: &ConvertArgs,
+) -> anyhow::Result<strata::metadata::ImageRecord> {
+    let not_found =
+        |e: &strata::metadata::MetadataError| e.kind() == strata_formats::ErrorKind::NotFound;
+    match store.metadata().image(&args.src) {
+        Ok(img) => return Ok(img),
+        Err(e) if not_found(&e) => {}
         Err(e) => return Err(e).with_context(|| format!("convert: image {:?}", args.src)),
+    }
+    let Ok(reference) = args.src.parse::<strata::registry::Reference>() else {
+        bail!(
+            "convert: image {:?} is not in the store (see `strata image ls`)",
+            args.src
+        );
     };
+    let full = reference.to_string();
+    if full != args.src {
+        match store.metadata().image(&full) {
+            Ok(img) => return Ok(img),
+            Err(e) if not_found(&e) => {}
+            Err(e) => return Err(e).with_context(|| format!("convert: image {full}")),
+        }
+    }
+    if args.check {
+        bail!(
+            "convert --check: image {:?} is not in the store (see `strata image ls`)",
+            args.src
+        );
+    }
+    if !(args.pull || names_registry(&args.src)) {
+        bail!(
+            "convert: image {:?} is not in the store (see `strata image ls`); \
+             to convert {full} from its registry, pass --pull or run `strata pull {full}` first",
+            args.src
+        );
+    }
+    eprintln!("{} is not in the store: pulling {full}", args.src);
+    super::transfer::pull_reference(root, &args.src, &args.registry)?;
+    store
+        .metadata()
+        .image(&full)
+        .with_context(|| format!("convert: image {full}"))
+}
+
+pub(crate) fn run(root: &Path, args: &ConvertArgs) -> anyhow::Result<()> {
+    if let Err(e) = args.validate() {
+        e.exit();
+    }
+    let store = super::open_store(root)?;
+    let src = source_image(root, &store, args)?;
     if args.check {
         let results = check(&store, &src)?;
         let mut bad = 0;

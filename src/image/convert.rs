@@ -118,6 +118,9 @@ pub struct LayerOutcome {
     pub toc_digest: String,
     /// Whether it was eStargz already and passed through.
     pub passed_through: bool,
+    /// The prioritized paths this layer does not contain (none when passed through: its
+    /// files are not read).
+    pub missed_prioritized: Vec<String>,
 }
 
 /// The result of a conversion.
@@ -209,6 +212,34 @@ pub fn convert(
     } else {
         convert_manifest(store, root, opts, &mut outcomes, &mut prioritized)?
     };
+    // A prioritized path that no layer has is a mistake (a typo, another image's path):
+    // say so rather than record an image without the prefetch that was asked for.
+    let absent: Vec<String> = opts
+        .write
+        .prioritized_files
+        .iter()
+        .filter(|p| {
+            !outcomes.is_empty()
+                && outcomes
+                    .iter()
+                    .all(|o| o.missed_prioritized.iter().any(|m| m == *p))
+        })
+        .map(|p| format!("{p:?}"))
+        .collect();
+    match absent.as_slice() {
+        [] => {}
+        [one] => {
+            return Err(ImageError::NotFound(format!(
+                "prioritized path {one} is in none of the image's layers"
+            )));
+        }
+        many => {
+            return Err(ImageError::NotFound(format!(
+                "prioritized paths {} are in none of the image's layers",
+                many.join(", ")
+            )));
+        }
+    }
     let now = std::time::SystemTime::now();
     let record = ImageRecord {
         name: dst.to_owned(),
@@ -359,6 +390,7 @@ fn convert_layer(
             size: layer.size(),
             toc_digest: toc.clone(),
             passed_through: true,
+            missed_prioritized: Vec::new(),
         };
         return Ok((layer.clone(), None, outcome));
     }
@@ -424,6 +456,7 @@ fn convert_layer(
         size: report.blob_size,
         toc_digest: report.toc_digest.to_string(),
         passed_through: false,
+        missed_prioritized: report.missed_prioritized.clone(),
     };
     Ok((desc, Some(report.diff_id), outcome))
 }
