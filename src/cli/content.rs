@@ -309,13 +309,33 @@ fn ingest(content: &strata::content::LocalContentStore, args: &IngestArgs) -> an
         if let Some(b) = bar {
             b.finish_and_clear();
         }
-        r.context("ingest standard input")?
+        match r {
+            Err(strata::content::ContentError::Overflow { total, .. }) => {
+                anyhow::bail!("ingest standard input: it is larger than --size {total}")
+            }
+            r => r.context("ingest standard input")?,
+        }
     } else {
         let path = &args.input;
         let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
         let meta = file
             .metadata()
             .with_context(|| format!("stat {}", path.display()))?;
+        if let Some(size) = args.size
+            && meta.is_file()
+            && meta.len() != size
+        {
+            let than = if meta.len() > size {
+                "larger"
+            } else {
+                "smaller"
+            };
+            anyhow::bail!(
+                "ingest {}: the file is {than} than --size {size} ({} bytes)",
+                path.display(),
+                meta.len()
+            );
+        }
         let total = args.size.or(meta.is_file().then_some(meta.len()));
         // Same file, same ref: a rerun after an interruption resumes the ingest.
         let reference = match &args.reference {

@@ -18,6 +18,11 @@ pub(crate) fn size(bytes: u64) -> String {
     }
 }
 
+/// `1 image`, `3 images`: a count with its noun in the right number.
+pub(crate) fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// RFC 3339 with nanoseconds, UTC.
 pub(crate) fn timestamp(t: SystemTime) -> String {
     time::OffsetDateTime::from(t)

@@ -61,9 +61,9 @@ pub(crate) fn run(root: &Path, cmd: &ImageCommand) -> anyhow::Result<()> {
                 println!("{}  {}", img.name, img.target.digest());
             }
             eprintln!(
-                "imported {} images ({} blobs, {})",
-                imported.images.len(),
-                imported.blobs,
+                "imported {} ({}, {})",
+                format::count(imported.images.len(), "image", "images"),
+                format::count(imported.blobs, "blob", "blobs"),
                 format::size(imported.bytes)
             );
             Ok(())

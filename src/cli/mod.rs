@@ -15,6 +15,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `--root` when neither the flag nor STRATA_ROOT is given.
+const DEFAULT_ROOT: &str = "/var/lib/strata";
+
 /// Strata: a container snapshotter-and-storage engine.
 ///
 /// Strata keeps container images in a content-addressed store with containerd's
@@ -31,19 +34,19 @@ use clap::{Parser, Subcommand};
     after_help = "Examples:\n  strata --root /tmp/strata image import ./image-layout\n  strata --root /tmp/strata content ls\n  strata content ingest --expected sha256:… ./blob"
 )]
 pub(crate) struct Cli {
+    // The environment variables are read here rather than with clap's `env`: clap counts
+    // a value from the environment as given, and then prints the flag in usage lines as
+    // if it were required.
     /// Root directory of Strata's state (content store, metadata database).
-    #[arg(
-        long,
-        global = true,
-        env = "STRATA_ROOT",
-        default_value = "/var/lib/strata"
-    )]
-    root: PathBuf,
+    /// Default: $STRATA_ROOT if set, else /var/lib/strata (`serve`: its configuration's
+    /// `root`).
+    #[arg(long, global = true, value_name = "DIR")]
+    root: Option<PathBuf>,
 
     /// Log level: error, warn, info, debug or trace (or a tracing filter such as
-    /// `strata=debug`). Default: warn; for `serve`, its configuration's `log_level`
-    /// (see `strata config default`).
-    #[arg(long, global = true, env = "STRATA_LOG", value_name = "LEVEL")]
+    /// `strata=debug`). Default: $STRATA_LOG if set, else warn (`serve`: its
+    /// configuration's `log_level`, see `strata config default`).
+    #[arg(long, global = true, value_name = "LEVEL")]
     log_level: Option<String>,
 
     #[command(subcommand)]
@@ -127,20 +130,33 @@ pub(crate) fn main() -> ExitCode {
         };
     }
     let cli = Cli::parse();
+    let from_env = |var: &str| std::env::var_os(var).filter(|v| !v.is_empty());
+    let given_root = cli
+        .root
+        .clone()
+        .or_else(|| from_env("STRATA_ROOT").map(PathBuf::from));
+    let given_level = cli
+        .log_level
+        .clone()
+        .or_else(|| from_env("STRATA_LOG").map(|v| v.to_string_lossy().into_owned()));
+    let root = given_root
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
+    let root = root.as_path();
     // `serve` sets up its own logging: its level and format may come from its config file.
     if !matches!(cli.command, Command::Serve(_)) {
-        init_logging(cli.log_level.as_deref().unwrap_or("warn"));
+        init_logging(given_level.as_deref().unwrap_or("warn"));
     }
     let result = match &cli.command {
-        Command::Content(c) => content::run(&cli.root, c),
-        Command::Image(c) => image::run(&cli.root, c),
-        Command::Pull(a) => transfer::pull(&cli.root, a),
-        Command::Push(a) => transfer::push(&cli.root, a),
-        Command::Convert(a) => convert::run(&cli.root, a),
-        Command::Snapshot(a) => snapshot::run(&cli.root, a),
-        Command::Mount(a) => snapshot::mount_image(&cli.root, a),
-        Command::Umount(a) => snapshot::umount(&cli.root, a),
-        Command::Serve(a) => serve::run(&cli.root, cli.log_level.as_deref(), a),
+        Command::Content(c) => content::run(root, c),
+        Command::Image(c) => image::run(root, c),
+        Command::Pull(a) => transfer::pull(root, a),
+        Command::Push(a) => transfer::push(root, a),
+        Command::Convert(a) => convert::run(root, a),
+        Command::Snapshot(a) => snapshot::run(root, a),
+        Command::Mount(a) => snapshot::mount_image(root, a),
+        Command::Umount(a) => snapshot::umount(root, a),
+        Command::Serve(a) => serve::run(given_root.as_deref(), given_level.as_deref(), a),
         Command::Config(c) => config::run(c),
         Command::FdHolder(a) => strata::fdstore::holder::run(&a.socket)
             .map_err(|e| anyhow::anyhow!("fd holder {}: {e}", a.socket.display())),

@@ -4,8 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use clap::parser::ValueSource;
-use clap::{Args, CommandFactory as _};
+use clap::Args;
 use strata::serve::config::{Config, LogFormat};
 
 /// Arguments of `strata serve`.
@@ -30,19 +29,15 @@ pub(crate) struct ServeArgs {
     log_format: Option<LogFormat>,
 }
 
-/// Whether global flag `id` was given on the command line or in the environment rather
-/// than left at its default (the global flags carry defaults for the other commands).
-fn given(id: &str) -> bool {
-    super::Cli::command()
-        .try_get_matches()
-        .ok()
-        .and_then(|m| m.value_source(id))
-        .is_some_and(|source| matches!(source, ValueSource::CommandLine | ValueSource::EnvVariable))
-}
-
-pub(crate) fn run(root: &Path, log_level: Option<&str>, args: &ServeArgs) -> anyhow::Result<()> {
+/// `root` and `log_level`: the global flags (or their environment variables) when given;
+/// otherwise the configuration's values stand.
+pub(crate) fn run(
+    root: Option<&Path>,
+    log_level: Option<&str>,
+    args: &ServeArgs,
+) -> anyhow::Result<()> {
     let mut config = Config::load(args.config.as_deref())?;
-    if given("root") {
+    if let Some(root) = root {
         config.root = root.to_path_buf();
     }
     if let Some(level) = log_level {

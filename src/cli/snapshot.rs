@@ -281,11 +281,18 @@ pub(crate) fn run(root: &Path, args: &SnapshotArgs) -> anyhow::Result<()> {
             } else {
                 keys.clone()
             };
+            // Every usage first: an unknown key fails with nothing printed before it.
+            let rows = keys
+                .into_iter()
+                .map(|key| {
+                    let u = sn
+                        .usage(&key)
+                        .with_context(|| format!("usage of snapshot {key}"))?;
+                    Ok((key, u))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
             println!("{:<72} {:>12} INODES", "KEY", "SIZE");
-            for key in keys {
-                let u = sn
-                    .usage(&key)
-                    .with_context(|| format!("usage of snapshot {key}"))?;
+            for (key, u) in rows {
                 println!(
                     "{key:<72} {:>12} {}",
                     format::size(u.size.max(0) as u64),
