@@ -22,6 +22,7 @@
 
 pub mod cache;
 pub mod content;
+pub mod error_chain;
 pub mod fdstore;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -164,11 +164,16 @@ pub(crate) fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the context chain, outermost first.
-            eprintln!("strata: error: {e:#}");
+            eprintln!("strata: error: {}", error_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// One line: the context chain, outermost first, down to the root cause, each cause once
+/// (errors that print their source and wrappers that hide it both read right).
+pub(crate) fn error_line(e: &anyhow::Error) -> String {
+    strata::error_chain::join(e.chain().map(ToString::to_string))
 }
 
 fn init_logging(level: &str) {
