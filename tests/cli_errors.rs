@@ -99,3 +99,47 @@ fn pulling_from_a_closed_port_shows_connection_refused_once() {
     once(&line, "error sending request");
     once(&line, "Connection refused");
 }
+
+#[test]
+fn a_snapshot_command_on_the_wrong_socket_says_nothing_listens_there_and_how_to_name_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let served = dir.path().join("served.sock");
+    let wrong = dir.path().join("wrong.sock");
+    // The daemon holds the snapshotters' metadata, so the CLI has to go through a socket.
+    let mut serve = Command::new(STRATA)
+        .arg("--root")
+        .arg(&root)
+        .args(["serve", "--socket"])
+        .arg(&served)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run strata serve");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !served.exists() {
+        assert!(
+            serve.try_wait().unwrap().is_none(),
+            "strata serve exited early"
+        );
+        assert!(std::time::Instant::now() < deadline, "no socket in 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = strata(
+        &root,
+        &["snapshot", "--socket", wrong.to_str().unwrap(), "ls"],
+    );
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    let line = error_line(out);
+    assert!(
+        line.contains(&format!("nothing listens on {}", wrong.display())),
+        "{line}"
+    );
+    assert!(!line.contains("transport error"), "{line}");
+    assert!(
+        line.contains("--socket") && line.contains("STRATA_SOCKET"),
+        "{line}"
+    );
+}

@@ -44,7 +44,9 @@ impl SnapshotterArg {
                 ) {
                     Ok(daemon) => Ok(Arc::new(daemon)),
                     Err(daemon) => Err(anyhow::anyhow!(
-                        "snapshotter {}: {e}; and through the daemon: {daemon}",
+                        "snapshotter {}: {e}; and through the daemon: {daemon}; \
+                         if `strata serve` listens on another socket, name it with \
+                         --socket or STRATA_SOCKET",
                         self.snapshotter
                     )),
                 }

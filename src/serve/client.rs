@@ -97,12 +97,7 @@ impl DaemonSnapshotter {
                     }),
                 ),
             )
-            .map_err(|e| {
-                SnapshotError::new(
-                    ErrorKind::Unavailable,
-                    format!("strata serve on {}: {e}", socket.display()),
-                )
-            })?;
+            .map_err(|e| connect_error(socket, &e))?;
         Ok(DaemonSnapshotter {
             runtime,
             client: SnapshotsClient::new(channel),
@@ -255,4 +250,33 @@ impl Snapshotter for DaemonSnapshotter {
     fn close(&self) -> Result<(), SnapshotError> {
         Ok(())
     }
+}
+
+/// A failed connect to the daemon's socket, with its root cause (tonic's own text is only
+/// "transport error"): "nothing listens on <socket>" when there is no socket file or no
+/// one accepts on it.
+fn connect_error(socket: &Path, e: &tonic::transport::Error) -> SnapshotError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            )
+        {
+            return SnapshotError::new(
+                ErrorKind::Unavailable,
+                format!("nothing listens on {} ({io})", socket.display()),
+            );
+        }
+        cause = c.source();
+    }
+    SnapshotError::new(
+        ErrorKind::Unavailable,
+        format!(
+            "strata serve on {}: {}",
+            socket.display(),
+            crate::error_chain::chain(e)
+        ),
+    )
 }
