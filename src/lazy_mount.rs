@@ -34,11 +34,17 @@ pub struct LazyMountError {
 }
 
 impl LazyMountError {
-    fn new(context: impl Into<String>, kind: ErrorKind, reason: impl std::fmt::Display) -> Self {
+    /// `reason` is the cause's whole source chain: a registry error's own text may be only
+    /// "error sending request", with "Connection refused" in its sources.
+    fn new(
+        context: impl Into<String>,
+        kind: ErrorKind,
+        reason: &(dyn std::error::Error + 'static),
+    ) -> Self {
         Self {
             context: context.into(),
             kind,
-            reason: reason.to_string(),
+            reason: crate::error_chain::chain(reason),
         }
     }
 
@@ -109,7 +115,11 @@ impl LazyMount {
         let what = format!("lazy mount {reference}");
         let layers = runtime
             .block_on(remote_layers(client, reference, platform))
-            .map_err(|(kind, reason)| LazyMountError::new(&what, kind, reason))?;
+            .map_err(|(kind, reason)| LazyMountError {
+                context: what.clone(),
+                kind,
+                reason,
+            })?;
         let mut mounted = LazyMount {
             target: target.to_path_buf(),
             layers: Vec::new(),
@@ -131,10 +141,10 @@ impl LazyMount {
                 ReaderOptions::default(),
             );
             let estargz = EstargzReader::open(reader, Some(&toc))
-                .map_err(|e| LazyMountError::new(&context, e.kind(), e))?
+                .map_err(|e| LazyMountError::new(&context, e.kind(), &e))?
                 .without_toc();
             let tree = LayerTree::build(digest.to_string(), estargz.shared_index())
-                .map_err(|e| LazyMountError::new(&context, ErrorKind::InvalidArgument, e))?;
+                .map_err(|e| LazyMountError::new(&context, ErrorKind::InvalidArgument, &e))?;
             let direct: Arc<dyn ChunkSource> = Arc::new(EstargzChunkSource::new(Arc::new(estargz)));
             let source = match &cache {
                 Some(cache) => {
@@ -145,13 +155,13 @@ impl LazyMount {
             let fs = LayerFs::new(tree, source);
             let mountpoint = work.join("layers").join(i.to_string());
             std::fs::create_dir_all(&mountpoint)
-                .map_err(|e| LazyMountError::new(&context, ErrorKind::Internal, e))?;
+                .map_err(|e| LazyMountError::new(&context, ErrorKind::Internal, &e))?;
             let options = ServeOptions {
                 passthrough,
                 ..ServeOptions::default()
             };
             let server = FuseServer::mount(Arc::new(fs), &mountpoint, &options)
-                .map_err(|e| LazyMountError::new(&context, ErrorKind::Internal, e))?;
+                .map_err(|e| LazyMountError::new(&context, ErrorKind::Internal, &e))?;
             mounted.layers.push(LazyLayer {
                 digest,
                 fetcher,
@@ -163,7 +173,7 @@ impl LazyMount {
         let workdir = work.join("work");
         for d in [&upper, &workdir] {
             std::fs::create_dir_all(d)
-                .map_err(|e| LazyMountError::new(&what, ErrorKind::Internal, e))?;
+                .map_err(|e| LazyMountError::new(&what, ErrorKind::Internal, &e))?;
         }
         let lower: Vec<String> = mounted
             .layers
@@ -183,7 +193,7 @@ impl LazyMount {
         };
         overlay
             .mount(target)
-            .map_err(|e| LazyMountError::new(&what, ErrorKind::Internal, e))?;
+            .map_err(|e| LazyMountError::new(&what, ErrorKind::Internal, &e))?;
         mounted.mounted = true;
         Ok(mounted)
     }
@@ -236,7 +246,10 @@ async fn remote_layers(
     reference: &Reference,
     platform: &Platform,
 ) -> Result<Vec<(Digest, u64, Digest)>, (ErrorKind, String)> {
-    let fail = |e: &dyn std::fmt::Display, kind: ErrorKind| (kind, e.to_string());
+    // The whole source chain: reqwest keeps the root cause ("Connection refused") there.
+    let fail = |e: &(dyn std::error::Error + 'static), kind: ErrorKind| {
+        (kind, crate::error_chain::chain(e))
+    };
     let root = client
         .resolve(reference)
         .await

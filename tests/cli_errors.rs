@@ -101,6 +101,31 @@ fn pulling_from_a_closed_port_shows_connection_refused_once() {
 }
 
 #[test]
+fn a_lazy_mount_from_a_closed_port_shows_the_root_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("mnt");
+    std::fs::create_dir(&target).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let reference = format!("127.0.0.1:{port}/app:1-esgz");
+    let line = error_line(strata(
+        &dir.path().join("root"),
+        &[
+            "mount",
+            "--lazy",
+            "--plain-http",
+            &reference,
+            target.to_str().unwrap(),
+        ],
+    ));
+    assert!(line.contains(&reference), "{line}");
+    once(&line, "Connection refused");
+}
+
+#[test]
 fn a_snapshot_command_on_the_wrong_socket_says_nothing_listens_there_and_how_to_name_it() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");

@@ -201,7 +201,7 @@ impl Body {
             let result = fetcher
                 .fetch_stream(range, tx)
                 .await
-                .map_err(|e| e.to_string());
+                .map_err(|e| crate::error_chain::chain(&e));
             let _ = done_tx.send(result);
         });
         Self {
@@ -854,7 +854,7 @@ impl LayerFetch {
                     .fetch(std::slice::from_ref(&(member.offset..member.end)))
                     .await
             })
-            .map_err(|e| io::Error::other(e.to_string()))?
+            .map_err(|e| io::Error::other(crate::error_chain::chain(&e)))?
             .pop()
             .unwrap_or_default();
         let mut out = vec![

@@ -44,7 +44,7 @@ pub async fn image_layers(
     let (desc, mut bytes) = client
         .get_manifest(reference)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::error_chain::chain(&e))?;
     if media::is_index(desc.media_type().as_ref()) {
         let index = parse_index(&bytes, "index").map_err(|e| e.to_string())?;
         let desc = platform
@@ -54,7 +54,7 @@ pub async fn image_layers(
         bytes = client
             .fetch_manifest(reference, &desc)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| crate::error_chain::chain(&e))?;
     }
     let manifest = parse_manifest(&bytes, "manifest").map_err(|e| e.to_string())?;
     manifest
