@@ -168,3 +168,15 @@ fn a_snapshot_command_on_the_wrong_socket_says_nothing_listens_there_and_how_to_
         "{line}"
     );
 }
+
+#[test]
+fn pulling_a_missing_tag_says_not_found_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = strata_testdata::RegistryServer::start().unwrap();
+    let reference = format!("{}/app:1", registry.host());
+    let line = error_line(strata(
+        &dir.path().join("root"),
+        &["pull", "--plain-http", &reference],
+    ));
+    once(&line, "not found");
+}

@@ -213,6 +213,12 @@ fn a_wrong_diff_id_fails_and_leaves_nothing_behind() {
         stderr.contains(&format!("unpack layer {}", image.layers[0].digest)),
         "{stderr}"
     );
+    // Named once: the apply error's own "layer sha256:…: " is not repeated.
+    assert_eq!(
+        stderr.matches(&image.layers[0].digest.to_string()).count(),
+        1,
+        "{stderr}"
+    );
     assert!(
         stderr.contains(&format!("sha256:{}", "0".repeat(64))),
         "{stderr}"

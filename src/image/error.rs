@@ -121,7 +121,8 @@ pub enum ImageError {
     Store(#[from] StoreError),
     /// A snapshotter operation or a layer unpack failed; `context` names the layer or
     /// snapshot, `kind` keeps the cause's category.
-    #[error("{context}: {reason}")]
+    // The reason may start by naming the layer again (`layer sha256:…: entry …`): once.
+    #[error("{}", crate::error_chain::join([context, reason]))]
     Unpack {
         /// What was being done (`unpack layer sha256:… into snapshot sha256:…`).
         context: String,
