@@ -70,7 +70,12 @@ impl LayerTail {
         let mut got = fetcher
             .fetch(std::slice::from_ref(&(start..size)))
             .await
-            .map_err(|e| format!("fetching the footer and TOC: {e}"))?;
+            .map_err(|e| {
+                format!(
+                    "fetching the footer and TOC: {}",
+                    crate::error_chain::chain(&e)
+                )
+            })?;
         let last = got.pop().ok_or("fetching the footer and TOC: no bytes")?;
         Self::complete(fetcher, size, start, last).await
     }
@@ -92,7 +97,12 @@ impl LayerTail {
         let (last, start, size) = client
             .fetch_blob_tail(reference, digest, FIRST_TAIL)
             .await
-            .map_err(|e| format!("fetching the footer and TOC: {e}"))?;
+            .map_err(|e| {
+                format!(
+                    "fetching the footer and TOC: {}",
+                    crate::error_chain::chain(&e)
+                )
+            })?;
         let fetcher = HttpRangeFetcher::new(
             client.clone(),
             reference.clone(),
@@ -129,7 +139,7 @@ impl LayerTail {
         let mut more = fetcher
             .fetch(std::slice::from_ref(&(toc_start..start)))
             .await
-            .map_err(|e| format!("fetching the TOC: {e}"))?;
+            .map_err(|e| format!("fetching the TOC: {}", crate::error_chain::chain(&e)))?;
         let head = more.pop().ok_or("fetching the TOC: no bytes")?;
         let mut bytes = Vec::with_capacity(head.len() + last.len());
         bytes.extend_from_slice(&head);
@@ -380,6 +390,39 @@ mod tests {
         fetch(&blob, Some(size + 5));
         assert_eq!(*blob.asked.lock().unwrap(), vec![size - FIRST_TAIL..size]);
     }
+    /// A registry that does not answer: the error says why (the connect was refused), not
+    /// only reqwest's "error sending request".
+    #[test]
+    fn a_tail_from_a_closed_port_names_the_root_cause() {
+        use crate::registry::ClientOptions;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = RegistryClient::new(ClientOptions {
+            plain_http: true,
+            ..ClientOptions::default()
+        })
+        .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let reference: Reference = format!("127.0.0.1:{port}/tails/app:1").parse().unwrap();
+        let err = runtime
+            .block_on(LayerTail::fetch_unsized(
+                &client,
+                &reference,
+                &Digest::of(b"x"),
+                RangeOptions::default(),
+            ))
+            .map(|_| ())
+            .expect_err("nothing listens there");
+        assert!(err.starts_with("fetching the footer and TOC: "), "{err}");
+        assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
+    }
+
     /// Before the size is known: a suffix range from a real registry (distribution), then
     /// the rest of a TOC larger than the first guess by its offset.
     #[test]

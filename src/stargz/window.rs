@@ -67,7 +67,7 @@ impl WindowFetcher {
             let mut got = inner
                 .fetch(std::slice::from_ref(&wanted))
                 .await
-                .map_err(|e| Arc::<str>::from(e.to_string()))?;
+                .map_err(|e| Arc::<str>::from(crate::error_chain::chain(&e)))?;
             got.pop().ok_or_else(|| Arc::<str>::from("no bytes"))
         }
         .boxed();
