@@ -264,12 +264,8 @@ fn pull_quiet(root: &Path, args: &PullArgs) -> anyhow::Result<String> {
                     ) {
                         Ok(daemon) => Arc::new(daemon),
                         Err(daemon) => {
-                            return Err(anyhow::anyhow!(
-                                "{e}; and through the daemon's socket {} (--socket, \
-                                 STRATA_SOCKET): {daemon}",
-                                args.socket.display()
-                            ))
-                            .with_context(context);
+                            return Err(anyhow::anyhow!("{e}; and through the daemon: {daemon}"))
+                                .with_context(context);
                         }
                     }
                 }
