@@ -264,8 +264,12 @@ fn pull_quiet(root: &Path, args: &PullArgs) -> anyhow::Result<String> {
                     ) {
                         Ok(daemon) => Arc::new(daemon),
                         Err(daemon) => {
-                            return Err(anyhow::anyhow!("{e}; and through the daemon: {daemon}"))
-                                .with_context(context);
+                            return Err(anyhow::anyhow!(
+                                "{e}; and through the daemon: {daemon}; if `strata serve` \
+                                 listens on another socket, name it with --socket or \
+                                 STRATA_SOCKET"
+                            ))
+                            .with_context(context);
                         }
                     }
                 }
