@@ -208,22 +208,11 @@ impl RegistryClient {
                 reason: "the range is empty".into(),
             });
         }
-        let path = format!("{}/blobs/{digest}", r.repository());
         let resp = self
-            .send(
+            .get_blob(
                 r,
-                Capability::Pull,
-                Scope::pull(r.repository()),
-                |http, base| {
-                    let req = http.get(api_url(base, &path));
-                    match &range {
-                        Some(rg) => req.header(
-                            http::header::RANGE,
-                            format!("bytes={}-{}", rg.start, rg.end - 1),
-                        ),
-                        None => req,
-                    }
-                },
+                digest,
+                range.map(|rg| format!("bytes={}-{}", rg.start, rg.end - 1)),
             )
             .await?;
         if matches!(resp.status().as_u16(), 200 | 206) {
@@ -231,6 +220,29 @@ impl RegistryClient {
         } else {
             Err(status_error(resp, &Method::GET, r, &format!("blob {digest}")).await)
         }
+    }
+
+    /// `GET` of blob `digest`, with `range` as its `Range` header when given.
+    async fn get_blob(
+        &self,
+        r: &Reference,
+        digest: &Digest,
+        range: Option<String>,
+    ) -> Result<Response, RegistryError> {
+        let path = format!("{}/blobs/{digest}", r.repository());
+        self.send(
+            r,
+            Capability::Pull,
+            Scope::pull(r.repository()),
+            |http, base| {
+                let req = http.get(api_url(base, &path));
+                match &range {
+                    Some(range) => req.header(http::header::RANGE, range.as_str()),
+                    None => req,
+                }
+            },
+        )
+        .await
     }
 
     /// The last `len` bytes of blob `digest` (`Range: bytes=-len`, a suffix range: no need
@@ -255,17 +267,8 @@ impl RegistryClient {
                 reason: "the length is 0".into(),
             });
         }
-        let path = format!("{}/blobs/{digest}", r.repository());
         let resp = self
-            .send(
-                r,
-                Capability::Pull,
-                Scope::pull(r.repository()),
-                |http, base| {
-                    http.get(api_url(base, &path))
-                        .header(http::header::RANGE, format!("bytes=-{len}"))
-                },
-            )
+            .get_blob(r, digest, Some(format!("bytes=-{len}")))
             .await?;
         match resp.status().as_u16() {
             206 => {}
