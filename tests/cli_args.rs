@@ -100,6 +100,27 @@ fn import_of_one_image_says_one_image() {
 }
 
 #[test]
+fn imported_names_are_normalised_and_short_names_find_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("sample");
+    // A bare tag: named after the directory, then normalised as docker-save names are.
+    strata_testdata::write_oci_layout(&layout, &[("1.0", strata_testdata::sample_image(2).into())])
+        .unwrap();
+    let root = dir.path().join("root");
+    let out = in_root(&root, &["image", "import", layout.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = in_root(&root, &["image", "ls", "-q"]);
+    assert_eq!(stdout(&out), "docker.io/library/sample:1.0\n");
+    // The short name finds the record; the full name is what was removed.
+    let out = in_root(&root, &["image", "rm", "sample:1.0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "docker.io/library/sample:1.0\n");
+    let out = in_root(&root, &["image", "rm", "sample:1.0"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("\"sample:1.0\""), "{}", stderr(&out));
+}
+
+#[test]
 fn snapshot_usage_of_an_unknown_key_prints_nothing_before_the_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = in_root(&dir.path().join("root"), &["snapshot", "usage", "nope"]);

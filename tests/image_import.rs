@@ -191,7 +191,7 @@ fn layout_tar_plain_gzip_and_piped() {
     let store = Store::open(tmp.path().join("root")).unwrap();
     let imported = import(&store, &plain, &ImportOptions::default()).unwrap();
     assert_eq!(imported.images.len(), 1);
-    assert_eq!(imported.images[0].name, "sample:1.0");
+    assert_eq!(imported.images[0].name, "docker.io/library/sample:1.0");
     assert_eq!(
         imported.images[0].target.digest().to_string(),
         summary.refs[0].target.digest
@@ -240,7 +240,7 @@ fn layout_tar_plain_gzip_and_piped() {
     let store = Store::open(tmp.path().join("root-pipe")).unwrap();
     let imported = import(&store, &fifo, &ImportOptions::default()).unwrap();
     writer.join().unwrap().unwrap();
-    assert_eq!(imported.images[0].name, "pipe:1.0");
+    assert_eq!(imported.images[0].name, "docker.io/library/pipe:1.0");
     assert_eq!(stored(&store), expected);
 }
 

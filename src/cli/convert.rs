@@ -121,7 +121,7 @@ fn source_image(
 ) -> anyhow::Result<strata::metadata::ImageRecord> {
     let not_found =
         |e: &strata::metadata::MetadataError| e.kind() == strata_formats::ErrorKind::NotFound;
-    match store.metadata().image(&args.src) {
+    match strata::image::find_image(store, &args.src) {
         Ok(img) => return Ok(img),
         Err(e) if not_found(&e) => {}
         Err(e) => return Err(e).with_context(|| format!("convert: image {:?}", args.src)),
@@ -133,13 +133,6 @@ fn source_image(
         );
     };
     let full = reference.to_string();
-    if full != args.src {
-        match store.metadata().image(&full) {
-            Ok(img) => return Ok(img),
-            Err(e) if not_found(&e) => {}
-            Err(e) => return Err(e).with_context(|| format!("convert: image {full}")),
-        }
-    }
     if args.check {
         bail!(
             "convert --check: image {:?} is not in the store (see `strata image ls`)",
@@ -218,10 +211,13 @@ pub(crate) fn run(root: &Path, args: &ConvertArgs) -> anyhow::Result<()> {
         prioritize_auto: args.prioritize_auto,
         progress: Some(progress_sink()),
     };
-    let dst = args
-        .dst
-        .as_deref()
-        .expect("invariant: clap requires DST without --check");
+    // Named as every record Strata creates: normalised (`app:1` → docker.io/library/app:1).
+    let dst = strata::image::local::record_name(
+        args.dst
+            .as_deref()
+            .expect("invariant: clap requires DST without --check"),
+    );
+    let dst = dst.as_str();
     let start = std::time::Instant::now();
     let converted = convert(&store, &src, dst, &opts)?;
     for (manifest, files) in &converted.prioritized {

@@ -15,7 +15,9 @@ pub(crate) enum ImageCommand {
     /// Every blob is verified against its digest on the way in. One image record is
     /// created per name in the archive (`org.opencontainers.image.ref.name` annotations,
     /// or RepoTags for docker-save archives); a bare tag such as `1.0` is prefixed with
-    /// --base-name (default: the archive's file name without extension).
+    /// --base-name (default: the archive's file name without extension). Names are
+    /// normalised as docker and containerd do (`sample:1.0` → docker.io/library/sample:1.0);
+    /// every command also finds an image by its short name.
     #[command(after_help = "Examples:\n  strata image import ./alpine-oci/\n  \
         strata image import --base-name registry.local/app ./app-oci.tar\n  docker save busybox | strata image import /dev/stdin")]
     Import {
@@ -94,11 +96,13 @@ pub(crate) fn run(root: &Path, cmd: &ImageCommand) -> anyhow::Result<()> {
         }
         ImageCommand::Rm { names } => {
             for n in names {
+                let record = strata::image::find_image(&store, n)
+                    .with_context(|| format!("remove image {n:?}"))?;
                 store
                     .metadata()
-                    .delete_image(n)
-                    .with_context(|| format!("remove image {n:?}"))?;
-                println!("{n}");
+                    .delete_image(&record.name)
+                    .with_context(|| format!("remove image {:?}", record.name))?;
+                println!("{}", record.name);
             }
             Ok(())
         }

@@ -406,9 +406,7 @@ pub(crate) fn mount_image(root: &Path, args: &MountArgs) -> anyhow::Result<()> {
         return mount_lazy(root, args);
     }
     let store = super::open_store(root)?;
-    let image = store
-        .metadata()
-        .image(&args.image)
+    let image = strata::image::find_image(&store, &args.image)
         .with_context(|| format!("mount: image {:?}", args.image))?;
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
     let (_, manifest) = image_manifest(&store, &image, &platform)?;

@@ -309,9 +309,7 @@ fn push_quiet(root: &Path, args: &PushArgs) -> anyhow::Result<String> {
     let store = super::open_store(root)?;
     let target: Reference = args.reference.parse()?;
     let local = args.local.clone().unwrap_or_else(|| target.to_string());
-    let image = store
-        .metadata()
-        .image(&local)
+    let image = strata::image::find_image(&store, &local)
         .with_context(|| format!("push {target}: local image {local:?} (see `strata image ls`)"))?;
     let client = args.registry.client_with(args.chunk_size)?;
     let reporter = Arc::new(Reporter::new());

@@ -145,7 +145,9 @@ impl Session<'_> {
 /// **Names.** For OCI layouts each `index.json` entry is named by its annotation
 /// `io.containerd.image.name`, else `org.opencontainers.image.ref.name`. A bare tag (no `/`
 /// and no `:`, e.g. `1.0`) becomes `<base>:<tag>`; an entry without a name annotation
-/// becomes `<base>@<digest>`. The base is [`ImportOptions::base_name`] or else the input's
+/// becomes `<base>@<digest>`. Names that parse as references are then normalised as for
+/// `docker save` tars (`sample:1.0` → `docker.io/library/sample:1.0`); others are kept as
+/// they are. The base is [`ImportOptions::base_name`] or else the input's
 /// file name without `.tar`, `.tar.gz`, `.tgz` or `.tar.zst` (a directory's name is used
 /// whole; `/dev/stdin` gives `stdin`). For `docker save` tars each RepoTag becomes a record,
 /// normalised as containerd does ([`normalize_reference`](super::normalize_reference):
@@ -222,7 +224,7 @@ fn import_inner(
                 walk.walk(&image.manifest, "manifest.json", &mut |_, _, _| Ok(()))?;
                 if image.names.is_empty() {
                     targets.push((
-                        format!("{base}@{}", image.manifest.digest()),
+                        super::local::record_name(&format!("{base}@{}", image.manifest.digest())),
                         image.manifest,
                     ));
                 } else {
@@ -387,11 +389,12 @@ fn oci_name(desc: &Descriptor, base: &str) -> Result<String, ImageError> {
                 .or_else(|| a.get(ANNOTATION_REF_NAME))
         })
         .filter(|n| !n.is_empty());
-    Ok(match name {
+    let name = match name {
         Some(tag) if !tag.contains(['/', ':']) => format!("{base}:{tag}"),
         Some(name) => name.clone(),
         None => format!("{base}@{}", descriptor_digest(desc)?),
-    })
+    };
+    Ok(super::local::record_name(&name))
 }
 
 /// The default base name: the input's file name without a tar extension.
@@ -447,12 +450,20 @@ mod tests {
             1,
             super::super::walk::oci_digest(&d).unwrap(),
         );
-        assert_eq!(oci_name(&desc, "base").unwrap(), format!("base@{d}"));
+        assert_eq!(
+            oci_name(&desc, "base").unwrap(),
+            format!("docker.io/library/base@{d}")
+        );
         desc.set_annotations(Some(HashMap::from([(
             ANNOTATION_REF_NAME.to_owned(),
             "1.0".to_owned(),
         )])));
-        assert_eq!(oci_name(&desc, "reg/app").unwrap(), "reg/app:1.0");
+        assert_eq!(oci_name(&desc, "reg/app").unwrap(), "docker.io/reg/app:1.0");
+        assert_eq!(
+            oci_name(&desc, "R").unwrap(),
+            "R:1.0",
+            "not a reference: as is"
+        );
         desc.set_annotations(Some(HashMap::from([
             (ANNOTATION_REF_NAME.to_owned(), "1.0".to_owned()),
             (

@@ -17,6 +17,7 @@ pub mod convert;
 mod docker;
 mod error;
 mod import;
+pub mod local;
 pub mod media;
 pub mod platform;
 pub mod pull;
@@ -31,4 +32,5 @@ pub use error::ImageError;
 pub use import::{
     ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, ImportEvent, ImportOptions, Imported, import,
 };
+pub use local::find_image;
 pub use walk::{ImageWalk, MAX_MANIFEST_SIZE};
