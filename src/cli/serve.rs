@@ -17,11 +17,13 @@ strata --log-level strata=debug serve --log-format json"
 )]
 pub(crate) struct ServeArgs {
     /// Configuration file (TOML). Default: /etc/strata/config.toml, if it exists.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "STRATA_CONFIG")]
     config: Option<PathBuf>,
 
     /// Unix socket to serve (default: the config's `socket`, /run/strata/strata.sock).
-    #[arg(long, value_name = "PATH")]
+    /// STRATA_SOCKET is where the other commands look for the daemon, so it is read here
+    /// too.
+    #[arg(long, value_name = "PATH", env = "STRATA_SOCKET")]
     socket: Option<PathBuf>,
 
     /// Log line format (default: the config's `log_format`, text).

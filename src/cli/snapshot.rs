@@ -22,7 +22,12 @@ pub(crate) struct SnapshotterArg {
     snapshotter: String,
     /// The daemon's configuration file, for its `[snapshotters]` names. Default:
     /// /etc/strata/config.toml, if it exists.
-    #[arg(long = "config", global = true, value_name = "FILE")]
+    #[arg(
+        long = "config",
+        global = true,
+        value_name = "FILE",
+        env = "STRATA_CONFIG"
+    )]
     config: Option<PathBuf>,
     /// The socket of `strata serve`, used when the daemon holds the snapshotter's
     /// metadata (only one process at a time can open it).
