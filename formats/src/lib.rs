@@ -16,10 +16,13 @@
 //!   ELF loader and libraries), derived statically from the root filesystem and config.
 //! - [`errdefs`]: the error categories every crate maps its errors to.
 //! - [`estargz`]: eStargz layers (gzip and zstd:chunked): TOC, footers, writer, reader.
+//! - [`erofs`]: EROFS images: a streaming writer (from tar layers or entries, also
+//!   tar-index images) and a validator for untrusted images.
 
 pub mod buffer;
 pub mod digest;
 pub mod elf;
+pub mod erofs;
 pub mod errdefs;
 pub mod estargz;
 pub mod filters;
