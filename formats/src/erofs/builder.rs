@@ -15,7 +15,7 @@ use super::ondisk::{
     EXTENDED_INODE_SIZE, NAME_MAX, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK,
     XATTR_IBODY_HEADER_SIZE, encode_dev, split_xattr_name, xattr_entry_size,
 };
-use super::{BuildOptions, Entry, EntryKind, ErofsError};
+use super::{BuildOptions, Entry, EntryKind, ErofsError, Xattrs};
 use crate::tar_layer::Timestamp;
 
 /// The xattr overlayfs reads to hide a lower directory's contents.
@@ -60,7 +60,7 @@ pub(crate) struct Node {
     pub(crate) gid: u32,
     pub(crate) mtime: Timestamp,
     /// Full names, unique, in the order given.
-    pub(crate) xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub(crate) xattrs: Xattrs,
     pub(crate) body: Body,
 }
 
@@ -449,11 +449,8 @@ pub(crate) fn components(path: &[u8]) -> Result<Vec<&[u8]>, ErofsError> {
 
 /// The xattrs with names EROFS can store and values it can hold, one per name (the last
 /// given wins, as setting them in order would leave).
-fn check_xattrs(
-    path: &[u8],
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ErofsError> {
-    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(xattrs.len());
+fn check_xattrs(path: &[u8], xattrs: Xattrs) -> Result<Xattrs, ErofsError> {
+    let mut out: Xattrs = Vec::with_capacity(xattrs.len());
     for (name, value) in xattrs {
         let Some((_, rest)) = split_xattr_name(&name) else {
             return Err(ErofsError::entry(

@@ -69,6 +69,9 @@ impl Default for BuildOptions {
     }
 }
 
+/// Extended attributes: full names (`user.x`, `security.capability`, …) and values.
+pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One filesystem object to add to an image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -86,7 +89,7 @@ pub struct Entry {
     /// Modification time.
     pub mtime: Timestamp,
     /// Extended attributes as full names (`user.x`, `security.capability`, …) and values.
-    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub xattrs: Xattrs,
 }
 
 /// What an [`Entry`] is, with what each kind needs.

@@ -201,6 +201,16 @@ impl<'a, I: ReadAt + ?Sized> Validator<'a, I> {
                 ));
             }
         }
+        let declared = u64::from(v.sb.blocks) * blksz;
+        if declared > size {
+            return Err(corrupt(
+                at,
+                format!(
+                    "image of {size} bytes is shorter than the {} blocks it declares",
+                    v.sb.blocks
+                ),
+            ));
+        }
         if v.meta >= size {
             return Err(corrupt(
                 at,

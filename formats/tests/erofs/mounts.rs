@@ -1,0 +1,138 @@
+//! Our images mounted by the kernel (file-backed EROFS mounts, Linux ≥ 6.12): the mounted
+//! tree equals the layer's, for copied and tar-index images; under an overlay the
+//! whiteouts delete and the opaque directory hides what the lower layer has.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use strata_formats::erofs::BuildOptions;
+
+use crate::common::{assert_same_tree, read_dir_tree, sample_layer};
+use crate::tar_images::{image_of, tar_index_of};
+
+/// A mount that is undone when dropped.
+struct Mounted(PathBuf);
+
+impl Mounted {
+    fn new(args: &[&str], target: &Path) -> Self {
+        std::fs::create_dir_all(target).unwrap();
+        let out = Command::new("mount")
+            .args(args)
+            .arg(target)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount {args:?} {}: {}",
+            target.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(target.to_path_buf())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn mount_erofs(image: &Path, target: &Path) -> Mounted {
+    Mounted::new(
+        &["-t", "erofs", "-o", "ro", image.to_str().unwrap()],
+        target,
+    )
+}
+
+fn needs_root() {
+    strata_testdata::host::require_tools(&["/usr/bin/mount", "/usr/bin/umount"]);
+    strata_testdata::host::require_root("kernel EROFS and overlay mounts");
+}
+
+#[test]
+#[ignore = "needs root (kernel mounts): make test runs it"]
+fn kernel_mounts_show_the_layer_tree() {
+    needs_root();
+    let (tar, want) = sample_layer();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, image) in [
+        ("inline", image_of(&tar, &BuildOptions::default())),
+        (
+            "plain",
+            image_of(
+                &tar,
+                &BuildOptions {
+                    inline_data: false,
+                    ..BuildOptions::default()
+                },
+            ),
+        ),
+        ("tar-index", tar_index_of(&tar)),
+    ] {
+        let file = dir.path().join(format!("{name}.erofs"));
+        std::fs::write(&file, &image).unwrap();
+        let mnt = dir.path().join(format!("mnt-{name}"));
+        let _m = mount_erofs(&file, &mnt);
+        let got = read_dir_tree(&mnt);
+        assert_same_tree(&got, &want);
+    }
+}
+
+#[test]
+#[ignore = "needs root (kernel mounts): make test runs it"]
+fn whiteouts_hide_lower_files_under_overlay() {
+    needs_root();
+    let (tar, _) = sample_layer();
+    let dir = tempfile::tempdir().unwrap();
+    let lower = dir.path().join("lower");
+    for (path, data) in [
+        ("etc/gone", "old"),
+        ("etc/kept", "kept"),
+        ("opq/old", "hidden"),
+    ] {
+        let p = lower.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+    for (name, image) in [
+        ("copy", image_of(&tar, &BuildOptions::default())),
+        ("index", tar_index_of(&tar)),
+    ] {
+        let file = dir.path().join(format!("{name}.erofs"));
+        std::fs::write(&file, &image).unwrap();
+        let layer = mount_erofs(&file, &dir.path().join(format!("layer-{name}")));
+        let merged = dir.path().join(format!("merged-{name}"));
+        let opts = format!("lowerdir={}:{}", layer.0.display(), lower.display());
+        let _ovl = Mounted::new(&["-t", "overlay", "overlay", "-o", &opts], &merged);
+        assert!(
+            !merged.join("etc/gone").exists(),
+            "{name}: the whiteout deletes etc/gone"
+        );
+        assert_eq!(
+            std::fs::read_to_string(merged.join("etc/kept")).unwrap(),
+            "kept"
+        );
+        assert!(
+            !merged.join("opq/old").exists(),
+            "{name}: the opaque dir hides opq/old"
+        );
+        assert_eq!(
+            std::fs::read_to_string(merged.join("opq/new")).unwrap(),
+            "new"
+        );
+        let mut names: Vec<String> = std::fs::read_dir(merged.join("etc"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert!(
+            !names.contains(&"gone".to_string()),
+            "{name}: readdir lists {names:?}"
+        );
+        assert!(names.contains(&"kept".to_string()) && names.contains(&"setuid".to_string()));
+        assert_eq!(
+            std::fs::read(merged.join("data/big")).unwrap().len(),
+            300_000
+        );
+    }
+}
