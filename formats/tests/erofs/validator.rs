@@ -190,3 +190,39 @@ fn every_single_byte_corruption_is_handled() {
         }
     }
 }
+
+/// The validator accepts what `mkfs.erofs` 1.5 writes (compact inodes, its own layout and
+/// features) and refuses its compressed images as unchecked rather than passing them.
+#[test]
+fn mkfs_erofs_images_are_accepted_and_compressed_ones_refused() {
+    strata_testdata::host::require_tools(&["/usr/bin/mkfs.erofs"]);
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    std::fs::write(src.join("small"), "hi").unwrap();
+    std::fs::write(src.join("sub/big"), vec![7u8; 100_000]).unwrap();
+    std::os::unix::fs::symlink("small", src.join("link")).unwrap();
+    for i in 0..300 {
+        std::fs::write(src.join(format!("sub/deeper/file-{i:04}")), i.to_string()).unwrap();
+    }
+    for (name, args) in [("plain", vec![]), ("lz4", vec!["-zlz4"])] {
+        let image = dir.path().join(format!("{name}.erofs"));
+        let out = std::process::Command::new("/usr/bin/mkfs.erofs")
+            .args(&args)
+            .arg(&image)
+            .arg(&src)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bytes = std::fs::read(&image).unwrap();
+        match (name, validate(&bytes)) {
+            ("plain", Ok(summary)) => assert_eq!(summary.files, 302),
+            ("lz4", Err(ErofsError::Unsupported { .. })) => {}
+            (name, other) => panic!("{name}: {other:?}"),
+        }
+    }
+}
