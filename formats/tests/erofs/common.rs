@@ -422,3 +422,30 @@ pub(crate) fn sample_layer() -> (Vec<u8>, Tree) {
     set_dir_nlinks(&mut want);
     (b.into_inner().unwrap(), want)
 }
+
+fn octal(field: &mut [u8], value: u64) {
+    let text = format!("{value:0width$o}", width = field.len() - 1);
+    field[..text.len()].copy_from_slice(text.as_bytes());
+}
+
+/// A layer holding one old-GNU sparse file `sparse` of `real_size` bytes with `data` at
+/// each offset (up to 4 segments, the header's own map).
+pub(crate) fn gnu_sparse_layer(real_size: u64, segments: &[(u64, &[u8])]) -> Vec<u8> {
+    assert!(segments.len() <= 4);
+    let stored: u64 = segments.iter().map(|s| s.1.len() as u64).sum();
+    let mut h = header(tar::EntryType::GNUSparse, stored, 0o644, T);
+    h.set_path("sparse").unwrap();
+    let gnu = h.as_gnu_mut().unwrap();
+    octal(&mut gnu.realsize, real_size);
+    for (slot, (offset, data)) in gnu.sparse.iter_mut().zip(segments) {
+        octal(&mut slot.offset, *offset);
+        octal(&mut slot.numbytes, data.len() as u64);
+    }
+    h.set_cksum();
+    let mut out = h.as_bytes().to_vec();
+    for (_, data) in segments {
+        out.extend_from_slice(data);
+    }
+    out.resize(out.len().div_ceil(512) * 512 + 1024, 0);
+    out
+}

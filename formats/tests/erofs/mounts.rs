@@ -136,3 +136,30 @@ fn whiteouts_hide_lower_files_under_overlay() {
         );
     }
 }
+
+#[test]
+#[ignore = "needs root (kernel mounts): make test runs it"]
+fn kernel_reads_sparse_giants_through_null_chunks() {
+    use std::os::unix::fs::FileExt;
+    needs_root();
+    let tar = crate::common::gnu_sparse_layer(
+        crate::tar_images::SPARSE_SIZE,
+        &crate::tar_images::sparse_segments(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sparse.erofs");
+    std::fs::write(&file, image_of(&tar, &BuildOptions::default())).unwrap();
+    let mnt = mount_erofs(&file, &dir.path().join("mnt"));
+    let f = std::fs::File::open(mnt.0.join("sparse")).unwrap();
+    assert_eq!(f.metadata().unwrap().len(), crate::tar_images::SPARSE_SIZE);
+    for (offset, data) in crate::tar_images::sparse_segments() {
+        let mut buf = vec![0xaau8; data.len() + 2];
+        f.read_exact_at(&mut buf[..data.len() + 2], offset - 2)
+            .unwrap();
+        assert_eq!(&buf[..2], &[0, 0], "hole before {offset}");
+        assert_eq!(&buf[2..], data, "data at {offset}");
+    }
+    let mut hole = vec![0xaau8; 1 << 20];
+    f.read_exact_at(&mut hole, 3 << 30).unwrap();
+    assert!(hole.iter().all(|&b| b == 0), "a hole reads as zeros");
+}

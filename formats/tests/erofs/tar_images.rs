@@ -345,3 +345,54 @@ proptest! {
         assert_same_tree(&read_erofs(&index), &want);
     }
 }
+
+/// The segments of the sparse test layer: 16 GiB with data near the start, across a
+/// chunk boundary in the middle and at the very end.
+pub(crate) const SPARSE_SIZE: u64 = 16 << 30;
+pub(crate) fn sparse_segments() -> Vec<(u64, &'static [u8])> {
+    vec![
+        (5, &b"head"[..]),
+        ((8 << 30) - 2, &b"middle"[..]),
+        (SPARSE_SIZE - 3, &b"end"[..]),
+    ]
+}
+
+#[test]
+fn sparse_tar_entries_become_holes_not_zeros() {
+    let tar = crate::common::gnu_sparse_layer(SPARSE_SIZE, &sparse_segments());
+    let image = image_of(&tar, &BuildOptions::default());
+    assert!(
+        image.len() < 16 << 20,
+        "a 16 GiB sparse file took {} bytes",
+        image.len()
+    );
+    validate(&image).unwrap();
+    let fs = erofs_rs::EroFS::new(erofs_rs::backend::SliceImage::new(&image)).unwrap();
+    let f = fs.open("/sparse").unwrap();
+    assert_eq!(f.size(), SPARSE_SIZE);
+    for (offset, data) in sparse_segments() {
+        let mut buf = vec![0xaau8; data.len() + 4];
+        let start = offset - 2;
+        let n = f.read_at(&mut buf, start).unwrap();
+        let mut want = vec![0u8; 2];
+        want.extend_from_slice(data);
+        want.resize(buf.len().min((SPARSE_SIZE - start) as usize), 0);
+        assert_eq!(
+            &buf[..n.min(want.len())],
+            &want[..n.min(want.len())],
+            "at {offset}"
+        );
+    }
+    // A tar-index image cannot reference holes in the tar: refused, naming the file.
+    let err = build_tar_index(
+        Cursor::new(&tar[..]),
+        Cursor::new(Vec::new()),
+        &BuildOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("\"sparse\": a sparse file cannot be referenced"),
+        "{err}"
+    );
+}
