@@ -73,7 +73,7 @@ enum Command {
     Pull(transfer::PullArgs),
     /// Push an image from the store to a registry.
     Push(transfer::PushArgs),
-    /// Convert an image in the store to eStargz (gzip or zstd), or check one.
+    /// Convert an image in the store to eStargz (gzip or zstd) or EROFS layers, or check one.
     Convert(convert::ConvertArgs),
     /// Manage snapshots: list, inspect, remove, usage, mounts (as `ctr snapshots`).
     Snapshot(snapshot::SnapshotArgs),

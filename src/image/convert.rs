@@ -1,4 +1,6 @@
-//! Converting an image in the store to eStargz (`strata convert`), and checking one.
+//! Converting an image in the store to eStargz or EROFS (`strata convert`), and checking
+//! one. EROFS layers are made by [`super::convert_erofs`]; the rest of this module (the
+//! walk over index, manifests and config, and the eStargz layers) serves both.
 //!
 //! Each layer is decompressed, rewritten by [`strata_formats::estargz::convert`] straight
 //! into a content-store ingest (so the output is hashed and verified on commit), and gets
@@ -52,9 +54,22 @@ pub enum ConvertEvent {
 /// Where conversion events go.
 pub type ConvertEventSink = Arc<dyn Fn(&ConvertEvent) + Send + Sync>;
 
+/// What layers become.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LayerFormat {
+    /// eStargz (gzip or zstd:chunked, as [`ConvertOptions::write`] says).
+    #[default]
+    Estargz,
+    /// Native EROFS images (`application/vnd.erofs.layer.v1`, as containerd 2.x's erofs
+    /// snapshotter and differ read them): see [`super::convert_erofs`].
+    Erofs,
+}
+
 /// How to convert.
 #[derive(Clone, Default)]
 pub struct ConvertOptions {
+    /// What layers become.
+    pub format: LayerFormat,
     /// The eStargz writer's settings (chunk size, gzip or zstd, level, prioritized files).
     pub write: WriteOptions,
     /// Layers converted at once (0: one per CPU).
@@ -69,6 +84,7 @@ pub struct ConvertOptions {
 impl std::fmt::Debug for ConvertOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConvertOptions")
+            .field("format", &self.format)
             .field("write", &self.write)
             .field("parallelism", &self.parallelism)
             .field("prioritize_auto", &self.prioritize_auto)
@@ -159,7 +175,11 @@ fn put_json(
     Ok((digest, bytes.len() as u64))
 }
 
-fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Result<Descriptor, ImageError> {
+pub(super) fn descriptor(
+    media_type: &str,
+    digest: &Digest,
+    size: u64,
+) -> Result<Descriptor, ImageError> {
     Ok(Descriptor::new(
         MediaType::from(media_type),
         size,
@@ -197,6 +217,10 @@ pub fn convert(
             entry["mediaType"] = Value::from(media::OCI_MANIFEST);
             entry["digest"] = Value::from(new.digest().to_string());
             entry["size"] = Value::from(new.size());
+            if opts.format == LayerFormat::Erofs && entry["platform"].is_object() {
+                // As JSON: oci-spec's Platform would write `os_features`, not `os.features`.
+                super::convert_erofs::add_erofs_os_feature(&mut entry["platform"]);
+            }
             entries.push(entry);
             children.push(new);
         }
@@ -282,9 +306,7 @@ fn convert_manifest(
     } else {
         opts
     };
-    let converted = convert_layers(store, &layers, opts)?;
-
-    // Config: new diffIDs for converted layers.
+    // Config: its diffIDs are checked by the EROFS conversion and replaced by both.
     let (config_digest, config_bytes) = read_doc(store, manifest.config())?;
     let mut config: Value = serde_json::from_slice(&config_bytes)
         .map_err(|e| ImageError::invalid(format!("config {config_digest}"), e))?;
@@ -297,10 +319,24 @@ fn convert_manifest(
             format!("{} diff_ids for {} layers", diff_ids.len(), layers.len()),
         ));
     }
+    let source_diff_ids = diff_ids
+        .iter()
+        .map(|d| {
+            d.as_str()
+                .and_then(|d| d.parse::<Digest>().ok())
+                .ok_or_else(|| {
+                    ImageError::invalid(format!("config {config_digest}"), format!("diff_id {d}"))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let converted = convert_layers(store, &layers, &source_diff_ids, opts)?;
     for (slot, (_, diff_id, _)) in diff_ids.iter_mut().zip(&converted) {
         if let Some(d) = diff_id {
             *slot = Value::from(d.to_string());
         }
+    }
+    if opts.format == LayerFormat::Erofs {
+        super::convert_erofs::add_erofs_os_feature(&mut config);
     }
     let (new_config, config_size) = put_json(store, "config", &config, BTreeMap::new())?;
     let config_desc = descriptor(media::OCI_CONFIG, &new_config, config_size)?;
@@ -329,12 +365,14 @@ fn convert_manifest(
     Ok(out)
 }
 
-type LayerResult = (Descriptor, Option<Digest>, LayerOutcome);
+/// A converted layer's descriptor, its new diffID (None: unchanged) and its outcome.
+pub(super) type LayerResult = (Descriptor, Option<Digest>, LayerOutcome);
 
 /// Converts layers on worker threads; results in input order.
 fn convert_layers(
     store: &Store,
     layers: &[Descriptor],
+    diff_ids: &[Digest],
     opts: &ConvertOptions,
 ) -> Result<Vec<LayerResult>, ImageError> {
     let workers = match opts.parallelism {
@@ -358,7 +396,15 @@ fn convert_layers(
                     if i >= layers.len() {
                         break;
                     }
-                    let r = convert_layer(store, &layers[i], opts);
+                    let r = match opts.format {
+                        LayerFormat::Estargz => convert_layer(store, &layers[i], opts),
+                        LayerFormat::Erofs => super::convert_erofs::convert_layer(
+                            store,
+                            &layers[i],
+                            &diff_ids[i],
+                            opts,
+                        ),
+                    };
                     if let (Some(sink), Ok((_, _, outcome))) = (&opts.progress, &r) {
                         sink(&ConvertEvent::LayerDone(outcome.clone()));
                     }
@@ -373,6 +419,33 @@ fn convert_layers(
         .into_iter()
         .map(|r| r.expect("invariant: every layer was converted"))
         .collect()
+}
+
+/// The uncompressed tar stream of `layer` (gzip, zstd or plain), reporting progress.
+pub(super) fn source_tar<'a>(
+    store: &Store,
+    layer: &Descriptor,
+    source: &'a Digest,
+    opts: &'a ConvertOptions,
+) -> Result<Box<dyn Read + 'a>, ImageError> {
+    let reader = store.content().reader_at(source)?;
+    match &opts.progress {
+        Some(sink) => {
+            sink(&ConvertEvent::LayerStarted {
+                layer: source.clone(),
+                size: layer.size(),
+            });
+            let counted = ProgressRead {
+                inner: ReadAtCursor::new(reader),
+                layer: source,
+                sink,
+                pending: 0,
+            };
+            estargz::decompress_layer(counted)
+        }
+        None => estargz::decompress_layer(ReadAtCursor::new(reader)),
+    }
+    .map_err(|e| ImageError::invalid(format!("layer {source}"), e))
 }
 
 fn convert_layer(
@@ -394,24 +467,7 @@ fn convert_layer(
         };
         return Ok((layer.clone(), None, outcome));
     }
-    let reader = store.content().reader_at(&source)?;
-    let tar = match &opts.progress {
-        Some(sink) => {
-            sink(&ConvertEvent::LayerStarted {
-                layer: source.clone(),
-                size: layer.size(),
-            });
-            let counted = ProgressRead {
-                inner: ReadAtCursor::new(reader),
-                layer: &source,
-                sink,
-                pending: 0,
-            };
-            estargz::decompress_layer(counted)
-        }
-        None => estargz::decompress_layer(ReadAtCursor::new(reader)),
-    }
-    .map_err(|e| ImageError::invalid(format!("layer {source}"), e))?;
+    let tar = source_tar(store, layer, &source, opts)?;
     let reference = format!(
         "convert-layer-{source}-{}",
         crate::metadata::unique_suffix()
@@ -466,14 +522,17 @@ fn convert_layer(
 pub struct LayerCheck {
     /// The layer.
     pub digest: Digest,
-    /// Entries in its TOC (0 if not eStargz).
+    /// What it was checked as: eStargz, or (by its media type) EROFS.
+    pub format: LayerFormat,
+    /// Entries in its TOC, or inodes of its EROFS image (0 if invalid).
     pub entries: usize,
     /// `Ok(())`, or why the layer is not a valid eStargz layer.
     pub result: Result<(), String>,
 }
 
 /// Verifies every layer of every locally present manifest of `image`: the TOC against the
-/// annotation, every chunk against its digest.
+/// annotation, every chunk against its digest; an EROFS layer's blob against its digest
+/// and its image with [`strata_formats::erofs::validate`].
 pub fn check(store: &Store, image: &ImageRecord) -> Result<Vec<LayerCheck>, ImageError> {
     let mut manifests = Vec::new();
     if media::is_index(image.target.media_type().as_ref()) {
@@ -491,6 +550,16 @@ pub fn check(store: &Store, image: &ImageRecord) -> Result<Vec<LayerCheck>, Imag
         let (digest, bytes) = read_doc(store, m)?;
         for layer in parse_manifest(&bytes, &format!("manifest {digest}"))?.layers() {
             let d = descriptor_digest(layer)?;
+            if media::is_erofs_layer(layer.media_type().as_ref()) {
+                let result = super::convert_erofs::check_layer(store, &d);
+                out.push(LayerCheck {
+                    digest: d,
+                    format: LayerFormat::Erofs,
+                    entries: *result.as_ref().unwrap_or(&0),
+                    result: result.map(|_| ()),
+                });
+                continue;
+            }
             let toc = layer
                 .annotations()
                 .as_ref()
@@ -509,6 +578,7 @@ pub fn check(store: &Store, image: &ImageRecord) -> Result<Vec<LayerCheck>, Imag
             })();
             out.push(LayerCheck {
                 digest: d,
+                format: LayerFormat::Estargz,
                 entries: *result.as_ref().unwrap_or(&0),
                 result: result.map(|_| ()),
             });

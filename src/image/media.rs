@@ -77,9 +77,20 @@ pub fn is_config(media_type: &str) -> bool {
 }
 
 /// Whether `media_type` is a layer (any OCI or Docker layer type, compressed or not,
-/// including suffixed variants such as `+encrypted`).
+/// including suffixed variants such as `+encrypted`, and native EROFS layers).
 pub fn is_layer(media_type: &str) -> bool {
-    media_type.starts_with(OCI_LAYER_PREFIX) || media_type.starts_with(DOCKER_LAYER_PREFIX)
+    media_type.starts_with(OCI_LAYER_PREFIX)
+        || media_type.starts_with(DOCKER_LAYER_PREFIX)
+        || is_erofs_layer(media_type)
+}
+
+/// A native EROFS layer, as containerd 2.x's erofs snapshotter and converter name it.
+pub const EROFS_LAYER: &str = "application/vnd.erofs.layer.v1";
+
+/// Whether `media_type` is a native EROFS layer (`application/vnd.erofs.layer.v1`, or a
+/// suffixed variant such as `+zstd`), as containerd's `erofsutils.IsErofsMediaType` says.
+pub fn is_erofs_layer(media_type: &str) -> bool {
+    media_type.starts_with("application/vnd.erofs.layer")
 }
 
 /// The GC label prefix (ending in `.`) or full key (for configs) a parent uses for a child
@@ -143,6 +154,8 @@ mod tests {
         ));
         assert!(is_layer(DOCKER_LAYER_FOREIGN_GZIP));
         assert!(!is_layer("application/vnd.in-toto+json"));
+        assert!(is_layer(EROFS_LAYER) && is_erofs_layer(EROFS_LAYER));
+        assert!(!is_erofs_layer(OCI_LAYER_GZIP));
         assert_eq!(child_gc_label(DOCKER_CONFIG), GC_REF_CONFIG);
         assert_eq!(child_gc_label(OCI_INDEX), GC_REF_MANIFEST_PREFIX);
         assert_eq!(child_gc_label(OCI_LAYER_ZSTD), GC_REF_LAYER_PREFIX);

@@ -14,6 +14,7 @@
 
 mod archive;
 pub mod convert;
+pub mod convert_erofs;
 mod docker;
 mod error;
 mod import;
