@@ -9,6 +9,7 @@ mod delay_proxy;
 mod ingest;
 mod pull;
 mod range;
+mod rootfs_reads;
 mod snapshot_latency;
 mod socket;
 mod stats;
@@ -67,6 +68,12 @@ enum Bench {
         after_help = "Example:\n  strata-bench socket --strata target/release/strata --pairs 1000"
     )]
     Socket(socket::SocketArgs),
+    /// Reads of a rootfs unpacked by two snapshotters (overlayfs and erofs by default): a
+    /// cold metadata walk, cold and warm reads of every file.
+    #[command(
+        after_help = "Example:\n  strata-bench rootfs-reads --strata target/release/strata --image debian --runs 5"
+    )]
+    RootfsReads(rootfs_reads::RootfsReadsArgs),
     /// A TCP proxy holding every byte a fixed delay in each direction (the latency half of
     /// `benches/slow-link.sh`; tc's tbf does the rate). Runs until killed.
     #[command(
@@ -78,6 +85,7 @@ enum Bench {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
         Bench::Ingest(args) => ingest::run(&args),
+        Bench::RootfsReads(args) => rootfs_reads::run(&args),
         Bench::Pull(args) => pull::run(&args),
         Bench::Range(args) => range::run(&args),
         Bench::Convert(args) => convert::run(&args),

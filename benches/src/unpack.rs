@@ -62,6 +62,10 @@ pub(crate) struct UnpackArgs {
     /// The image to unpack.
     #[arg(long, value_enum, default_value_t = ImageChoice::Generated)]
     image: ImageChoice,
+    /// Strata's snapshotter (`overlayfs`, `native` or `erofs`); containerd 1.6 always
+    /// unpacks into its overlayfs, the reference.
+    #[arg(long, default_value = "overlayfs")]
+    snapshotter: String,
     /// Runs of each case.
     #[arg(long, default_value_t = 5)]
     runs: usize,
@@ -90,12 +94,16 @@ enum Case {
 }
 
 impl Case {
-    fn label(self) -> &'static str {
+    fn label(self, snapshotter: &str) -> String {
         match self {
-            Case::StrataPull => "`strata pull` (download + unpack to overlayfs)",
-            Case::CtrPull => "`ctr image pull` (download + unpack to overlayfs)",
-            Case::StrataUnpack => "`strata mount` after `strata pull --no-unpack` (unpack only)",
-            Case::CtrUnpack => "`ctr image pull` after `ctr content fetch` (unpack only)",
+            Case::StrataPull => format!("`strata pull` (download + unpack to {snapshotter})"),
+            Case::CtrPull => "`ctr image pull` (download + unpack to overlayfs)".to_owned(),
+            Case::StrataUnpack => format!(
+                "`strata mount` after `strata pull --no-unpack` (unpack only, {snapshotter})"
+            ),
+            Case::CtrUnpack => {
+                "`ctr image pull` after `ctr content fetch` (unpack only)".to_owned()
+            }
         }
     }
 
@@ -248,7 +256,7 @@ pub(crate) fn run(args: &UnpackArgs) -> anyhow::Result<()> {
         let _ = writeln!(
             table,
             "| {} | {} | {:.3} s | {:.3}–{:.3} s | {:.2} s | {} |",
-            case.label(),
+            case.label(&args.snapshotter),
             ss.len(),
             wall.median.as_secs_f64(),
             wall.min.as_secs_f64(),
@@ -306,9 +314,14 @@ fn measure(
     fs::create_dir_all(dir)?;
     if case.is_strata() {
         let root = dir.join("root");
+        // `--snapshotter` goes after the subcommand (`pull`, `mount`, `snapshot`).
         let strata_cmd = |sub: &[&str]| {
             let mut cmd = Command::new(strata);
-            cmd.arg("--root").arg(&root).args(sub);
+            cmd.arg("--root").arg(&root).arg(sub[0]);
+            if sub[0] != "umount" {
+                cmd.args(["--snapshotter", &args.snapshotter]);
+            }
+            cmd.args(&sub[1..]);
             cmd
         };
         let sample = if case == Case::StrataPull {
