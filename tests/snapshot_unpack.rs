@@ -10,39 +10,37 @@
 mod support;
 
 use std::path::Path;
-use std::sync::OnceLock;
 
 use strata_testdata::RegistryServer;
 use strata_testdata::debian_image::{DebianImage, REF_NAME, build_debian_image, reference_unpack};
 use strata_testdata::file_tree::{FileTree, Mtimes};
 use support::Env;
 
-/// The fixture and its reference tree, built once for all tests of this file.
+/// The fixture and its reference tree, built by each test that needs it (nextest runs each
+/// test in its own process, so a process-wide one would save nothing, and a static's
+/// temporary directory is never dropped: it would leak ~130 MB per test run).
 struct Fixture {
     _dir: tempfile::TempDir,
     image: DebianImage,
     reference: FileTree,
 }
 
-fn fixture() -> &'static Fixture {
-    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = dir.path().join("layout");
-        let image = build_debian_image(&layout).unwrap();
-        let rootfs = reference_unpack(&layout, REF_NAME, &dir.path().join("bundle")).unwrap();
-        let reference = FileTree::capture(&rootfs).unwrap();
-        assert!(
-            image.check(&reference).is_empty(),
-            "umoci's tree misses the fixture's effects: {:?}",
-            image.check(&reference)
-        );
-        Fixture {
-            _dir: dir,
-            image,
-            reference,
-        }
-    })
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    let image = build_debian_image(&layout).unwrap();
+    let rootfs = reference_unpack(&layout, REF_NAME, &dir.path().join("bundle")).unwrap();
+    let reference = FileTree::capture(&rootfs).unwrap();
+    assert!(
+        image.check(&reference).is_empty(),
+        "umoci's tree misses the fixture's effects: {:?}",
+        image.check(&reference)
+    );
+    Fixture {
+        _dir: dir,
+        image,
+        reference,
+    }
 }
 
 fn mounted(path: &Path) -> bool {
