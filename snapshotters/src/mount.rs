@@ -1,11 +1,16 @@
 //! Performing the [`Mount`]s a snapshotter returns, and undoing them: the only place
 //! this crate calls mount(2). Options are split as containerd's `mount_linux.go` does:
 //! known flags (`ro`, `rbind`, `nosuid`, …) become mount flags, the rest is the data
-//! string (`lowerdir=…,upperdir=…`).
+//! string (`lowerdir=…,upperdir=…`). The `loop` option mounts a file through a loop
+//! device (`mount/loop_device.rs`), as containerd does; for `erofs` the file itself is
+//! tried first (file-backed mounts, Linux ≥ 6.12), the loop device only when the kernel
+//! answers ENOTBLK.
+
+pub(crate) mod loop_device;
 
 use std::ffi::CString;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
 use crate::Mount;
@@ -16,6 +21,8 @@ struct ParsedOptions {
     flags: libc::c_ulong,
     propagation: libc::c_ulong,
     data: Vec<String>,
+    /// `loop`: the source is a file to mount through a loop device.
+    loop_device: bool,
 }
 
 fn parse_options(options: &[String]) -> ParsedOptions {
@@ -61,6 +68,10 @@ fn parse_options(options: &[String]) -> ParsedOptions {
             "runbindable" => Some(libc::MS_UNBINDABLE | libc::MS_REC),
             _ => None,
         };
+        if option == "loop" {
+            parsed.loop_device = true;
+            continue;
+        }
         match (flag, propagation) {
             (Some((true, f)), _) => parsed.flags &= !f,
             (Some((false, f)), _) => parsed.flags |= f,
@@ -148,6 +159,10 @@ impl Mount {
                 mount_from_dir(&common, &source, &target_abs, &fstype, parsed.flags, &data)
                     .map_err(context)?;
             }
+            None if parsed.loop_device => {
+                mount_file(self, &source, &target_c, &fstype, &parsed, data.as_ref())
+                    .map_err(context)?;
+            }
             None => sys_mount(
                 &source,
                 &target_c,
@@ -168,6 +183,28 @@ impl Mount {
         }
         Ok(())
     }
+}
+
+/// Mounts the file `m.source` (a mount with the `loop` option): an `erofs` image
+/// file-backed when the kernel can (no device to allocate), else through a loop device
+/// with autoclear, which the kernel frees when the filesystem is unmounted.
+fn mount_file(
+    m: &Mount,
+    source: &CString,
+    target: &CString,
+    fstype: &CString,
+    parsed: &ParsedOptions,
+    data: Option<&CString>,
+) -> io::Result<()> {
+    if m.kind == "erofs" {
+        match sys_mount(source, target, Some(fstype), parsed.flags, data) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOTBLK) => {}
+            other => return other,
+        }
+    }
+    let device = loop_device::attach(Path::new(&m.source), parsed.flags & libc::MS_RDONLY != 0)?;
+    let device_c = cstring(device.path().as_os_str().as_bytes(), "loop device")?;
+    sys_mount(&device_c, target, Some(fstype), parsed.flags, data)
 }
 
 /// The most bytes of option data mount(2) takes: one page, with the NUL.
@@ -285,6 +322,11 @@ pub fn is_mounted(target: &Path) -> bool {
     info.lines()
         .filter_map(|l| l.split(' ').nth(4))
         .any(|point| unescape_mountinfo(point) == want)
+}
+
+/// A mount point field of `/proc/self/mountinfo`, unescaped.
+pub(crate) fn unescape_mount_point(field: &str) -> std::ffi::OsString {
+    std::ffi::OsString::from_vec(unescape_mountinfo(field))
 }
 
 fn unescape_mountinfo(field: &str) -> Vec<u8> {
