@@ -5,7 +5,7 @@
 //! rootfs. containerd calls it through the proxy-plugin socket (snapshots.v1: Prepare,
 //! View, Mounts, Commit, Remove, Stat, Update, Usage, Walk, Cleanup), so it must behave as
 //! containerd's own overlayfs and native snapshotters do, down to error kinds and label
-//! limits. Implementations (overlayfs and native here; layers provided remotely, such as
+//! limits. Implementations (overlayfs, native and erofs here; layers provided remotely, such as
 //! the hub's lazily mounted eStargz layers, come in through [`remote`]) share one
 //! transactional metadata store; they return mounts as data and perform mounts only through the small
 //! [`mount`] seam. The layer applier (tar + OCI whiteouts → a snapshot directory) lives
@@ -17,7 +17,9 @@
 //! - [`mount`]: performing and undoing a list of [`Mount`]s on a target directory.
 //! - [`metastore`]: the transactional snapshot metadata store (redb) all implementations use.
 //! - [`overlay`]: the overlayfs snapshotter (the default); [`native`]: full copies, for
-//!   hosts without overlay.
+//!   hosts without overlay; [`erofs`]: each committed layer one read-only EROFS image,
+//!   stacked with overlayfs (containerd 2.x's `erofs`), images built through the
+//!   [`erofs::LayerImageBuilder`] seam.
 //! - [`remote`]: the remote-snapshot seam ([`remote::RemoteLayers`]): layers provided
 //!   without containerd fetching and unpacking them.
 //! - [`copy_tree`]: the native snapshotter's tree copy; [`disk_usage`]: `du`-style usage.
@@ -27,6 +29,7 @@
 pub mod apply;
 pub mod copy_tree;
 pub mod disk_usage;
+pub mod erofs;
 pub mod error;
 pub mod metastore;
 pub mod mount;

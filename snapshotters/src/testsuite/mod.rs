@@ -10,7 +10,7 @@
 //! `#[test]` per check. Checks mount for real (they need root) and unmount on every
 //! path, failures included.
 
-mod fs_tree;
+pub(crate) mod fs_tree;
 mod harness;
 mod issues;
 mod layers;
