@@ -1,11 +1,13 @@
-//! The snapshotters of a Strata root, by name: `overlayfs` (the default), `native` and
-//! `stargz` (overlayfs whose layers `strata serve` may mount lazily),
+//! The snapshotters of a Strata root, by name: `overlayfs` (the default), `native`,
+//! `stargz` (overlayfs whose layers `strata serve` may mount lazily) and `erofs` (each
+//! committed layer one EROFS image, stacked with overlayfs),
 //! each with its own directory `<root>/snapshotters/<name>/` (metadata database and
 //! snapshot directories), as containerd keeps one root per snapshotter plugin.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use strata_snapshotters::erofs::ErofsSnapshotter;
 use strata_snapshotters::native::NativeSnapshotter;
 use strata_snapshotters::overlay::{OverlayOptions, OverlaySnapshotter};
 use strata_snapshotters::{SnapshotError, Snapshotter};
@@ -14,7 +16,7 @@ use strata_snapshotters::{SnapshotError, Snapshotter};
 pub const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
 
 /// The snapshotter names Strata knows.
-pub const SNAPSHOTTERS: &[&str] = &["overlayfs", "native", "stargz"];
+pub const SNAPSHOTTERS: &[&str] = &["overlayfs", "native", "stargz", "erofs"];
 
 /// The directory of snapshotter `name` under a Strata root.
 pub fn snapshotter_root(root: &Path, name: &str) -> PathBuf {
@@ -41,6 +43,7 @@ pub fn open_snapshotter(
             overlay.clone(),
         )?)),
         "native" => Ok(Arc::new(NativeSnapshotter::open(&dir)?)),
+        "erofs" => Ok(Arc::new(ErofsSnapshotter::open(&dir)?)),
         other => Err(SnapshotError::invalid_argument(format!(
             "unknown snapshotter {other:?} (available: {})",
             SNAPSHOTTERS.join(", ")

@@ -194,6 +194,13 @@ fn native_unpack_matches_umoci() {
     pull_mount_and_compare("native");
 }
 
+/// Each layer applied into the erofs snapshotter's active snapshot (overlay upper over the
+/// mounted EROFS images of the layers below), converted to `layer.erofs` at Commit.
+#[test]
+fn erofs_unpack_matches_umoci() {
+    pull_mount_and_compare("erofs");
+}
+
 /// A layer whose bytes do not match the config's diffID fails the pull naming the layer,
 /// and leaves no snapshot or snapshot directory behind.
 #[test]
@@ -250,4 +257,65 @@ fn corrupt_first_diff_id(image: &mut strata_testdata::BuiltImage) {
     image.manifest_json = serde_json::to_vec(&manifest).unwrap();
     image.manifest.digest = digest(&image.manifest_json);
     image.manifest.size = image.manifest_json.len() as u64;
+}
+
+/// The same image pulled into overlayfs and into erofs (one root, so one download) and
+/// mounted with `strata mount`: the two trees are equal in everything, mtimes of
+/// directories included (erofs layers are the overlayfs upper directories, converted).
+#[test]
+fn erofs_tree_equals_overlayfs_tree() {
+    let fx = fixture();
+    let env = Env::new();
+    let registry = RegistryServer::start().unwrap();
+    registry
+        .push_image("debian/fixture", "both", &fx.image.image)
+        .unwrap();
+    let reference = format!("{}/debian/fixture:both", registry.host());
+    let mut trees = Vec::new();
+    for snapshotter in ["overlayfs", "erofs"] {
+        let started = std::time::Instant::now();
+        env.strata_ok(
+            "root",
+            &[
+                "pull",
+                "--plain-http",
+                "--snapshotter",
+                snapshotter,
+                &reference,
+            ],
+        );
+        eprintln!("pull + unpack into {snapshotter}: {:?}", started.elapsed());
+        let dir = env.path(&format!("mnt-{snapshotter}"));
+        std::fs::create_dir(&dir).unwrap();
+        let dir = dir.canonicalize().unwrap();
+        env.strata_ok(
+            "root",
+            &[
+                "mount",
+                "--snapshotter",
+                snapshotter,
+                &reference,
+                dir.to_str().unwrap(),
+            ],
+        );
+        let captured = FileTree::capture(&dir);
+        let umount = env.strata("root", &["umount", dir.to_str().unwrap()]);
+        assert!(
+            umount.status.success(),
+            "umount: {}",
+            String::from_utf8_lossy(&umount.stderr)
+        );
+        trees.push(captured.unwrap());
+    }
+    let diff = trees[0].diff_with(&trees[1], Mtimes::All);
+    assert!(
+        diff.is_empty(),
+        "erofs's tree differs from overlayfs's:\n{}",
+        diff.join("\n")
+    );
+    assert!(
+        fx.image.check(&trees[1]).is_empty(),
+        "{:?}",
+        fx.image.check(&trees[1])
+    );
 }

@@ -21,7 +21,7 @@ const DEFAULT_ROOT: &str = "/var/lib/strata";
 /// Strata: a container snapshotter-and-storage engine.
 ///
 /// Strata keeps container images in a content-addressed store with containerd's
-/// semantics, unpacks them into snapshots (overlayfs, native) or mounts eStargz layers
+/// semantics, unpacks them into snapshots (overlayfs, native, erofs) or mounts eStargz layers
 /// lazily over FUSE, and serves both to containerd as a snapshotter proxy plugin.
 #[derive(Debug, Parser)]
 #[command(

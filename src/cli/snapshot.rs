@@ -16,7 +16,7 @@ use super::format;
 /// Which snapshotter a command works on.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct SnapshotterArg {
-    /// The snapshotter: overlayfs, native, stargz, or a name the daemon's configuration
+    /// The snapshotter: overlayfs, native, stargz, erofs, or a name the daemon's configuration
     /// maps to one of them (`[snapshotters]`, e.g. `strata`), as containerd names it.
     #[arg(long, global = true, default_value = strata::snapshots::DEFAULT_SNAPSHOTTER)]
     snapshotter: String,
@@ -62,8 +62,8 @@ impl SnapshotterArg {
 }
 
 impl SnapshotterArg {
-    /// The implementation answering the snapshotter's name: itself for overlayfs, native
-    /// and stargz; otherwise what the daemon's configuration maps the name to.
+    /// The implementation answering the snapshotter's name: itself for overlayfs, native,
+    /// stargz and erofs; otherwise what the daemon's configuration maps the name to.
     fn implementation(&self) -> anyhow::Result<String> {
         if strata::snapshots::SNAPSHOTTERS.contains(&self.snapshotter.as_str()) {
             return Ok(self.snapshotter.clone());
@@ -74,7 +74,7 @@ impl SnapshotterArg {
             .map_err(|message| anyhow::anyhow!("{message}"))?;
         names.get(&self.snapshotter).cloned().ok_or_else(|| {
             anyhow::anyhow!(
-                "unknown snapshotter {:?}: not overlayfs, native or stargz, and the daemon's \
+                "unknown snapshotter {:?}: not overlayfs, native, stargz or erofs, and the daemon's \
                  configuration ({}) names only {}",
                 self.snapshotter,
                 self.config.as_deref().map_or_else(

@@ -69,7 +69,7 @@ pub(crate) struct PullArgs {
     /// Blobs downloaded at once.
     #[arg(long, default_value_t = 3)]
     max_concurrent_downloads: usize,
-    /// The snapshotter to unpack into (overlayfs, native).
+    /// The snapshotter to unpack into (overlayfs, native, erofs).
     #[arg(long, default_value = strata::snapshots::DEFAULT_SNAPSHOTTER)]
     snapshotter: String,
     /// Only download; do not unpack (the default for platforms other than the host's).

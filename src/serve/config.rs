@@ -58,7 +58,8 @@ config_path = "/etc/containerd/certs.d"
 
 # Request names to snapshotter implementations. containerd sends the proxy
 # plugin's name ([proxy_plugins.<name>]) in every request; that name picks the
-# implementation. "overlayfs" and "native" always name themselves. Names mapped
+# implementation. "overlayfs", "native", "stargz" and "erofs" always name
+# themselves (erofs only where the kernel has EROFS). Names mapped
 # to the same implementation share one instance (one set of snapshots).
 [snapshotters]
 strata = "overlayfs"

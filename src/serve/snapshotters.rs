@@ -114,6 +114,16 @@ impl ServedSnapshotters {
                             .insert(implementation.clone(), Arc::clone(&instance));
                         instance
                     }
+                    Err(e)
+                        if e.kind() == strata_snapshotters::ErrorKind::NotImplemented
+                            && crate::snapshots::SNAPSHOTTERS.contains(&name.as_str()) =>
+                    {
+                        // A built-in name the host cannot serve (erofs without EROFS in
+                        // the kernel) is skipped, as containerd skips such a plugin;
+                        // requests for it get "snapshotter not loaded".
+                        tracing::warn!(snapshotter = implementation, error = %e, "not served");
+                        continue;
+                    }
                     Err(e) => {
                         served.close();
                         return Err(SnapshotError::new(
