@@ -232,3 +232,12 @@ fn containerd_pulls_runs_and_removes_through_strata_overlayfs() {
 fn containerd_pulls_runs_and_removes_through_strata_native() {
     pull_run_list_remove("strata-native", "native");
 }
+
+/// The erofs snapshotter: containerd 1.6's walking differ fills each layer's upper
+/// directory through the overlay Strata returns, Strata converts it to `layer.erofs` at
+/// Commit, and the container runs on an overlay of the mounted EROFS layers.
+#[test]
+#[ignore = "needs root, containerd, ctr, runc and mkfs.erofs: make test runs it"]
+fn containerd_pulls_runs_and_removes_through_strata_erofs() {
+    pull_run_list_remove("strata-erofs", "erofs");
+}

@@ -13,7 +13,7 @@
 // Environment:
 //
 //	STRATA_BIN          the strata binary
-//	STRATA_SNAPSHOTTER  the snapshotter name sent in every request (overlayfs, native)
+//	STRATA_SNAPSHOTTER  the snapshotter name sent in every request (overlayfs, native, erofs)
 package main
 
 import (
