@@ -25,7 +25,7 @@ pub(crate) fn require_containerd(extra: &[&str]) {
 }
 
 /// The host's shared libraries `binary` loads (from `ldd`), as absolute paths.
-fn shared_libraries(binary: &str) -> Vec<String> {
+pub(crate) fn shared_libraries(binary: &str) -> Vec<String> {
     let out = Command::new("ldd").arg(binary).output().expect("run ldd");
     assert!(
         out.status.success(),
