@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use strata_snapshotters::erofs::ErofsSnapshotter;
+use strata_snapshotters::erofs::{ErofsOptions, ErofsSnapshotter};
 use strata_snapshotters::native::NativeSnapshotter;
 use strata_snapshotters::overlay::{OverlayOptions, OverlaySnapshotter};
 use strata_snapshotters::{SnapshotError, Snapshotter};
@@ -23,6 +23,16 @@ pub fn snapshotter_root(root: &Path, name: &str) -> PathBuf {
     root.join("snapshotters").join(name)
 }
 
+/// The configuration of the implementations that have any (`strata serve`'s
+/// `[overlayfs]` and `[erofs]` tables; defaults elsewhere).
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotterOptions {
+    /// Options of overlayfs (and stargz, which is overlayfs).
+    pub overlay: OverlayOptions,
+    /// Options of erofs.
+    pub erofs: ErofsOptions,
+}
+
 /// Opens snapshotter `name` of the Strata root `root`.
 ///
 /// # Errors
@@ -32,7 +42,7 @@ pub fn snapshotter_root(root: &Path, name: &str) -> PathBuf {
 pub fn open_snapshotter(
     root: &Path,
     name: &str,
-    overlay: &OverlayOptions,
+    options: &SnapshotterOptions,
 ) -> Result<Arc<dyn Snapshotter>, SnapshotError> {
     let dir = snapshotter_root(root, name);
     match name {
@@ -40,10 +50,13 @@ pub fn open_snapshotter(
         // ones (their lazily mounted layers are detached on removal).
         "overlayfs" | "stargz" => Ok(Arc::new(OverlaySnapshotter::with_options(
             &dir,
-            overlay.clone(),
+            options.overlay.clone(),
         )?)),
         "native" => Ok(Arc::new(NativeSnapshotter::open(&dir)?)),
-        "erofs" => Ok(Arc::new(ErofsSnapshotter::open(&dir)?)),
+        "erofs" => Ok(Arc::new(ErofsSnapshotter::with_options(
+            &dir,
+            options.erofs.clone(),
+        )?)),
         other => Err(SnapshotError::invalid_argument(format!(
             "unknown snapshotter {other:?} (available: {})",
             SNAPSHOTTERS.join(", ")

@@ -287,12 +287,18 @@ impl ErofsSnapshotter {
                 "snapshot {key}: convert its upper directory to EROFS: {e}"
             )));
         }
-        std::fs::rename(&partial, &image).map_err(|e| {
-            SnapshotError::io(
-                format_args!("snapshot {key}: rename {} into place", partial.display()),
-                e,
-            )
-        })?;
+        // The upper directory is emptied once the commit is recorded, so the image must be
+        // on disk before the metadata says the layer is committed.
+        let sync = |path: &Path| std::fs::File::open(path).and_then(|f| f.sync_all());
+        sync(&partial)
+            .and_then(|()| std::fs::rename(&partial, &image))
+            .and_then(|()| sync(&self.dirs.path(id)))
+            .map_err(|e| {
+                SnapshotError::io(
+                    format_args!("snapshot {key}: put {} in place", image.display()),
+                    e,
+                )
+            })?;
         Ok((true, inodes))
     }
 }

@@ -9,6 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use strata_snapshotters::erofs::{ErofsOptions, MkfsErofs};
 use strata_snapshotters::overlay::OverlayOptions;
 
 use crate::snapshots::SNAPSHOTTERS;
@@ -71,6 +72,15 @@ mount_options = []
 # Report each snapshot's upper directory in the
 # "containerd.io/snapshot/overlay.upperdir" label.
 upperdir_label = false
+
+# Options of the erofs implementation (as containerd's erofs snapshotter and differ):
+# each committed layer one EROFS image, converted from the layer's directory by
+# mkfs.erofs at Commit.
+[erofs]
+# Options added to every overlay mount, e.g. ["volatile"].
+mount_options = []
+# Options added to `mkfs.erofs --quiet -Enoinline_data`, e.g. ["-zlz4hc"].
+mkfs_options = []
 
 # Remote snapshots: layers provided without containerd downloading and unpacking
 # them (containerd's remote-snapshot protocol; used by the overlayfs
@@ -156,6 +166,27 @@ impl OverlayConfig {
     }
 }
 
+/// The `[erofs]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ErofsConfig {
+    /// Options added to every overlay mount (containerd's `ovl_mount_options`).
+    pub mount_options: Vec<String>,
+    /// Options added to `mkfs.erofs` when a layer is converted at Commit (containerd's
+    /// differ `mkfs_options`).
+    pub mkfs_options: Vec<String>,
+}
+
+impl ErofsConfig {
+    /// The snapshotter's options.
+    pub fn options(&self) -> ErofsOptions {
+        ErofsOptions {
+            mount_options: self.mount_options.clone(),
+            builder: std::sync::Arc::new(MkfsErofs::new("mkfs.erofs", self.mkfs_options.clone())),
+        }
+    }
+}
+
 /// The `[remote]` table: remote-snapshot providers.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -224,6 +255,8 @@ pub struct Config {
     pub snapshotters: BTreeMap<String, String>,
     /// Options of the overlayfs implementation.
     pub overlayfs: OverlayConfig,
+    /// Options of the erofs implementation.
+    pub erofs: ErofsConfig,
     /// Remote-snapshot providers.
     pub remote: RemoteConfig,
     /// The lazy eStargz snapshotter.
@@ -241,6 +274,7 @@ impl Default for Config {
             config_path: PathBuf::from(DEFAULT_HOSTS_DIR),
             snapshotters: BTreeMap::from([(DEFAULT_NAME.to_string(), "overlayfs".to_string())]),
             overlayfs: OverlayConfig::default(),
+            erofs: ErofsConfig::default(),
             remote: RemoteConfig::default(),
             stargz: StargzConfig::default(),
         }
@@ -415,6 +449,7 @@ mod tests {
         let config = parse(
             "root = \"/r\"\nsocket = \"/s.sock\"\nlog_format = \"json\"\nmetrics_address = \"127.0.0.1:9\"\n\
              config_path = \"/h\"\n[overlayfs]\nmount_options = [\"volatile\"]\nupperdir_label = true\n\
+             [erofs]\nmount_options = [\"volatile\"]\nmkfs_options = [\"-zlz4\"]\n\
              [remote]\nlocal_content = true\n",
         )
         .unwrap();
@@ -425,6 +460,8 @@ mod tests {
         assert_eq!(config.config_path, Path::new("/h"));
         assert_eq!(config.overlayfs.options().mount_options, ["volatile"]);
         assert!(config.overlayfs.upperdir_label);
+        assert_eq!(config.erofs.options().mount_options, ["volatile"]);
+        assert_eq!(config.erofs.mkfs_options, ["-zlz4"]);
         assert!(config.remote.local_content);
     }
 

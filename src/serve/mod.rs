@@ -128,7 +128,10 @@ pub fn run(config: &Config) -> Result<(), ServeError> {
     let served = ServedSnapshotters::open(
         &config.root,
         &names,
-        &config.overlayfs.options(),
+        &crate::snapshots::SnapshotterOptions {
+            overlay: config.overlayfs.options(),
+            erofs: config.erofs.options(),
+        },
         &providers,
     )?;
     let listener = match socket::bind(&config.socket) {

@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use strata_snapshotters::overlay::{OverlayOptions, OverlaySnapshotter};
+use strata_snapshotters::overlay::OverlaySnapshotter;
 use strata_snapshotters::remote::RemoteLayers;
 use strata_snapshotters::{SnapshotError, Snapshotter};
 
-use crate::snapshots::{open_snapshotter, snapshotter_root};
+use crate::snapshots::{SnapshotterOptions, open_snapshotter, snapshotter_root};
 
 /// Request name → snapshotter, with the opened instances.
 pub struct ServedSnapshotters {
@@ -44,7 +44,7 @@ pub struct Providers {
 fn open_cleaned(
     root: &Path,
     implementation: &str,
-    overlay: &OverlayOptions,
+    options: &SnapshotterOptions,
     providers: &Providers,
 ) -> Result<Arc<dyn Snapshotter>, SnapshotError> {
     let remote = match implementation {
@@ -55,10 +55,10 @@ fn open_cleaned(
     let instance: Arc<dyn Snapshotter> = match remote {
         Some(remote) => Arc::new(OverlaySnapshotter::with_remote(
             &snapshotter_root(root, implementation),
-            overlay.clone(),
+            options.overlay.clone(),
             remote,
         )?),
-        None => open_snapshotter(root, implementation, overlay)?,
+        None => open_snapshotter(root, implementation, options)?,
     };
     // The daemon holds the snapshotter alone now: Strata's own unpacks left active were
     // interrupted (containerd's are namespaced and left to containerd).
@@ -97,7 +97,7 @@ impl ServedSnapshotters {
     pub fn open(
         root: &Path,
         names: &BTreeMap<String, String>,
-        overlay: &OverlayOptions,
+        options: &SnapshotterOptions,
         providers: &Providers,
     ) -> Result<Self, SnapshotError> {
         let mut served = ServedSnapshotters {
@@ -107,7 +107,7 @@ impl ServedSnapshotters {
         for (name, implementation) in names {
             let instance = match served.instances.get(implementation) {
                 Some(instance) => Arc::clone(instance),
-                None => match open_cleaned(root, implementation, overlay, providers) {
+                None => match open_cleaned(root, implementation, options, providers) {
                     Ok(instance) => {
                         served
                             .instances

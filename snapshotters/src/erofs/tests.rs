@@ -408,3 +408,42 @@ fn a_failed_conversion_leaves_the_active_snapshot_as_it_was() {
     assert!(!upper.parent().unwrap().join("layer.erofs.partial").exists());
     sn.close().unwrap();
 }
+
+#[test]
+#[ignore = "needs root and mkfs.erofs (mounts): make test runs it"]
+fn configured_overlay_and_mkfs_options_are_used() {
+    strata_testdata::host::require_tools(&[MKFS]);
+    strata_testdata::host::require_root("mounting EROFS images needs root");
+    let dir = tempfile::tempdir().unwrap();
+    let options = ErofsOptions {
+        mount_options: vec!["volatile".to_owned()],
+        builder: Arc::new(MkfsErofs::new(MKFS, vec!["--no-such-option".to_owned()])),
+    };
+    let sn = ErofsSnapshotter::with_options(&dir.path().join("root"), options).unwrap();
+    sn.prepare("base-active", "", labels()).unwrap();
+    // The extra mkfs.erofs option reaches the tool, which refuses it.
+    let err = sn.commit("base", "base-active", labels()).unwrap_err();
+    assert!(
+        err.message().contains("no-such-option"),
+        "{}",
+        err.message()
+    );
+    sn.close().unwrap();
+
+    let sn = ErofsSnapshotter::with_options(
+        &dir.path().join("root2"),
+        ErofsOptions {
+            mount_options: vec!["volatile".to_owned()],
+            ..ErofsOptions::default()
+        },
+    )
+    .unwrap();
+    sn.prepare("base-active", "", labels()).unwrap();
+    sn.commit("base", "base-active", labels()).unwrap();
+    let mounts = sn.prepare("child", "base", labels()).unwrap();
+    assert!(
+        mounts[0].options.iter().any(|o| o == "volatile"),
+        "{mounts:?}"
+    );
+    sn.close().unwrap();
+}
