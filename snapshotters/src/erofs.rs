@@ -421,6 +421,24 @@ impl Snapshotter for ErofsSnapshotter {
     }
 }
 
+/// Where an applier that writes EROFS itself (containerd's EROFS differ; Strata's unpacker
+/// once it streams tar into EROFS) puts the layer of the active snapshot `mounts`
+/// describe: `<snapshot>/layer.erofs`, which Commit then takes as the layer instead of
+/// converting the upper directory. `None` unless the mounts are an erofs snapshot's (its
+/// directory holds [`LAYER_MARKER`]), as containerd's `MountsToLayer` decides.
+pub fn staged_image_path(mounts: &[Mount]) -> Option<PathBuf> {
+    let m = mounts.first()?;
+    let upper = match m.kind.as_str() {
+        "bind" => PathBuf::from(&m.source),
+        "overlay" => PathBuf::from(m.options.iter().find_map(|o| o.strip_prefix("upperdir="))?),
+        _ => return None,
+    };
+    let dir = upper.parent()?;
+    dir.join(LAYER_MARKER)
+        .is_file()
+        .then(|| dir.join(LAYER_IMAGE))
+}
+
 /// Whether the kernel has EROFS (`/proc/filesystems`), as containerd checks.
 fn kernel_has_erofs() -> bool {
     std::fs::read_to_string("/proc/filesystems").is_ok_and(|list| {

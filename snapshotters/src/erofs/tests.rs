@@ -447,3 +447,53 @@ fn configured_overlay_and_mkfs_options_are_used() {
     );
     sn.close().unwrap();
 }
+
+/// The path the pure-Rust tar → EROFS writer will take: an image written at
+/// `staged_image_path` before Commit is the layer; the upper directory is not converted.
+#[test]
+#[ignore = "needs root and mkfs.erofs (mounts): make test runs it"]
+fn an_image_staged_before_commit_is_the_layer() {
+    strata_testdata::host::require_tools(&[MKFS]);
+    strata_testdata::host::require_root("mounting EROFS images needs root");
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = dir.path().join("scratch");
+    let sn = ErofsSnapshotter::open(&dir.path().join("root")).unwrap();
+    layer(&sn, &scratch, "base", "", &[("a", "from base")]);
+    let mounts = sn.prepare("top-active", "base", labels()).unwrap();
+    let staged = staged_image_path(&mounts).expect("an erofs active snapshot");
+    assert_eq!(staged.file_name(), Some(OsStr::new(LAYER_IMAGE)));
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("staged"), b"written as EROFS").unwrap();
+    MkfsErofs::default().build_from_dir(&tree, &staged).unwrap();
+    // Something in the upper that the layer must not get.
+    let upper = mounts[0]
+        .options
+        .iter()
+        .find_map(|o| o.strip_prefix("upperdir="))
+        .unwrap();
+    std::fs::write(Path::new(upper).join("ignored"), b"x").unwrap();
+    sn.commit("top", "top-active", labels()).unwrap();
+    let view = sn.view("top-view", "top", labels()).unwrap();
+    let mnt = scratch.join("top-view");
+    std::fs::create_dir_all(&mnt).unwrap();
+    mount_all(&view, &mnt).unwrap();
+    let seen = (
+        std::fs::read_to_string(mnt.join("a")),
+        std::fs::read_to_string(mnt.join("staged")),
+        mnt.join("ignored").exists(),
+    );
+    unmount_all(&mnt, false).unwrap();
+    assert_eq!(seen.0.unwrap(), "from base");
+    assert_eq!(seen.1.unwrap(), "written as EROFS");
+    assert!(!seen.2);
+    // Not an erofs snapshot's mounts: no staging path.
+    let other = Mount {
+        kind: "bind".into(),
+        source: tree.display().to_string(),
+        target: String::new(),
+        options: vec!["rw".into(), "rbind".into()],
+    };
+    assert_eq!(staged_image_path(&[other]), None);
+    sn.close().unwrap();
+}
