@@ -20,6 +20,7 @@
 pub mod builder;
 mod layer_mounts;
 pub mod mkfs;
+pub mod writer;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ use crate::{Info, Kind, Labels, Mount, SnapshotError, Snapshotter, Usage};
 pub use builder::{BuildError, LayerImageBuilder};
 use layer_mounts::{LayerMounts, layer_mount};
 pub use mkfs::MkfsErofs;
+pub use writer::StrataErofsWriter;
 
 /// A committed layer's image, in its snapshot directory.
 pub const LAYER_IMAGE: &str = "layer.erofs";

@@ -5,10 +5,21 @@
 
 use std::path::Path;
 
-use strata_snapshotters::erofs::ErofsSnapshotter;
+use std::sync::Arc;
+
+use strata_snapshotters::erofs::{ErofsOptions, ErofsSnapshotter, StrataErofsWriter};
 use strata_snapshotters::native::NativeSnapshotter;
 use strata_snapshotters::overlay::OverlaySnapshotter;
 
 strata_snapshotters::conformance_tests!(overlay, |root: &Path| OverlaySnapshotter::open(root));
 strata_snapshotters::conformance_tests!(native, |root: &Path| NativeSnapshotter::open(root));
 strata_snapshotters::conformance_tests!(erofs, |root: &Path| ErofsSnapshotter::open(root));
+strata_snapshotters::conformance_tests!(erofs_strata_writer, |root: &Path| {
+    ErofsSnapshotter::with_options(
+        root,
+        ErofsOptions {
+            builder: Arc::new(StrataErofsWriter),
+            ..ErofsOptions::default()
+        },
+    )
+});

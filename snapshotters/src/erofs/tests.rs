@@ -98,12 +98,25 @@ fn upper_tree(dir: &Path) {
 #[ignore = "needs root and mkfs.erofs (mounts): make test runs it"]
 fn mkfs_erofs_keeps_types_owners_modes_times_xattrs_and_whiteouts() {
     strata_testdata::host::require_tools(&[MKFS]);
+    keeps_everything(&MkfsErofs::default(), 254);
+}
+
+#[test]
+#[ignore = "needs root (mounts): make test runs it"]
+fn strata_writer_keeps_types_owners_modes_times_xattrs_and_whiteouts() {
+    keeps_everything(&StrataErofsWriter, 255);
+}
+
+/// The image `builder` makes of an upper-directory-like tree (with a file name of
+/// `long_name` bytes), mounted by the kernel, equals the tree.
+fn keeps_everything(builder: &dyn LayerImageBuilder, long_name: usize) {
     strata_testdata::host::require_root("mounting EROFS images needs root");
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     upper_tree(&src);
+    std::fs::write(src.join("l".repeat(long_name)), b"long").unwrap();
     let image = dir.path().join("layer.erofs");
-    MkfsErofs::default().build_from_dir(&src, &image).unwrap();
+    builder.build_from_dir(&src, &image).unwrap();
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     layer_mount(&image).mount(&mnt).unwrap();
@@ -496,4 +509,38 @@ fn an_image_staged_before_commit_is_the_layer() {
     };
     assert_eq!(staged_image_path(&[other]), None);
     sn.close().unwrap();
+}
+
+/// What Strata's writer keeps that `mkfs.erofs` 1.5 does not: holes of sparse files stay
+/// holes (the image is small, the file reads back the same).
+#[test]
+#[ignore = "needs root (mounts): make test runs it"]
+fn strata_writer_keeps_sparse_files_sparse() {
+    strata_testdata::host::require_root("mounting EROFS images needs root");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let sparse = src.join("sparse");
+    {
+        use std::io::{Seek, Write};
+        let mut f = std::fs::File::create(&sparse).unwrap();
+        f.seek(std::io::SeekFrom::Start(64 << 20)).unwrap();
+        f.write_all(b"middle").unwrap();
+        f.set_len(128 << 20).unwrap();
+    }
+    let image = dir.path().join("layer.erofs");
+    StrataErofsWriter.build_from_dir(&src, &image).unwrap();
+    assert!(
+        std::fs::metadata(&image).unwrap().len() < 1 << 20,
+        "the holes were written as data"
+    );
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    layer_mount(&image).mount(&mnt).unwrap();
+    let read = std::fs::read(mnt.join("sparse"));
+    unmount_all(&mnt, false).unwrap();
+    let read = read.unwrap();
+    assert_eq!(read.len(), 128 << 20);
+    assert_eq!(&read[64 << 20..(64 << 20) + 6], b"middle");
+    assert!(read[..64 << 20].iter().all(|&b| b == 0));
 }
