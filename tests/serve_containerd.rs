@@ -254,7 +254,20 @@ fn containerd_pulls_runs_and_removes_through_strata_erofs() {
 #[test]
 #[ignore = "needs root, containerd, ctr, runc and mkfs.erofs: make test runs it"]
 fn containerd_runs_python_on_strata_erofs_across_a_restart() {
-    require_containerd(&["/usr/bin/mkfs.erofs", PYTHON]);
+    require_containerd(&["/usr/bin/mkfs.erofs"]);
+    python_on_erofs_across_a_restart("");
+}
+
+/// The same with the layer images written by Strata's own EROFS writer
+/// (`[erofs] builder = "strata"`).
+#[test]
+#[ignore = "needs root, containerd, ctr and runc: make test runs it"]
+fn containerd_runs_python_on_strata_erofs_written_by_strata() {
+    python_on_erofs_across_a_restart("[erofs]\nbuilder = \"strata\"\n");
+}
+
+fn python_on_erofs_across_a_restart(erofs_config: &str) {
+    require_containerd(&[PYTHON]);
     let dir = tempfile::tempdir().unwrap();
     let _unmount = UnmountOnDrop(dir.path().to_path_buf());
     let registry = RegistryServer::start().expect("start docker-registry");
@@ -274,7 +287,9 @@ fn containerd_runs_python_on_strata_erofs_across_a_restart() {
 
     let mut serve = StrataServe::start(
         &dir.path().join("strata"),
-        "[snapshotters]\nstrata = \"overlayfs\"\n\"strata-erofs\" = \"erofs\"\n",
+        &format!(
+            "[snapshotters]\nstrata = \"overlayfs\"\n\"strata-erofs\" = \"erofs\"\n{erofs_config}"
+        ),
     );
     let mut plugins = String::from("[proxy_plugins]\n");
     for name in ["strata", "strata-erofs"] {

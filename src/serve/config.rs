@@ -9,7 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use strata_snapshotters::erofs::{ErofsOptions, MkfsErofs};
+use strata_snapshotters::erofs::{ErofsOptions, LayerImageBuilder, MkfsErofs, StrataErofsWriter};
 use strata_snapshotters::overlay::OverlayOptions;
 
 use crate::snapshots::SNAPSHOTTERS;
@@ -79,6 +79,10 @@ upperdir_label = false
 [erofs]
 # Options added to every overlay mount, e.g. ["volatile"].
 mount_options = []
+# What converts a layer into its image: "mkfs.erofs" (erofs-utils, as containerd)
+# or "strata" (Strata's own writer: no process, keeps 255-byte names and the holes
+# of sparse files).
+builder = "mkfs.erofs"
 # Options added to `mkfs.erofs --quiet -Enoinline_data`, e.g. ["-zlz4hc"].
 mkfs_options = []
 
@@ -166,12 +170,26 @@ impl OverlayConfig {
     }
 }
 
+/// What converts a layer's directory into its EROFS image (`[erofs] builder`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum ErofsBuilderKind {
+    /// `mkfs.erofs` (erofs-utils), as containerd runs it.
+    #[default]
+    #[serde(rename = "mkfs.erofs")]
+    Mkfs,
+    /// Strata's own writer (`strata_formats::erofs`).
+    #[serde(rename = "strata")]
+    Strata,
+}
+
 /// The `[erofs]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ErofsConfig {
     /// Options added to every overlay mount (containerd's `ovl_mount_options`).
     pub mount_options: Vec<String>,
+    /// What builds the layer images.
+    pub builder: ErofsBuilderKind,
     /// Options added to `mkfs.erofs` when a layer is converted at Commit (containerd's
     /// differ `mkfs_options`).
     pub mkfs_options: Vec<String>,
@@ -180,9 +198,15 @@ pub struct ErofsConfig {
 impl ErofsConfig {
     /// The snapshotter's options.
     pub fn options(&self) -> ErofsOptions {
+        let builder: std::sync::Arc<dyn LayerImageBuilder> = match self.builder {
+            ErofsBuilderKind::Mkfs => {
+                std::sync::Arc::new(MkfsErofs::new("mkfs.erofs", self.mkfs_options.clone()))
+            }
+            ErofsBuilderKind::Strata => std::sync::Arc::new(StrataErofsWriter),
+        };
         ErofsOptions {
             mount_options: self.mount_options.clone(),
-            builder: std::sync::Arc::new(MkfsErofs::new("mkfs.erofs", self.mkfs_options.clone())),
+            builder,
         }
     }
 }
@@ -449,7 +473,7 @@ mod tests {
         let config = parse(
             "root = \"/r\"\nsocket = \"/s.sock\"\nlog_format = \"json\"\nmetrics_address = \"127.0.0.1:9\"\n\
              config_path = \"/h\"\n[overlayfs]\nmount_options = [\"volatile\"]\nupperdir_label = true\n\
-             [erofs]\nmount_options = [\"volatile\"]\nmkfs_options = [\"-zlz4\"]\n\
+             [erofs]\nmount_options = [\"volatile\"]\nmkfs_options = [\"-zlz4\"]\nbuilder = \"strata\"\n\
              [remote]\nlocal_content = true\n",
         )
         .unwrap();
@@ -462,6 +486,11 @@ mod tests {
         assert!(config.overlayfs.upperdir_label);
         assert_eq!(config.erofs.options().mount_options, ["volatile"]);
         assert_eq!(config.erofs.mkfs_options, ["-zlz4"]);
+        assert_eq!(config.erofs.builder, ErofsBuilderKind::Strata);
+        let err = parse("[erofs]\nbuilder = \"mksquashfs\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mksquashfs"), "{err}");
         assert!(config.remote.local_content);
     }
 
