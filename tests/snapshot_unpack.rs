@@ -205,13 +205,32 @@ fn erofs_unpack_matches_umoci() {
 /// and leaves no snapshot or snapshot directory behind.
 #[test]
 fn a_wrong_diff_id_fails_and_leaves_nothing_behind() {
+    wrong_diff_id("overlayfs");
+}
+
+/// The same when the layer streams into an EROFS image: no image, no snapshot left.
+#[test]
+fn a_wrong_diff_id_fails_and_leaves_nothing_behind_in_erofs() {
+    wrong_diff_id("erofs");
+}
+
+fn wrong_diff_id(snapshotter: &str) {
     let env = Env::new();
     let registry = RegistryServer::start().unwrap();
     let mut image = strata_testdata::sample::sample_image(5).build().unwrap();
     corrupt_first_diff_id(&mut image);
     registry.push_image("bad/diffid", "1", &image).unwrap();
     let reference = format!("{}/bad/diffid:1", registry.host());
-    let out = env.strata("dst", &["pull", "--plain-http", &reference]);
+    let out = env.strata(
+        "dst",
+        &[
+            "pull",
+            "--plain-http",
+            "--snapshotter",
+            snapshotter,
+            &reference,
+        ],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
@@ -228,13 +247,17 @@ fn a_wrong_diff_id_fails_and_leaves_nothing_behind() {
         stderr.contains(&format!("sha256:{}", "0".repeat(64))),
         "{stderr}"
     );
-    let all = env.strata_ok("dst", &["snapshot", "ls"]);
+    let all = env.strata_ok("dst", &["snapshot", "--snapshotter", snapshotter, "ls"]);
     assert_eq!(
         all.lines().count(),
         1,
         "no snapshot, active or committed: {all}"
     );
-    let snapshots_dir = env.path("dst").join("snapshotters/overlayfs/snapshots");
+    let snapshots_dir = env
+        .path("dst")
+        .join("snapshotters")
+        .join(snapshotter)
+        .join("snapshots");
     let left: Vec<_> = std::fs::read_dir(&snapshots_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -261,7 +284,9 @@ fn corrupt_first_diff_id(image: &mut strata_testdata::BuiltImage) {
 
 /// The same image pulled into overlayfs and into erofs (one root, so one download) and
 /// mounted with `strata mount`: the two trees are equal in everything, mtimes of
-/// directories included (erofs layers are the overlayfs upper directories, converted).
+/// directories included. `strata pull` wrote each erofs layer straight from its tar (the
+/// image's UUID is the one derived from the layer's diffID; the upper directories stayed
+/// empty).
 #[test]
 fn erofs_tree_equals_overlayfs_tree() {
     let fx = fixture();
@@ -307,6 +332,30 @@ fn erofs_tree_equals_overlayfs_tree() {
         );
         trees.push(captured.unwrap());
     }
+    let snapshots = env.path("root").join("snapshotters/erofs/snapshots");
+    let mut uuids: Vec<Vec<u8>> = Vec::new();
+    for entry in std::fs::read_dir(&snapshots).unwrap() {
+        let dir = entry.unwrap().path();
+        let image = std::fs::read(dir.join("layer.erofs")).unwrap();
+        // The superblock (at 1024) holds the volume UUID at its byte 48.
+        uuids.push(image[1024 + 48..1024 + 64].to_vec());
+        assert_eq!(
+            std::fs::read_dir(dir.join("fs")).unwrap().count(),
+            0,
+            "{}: the layer went through the upper directory",
+            dir.display()
+        );
+    }
+    let mut expected: Vec<Vec<u8>> = fx
+        .image
+        .image
+        .diff_ids()
+        .iter()
+        .map(|d| strata_formats::erofs::layer_uuid(d).to_vec())
+        .collect();
+    uuids.sort();
+    expected.sort();
+    assert_eq!(uuids, expected, "images written by the tar → EROFS writer");
     let diff = trees[0].diff_with(&trees[1], Mtimes::All);
     assert!(
         diff.is_empty(),

@@ -279,7 +279,8 @@ impl ErofsSnapshotter {
             .inodes;
         let image = self.image(id);
         if image.exists() {
-            return Ok((false, inodes));
+            // Written by an EROFS applier: the layer's inodes are the image's.
+            return Ok((false, image_inodes(&image).unwrap_or(inodes)));
         }
         let partial = self.dirs.path(id).join(format!("{LAYER_IMAGE}.partial"));
         let _ = std::fs::remove_file(&partial);
@@ -439,6 +440,22 @@ pub fn staged_image_path(mounts: &[Mount]) -> Option<PathBuf> {
     dir.join(LAYER_MARKER)
         .is_file()
         .then(|| dir.join(LAYER_IMAGE))
+}
+
+/// The inode count an EROFS image's superblock records (`inos`, a little-endian u64 at
+/// byte 16 of the superblock, which starts at 1024); `None` when it has no superblock.
+fn image_inodes(image: &Path) -> Option<i64> {
+    use std::io::{Read, Seek, SeekFrom};
+    const EROFS_MAGIC: u32 = 0xE0F5_E1E2;
+    let mut sb = [0u8; 24];
+    let mut file = std::fs::File::open(image).ok()?;
+    file.seek(SeekFrom::Start(1024)).ok()?;
+    file.read_exact(&mut sb).ok()?;
+    let magic = u32::from_le_bytes(sb[0..4].try_into().ok()?);
+    let inos = u64::from_le_bytes(sb[16..24].try_into().ok()?);
+    (magic == EROFS_MAGIC)
+        .then(|| i64::try_from(inos).ok())
+        .flatten()
 }
 
 /// Whether the kernel has EROFS (`/proc/filesystems`), as containerd checks.

@@ -7,7 +7,8 @@
 //! `extract-<unique> <chainID>` key carrying `containerd.io/snapshot.ref=<chainID>`
 //! (which lets a remote snapshotter provide it without unpacking: Prepare then answers
 //! AlreadyExists), applied with its diffID checked, and committed; on any failure the
-//! active snapshot is removed, so no half-made snapshot survives.
+//! active snapshot is removed, so no half-made snapshot survives. Into the erofs
+//! snapshotter, a layer is written straight into its `layer.erofs` (`unpack_erofs.rs`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -306,6 +307,9 @@ impl<'a> Unpacker<'a> {
         layer: &LayerPlan,
         mounts: &[strata_snapshotters::Mount],
     ) -> Result<u64, ImageError> {
+        if let Some(image) = strata_snapshotters::erofs::staged_image_path(mounts) {
+            return super::unpack_erofs::unpack_to_image(self.store, layer, &image);
+        }
         let blob = self.store.content().reader_at(&layer.digest)?;
         // The whiteout mode is chosen by apply_to_mounts from the mounts' shape.
         let mut options = ApplyOptions::new(layer.digest.to_string(), WhiteoutMode::Delete);

@@ -500,6 +500,10 @@ fn an_image_staged_before_commit_is_the_layer() {
     assert_eq!(seen.0.unwrap(), "from base");
     assert_eq!(seen.1.unwrap(), "written as EROFS");
     assert!(!seen.2);
+    // Usage: the image's inodes (root and one file), its size.
+    let usage = sn.usage("top").unwrap();
+    assert_eq!(usage.inodes, 2);
+    assert!(usage.size >= 4096, "{usage:?}");
     // Not an erofs snapshot's mounts: no staging path.
     let other = Mount {
         kind: "bind".into(),
