@@ -548,3 +548,44 @@ fn strata_writer_keeps_sparse_files_sparse() {
     assert_eq!(&read[64 << 20..(64 << 20) + 6], b"middle");
     assert!(read[..64 << 20].iter().all(|&b| b == 0));
 }
+
+/// Close (and Remove of a layer's mount) unmounts the layer images the snapshotter holds;
+/// an overlay already mounted over them, a running container's rootfs, keeps reading them
+/// (overlayfs holds private clones of its lower mounts).
+#[test]
+#[ignore = "needs root and mkfs.erofs (mounts): make test runs it"]
+fn a_mounted_rootfs_survives_close() {
+    strata_testdata::host::require_tools(&[MKFS]);
+    strata_testdata::host::require_root("mounting EROFS images needs root");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let scratch = dir.path().join("scratch");
+    let sn = ErofsSnapshotter::open(&root).unwrap();
+    layer(&sn, &scratch, "l1", "", &[("one", "1")]);
+    layer(&sn, &scratch, "l2", "l1", &[("two", "2")]);
+    let mounts = sn.prepare("container", "l2", labels()).unwrap();
+    let rootfs = scratch.join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    mount_all(&mounts, &rootfs).unwrap();
+    sn.close().unwrap();
+    drop(sn);
+    let lowers: Vec<PathBuf> = mounts[0]
+        .options
+        .iter()
+        .find_map(|o| o.strip_prefix("lowerdir="))
+        .unwrap()
+        .split(':')
+        .map(PathBuf::from)
+        .collect();
+    let unmounted = lowers.iter().all(|l| !is_mounted(l));
+    let read = (
+        std::fs::read_to_string(rootfs.join("one")),
+        std::fs::read_to_string(rootfs.join("two")),
+        std::fs::write(rootfs.join("three"), b"3"),
+    );
+    unmount_all(&rootfs, false).unwrap();
+    assert!(unmounted, "close left layer mounts");
+    assert_eq!(read.0.unwrap(), "1");
+    assert_eq!(read.1.unwrap(), "2");
+    read.2.unwrap();
+}
