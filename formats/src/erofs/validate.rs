@@ -159,6 +159,13 @@ impl<'a, I: ReadAt + ?Sized> Validator<'a, I> {
                 ),
             });
         }
+        if sb.dirblkbits != 0 {
+            // The kernel refuses directory blocks of another size than the block.
+            return Err(ErofsError::Unsupported {
+                at: at.into(),
+                reason: format!("directory block bits {}", sb.dirblkbits),
+            });
+        }
         let blksz = 1u64 << sb.blkszbits;
         let mut v = Self {
             img,

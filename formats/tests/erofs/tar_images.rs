@@ -91,6 +91,18 @@ fn same_layer_gives_same_bytes() {
     };
     let one = image_of(&tar, &opts);
     assert_eq!(one, image_of(&tar, &opts));
+    // However the stream is chunked on the way in.
+    struct OneByte<'a>(&'a [u8]);
+    impl Read for OneByte<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.0.len().min(buf.len()).min(1);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+    let trickled = build_from_tar(OneByte(&tar), Cursor::new(Vec::new()), &opts).unwrap();
+    assert_eq!(one, trickled.0.into_inner());
     assert_eq!(tar_index_of(&tar), tar_index_of(&tar));
 }
 
