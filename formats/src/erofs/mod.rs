@@ -29,7 +29,7 @@ pub mod validate;
 mod tests;
 
 use crate::errdefs::ErrorKind;
-use crate::tar_layer::{SparseSegment, TarLayerError, Timestamp};
+use crate::tar_layer::{Limits, SparseSegment, TarLayerError, Timestamp};
 
 pub use builder::Builder;
 pub use tar::{TarIndexReport, build_from_tar, build_tar_index};
@@ -55,6 +55,10 @@ pub struct BuildOptions {
     /// Most inodes the image may hold: a bound on the metadata kept in memory for an
     /// untrusted layer.
     pub max_inodes: usize,
+    /// Bounds on the tar layer the tar frontends read (extension headers, names, xattrs,
+    /// sparse maps). `max_size` is the caller's to apply, with the
+    /// [`crate::tar_layer::DiffIdReader`] that also computes the layer's diffID.
+    pub tar_limits: Limits,
 }
 
 impl Default for BuildOptions {
@@ -65,6 +69,7 @@ impl Default for BuildOptions {
             build_time: Timestamp::default(),
             inline_data: true,
             max_inodes: 1 << 24,
+            tar_limits: Limits::default(),
         }
     }
 }

@@ -17,7 +17,7 @@ use std::rc::Rc;
 
 use super::builder::{BuildReport, Builder};
 use super::{BuildOptions, Entry, EntryKind, ErofsError};
-use crate::tar_layer::{self, Limits, TarLayer, TarLayerError};
+use crate::tar_layer::{self, TarLayer, TarLayerError};
 
 /// What [`build_tar_index`] wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +39,7 @@ pub fn build_from_tar<R: Read, W: Write + Seek>(
     opts: &BuildOptions,
 ) -> Result<(W, BuildReport), ErofsError> {
     let mut builder = Builder::new(out, opts.clone())?;
-    let mut layer = TarLayer::new(tar, Limits::default());
+    let mut layer = TarLayer::new(tar, opts.tar_limits);
     while let Some(entry) = layer.next_entry()? {
         match convert(entry)? {
             Converted::Opaque(dir) => builder.mark_opaque(&dir)?,
@@ -77,7 +77,7 @@ pub fn build_tar_index<R: Read + Seek, W: Write + Seek>(
         offset: Rc::clone(&offset),
     };
     let mut builder = Builder::new_tar_index(out, opts.clone());
-    let mut layer = TarLayer::new(counting, Limits::default());
+    let mut layer = TarLayer::new(counting, opts.tar_limits);
     while let Some(entry) = layer.next_entry()? {
         // The reader has consumed the headers exactly: the payload starts here.
         let payload_at = offset.get();
