@@ -113,7 +113,12 @@ pub struct Builder<W> {
     pub(crate) next_blk: u64,
     /// A reused copy buffer.
     pub(crate) buf: Vec<u8>,
+    /// Approximate metadata bytes held, against [`BuildOptions::max_metadata_bytes`].
+    metadata_bytes: u64,
 }
+
+/// The fixed in-memory cost charged per entry (node, map slot, bookkeeping).
+const ENTRY_COST: u64 = 160;
 
 impl<W: Write + Seek> Builder<W> {
     /// A builder writing a self-contained image to `out` (positioned at its start).
@@ -161,6 +166,7 @@ impl<W: Write + Seek> Builder<W> {
             nodes: vec![root],
             next_blk: 0,
             buf: Vec::new(),
+            metadata_bytes: 0,
         }
     }
 
@@ -274,6 +280,17 @@ impl<W: Write + Seek> Builder<W> {
     /// to the target's node).
     fn insert(&mut self, entry: Entry, body: Body) -> Result<(), ErofsError> {
         let path = entry.path.as_slice();
+        let held = match &body {
+            Body::Symlink(t) => t.len(),
+            Body::File { data, .. } => match data {
+                FileData::Blocks { tail: Some(t), .. } => t.len(),
+                FileData::Chunks { addrs, .. } => addrs.len() * 4,
+                _ => 0,
+            },
+            _ => 0,
+        };
+        let xattr_bytes: usize = entry.xattrs.iter().map(|(n, v)| n.len() + v.len()).sum();
+        self.charge(path, (path.len() + held + xattr_bytes) as u64)?;
         let comps = components(path)?;
         let xattrs = check_xattrs(path, entry.xattrs)?;
         let type_bits = match &entry.kind {
@@ -332,6 +349,19 @@ impl<W: Write + Seek> Builder<W> {
         self.bind(parent, name, id);
         if is_whiteout && let Body::Dir { whiteouts, .. } = &mut self.nodes[parent].body {
             *whiteouts = true;
+        }
+        Ok(())
+    }
+
+    /// Counts `bytes` (plus the per-entry cost) against the metadata bound.
+    fn charge(&mut self, path: &[u8], bytes: u64) -> Result<(), ErofsError> {
+        self.metadata_bytes += bytes + ENTRY_COST;
+        if self.metadata_bytes > self.opts.max_metadata_bytes {
+            return Err(ErofsError::TooLarge(format!(
+                "entry {:?} exceeds the limit of {} bytes of metadata held in memory",
+                String::from_utf8_lossy(path),
+                self.opts.max_metadata_bytes
+            )));
         }
         Ok(())
     }
@@ -397,6 +427,7 @@ impl<W: Write + Seek> Builder<W> {
                     ));
                 }
                 None => {
+                    self.charge(path, c.len() as u64)?;
                     let node = Node {
                         mode: S_IFDIR | 0o755,
                         uid: 0,

@@ -55,6 +55,9 @@ pub struct BuildOptions {
     /// Most inodes the image may hold: a bound on the metadata kept in memory for an
     /// untrusted layer.
     pub max_inodes: usize,
+    /// Most bytes of metadata kept in memory until [`Builder::finish`] (names, xattrs,
+    /// symlink targets, inline tails, chunk indexes, plus a fixed cost per entry).
+    pub max_metadata_bytes: u64,
     /// Bounds on the tar layer the tar frontends read (extension headers, names, xattrs,
     /// sparse maps). `max_size` is the caller's to apply, with the
     /// [`crate::tar_layer::DiffIdReader`] that also computes the layer's diffID.
@@ -69,6 +72,7 @@ impl Default for BuildOptions {
             build_time: Timestamp::default(),
             inline_data: true,
             max_inodes: 1 << 24,
+            max_metadata_bytes: 2 << 30,
             tar_limits: Limits::default(),
         }
     }

@@ -359,3 +359,25 @@ fn whiteouts_and_opaque_dirs_become_overlay_marks() {
         BTreeMap::from([(b"trusted.overlay.opaque".to_vec(), b"y".to_vec())])
     );
 }
+
+#[test]
+fn metadata_held_in_memory_is_bounded() {
+    let opts = BuildOptions {
+        max_metadata_bytes: 64 << 10,
+        ..BuildOptions::default()
+    };
+    let mut b = Builder::new(Cursor::new(Vec::new()), opts).unwrap();
+    let mut err = None;
+    for i in 0..10_000 {
+        let mut e = entry(&format!("d/f{i}"), EntryKind::Fifo);
+        e.xattrs = vec![(b"user.pad".to_vec(), vec![0; 100])];
+        if let Err(e) = b.add(e, &mut std::io::empty()) {
+            err = Some((i, e));
+            break;
+        }
+    }
+    let (i, e) = err.expect("the bound stops the build");
+    assert!(i < 300, "stopped only at entry {i}");
+    assert!(matches!(e, ErofsError::TooLarge(_)), "{e:?}");
+    assert!(e.to_string().contains("bytes of metadata"), "{e}");
+}
