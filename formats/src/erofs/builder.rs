@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek, Write};
 
 use super::data::FileData;
-use super::layout::first_data_block;
 use super::ondisk::{
     EXTENDED_INODE_SIZE, NAME_MAX, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK,
-    XATTR_IBODY_HEADER_SIZE, encode_dev, split_xattr_name, xattr_entry_size,
+    XATTR_IBODY_HEADER_SIZE, XATTR_LONG_PREFIX_MAX, encode_dev, encode_long_prefixes,
+    split_xattr_name, xattr_entry_size,
 };
 use super::{BuildOptions, Entry, EntryKind, ErofsError, Xattrs};
 use crate::tar_layer::Timestamp;
@@ -115,6 +115,8 @@ pub struct Builder<W> {
     pub(crate) buf: Vec<u8>,
     /// Approximate metadata bytes held, against [`BuildOptions::max_metadata_bytes`].
     metadata_bytes: u64,
+    /// The long xattr prefix table, written right after the superblock.
+    pub(crate) prefix_table: Vec<u8>,
 }
 
 /// The fixed in-memory cost charged per entry (node, map slot, bookkeeping).
@@ -129,9 +131,9 @@ impl<W: Write + Seek> Builder<W> {
                 opts.block_size_bits
             )));
         }
-        let mut b = Self::with_mode(out, opts, DataMode::Copy);
+        let mut b = Self::with_mode(out, opts, DataMode::Copy)?;
         // The superblock's block(s) are written last; data start after them.
-        let first = first_data_block(b.blksz);
+        let first = b.first_data_block();
         let zeros = vec![0u8; (first * b.blksz) as usize];
         b.out.write_all(&zeros).map_err(ErofsError::Write)?;
         b.next_blk = first;
@@ -140,12 +142,20 @@ impl<W: Write + Seek> Builder<W> {
 
     /// A builder for a tar-index image: 512-byte blocks, files added with
     /// [`Builder::add_tar_reference`], nothing written until [`Builder::finish_tar_index`].
-    pub fn new_tar_index(out: W, mut opts: BuildOptions) -> Self {
+    pub fn new_tar_index(out: W, mut opts: BuildOptions) -> Result<Self, ErofsError> {
         opts.block_size_bits = 9;
         Self::with_mode(out, opts, DataMode::TarIndex)
     }
 
-    fn with_mode(out: W, opts: BuildOptions, mode: DataMode) -> Self {
+    fn with_mode(out: W, opts: BuildOptions, mode: DataMode) -> Result<Self, ErofsError> {
+        let prefix_table = (opts.xattr_prefixes.len() <= XATTR_LONG_PREFIX_MAX)
+            .then(|| encode_long_prefixes(&opts.xattr_prefixes))
+            .flatten()
+            .ok_or_else(|| {
+                ErofsError::InvalidOptions(format!(
+                    "xattr prefixes must be at most {XATTR_LONG_PREFIX_MAX}, each a user., trusted. or security. prefix and more"
+                ))
+            })?;
         let root = Node {
             mode: S_IFDIR | 0o755,
             uid: 0,
@@ -158,7 +168,7 @@ impl<W: Write + Seek> Builder<W> {
                 whiteouts: false,
             },
         };
-        Self {
+        Ok(Self {
             blksz: 1 << opts.block_size_bits,
             out,
             opts,
@@ -167,7 +177,8 @@ impl<W: Write + Seek> Builder<W> {
             next_blk: 0,
             buf: Vec::new(),
             metadata_bytes: 0,
-        }
+            prefix_table,
+        })
     }
 
     /// Adds one entry. For [`EntryKind::File`] and [`EntryKind::SparseFile`], `data`

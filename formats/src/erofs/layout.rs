@@ -18,16 +18,14 @@ use super::builder::{
 };
 use super::data::FileData;
 use super::ondisk::{
-    DIRENT_SIZE, Dirent, DiskInode, INCOMPAT_CHUNKED_FILE, LAYOUT_CHUNK_BASED, LAYOUT_FLAT_INLINE,
-    LAYOUT_FLAT_PLAIN, NID_UNIT, NULL_ADDR, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, Superblock,
-    XATTR_IBODY_HEADER_SIZE, encode_xattr_entry, file_type_of_mode, split_xattr_name,
-    xattr_entry_size, xattr_icount,
+    DIRENT_SIZE, Dirent, DiskInode, INCOMPAT_CHUNKED_FILE, INCOMPAT_XATTR_PREFIXES,
+    LAYOUT_CHUNK_BASED, LAYOUT_FLAT_INLINE, LAYOUT_FLAT_PLAIN, NID_UNIT, NULL_ADDR,
+    SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, Superblock, XATTR_IBODY_HEADER_SIZE, encode_xattr_entry,
+    file_type_of_mode, split_xattr_name_long, xattr_entry_size, xattr_icount,
 };
 
-/// The first block free for data: the one after the superblock's end.
-pub(crate) fn first_data_block(blksz: u64) -> u64 {
-    (SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64).div_ceil(blksz)
-}
+/// Where the long xattr prefix table starts: right after the superblock.
+const PREFIX_TABLE_OFFSET: u64 = SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64;
 
 /// One inode as sized by the first pass.
 struct Shape {
@@ -83,6 +81,19 @@ fn pack_dirents(names: &[(&[u8], usize)], blksz: usize) -> Vec<(usize, usize, us
     blocks
 }
 
+impl<W> Builder<W> {
+    /// The first block free for data: the one after the superblock and the long xattr
+    /// prefix table.
+    pub(crate) fn first_data_block(&self) -> u64 {
+        (PREFIX_TABLE_OFFSET + self.prefix_table.len() as u64).div_ceil(self.blksz)
+    }
+
+    /// An xattr name's index and stored rest, long prefixes first.
+    fn split_name<'n>(&self, name: &'n [u8]) -> (u8, &'n [u8]) {
+        split_xattr_name_long(name, &self.opts.xattr_prefixes).expect("checked at add")
+    }
+}
+
 impl<W: Write + Seek> Builder<W> {
     /// Writes directories, xattrs, inodes and the superblock; returns the output and what
     /// was written.
@@ -104,7 +115,7 @@ impl<W: Write + Seek> Builder<W> {
                 "only a tar-index builder is finished with finish_tar_index".into(),
             ));
         }
-        let start = first_data_block(self.blksz);
+        let start = self.first_data_block();
         self.write_metadata(start, Some(tar_size.div_ceil(512)))
     }
 
@@ -178,7 +189,7 @@ impl<W: Write + Seek> Builder<W> {
                 let key = (n.as_slice(), v.as_slice());
                 if counts[&key] >= 2 && !shared_ids.contains_key(&key) {
                     shared_ids.insert(key, (shared_area.len() / 4) as u32);
-                    let (index, rest) = split_xattr_name(n).expect("checked at add");
+                    let (index, rest) = self.split_name(n);
                     encode_xattr_entry(&mut shared_area, index, rest, v);
                 }
             }
@@ -205,7 +216,7 @@ impl<W: Write + Seek> Builder<W> {
                         }
                         _ => {
                             inline_xattrs.push(k);
-                            let rest = split_xattr_name(n).expect("checked at add").1;
+                            let rest = self.split_name(n).1;
                             xattr_size += xattr_entry_size(rest.len(), v.len());
                         }
                     }
@@ -404,7 +415,7 @@ impl<W: Write + Seek> Builder<W> {
                 }
                 for &k in &s.inline_xattrs {
                     let (n, v) = &node.xattrs[k];
-                    let (index, rest) = split_xattr_name(n).expect("checked at add");
+                    let (index, rest) = self.split_name(n);
                     encode_xattr_entry(&mut buf, index, rest, v);
                 }
             }
@@ -455,6 +466,16 @@ impl<W: Write + Seek> Builder<W> {
                 INCOMPAT_CHUNKED_FILE
             } else {
                 0
+            } | if self.prefix_table.is_empty() {
+                0
+            } else {
+                INCOMPAT_XATTR_PREFIXES
+            },
+            xattr_prefix_count: self.opts.xattr_prefixes.len() as u8,
+            xattr_prefix_start: if self.prefix_table.is_empty() {
+                0
+            } else {
+                (PREFIX_TABLE_OFFSET / 4) as u32
             },
             ..Superblock::default()
         };
@@ -462,6 +483,7 @@ impl<W: Write + Seek> Builder<W> {
             .seek(SeekFrom::Start(SUPERBLOCK_OFFSET))
             .map_err(out_err)?;
         self.out.write_all(&sb.encode()).map_err(out_err)?;
+        self.out.write_all(&self.prefix_table).map_err(out_err)?;
         self.out
             .seek(SeekFrom::Start(total * blksz))
             .map_err(out_err)?;

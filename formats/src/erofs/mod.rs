@@ -58,6 +58,12 @@ pub struct BuildOptions {
     /// Most bytes of metadata kept in memory until [`Builder::finish`] (names, xattrs,
     /// symlink targets, inline tails, chunk indexes, plus a fixed cost per entry).
     pub max_metadata_bytes: u64,
+    /// Long xattr name prefixes (full prefixes such as `trusted.overlay.`, each starting
+    /// with `user.`, `trusted.` or `security.` and longer than it; at most 127): names
+    /// under one are stored without it, saving bytes per xattr (EROFS's
+    /// `XATTR_PREFIXES` feature, which kernels before 6.4 cannot mount). None by default,
+    /// as `mkfs.erofs` without `--xattr-prefix`.
+    pub xattr_prefixes: Vec<Vec<u8>>,
     /// Bounds on the tar layer the tar frontends read (extension headers, names, xattrs,
     /// sparse maps). `max_size` is the caller's to apply, with the
     /// [`crate::tar_layer::DiffIdReader`] that also computes the layer's diffID.
@@ -73,6 +79,7 @@ impl Default for BuildOptions {
             inline_data: true,
             max_inodes: 1 << 24,
             max_metadata_bytes: 2 << 30,
+            xattr_prefixes: Vec::new(),
             tar_limits: Limits::default(),
         }
     }

@@ -29,7 +29,7 @@ pub const INCOMPAT_XATTR_PREFIXES: u32 = 0x40;
 /// compressed layouts) is not among them: an image using it is refused rather than
 /// half-checked.
 pub const INCOMPAT_UNDERSTOOD: u32 =
-    INCOMPAT_ZERO_PADDING | INCOMPAT_CHUNKED_FILE | INCOMPAT_DEVICE_TABLE;
+    INCOMPAT_ZERO_PADDING | INCOMPAT_CHUNKED_FILE | INCOMPAT_DEVICE_TABLE | INCOMPAT_XATTR_PREFIXES;
 
 /// Inode `i_format` bit 0: 0 compact (32 bytes), 1 extended (64 bytes).
 pub const FORMAT_EXTENDED: u16 = 0x1;
@@ -477,6 +477,44 @@ pub fn split_xattr_name(name: &[u8]) -> Option<(u8, &[u8])> {
     None
 }
 
+/// `e_name_index` bit 7: the low bits index the long prefix table.
+pub const XATTR_LONG_PREFIX: u8 = 0x80;
+/// Most long prefixes an image may declare (the index has 7 bits).
+pub const XATTR_LONG_PREFIX_MAX: usize = 0x7f;
+
+/// Splits a full xattr name using the image's long prefixes (full prefixes such as
+/// `trusted.overlay.`; the longest match wins, then the lowest index) before the short
+/// ones: `(e_name_index, rest of the name)`.
+pub fn split_xattr_name_long<'n>(name: &'n [u8], long: &[Vec<u8>]) -> Option<(u8, &'n [u8])> {
+    let best = long
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| name.starts_with(p))
+        .max_by_key(|&(i, p)| (p.len(), usize::MAX - i));
+    match best {
+        Some((i, p)) => Some((XATTR_LONG_PREFIX | i as u8, &name[p.len()..])),
+        None => split_xattr_name(name),
+    }
+}
+
+/// The long prefix table as stored from `xattr_prefix_start * 4`: per prefix, at a
+/// 4-byte aligned offset, a 16-bit length then the short prefix index and the infix.
+/// `None` if a prefix does not start with a short prefix (or is nothing more).
+pub fn encode_long_prefixes(long: &[Vec<u8>]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    for p in long {
+        let (base, infix) = split_xattr_name(p)?;
+        if infix.is_empty() || !xattr_prefix(base)?.ends_with(b".") {
+            return None;
+        }
+        out.extend_from_slice(&(1 + infix.len() as u16).to_le_bytes());
+        out.push(base);
+        out.extend_from_slice(infix);
+        out.resize(xattr_align(out.len()), 0);
+    }
+    Some(out)
+}
+
 /// The prefix of a short prefix index, `None` for unknown indexes.
 pub fn xattr_prefix(index: u8) -> Option<&'static [u8]> {
     XATTR_PREFIXES
@@ -569,6 +607,20 @@ mod tests {
         );
         assert_eq!(split_xattr_name(b"system.posix_acl_accessx"), None);
         assert_eq!(split_xattr_name(b"other.x"), None);
+        let long = vec![b"trusted.over".to_vec(), b"trusted.overlay.".to_vec()];
+        assert_eq!(
+            split_xattr_name_long(b"trusted.overlay.opaque", &long),
+            Some((0x81, &b"opaque"[..]))
+        );
+        assert_eq!(
+            split_xattr_name_long(b"user.x", &long),
+            Some((1, &b"x"[..]))
+        );
+        let table = encode_long_prefixes(&long).unwrap();
+        assert_eq!(&table[..8], b"\x05\x00\x04over\x00");
+        assert_eq!(table.len(), 8 + 12);
+        assert!(encode_long_prefixes(&[b"user.".to_vec()]).is_none());
+        assert!(encode_long_prefixes(&[b"bogus.x".to_vec()]).is_none());
         // The check value of crc32c("123456789") is 0xE3069283 (with final inversion).
         assert_eq!(!crc32c(!0, b"123456789"), 0xE306_9283);
     }

@@ -76,7 +76,7 @@ pub fn build_tar_index<R: Read + Seek, W: Write + Seek>(
         inner: &mut tar,
         offset: Rc::clone(&offset),
     };
-    let mut builder = Builder::new_tar_index(out, opts.clone());
+    let mut builder = Builder::new_tar_index(out, opts.clone())?;
     let mut layer = TarLayer::new(counting, opts.tar_limits);
     while let Some(entry) = layer.next_entry()? {
         // The reader has consumed the headers exactly: the payload starts here.

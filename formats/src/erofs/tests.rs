@@ -381,3 +381,59 @@ fn metadata_held_in_memory_is_bounded() {
     assert!(matches!(e, ErofsError::TooLarge(_)), "{e:?}");
     assert!(e.to_string().contains("bytes of metadata"), "{e}");
 }
+
+#[test]
+fn long_xattr_prefixes_read_back_and_shrink_entries() {
+    let make = |xattr_prefixes: Vec<Vec<u8>>| {
+        let mut b = Builder::new(
+            Cursor::new(Vec::new()),
+            BuildOptions {
+                xattr_prefixes,
+                ..BuildOptions::default()
+            },
+        )
+        .unwrap();
+        for i in 0..50 {
+            let mut e = entry(&format!("f{i}"), EntryKind::Fifo);
+            e.xattrs = vec![
+                (
+                    b"trusted.overlay.redirect".to_vec(),
+                    format!("/x{i}").into_bytes(),
+                ),
+                (b"user.plain".to_vec(), format!("{i}").into_bytes()),
+            ];
+            b.add(e, &mut std::io::empty()).unwrap();
+        }
+        b.add(entry("d/.wh", EntryKind::Whiteout), &mut std::io::empty())
+            .unwrap();
+        b.mark_opaque(b"d").unwrap();
+        b.finish().unwrap().0.into_inner()
+    };
+    let plain = make(Vec::new());
+    let long = make(vec![b"trusted.overlay.".to_vec(), b"user.pl".to_vec()]);
+    validate(&long).unwrap();
+    let t = read_tree(&long);
+    assert_eq!(t, read_tree(&plain));
+    assert_eq!(
+        t[&b"f7"[..]].xattrs[&b"trusted.overlay.redirect"[..]],
+        b"/x7".to_vec()
+    );
+    assert_eq!(
+        t[&b"d"[..]].xattrs.keys().cloned().collect::<Vec<_>>(),
+        vec![
+            b"trusted.overlay.opaque".to_vec(),
+            b"trusted.overlay.origin".to_vec()
+        ]
+    );
+    let sb = ondisk::Superblock::decode(long[1024..1152].try_into().unwrap()).unwrap();
+    assert_eq!(sb.xattr_prefix_count, 2);
+    assert_ne!(sb.feature_incompat & ondisk::INCOMPAT_XATTR_PREFIXES, 0);
+    // Bad prefixes are refused up front.
+    for bad in [b"user.".to_vec(), b"other.x".to_vec()] {
+        let opts = BuildOptions {
+            xattr_prefixes: vec![bad],
+            ..BuildOptions::default()
+        };
+        assert!(Builder::new(Cursor::new(Vec::new()), opts).is_err());
+    }
+}

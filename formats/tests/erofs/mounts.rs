@@ -44,6 +44,15 @@ fn mount_erofs(image: &Path, target: &Path) -> Mounted {
     )
 }
 
+/// Options storing overlayfs' xattrs under a long prefix, so overlayfs reads its
+/// whiteout marks through the kernel's long-prefix lookup.
+fn long_prefixes() -> BuildOptions {
+    BuildOptions {
+        xattr_prefixes: vec![b"trusted.overlay.".to_vec(), b"security.cap".to_vec()],
+        ..BuildOptions::default()
+    }
+}
+
 fn needs_root() {
     strata_testdata::host::require_tools(&["/usr/bin/mount", "/usr/bin/umount"]);
     strata_testdata::host::require_root("kernel EROFS and overlay mounts");
@@ -68,6 +77,7 @@ fn kernel_mounts_show_the_layer_tree() {
             ),
         ),
         ("tar-index", tar_index_of(&tar)),
+        ("long-prefixes", image_of(&tar, &long_prefixes())),
     ] {
         let file = dir.path().join(format!("{name}.erofs"));
         std::fs::write(&file, &image).unwrap();
