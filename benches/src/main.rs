@@ -6,6 +6,7 @@
 
 mod convert;
 mod delay_proxy;
+mod erofs;
 mod ingest;
 mod pull;
 mod range;
@@ -52,6 +53,11 @@ enum Bench {
         after_help = "Example:\n  strata-bench convert --strata target/release/strata --runs 3"
     )]
     Convert(convert::ConvertArgs),
+    /// Layer → EROFS: Strata's streaming tar → EROFS writer vs extracting the tar and
+    /// running `mkfs.erofs` 1.5 on the directory, on a ~100 MB base layer and a
+    /// many-small-files layer generated at run time.
+    #[command(after_help = "Example:\n  strata-bench erofs --runs 5")]
+    Erofs(erofs::ErofsArgs),
     /// Unpack of a generated ~150 MiB, 5-layer gzip image (or the Debian-package fixture):
     /// `strata pull` / `strata mount` vs containerd 1.6's `ctr image pull` (cold stores).
     #[command(
@@ -89,6 +95,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Pull(args) => pull::run(&args),
         Bench::Range(args) => range::run(&args),
         Bench::Convert(args) => convert::run(&args),
+        Bench::Erofs(args) => erofs::run(&args),
         Bench::Unpack(args) => unpack::run(&args),
         Bench::SnapshotLatency(args) => snapshot_latency::run(&args),
         Bench::Socket(args) => socket::run(&args),
