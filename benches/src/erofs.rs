@@ -5,8 +5,8 @@
 //! `mkfs.erofs` 1.5 on it (`-Enoinline_data`, a fixed UUID, as containerd's differ would).
 //!
 //! Two layers are generated at run time (seeded, so every run and both tools see the
-//! same bytes): a ~100 MB "base" layer (a few thousand files from 1 KiB to 8 MiB in a
-//! distro-like tree, incompressible contents) and a many-small-files layer (20,000 files
+//! same bytes): a ~100 MB "base" layer (files of 512 B to 128 KiB, one in twenty of 1 to
+//! 8 MiB, random contents, symlinks) and a many-small-files layer (20,000 files
 //! of 0–4 KiB in nested directories). Runs alternate between the tools; `sync` runs
 //! before each timed step and the outputs are removed between runs (caches are not
 //! dropped: the tar stays in the page cache for both). Reported: the median, min and max
@@ -60,7 +60,7 @@ fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
 
 /// A ~`mib` MiB layer shaped like a base image: directories of binaries, libraries and
 /// data files with a long-tailed size distribution, some symlinks.
-fn base_layer(path: &Path, mib_total: u64) -> anyhow::Result<()> {
+fn base_layer(path: &Path, mib_total: u64) -> anyhow::Result<usize> {
     let mut rng = SmallRng::seed_from_u64(17);
     let mut b = tar::Builder::new(BufWriter::new(File::create(path)?));
     let dirs = [
@@ -81,8 +81,13 @@ fn base_layer(path: &Path, mib_total: u64) -> anyhow::Result<()> {
     let mut i = 0;
     let mut data = Vec::new();
     while total < mib_total << 20 {
-        // Mostly small files, a few large ones (log-uniform 1 KiB .. 8 MiB).
-        let size = (1u64 << rng.random_range(10..23)) + rng.random_range(0..1024);
+        // Mostly small files (log-uniform 512 B .. 128 KiB), one in 20 large (1..8 MiB).
+        let bits = if rng.random_ratio(1, 20) {
+            rng.random_range(20..23)
+        } else {
+            rng.random_range(9..17)
+        };
+        let size = (1u64 << bits) + rng.random_range(0..1024);
         data.resize(size as usize, 0);
         rng.fill_bytes(&mut data);
         let dir = dirs[i % dirs.len()];
@@ -102,7 +107,7 @@ fn base_layer(path: &Path, mib_total: u64) -> anyhow::Result<()> {
         i += 1;
     }
     b.into_inner()?.flush()?;
-    Ok(())
+    Ok(i)
 }
 
 /// `n` files of 0–4 KiB spread over nested directories.
@@ -209,8 +214,12 @@ pub(crate) fn run(args: &ErofsArgs) -> anyhow::Result<()> {
         ("base (~100 MB)", work.join("base.tar")),
         ("many small files", work.join("small.tar")),
     ];
-    base_layer(&layers[0].1, args.base_mib)?;
+    let files = base_layer(&layers[0].1, args.base_mib)?;
     small_files_layer(&layers[1].1, args.small_files)?;
+    println!(
+        "base layer: {files} files (+ a symlink per 10); small-files layer: {} files",
+        args.small_files
+    );
     println!(
         "| layer | tar | strata, no inline (median, min–max) | extract + mkfs.erofs 1.5 -Enoinline_data | ratio | image strata / mkfs | strata, inline tails | its image |"
     );
