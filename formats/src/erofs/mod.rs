@@ -14,7 +14,7 @@
 //! - [`tar`]: the tar frontends: [`build_from_tar`] (data copied, OCI whiteouts become
 //!   overlay whiteouts as `mkfs.erofs --tar=f --aufs` makes them) and [`build_tar_index`]
 //!   (metadata only, file data referenced in the tar appended after it, as `--tar=i`).
-//! - [`validate`]: [`validate()`], bounded checks of an image before the kernel mounts it.
+//! - [`mod@validate`]: [`validate()`], bounded checks of an image before the kernel mounts it.
 //! - [`uuid`]: the volume UUID containerd derives from a layer digest.
 
 pub mod builder;
