@@ -173,3 +173,20 @@ fn kernel_reads_sparse_giants_through_null_chunks() {
     f.read_exact_at(&mut hole, 3 << 30).unwrap();
     assert!(hole.iter().all(|&b| b == 0), "a hole reads as zeros");
 }
+
+#[test]
+#[ignore = "needs root (kernel mounts): make test runs it"]
+fn kernel_reads_files_over_4_gib() {
+    use std::os::unix::fs::FileExt;
+    needs_root();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.erofs");
+    crate::tar_images::over_4_gib_image(&file);
+    let mnt = mount_erofs(&file, &dir.path().join("mnt"));
+    let f = std::fs::File::open(mnt.0.join("big")).unwrap();
+    assert_eq!(f.metadata().unwrap().len(), crate::tar_images::OVER_4_GIB);
+    let mut tail = vec![0xaau8; 12345 + 10];
+    let n = f.read_at(&mut tail, 4 << 30).unwrap();
+    assert_eq!(n, 12345, "reads stop at the size past 4 GiB");
+    assert!(tail[..n].iter().all(|&b| b == 0));
+}

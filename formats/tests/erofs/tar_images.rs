@@ -218,36 +218,6 @@ impl Seek for Discard {
     }
 }
 
-/// A generated tar stream: one header, then `size` bytes of a pattern, never held.
-struct BigTar {
-    head: Vec<u8>,
-    size: u64,
-    pos: u64,
-}
-
-impl Read for BigTar {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let head = self.head.len() as u64;
-        let total = head + self.size + 1024;
-        if self.pos >= total {
-            return Ok(0);
-        }
-        let n = (buf.len() as u64).min(total - self.pos) as usize;
-        for (i, b) in buf[..n].iter_mut().enumerate() {
-            let p = self.pos + i as u64;
-            *b = if p < head {
-                self.head[p as usize]
-            } else if p < head + self.size {
-                (p % 251) as u8
-            } else {
-                0
-            };
-        }
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
 fn peak_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
@@ -257,16 +227,9 @@ fn peak_rss_kib() -> u64 {
 #[test]
 fn a_large_file_streams_through_in_bounded_memory() {
     let size = 1u64 << 30;
-    let mut h = header(tar::EntryType::Regular, size, 0o644, 0);
-    h.set_path("big").unwrap();
-    h.set_cksum();
     let before = peak_rss_kib();
-    let tar = BigTar {
-        head: h.as_bytes().to_vec(),
-        size,
-        pos: 0,
-    };
-    let (out, report) = build_from_tar(tar, Discard::default(), &BuildOptions::default()).unwrap();
+    let (out, report) =
+        build_from_tar(zero_tar(size), Discard::default(), &BuildOptions::default()).unwrap();
     let grown = peak_rss_kib().saturating_sub(before);
     assert!(out.len >= size, "the image holds the data");
     assert_eq!(report.inodes, 2);
@@ -407,4 +370,94 @@ fn sparse_tar_entries_become_holes_not_zeros() {
             .contains("\"sparse\": a sparse file cannot be referenced"),
         "{err}"
     );
+}
+
+/// A file that leaves all-zero writes as holes, so a multi-GiB image of zeros costs
+/// little disk.
+pub(crate) struct HoleyFile {
+    file: std::fs::File,
+    pos: u64,
+    len: u64,
+}
+
+impl HoleyFile {
+    pub(crate) fn create(path: &std::path::Path) -> Self {
+        let file = std::fs::File::create(path).unwrap();
+        Self {
+            file,
+            pos: 0,
+            len: 0,
+        }
+    }
+}
+
+impl Write for HoleyFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        // Compared as slices (memcmp), which is fast even in unoptimised test builds.
+        static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+        if !buf.chunks(ZEROS.len()).all(|c| c == &ZEROS[..c.len()]) {
+            self.file.write_all_at(buf, self.pos)?;
+        }
+        self.pos += buf.len() as u64;
+        self.len = self.len.max(self.pos);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.set_len(self.len)
+    }
+}
+
+impl Seek for HoleyFile {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        self.pos = match to {
+            SeekFrom::Start(p) => p,
+            SeekFrom::End(d) => self.len.checked_add_signed(d).unwrap(),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d).unwrap(),
+        };
+        Ok(self.pos)
+    }
+}
+
+/// A tar stream of one file `big` of `size` zero bytes, generated as it is read.
+pub(crate) fn zero_tar(size: u64) -> impl Read {
+    let mut h = header(tar::EntryType::Regular, size, 0o644, 0);
+    h.set_path("big").unwrap();
+    h.set_cksum();
+    io::Cursor::new(h.as_bytes().to_vec())
+        .chain(io::repeat(0).take(size.next_multiple_of(512) + 1024))
+}
+
+/// Just over 4 GiB: the size no longer fits a compact inode.
+pub(crate) const OVER_4_GIB: u64 = (4 << 30) + 12345;
+
+/// Builds the over-4-GiB image at `path` (mostly holes on disk).
+pub(crate) fn over_4_gib_image(path: &std::path::Path) {
+    let out = HoleyFile::create(path);
+    build_from_tar(zero_tar(OVER_4_GIB), out, &BuildOptions::default()).unwrap();
+}
+
+#[test]
+fn files_over_4_gib_get_extended_inodes() {
+    use strata_formats::erofs::ondisk::{DiskInode, LAYOUT_FLAT_INLINE, Superblock};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.erofs");
+    over_4_gib_image(&path);
+    let image = strata_formats::FileReadAt::new(std::fs::File::open(&path).unwrap()).unwrap();
+    let summary = validate(&image).unwrap();
+    assert_eq!(summary.files, 1);
+    // The root's third dirent (after `.` and `..`) is `big`; its inode is extended.
+    use strata_formats::ReadAt;
+    let sb = Superblock::decode(&image.read_range(1024, 128).unwrap().try_into().unwrap()).unwrap();
+    let meta = u64::from(sb.meta_blkaddr) << sb.blkszbits;
+    let root_at = meta + 32 * u64::from(sb.root_nid);
+    let root = DiskInode::decode(&image.read_range(root_at, 64).unwrap(), &sb).unwrap();
+    let dirent = image
+        .read_range(root_at + root.disk_size() as u64 + 24, 8)
+        .unwrap();
+    let nid = u64::from_le_bytes(dirent.try_into().unwrap());
+    let big = DiskInode::decode(&image.read_range(meta + 32 * nid, 64).unwrap(), &sb).unwrap();
+    assert!(big.extended);
+    // Whole blocks, then the 57-byte tail inline after the inode.
+    assert_eq!((big.size, big.layout), (OVER_4_GIB, LAYOUT_FLAT_INLINE));
 }
