@@ -31,10 +31,10 @@ mod tests;
 use crate::errdefs::ErrorKind;
 use crate::tar_layer::{Limits, SparseSegment, TarLayerError, Timestamp};
 
-pub use builder::Builder;
+pub use builder::{BuildReport, Builder};
 pub use tar::{TarIndexReport, build_from_tar, build_tar_index};
-pub use uuid::layer_uuid;
-pub use validate::{Summary, validate};
+pub use uuid::{layer_uuid, uuid_string};
+pub use validate::{Summary, ValidateLimits, validate, validate_with};
 
 /// How an image is built.
 #[derive(Debug, Clone, PartialEq, Eq)]
