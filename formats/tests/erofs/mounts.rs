@@ -193,13 +193,13 @@ fn kernel_reads_files_over_4_gib() {
 
 /// The Debian-package fixture (4 layers: setuid files, capabilities, hardlinks, devices,
 /// whiteouts of files, symlinks and directories, opaque directories, type changes), each
-/// layer written as an EROFS image by `build_from_tar`, mounted by the kernel and stacked
+/// layer written as an EROFS image by `build_from_tar` (then as a tar-index image), mounted by the kernel and stacked
 /// under overlayfs as containerd's erofs snapshotter stacks them: the merged tree equals
 /// `umoci unpack`'s and shows every effect the fixture expects.
 #[test]
 #[ignore = "needs root (kernel and overlay mounts) and umoci: make test runs it"]
 fn debian_layers_stacked_as_erofs_equal_umoci_unpack() {
-    use strata_formats::erofs::{build_from_tar, layer_uuid, validate};
+    use strata_formats::erofs::{build_from_tar, build_tar_index, layer_uuid, validate};
     use strata_testdata::debian_image::{REF_NAME, build_debian_image, reference_unpack};
     use strata_testdata::file_tree::{FileTree, Mtimes};
     needs_root();
@@ -209,43 +209,54 @@ fn debian_layers_stacked_as_erofs_equal_umoci_unpack() {
     let image = build_debian_image(&layout).unwrap();
     let rootfs = reference_unpack(&layout, REF_NAME, &dir.path().join("bundle")).unwrap();
     let reference = FileTree::capture(&rootfs).unwrap();
-    let mut layers = Vec::new();
-    for (i, layer) in image.image.layers.iter().enumerate() {
-        let file = dir.path().join(format!("layer{i}.erofs"));
-        let opts = BuildOptions {
-            uuid: layer_uuid(&layer.digest),
-            ..BuildOptions::default()
-        };
-        build_from_tar(&layer.tar[..], std::fs::File::create(&file).unwrap(), &opts).unwrap();
-        let blob = strata_formats::FileReadAt::new(std::fs::File::open(&file).unwrap()).unwrap();
-        validate(&blob).unwrap();
-        layers.push(mount_erofs(&file, &dir.path().join(format!("layer{i}"))));
+    for tar_index in [false, true] {
+        let mut layers = Vec::new();
+        for (i, layer) in image.image.layers.iter().enumerate() {
+            let file = dir.path().join(format!("layer{i}-{tar_index}.erofs"));
+            let opts = BuildOptions {
+                uuid: layer_uuid(&layer.digest),
+                ..BuildOptions::default()
+            };
+            let out = std::fs::File::create(&file).unwrap();
+            if tar_index {
+                build_tar_index(std::io::Cursor::new(&layer.tar[..]), out, &opts).unwrap();
+            } else {
+                build_from_tar(&layer.tar[..], out, &opts).unwrap();
+            }
+            let blob =
+                strata_formats::FileReadAt::new(std::fs::File::open(&file).unwrap()).unwrap();
+            validate(&blob).unwrap();
+            layers.push(mount_erofs(
+                &file,
+                &dir.path().join(format!("layer{i}-{tar_index}")),
+            ));
+        }
+        // overlayfs takes the top layer first.
+        let lowers: Vec<String> = layers
+            .iter()
+            .rev()
+            .map(|m| m.0.display().to_string())
+            .collect();
+        let merged = Mounted::new(
+            &[
+                "-t",
+                "overlay",
+                "overlay",
+                "-o",
+                &format!("lowerdir={}", lowers.join(":")),
+            ],
+            &dir.path().join(format!("merged-{tar_index}")),
+        );
+        let tree = FileTree::capture(&merged.0).unwrap();
+        let diff = reference.diff_with(&tree, Mtimes::ExceptDirs);
+        assert!(
+            diff.is_empty(),
+            "tar index {tar_index}: {} differences: {:#?}",
+            diff.len(),
+            &diff[..diff.len().min(20)]
+        );
+        let missed = image.check(&tree);
+        assert!(missed.is_empty(), "tar index {tar_index}: {missed:?}");
+        drop(merged);
     }
-    // overlayfs takes the top layer first.
-    let lowers: Vec<String> = layers
-        .iter()
-        .rev()
-        .map(|m| m.0.display().to_string())
-        .collect();
-    let merged = Mounted::new(
-        &[
-            "-t",
-            "overlay",
-            "overlay",
-            "-o",
-            &format!("lowerdir={}", lowers.join(":")),
-        ],
-        &dir.path().join("merged"),
-    );
-    let tree = FileTree::capture(&merged.0).unwrap();
-    let diff = reference.diff_with(&tree, Mtimes::ExceptDirs);
-    assert!(
-        diff.is_empty(),
-        "{} differences: {:#?}",
-        diff.len(),
-        &diff[..diff.len().min(20)]
-    );
-    let missed = image.check(&tree);
-    assert!(missed.is_empty(), "{missed:?}");
-    drop(merged);
 }
