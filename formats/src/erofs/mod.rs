@@ -2,9 +2,10 @@
 //! directory walk) and a validator for images from untrusted sources.
 //!
 //! The writer streams each regular file's data into the image as it is added (data blocks
-//! from block 1 on), keeps only metadata in memory (plus at most one block of inline tail
-//! per file), and lays out directories, shared xattrs and inodes after the data at
-//! [`Builder::finish`], writing the superblock last. Output is deterministic: the same
+//! from the first block after the superblock on), keeps only metadata in memory (plus at
+//! most one block of inline tail per file, all bounded by
+//! [`BuildOptions::max_metadata_bytes`]), and lays out directories, shared xattrs and
+//! inodes after the data at [`Builder::finish`], writing the superblock last. Output is deterministic: the same
 //! entries in the same order with the same [`BuildOptions`] give the same bytes.
 //!
 //! - [`ondisk`]: the on-disk structures and constants (kernel `fs/erofs/erofs_fs.h`).
