@@ -288,4 +288,116 @@ fn erofs_layers_mount_as_the_overlayfs_unpack_of_the_source() {
     );
     // Whiteouts applied: the sample's second layer deletes /etc/motd.
     assert!(erofs_tree.get("etc/motd").is_none());
+    drop(guard);
+
+    // The erofs snapshotter uses the native layers as they are.
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mnt_arg = mnt.to_str().unwrap();
+    ok(strata(
+        &root,
+        &[
+            "mount",
+            "--snapshotter",
+            "erofs",
+            "--platform",
+            "linux/amd64",
+            "sample:1.0-erofs",
+            mnt_arg,
+        ],
+    ));
+    let mounted = FileTree::capture(&mnt);
+    ok(strata(&root, &["umount", mnt_arg]));
+    let diff = reference.diff_with(&mounted.unwrap(), Mtimes::ExceptDirs);
+    assert!(
+        diff.is_empty(),
+        "erofs snapshotter differs from overlayfs:\n{}",
+        diff.join("\n")
+    );
+    // Each committed layer is the converted blob, byte for byte.
+    let images: Vec<Vec<u8>> = walk_files(&root.join("snapshotters/erofs/snapshots"))
+        .into_iter()
+        .filter(|p| p.ends_with("layer.erofs"))
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    for layer in manifest["layers"].as_array().unwrap() {
+        let digest = layer["digest"].as_str().unwrap();
+        let bytes = std::fs::read(blob(&root, digest)).unwrap();
+        assert!(images.contains(&bytes), "layer {digest} not used as it is");
+    }
+
+    // Other snapshotters cannot use EROFS layers, and say so.
+    let out = strata(
+        &root,
+        &[
+            "mount",
+            "--platform",
+            "linux/amd64",
+            "sample:1.0-erofs",
+            mnt_arg,
+        ],
+    );
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("native EROFS layer") && e.contains("--snapshotter erofs"),
+        "{e}"
+    );
+}
+
+/// Every regular file below `dir`.
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let kind = e.file_type().unwrap();
+            if kind.is_dir() {
+                stack.push(e.path());
+            } else if kind.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+#[ignore = "needs root (kernel EROFS mounts) and docker-registry: make test runs it"]
+fn erofs_images_push_and_pull_into_the_erofs_snapshotter() {
+    strata_testdata::host::require_root("kernel EROFS mounts need root");
+    let dir = tempfile::tempdir().unwrap();
+    let root = sample_root(dir.path());
+    let registry = strata_testdata::RegistryServer::start().expect("start docker-registry");
+    let remote = format!("{}/sample:1.0-erofs", registry.host());
+    ok(strata(
+        &root,
+        &[
+            "convert",
+            "--erofs",
+            "--plain-http",
+            "--push",
+            "sample:1.0",
+            &remote,
+        ],
+    ));
+    let fresh = dir.path().join("fresh");
+    ok(strata(
+        &fresh,
+        &["pull", "--snapshotter", "erofs", "--plain-http", &remote],
+    ));
+    let check = ok(strata(&fresh, &["convert", "--check", &remote]));
+    assert_eq!(check.matches("EROFS,").count(), 3, "{check}");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mnt_arg = mnt.to_str().unwrap();
+    ok(strata(
+        &fresh,
+        &["mount", "--snapshotter", "erofs", &remote, mnt_arg],
+    ));
+    let tree = FileTree::capture(&mnt);
+    ok(strata(&fresh, &["umount", mnt_arg]));
+    let tree = tree.unwrap();
+    assert!(tree.get("app/VERSION").is_some() && tree.get("etc/motd").is_none());
 }

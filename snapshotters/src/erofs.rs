@@ -55,7 +55,9 @@ impl Default for ErofsOptions {
     fn default() -> Self {
         ErofsOptions {
             mount_options: Vec::new(),
-            builder: Arc::new(MkfsErofs::default()),
+            // Strata's own writer: no process per layer, and it keeps what mkfs.erofs 1.5
+            // cannot (255-byte names, the holes of sparse files).
+            builder: Arc::new(StrataErofsWriter),
         }
     }
 }

@@ -95,10 +95,10 @@ impl std::fmt::Debug for ConvertOptions {
 
 /// A reader that reports the bytes it reads as [`ConvertEvent::LayerProgress`], in
 /// steps of at least [`ProgressRead::STEP`] so events stay cheap.
-struct ProgressRead<'a, R> {
+pub(super) struct ProgressRead<'a, R> {
     inner: R,
     layer: &'a Digest,
-    sink: &'a ConvertEventSink,
+    sink: Option<&'a ConvertEventSink>,
     pending: u64,
 }
 
@@ -109,9 +109,12 @@ impl<R> ProgressRead<'_, R> {
 impl<R: Read> Read for ProgressRead<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
+        let Some(sink) = self.sink else {
+            return Ok(n);
+        };
         self.pending += n as u64;
         if self.pending >= Self::STEP || (n == 0 && self.pending > 0) {
-            (self.sink)(&ConvertEvent::LayerProgress {
+            sink(&ConvertEvent::LayerProgress {
                 layer: self.layer.clone(),
                 read: self.pending,
             });
@@ -421,31 +424,26 @@ fn convert_layers(
         .collect()
 }
 
-/// The uncompressed tar stream of `layer` (gzip, zstd or plain), reporting progress.
-pub(super) fn source_tar<'a>(
+/// The blob of `layer` as stored (compressed), reporting what is read as progress.
+pub(super) fn source_blob<'a>(
     store: &Store,
     layer: &Descriptor,
     source: &'a Digest,
     opts: &'a ConvertOptions,
-) -> Result<Box<dyn Read + 'a>, ImageError> {
-    let reader = store.content().reader_at(source)?;
-    match &opts.progress {
-        Some(sink) => {
-            sink(&ConvertEvent::LayerStarted {
-                layer: source.clone(),
-                size: layer.size(),
-            });
-            let counted = ProgressRead {
-                inner: ReadAtCursor::new(reader),
-                layer: source,
-                sink,
-                pending: 0,
-            };
-            estargz::decompress_layer(counted)
-        }
-        None => estargz::decompress_layer(ReadAtCursor::new(reader)),
+) -> Result<ProgressRead<'a, ReadAtCursor<strata_formats::FileReadAt>>, ImageError> {
+    let reader = ReadAtCursor::new(store.content().reader_at(source)?);
+    if let Some(sink) = &opts.progress {
+        sink(&ConvertEvent::LayerStarted {
+            layer: source.clone(),
+            size: layer.size(),
+        });
     }
-    .map_err(|e| ImageError::invalid(format!("layer {source}"), e))
+    Ok(ProgressRead {
+        inner: reader,
+        layer: source,
+        sink: opts.progress.as_ref(),
+        pending: 0,
+    })
 }
 
 fn convert_layer(
@@ -467,7 +465,8 @@ fn convert_layer(
         };
         return Ok((layer.clone(), None, outcome));
     }
-    let tar = source_tar(store, layer, &source, opts)?;
+    let tar = estargz::decompress_layer(source_blob(store, layer, &source, opts)?)
+        .map_err(|e| ImageError::invalid(format!("layer {source}"), e))?;
     let reference = format!(
         "convert-layer-{source}-{}",
         crate::metadata::unique_suffix()

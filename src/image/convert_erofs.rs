@@ -8,19 +8,20 @@
 //! becomes the layer's diffID, and `erofs` joins the
 //! platform's `os.features` (in the config and the index).
 //!
-//! The source tar is hashed as it streams and must match the config's diffID; the image is
-//! built in an unnamed temporary file in the Strata root (nothing is left by a crash),
-//! then ingested. An EROFS source layer is validated and passed through.
+//! The tar is written by [`super::unpack_erofs::layer_to_erofs`] (which checks the
+//! config's diffID as it streams) into an unnamed temporary file in the Strata root
+//! (nothing is left by a crash), then ingested. An EROFS source layer is validated and
+//! passed through.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 
 use oci_spec::image::Descriptor;
 use serde_json::Value;
-use strata_formats::erofs::{self, BuildOptions};
+use strata_formats::erofs;
 use strata_formats::{Digest, Digester};
 
-use super::convert::{ConvertOptions, LayerOutcome, LayerResult, descriptor, source_tar};
+use super::convert::{ConvertOptions, LayerOutcome, LayerResult, descriptor};
 use super::error::ImageError;
 use super::media;
 use super::walk::descriptor_digest;
@@ -52,33 +53,14 @@ pub(super) fn convert_layer(
         return Ok((layer.clone(), None, outcome));
     }
     let what = || format!("layer {source}");
-    let tar = source_tar(store, layer, &source, opts)?;
-    let mut hashed = HashingRead {
-        inner: tar,
-        digester: Digester::new(),
-    };
+    let blob = super::convert::source_blob(store, layer, &source, opts)?;
     let file = tempfile::tempfile_in(store.root())
         .map_err(|e| ImageError::io(format!("{}: a temporary file", what()), e))?;
-    let build = BuildOptions {
-        uuid: erofs::layer_uuid(&diff_id.to_string()),
-        inline_data: false,
-        ..BuildOptions::default()
-    };
-    let (mut file, _report) = erofs::build_from_tar(&mut hashed, file, &build)
-        .map_err(|e| ImageError::invalid(what(), e))?;
-    // The tar reader stops at the end-of-archive blocks; what follows still counts.
-    std::io::copy(&mut hashed, &mut std::io::sink())
-        .map_err(|e| ImageError::io(format!("{}: reading past the archive's end", what()), e))?;
-    let actual = hashed.digester.digest();
-    if actual != *diff_id {
-        return Err(ImageError::DiffIdMismatch {
-            layer: source.to_string(),
-            digest: source.clone(),
-            index: 0,
-            expected: diff_id.clone(),
-            actual,
-        });
-    }
+    let (file, _) =
+        super::unpack_erofs::layer_to_erofs(blob, diff_id, std::io::BufWriter::new(file), &what())?;
+    let mut file = file
+        .into_inner()
+        .map_err(|e| ImageError::io(what(), e.into_error()))?;
 
     // Hash the image, then ingest it verified against that digest.
     file.seek(SeekFrom::Start(0))
@@ -92,7 +74,6 @@ pub(super) fn convert_layer(
         }
         digester.update(&buf[..n]);
     }
-    drop(hashed);
     let (blob_digest, blob_size) = (digester.digest(), digester.len());
     file.seek(SeekFrom::Start(0))
         .map_err(|e| ImageError::io(what(), e))?;
@@ -205,20 +186,6 @@ pub(super) fn add_erofs_os_feature(config: &mut Value) {
         }
     } else {
         *features = Value::Array(vec![Value::from(EROFS_OS_FEATURE)]);
-    }
-}
-
-/// A reader hashing what passes through it.
-struct HashingRead<R> {
-    inner: R,
-    digester: Digester,
-}
-
-impl<R: Read> Read for HashingRead<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.digester.update(&buf[..n]);
-        Ok(n)
     }
 }
 

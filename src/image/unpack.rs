@@ -310,6 +310,14 @@ impl<'a> Unpacker<'a> {
         if let Some(image) = strata_snapshotters::erofs::staged_image_path(mounts) {
             return super::unpack_erofs::unpack_to_image(self.store, layer, &image);
         }
+        if super::media::is_erofs_layer(layer.descriptor.media_type().as_ref()) {
+            return Err(ImageError::Unsupported(format!(
+                "layer {} is a native EROFS layer ({}): only the erofs snapshotter can use it \
+                 (--snapshotter erofs)",
+                layer.digest,
+                layer.descriptor.media_type()
+            )));
+        }
         let blob = self.store.content().reader_at(&layer.digest)?;
         // The whiteout mode is chosen by apply_to_mounts from the mounts' shape.
         let mut options = ApplyOptions::new(layer.digest.to_string(), WhiteoutMode::Delete);

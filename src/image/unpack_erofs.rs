@@ -1,21 +1,81 @@
-//! Unpacking a layer straight into an EROFS image: when the active snapshot is the erofs
-//! snapshotter's ([`strata_snapshotters::erofs::staged_image_path`]), the decompressed
-//! tar streams through [`strata_formats::erofs::build_from_tar`] into the snapshot's
-//! `layer.erofs` (OCI whiteouts become overlay whiteouts as `mkfs.erofs --tar=f --aufs`
-//! makes them; file data not inlined, 4 KiB blocks, the UUID derived from the diffID, as
-//! containerd's EROFS differ does), and Commit takes that image as the layer: one pass,
-//! no directory tree, no `mkfs.erofs`. The tar is hashed as it streams and must match the
-//! diffID; the image is written under a temporary name and renamed into place only then.
+//! Layers as EROFS images: one streaming pass from a layer blob to an EROFS image, shared
+//! by the unpacker and `strata convert --erofs`.
+//!
+//! When the active snapshot is the erofs snapshotter's
+//! ([`strata_snapshotters::erofs::staged_image_path`]), the unpacker writes the layer
+//! straight into the snapshot's `layer.erofs`, and Commit takes that image as the layer:
+//! one pass, no directory tree, no `mkfs.erofs`.
+//!
+//! - A tar layer (gzip, zstd or plain) is decompressed and hashed on a helper thread
+//!   ([`read_ahead`]) while [`strata_formats::erofs::build_from_tar`] writes the image (OCI
+//!   whiteouts become overlay whiteouts as `mkfs.erofs --tar=f --aufs` makes them; file
+//!   data not inlined, 4 KiB blocks, the volume UUID derived from the diffID, as
+//!   containerd's EROFS converter does). The stream must hash to the config's diffID.
+//! - A native EROFS layer (`application/vnd.erofs.layer.v1`, e.g. from `strata convert
+//!   --erofs`) is untrusted input the kernel will mount: it is copied as it
+//!   is, and the copy validated ([`strata_formats::erofs::validate`]) before anything
+//!   mounts it. Its diffID is its digest.
+//!
+//! The image is written under a temporary name, synced, and renamed into place only once
+//! it is complete and checked.
 
-use std::io::Read;
+use std::io::{Read, Seek, Write};
 use std::path::Path;
 
 use strata_formats::erofs::{self, BuildOptions};
-use strata_formats::{Digester, ErrorKind, ReadAtCursor, estargz};
+use strata_formats::tar_layer::read_ahead;
+use strata_formats::{Digest, ErrorKind, ReadAtCursor};
 
 use super::error::ImageError;
+use super::media;
 use super::unpack::LayerPlan;
 use crate::store::Store;
+
+/// Streams the layer blob `blob` (compressed or not) into an EROFS image written to
+/// `out`; the uncompressed stream must hash to `diff_id`. Returns `out` and the
+/// uncompressed size. Errors name `what`.
+pub(super) fn layer_to_erofs<W: Write + Seek>(
+    blob: impl Read + Send,
+    diff_id: &Digest,
+    out: W,
+    what: &str,
+) -> Result<(W, u64), ImageError> {
+    let build = BuildOptions {
+        uuid: erofs::layer_uuid(&diff_id.to_string()),
+        inline_data: false,
+        ..BuildOptions::default()
+    };
+    let (out, actual, size) = std::thread::scope(|scope| {
+        let (mut stream, helper) = read_ahead(scope, blob, None);
+        let built = erofs::build_from_tar(&mut stream, out, &build)
+            .map_err(|e| ImageError::invalid(what, e))
+            // The tar reader stops at the end-of-archive blocks; what follows still
+            // counts in the diffID, so the helper must see the stream to its end.
+            .and_then(|(out, _)| {
+                std::io::copy(&mut stream, &mut std::io::sink())
+                    .map(|_| out)
+                    .map_err(|e| ImageError::io(format!("{what}: reading the layer"), e))
+            });
+        drop(stream);
+        let hashed = helper.join();
+        let out = built?;
+        match hashed {
+            Ok(Ok((digest, size))) => Ok((out, digest, size)),
+            Ok(Err(e)) => Err(ImageError::io(format!("{what}: reading the layer"), e)),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })?;
+    if actual != *diff_id {
+        return Err(ImageError::Unpack {
+            context: String::new(),
+            kind: ErrorKind::DataCorrupt,
+            reason: format!(
+                "{what}: uncompressed digest {actual} does not match the config's diffID {diff_id}"
+            ),
+        });
+    }
+    Ok((out, size))
+}
 
 /// Writes `layer` as the EROFS image `image`; returns the uncompressed size.
 pub(super) fn unpack_to_image(
@@ -23,49 +83,8 @@ pub(super) fn unpack_to_image(
     layer: &LayerPlan,
     image: &Path,
 ) -> Result<u64, ImageError> {
-    let what = || format!("write {}", image.display());
-    let blob = store.content().reader_at(&layer.digest)?;
-    let tar = estargz::decompress_layer(ReadAtCursor::new(blob))
-        .map_err(|e| ImageError::invalid(what(), e))?;
-    let mut hashed = HashingRead {
-        inner: tar,
-        digester: Digester::new(),
-    };
     let partial = image.with_extension("erofs.unpacking");
-    let file = std::fs::File::create(&partial)
-        .map_err(|e| ImageError::io(format!("create {}", partial.display()), e))?;
-    let result = (|| {
-        let build = BuildOptions {
-            uuid: erofs::layer_uuid(&layer.diff_id.to_string()),
-            inline_data: false,
-            ..BuildOptions::default()
-        };
-        let (file, _) = erofs::build_from_tar(&mut hashed, std::io::BufWriter::new(file), &build)
-            .map_err(|e| ImageError::invalid(what(), e))?;
-        // The tar reader stops at the end-of-archive blocks; what follows still counts.
-        std::io::copy(&mut hashed, &mut std::io::sink()).map_err(|e| {
-            ImageError::io(format!("{}: reading past the archive's end", what()), e)
-        })?;
-        let actual = hashed.digester.digest();
-        if actual != layer.diff_id {
-            return Err(ImageError::Unpack {
-                context: String::new(),
-                kind: ErrorKind::DataCorrupt,
-                reason: format!(
-                    "uncompressed digest {actual} does not match the config's diffID {}",
-                    layer.diff_id
-                ),
-            });
-        }
-        let file = file
-            .into_inner()
-            .map_err(|e| ImageError::io(what(), e.into_error()))?;
-        // Commit empties nothing here, but the metadata it records must not name an
-        // image that a power loss could leave half-written.
-        file.sync_all().map_err(|e| ImageError::io(what(), e))?;
-        std::fs::rename(&partial, image).map_err(|e| ImageError::io(what(), e))?;
-        Ok(hashed.digester.len())
-    })();
+    let result = write_image(store, layer, image, &partial);
     result.map_err(|e| {
         let _ = std::fs::remove_file(&partial);
         // Named once, as the applier's errors are.
@@ -77,15 +96,75 @@ pub(super) fn unpack_to_image(
     })
 }
 
-struct HashingRead<R> {
-    inner: R,
-    digester: Digester,
+fn write_image(
+    store: &Store,
+    layer: &LayerPlan,
+    image: &Path,
+    partial: &Path,
+) -> Result<u64, ImageError> {
+    let what = format!("write {}", image.display());
+    // Read back too: a native layer's copy is validated.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(partial)
+        .map_err(|e| ImageError::io(format!("create {}", partial.display()), e))?;
+    let (file, size) = if media::is_erofs_layer(layer.descriptor.media_type().as_ref()) {
+        copy_native_layer(store, layer, file, &what)?
+    } else {
+        let blob = ReadAtCursor::new(store.content().reader_at(&layer.digest)?);
+        let (file, size) =
+            layer_to_erofs(blob, &layer.diff_id, std::io::BufWriter::new(file), &what)?;
+        let file = file
+            .into_inner()
+            .map_err(|e| ImageError::io(what.clone(), e.into_error()))?;
+        (file, size)
+    };
+    // Commit empties nothing here, but the metadata it records must not name an image
+    // that a power loss could leave half-written.
+    file.sync_all()
+        .map_err(|e| ImageError::io(what.clone(), e))?;
+    std::fs::rename(partial, image).map_err(|e| ImageError::io(what, e))?;
+    Ok(size)
 }
 
-impl<R: Read> Read for HashingRead<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.digester.update(&buf[..n]);
-        Ok(n)
+/// A native EROFS layer, validated, copied into `file`.
+fn copy_native_layer(
+    store: &Store,
+    layer: &LayerPlan,
+    mut file: std::fs::File,
+    what: &str,
+) -> Result<(std::fs::File, u64), ImageError> {
+    let media_type = layer.descriptor.media_type().to_string();
+    if media_type != media::EROFS_LAYER {
+        return Err(ImageError::Unsupported(format!(
+            "layer {}: media type {media_type}: only uncompressed EROFS layers ({}) are supported",
+            layer.digest,
+            media::EROFS_LAYER
+        )));
     }
+    // Uncompressed: the blob is the layer, so the config must name it as its diffID.
+    if layer.diff_id != layer.digest {
+        return Err(ImageError::Unpack {
+            context: String::new(),
+            kind: ErrorKind::DataCorrupt,
+            reason: format!(
+                "EROFS layer {}: the config's diffID {} is not its digest",
+                layer.digest, layer.diff_id
+            ),
+        });
+    }
+    let mut source = std::fs::File::open(store.content().blob_path(&layer.digest))
+        .map_err(|e| ImageError::io(format!("open layer {}", layer.digest), e))?;
+    let size = std::io::copy(&mut source, &mut file).map_err(|e| ImageError::io(what, e))?;
+    // The copy is what the kernel will mount: validate it.
+    let copy = file
+        .try_clone()
+        .and_then(strata_formats::FileReadAt::new)
+        .map_err(|e| ImageError::io(what, e))?;
+    // The caller names the layer.
+    erofs::validate(&copy).map_err(|e| ImageError::invalid("invalid EROFS image", e))?;
+    Ok((file, size))
 }

@@ -74,15 +74,16 @@ mount_options = []
 upperdir_label = false
 
 # Options of the erofs implementation (as containerd's erofs snapshotter and differ):
-# each committed layer one EROFS image, converted from the layer's directory by
-# mkfs.erofs at Commit.
+# each committed layer one EROFS image, converted from the layer's directory at
+# Commit.
 [erofs]
 # Options added to every overlay mount, e.g. ["volatile"].
 mount_options = []
-# What converts a layer into its image: "mkfs.erofs" (erofs-utils, as containerd)
-# or "strata" (Strata's own writer: no process, keeps 255-byte names and the holes
-# of sparse files).
-builder = "mkfs.erofs"
+# What converts a layer's directory into its image at Commit: "strata" (Strata's
+# own writer: no process, keeps 255-byte names and the holes of sparse files) or
+# "mkfs.erofs" (erofs-utils 1.5, as containerd runs it). Layers Strata unpacks
+# itself stream from the tar into the image, whatever this says.
+builder = "strata"
 # Options added to `mkfs.erofs --quiet -Enoinline_data`, e.g. ["-zlz4hc"].
 mkfs_options = []
 
@@ -174,10 +175,10 @@ impl OverlayConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 pub enum ErofsBuilderKind {
     /// `mkfs.erofs` (erofs-utils), as containerd runs it.
-    #[default]
     #[serde(rename = "mkfs.erofs")]
     Mkfs,
     /// Strata's own writer (`strata_formats::erofs`).
+    #[default]
     #[serde(rename = "strata")]
     Strata,
 }
