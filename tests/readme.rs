@@ -8,7 +8,7 @@
 //! `./sample/` and the docker-save tar `./tools.tar` in the working directory; a
 //! loopback registry holding `app:1` (a runnable image: the host's dash and echo) and,
 //! through a `hosts.toml` mirror for docker.io, `alpine:3.20`; a private containerd whose
-//! `[proxy_plugins.strata]` and `[proxy_plugins.stargz]` point at `$STRATA_SOCKET`; and
+//! `[proxy_plugins.strata]`, `.stargz` and `.erofs` point at `$STRATA_SOCKET`; and
 //! the environment variables `STRATA_SOCKET`, `STRATA_CONFIG`, `STRATA_HOSTS_DIR`,
 //! `CONTAINERD_ADDRESS` and `CONTAINERD_NAMESPACE` that point the commands at those.
 //! A line ending in `&` runs in the background; the test waits until it is ready (a
@@ -188,7 +188,12 @@ fn readme_commands_run_as_written() {
     let containerd = Containerd::start(
         &dir.join("containerd"),
         "readme",
-        &format!("[proxy_plugins]\n{}{}", plugin("strata"), plugin("stargz")),
+        &format!(
+            "[proxy_plugins]\n{}{}{}",
+            plugin("strata"),
+            plugin("stargz"),
+            plugin("erofs")
+        ),
     )
     .unwrap();
     let docker_config = dir.join("docker");
@@ -246,8 +251,8 @@ fn readme_commands_run_as_written() {
     );
     assert_eq!(
         transcript.lines().filter(|l| *l == "hello").count(),
-        2,
-        "both containers print hello:\n{transcript}"
+        3,
+        "the three containers print hello:\n{transcript}"
     );
 }
 

@@ -232,10 +232,23 @@ pub(crate) fn run(root: &Path, args: &SnapshotArgs) -> anyhow::Result<()> {
         SnapshotCommand::Info { key } => {
             let info = sn.stat(key).with_context(|| format!("snapshot {key}"))?;
             let mut json = info_json(&info);
-            if args.snapshotter.snapshotter == "stargz"
-                && let Some(lazy) = lazy_state(root, key)
-            {
-                json["Lazy"] = lazy;
+            if args.snapshotter.snapshotter == "stargz" {
+                // A layer mounted a moment ago may not be in the daemon's state file yet
+                // (it is rewritten every 250 ms): wait a little for a remote snapshot's.
+                let remote = info.labels.contains_key("containerd.io/snapshot/remote");
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                let lazy = loop {
+                    match lazy_state(root, key) {
+                        Some(lazy) => break Some(lazy),
+                        None if remote && std::time::Instant::now() < deadline => {
+                            std::thread::sleep(std::time::Duration::from_millis(100));
+                        }
+                        None => break None,
+                    }
+                };
+                if let Some(lazy) = lazy {
+                    json["Lazy"] = lazy;
+                }
             }
             println!("{}", serde_json::to_string_pretty(&json)?);
         }

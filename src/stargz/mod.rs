@@ -689,7 +689,7 @@ impl StargzLayers {
     }
 
     /// Starts a thread that keeps `state.json` in the records directory current (every
-    /// second, when something changed) for `strata snapshot info`; it ends with the
+    /// 250 ms, when something changed) for `strata snapshot info`; it ends with the
     /// provider.
     pub fn spawn_state_writer(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
@@ -697,7 +697,7 @@ impl StargzLayers {
         let spawned = std::thread::Builder::new().name("stargz-state".into()).spawn(move || {
             let mut last: Option<StateFile> = None;
             loop {
-                std::thread::sleep(std::time::Duration::from_secs(1));
+                std::thread::sleep(std::time::Duration::from_millis(250));
                 let Some(layers) = weak.upgrade() else {
                     return;
                 };
