@@ -7,7 +7,8 @@
 //! commands the test provides what the README assumes: `./big.bin`, the OCI layout
 //! `./sample/` and the docker-save tar `./tools.tar` in the working directory; a
 //! loopback registry holding `app:1` (a runnable image: the host's dash and echo) and,
-//! through a `hosts.toml` mirror for docker.io, `alpine:3.20`; a private containerd whose
+//! through a `hosts.toml` mirror for docker.io, `alpine:3.20`; a private containerd (started
+//! once the README's `strata serve` listens, as systemd units order them) whose
 //! `[proxy_plugins.strata]`, `.stargz` and `.erofs` point at `$STRATA_SOCKET`; and
 //! the environment variables `STRATA_SOCKET`, `STRATA_CONFIG`, `STRATA_HOSTS_DIR`,
 //! `CONTAINERD_ADDRESS` and `CONTAINERD_NAMESPACE` that point the commands at those.
@@ -33,6 +34,9 @@ mod support;
 use serve_support::{UnmountOnDrop, require_containerd, runnable_image};
 use support::STRATA;
 
+/// The containerd namespace the README's `ctr` commands use.
+const NAMESPACE: &str = "readme";
+
 /// README literals replaced on a test machine: (as written, replaced by). `REGISTRY` and
 /// `DIR` in the replacement stand for the test's registry address and temp dir.
 const SUBSTITUTIONS: &[(&str, &str)] = &[
@@ -49,6 +53,11 @@ trap 'status=$?; kill $(jobs -p) 2>/dev/null || true; wait || true; exit $status
 ready_socket() { # PID SOCKET
     for _ in $(seq 300); do [ -S "$2" ] && return 0; kill -0 "$1" 2>/dev/null || return 1; sleep 0.1; done
     echo "readme: $2 not ready after 30 s" >&2; return 1
+}
+ready_serve() { # PID: the daemon's socket, then containerd's (started once the daemon listens)
+    ready_socket "$1" "$STRATA_SOCKET" || return 1
+    for _ in $(seq 300); do [ -S "$CONTAINERD_ADDRESS" ] && return 0; sleep 0.1; done
+    echo "readme: containerd not started after 30 s" >&2; return 1
 }
 ready_mount() { # PID DIR
     for _ in $(seq 300); do mountpoint -q "$2" && return 0; kill -0 "$1" 2>/dev/null || return 1; sleep 0.1; done
@@ -109,7 +118,7 @@ fn script_of(block: &str, registry: &str, dir: &Path) -> String {
         let code = line.split(" # ").next().unwrap_or("").trim_end();
         if let Some(command) = code.strip_suffix('&') {
             let wait = if command.contains("strata serve") {
-                "ready_socket $! \"$STRATA_SOCKET\"".to_owned()
+                "ready_serve $!".to_owned()
             } else if command.contains("strata mount") {
                 let target = command.split_whitespace().last().expect("a mount point");
                 format!("ready_mount $! {target}")
@@ -180,22 +189,37 @@ fn readme_commands_run_as_written() {
     )
     .unwrap();
 
-    // containerd with both proxy plugins on the daemon's socket (started by the README).
+    // containerd with the proxy plugins on the daemon's socket, started as an operator's
+    // systemd units order them: once `strata serve` (started by the README) listens. A
+    // containerd started first would back off its first failed dial and fail the first
+    // calls; the README's serve line waits for containerd's socket in turn.
     let socket = dir.join("run/strata.sock");
-    let plugin = |name: &str| {
-        format!("  [proxy_plugins.{name}]\n    type = \"snapshot\"\n    address = {socket:?}\n")
+    let containerd_dir = dir.join("containerd");
+    let containerd_socket = containerd_dir.join("c.sock");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let containerd = {
+        let (socket, containerd_dir, stop) = (socket.clone(), containerd_dir.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !socket.exists() {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return None;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let plugin = |name: &str| {
+                format!(
+                    "  [proxy_plugins.{name}]\n    type = \"snapshot\"\n    address = {socket:?}\n"
+                )
+            };
+            let config = format!(
+                "[proxy_plugins]\n{}{}{}",
+                plugin("strata"),
+                plugin("stargz"),
+                plugin("erofs")
+            );
+            Some(Containerd::start(&containerd_dir, NAMESPACE, &config).expect("start containerd"))
+        })
     };
-    let containerd = Containerd::start(
-        &dir.join("containerd"),
-        "readme",
-        &format!(
-            "[proxy_plugins]\n{}{}{}",
-            plugin("strata"),
-            plugin("stargz"),
-            plugin("erofs")
-        ),
-    )
-    .unwrap();
     let docker_config = dir.join("docker");
     fs::create_dir_all(&docker_config).unwrap();
     let bin_dir = Path::new(STRATA).parent().unwrap();
@@ -218,8 +242,8 @@ fn readme_commands_run_as_written() {
             .env("STRATA_CONFIG", dir.join("etc/strata/config.toml"))
             .env("STRATA_HOSTS_DIR", &hosts)
             .env("DOCKER_CONFIG", &docker_config)
-            .env("CONTAINERD_ADDRESS", &containerd.socket)
-            .env("CONTAINERD_NAMESPACE", &containerd.namespace)
+            .env("CONTAINERD_ADDRESS", &containerd_socket)
+            .env("CONTAINERD_NAMESPACE", NAMESPACE)
             .env_remove("STRATA_LOG")
             .output()
             .expect("run bash");
@@ -231,9 +255,12 @@ fn readme_commands_run_as_written() {
             "README block {} failed ({}):\n{block}\nstdout:\n{stdout}\nstderr (the commands, traced):\n{stderr}\ncontainerd log tail:\n{}",
             i + 1,
             out.status,
-            containerd.log_tail(20)
+            strata_testdata::daemon::log_tail(&containerd_dir.join("containerd.log"), 20)
         );
     }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Stopped here, before the temp dir is unmounted and removed.
+    drop(containerd.join().expect("the containerd thread"));
 
     // A few outputs the README promises.
     let ingest = format!(
@@ -269,7 +296,7 @@ fn readme_blocks_are_found_and_rewritten() {
     );
     let script = script_of(&blocks[1], "127.0.0.1:9", Path::new("/d"));
     assert!(
-        script.contains("strata serve & ready_socket $! \"$STRATA_SOCKET\"\n"),
+        script.contains("strata serve & ready_serve $!\n"),
         "{script}"
     );
     assert!(
