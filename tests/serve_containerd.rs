@@ -255,18 +255,20 @@ fn containerd_pulls_runs_and_removes_through_strata_erofs() {
 #[ignore = "needs root, containerd, ctr, runc and mkfs.erofs: make test runs it"]
 fn containerd_runs_python_on_strata_erofs_across_a_restart() {
     require_containerd(&["/usr/bin/mkfs.erofs"]);
-    python_on_erofs_across_a_restart("");
+    python_on_erofs_across_a_restart("mkfs", "[erofs]\nbuilder = \"mkfs.erofs\"\n");
 }
 
 /// The same with the layer images written by Strata's own EROFS writer
-/// (`[erofs] builder = "strata"`).
+/// (`[erofs] builder = "strata"`, the default).
 #[test]
 #[ignore = "needs root, containerd, ctr and runc: make test runs it"]
 fn containerd_runs_python_on_strata_erofs_written_by_strata() {
-    python_on_erofs_across_a_restart("[erofs]\nbuilder = \"strata\"\n");
+    python_on_erofs_across_a_restart("strata", "[erofs]\nbuilder = \"strata\"\n");
 }
 
-fn python_on_erofs_across_a_restart(erofs_config: &str) {
+/// `name` tells the two runs apart: their containerd namespaces must differ, or runc's
+/// cgroups (`/<namespace>/<id>`) collide when both run at once.
+fn python_on_erofs_across_a_restart(name: &str, erofs_config: &str) {
     require_containerd(&[PYTHON]);
     let dir = tempfile::tempdir().unwrap();
     let _unmount = UnmountOnDrop(dir.path().to_path_buf());
@@ -300,7 +302,7 @@ fn python_on_erofs_across_a_restart(erofs_config: &str) {
     }
     let mut containerd = Containerd::start(
         &dir.path().join("containerd"),
-        "strata-e2e-python",
+        &format!("strata-e2e-python-{name}"),
         &plugins,
     )
     .unwrap();

@@ -7,18 +7,19 @@ use std::path::Path;
 
 use std::sync::Arc;
 
-use strata_snapshotters::erofs::{ErofsOptions, ErofsSnapshotter, StrataErofsWriter};
+use strata_snapshotters::erofs::{ErofsOptions, ErofsSnapshotter, MkfsErofs};
 use strata_snapshotters::native::NativeSnapshotter;
 use strata_snapshotters::overlay::OverlaySnapshotter;
 
 strata_snapshotters::conformance_tests!(overlay, |root: &Path| OverlaySnapshotter::open(root));
 strata_snapshotters::conformance_tests!(native, |root: &Path| NativeSnapshotter::open(root));
+// The default builder at Commit is Strata's writer; mkfs.erofs (erofs-utils) is the other.
 strata_snapshotters::conformance_tests!(erofs, |root: &Path| ErofsSnapshotter::open(root));
-strata_snapshotters::conformance_tests!(erofs_strata_writer, |root: &Path| {
+strata_snapshotters::conformance_tests!(erofs_mkfs, |root: &Path| {
     ErofsSnapshotter::with_options(
         root,
         ErofsOptions {
-            builder: Arc::new(StrataErofsWriter),
+            builder: Arc::new(MkfsErofs::default()),
             ..ErofsOptions::default()
         },
     )
