@@ -56,8 +56,13 @@ pub(super) fn convert_layer(
     let blob = super::convert::source_blob(store, layer, &source, opts)?;
     let file = tempfile::tempfile_in(store.root())
         .map_err(|e| ImageError::io(format!("{}: a temporary file", what()), e))?;
-    let (file, _) =
-        super::unpack_erofs::layer_to_erofs(blob, diff_id, std::io::BufWriter::new(file), &what())?;
+    let (file, _) = super::unpack_erofs::layer_to_erofs(
+        blob,
+        diff_id,
+        diff_id,
+        std::io::BufWriter::new(file),
+        &what(),
+    )?;
     let mut file = file
         .into_inner()
         .map_err(|e| ImageError::io(what(), e.into_error()))?;

@@ -9,8 +9,9 @@
 //! - A tar layer (gzip, zstd or plain) is decompressed and hashed on a helper thread
 //!   ([`read_ahead`]) while [`strata_formats::erofs::build_from_tar`] writes the image (OCI
 //!   whiteouts become overlay whiteouts as `mkfs.erofs --tar=f --aufs` makes them; file
-//!   data not inlined, 4 KiB blocks, the volume UUID derived from the diffID, as
-//!   containerd's EROFS converter does). The stream must hash to the config's diffID.
+//!   data not inlined, 4 KiB blocks, the volume UUID derived from the blob's digest when
+//!   unpacking, as containerd's EROFS differ does, and from the diffID when converting, as
+//!   its converter does). The stream must hash to the config's diffID.
 //! - A native EROFS layer (`application/vnd.erofs.layer.v1`, e.g. from `strata convert
 //!   --erofs`) is untrusted input the kernel will mount: it is copied as it
 //!   is, and the copy validated ([`strata_formats::erofs::validate`]) before anything
@@ -32,16 +33,18 @@ use super::unpack::LayerPlan;
 use crate::store::Store;
 
 /// Streams the layer blob `blob` (compressed or not) into an EROFS image written to
-/// `out`; the uncompressed stream must hash to `diff_id`. Returns `out` and the
-/// uncompressed size. Errors name `what`.
+/// `out`; the uncompressed stream must hash to `diff_id`. The volume UUID is derived from
+/// `uuid_digest` (containerd's differ takes the blob's digest, its converter the diffID).
+/// Returns `out` and the uncompressed size. Errors name `what`.
 pub(super) fn layer_to_erofs<W: Write + Seek>(
     blob: impl Read + Send,
     diff_id: &Digest,
+    uuid_digest: &Digest,
     out: W,
     what: &str,
 ) -> Result<(W, u64), ImageError> {
     let build = BuildOptions {
-        uuid: erofs::layer_uuid(&diff_id.to_string()),
+        uuid: erofs::layer_uuid(&uuid_digest.to_string()),
         inline_data: false,
         ..BuildOptions::default()
     };
@@ -115,8 +118,14 @@ fn write_image(
         copy_native_layer(store, layer, file, &what)?
     } else {
         let blob = ReadAtCursor::new(store.content().reader_at(&layer.digest)?);
-        let (file, size) =
-            layer_to_erofs(blob, &layer.diff_id, std::io::BufWriter::new(file), &what)?;
+        // The UUID as containerd's EROFS differ derives it: from the blob's digest.
+        let (file, size) = layer_to_erofs(
+            blob,
+            &layer.diff_id,
+            &layer.digest,
+            std::io::BufWriter::new(file),
+            &what,
+        )?;
         let file = file
             .into_inner()
             .map_err(|e| ImageError::io(what.clone(), e.into_error()))?;
