@@ -157,8 +157,10 @@ def write_blob(layout, data):
     return "sha256:" + digest, len(data)
 
 
-def priority_list():
-    """What `python3 -c 'print("hello")'` reads: found by running it here."""
+def priority_list(in_image):
+    """What `python3 -c 'print("hello")'` reads: found by running it here, kept to the
+    paths the image holds (the host may load more, e.g. a .pth file's module from a
+    package the image lacks; `strata convert` refuses prioritized paths it cannot find)."""
     code = ("import sys, importlib.util\n"
             "for m in list(sys.modules.values()):\n"
             "    f = getattr(m, '__file__', None)\n"
@@ -177,7 +179,7 @@ def priority_list():
     out, seen = [], set()
     for p in paths:
         q = image_path(os.path.realpath(os.path.dirname(p)) + "/" + os.path.basename(p)) if p.startswith("/") else None
-        if q and q not in seen and os.path.exists(p):
+        if q and q not in seen and os.path.exists(p) and q in in_image:
             seen.add(q)
             out.append(q)
     return out
@@ -216,7 +218,7 @@ def main():
     with open(os.path.join(layout, "oci-layout"), "w") as f:
         json.dump({"imageLayoutVersion": "1.0.0"}, f)
     with open(prio_out, "w") as f:
-        f.write("\n".join(priority_list()) + "\n")
+        f.write("\n".join(priority_list(taken)) + "\n")
 
 
 if __name__ == "__main__":
