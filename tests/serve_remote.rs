@@ -47,6 +47,20 @@ fn strata_pull_no_unpack(root: &Path, scratch: &Path, reference: &str) {
 #[test]
 #[ignore = "needs root, containerd, ctr, ctr-remote and runc: make test runs it"]
 fn containerd_rpull_uses_layers_from_strata_content_store() {
+    rpull_uses_layers_from_strata_content_store("strata");
+}
+
+/// The erofs snapshotter writes each provided layer as its `layer.erofs` (the fallen-back
+/// top layer is converted at Commit), and the container runs on the EROFS chain.
+#[test]
+#[ignore = "needs root, containerd, ctr, ctr-remote and runc: make test runs it"]
+fn containerd_rpull_on_erofs_uses_layers_from_strata_content_store() {
+    rpull_uses_layers_from_strata_content_store("erofs");
+}
+
+/// `ctr-remote image rpull` through the proxy plugin `name` (served by the daemon under
+/// that name).
+fn rpull_uses_layers_from_strata_content_store(name: &str) {
     require_containerd(&[CTR_REMOTE]);
     let dir = tempfile::tempdir().unwrap();
     // Declared first, dropped last: after containerd and strata have stopped.
@@ -82,7 +96,7 @@ fn containerd_rpull_uses_layers_from_strata_content_store() {
         &dir.path().join("containerd"),
         "strata-remote",
         &format!(
-            "[proxy_plugins]\n  [proxy_plugins.strata]\n    type = \"snapshot\"\n    address = {:?}\n",
+            "[proxy_plugins]\n  [proxy_plugins.{name}]\n    type = \"snapshot\"\n    address = {:?}\n",
             serve.socket
         ),
     ).unwrap();
@@ -101,7 +115,7 @@ fn containerd_rpull_uses_layers_from_strata_content_store() {
             "rpull",
             "--plain-http",
             "--snapshotter",
-            "strata",
+            name,
             &reference,
         ],
     );
@@ -144,7 +158,7 @@ fn containerd_rpull_uses_layers_from_strata_content_store() {
 
     // The chain: the provided snapshots are committed under their chainIDs, the top one
     // by containerd's own unpack.
-    let listing = containerd.ok(CTR, &["snapshots", "--snapshotter", "strata", "ls"]);
+    let listing = containerd.ok(CTR, &["snapshots", "--snapshotter", name, "ls"]);
     let mut rows = snapshot_rows(&listing);
     rows.sort();
     let mut expected: Vec<(String, String, String)> = chain
@@ -171,13 +185,40 @@ fn containerd_rpull_uses_layers_from_strata_content_store() {
     );
     let info = containerd.ok(
         CTR,
-        &["snapshots", "--snapshotter", "strata", "info", &chain[1]],
+        &["snapshots", "--snapshotter", name, "info", &chain[1]],
     );
     assert!(
         info.contains("containerd.io/snapshot/remote"),
         "{}",
         context(&format!("info {}:\n{info}", chain[1]))
     );
+
+    if name == "erofs" {
+        // Every layer is one image, the provided ones and the top one converted at Commit.
+        let snapshots = serve.root.join("snapshotters/erofs/snapshots");
+        let mut images = 0;
+        for entry in std::fs::read_dir(&snapshots).unwrap() {
+            let dir = entry.unwrap().path();
+            assert!(
+                dir.join("layer.erofs").is_file(),
+                "{}",
+                context(&format!("{}: no layer.erofs", dir.display()))
+            );
+            images += 1;
+        }
+        assert_eq!(images, 3, "{}", context("three layers"));
+        assert!(
+            log.lines()
+                .filter(
+                    |l| l.contains("provided layer from the local content store")
+                        && l.contains("erofs=true")
+                )
+                .count()
+                == 2,
+            "{}",
+            context("the provided layers were not written as EROFS images")
+        );
+    }
 
     let runc_root = dir.path().join("runc");
     let out = containerd.run(
@@ -188,7 +229,7 @@ fn containerd_rpull_uses_layers_from_strata_content_store() {
             "--runc-root",
             &runc_root.to_string_lossy(),
             "--snapshotter",
-            "strata",
+            name,
             &reference,
             "remote-1",
             "sh",

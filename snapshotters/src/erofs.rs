@@ -5,6 +5,10 @@
 //! `layer.erofs` through a [`LayerImageBuilder`] (unless one was written there already,
 //! as an EROFS differ or unpacker does) and empties it.
 //!
+//! With a remote-layer provider ([`ErofsSnapshotter::with_remote`], in `erofs/remote.rs`)
+//! unpack Prepares may be answered by committing the layer directly, its image written by
+//! the provider (containerd's remote-snapshot protocol).
+//!
 //! Mount shapes (what Prepare, View and Mounts return):
 //! - no parent: a bind mount of the snapshot's own `fs` (`rw` active, `ro` view);
 //! - a view of one layer: an `erofs` mount of the layer's `layer.erofs`, `ro,loop`
@@ -20,6 +24,7 @@
 pub mod builder;
 mod layer_mounts;
 pub mod mkfs;
+mod remote;
 pub mod writer;
 
 use std::os::unix::fs::MetadataExt;
@@ -28,9 +33,11 @@ use std::sync::Arc;
 
 use crate::disk_usage::disk_usage;
 use crate::metastore::snapshot_dirs::{
-    SnapshotDirs, cleanup_dirs, remove_snapshot_then, remove_tree, repair_missing_dirs,
+    SnapshotDirs, cleanup_dirs, make_dir, remove_snapshot_then, remove_tree, repair_missing_dirs,
 };
 use crate::metastore::{MetaStore, Snapshot};
+use crate::remote::LayerRequest;
+use crate::remote::prepare::{RemoteProvider, prepare_remote};
 use crate::{Info, Kind, Labels, Mount, SnapshotError, Snapshotter, Usage};
 pub use builder::{BuildError, LayerImageBuilder};
 use layer_mounts::{LayerMounts, layer_mount};
@@ -70,6 +77,8 @@ pub struct ErofsSnapshotter {
     overlay_options: Vec<String>,
     builder: Arc<dyn LayerImageBuilder>,
     layers: LayerMounts,
+    /// The remote-layer provider offered each unpack Prepare ([`ErofsSnapshotter::with_remote`]).
+    remote: Option<RemoteProvider>,
 }
 
 impl ErofsSnapshotter {
@@ -132,6 +141,7 @@ impl ErofsSnapshotter {
             overlay_options,
             builder: options.builder,
             layers,
+            remote: None,
         };
         snapshotter.remount_layers();
         Ok(snapshotter)
@@ -284,27 +294,33 @@ impl ErofsSnapshotter {
             // Written by an EROFS applier: the layer's inodes are the image's.
             return Ok((false, image_inodes(&image).unwrap_or(inodes)));
         }
-        let partial = self.dirs.path(id).join(format!("{LAYER_IMAGE}.partial"));
+        self.convert_upper(key, &self.dirs.path(id))?;
+        Ok((true, inodes))
+    }
+
+    /// Writes `dir/layer.erofs` from `dir/fs` through the builder, synced (the upper
+    /// directory is emptied once the layer is committed, so the image must be on disk
+    /// before the metadata says the layer is committed).
+    fn convert_upper(&self, key: &str, dir: &Path) -> Result<(), SnapshotError> {
+        let image = dir.join(LAYER_IMAGE);
+        let partial = dir.join(format!("{LAYER_IMAGE}.partial"));
         let _ = std::fs::remove_file(&partial);
-        if let Err(e) = self.builder.build_from_dir(&upper, &partial) {
+        if let Err(e) = self.builder.build_from_dir(&dir.join("fs"), &partial) {
             let _ = std::fs::remove_file(&partial);
             return Err(SnapshotError::internal(format!(
                 "snapshot {key}: convert its upper directory to EROFS: {e}"
             )));
         }
-        // The upper directory is emptied once the commit is recorded, so the image must be
-        // on disk before the metadata says the layer is committed.
         let sync = |path: &Path| std::fs::File::open(path).and_then(|f| f.sync_all());
         sync(&partial)
             .and_then(|()| std::fs::rename(&partial, &image))
-            .and_then(|()| sync(&self.dirs.path(id)))
+            .and_then(|()| sync(dir))
             .map_err(|e| {
                 SnapshotError::io(
                     format_args!("snapshot {key}: put {} in place", image.display()),
                     e,
                 )
-            })?;
-        Ok((true, inodes))
+            })
     }
 }
 
@@ -347,6 +363,13 @@ impl Snapshotter for ErofsSnapshotter {
         parent: &str,
         labels: Labels,
     ) -> Result<Vec<Mount>, SnapshotError> {
+        if let Some(remote) = &self.remote
+            && let Some(request) = LayerRequest::from_labels(&labels)
+            && let Some(answer) =
+                prepare_remote(self, remote.0.as_ref(), key, parent, &labels, request)
+        {
+            return Err(answer);
+        }
         self.create(Kind::Active, key, parent, labels)
     }
 
@@ -466,15 +489,6 @@ fn kernel_has_erofs() -> bool {
         list.lines()
             .any(|l| l.split_whitespace().last() == Some("erofs"))
     })
-}
-
-fn make_dir(path: &Path, mode: u32) -> Result<(), SnapshotError> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .mode(mode)
-        .create(path)
-        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)))
-        .map_err(|e| SnapshotError::io(format_args!("create {}", path.display()), e))
 }
 
 fn write_marker(dir: &Path) -> Result<(), SnapshotError> {

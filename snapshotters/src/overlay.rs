@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 
 use crate::disk_usage::disk_usage;
 use crate::metastore::snapshot_dirs::{
-    SnapshotDirs, cleanup_dirs, remove_snapshot, remove_snapshot_then, remove_tree,
+    SnapshotDirs, cleanup_dirs, make_dir, remove_snapshot, remove_snapshot_then, remove_tree,
     repair_missing_dirs,
 };
 use crate::metastore::{MetaStore, Snapshot};
+use crate::remote::prepare::{RemoteProvider, prepare_remote};
 use crate::remote::{LABEL_REMOTE, LayerRequest};
 use crate::{Info, Kind, Labels, Mount, SnapshotError, Snapshotter, Usage};
 
@@ -40,7 +41,7 @@ pub struct OverlaySnapshotter {
     overlay_options: Vec<String>,
     upperdir_label: bool,
     /// The remote-layer provider offered each unpack Prepare ([`OverlaySnapshotter::with_remote`]).
-    remote: Option<remote::RemoteProvider>,
+    remote: Option<RemoteProvider>,
 }
 
 impl OverlaySnapshotter {
@@ -198,15 +199,6 @@ impl OverlaySnapshotter {
     }
 }
 
-fn make_dir(path: &Path, mode: u32) -> Result<(), SnapshotError> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .mode(mode)
-        .create(path)
-        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)))
-        .map_err(|e| SnapshotError::io(format_args!("create {}", path.display()), e))
-}
-
 /// Whether this process runs in a user namespace other than the initial one (containerd's
 /// `userns.RunningInUserNS`): the initial namespace maps all 2³² − 1 ids from 0.
 pub(crate) fn in_user_namespace() -> bool {
@@ -251,7 +243,7 @@ impl Snapshotter for OverlaySnapshotter {
         if let Some(remote) = &self.remote
             && let Some(request) = LayerRequest::from_labels(&labels)
             && let Some(answer) =
-                self.prepare_remote(remote.0.as_ref(), key, parent, &labels, request)
+                prepare_remote(self, remote.0.as_ref(), key, parent, &labels, request)
         {
             return Err(answer);
         }

@@ -15,8 +15,11 @@
 //! or fails, the Prepare goes on as a normal one.
 //!
 //! Providers: the hub's local-content provider (a layer blob already in Strata's content
-//! store is applied without a download) and, later, the lazy snapshotter (a FUSE mount of
-//! the layer at the target directory).
+//! store is applied without a download, or streamed into an EROFS image for the erofs
+//! snapshotter) and the lazy stargz layers (a FUSE mount of the layer at the target
+//! directory). The snapshotter's side of the protocol is [`prepare`].
+
+pub(crate) mod prepare;
 
 use std::path::{Path, PathBuf};
 
@@ -112,6 +115,11 @@ pub struct LayerTarget<'a> {
     pub parents: &'a [PathBuf],
     /// How whiteouts must be written in `fs`.
     pub whiteouts: WhiteoutMode,
+    /// Set by a snapshotter whose layers are EROFS images (erofs): the provider may write
+    /// the layer's image here (a new file; `fs` left empty) instead of filling `fs`.
+    /// The image is mounted by the kernel as it is, so it must be one the provider wrote
+    /// or validated. Layers written into `fs` are converted by the snapshotter.
+    pub image: Option<&'a Path>,
 }
 
 /// A provider's answer.

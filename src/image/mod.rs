@@ -25,7 +25,7 @@ pub mod pull;
 pub mod push;
 pub mod rootfs;
 pub mod unpack;
-mod unpack_erofs;
+pub(crate) mod unpack_erofs;
 pub mod walk;
 
 pub use archive::MAX_JSON_SIZE;

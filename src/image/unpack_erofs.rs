@@ -43,6 +43,28 @@ pub(super) fn layer_to_erofs<W: Write + Seek>(
     out: W,
     what: &str,
 ) -> Result<(W, u64), ImageError> {
+    let (out, actual, size) = tar_to_erofs(blob, uuid_digest, out, what)?;
+    if actual != *diff_id {
+        return Err(ImageError::Unpack {
+            context: String::new(),
+            kind: ErrorKind::DataCorrupt,
+            reason: format!(
+                "{what}: uncompressed digest {actual} does not match the config's diffID {diff_id}"
+            ),
+        });
+    }
+    Ok((out, size))
+}
+
+/// Streams the layer blob `blob` (compressed or not) into an EROFS image written to
+/// `out`, as [`layer_to_erofs`] does, for a caller that verifies the layer itself.
+/// Returns `out`, the uncompressed stream's digest (the diffID) and its size.
+pub(crate) fn tar_to_erofs<W: Write + Seek>(
+    blob: impl Read + Send,
+    uuid_digest: &Digest,
+    out: W,
+    what: &str,
+) -> Result<(W, Digest, u64), ImageError> {
     let build = BuildOptions {
         uuid: erofs::layer_uuid(&uuid_digest.to_string()),
         inline_data: false,
@@ -68,16 +90,7 @@ pub(super) fn layer_to_erofs<W: Write + Seek>(
             Err(panic) => std::panic::resume_unwind(panic),
         }
     })?;
-    if actual != *diff_id {
-        return Err(ImageError::Unpack {
-            context: String::new(),
-            kind: ErrorKind::DataCorrupt,
-            reason: format!(
-                "{what}: uncompressed digest {actual} does not match the config's diffID {diff_id}"
-            ),
-        });
-    }
-    Ok((out, size))
+    Ok((out, actual, size))
 }
 
 /// Writes `layer` as the EROFS image `image`; returns the uncompressed size.
@@ -167,13 +180,30 @@ fn copy_native_layer(
     }
     let mut source = std::fs::File::open(store.content().blob_path(&layer.digest))
         .map_err(|e| ImageError::io(format!("open layer {}", layer.digest), e))?;
-    let size = std::io::copy(&mut source, &mut file).map_err(|e| ImageError::io(what, e))?;
-    // The copy is what the kernel will mount: validate it.
+    let size = copy_validated(&mut source, &mut file, what)?;
+    Ok((file, size))
+}
+
+/// Copies the native EROFS image `source` into `file` (opened for reading and writing)
+/// and validates the copy, which is what the kernel will mount. Returns its size.
+pub(crate) fn copy_validated(
+    source: &mut impl Read,
+    file: &mut std::fs::File,
+    what: &str,
+) -> Result<u64, ImageError> {
+    let size = std::io::copy(source, file).map_err(|e| ImageError::io(what, e))?;
     let copy = file
         .try_clone()
         .and_then(strata_formats::FileReadAt::new)
         .map_err(|e| ImageError::io(what, e))?;
     // The caller names the layer.
     erofs::validate(&copy).map_err(|e| ImageError::invalid("invalid EROFS image", e))?;
-    Ok((file, size))
+    Ok(size)
+}
+
+/// Whether the blob `blob` starts as an EROFS image does (its superblock's magic at byte
+/// 1024): a native EROFS layer rather than a tar, when nothing says its media type.
+pub(crate) fn looks_like_erofs(blob: &impl strata_formats::ReadAt) -> bool {
+    let mut magic = [0u8; 4];
+    blob.read_exact_at(&mut magic, 1024).is_ok() && u32::from_le_bytes(magic) == 0xE0F5_E1E2
 }

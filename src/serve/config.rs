@@ -88,12 +88,12 @@ builder = "strata"
 mkfs_options = []
 
 # Remote snapshots: layers provided without containerd downloading and unpacking
-# them (containerd's remote-snapshot protocol; used by the overlayfs
-# implementation, so by every name mapped to it, "strata" included).
+# them (containerd's remote-snapshot protocol; used by the overlayfs and erofs
+# implementations, so by every name mapped to them, "strata" included).
 [remote]
 # A layer whose blob is already in Strata's own content store (<root>/content,
-# e.g. from `strata pull --no-unpack`) is applied from there and committed by
-# Strata. It works for pulls that label each layer with its digest: CRI, and
+# e.g. from `strata pull --no-unpack`) is applied from there (for erofs: written
+# as the layer's EROFS image) and committed by Strata. It works for pulls that label each layer with its digest: CRI, and
 # `ctr-remote image rpull`; a plain `ctr image pull` does not. Each provided layer
 # and each fallback to a normal unpack is logged.
 local_content = false

@@ -114,8 +114,9 @@ pub fn run(config: &Config) -> Result<(), ServeError> {
     let mut providers = Providers::default();
     if config.remote.local_content {
         tracing::info!(content = %config.root.join("content").display(), "remote snapshots: layers in the local content store are provided without a download");
-        providers.overlayfs =
-            Some(Arc::new(LocalContentLayers::open(&config.root)?) as Arc<dyn RemoteLayers>);
+        let layers = Arc::new(LocalContentLayers::open(&config.root)?) as Arc<dyn RemoteLayers>;
+        providers.overlayfs = Some(Arc::clone(&layers));
+        providers.erofs = Some(layers);
     }
     let stargz = if names.values().any(|i| i == "stargz") {
         let layers = Arc::new(open_stargz(config)?);

@@ -11,6 +11,11 @@
 //! and an upper layer's chainID must equal `sha256(parent chainID + " " + diffID)`. A
 //! layer that cannot be verified so is declined, and containerd unpacks it as usual.
 //!
+//! For the erofs snapshotter, which offers an image path, the blob is written as the
+//! layer's `layer.erofs` instead: a tar streamed through Strata's EROFS writer (as `strata
+//! pull --snapshotter erofs` does), a native EROFS blob copied and validated before any
+//! mount. The same chainID check applies.
+//!
 //! Only blob files are read (no content metadata), so the daemon never holds Strata's
 //! metadata database and `strata pull` can run beside it.
 
@@ -18,13 +23,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use strata_formats::{Digest, ReadAtCursor};
+use strata_formats::{Digest, ReadAt, ReadAtCursor};
 use strata_snapshotters::SnapshotError;
 use strata_snapshotters::apply::{ApplyOptions, apply_layer};
 use strata_snapshotters::remote::{LayerRequest, LayerTarget, Provision, RemoteLayers};
 
 use crate::content::LocalContentStore;
 use crate::content::{BlobRecord, LabelStore};
+use crate::image::ImageError;
+use crate::image::unpack_erofs::{copy_validated, looks_like_erofs, tar_to_erofs};
 
 /// The provider's name in log lines.
 pub const LOCAL_CONTENT: &str = "local-content";
@@ -116,36 +123,80 @@ impl RemoteLayers for LocalContentLayers {
             .reader_at(&digest)
             .map_err(|e| context("open blob", &e))?;
         let started = Instant::now();
-        let mut options = ApplyOptions::new(digest.to_string(), target.whiteouts);
-        options.parents = target.parents.to_vec();
-        if parent_chain.is_none() {
-            // A base layer's chainID is its diffID: the applier checks it.
-            options.expected_diff_id = Some(chain_id.clone());
-        }
-        let report = apply_layer(ReadAtCursor::new(blob), target.fs, &options)
-            .map_err(|e| context("apply", &e))?;
-        if let Some(parent) = &parent_chain {
-            let computed = Digest::of(format!("{parent} {}", report.diff_id).as_bytes());
-            if computed != chain_id {
-                return Err(context(
-                    "verify",
-                    &format!(
-                        "diffID {} over parent {parent} gives chainID {computed}",
-                        report.diff_id
-                    ),
-                ));
+        let (diff_id, size) = match target.image {
+            Some(image) => write_image(blob, &digest, image).map_err(|e| context("write", &e))?,
+            None => {
+                let mut options = ApplyOptions::new(digest.to_string(), target.whiteouts);
+                options.parents = target.parents.to_vec();
+                let report = apply_layer(ReadAtCursor::new(blob), target.fs, &options)
+                    .map_err(|e| context("apply", &e))?;
+                (report.diff_id, report.size)
             }
+        };
+        // A base layer's chainID is its diffID; an upper one's hashes its parent's with it.
+        let computed = match &parent_chain {
+            None => diff_id.clone(),
+            Some(parent) => Digest::of(format!("{parent} {diff_id}").as_bytes()),
+        };
+        if computed != chain_id {
+            return Err(context(
+                "verify",
+                &match &parent_chain {
+                    None => format!("its diffID {diff_id} is not the chainID"),
+                    Some(parent) => {
+                        format!("diffID {diff_id} over parent {parent} gives chainID {computed}")
+                    }
+                },
+            ));
         }
         tracing::info!(
             provider = LOCAL_CONTENT,
             layer = %digest,
             chain_id = %chain_id,
-            bytes = report.size,
+            bytes = size,
+            erofs = target.image.is_some(),
             millis = started.elapsed().as_millis() as u64,
             "provided layer from the local content store"
         );
         Ok(Provision::Provided)
     }
+}
+
+/// Writes the layer blob `blob` as the EROFS image `image` (for the erofs snapshotter):
+/// a tar layer streamed through Strata's EROFS writer (the UUID derived from the blob's
+/// digest, as unpacking does), a native EROFS layer copied and validated (its diffID is
+/// its digest). Returns the diffID and the uncompressed size; the caller verifies them.
+/// The image is synced; on error a partial file may be left, which the snapshotter
+/// removes with its directory.
+fn write_image(
+    blob: impl ReadAt + 'static,
+    digest: &Digest,
+    image: &Path,
+) -> Result<(Digest, u64), ImageError> {
+    let what = format!("write {}", image.display());
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(image)
+        .map_err(|e| ImageError::io(what.clone(), e))?;
+    let result = if looks_like_erofs(&blob) {
+        let size = copy_validated(&mut ReadAtCursor::new(blob), &mut file, &what)?;
+        (digest.clone(), size)
+    } else {
+        let (writer, diff_id, size) = tar_to_erofs(
+            ReadAtCursor::new(blob),
+            digest,
+            std::io::BufWriter::new(&mut file),
+            &what,
+        )?;
+        writer
+            .into_inner()
+            .map_err(|e| ImageError::io(what.clone(), e.into_error()))?;
+        (diff_id, size)
+    };
+    file.sync_all().map_err(|e| ImageError::io(what, e))?;
+    Ok(result)
 }
 
 #[cfg(test)]
@@ -213,6 +264,7 @@ mod tests {
             fs: &base_fs,
             parents: &[],
             whiteouts,
+            image: None,
         };
         let got = provider
             .provide(&request(&base_diff, Some(&base_digest), None), &target)
@@ -226,6 +278,7 @@ mod tests {
             fs: &upper_fs,
             parents: &parents,
             whiteouts,
+            image: None,
         };
         let got = provider
             .provide(
@@ -245,6 +298,7 @@ mod tests {
             fs: &wrong,
             parents: &[],
             whiteouts,
+            image: None,
         };
         assert!(
             provider
@@ -255,6 +309,7 @@ mod tests {
             fs: &wrong,
             parents: &parents,
             whiteouts,
+            image: None,
         };
         assert!(
             provider
@@ -277,6 +332,7 @@ mod tests {
             fs: &fs,
             parents: &[],
             whiteouts: WhiteoutMode::Overlay { userxattr: false },
+            image: None,
         };
         let absent = Digest::of(&base);
         let declined = |r: &LayerRequest| {
@@ -292,5 +348,79 @@ mod tests {
         unverifiable.has_parent = true;
         assert!(declined(&unverifiable));
         assert_eq!(std::fs::read_dir(&fs).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn writes_verified_images_when_the_snapshotter_takes_images() {
+        let root = tempfile::tempdir().unwrap();
+        let provider = LocalContentLayers::open(root.path()).unwrap();
+        let (base, base_diff) = layer(&[("a.txt", "a"), ("dir/b.txt", "b")]);
+        let (upper, upper_diff) = layer(&[("c.txt", "c")]);
+        let base_digest = put_blob(root.path(), &base);
+        let upper_digest = put_blob(root.path(), &upper);
+        let upper_chain = Digest::of(format!("{base_diff} {upper_diff}").as_bytes());
+        let whiteouts = WhiteoutMode::Overlay { userxattr: false };
+        let provide = |name: &str, request: &LayerRequest| {
+            let dir = root.path().join(name);
+            std::fs::create_dir_all(dir.join("fs")).unwrap();
+            let image = dir.join("layer.erofs");
+            let target = LayerTarget {
+                fs: &dir.join("fs"),
+                parents: &[],
+                whiteouts,
+                image: Some(&image),
+            };
+            let got = provider.provide(request, &target);
+            assert_eq!(
+                std::fs::read_dir(dir.join("fs")).unwrap().count(),
+                0,
+                "{name}: fs is left empty"
+            );
+            got.map(|p| (p, image))
+        };
+        let summary = |image: &Path| {
+            let file =
+                strata_formats::FileReadAt::new(std::fs::File::open(image).unwrap()).unwrap();
+            strata_formats::erofs::validate(&file).unwrap()
+        };
+
+        let (got, image) = provide("base", &request(&base_diff, Some(&base_digest), None)).unwrap();
+        assert_eq!(got, Provision::Provided);
+        let s = summary(&image);
+        assert_eq!((s.directories, s.files), (2, 2), "{s:?}");
+
+        let (got, image) = provide(
+            "upper",
+            &request(&upper_chain, Some(&upper_digest), Some(&base_diff)),
+        )
+        .unwrap();
+        assert_eq!(got, Provision::Provided);
+        assert_eq!(summary(&image).files, 1);
+
+        // A blob that is not the chainID's layer is refused after the write.
+        assert!(provide("wrong", &request(&upper_chain, Some(&base_digest), None)).is_err());
+
+        // A native EROFS layer: copied as it is, validated; its diffID is its digest.
+        let native = std::fs::read(root.path().join("base/layer.erofs")).unwrap();
+        let native_digest = put_blob(root.path(), &native);
+        let (got, image) = provide(
+            "native",
+            &request(&native_digest, Some(&native_digest), None),
+        )
+        .unwrap();
+        assert_eq!(got, Provision::Provided);
+        assert_eq!(std::fs::read(&image).unwrap(), native);
+
+        // One that claims to be EROFS and is not well formed never reaches a mount.
+        let mut broken = native.clone();
+        broken[1024 + 8..1024 + 12].copy_from_slice(&[0xff; 4]);
+        broken.truncate(4096);
+        let broken_digest = put_blob(root.path(), &broken);
+        let err = provide(
+            "broken",
+            &request(&broken_digest, Some(&broken_digest), None),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("EROFS"), "{err}");
     }
 }

@@ -1,13 +1,14 @@
 //! The snapshotters one daemon serves, by request name: each implementation is opened once,
 //! however many names map to it, and closed once at shutdown. At open, each instance runs
 //! Cleanup, so directories a crash left half-made (`new-*`, `rm-*`) are gone before the
-//! first request. Remote-layer providers, when configured, are given to the overlayfs
-//! and stargz implementations.
+//! first request. Remote-layer providers, when configured, are given to the overlayfs,
+//! stargz and erofs implementations.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use strata_snapshotters::erofs::ErofsSnapshotter;
 use strata_snapshotters::overlay::OverlaySnapshotter;
 use strata_snapshotters::remote::RemoteLayers;
 use strata_snapshotters::{SnapshotError, Snapshotter};
@@ -38,6 +39,8 @@ pub struct Providers {
     pub overlayfs: Option<Arc<dyn RemoteLayers>>,
     /// Given to the stargz implementation (lazy eStargz layers).
     pub stargz: Option<Arc<dyn RemoteLayers>>,
+    /// Given to the erofs implementation (e.g. local content, written as EROFS images).
+    pub erofs: Option<Arc<dyn RemoteLayers>>,
 }
 
 /// Opens `implementation` and runs its Cleanup.
@@ -47,18 +50,32 @@ fn open_cleaned(
     options: &SnapshotterOptions,
     providers: &Providers,
 ) -> Result<Arc<dyn Snapshotter>, SnapshotError> {
-    let remote = match implementation {
-        "overlayfs" => providers.overlayfs.clone(),
-        "stargz" => providers.stargz.clone(),
-        _ => None,
-    };
-    let instance: Arc<dyn Snapshotter> = match remote {
-        Some(remote) => Arc::new(OverlaySnapshotter::with_remote(
-            &snapshotter_root(root, implementation),
-            options.overlay.clone(),
-            remote,
-        )?),
-        None => open_snapshotter(root, implementation, options)?,
+    let dir = snapshotter_root(root, implementation);
+    let instance: Arc<dyn Snapshotter> = match implementation {
+        "overlayfs" | "stargz" => {
+            let remote = if implementation == "overlayfs" {
+                &providers.overlayfs
+            } else {
+                &providers.stargz
+            };
+            match remote {
+                Some(remote) => Arc::new(OverlaySnapshotter::with_remote(
+                    &dir,
+                    options.overlay.clone(),
+                    Arc::clone(remote),
+                )?),
+                None => open_snapshotter(root, implementation, options)?,
+            }
+        }
+        "erofs" => match &providers.erofs {
+            Some(remote) => Arc::new(ErofsSnapshotter::with_remote(
+                &dir,
+                options.erofs.clone(),
+                Arc::clone(remote),
+            )?),
+            None => open_snapshotter(root, implementation, options)?,
+        },
+        _ => open_snapshotter(root, implementation, options)?,
     };
     // The daemon holds the snapshotter alone now: Strata's own unpacks left active were
     // interrupted (containerd's are namespaced and left to containerd).

@@ -276,6 +276,16 @@ fn sync_dir(path: &Path) -> Result<(), SnapshotError> {
 }
 
 /// Removes a directory tree; a mount left inside (a crashed container) is detached first.
+/// Creates the directory `path` with exactly `mode` (the umask notwithstanding).
+pub(crate) fn make_dir(path: &Path, mode: u32) -> Result<(), SnapshotError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .mode(mode)
+        .create(path)
+        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)))
+        .map_err(|e| SnapshotError::io(format_args!("create {}", path.display()), e))
+}
+
 pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
     let result = match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),

@@ -3,8 +3,12 @@ use std::sync::Mutex;
 
 use super::*;
 use crate::mount::{mount_all, unmount_all};
-use crate::remote::{LABEL_CRI_LAYER_DIGEST, LayerTarget};
-use crate::{Mount, Snapshotter, Usage};
+use crate::overlay::OverlayOptions;
+use crate::remote::{
+    LABEL_CRI_LAYER_DIGEST, LABEL_REMOTE, LABEL_TARGET_REF, LayerRequest, LayerTarget, Provision,
+    REMOTE_VALUE,
+};
+use crate::{ErrorKind, Kind, Labels, Mount, Snapshotter};
 
 /// A provider that writes `<name>` holding the chainID into the target, or fails or
 /// declines as told, and records what it was asked.
