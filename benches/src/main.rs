@@ -4,6 +4,7 @@
 //! Absolute times on shared machines are noisy; the ratio between Strata and the
 //! reference, measured back to back on the same input, is the number that matters.
 
+mod cold_start;
 mod convert;
 mod delay_proxy;
 mod erofs;
@@ -14,6 +15,7 @@ mod rootfs_reads;
 mod snapshot_latency;
 mod socket;
 mod stats;
+mod strata_serve;
 mod unpack;
 
 use clap::{Parser, Subcommand};
@@ -80,6 +82,13 @@ enum Bench {
         after_help = "Example:\n  strata-bench rootfs-reads --strata target/release/strata --image debian --runs 5"
     )]
     RootfsReads(rootfs_reads::RootfsReadsArgs),
+    /// Container cold start (pull → exit) through containerd 1.6: its builtin overlayfs
+    /// vs Strata's overlayfs and erofs as proxy plugins (and erofs fed by `strata pull`
+    /// through the remote-snapshot protocol), Debian-package image, cold each run.
+    #[command(
+        after_help = "Example:\n  strata-bench cold-start --strata target/release/strata --runs 5"
+    )]
+    ColdStart(cold_start::ColdStartArgs),
     /// A TCP proxy holding every byte a fixed delay in each direction (the latency half of
     /// `benches/slow-link.sh`; tc's tbf does the rate). Runs until killed.
     #[command(
@@ -99,6 +108,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Unpack(args) => unpack::run(&args),
         Bench::SnapshotLatency(args) => snapshot_latency::run(&args),
         Bench::Socket(args) => socket::run(&args),
+        Bench::ColdStart(args) => cold_start::run(&args),
         Bench::DelayProxy(args) => delay_proxy::run(&args),
     }
 }

@@ -234,7 +234,7 @@ fn keep_or_clean(work: tempfile::TempDir, keep: bool) {
 }
 
 /// Mount points under `dir` (there should be none: `ctr image pull`'s unpack unmounts).
-fn mounts_under(dir: &Path) -> Vec<String> {
+pub(crate) fn mounts_under(dir: &Path) -> Vec<String> {
     let prefix = dir.to_string_lossy().into_owned();
     fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()

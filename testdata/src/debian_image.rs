@@ -17,7 +17,8 @@
 //!    group `mail`), a home owned by 1000:1000, `/dev/null` and `/dev/zero`,
 //!    and `user.*` xattrs on `/usr/bin/bash`.
 //! 2. **runtime** — `perl-base`, `libssl3`, `python3.11-minimal`,
-//!    `libpython3.11-minimal`, `libpython3.11-stdlib`, `libcap2-bin`: perl's own hardlinks, an extra
+//!    `libpython3.11-minimal`, `libpython3.11-stdlib`, `zlib1g`, `libexpat1`
+//!    (python3.11 runs in a container), `libcap2-bin`: perl's own hardlinks, an extra
 //!    hardlink to `libssl.so.3`, `security.capability` (cap_net_bind_service,
 //!    effective) on `python3.11`, a binary `user.*` xattr, an xattr on a
 //!    directory, files owned by 999:999 and 65534:65534, a fifo.
@@ -439,6 +440,9 @@ fn runtime_layer(expect: &mut Vec<Expectation>) -> Result<LayerPlan> {
             "python3.11-minimal",
             "libpython3.11-minimal",
             "libpython3.11-stdlib",
+            // python3.11's own libraries, so that a container can run it.
+            "zlib1g",
+            "libexpat1",
             "libcap2-bin",
         ],
     )?;
