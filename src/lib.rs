@@ -18,7 +18,8 @@
 //! - [`lazy_mount`]: an eStargz image's rootfs mounted from its registry over FUSE;
 //! - [`stargz`]: the `stargz` snapshotter's provider: eStargz layers mounted lazily;
 //! - [`snapshots`]: the root's snapshotters by name, and [`image::unpack`] layers into them;
-//! - [`store`]: a Strata root on disk, opening all of the above together.
+//! - [`store`]: a Strata root on disk, opening all of the above together;
+//! - [`volume`]: image volumes, an image (or a directory of it) mounted read-only.
 
 pub mod cache;
 pub mod content;
@@ -35,3 +36,4 @@ pub mod serve;
 pub mod snapshots;
 pub mod stargz;
 pub mod store;
+pub mod volume;

@@ -9,6 +9,7 @@ mod progress;
 mod serve;
 mod snapshot;
 mod transfer;
+mod volume;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,6 +82,14 @@ enum Command {
     Mount(snapshot::MountArgs),
     /// Unmount a `strata mount` and discard its changes.
     Umount(snapshot::UmountArgs),
+    /// Image volumes: an image, or a directory of it, mounted read-only (as Kubernetes
+    /// image volumes).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  strata volume mount --plain-http 127.0.0.1:5000/models:1 /mnt/models\n  \
+        strata volume ls\n  strata volume umount /mnt/models"
+    )]
+    Volume(volume::VolumeCommand),
     /// Serve the snapshotters to containerd on a unix socket (proxy snapshotter plugin).
     Serve(serve::ServeArgs),
     /// The daemon's configuration file.
@@ -156,6 +165,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Snapshot(a) => snapshot::run(root, a),
         Command::Mount(a) => snapshot::mount_image(root, a),
         Command::Umount(a) => snapshot::umount(root, a),
+        Command::Volume(c) => volume::run(root, c),
         Command::Serve(a) => serve::run(given_root.as_deref(), given_level.as_deref(), a),
         Command::Config(c) => config::run(c),
         Command::FdHolder(a) => strata::fdstore::holder::run(&a.socket)

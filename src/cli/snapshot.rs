@@ -19,7 +19,7 @@ pub(crate) struct SnapshotterArg {
     /// The snapshotter: overlayfs, native, stargz, erofs, or a name the daemon's configuration
     /// maps to one of them (`[snapshotters]`, e.g. `strata`), as containerd names it.
     #[arg(long, global = true, default_value = strata::snapshots::DEFAULT_SNAPSHOTTER)]
-    snapshotter: String,
+    pub(crate) snapshotter: String,
     /// The daemon's configuration file, for its `[snapshotters]` names. Default:
     /// /etc/strata/config.toml, if it exists.
     #[arg(
@@ -28,17 +28,17 @@ pub(crate) struct SnapshotterArg {
         value_name = "FILE",
         env = "STRATA_CONFIG"
     )]
-    config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// The socket of `strata serve`, used when the daemon holds the snapshotter's
     /// metadata (only one process at a time can open it).
     #[arg(long, global = true, env = "STRATA_SOCKET", default_value = strata::serve::config::DEFAULT_SOCKET)]
-    socket: PathBuf,
+    pub(crate) socket: PathBuf,
 }
 
 impl SnapshotterArg {
     /// The snapshotter's metadata directly, or, while `strata serve` holds it, the daemon
     /// over its socket.
-    fn open(&self, root: &Path) -> anyhow::Result<Arc<dyn Snapshotter>> {
+    pub(crate) fn open(&self, root: &Path) -> anyhow::Result<Arc<dyn Snapshotter>> {
         let implementation = self.implementation()?;
         match strata::snapshots::open_snapshotter(root, &implementation, &Default::default()) {
             Ok(sn) => Ok(sn),

@@ -1,0 +1,248 @@
+//! `strata volume …`: images mounted read-only on a directory, as Kubernetes image
+//! volumes present them to a pod (KEP-4639), with an optional sub path.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use strata::image::platform::Platform;
+use strata::image::unpack::{Unpacker, image_manifest, manifest_layers};
+use strata::volume::{VolumeRecord, VolumeSpec, VolumeStore, mount_volume, unmount_volume};
+use strata_snapshotters::mount;
+
+use super::snapshot::SnapshotterArg;
+use super::transfer::RegistryArgs;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum VolumeCommand {
+    /// Mount an image, or a directory inside it, read-only on a directory.
+    Mount(VolumeMountArgs),
+    /// List the volumes: target, image, sub path, snapshotter, how bytes are served, and
+    /// whether the target is still mounted (after a reboot it is not).
+    #[command(after_help = "Example:\n  strata volume ls")]
+    Ls,
+    /// Unmount a volume and remove its snapshot.
+    #[command(after_help = "Example:\n  strata volume umount /mnt/models")]
+    Umount(VolumeUmountArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The image is pulled if it is not in the store, and unpacked into the snapshotter; \
+    a View snapshot over its layers (key `strata-volume:DIR`) is mounted read-only on DIR, without \
+    setuid or device files. With --subpath only that directory of the image is mounted: it is \
+    resolved inside the image (`..` and symlinks cannot leave it) and must be a directory, as \
+    Kubernetes image volumes (KEP-4639) require. The mount is the kernel's: it stays when strata \
+    exits, until `strata volume umount DIR`.\n\nExamples:\n  \
+    strata volume mount --plain-http 127.0.0.1:5000/models:1 /mnt/models\n  \
+    strata volume mount --subpath /usr/share/doc debian:12 /mnt/doc\n  \
+    strata volume mount --snapshotter erofs app:1 /mnt/app\n  strata volume ls"
+)]
+pub(crate) struct VolumeMountArgs {
+    /// The image: a local one (`strata image ls`) or a registry reference to pull.
+    reference: String,
+    /// The directory to mount it on (must exist).
+    dir: PathBuf,
+    /// Mount only this directory of the image (resolved inside it).
+    #[arg(long, value_name = "PATH")]
+    subpath: Option<String>,
+    /// The platform of a multi-platform image (default: this host's).
+    #[arg(long, value_parser = super::parse_platform)]
+    platform: Option<Platform>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    snapshotter: SnapshotterArg,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VolumeUmountArgs {
+    /// The directory given to `strata volume mount`.
+    dir: PathBuf,
+    #[command(flatten)]
+    snapshotter: SnapshotterArg,
+}
+
+pub(crate) fn run(root: &Path, command: &VolumeCommand) -> anyhow::Result<()> {
+    match command {
+        VolumeCommand::Mount(args) => mount(root, args),
+        VolumeCommand::Ls => list(root),
+        VolumeCommand::Umount(args) => umount(root, args),
+    }
+}
+
+fn mount(root: &Path, args: &VolumeMountArgs) -> anyhow::Result<()> {
+    let target = std::fs::canonicalize(&args.dir)
+        .with_context(|| format!("volume mount: target {}", args.dir.display()))?;
+    if !target.is_dir() {
+        bail!("volume mount: target {}: not a directory", target.display());
+    }
+    let volumes = VolumeStore::new(root);
+    if volumes.get(&target)?.is_some() {
+        return Err(strata::volume::VolumeError::Busy(target)).context("volume mount");
+    }
+    if mount::is_mounted(&target) {
+        bail!(
+            "volume mount: target {}: something is mounted there already",
+            target.display()
+        );
+    }
+    let context = || format!("volume mount {} on {}", args.reference, target.display());
+    let store = super::open_store(root)?;
+    let image = match strata::image::find_image(&store, &args.reference) {
+        Ok(image) => image,
+        Err(e) if e.kind() == strata_formats::ErrorKind::NotFound => {
+            eprintln!("{}: not in the store; pulling it", args.reference);
+            drop(store);
+            super::transfer::pull_reference(root, &args.reference, &args.registry)
+                .with_context(context)?;
+            let store = super::open_store(root)?;
+            return mount_image(root, args, &target, &store, volumes);
+        }
+        Err(e) => return Err(e).with_context(context),
+    };
+    drop(image);
+    mount_image(root, args, &target, &store, volumes)
+}
+
+fn mount_image(
+    root: &Path,
+    args: &VolumeMountArgs,
+    target: &Path,
+    store: &strata::store::Store,
+    volumes: VolumeStore,
+) -> anyhow::Result<()> {
+    let context = || format!("volume mount {} on {}", args.reference, target.display());
+    let image = strata::image::find_image(store, &args.reference).with_context(context)?;
+    let platform = args.platform.clone().unwrap_or_else(Platform::host);
+    let (manifest_desc, manifest) =
+        image_manifest(store, &image, &platform).with_context(context)?;
+    let layers = manifest_layers(store, &manifest).with_context(context)?;
+    let sn = args.snapshotter.open(root)?;
+    // Closed whatever happens: the erofs snapshotter unmounts the layer images it mounted
+    // for the View (the volume's overlay keeps its own references to them).
+    let result = unpack_and_mount(args, target, store, &layers, &manifest_desc, &*sn, &volumes);
+    let closed = sn.close();
+    result.with_context(context)?;
+    closed?;
+    eprintln!(
+        "mounted {}{} read-only on {} ({} layers, snapshotter {})",
+        args.reference,
+        args.subpath
+            .as_deref()
+            .map(|p| format!(" (sub path {p})"))
+            .unwrap_or_default(),
+        target.display(),
+        layers.len(),
+        args.snapshotter.snapshotter
+    );
+    Ok(())
+}
+
+fn unpack_and_mount(
+    args: &VolumeMountArgs,
+    target: &Path,
+    store: &strata::store::Store,
+    layers: &[strata::image::unpack::LayerPlan],
+    manifest: &strata_formats::Digest,
+    sn: &dyn strata_snapshotters::Snapshotter,
+    volumes: &VolumeStore,
+) -> anyhow::Result<()> {
+    let root_scratch = strata::snapshots::scratch_dir(store.root(), &args.snapshotter.snapshotter);
+    for done in Unpacker::new(store, sn, &root_scratch).unpack_all(layers)? {
+        if !done.existed {
+            eprintln!(
+                "layer {}: unpacked into snapshot {}",
+                done.layer.short(),
+                done.chain_id.short()
+            );
+        }
+    }
+    let chain_id = layers
+        .last()
+        .map(|l| l.chain_id.to_string())
+        .unwrap_or_default();
+    let spec = VolumeSpec {
+        chain_id: &chain_id,
+        subpath: args.subpath.as_deref(),
+    };
+    mount_volume(sn, &spec, &volumes.staging(target), target)?;
+    let record = VolumeRecord {
+        target: target.to_path_buf(),
+        reference: args.reference.clone(),
+        manifest: manifest.to_string(),
+        snapshotter: args.snapshotter.snapshotter.clone(),
+        subpath: args.subpath.clone(),
+        mode: "snapshot".to_owned(),
+        mounted_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    if let Err(e) = volumes.put(&record) {
+        let _ = unmount_volume(sn, target);
+        return Err(e).context("record the volume");
+    }
+    Ok(())
+}
+
+fn list(root: &Path) -> anyhow::Result<()> {
+    let (records, errors) = VolumeStore::new(root).list();
+    let mut rows = vec![[
+        "TARGET".to_owned(),
+        "IMAGE".to_owned(),
+        "SUBPATH".to_owned(),
+        "SNAPSHOTTER".to_owned(),
+        "MODE".to_owned(),
+        "STATE".to_owned(),
+    ]];
+    for r in &records {
+        rows.push([
+            r.target.display().to_string(),
+            r.reference.clone(),
+            r.subpath.clone().unwrap_or_else(|| "/".to_owned()),
+            r.snapshotter.clone(),
+            r.mode.clone(),
+            if mount::is_mounted(&r.target) {
+                "mounted".to_owned()
+            } else {
+                // After a reboot: the record stays until `volume umount`.
+                "not mounted".to_owned()
+            },
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:w$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+    for e in &errors {
+        eprintln!("strata: warning: unreadable volume record {e}");
+    }
+    Ok(())
+}
+
+fn umount(root: &Path, args: &VolumeUmountArgs) -> anyhow::Result<()> {
+    // The directory may be gone; its record still names it.
+    let target = std::fs::canonicalize(&args.dir)
+        .unwrap_or_else(|_| std::path::absolute(&args.dir).unwrap_or_else(|_| args.dir.clone()));
+    let volumes = VolumeStore::new(root);
+    let Some(record) = volumes.get(&target)? else {
+        return Err(strata::volume::VolumeError::NotAVolume(target)).context("volume umount");
+    };
+    let snapshotter = SnapshotterArg {
+        snapshotter: record.snapshotter.clone(),
+        ..args.snapshotter.clone()
+    };
+    let sn = snapshotter.open(root)?;
+    unmount_volume(&*sn, &target).with_context(|| format!("volume umount {}", target.display()))?;
+    sn.close()?;
+    volumes.remove(&target)?;
+    eprintln!("unmounted {} ({})", target.display(), record.reference);
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! `strata volume`: an image, or a directory inside it, mounted read-only from a real
+//! registry, on each snapshotter that unpacks (overlayfs, erofs, native); the sub path
+//! resolved inside the image as KEP-4639 asks; `volume ls` and `volume umount` from later
+//! processes; failures leave no snapshot, mount or record behind. Needs root (mounts) and
+//! docker-registry.
+
+use std::path::Path;
+
+use strata_testdata::registry::RegistryServer;
+use strata_testdata::{ImageSpec, LayerSpec, Platform};
+
+mod support;
+
+use support::Env;
+use support::mounts::mounts_under;
+
+/// A two-layer image: models under `models/`, a symlink leaving the root, a file the
+/// second layer deletes.
+fn push_image(registry: &RegistryServer) -> String {
+    let image = ImageSpec::new(Platform::linux_amd64())
+        .layer(
+            LayerSpec::new()
+                .file("models/llama/config.json", 0o644, "{\"layers\": 2}\n")
+                .random_file("models/llama/weights.bin", 0o644, 7, 3 << 20)
+                .file("models/old.txt", 0o644, "deleted above\n")
+                .file("usr/bin/tool", 0o4755, "#!/bin/sh\n")
+                .symlink("escape", "../../../../etc")
+                .symlink("abs-models", "/models"),
+        )
+        .layer(LayerSpec::new().whiteout("models/old.txt").file(
+            "models/README.md",
+            0o644,
+            "hello\n",
+        ))
+        .build()
+        .unwrap();
+    registry.push_image("volumes/models", "1", &image).unwrap();
+    format!("{}/volumes/models:1", registry.host())
+}
+
+/// Read-only, and neither setuid bits nor device files take effect.
+fn read_only(path: &Path) -> bool {
+    use rustix::fs::StatVfsMountFlags as F;
+    rustix::fs::statvfs(path)
+        .unwrap()
+        .f_flag
+        .contains(F::RDONLY | F::NOSUID | F::NODEV)
+}
+
+#[test]
+#[ignore = "needs root (mounts) and docker-registry: make test runs it"]
+fn an_image_is_mounted_read_only_on_every_snapshotter_and_unmounted_without_trace() {
+    strata_testdata::host::require_root("image volumes are mounts");
+    let env = Env::new();
+    let registry = RegistryServer::start().expect("start docker-registry");
+    let reference = push_image(&registry);
+    for snapshotter in ["overlayfs", "erofs", "native"] {
+        let dir = env.path(&format!("mnt-{snapshotter}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir_s = dir.to_str().unwrap();
+        env.strata_ok(
+            "root",
+            &[
+                "volume",
+                "mount",
+                "--plain-http",
+                "--snapshotter",
+                snapshotter,
+                &reference,
+                dir_s,
+            ],
+        );
+        let weights = std::fs::read(dir.join("models/llama/weights.bin")).unwrap();
+        assert_eq!(weights.len(), 3 << 20, "{snapshotter}");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("models/README.md")).unwrap(),
+            "hello\n"
+        );
+        assert!(
+            !dir.join("models/old.txt").exists(),
+            "{snapshotter}: whiteout"
+        );
+        assert!(read_only(&dir), "{snapshotter}: not read-only");
+        let err = std::fs::write(dir.join("models/new"), b"x").unwrap_err();
+        assert_eq!(
+            err.raw_os_error(),
+            Some(libc::EROFS),
+            "{snapshotter}: {err}"
+        );
+
+        let listing = env.strata_ok("root", &["volume", "ls"]);
+        let row = listing
+            .lines()
+            .find(|l| l.starts_with(dir_s))
+            .unwrap_or_else(|| panic!("{snapshotter}: no row in\n{listing}"));
+        for word in [reference.as_str(), snapshotter, "snapshot", "mounted"] {
+            assert!(row.contains(word), "{snapshotter}: {word} not in {row}");
+        }
+        let snapshots = env.strata_ok("root", &["snapshot", "--snapshotter", snapshotter, "ls"]);
+        assert!(
+            snapshots.contains(&format!("strata-volume:{dir_s}")),
+            "{snapshots}"
+        );
+
+        // A second volume on the same directory is refused.
+        let again = env.strata(
+            "root",
+            &[
+                "volume",
+                "mount",
+                "--snapshotter",
+                snapshotter,
+                &reference,
+                dir_s,
+            ],
+        );
+        assert!(!again.status.success());
+        assert!(
+            String::from_utf8_lossy(&again.stderr).contains("mounted there already"),
+            "{}",
+            String::from_utf8_lossy(&again.stderr)
+        );
+
+        env.strata_ok("root", &["volume", "umount", dir_s]);
+        assert!(
+            mounts_under(&dir).is_empty(),
+            "{snapshotter}: still mounted"
+        );
+        let snapshots = env.strata_ok("root", &["snapshot", "--snapshotter", snapshotter, "ls"]);
+        assert!(!snapshots.contains("strata-volume:"), "{snapshots}");
+        assert!(!env.strata_ok("root", &["volume", "ls"]).contains(dir_s));
+        let again = env.strata("root", &["volume", "umount", dir_s]);
+        assert!(
+            String::from_utf8_lossy(&again.stderr).contains("no volume is mounted there"),
+            "{}",
+            String::from_utf8_lossy(&again.stderr)
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs root (mounts) and docker-registry: make test runs it"]
+fn a_subpath_is_resolved_inside_the_image_and_must_be_a_directory() {
+    strata_testdata::host::require_root("image volumes are mounts");
+    let env = Env::new();
+    let registry = RegistryServer::start().expect("start docker-registry");
+    let reference = push_image(&registry);
+    let dir = env.path("mnt");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir_s = dir.to_str().unwrap();
+    let mount = |subpath: &str| {
+        env.strata(
+            "root",
+            &[
+                "volume",
+                "mount",
+                "--plain-http",
+                "--snapshotter",
+                "erofs",
+                "--subpath",
+                subpath,
+                &reference,
+                dir_s,
+            ],
+        )
+    };
+
+    // Through an absolute symlink, which resolves inside the image.
+    let out = mount("abs-models/llama");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["config.json", "weights.bin"]);
+    assert!(read_only(&dir));
+    assert!(
+        env.strata_ok("root", &["volume", "ls"])
+            .contains("abs-models/llama")
+    );
+    env.strata_ok("root", &["volume", "umount", dir_s]);
+
+    for (subpath, expected) in [
+        // `..` through a symlink stops at the image's root, where there is no etc/passwd.
+        ("escape/passwd", "not found in the image"),
+        ("../../../etc", "not found in the image"),
+        ("models/README.md", "not a directory"),
+    ] {
+        let out = mount(subpath);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{subpath}: mounted");
+        assert!(stderr.contains(expected), "{subpath}: {stderr}");
+        assert!(mounts_under(&dir).is_empty(), "{subpath}: a mount is left");
+        assert!(mounts_under(&env.path("root")).is_empty(), "{subpath}");
+        let snapshots = env.strata_ok("root", &["snapshot", "--snapshotter", "erofs", "ls"]);
+        assert!(
+            !snapshots.contains("strata-volume:"),
+            "{subpath}: {snapshots}"
+        );
+        assert!(!env.strata_ok("root", &["volume", "ls"]).contains(dir_s));
+    }
+    assert!(mounts_under(&env.path("root")).is_empty());
+}
