@@ -24,7 +24,8 @@ mod serve_support;
 mod support;
 
 use serve_support::{
-    StrataServe, UnmountOnDrop, require_containerd, runnable_image, snapshot_rows,
+    KillHolders, StrataServe, UnmountOnDrop, plain_http_hosts, require_containerd, runnable_image,
+    snapshot_rows,
 };
 use strata_testdata::containerd::Containerd;
 use support::mounts::mount_entries_under;
@@ -111,41 +112,6 @@ fn pushed_estargz_image(
         );
     }
     (converted, layers, sums)
-}
-
-/// A `hosts.toml` directory that sends `host` over plain HTTP.
-fn plain_http_hosts(dir: &Path, host: &str) -> std::path::PathBuf {
-    let hosts = dir.join("certs.d");
-    std::fs::create_dir_all(hosts.join(host)).unwrap();
-    std::fs::write(
-        hosts.join(host).join("hosts.toml"),
-        format!("server = \"http://{host}\"\n\n[host.\"http://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"),
-    )
-    .unwrap();
-    hosts
-}
-
-/// Kills the fd holders started for `dir` (they outlive `strata serve` by design).
-struct KillHolders(std::path::PathBuf);
-
-impl Drop for KillHolders {
-    fn drop(&mut self) {
-        let needle = self.0.to_string_lossy().into_owned();
-        let Ok(procs) = std::fs::read_dir("/proc") else {
-            return;
-        };
-        for p in procs.flatten() {
-            let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains("fd-holder") && cmdline.contains(&needle) {
-                // SAFETY: plain kill(2) of a process this test started.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-    }
 }
 
 /// The fd holders started for `dir`.

@@ -9,8 +9,10 @@ use std::path::Path;
 use strata_testdata::registry::RegistryServer;
 use strata_testdata::{ImageSpec, LayerSpec, Platform};
 
+mod serve_support;
 mod support;
 
+use serve_support::{KillHolders, StrataServe, UnmountOnDrop, plain_http_hosts};
 use support::Env;
 use support::mounts::mounts_under;
 
@@ -205,4 +207,112 @@ fn a_subpath_is_resolved_inside_the_image_and_must_be_a_directory() {
         assert!(!env.strata_ok("root", &["volume", "ls"]).contains(dir_s));
     }
     assert!(mounts_under(&env.path("root")).is_empty());
+}
+
+/// An eStargz image as a volume on `strata serve`'s stargz snapshotter: nothing but the
+/// manifest, config and TOCs is fetched at mount; files read through the volume equal
+/// the unpacked image's; the volume keeps working across a restart of the daemon (its fd
+/// holder keeps the FUSE connections); `umount` removes the View and the mount.
+#[test]
+#[ignore = "needs root (mounts, FUSE) and docker-registry: make test runs it"]
+fn an_estargz_image_is_mounted_lazily_through_the_daemon_and_survives_its_restart() {
+    strata_testdata::host::require_root("image volumes are mounts");
+    let env = Env::new();
+    let _holders = KillHolders(env.dir.path().to_path_buf());
+    let _unmount = UnmountOnDrop(env.dir.path().to_path_buf());
+    let registry = RegistryServer::start().expect("start docker-registry");
+    let reference = push_image(&registry);
+    let esgz = format!("{}/volumes/models:1-esgz", registry.host());
+    env.strata_ok("conv", &["pull", "--plain-http", &reference]);
+    env.strata_ok(
+        "conv",
+        &["convert", "--plain-http", "--push", &reference, &esgz],
+    );
+    let hosts = plain_http_hosts(env.dir.path(), &registry.host());
+    let mut serve = StrataServe::start(
+        &env.path("serve"),
+        &format!("config_path = {:?}\n", hosts.to_string_lossy()),
+    );
+    let socket = serve.socket.to_str().unwrap().to_owned();
+
+    // The reference: the same image unpacked, as a plain volume.
+    let plain = env.path("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    env.strata_ok(
+        "plain-root",
+        &[
+            "volume",
+            "mount",
+            "--plain-http",
+            &reference,
+            plain.to_str().unwrap(),
+        ],
+    );
+
+    let dir = env.path("lazy");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir_s = dir.to_str().unwrap();
+    let out = env.strata(
+        "root",
+        &[
+            "volume",
+            "mount",
+            "--plain-http",
+            "--snapshotter",
+            "stargz",
+            "--socket",
+            &socket,
+            &esgz,
+            dir_s,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}\nserve log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        serve.log_text()
+    );
+    assert!(read_only(&dir));
+    let row = env.strata_ok("root", &["volume", "ls"]);
+    assert!(
+        row.lines()
+            .any(|l| l.starts_with(dir_s) && l.contains("lazy") && l.contains("mounted")),
+        "{row}"
+    );
+    // Nothing of the layers was downloaded whole: neither root holds a layer blob.
+    for root in [env.path("root"), serve.root.clone()] {
+        let blobs = root.join("content/blobs/sha256");
+        let count = std::fs::read_dir(&blobs).map_or(0, |d| d.count());
+        assert!(count <= 2, "{}: {count} blobs", blobs.display());
+    }
+    let read = |base: &Path| {
+        (
+            std::fs::read(base.join("models/llama/weights.bin")).unwrap(),
+            std::fs::read_to_string(base.join("models/README.md")).unwrap(),
+            base.join("models/old.txt").exists(),
+        )
+    };
+    let expected = read(&plain);
+    assert_eq!(read(&dir), expected);
+
+    serve.terminate();
+    serve.restart();
+    assert_eq!(read(&dir), expected, "after a restart of strata serve");
+
+    env.strata_ok("root", &["volume", "umount", "--socket", &socket, dir_s]);
+    env.strata_ok("plain-root", &["volume", "umount", plain.to_str().unwrap()]);
+    assert!(mounts_under(&dir).is_empty() && mounts_under(&plain).is_empty());
+    let snapshots = env.strata_ok(
+        "root",
+        &[
+            "snapshot",
+            "--snapshotter",
+            "stargz",
+            "--socket",
+            &socket,
+            "ls",
+        ],
+    );
+    assert!(!snapshots.contains("strata-volume:"), "{snapshots}");
+    serve.terminate();
 }

@@ -64,7 +64,7 @@ impl SnapshotterArg {
 impl SnapshotterArg {
     /// The implementation answering the snapshotter's name: itself for overlayfs, native,
     /// stargz and erofs; otherwise what the daemon's configuration maps the name to.
-    fn implementation(&self) -> anyhow::Result<String> {
+    pub(crate) fn implementation(&self) -> anyhow::Result<String> {
         if strata::snapshots::SNAPSHOTTERS.contains(&self.snapshotter.as_str()) {
             return Ok(self.snapshotter.clone());
         }

@@ -33,8 +33,13 @@ pub(crate) enum VolumeCommand {
     setuid or device files. With --subpath only that directory of the image is mounted: it is \
     resolved inside the image (`..` and symlinks cannot leave it) and must be a directory, as \
     Kubernetes image volumes (KEP-4639) require. The mount is the kernel's: it stays when strata \
-    exits, until `strata volume umount DIR`.\n\nExamples:\n  \
+    exits, until `strata volume umount DIR`.\n\n\
+    With --snapshotter stargz, an eStargz image is mounted lazily by `strata serve` (its stargz \
+    snapshotter, reached on --socket): only the manifest and config are fetched here; the daemon \
+    fetches file data on first read, verified chunk by chunk, and keeps serving it across its \
+    restarts.\n\nExamples:\n  \
     strata volume mount --plain-http 127.0.0.1:5000/models:1 /mnt/models\n  \
+    strata volume mount --snapshotter stargz --plain-http 127.0.0.1:5000/models:1-esgz /mnt/models\n  \
     strata volume mount --subpath /usr/share/doc debian:12 /mnt/doc\n  \
     strata volume mount --snapshotter erofs app:1 /mnt/app\n  strata volume ls"
 )]
@@ -88,6 +93,9 @@ fn mount(root: &Path, args: &VolumeMountArgs) -> anyhow::Result<()> {
         );
     }
     let context = || format!("volume mount {} on {}", args.reference, target.display());
+    if args.snapshotter.implementation()? == "stargz" {
+        return mount_lazily(args, &target, &volumes).with_context(context);
+    }
     let store = super::open_store(root)?;
     let image = match strata::image::find_image(&store, &args.reference) {
         Ok(image) => image,
@@ -103,6 +111,74 @@ fn mount(root: &Path, args: &VolumeMountArgs) -> anyhow::Result<()> {
     };
     drop(image);
     mount_image(root, args, &target, &store, volumes)
+}
+
+/// An eStargz image's layers mounted lazily by `strata serve` (the `stargz` snapshotter),
+/// then its View bound read-only like any volume.
+fn mount_lazily(
+    args: &VolumeMountArgs,
+    target: &Path,
+    volumes: &VolumeStore,
+) -> anyhow::Result<()> {
+    let reference: strata::registry::Reference = args.reference.parse()?;
+    let platform = args.platform.clone().unwrap_or_else(Platform::host);
+    let client = args.registry.client()?;
+    let image = super::transfer::runtime()?.block_on(strata::volume::lazy::resolve(
+        &client, &reference, &platform,
+    ))?;
+    let sn = strata::serve::client::DaemonSnapshotter::connect(
+        &args.snapshotter.socket,
+        &args.snapshotter.snapshotter,
+    )
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "lazy volumes are served by `strata serve` (its `stargz` snapshotter): {e}; if it \
+             listens on another socket, name it with --socket or STRATA_SOCKET"
+        )
+    })?;
+    let started = std::time::Instant::now();
+    strata::volume::lazy::prepare_lazily(&sn, &reference.to_string(), &image)?;
+    let chain_id = image
+        .layers
+        .last()
+        .map(|l| l.chain_id.to_string())
+        .unwrap_or_default();
+    let spec = VolumeSpec {
+        chain_id: &chain_id,
+        subpath: args.subpath.as_deref(),
+    };
+    mount_volume(&sn, &spec, &volumes.staging(target), target)?;
+    let record = VolumeRecord {
+        target: target.to_path_buf(),
+        reference: args.reference.clone(),
+        manifest: image.manifest.to_string(),
+        snapshotter: args.snapshotter.snapshotter.clone(),
+        subpath: args.subpath.clone(),
+        mode: "lazy".to_owned(),
+        mounted_at: now(),
+    };
+    if let Err(e) = volumes.put(&record) {
+        let _ = unmount_volume(&sn, target);
+        return Err(e).context("record the volume");
+    }
+    eprintln!(
+        "mounted {}{} read-only on {} lazily ({} layers served by strata serve) in {:.2}s",
+        args.reference,
+        args.subpath
+            .as_deref()
+            .map(|p| format!(" (sub path {p})"))
+            .unwrap_or_default(),
+        target.display(),
+        image.layers.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn mount_image(
@@ -174,9 +250,7 @@ fn unpack_and_mount(
         snapshotter: args.snapshotter.snapshotter.clone(),
         subpath: args.subpath.clone(),
         mode: "snapshot".to_owned(),
-        mounted_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        mounted_at: now(),
     };
     if let Err(e) = volumes.put(&record) {
         let _ = unmount_volume(sn, target);

@@ -8,10 +8,13 @@
 //!   resolved *inside* that root (symlinks cannot leave it; it must exist and be a
 //!   directory, as KEP-4639 asks), bound read-only onto the target, and the staging mount
 //!   is detached — the target's bind mount keeps the filesystem alive by itself;
+//! - for an eStargz image on the `stargz` snapshotter, the layers are mounted lazily by
+//!   `strata serve` instead of unpacked ([`lazy`]);
 //! - a [`VolumeRecord`] in `<root>/volumes/` remembers what is mounted where, so that
 //!   `volume ls` and `volume umount` work from any later process: the mount itself is
 //!   the kernel's and survives Strata's restarts.
 
+pub mod lazy;
 mod record;
 mod subpath;
 
@@ -50,6 +53,9 @@ pub enum VolumeError {
         /// The snapshotter's error.
         source: strata_snapshotters::SnapshotError,
     },
+    /// The image could not be resolved, or a layer not mounted lazily.
+    #[error("{0}")]
+    Remote(String),
     /// A mount or unmount failed.
     #[error("{context}: {source}")]
     Io {

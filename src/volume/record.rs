@@ -26,7 +26,7 @@ pub struct VolumeRecord {
     /// The directory of the image mounted (`None`: its root).
     pub subpath: Option<String>,
     /// How its bytes are served: `snapshot` (unpacked into the snapshotter before the
-    /// mount).
+    /// mount) or `lazy` (fetched on first read by `strata serve`'s stargz snapshotter).
     pub mode: String,
     /// When it was mounted, seconds since the epoch.
     pub mounted_at: u64,
