@@ -11,6 +11,7 @@
 //! - [`image`]: OCI image handling: importing image layouts and `docker save` archives;
 //! - [`registry`]: the OCI distribution client: references, `hosts.toml` mirrors, docker
 //!   credentials, token auth, resolve/fetch/push;
+//! - [`run`]: `strata run`, a container started with runc over a Strata snapshot;
 //! - [`metrics`]: Prometheus counters and latency histograms of `strata serve`'s RPCs and
 //!   the loopback HTTP endpoint that exposes them;
 //! - [`serve`]: `strata serve`, the containerd proxy-snapshotter daemon (config, socket,
@@ -32,6 +33,7 @@ pub mod lazy_mount;
 pub mod metadata;
 pub mod metrics;
 pub mod registry;
+pub mod run;
 pub mod serve;
 pub mod snapshots;
 pub mod stargz;

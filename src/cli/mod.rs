@@ -6,6 +6,7 @@ mod convert;
 mod format;
 mod image;
 mod progress;
+mod run;
 mod serve;
 mod snapshot;
 mod transfer;
@@ -82,6 +83,12 @@ enum Command {
     Mount(snapshot::MountArgs),
     /// Unmount a `strata mount` and discard its changes.
     Umount(snapshot::UmountArgs),
+    /// Run a container from an image with runc, over a Strata snapshot (no containerd).
+    Run(run::RunArgs),
+    /// List the containers `strata run` made.
+    Ps(run::PsArgs),
+    /// Remove stopped containers (their snapshots and bundles).
+    Rm(run::RmArgs),
     /// Image volumes: an image, or a directory of it, mounted read-only (as Kubernetes
     /// image volumes).
     #[command(
@@ -166,6 +173,9 @@ pub(crate) fn main() -> ExitCode {
         Command::Mount(a) => snapshot::mount_image(root, a),
         Command::Umount(a) => snapshot::umount(root, a),
         Command::Volume(c) => volume::run(root, c),
+        Command::Run(a) => run::run(root, a),
+        Command::Ps(a) => run::ps(root, a),
+        Command::Rm(a) => run::rm(root, a),
         Command::Serve(a) => serve::run(given_root.as_deref(), given_level.as_deref(), a),
         Command::Config(c) => config::run(c),
         Command::FdHolder(a) => strata::fdstore::holder::run(&a.socket)

@@ -45,19 +45,19 @@ pub(crate) enum VolumeCommand {
 )]
 pub(crate) struct VolumeMountArgs {
     /// The image: a local one (`strata image ls`) or a registry reference to pull.
-    reference: String,
+    pub(crate) reference: String,
     /// The directory to mount it on (must exist).
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// Mount only this directory of the image (resolved inside it).
     #[arg(long, value_name = "PATH")]
-    subpath: Option<String>,
+    pub(crate) subpath: Option<String>,
     /// The platform of a multi-platform image (default: this host's).
     #[arg(long, value_parser = super::parse_platform)]
-    platform: Option<Platform>,
+    pub(crate) platform: Option<Platform>,
     #[command(flatten)]
-    registry: RegistryArgs,
+    pub(crate) registry: RegistryArgs,
     #[command(flatten)]
-    snapshotter: SnapshotterArg,
+    pub(crate) snapshotter: SnapshotterArg,
 }
 
 #[derive(Debug, Args)]
@@ -77,6 +77,16 @@ pub(crate) fn run(root: &Path, command: &VolumeCommand) -> anyhow::Result<()> {
 }
 
 fn mount(root: &Path, args: &VolumeMountArgs) -> anyhow::Result<()> {
+    mount_with(root, args, None)
+}
+
+/// `strata volume mount`, in `open` when the caller holds the snapshotter already
+/// (`strata run --volume`: only one process can open a snapshotter's metadata).
+pub(crate) fn mount_with(
+    root: &Path,
+    args: &VolumeMountArgs,
+    open: Option<&dyn strata_snapshotters::Snapshotter>,
+) -> anyhow::Result<()> {
     let target = std::fs::canonicalize(&args.dir)
         .with_context(|| format!("volume mount: target {}", args.dir.display()))?;
     if !target.is_dir() {
@@ -105,12 +115,12 @@ fn mount(root: &Path, args: &VolumeMountArgs) -> anyhow::Result<()> {
             super::transfer::pull_reference(root, &args.reference, &args.registry)
                 .with_context(context)?;
             let store = super::open_store(root)?;
-            return mount_image(root, args, &target, &store, volumes);
+            return mount_image(root, args, &target, &store, volumes, open);
         }
         Err(e) => return Err(e).with_context(context),
     };
     drop(image);
-    mount_image(root, args, &target, &store, volumes)
+    mount_image(root, args, &target, &store, volumes, open)
 }
 
 /// An eStargz image's layers mounted lazily by `strata serve` (the `stargz` snapshotter),
@@ -187,6 +197,7 @@ fn mount_image(
     target: &Path,
     store: &strata::store::Store,
     volumes: VolumeStore,
+    open: Option<&dyn strata_snapshotters::Snapshotter>,
 ) -> anyhow::Result<()> {
     let context = || format!("volume mount {} on {}", args.reference, target.display());
     let image = strata::image::find_image(store, &args.reference).with_context(context)?;
@@ -194,11 +205,18 @@ fn mount_image(
     let (manifest_desc, manifest) =
         image_manifest(store, &image, &platform).with_context(context)?;
     let layers = manifest_layers(store, &manifest).with_context(context)?;
-    let sn = args.snapshotter.open(root)?;
-    // Closed whatever happens: the erofs snapshotter unmounts the layer images it mounted
-    // for the View (the volume's overlay keeps its own references to them).
-    let result = unpack_and_mount(args, target, store, &layers, &manifest_desc, &*sn, &volumes);
-    let closed = sn.close();
+    let opened;
+    let sn: &dyn strata_snapshotters::Snapshotter = match open {
+        Some(sn) => sn,
+        None => {
+            opened = args.snapshotter.open(root)?;
+            &*opened
+        }
+    };
+    // Closed (when opened here) whatever happens: the erofs snapshotter unmounts the layer
+    // images it mounted for the View (the volume's overlay keeps its own references).
+    let result = unpack_and_mount(args, target, store, &layers, &manifest_desc, sn, &volumes);
+    let closed = if open.is_none() { sn.close() } else { Ok(()) };
     result.with_context(context)?;
     closed?;
     eprintln!(

@@ -42,6 +42,8 @@ pub struct RemoteLayer {
 pub struct RemoteImage {
     /// The platform's manifest digest.
     pub manifest: Digest,
+    /// The image config (verified against its digest).
+    pub config: Vec<u8>,
     /// Its layers.
     pub layers: Vec<RemoteLayer>,
 }
@@ -133,6 +135,7 @@ pub async fn resolve(
         .collect::<Result<Vec<_>, VolumeError>>()?;
     Ok(RemoteImage {
         manifest: manifest_digest,
+        config: body.to_vec(),
         layers,
     })
 }
