@@ -12,6 +12,7 @@ mod ingest;
 mod pull;
 mod range;
 mod rootfs_reads;
+mod run_overhead;
 mod snapshot_latency;
 mod socket;
 mod stats;
@@ -89,6 +90,12 @@ enum Bench {
         after_help = "Example:\n  strata-bench cold-start --strata target/release/strata --runs 5"
     )]
     ColdStart(cold_start::ColdStartArgs),
+    /// `strata run --rm IMAGE sh -c :` vs `runc run` of a bundle prepared once: what
+    /// Strata adds around runc (snapshot, mounts, spec, cleanup), median of 20.
+    #[command(
+        after_help = "Example:\n  strata-bench run-overhead --strata target/release/strata --runs 20"
+    )]
+    RunOverhead(run_overhead::RunOverheadArgs),
     /// A TCP proxy holding every byte a fixed delay in each direction (the latency half of
     /// `benches/slow-link.sh`; tc's tbf does the rate). Runs until killed.
     #[command(
@@ -109,6 +116,7 @@ fn main() -> anyhow::Result<()> {
         Bench::SnapshotLatency(args) => snapshot_latency::run(&args),
         Bench::Socket(args) => socket::run(&args),
         Bench::ColdStart(args) => cold_start::run(&args),
+        Bench::RunOverhead(args) => run_overhead::run(&args),
         Bench::DelayProxy(args) => delay_proxy::run(&args),
     }
 }

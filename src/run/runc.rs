@@ -56,6 +56,13 @@ impl Runc {
         cmd
     }
 
+    /// Whether runc keeps state for `id` (`<root>/<id>/`): `runc run` in the foreground
+    /// removes it when the container exits, so after a normal exit there is nothing to
+    /// delete (and no process to start for it).
+    pub fn has_state(&self, id: &str) -> bool {
+        !id.is_empty() && !id.contains('/') && self.root.join(id).exists()
+    }
+
     /// Removes runc's state of `id`, killing it if it still runs. No error when runc does
     /// not know it.
     ///
@@ -63,6 +70,9 @@ impl Runc {
     ///
     /// runc cannot be started, or fails for another reason.
     pub fn delete(&self, id: &str) -> Result<(), RunError> {
+        if !self.has_state(id) {
+            return Ok(());
+        }
         let out = self
             .command()
             .args(["delete", "--force", id])
