@@ -12,7 +12,7 @@ use strata_testdata::registry::RegistryServer;
 mod serve_support;
 mod support;
 
-use serve_support::{UnmountOnDrop, runnable_image};
+use serve_support::{KillHolders, StrataServe, UnmountOnDrop, plain_http_hosts, runnable_image};
 use support::mounts::mounts_under;
 use support::{Env, STRATA};
 
@@ -288,4 +288,66 @@ fn host_and_image_volumes_are_mounted_into_the_container() {
     assert!(mounts_under(&env.path("root")).is_empty());
     let left = std::fs::read_dir(env.path("root/containers")).map_or(0, Iterator::count);
     assert_eq!(left, 0, "bundles left");
+}
+
+/// `--snapshotter stargz`: the layers of an eStargz image are mounted lazily by `strata
+/// serve`, nothing is downloaded whole, and the container reads the right bytes.
+#[test]
+#[ignore = "needs root, runc, FUSE and docker-registry: make test runs it"]
+fn a_container_runs_lazily_through_the_daemon() {
+    require();
+    let env = Env::new();
+    let _holders = KillHolders(env.dir.path().to_path_buf());
+    let _unmount = UnmountOnDrop(env.dir.path().to_path_buf());
+    let registry = RegistryServer::start().expect("start docker-registry");
+    let reference = push_image(&registry);
+    let esgz = format!("{}/run/app:1-esgz", registry.host());
+    env.strata_ok("conv", &["pull", "--plain-http", &reference]);
+    env.strata_ok(
+        "conv",
+        &["convert", "--plain-http", "--push", &reference, &esgz],
+    );
+    let hosts = plain_http_hosts(env.dir.path(), &registry.host());
+    let mut serve = StrataServe::start(
+        &env.path("serve"),
+        &format!("config_path = {:?}\n", hosts.to_string_lossy()),
+    );
+    let socket = serve.socket.to_str().unwrap().to_owned();
+    let out = run(
+        &env,
+        &[
+            "--rm",
+            "--snapshotter",
+            "stargz",
+            "--socket",
+            &socket,
+            &esgz,
+            "sh",
+            "-c",
+            "read g < /etc/greeting; echo $g",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}\nserve log:\n{}",
+        text(&out.stderr),
+        serve.log_text()
+    );
+    assert_eq!(text(&out.stdout), "hello from the image\n");
+    let blobs = std::fs::read_dir(env.path("root/content/blobs/sha256")).map_or(0, Iterator::count);
+    assert_eq!(blobs, 0, "the CLI downloaded blobs");
+    let snapshots = env.strata_ok(
+        "root",
+        &[
+            "snapshot",
+            "--snapshotter",
+            "stargz",
+            "--socket",
+            &socket,
+            "ls",
+        ],
+    );
+    assert!(!snapshots.contains("strata-run:"), "{snapshots}");
+    assert!(mounts_under(&env.path("root")).is_empty());
+    serve.terminate();
 }
