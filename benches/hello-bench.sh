@@ -15,6 +15,9 @@
 #                                       `ctr-remote image rpull` + `ctr run --snapshotter stargz`
 #                           strata      `strata serve` ([snapshotters] strata = "stargz") with
 #                                       `ctr-remote image rpull` + `ctr run --snapshotter strata`
+#                           strata-run  the same daemon, no containerd in the path:
+#                                       `strata run --rm --snapshotter strata` (the CLI resolves
+#                                       the image, the daemon mounts its layers lazily, runc runs)
 #   --image LIST          comma list of (default all), all converted from the one OCI layout
 #                         benches/hello/build_image.py builds from this host's packages:
 #                           strata                `strata convert --prioritize-from` what
@@ -49,7 +52,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 
-ALL_TOOLS="containerd stargz strata"
+ALL_TOOLS="containerd stargz strata strata-run"
 ALL_IMAGES="strata ctr-remote ctr-remote-optimized"
 ALL_WORKLOADS="python-print python-imports shell-tools large-read"
 RUNS=3
@@ -356,7 +359,7 @@ TOML
             PIDS+=("$daemon")
             wait_for "$r/stargz.sock"
             snap=stargz ;;
-        strata)
+        strata | strata-run)
             # shellcheck disable=SC2086
             ${STRATA_WRAP:-} "$STRATA" serve --config "$r/strata.toml" --log-level "${STRATA_LOG:-warn}" >"$r/daemon.log" 2>&1 &
             daemon=$!
@@ -374,9 +377,14 @@ TOML
     t0=$(date +%s.%N)
     case $tool in
         containerd) timeout 300 ctr -a "$sock" -n bench image pull --plain-http "$ref" >"$r/pull.out" 2>"$r/pull.err" || why="pull exit $?" ;;
+        strata-run) ;;
         *) timeout 300 ctr-remote -a "$sock" -n bench image rpull --plain-http --snapshotter "$snap" "$ref" >"$r/pull.out" 2>"$r/pull.err" || why="rpull exit $?" ;;
     esac
-    if [ -z "$why" ]; then
+    if [ -z "$why" ] && [ "$tool" = strata-run ]; then
+        timeout 300 "$STRATA" --root "$r/strata-cli" run --rm --plain-http --snapshotter strata \
+            --config "$r/strata.toml" --socket "$r/strata.sock" "$ref" "${WL[@]}" \
+            >"$r/out" 2>"$r/run.err" || why="strata run exit $?"
+    elif [ -z "$why" ]; then
         timeout 300 ctr -a "$sock" -n bench run --rm --snapshotter "$snap" "$ref" "hello-$RANDOM" "${WL[@]}" \
             >"$r/out" 2>"$r/run.err" || why="run exit $?"
     fi
@@ -389,7 +397,7 @@ TOML
     local rss=0 p
     if [ -n "$daemon" ]; then
         rss=$(awk '/VmHWM/ {print $2}' "/proc/$daemon/status" 2>/dev/null || echo 0)
-        if [ "$tool" = strata ]; then
+        if [ "$tool" = strata ] || [ "$tool" = strata-run ]; then
             for p in $(pgrep -f "fd-holder --socket $r" || true); do
                 rss=$((rss + $(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
             done
@@ -495,11 +503,13 @@ for image in images:
             ratios[link].append(r[0])
             c = med.get((image, wl, link, "containerd"))
             full = f"{s[0] / c[0]:.2f}×" if c else "–"
-            lines.append(f"| {image} | {wl} | {link} | **{r[0]:.2f}×** | {r[1]:.2f}× | {r[2]:.2f}× | {r[3]:.2f}× | {r[4]:.2f}× | {full} |")
+            sr = med.get((image, wl, link, "strata-run"))
+            direct = f"{sr[0] / g[0]:.2f}× ({sr[0] / s[0]:.2f}×)" if sr else "–"
+            lines.append(f"| {image} | {wl} | {link} | **{r[0]:.2f}×** | {r[1]:.2f}× | {r[2]:.2f}× | {r[3]:.2f}× | {r[4]:.2f}× | {full} | {direct} |")
 if lines:
-    print("\nstrata / stargz (medians), and strata / containerd's full pull (time)\n")
-    print("| image | workload | link | time | blob GETs | requests | bytes | RSS | time vs full pull |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\nstrata / stargz (medians), strata / containerd's full pull (time), and strata run / stargz (strata run / strata)\n")
+    print("| image | workload | link | time | blob GETs | requests | bytes | RSS | time vs full pull | strata run vs stargz (vs strata) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(lines))
     print()
     for link, rs in ratios.items():
