@@ -50,7 +50,7 @@ bench: build
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS ?= tar_layer estargz_open elf_parse filter_parse fuse_request \
 	multipart_byteranges hosts_toml daemon_config registry_json fdstore_protocol \
-	erofs_validate erofs_from_tar
+	erofs_validate erofs_from_tar artifact_layout chunk_index
 
 fuzz:
 	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal

@@ -5,6 +5,10 @@
 //! FUSE. Every parser takes untrusted bytes: sizes are bounded, offsets checked, and
 //! malformed input is an error, never a panic.
 //!
+//! - [`artifact`]: OCI artifacts (ModelPack, ORAS, Docker Model Runner, KitOps) laid
+//!   out as files and tar layers, with untrusted annotated paths cleaned and checked.
+//! - [`chunk_index`]: Strata's chunk index, per-chunk SHA-256 digests of blobs so
+//!   range reads can be verified (`docs/chunk-index.md`).
 //! - [`read_at`]: the [`ReadAt`] seam every higher layer implements (local blobs,
 //!   remote blobs through a range fetcher, cached blobs).
 //! - [`buffer`]: byte buffers shared between threads without a copy.
@@ -19,7 +23,9 @@
 //! - [`erofs`]: EROFS images: a streaming writer (from tar layers or entries, also
 //!   tar-index images) and a validator for untrusted images.
 
+pub mod artifact;
 pub mod buffer;
+pub mod chunk_index;
 pub mod digest;
 pub mod elf;
 pub mod erofs;
