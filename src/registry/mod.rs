@@ -14,7 +14,9 @@
 //!   [`fetch_manifest`](RegistryClient::fetch_manifest),
 //!   [`fetch_blob`](RegistryClient::fetch_blob), [`blob_size`](RegistryClient::blob_size),
 //!   [`mount_blob`](RegistryClient::mount_blob), [`push_blob`](RegistryClient::push_blob),
-//!   [`push_manifest`](RegistryClient::push_manifest).
+//!   [`push_manifest`](RegistryClient::push_manifest), and OCI referrers:
+//!   [`referrers`](RegistryClient::referrers), [`push_referrer`](RegistryClient::push_referrer)
+//!   (the referrers API, or the tag-schema fallback where a registry lacks it).
 //! - [`RegistryError`]: the module's typed error, with [`RegistryError::kind`].
 //!
 //! The client is async (tokio); everything else here is synchronous.
@@ -28,6 +30,7 @@ mod fetch;
 pub mod hosts;
 pub mod range;
 mod reference;
+mod referrers;
 mod response;
 mod upload;
 
@@ -45,3 +48,4 @@ pub use range::{
     RangeStats, ReaderOptions,
 };
 pub use reference::{DEFAULT_TAG, DOCKER_HUB, DOCKER_HUB_API_HOST, Reference, api_host};
+pub use referrers::{ReferrerPush, ReferrersSource, fallback_tag};

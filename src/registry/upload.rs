@@ -201,6 +201,20 @@ impl RegistryClient {
         media_type: &str,
         bytes: Bytes,
     ) -> Result<Digest, RegistryError> {
+        self.put_manifest(r, media_type, bytes)
+            .await
+            .map(|(digest, _)| digest)
+    }
+
+    /// [`push_manifest`](Self::push_manifest), also returning the `OCI-Subject` header
+    /// of the answer: a registry that processes a manifest's `subject` (OCI 1.1) names it
+    /// there.
+    pub(crate) async fn put_manifest(
+        &self,
+        r: &Reference,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<(Digest, Option<String>), RegistryError> {
         let digest = Digest::of(&bytes);
         let what = format!("manifest {digest} pushed to {}", r.name());
         if bytes.len() as u64 > MAX_MANIFEST_SIZE {
@@ -237,7 +251,12 @@ impl RegistryClient {
             return Err(status_error(resp, &Method::PUT, r, &format!("manifest {object}")).await);
         }
         check_digest_header(&resp, &digest, &what)?;
-        Ok(digest)
+        let subject = resp
+            .headers()
+            .get("oci-subject")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok((digest, subject))
     }
 }
 
