@@ -3,6 +3,7 @@
 //!
 //! The lower crates define formats and seams; this crate implements the seams and composes
 //! everything from a typed configuration with explicit constructor calls (no globals):
+//! - [`artifact`]: OCI artifacts (models) pushed from a directory, and their chunk indexes;
 //! - [`cache`]: the chunk cache of lazily mounted layers (by digest, bounded, LRU);
 //! - [`content`]: the content-addressed blob store (containerd content-store semantics);
 //! - [`fdstore`]: the fd holder that keeps FUSE connections alive across daemon restarts;
@@ -22,6 +23,7 @@
 //! - [`store`]: a Strata root on disk, opening all of the above together;
 //! - [`volume`]: image volumes, an image (or a directory of it) mounted read-only.
 
+pub mod artifact;
 pub mod cache;
 pub mod content;
 pub mod error_chain;

@@ -1,5 +1,6 @@
 //! The `strata` command line: argument definitions and dispatch.
 
+mod artifact;
 mod config;
 mod content;
 mod convert;
@@ -75,6 +76,15 @@ enum Command {
     Pull(transfer::PullArgs),
     /// Push an image from the store to a registry.
     Push(transfer::PushArgs),
+    /// Push model artifacts (a directory as ModelPack or ORAS) to a registry.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  strata artifact push --plain-http ./my-model 127.0.0.1:5000/models/mine:1\n  \
+        strata artifact push --type oras ./files registry.example.com/team/files:v1"
+    )]
+    Artifact(artifact::ArtifactCommand),
+    /// Compute and push the chunk index (per-chunk digests) of an artifact or image.
+    Index(artifact::IndexArgs),
     /// Convert an image in the store to eStargz (gzip or zstd) or EROFS layers, or check one.
     Convert(convert::ConvertArgs),
     /// Manage snapshots: list, inspect, remove, usage, mounts (as `ctr snapshots`).
@@ -168,6 +178,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Image(c) => image::run(root, c),
         Command::Pull(a) => transfer::pull(root, a),
         Command::Push(a) => transfer::push(root, a),
+        Command::Artifact(c) => artifact::run(c),
+        Command::Index(a) => artifact::index(a),
         Command::Convert(a) => convert::run(root, a),
         Command::Snapshot(a) => snapshot::run(root, a),
         Command::Mount(a) => snapshot::mount_image(root, a),

@@ -54,7 +54,9 @@ impl RegistryArgs {
 #[derive(Debug, Args)]
 #[command(
     after_help = "Downloads the image into the content store and unpacks its layers into committed \
-    snapshots named by chainID (see `strata snapshot ls`); layers already unpacked are skipped.\n\n\
+    snapshots named by chainID (see `strata snapshot ls`); layers already unpacked are skipped. \
+    An OCI artifact (a model: ModelPack, ORAS, …) is stored and verified the same way, never \
+    unpacked.\n\n\
     Examples:\n  strata pull alpine:3.20\n  \
     strata pull --plain-http 127.0.0.1:5000/app:1.0\n  strata pull --snapshotter native alpine:3.20\n  \
     strata pull --no-unpack --platform linux/arm64 docker.io/library/busybox:latest"
@@ -168,6 +170,7 @@ fn pull_quiet(root: &Path, args: &PullArgs) -> anyhow::Result<String> {
     let reporter = Arc::new(Reporter::new());
     let kinds: Arc<Mutex<HashMap<String, &'static str>>> = Arc::default();
     let (r, k) = (reporter.clone(), kinds.clone());
+    let name = args.reference.clone();
     let progress = move |e: &PullEvent| match e {
         PullEvent::Resolved { reference, digest } => eprintln!("{reference}: resolved to {digest}"),
         PullEvent::BlobStarted {
@@ -226,6 +229,9 @@ fn pull_quiet(root: &Path, args: &PullArgs) -> anyhow::Result<String> {
                 &msg,
             );
         }
+        PullEvent::Artifact { artifact_type } => eprintln!(
+            "{name}: an artifact ({artifact_type}): stored in the content store, not unpacked"
+        ),
         PullEvent::Unpacked(u) => {
             let how = if u.existed {
                 "exists".to_owned()

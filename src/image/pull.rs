@@ -10,6 +10,8 @@
 //! 4. Label parents for GC (index → chosen manifest, manifest → config + layers) and every
 //!    blob with `containerd.io/distribution.source.<registry>=<repository>` (which push uses
 //!    for cross-repository mounts), then create the image record.
+//!    An artifact (a manifest whose config is not an image config: a model, …) is
+//!    stored and recorded the same way, never unpacked ([`PullEvent::Artifact`]).
 //! 5. With [`PullOptions::unpack`], the config is fetched first and each layer is applied
 //!    into its chainID snapshot as soon as it and the layers below it are in ([`super::unpack`]).
 
@@ -133,6 +135,11 @@ pub enum PullEvent {
         offset: u64,
         /// Why the last attempt failed.
         cause: String,
+    },
+    /// The manifest is an artifact, not an image: stored, not unpacked.
+    Artifact {
+        /// Its `artifactType` (else its config's media type).
+        artifact_type: String,
     },
     /// A blob is committed (or was there already).
     BlobDone {
@@ -269,6 +276,19 @@ pub async fn pull(
     };
     let manifest =
         parse_manifest(&manifest_bytes, &format!("manifest {manifest_digest}")).map_err(img)?;
+    // An artifact (a model, …) has no image config: its blobs are stored, verified, and
+    // recorded like an image's, but there is no rootfs to unpack them into.
+    let config_type = manifest.config().media_type().as_ref().to_owned();
+    let artifact = !media::is_config(&config_type);
+    if artifact {
+        p.event(PullEvent::Artifact {
+            artifact_type: manifest
+                .artifact_type()
+                .as_ref()
+                .map_or(config_type.clone(), |t| t.as_ref().to_owned()),
+        });
+    }
+    let unpack_target = if artifact { None } else { opts.unpack.as_ref() };
 
     // The config comes first: a single-platform manifest names its platform only there,
     // and with unpacking its diffIDs name the snapshots. Layers then download while
@@ -282,6 +302,7 @@ pub async fn pull(
         .map_err(|e| img(ImageError::invalid("pull", format!("task failed: {e}"))))?
         .map_err(|e| img(e.into()))?;
     if root_kind == "manifest"
+        && !artifact
         && let Some(found) = config_platform(&config_bytes)
         && !opts.platform.accepts(&found)
     {
@@ -296,7 +317,7 @@ pub async fn pull(
         .map(|l| ("layer", l.clone()))
         .collect();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<usize>();
-    let unpacking = match &opts.unpack {
+    let unpacking = match unpack_target {
         Some(target) => {
             let layers = manifest.layers().clone();
             let plan = tokio::task::spawn_blocking(move || {
