@@ -11,7 +11,10 @@ fuzz_target!(|data: &[u8]| {
             for e in &layout.entries {
                 if let Entry::RawFile { path, .. } = e {
                     assert!(!path.is_empty() && !path.starts_with('/') && !path.contains('\0'));
-                    assert!(path.split('/').all(|c| !c.is_empty() && c != "." && c != ".."));
+                    assert!(
+                        path.split('/')
+                            .all(|c| !c.is_empty() && c != "." && c != "..")
+                    );
                 }
             }
         }
