@@ -443,3 +443,104 @@ fn a_path_escaping_annotation_is_refused() {
     );
     assert_eq!(e.trim().lines().count(), 1, "{e}");
 }
+
+/// The registry client's referrers against the real registry: none is an empty list (no
+/// fallback tag yet), two referrers of different types are both in the fallback index,
+/// the artifactType filter picks one, and pushing one again adds no entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrers_through_the_fallback_tag() {
+    use std::collections::BTreeMap;
+    use strata::registry::{ClientOptions, Reference, ReferrersSource, RegistryClient};
+    use strata_formats::artifact::Descriptor;
+
+    let dir = tempfile::tempdir().unwrap();
+    let registry = RegistryServer::start().unwrap();
+    let client = RegistryClient::new(ClientOptions {
+        docker_config: Some(dir.path().join("no-config.json")),
+        plain_http: true,
+        ..ClientOptions::default()
+    })
+    .unwrap();
+    let repo = "refs/subject";
+    let (subject, _) = push_foreign_artifact(&registry, repo, "v1");
+    let r: Reference = format!("{}/{repo}:v1", registry.host()).parse().unwrap();
+
+    let (none, source) = client.referrers(&r, &subject, None).await.unwrap();
+    assert!(none.is_empty());
+    assert_eq!(source, ReferrersSource::FallbackTag);
+
+    let subject_desc = Descriptor {
+        media_type: OCI_MANIFEST.to_owned(),
+        digest: subject.clone(),
+        size: 0,
+        artifact_type: None,
+        annotations: BTreeMap::new(),
+    };
+    let empty = registry.push_blob(repo, b"{}").unwrap();
+    assert_eq!(
+        empty.digest,
+        strata_formats::artifact::manifest::OCI_EMPTY_DIGEST
+    );
+    let mut pushed = Vec::new();
+    for (i, artifact_type) in [
+        "application/vnd.example.sbom",
+        "application/vnd.example.sig",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let payload = registry
+            .push_blob(repo, format!("payload {i}").as_bytes())
+            .unwrap();
+        let mut layer = Descriptor::of(
+            "application/octet-stream",
+            format!("payload {i}").as_bytes(),
+        );
+        layer.digest = payload.digest.parse().unwrap();
+        let m = Manifest {
+            schema_version: 2,
+            media_type: Some(OCI_MANIFEST.to_owned()),
+            artifact_type: Some((*artifact_type).to_owned()),
+            config: Descriptor::empty(),
+            layers: vec![layer],
+            subject: Some(subject_desc.clone()),
+            annotations: BTreeMap::new(),
+        };
+        let annotations = BTreeMap::from([("n".to_owned(), i.to_string())]);
+        let bytes = bytes::Bytes::from(m.to_json());
+        let push = client
+            .push_referrer(&r, bytes.clone(), &subject, artifact_type, &annotations)
+            .await
+            .unwrap();
+        assert_eq!(push.digest, Digest::of(&bytes));
+        // distribution 2.8 ignores subject: the fallback tag carries it.
+        assert!(!push.subject_processed);
+        // Again: no second entry.
+        client
+            .push_referrer(&r, bytes, &subject, artifact_type, &annotations)
+            .await
+            .unwrap();
+        pushed.push(push.digest);
+    }
+    // The tag the subject was pushed under still names the subject.
+    let (_, m) = manifest(&registry, repo, "v1");
+    assert_eq!(
+        m.artifact_type.as_deref(),
+        Some("application/vnd.example.data")
+    );
+
+    let (all, _) = client.referrers(&r, &subject, None).await.unwrap();
+    let digests: Vec<Digest> = all.iter().map(|d| d.digest.clone()).collect();
+    assert_eq!(digests, pushed);
+    assert_eq!(all[1].annotations["n"], "1");
+    let (sigs, _) = client
+        .referrers(&r, &subject, Some("application/vnd.example.sig"))
+        .await
+        .unwrap();
+    assert_eq!(sigs.len(), 1);
+    assert_eq!(sigs[0].digest, pushed[1]);
+    assert_eq!(
+        sigs[0].artifact_type.as_deref(),
+        Some("application/vnd.example.sig")
+    );
+}

@@ -44,7 +44,7 @@ pub enum ArtifactError {
         reference: String,
         /// The cause.
         #[source]
-        source: LayoutError,
+        source: Box<LayoutError>,
     },
     /// A chunk index is invalid, or a blob does not match it.
     #[error("{what}: {source}")]
@@ -53,7 +53,7 @@ pub enum ArtifactError {
         what: String,
         /// The cause.
         #[source]
-        source: ChunkIndexError,
+        source: Box<ChunkIndexError>,
     },
     /// The reference names an index (several platforms) where a manifest is needed.
     #[error("{0} is an image index; name one manifest (by digest)")]

@@ -110,12 +110,12 @@ pub async fn fetch_layout(
     }
     let manifest = Manifest::parse(&bytes).map_err(|e| ArtifactError::Layout {
         reference: reference.to_string(),
-        source: e.into(),
+        source: Box::new(e.into()),
     })?;
     let layout = ArtifactLayout::from_manifest(&manifest, LayoutOptions { skip_unknown: true })
         .map_err(|source| ArtifactError::Layout {
             reference: reference.to_string(),
-            source,
+            source: Box::new(source),
         })?;
     Ok((Descriptor::of(&media_type, &bytes), layout))
 }
@@ -144,13 +144,13 @@ pub async fn index_reference(
     let (subject, layout) = fetch_layout(client, reference).await?;
     let mut index = ChunkIndex::new(chunk_size).map_err(|source| ArtifactError::ChunkIndex {
         what: "chunk size".to_owned(),
-        source,
+        source: Box::new(source),
     })?;
     for blob in indexable(&layout) {
         let mut chunker =
             LayerChunker::new(chunk_size).map_err(|source| ArtifactError::ChunkIndex {
                 what: "chunk size".to_owned(),
-                source,
+                source: Box::new(source),
             })?;
         read_blob(client, reference, &blob, progress.as_ref(), |data| {
             chunker.update(data);
@@ -161,7 +161,7 @@ pub async fn index_reference(
             .finish(&blob.digest)
             .map_err(|source| ArtifactError::ChunkIndex {
                 what: format!("blob {} of {reference}", blob.digest),
-                source,
+                source: Box::new(source),
             })?;
         index.push(chunks);
     }
@@ -226,7 +226,7 @@ pub async fn fetch_chunk_index(
     let (_, bytes) = client.get_manifest(&at).await.map_err(reg)?;
     let manifest = Manifest::parse(&bytes).map_err(|e| ArtifactError::Layout {
         reference: at.to_string(),
-        source: e.into(),
+        source: Box::new(e.into()),
     })?;
     let Some(layer) = manifest
         .layers
@@ -238,10 +238,10 @@ pub async fn fetch_chunk_index(
     if layer.size > chunk_index::MAX_INDEX_SIZE as u64 {
         return Err(ArtifactError::ChunkIndex {
             what: format!("chunk index {}", layer.digest),
-            source: ChunkIndexError::TooLarge {
+            source: Box::new(ChunkIndexError::TooLarge {
                 size: layer.size as usize,
                 max: chunk_index::MAX_INDEX_SIZE,
-            },
+            }),
         });
     }
     let mut json = Vec::with_capacity(layer.size as usize);
@@ -260,7 +260,7 @@ pub async fn fetch_chunk_index(
     }
     let index = ChunkIndex::parse(&json).map_err(|source| ArtifactError::ChunkIndex {
         what: format!("chunk index {}", layer.digest),
-        source,
+        source: Box::new(source),
     })?;
     Ok(Some((found.digest.clone(), index)))
 }
@@ -306,7 +306,7 @@ async fn check_blob(
                     .verify_chunk(chunk_size, next, &buf)
                     .map_err(|source| ArtifactError::ChunkIndex {
                         what: what.clone(),
-                        source,
+                        source: Box::new(source),
                     })?;
                 buf.clear();
                 next += 1;
@@ -318,11 +318,11 @@ async fn check_blob(
     if next as usize != layer.chunks.len() {
         return Err(ArtifactError::ChunkIndex {
             what,
-            source: ChunkIndexError::NoSuchChunk {
+            source: Box::new(ChunkIndexError::NoSuchChunk {
                 digest: layer.digest.clone(),
                 index: next,
                 count: layer.chunks.len(),
-            },
+            }),
         });
     }
     Ok(())

@@ -194,7 +194,7 @@ pub async fn push_dir(
     let mut index =
         ChunkIndex::new(opts.chunk_size).map_err(|source| ArtifactError::ChunkIndex {
             what: "chunk size".to_owned(),
-            source,
+            source: Box::new(source),
         })?;
     for h in hashed {
         index.push(h.chunks);
@@ -263,7 +263,7 @@ async fn hash_file(
         let mut chunker =
             LayerChunker::new(chunk_size).map_err(|source| ArtifactError::ChunkIndex {
                 what: "chunk size".to_owned(),
-                source,
+                source: Box::new(source),
             })?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -287,7 +287,7 @@ async fn hash_file(
             .finish(&digest)
             .map_err(|source| ArtifactError::ChunkIndex {
                 what: p.display().to_string(),
-                source,
+                source: Box::new(source),
             })
     })
     .await?;

@@ -57,7 +57,7 @@ struct Index {
 impl RegistryClient {
     /// The referrers of manifest `subject` in `r`'s repository, those of `artifact_type`
     /// only when given (filtered here too: a registry may ignore the filter). Through the
-    /// referrers API, else (404) the fallback tag; no referrers is an empty list.
+    /// referrers API, else (404 or 405) the fallback tag; no referrers is an empty list.
     pub async fn referrers(
         &self,
         r: &Reference,
@@ -89,7 +89,8 @@ impl RegistryClient {
                 })?;
                 (index.manifests, ReferrersSource::Api)
             }
-            404 => (
+            // 404 is the spec's "no referrers API"; some registries say 405.
+            404 | 405 => (
                 self.fallback_index(r, subject)
                     .await?
                     .map(|(_, m)| m)
