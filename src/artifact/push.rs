@@ -126,10 +126,9 @@ pub async fn push_dir(
                     write_tar(&list, std::io::BufWriter::new(out))
                 })
                 .await?;
-                (
-                    path,
-                    format!("{} ({} files)", layer.media_type, files.len()),
-                )
+                let n = files.len();
+                let plural = if n == 1 { "" } else { "s" };
+                (path, format!("{} ({n} file{plural})", layer.media_type))
             }
         };
         let chunks = hash_file(&path, &label, opts).await?;
