@@ -33,9 +33,13 @@ impl Env {
     }
 
     fn strata(&self, args: &[&str]) -> Output {
+        self.strata_in("root", args)
+    }
+
+    fn strata_in(&self, root: &str, args: &[&str]) -> Output {
         Command::new(STRATA)
             .arg("--root")
-            .arg(self.path("root"))
+            .arg(self.path(root))
             .args(args)
             .env("DOCKER_CONFIG", self.dir.path())
             .env("STRATA_HOSTS_DIR", self.path("no-hosts"))
@@ -405,6 +409,20 @@ fn pull_stores_an_artifact_without_unpacking_and_lists_it() {
         snaps.lines().filter(|l| l.starts_with("sha256:")).count(),
         0,
         "{snaps}"
+    );
+
+    // A corrupted weights blob is never stored: the pull fails naming it.
+    let weights = &m.layers[0].digest;
+    let path = registry.blob_data_path(&weights.to_string());
+    let mut stored = std::fs::read(&path).unwrap();
+    stored[100] ^= 0xff;
+    std::fs::write(&path, &stored).unwrap();
+    let e = err(env.strata_in("fresh", &["pull", "--plain-http", &reference]));
+    assert!(e.contains(&weights.to_string()), "{e}");
+    assert!(
+        !env.path("fresh/content/blobs/sha256")
+            .join(weights.encoded())
+            .exists()
     );
 }
 
