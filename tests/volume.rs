@@ -316,3 +316,192 @@ fn an_estargz_image_is_mounted_lazily_through_the_daemon_and_survives_its_restar
     assert!(!snapshots.contains("strata-volume:"), "{snapshots}");
     serve.terminate();
 }
+
+/// A model checkout: a safetensors-shaped weights file (8-byte header length, JSON
+/// header, tensor bytes), its config and tokenizer, and docs in a sub directory.
+fn model_dir(dir: &Path) {
+    std::fs::create_dir_all(dir.join("docs")).unwrap();
+    let data_len: usize = 3 << 20;
+    let header = format!(
+        r#"{{"w":{{"dtype":"F32","shape":[{}],"data_offsets":[0,{data_len}]}}}}"#,
+        data_len / 4
+    );
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend((0..data_len).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3]));
+    std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
+    std::fs::write(dir.join("config.json"), r#"{"hidden_size":64}"#).unwrap();
+    std::fs::write(dir.join("tokenizer.json"), r#"{"model":{}}"#).unwrap();
+    std::fs::write(dir.join("docs/guide.md"), "# guide\n").unwrap();
+}
+
+/// Every regular file under `dir`, relative path → bytes.
+fn files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+#[ignore = "needs root (mounts) and docker-registry: make test runs it"]
+fn a_model_artifact_is_mounted_as_its_files_read_only() {
+    strata_testdata::host::require_root("image volumes are mounts");
+    let env = Env::new();
+    let _unmount = UnmountOnDrop(env.dir.path().to_path_buf());
+    let registry = RegistryServer::start().expect("start docker-registry");
+    let model = env.path("model");
+    model_dir(&model);
+    let expected = files(&model);
+    for kind in ["modelpack", "oras"] {
+        let reference = format!("{}/models/tiny:{kind}", registry.host());
+        env.strata_ok(
+            "push",
+            &[
+                "artifact",
+                "push",
+                "--plain-http",
+                "--type",
+                kind,
+                model.to_str().unwrap(),
+                &reference,
+            ],
+        );
+        let dir = env.path(&format!("mnt-{kind}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir_s = dir.to_str().unwrap();
+        env.strata_ok(
+            "root",
+            &["volume", "mount", "--plain-http", &reference, dir_s],
+        );
+        assert_eq!(files(&dir), expected, "{kind}");
+        assert!(read_only(&dir), "{kind}");
+        let listing = env.strata_ok("root", &["volume", "ls"]);
+        assert!(
+            listing.lines().any(|l| l.starts_with(dir_s)
+                && l.contains("whole-blobs")
+                && l.contains("mounted")),
+            "{listing}"
+        );
+        env.strata_ok("root", &["volume", "umount", dir_s]);
+        assert!(mounts_under(&dir).is_empty());
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+
+        // A directory of the artifact.
+        env.strata_ok(
+            "root",
+            &["volume", "mount", "--subpath", "docs", &reference, dir_s],
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("guide.md")).unwrap(),
+            "# guide\n"
+        );
+        env.strata_ok("root", &["volume", "umount", dir_s]);
+    }
+    let trees = std::fs::read_dir(env.path("root/volumes"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "tree")
+        })
+        .count();
+    assert_eq!(trees, 0, "artifact trees left");
+}
+
+#[test]
+#[ignore = "needs root (mounts) and docker-registry: make test runs it"]
+fn artifact_layers_that_escape_or_are_unknown_are_refused_by_name() {
+    strata_testdata::host::require_root("image volumes are mounts");
+    let env = Env::new();
+    let _unmount = UnmountOnDrop(env.dir.path().to_path_buf());
+    let registry = RegistryServer::start().expect("start docker-registry");
+    let oci = "application/vnd.oci.image.manifest.v1+json";
+    let push = |tag: &str, layers: serde_json::Value| {
+        let empty = registry.push_blob("odd/model", b"{}").unwrap();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": oci,
+            "artifactType": "application/vnd.cncf.model.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.cncf.model.config.v1+json", "digest": empty.digest, "size": 2},
+            "layers": layers,
+        });
+        registry
+            .push_manifest(
+                "odd/model",
+                tag,
+                oci,
+                &serde_json::to_vec(&manifest).unwrap(),
+            )
+            .unwrap();
+        format!("{}/odd/model:{tag}", registry.host())
+    };
+    let weights = registry.push_blob("odd/model", b"weights").unwrap();
+    let extra = registry.push_blob("odd/model", b"extra").unwrap();
+    let raw = "application/vnd.cncf.model.weight.v1.raw";
+    let escaping = push(
+        "escape",
+        serde_json::json!([{"mediaType": raw, "digest": weights.digest, "size": weights.size,
+            "annotations": {"org.cncf.model.filepath": "../../etc/cron.d/x"}}]),
+    );
+    let unknown = push(
+        "unknown",
+        serde_json::json!([
+            {"mediaType": raw, "digest": weights.digest, "size": weights.size,
+             "annotations": {"org.cncf.model.filepath": "w.bin"}},
+            {"mediaType": "application/vnd.example.strange", "digest": extra.digest, "size": extra.size},
+        ]),
+    );
+    let dir = env.path("mnt");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir_s = dir.to_str().unwrap();
+    let mount = |reference: &str, extra: &[&str]| {
+        env.strata(
+            "root",
+            &[
+                &["volume", "mount", "--plain-http"][..],
+                extra,
+                &[reference, dir_s],
+            ]
+            .concat(),
+        )
+    };
+    let out = mount(&escaping, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("escapes") && stderr.contains(&weights.digest),
+        "{stderr}"
+    );
+    let out = mount(&unknown, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("application/vnd.example.strange"),
+        "{stderr}"
+    );
+    assert!(mounts_under(&dir).is_empty());
+    assert!(!env.strata_ok("root", &["volume", "ls"]).contains(dir_s));
+
+    let out = mount(&unknown, &["--skip-unknown"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("skipped"));
+    assert_eq!(files(&dir).into_keys().collect::<Vec<_>>(), ["w.bin"]);
+    env.strata_ok("root", &["volume", "umount", dir_s]);
+}

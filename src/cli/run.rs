@@ -366,6 +366,7 @@ fn volumes(
             dir: target.clone(),
             subpath: None,
             platform: args.platform.clone(),
+            skip_unknown: false,
             registry: args.registry.clone(),
             snapshotter: args.snapshotter.clone(),
         };

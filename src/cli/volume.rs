@@ -54,6 +54,10 @@ pub(crate) struct VolumeMountArgs {
     /// The platform of a multi-platform image (default: this host's).
     #[arg(long, value_parser = super::parse_platform)]
     pub(crate) platform: Option<Platform>,
+    /// An artifact's layers of unknown media types are listed and left out (default: an
+    /// error naming them).
+    #[arg(long)]
+    pub(crate) skip_unknown: bool,
     #[command(flatten)]
     pub(crate) registry: RegistryArgs,
     #[command(flatten)]
@@ -106,7 +110,7 @@ pub(crate) fn mount_with(
     if args.snapshotter.implementation()? == "stargz" {
         return mount_lazily(args, &target, &volumes).with_context(context);
     }
-    let store = super::open_store(root)?;
+    let mut store = super::open_store(root)?;
     let image = match strata::image::find_image(&store, &args.reference) {
         Ok(image) => image,
         Err(e) if e.kind() == strata_formats::ErrorKind::NotFound => {
@@ -114,13 +118,104 @@ pub(crate) fn mount_with(
             drop(store);
             super::transfer::pull_reference(root, &args.reference, &args.registry)
                 .with_context(context)?;
-            let store = super::open_store(root)?;
-            return mount_image(root, args, &target, &store, volumes, open);
+            store = super::open_store(root)?;
+            strata::image::find_image(&store, &args.reference).with_context(context)?
         }
         Err(e) => return Err(e).with_context(context),
     };
-    drop(image);
+    if let Some(layout) = artifact_layout(&store, &image, args).with_context(context)? {
+        return mount_artifact(args, &target, &store, &volumes, &layout).with_context(context);
+    }
     mount_image(root, args, &target, &store, volumes, open)
+}
+
+/// The artifact layout of `image`, or `None` when it is a container image.
+fn artifact_layout(
+    store: &strata::store::Store,
+    image: &strata::metadata::ImageRecord,
+    args: &VolumeMountArgs,
+) -> anyhow::Result<Option<strata_formats::artifact::ArtifactLayout>> {
+    use strata_formats::artifact::{
+        ArtifactLayout, LayoutOptions, Manifest, ManifestKind, classify,
+    };
+    if strata::image::media::is_index(image.target.media_type().as_ref()) {
+        return Ok(None);
+    }
+    let digest = strata::image::walk::descriptor_digest(&image.target)?;
+    let bytes = store
+        .content()
+        .read_all(&digest, strata::image::MAX_MANIFEST_SIZE)?;
+    let manifest = Manifest::parse(&bytes)?;
+    if classify(&manifest) == ManifestKind::Image {
+        return Ok(None);
+    }
+    let layout = ArtifactLayout::from_manifest(
+        &manifest,
+        LayoutOptions {
+            skip_unknown: args.skip_unknown,
+        },
+    )?;
+    for d in &layout.skipped {
+        eprintln!(
+            "layer {}: media type {} is not a file or tar this artifact convention defines: skipped",
+            d.digest, d.media_type
+        );
+    }
+    Ok(Some(layout))
+}
+
+/// A model artifact: its blobs (in the store, verified) placed as a tree, bound read-only.
+fn mount_artifact(
+    args: &VolumeMountArgs,
+    target: &Path,
+    store: &strata::store::Store,
+    volumes: &VolumeStore,
+    layout: &strata_formats::artifact::ArtifactLayout,
+) -> anyhow::Result<()> {
+    let tree = volumes.tree(target);
+    if tree.exists() {
+        // Left by a crash between building it and recording the volume.
+        std::fs::remove_dir_all(&tree)
+            .with_context(|| format!("remove the stale tree {}", tree.display()))?;
+    }
+    let placed = (|| -> anyhow::Result<strata::volume::artifact::TreeReport> {
+        let report = strata::volume::artifact::build_tree(store, layout, &tree)?;
+        let dir = strata::volume::open_subpath(&tree, args.subpath.as_deref().unwrap_or("."))?;
+        strata::volume::bind_read_only(&dir, target)
+            .with_context(|| format!("bind the artifact read-only on {}", target.display()))?;
+        Ok(report)
+    })();
+    let report = match placed {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tree);
+            return Err(e);
+        }
+    };
+    let record = VolumeRecord {
+        target: target.to_path_buf(),
+        reference: args.reference.clone(),
+        manifest: String::new(),
+        snapshotter: "-".to_owned(),
+        subpath: args.subpath.clone(),
+        mode: strata::volume::MODE_WHOLE_BLOBS.to_owned(),
+        mounted_at: now(),
+    };
+    if let Err(e) = volumes.put(&record) {
+        let _ = mount::unmount_all(target, false);
+        let _ = std::fs::remove_dir_all(&tree);
+        return Err(e).context("record the volume");
+    }
+    eprintln!(
+        "mounted {} ({}: {} files, {} tar layers, {}) read-only on {}",
+        args.reference,
+        layout.kind,
+        report.files,
+        report.tars,
+        super::format::size(report.bytes),
+        target.display()
+    );
+    Ok(())
 }
 
 /// An eStargz image's layers mounted lazily by `strata serve` (the `stargz` snapshotter),
@@ -327,6 +422,25 @@ fn umount(root: &Path, args: &VolumeUmountArgs) -> anyhow::Result<()> {
     let Some(record) = volumes.get(&target)? else {
         return Err(strata::volume::VolumeError::NotAVolume(target)).context("volume umount");
     };
+    if record.mode == strata::volume::MODE_WHOLE_BLOBS {
+        if mount::is_mounted(&target) {
+            mount::unmount_all(&target, false)
+                .with_context(|| format!("volume umount {}", target.display()))?;
+        }
+        let tree = volumes.tree(&target);
+        std::fs::remove_dir_all(&tree)
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+            .with_context(|| format!("volume umount: remove {}", tree.display()))?;
+        volumes.remove(&target)?;
+        eprintln!("unmounted {} ({})", target.display(), record.reference);
+        return Ok(());
+    }
     let snapshotter = SnapshotterArg {
         snapshotter: record.snapshotter.clone(),
         ..args.snapshotter.clone()

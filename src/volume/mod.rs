@@ -8,12 +8,14 @@
 //!   resolved *inside* that root (symlinks cannot leave it; it must exist and be a
 //!   directory, as KEP-4639 asks), bound read-only onto the target, and the staging mount
 //!   is detached — the target's bind mount keeps the filesystem alive by itself;
+//! - a model artifact (ModelPack, ORAS, …) is a tree of its blobs instead ([`artifact`]);
 //! - for an eStargz image on the `stargz` snapshotter, the layers are mounted lazily by
 //!   `strata serve` instead of unpacked ([`lazy`]);
 //! - a [`VolumeRecord`] in `<root>/volumes/` remembers what is mounted where, so that
 //!   `volume ls` and `volume umount` work from any later process: the mount itself is
 //!   the kernel's and survives Strata's restarts.
 
+pub mod artifact;
 pub mod lazy;
 mod record;
 mod subpath;
@@ -67,11 +69,14 @@ pub enum VolumeError {
 }
 
 impl VolumeError {
-    fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> VolumeError {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> VolumeError {
         let context = context.into();
         move |source| VolumeError::Io { context, source }
     }
 }
+
+/// The mode of an artifact volume whose blobs were all downloaded and verified first.
+pub const MODE_WHOLE_BLOBS: &str = "whole-blobs";
 
 /// The snapshot key of the volume on `target` (absolute).
 pub fn snapshot_key(target: &Path) -> String {

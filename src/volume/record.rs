@@ -26,7 +26,8 @@ pub struct VolumeRecord {
     /// The directory of the image mounted (`None`: its root).
     pub subpath: Option<String>,
     /// How its bytes are served: `snapshot` (unpacked into the snapshotter before the
-    /// mount) or `lazy` (fetched on first read by `strata serve`'s stargz snapshotter).
+    /// mount), `lazy` (fetched on first read by `strata serve`'s stargz snapshotter) or
+    /// `whole-blobs` (an artifact whose blobs were all downloaded and verified first).
     pub mode: String,
     /// When it was mounted, seconds since the epoch.
     pub mounted_at: u64,
@@ -50,6 +51,11 @@ impl VolumeStore {
     fn path(&self, target: &Path) -> PathBuf {
         let id = Digest::of(target.as_os_str().as_encoded_bytes());
         self.dir.join(format!("{}.json", &id.encoded()[..16]))
+    }
+
+    /// The tree of an artifact volume on `target`.
+    pub fn tree(&self, target: &Path) -> PathBuf {
+        self.path(target).with_extension("tree")
     }
 
     /// A private scratch directory for staging the mount on `target`.
