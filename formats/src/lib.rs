@@ -22,6 +22,9 @@
 //! - [`estargz`]: eStargz layers (gzip and zstd:chunked): TOC, footers, writer, reader.
 //! - [`erofs`]: EROFS images: a streaming writer (from tar layers or entries, also
 //!   tar-index images) and a validator for untrusted images.
+//! - [`layer_index`]: the format-neutral layer index a lazy mount is built from (entries,
+//!   and per regular file its chunks: blob extents and digests), with the raw-blob adapter;
+//!   eStargz's adapter is [`estargz::TocIndex::layer_index`].
 
 pub mod artifact;
 pub mod buffer;
@@ -33,6 +36,7 @@ pub mod errdefs;
 pub mod estargz;
 pub mod filters;
 pub mod labels;
+pub mod layer_index;
 pub mod prefetch;
 pub mod read_at;
 pub mod tar_layer;

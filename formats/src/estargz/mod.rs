@@ -10,8 +10,11 @@
 //! - [`footer`]: the 51-byte gzip footer, the legacy 47-byte one, the zstd:chunked one.
 //! - [`writer`]: converts a tar stream into an eStargz blob.
 //! - [`reader`]: opens a blob through a [`crate::ReadAt`], verifies the TOC and chunks.
+//! - `layer_index`: the TOC as the neutral [`crate::layer_index::LayerIndex`]
+//!   ([`TocIndex::layer_index`], [`Chunk::from_file_chunk`]).
 
 pub mod footer;
+mod layer_index;
 mod parallel;
 pub mod reader;
 mod tar_src;
