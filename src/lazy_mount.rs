@@ -143,8 +143,11 @@ impl LazyMount {
             let estargz = EstargzReader::open(reader, Some(&toc))
                 .map_err(|e| LazyMountError::new(&context, e.kind(), &e))?
                 .without_toc();
-            let tree = LayerTree::build(digest.to_string(), estargz.shared_index())
+            let index = estargz
+                .index()
+                .layer_index()
                 .map_err(|e| LazyMountError::new(&context, ErrorKind::InvalidArgument, &e))?;
+            let tree = LayerTree::build(digest.to_string(), index);
             let direct: Arc<dyn ChunkSource> = Arc::new(EstargzChunkSource::new(Arc::new(estargz)));
             let source = match &cache {
                 Some(cache) => {

@@ -260,7 +260,7 @@ fn layer_blob() -> Vec<u8> {
 
 fn layer_fs(blob: Vec<u8>) -> Arc<LayerFs> {
     let reader = Arc::new(EstargzReader::open(blob, None).unwrap());
-    let tree = LayerTree::build("holder-test", Arc::new(reader.index().clone())).unwrap();
+    let tree = LayerTree::build("holder-test", reader.index().layer_index().unwrap());
     Arc::new(LayerFs::new(
         tree,
         Arc::new(EstargzChunkSource::new(reader)),

@@ -12,7 +12,8 @@ use std::os::fd::AsFd;
 use std::sync::{Arc, OnceLock};
 
 use strata_formats::Digest;
-use strata_formats::estargz::{Chunk, EntryType, Jtoc, TocEntry, TocIndex};
+use strata_formats::estargz::{EntryType, Jtoc, TocEntry, TocIndex};
+use strata_formats::layer_index::FileChunk;
 
 use crate::ops::Negotiated;
 use crate::{ChunkSource, FileRef, LayerFs, LayerTree};
@@ -21,8 +22,8 @@ use crate::{ChunkSource, FileRef, LayerFs, LayerTree};
 struct Zeros;
 
 impl ChunkSource for Zeros {
-    fn chunk(&self, _file: &FileRef<'_>, chunk: &Chunk) -> io::Result<Arc<[u8]>> {
-        let len = usize::try_from(chunk.chunk_size.min(1 << 20)).unwrap_or(0);
+    fn chunk(&self, _file: &FileRef<'_>, chunk: &FileChunk) -> io::Result<Arc<[u8]>> {
+        let len = usize::try_from(chunk.size.min(1 << 20)).unwrap_or(0);
         Ok(vec![0u8; len].into())
     }
 }
@@ -65,7 +66,8 @@ fn layer() -> &'static LayerFs {
             ],
         };
         let index = TocIndex::build(&toc, 1 << 20).expect("the fixed TOC is valid");
-        let tree = LayerTree::build("fuzz", Arc::new(index)).expect("the fixed tree is valid");
+        let index = index.layer_index().expect("the fixed TOC is valid");
+        let tree = LayerTree::build("fuzz", index);
         LayerFs::new(tree, Arc::new(Zeros))
     })
 }

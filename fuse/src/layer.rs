@@ -1,23 +1,24 @@
 //! The read-only tree one layer presents: inodes with attributes, directory entries and
-//! xattrs, built once from an eStargz [`TocIndex`].
+//! xattrs, built once from the layer's neutral [`LayerIndex`] (whatever format it came
+//! from: an eStargz TOC, a raw blob, …).
 //!
-//! Inode numbers are the TOC index's node ids plus one (the root, node 0, is inode 1), so
-//! they are a pure function of the TOC: a daemon that restarts and rebuilds the tree from the
-//! same TOC answers a live kernel connection with the inode numbers it handed out before.
-//! A hardlink is not an inode of its own: its directory entry names the inode of the entry
-//! it links to, whose `nlink` counts every name.
+//! Inode numbers are the index's entry ids plus one (the root, entry 0, is inode 1), so
+//! they are a pure function of the index (and the eStargz adapter keeps entry ids equal to
+//! TOC node ids): a daemon that restarts and rebuilds the tree from the same source answers
+//! a live kernel connection with the inode numbers it handed out before. A hardlink is not
+//! an inode of its own: its directory entry names the inode of the entry it links to,
+//! whose `nlink` counts every name.
 //!
 //! Overlay presentation, so the mount can be an overlay lower directory as it is: an OCI
 //! whiteout `.wh.NAME` becomes a 0/0 character device named `NAME` (overlayfs's whiteout),
 //! and a directory holding `.wh..wh..opq` gets the xattr `trusted.overlay.opaque=y`; the
 //! marker itself and other `.wh..wh.` entries are not shown. A whiteout and a real entry of
 //! the same name in one layer: the real entry wins (a whiteout only hides lower layers).
-//! The prefetch landmarks conversion adds at the root are not shown either.
+//! Entries the index marks hidden (eStargz's prefetch landmarks) are not listed either.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use strata_formats::estargz::{EntryType, NO_PREFETCH_LANDMARK, Node, PREFETCH_LANDMARK, TocIndex};
+use strata_formats::layer_index::{Entry, EntryKind, FileChunk, LayerIndex};
 
 /// The prefix of an OCI whiteout file name.
 pub const WHITEOUT_PREFIX: &str = ".wh.";
@@ -78,8 +79,10 @@ pub struct Inode {
     pub ino: u64,
     /// The inode number of the directory holding its first name (the root: itself).
     pub parent: u64,
-    /// The TOC node holding its metadata and chunks.
-    pub toc_node: usize,
+    /// The index entry it is (entry id = `ino - 1`).
+    pub entry: usize,
+    /// Its path in the layer (for log lines and chunk sources).
+    pub path: Box<str>,
     /// What it is.
     pub kind: InodeKind,
     /// Permission bits (`0o7777`).
@@ -102,30 +105,15 @@ pub struct Inode {
     pub xattrs: BTreeMap<String, Vec<u8>>,
     /// Directory entries, sorted by name: `(name, inode number)`.
     pub entries: Vec<(String, u64)>,
+    /// A regular file's chunks, in file order, covering it exactly.
+    pub chunks: Box<[FileChunk]>,
 }
 
-/// Why a layer tree could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum LayerError {
-    /// A TOC field is out of the range the kernel accepts.
-    #[error("layer {layer}: entry {path:?}: {reason}")]
-    InvalidEntry {
-        /// The layer's name.
-        layer: String,
-        /// The entry's path.
-        path: String,
-        /// What is wrong.
-        reason: String,
-    },
-}
-
-/// A layer's read-only tree: every inode, indexed by inode number, and the TOC index the
-/// chunk lists come from.
+/// A layer's read-only tree: every inode, indexed by inode number.
 #[derive(Debug)]
 pub struct LayerTree {
     name: String,
-    index: Arc<TocIndex>,
-    /// `inodes[ino - 1]`; `None` for TOC nodes that are not inodes (hardlinks, markers).
+    /// `inodes[ino - 1]`; `None` for entries that are not inodes (hardlinks, markers).
     inodes: Vec<Option<Inode>>,
 }
 
@@ -134,52 +122,55 @@ fn encode_dev(major: u32, minor: u32) -> u32 {
     (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)
 }
 
-fn to_u32(v: i64, what: &str, layer: &str, path: &str) -> Result<u32, LayerError> {
-    u32::try_from(v).map_err(|_| LayerError::InvalidEntry {
-        layer: layer.to_owned(),
-        path: path.to_owned(),
-        reason: format!("{what} {v} is out of range"),
-    })
-}
-
 impl LayerTree {
-    /// Builds the tree of layer `name` (used in log lines and errors) from its TOC index.
-    pub fn build(name: impl Into<String>, index: Arc<TocIndex>) -> Result<Self, LayerError> {
+    /// Builds the tree of layer `name` (used in log lines) from its index, which it takes
+    /// over: paths, xattrs and chunk lists move into the inodes rather than being copied.
+    pub fn build(name: impl Into<String>, index: LayerIndex) -> Self {
         let name = name.into();
-        let nodes = index.nodes();
+        let (entries, parents, targets) = index.into_parts();
         let ino_of = |id: usize| id as u64 + 1;
-        // A hardlink's entry names its target's inode.
-        let target_of = |id: usize| nodes[id].link_target.unwrap_or(id);
 
-        let mut inodes: Vec<Option<Inode>> = Vec::with_capacity(nodes.len());
-        for (id, node) in nodes.iter().enumerate() {
-            if node.entry_type() == EntryType::Hardlink || is_hidden_marker(base_name(&node.path)) {
+        // Each directory's children, by name: (name, entry id), sorted below.
+        let mut children: Vec<Vec<(String, usize)>> = vec![Vec::new(); entries.len()];
+        for (id, e) in entries.iter().enumerate().skip(1) {
+            children[parents[id] as usize].push((base_name(&e.path).to_owned(), id));
+        }
+        let hidden: Vec<bool> = entries.iter().map(|e| e.hidden).collect();
+        let mut inodes: Vec<Option<Inode>> = Vec::with_capacity(entries.len());
+        for (id, entry) in entries.into_iter().enumerate() {
+            if entry.kind == EntryKind::Hardlink || is_hidden_marker(base_name(&entry.path)) {
                 inodes.push(None);
                 continue;
             }
-            inodes.push(Some(Self::inode_of(&name, id, node, ino_of(id))?));
+            inodes.push(Some(Self::inode_of(id, entry, ino_of(id))));
         }
 
         // Directory entries, link counts, parents and opaque markers.
-        for (id, node) in nodes.iter().enumerate() {
-            if node.entry_type() != EntryType::Dir {
+        for (id, mut kids) in children.into_iter().enumerate() {
+            if inodes
+                .get(id)
+                .and_then(Option::as_ref)
+                .is_none_or(|i| i.kind != InodeKind::Directory)
+            {
                 continue;
             }
-            let mut entries: BTreeMap<String, u64> = BTreeMap::new();
+            kids.sort_unstable();
+            let mut shown_entries: BTreeMap<String, u64> = BTreeMap::new();
             let mut opaque = false;
             let mut subdirs = 0u32;
-            for (child_name, &child) in &node.children {
+            let has = |name: &str| kids.binary_search_by(|(n, _)| n.as_str().cmp(name)).is_ok();
+            for (child_name, child) in &kids {
                 if child_name == OPAQUE_MARKER {
                     opaque = true;
                     continue;
                 }
-                if is_hidden_marker(child_name) || (id == 0 && is_landmark(child_name)) {
+                if is_hidden_marker(child_name) || hidden[*child] {
                     continue;
                 }
-                let target = target_of(child);
+                let target = targets[*child] as usize;
                 let shown = match child_name.strip_prefix(WHITEOUT_PREFIX) {
                     Some(hidden) => {
-                        if node.children.contains_key(hidden) {
+                        if has(hidden) {
                             continue;
                         }
                         hidden.to_owned()
@@ -200,11 +191,11 @@ impl LayerTree {
                         child_inode.parent = ino_of(id);
                     }
                 }
-                entries.insert(shown, ino);
+                shown_entries.insert(shown, ino);
             }
             if let Some(Some(dir)) = inodes.get_mut(id) {
                 dir.nlink = 2u32.saturating_add(subdirs);
-                dir.entries = entries.into_iter().collect();
+                dir.entries = shown_entries.into_iter().collect();
                 if opaque {
                     dir.xattrs.insert(OPAQUE_XATTR.to_owned(), b"y".to_vec());
                 }
@@ -213,55 +204,45 @@ impl LayerTree {
         if let Some(Some(root)) = inodes.first_mut() {
             root.parent = 1;
         }
-        Ok(Self {
-            name,
-            index,
-            inodes,
-        })
+        Self { name, inodes }
     }
 
-    fn inode_of(layer: &str, id: usize, node: &Node, ino: u64) -> Result<Inode, LayerError> {
-        let e = &node.entry;
-        let base = base_name(&node.path);
-        let whiteout = base.starts_with(WHITEOUT_PREFIX);
+    fn inode_of(id: usize, e: Entry, ino: u64) -> Inode {
+        let whiteout = base_name(&e.path).starts_with(WHITEOUT_PREFIX);
         let (kind, size, rdev) = if whiteout {
             (InodeKind::CharDevice, 0, 0)
         } else {
-            match e.entry_type {
-                EntryType::Dir => (InodeKind::Directory, 4096, 0),
-                EntryType::Reg | EntryType::Chunk | EntryType::Hardlink => (
-                    InodeKind::RegularFile,
-                    u64::try_from(e.size).unwrap_or(0),
+            match e.kind {
+                EntryKind::Dir => (InodeKind::Directory, 4096, 0),
+                EntryKind::Reg | EntryKind::Hardlink => (InodeKind::RegularFile, e.size, 0),
+                EntryKind::Symlink => (InodeKind::Symlink, e.link_target.len() as u64, 0),
+                EntryKind::Char => (
+                    InodeKind::CharDevice,
                     0,
+                    encode_dev(e.dev_major, e.dev_minor),
                 ),
-                EntryType::Symlink => (InodeKind::Symlink, e.link_name.len() as u64, 0),
-                EntryType::Char | EntryType::Block => {
-                    let major = to_u32(e.dev_major, "device major", layer, &node.path)?;
-                    let minor = to_u32(e.dev_minor, "device minor", layer, &node.path)?;
-                    let kind = if e.entry_type == EntryType::Char {
-                        InodeKind::CharDevice
-                    } else {
-                        InodeKind::BlockDevice
-                    };
-                    (kind, 0, encode_dev(major, minor))
-                }
-                EntryType::Fifo => (InodeKind::Fifo, 0, 0),
+                EntryKind::Block => (
+                    InodeKind::BlockDevice,
+                    0,
+                    encode_dev(e.dev_major, e.dev_minor),
+                ),
+                EntryKind::Fifo => (InodeKind::Fifo, 0, 0),
             }
         };
-        Ok(Inode {
+        Inode {
             ino,
             parent: 0,
-            toc_node: id,
+            entry: id,
             kind,
-            perm: (e.mode & 0o7777) as u32,
-            uid: to_u32(e.uid, "uid", layer, &node.path)?,
-            gid: to_u32(e.gid, "gid", layer, &node.path)?,
+            perm: e.mode & 0o7777,
+            uid: e.uid,
+            gid: e.gid,
             size,
-            mtime: e.mtime_unix().unwrap_or(0),
+            mtime: e.mtime,
             nlink: 0,
             rdev,
             link_target: if kind == InodeKind::Symlink {
-                e.link_name.as_bytes().to_vec()
+                e.link_target.into_bytes()
             } else {
                 Vec::new()
             },
@@ -270,14 +251,19 @@ impl LayerTree {
             xattrs: if whiteout {
                 BTreeMap::new()
             } else {
-                e.xattrs
-                    .iter()
-                    .filter(|(k, _)| !k.starts_with(OVERLAY_XATTR_PREFIX))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
+                let mut xattrs = e.xattrs;
+                xattrs.retain(|k, _| !k.starts_with(OVERLAY_XATTR_PREFIX));
+                xattrs
             },
             entries: Vec::new(),
-        })
+            // A whiteout shows as a device: its data is not the layer's.
+            chunks: if kind == InodeKind::RegularFile {
+                e.chunks
+            } else {
+                Box::default()
+            },
+            path: e.path.into_boxed_str(),
+        }
     }
 
     /// The layer's name, for log lines.
@@ -285,20 +271,10 @@ impl LayerTree {
         &self.name
     }
 
-    /// The TOC index the tree was built from.
-    pub fn index(&self) -> &Arc<TocIndex> {
-        &self.index
-    }
-
     /// The inode with number `ino`.
     pub fn inode(&self, ino: u64) -> Option<&Inode> {
         let i = usize::try_from(ino.checked_sub(1)?).ok()?;
         self.inodes.get(i)?.as_ref()
-    }
-
-    /// The TOC node of an inode (its path and chunk list).
-    pub fn toc_node(&self, inode: &Inode) -> Option<&Node> {
-        self.index.node(inode.toc_node)
     }
 
     /// The entry `name` of directory `dir`.
@@ -308,6 +284,16 @@ impl LayerTree {
             .binary_search_by(|(n, _)| n.as_str().cmp(name))
             .ok()?;
         self.inode(dir.entries[i].1)
+    }
+
+    /// The inode at `path` (no leading `/`; "" is the root), following directory entries
+    /// as a lookup does.
+    pub fn resolve(&self, path: &str) -> Option<&Inode> {
+        let mut inode = self.inode(1)?;
+        for name in path.split('/').filter(|n| !n.is_empty()) {
+            inode = self.lookup(inode, name)?;
+        }
+        Some(inode)
     }
 
     /// How many inodes the tree holds.
@@ -327,11 +313,6 @@ impl LayerTree {
 
 fn base_name(path: &str) -> &str {
     path.rfind('/').map_or(path, |i| &path[i + 1..])
-}
-
-/// The prefetch landmarks eStargz conversion adds at the root: not part of the layer.
-fn is_landmark(name: &str) -> bool {
-    name == PREFETCH_LANDMARK || name == NO_PREFETCH_LANDMARK
 }
 
 /// Names that are OCI markers rather than entries: `.wh..wh..opq` and aufs's other

@@ -1,6 +1,4 @@
 use std::collections::BTreeMap;
-use std::sync::Arc;
-
 use strata_formats::estargz::{EntryType, Jtoc, TocEntry, TocIndex};
 
 use super::*;
@@ -19,7 +17,10 @@ fn tree(entries: Vec<TocEntry>) -> LayerTree {
         version: 1,
         entries,
     };
-    LayerTree::build("unit", Arc::new(TocIndex::build(&toc, 0).unwrap())).unwrap()
+    LayerTree::build(
+        "unit",
+        TocIndex::build(&toc, 0).unwrap().layer_index().unwrap(),
+    )
 }
 
 fn child<'a>(t: &'a LayerTree, dir: u64, name: &str) -> Option<&'a Inode> {
@@ -108,4 +109,64 @@ fn device_numbers_use_the_kernel_encoding() {
     let d = child(&t, 1, "d").unwrap();
     // new_encode_dev(MKDEV(259, 300))
     assert_eq!(d.rdev, (300 & 0xff) | (259 << 8) | ((300 & !0xff) << 12));
+}
+
+#[test]
+fn inode_numbers_are_toc_node_ids_plus_one() {
+    // What an older daemon handed the kernel: a restarted one resuming the connection
+    // must number every inode the same.
+    let mut entries = sample();
+    entries.push(entry(
+        strata_formats::estargz::PREFETCH_LANDMARK,
+        EntryType::Reg,
+    ));
+    let toc = TocIndex::build(
+        &Jtoc {
+            version: 1,
+            entries,
+        },
+        0,
+    )
+    .unwrap();
+    let t = LayerTree::build("unit", toc.layer_index().unwrap());
+    for (id, node) in toc.nodes().iter().enumerate() {
+        if let Some(inode) = t.inode(id as u64 + 1) {
+            assert_eq!(&*inode.path, node.path.as_str());
+        }
+        let Some(shown) = t.resolve(&node.path) else {
+            continue;
+        };
+        let id = node.link_target.unwrap_or(id);
+        if !node.path.rsplit('/').next().unwrap().starts_with(".wh.") {
+            assert_eq!(shown.ino, id as u64 + 1, "{}", node.path);
+        }
+    }
+    // The landmark keeps its number but is not listed.
+    assert!(child(&t, 1, strata_formats::estargz::PREFETCH_LANDMARK).is_none());
+}
+
+#[test]
+fn a_tree_from_a_neutral_index() {
+    use strata_formats::Digest;
+    use strata_formats::layer_index::raw::RawBlobFile;
+    let index = RawBlobFile {
+        path: "m/w.bin".into(),
+        size: 10,
+        chunk_size: 4,
+        digests: vec![Digest::of(b"a"), Digest::of(b"b"), Digest::of(b"c")],
+        mode: 0o640,
+        mtime: 5,
+    }
+    .layer_index()
+    .unwrap();
+    let t = LayerTree::build("raw", index);
+    let w = t.resolve("m/w.bin").unwrap();
+    assert_eq!(
+        (w.kind, w.size, w.perm, w.mtime),
+        (InodeKind::RegularFile, 10, 0o640, 5)
+    );
+    assert_eq!(w.chunks.len(), 3);
+    assert_eq!(t.resolve("m").unwrap().nlink, 2);
+    assert_eq!(t.inode(1).unwrap().nlink, 3);
+    assert_eq!(t.total_file_bytes(), 10);
 }

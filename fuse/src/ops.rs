@@ -1,7 +1,7 @@
 //! [`LayerFs`]: the answers to FUSE requests over one [`LayerTree`] and its
 //! [`ChunkSource`]. Stateless on purpose: file and directory handles carry nothing the
 //! server must remember (a handle is 0, or the passthrough backing id), and inode numbers
-//! come from the TOC, so a restarted daemon can answer requests on a connection a previous
+//! come from the layer index, so a restarted daemon can answer requests on a connection a previous
 //! process initialised.
 //!
 //! Everything is read-only: operations that would change the tree answer `EROFS`, unknown
@@ -12,6 +12,7 @@ use std::mem::size_of;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
 
+use strata_formats::layer_index::chunk_at;
 use tracing::{error, warn};
 
 use crate::abi::{
@@ -281,14 +282,14 @@ impl LayerFs {
         Ok(Some(r))
     }
 
-    fn file_ref<'a>(&'a self, inode: &'a Inode) -> Result<FileRef<'a>, i32> {
-        let node = self.tree.toc_node(inode).ok_or(libc::EIO)?;
-        Ok(FileRef {
+    fn file_ref<'a>(&'a self, inode: &'a Inode) -> FileRef<'a> {
+        FileRef {
             layer: self.tree.name(),
-            path: &node.path,
+            path: &inode.path,
             ino: inode.ino,
-            node,
-        })
+            size: inode.size,
+            chunks: &inode.chunks,
+        }
     }
 
     fn open(&self, ino: u64, body: &[u8], dev: BorrowedFd<'_>, neg: Negotiated) -> Outcome {
@@ -312,7 +313,7 @@ impl LayerFs {
             backing_id: 0,
         };
         if neg.passthrough
-            && let Some(file) = self.source.backing_file(&self.file_ref(inode)?)
+            && let Some(file) = self.source.backing_file(&self.file_ref(inode))
         {
             let map = abi::BackingMap {
                 fd: file.as_raw_fd(),
@@ -348,13 +349,13 @@ impl LayerFs {
         if len == 0 {
             return Ok(Some(r));
         }
-        let file = self.file_ref(inode)?;
+        let file = self.file_ref(inode);
         // The access trace (`--log-level strata_fuse::access=trace`): what the fetch policy
         // is tuned and tested against.
         tracing::trace!(target: "strata_fuse::access", layer = file.layer, file = file.path, offset = rd.offset, len, "read");
         let mut pos = rd.offset;
         while pos < end {
-            let chunk = file.node.chunk_for(pos).ok_or_else(|| {
+            let chunk = chunk_at(file.chunks, pos).ok_or_else(|| {
                 error!(
                     layer = file.layer,
                     file = file.path,
@@ -363,7 +364,7 @@ impl LayerFs {
                 );
                 libc::EIO
             })?;
-            if chunk.chunk_offset > pos {
+            if chunk.offset > pos {
                 error!(
                     layer = file.layer,
                     file = file.path,
@@ -372,23 +373,23 @@ impl LayerFs {
                 );
                 return Err(libc::EIO);
             }
-            let from = (pos - chunk.chunk_offset) as usize;
-            let to = (end.min(chunk.chunk_offset + chunk.chunk_size) - chunk.chunk_offset) as usize;
+            let from = (pos - chunk.offset) as usize;
+            let to = (end.min(chunk.end()) - chunk.offset) as usize;
             let before = r.payload().len();
             self.source.read_chunk(&file, chunk, from..to, r.payload()).map_err(|e| {
-                error!(layer = file.layer, file = file.path, chunk_offset = chunk.chunk_offset, error = %e, "chunk unavailable; read fails with EIO");
+                error!(layer = file.layer, file = file.path, chunk_offset = chunk.offset, error = %e, "chunk unavailable; read fails with EIO");
                 libc::EIO
             })?;
             if r.payload().len() - before != to - from {
                 error!(
                     layer = file.layer,
                     file = file.path,
-                    chunk_offset = chunk.chunk_offset,
+                    chunk_offset = chunk.offset,
                     "chunk source returned the wrong number of bytes; read fails with EIO"
                 );
                 return Err(libc::EIO);
             }
-            pos = chunk.chunk_offset + to as u64;
+            pos = chunk.offset + to as u64;
         }
         Ok(Some(r))
     }

@@ -2,7 +2,8 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::fd::AsFd;
 
-use strata_formats::estargz::{Chunk, EntryType, Jtoc, TocEntry, TocIndex};
+use strata_formats::estargz::{EntryType, Jtoc, TocEntry, TocIndex};
+use strata_formats::layer_index::FileChunk;
 
 use super::*;
 use crate::abi::{InHeader, ReadIn};
@@ -10,7 +11,7 @@ use crate::abi::{InHeader, ReadIn};
 struct NoData;
 
 impl ChunkSource for NoData {
-    fn chunk(&self, _file: &FileRef<'_>, _chunk: &Chunk) -> io::Result<Arc<[u8]>> {
+    fn chunk(&self, _file: &FileRef<'_>, _chunk: &FileChunk) -> io::Result<Arc<[u8]>> {
         Err(io::Error::other("no data in this test"))
     }
 }
@@ -47,7 +48,7 @@ fn fs() -> LayerFs {
     )
     .unwrap();
     LayerFs::new(
-        LayerTree::build("unit", Arc::new(index)).unwrap(),
+        LayerTree::build("unit", index.layer_index().unwrap()),
         Arc::new(NoData),
     )
 }

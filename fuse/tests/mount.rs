@@ -240,10 +240,10 @@ fn failing_chunk_source_gives_eio() {
 fn corrupt_chunk_gives_eio_never_wrong_bytes() {
     let mut blob = layer_blob();
     let probe = layer_fs(blob.clone());
-    let node = probe.tree().index().get("big.bin").unwrap().clone();
+    let big = probe.tree().resolve("big.bin").unwrap();
     // Flip a byte inside the third chunk's compressed member.
-    let c = &node.chunks[2];
-    let at = (c.offset + (c.next_offset - c.offset) / 2) as usize;
+    let c = &big.chunks[2];
+    let at = (c.extent.offset + c.extent.len / 2) as usize;
     blob[at] ^= 0x55;
     let m = Mounted::new(layer_fs(blob));
     let want = big_data();
@@ -252,7 +252,7 @@ fn corrupt_chunk_gives_eio_never_wrong_bytes() {
     // Chunks before the bad one still read.
     let n = f.read_at(&mut buf, 0).unwrap();
     assert_eq!(&buf[..n], &want[..n]);
-    let err = f.read_at(&mut buf, c.chunk_offset + 10).unwrap_err();
+    let err = f.read_at(&mut buf, c.offset + 10).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO));
     assert_eq!(
         fs::read(m.join("big.bin")).unwrap_err().raw_os_error(),

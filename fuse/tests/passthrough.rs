@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use fixture::{HELLO, Mounted, big_data, layer_blob};
-use strata_formats::estargz::{Chunk, EstargzReader};
+use strata_formats::estargz::EstargzReader;
+use strata_formats::layer_index::FileChunk;
 use strata_fuse::{ChunkSource, EstargzChunkSource, FileRef, LayerFs, LayerTree, ServeOptions};
 
 /// Serves chunks from the blob and, for passthrough, writes each opened file whole into a
@@ -22,7 +23,7 @@ struct MaterializingSource {
 }
 
 impl ChunkSource for MaterializingSource {
-    fn chunk(&self, file: &FileRef<'_>, chunk: &Chunk) -> io::Result<Arc<[u8]>> {
+    fn chunk(&self, file: &FileRef<'_>, chunk: &FileChunk) -> io::Result<Arc<[u8]>> {
         self.chunk_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.chunk(file, chunk)
     }
@@ -30,7 +31,7 @@ impl ChunkSource for MaterializingSource {
     fn backing_file(&self, file: &FileRef<'_>) -> Option<File> {
         let path = self.dir.path().join(file.ino.to_string());
         let mut data = Vec::new();
-        for c in &file.node.chunks {
+        for c in file.chunks {
             data.extend_from_slice(&self.inner.chunk(file, c).ok()?);
         }
         fs::write(&path, data).ok()?;
@@ -41,7 +42,7 @@ impl ChunkSource for MaterializingSource {
 #[test]
 fn passthrough_reads_skip_the_daemon() {
     let reader = Arc::new(EstargzReader::open(layer_blob(), None).unwrap());
-    let tree = LayerTree::build("passthrough-layer", Arc::new(reader.index().clone())).unwrap();
+    let tree = LayerTree::build("passthrough-layer", reader.index().layer_index().unwrap());
     let source = Arc::new(MaterializingSource {
         inner: EstargzChunkSource::new(reader),
         dir: tempfile::tempdir().unwrap(),

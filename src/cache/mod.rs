@@ -55,6 +55,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use strata_formats::Digest;
+use strata_formats::layer_index::FileChunk;
 
 pub use flight::ChunkFlights;
 pub use source::CachedChunkSource;
@@ -318,36 +319,36 @@ impl ChunkCache {
         Some(file)
     }
 
-    /// A file holding exactly the bytes of the regular file `node`, when every chunk of it
+    /// A file holding exactly the bytes of the regular file `file`, when every chunk of it
     /// is cached, for FUSE passthrough (the kernel then reads it directly): a file of one
     /// chunk is that chunk's file; a larger one is assembled once from its chunks into
     /// `files/`, named by its chunks' digests. Chunks, and a copy this process did not
     /// build, are checked before their first use (see the module docs). Copies under
     /// `files/` count in the size bound and are evicted like chunks.
-    pub fn backing_file(&self, node: &strata_formats::estargz::Node) -> Option<std::fs::File> {
-        let size = u64::try_from(node.entry.size).ok()?;
-        let covered: u64 = node.chunks.iter().map(|c| c.chunk_size).sum();
-        if node.chunks.is_empty()
+    pub fn backing_file(&self, file: &strata_fuse::FileRef<'_>) -> Option<std::fs::File> {
+        let size = file.size;
+        let covered: u64 = file.chunks.iter().map(|c| c.size).sum();
+        if file.chunks.is_empty()
             || covered != size
-            || !node.chunks.iter().all(|c| self.contains(&c.digest))
+            || !file.chunks.iter().all(|c| self.contains(&c.digest))
         {
             return None;
         }
-        if let [only] = node.chunks.as_slice() {
+        if let [only] = file.chunks {
             return self.checked_file(&only.digest);
         }
-        // Keyed by the chunks (each verified when stored), not by the TOC's file digest:
-        // another layer could claim the same file digest for different chunks.
+        // Keyed by the chunks (each verified when stored), not by a file digest the index
+        // may give: another layer could claim the same file digest for different chunks.
         let mut all = String::new();
-        for c in &node.chunks {
+        for c in file.chunks {
             all.push_str(c.digest.encoded());
             all.push(':');
-            all.push_str(&c.chunk_size.to_string());
+            all.push_str(&c.size.to_string());
             all.push('\n');
         }
         let key = Digest::of(all.as_bytes());
         let path = self.assembled_path(&key);
-        if let Some(f) = self.checked_assembled(&key, &path, node, size) {
+        if let Some(f) = self.checked_assembled(&key, &path, file) {
             return Some(f);
         }
         let temp = self.dir.join("files").join(format!(
@@ -358,14 +359,14 @@ impl ChunkCache {
         let assembled = (|| -> io::Result<()> {
             std::fs::create_dir_all(self.dir.join("files"))?;
             let mut out = std::fs::File::create(&temp)?;
-            for c in &node.chunks {
+            for c in file.chunks {
                 let mut chunk = self.checked_file(&c.digest).ok_or_else(|| {
                     io::Error::new(
                         io::ErrorKind::NotFound,
                         format!("chunk {} is gone or damaged", c.digest),
                     )
                 })?;
-                if io::copy(&mut chunk, &mut out)? != c.chunk_size {
+                if io::copy(&mut chunk, &mut out)? != c.size {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!("chunk {} changed size", c.digest),
@@ -378,7 +379,7 @@ impl ChunkCache {
         })();
         if let Err(e) = assembled {
             let _ = std::fs::remove_file(&temp);
-            tracing::debug!(file = node.path, error = %e, "chunk cache: no backing file for passthrough");
+            tracing::debug!(file = file.path, error = %e, "chunk cache: no backing file for passthrough");
             return None;
         }
         let file = std::fs::File::open(&path).ok();
@@ -394,7 +395,7 @@ impl ChunkCache {
         file
     }
 
-    /// The copy at `path` (key `key`) of the `size`-byte file `node`, if it is there and
+    /// The copy at `path` (key `key`) of `file`, if it is there and
     /// known good: written by this process, or hashed now, each chunk's range against its
     /// chunk digest, and remembered as checked. Passthrough hands the file to the kernel,
     /// which never checks it, so this is the last chance. A copy that fails is removed.
@@ -402,9 +403,9 @@ impl ChunkCache {
         &self,
         key: &Digest,
         path: &Path,
-        node: &strata_formats::estargz::Node,
-        size: u64,
+        of: &strata_fuse::FileRef<'_>,
     ) -> Option<std::fs::File> {
+        let size = of.size;
         let file = std::fs::File::open(path).ok()?;
         let verified = {
             let mut index = self.lock();
@@ -418,9 +419,9 @@ impl ChunkCache {
             index.verified.contains(key)
         };
         let intact = file.metadata().is_ok_and(|m| m.len() == size)
-            && (verified || chunks_match(&file, &node.chunks));
+            && (verified || chunks_match(&file, of.chunks));
         if !intact {
-            tracing::warn!(file = node.path, path = %path.display(), "assembled copy is torn or corrupt: removed");
+            tracing::warn!(file = of.path, path = %path.display(), "assembled copy is torn or corrupt: removed");
             self.corrupt.fetch_add(1, Ordering::Relaxed);
             self.forget(key, path);
             return None;
@@ -630,13 +631,13 @@ impl ChunkCache {
 
 /// Whether `file` holds exactly `chunks`, in order, each hashing to its digest (read with
 /// positioned reads: the file's offset stays at the start for whoever reads it next).
-fn chunks_match(file: &std::fs::File, chunks: &[strata_formats::estargz::Chunk]) -> bool {
+fn chunks_match(file: &std::fs::File, chunks: &[FileChunk]) -> bool {
     use std::os::unix::fs::FileExt;
     let mut buf = vec![0; 64 << 10];
     let mut at = 0u64;
     for c in chunks {
         let mut digester = strata_formats::Digester::new();
-        let end = at + c.chunk_size;
+        let end = at + c.size;
         while at < end {
             let want = usize::try_from(end - at).map_or(buf.len(), |n| n.min(buf.len()));
             match file.read_at(&mut buf[..want], at) {
@@ -750,34 +751,47 @@ mod tests {
         assert!(cache.stats().evictions > 0);
     }
 
-    fn file_node(chunks: &[(Digest, Vec<u8>)]) -> strata_formats::estargz::Node {
+    /// A file made of `chunks`, as the FUSE layer describes it to a chunk source.
+    struct TestFile {
+        size: u64,
+        chunks: Vec<FileChunk>,
+    }
+
+    impl TestFile {
+        fn file(&self) -> strata_fuse::FileRef<'_> {
+            strata_fuse::FileRef {
+                layer: "l",
+                path: "f",
+                ino: 2,
+                size: self.size,
+                chunks: &self.chunks,
+            }
+        }
+    }
+
+    fn file_node(chunks: &[(Digest, Vec<u8>)]) -> TestFile {
         let mut offset = 0;
-        let chunks: Vec<strata_formats::estargz::Chunk> = chunks
+        let chunks: Vec<FileChunk> = chunks
             .iter()
             .map(|(d, b)| {
-                let c = strata_formats::estargz::Chunk {
-                    offset: 0,
-                    next_offset: 0,
-                    chunk_offset: offset,
-                    chunk_size: b.len() as u64,
-                    inner_offset: 0,
+                let size = b.len() as u64;
+                let c = FileChunk {
+                    offset,
+                    size,
+                    extent: strata_formats::layer_index::Extent {
+                        offset,
+                        len: size,
+                        encoding: strata_formats::layer_index::Encoding::Raw,
+                    },
                     digest: d.clone(),
                 };
-                offset += b.len() as u64;
+                offset += size;
                 c
             })
             .collect();
-        let entry = strata_formats::estargz::TocEntry {
-            size: offset as i64,
-            ..Default::default()
-        };
-        strata_formats::estargz::Node {
-            path: "f".into(),
-            entry,
+        TestFile {
+            size: offset,
             chunks,
-            file_digest: None,
-            children: Default::default(),
-            link_target: None,
         }
     }
 
@@ -790,11 +804,14 @@ mod tests {
         let node = file_node(&parts);
         cache.put(&parts[0].0, &parts[0].1).unwrap();
         cache.put(&parts[2].0, &parts[2].1).unwrap();
-        assert!(cache.backing_file(&node).is_none(), "a chunk is missing");
+        assert!(
+            cache.backing_file(&node.file()).is_none(),
+            "a chunk is missing"
+        );
         cache.put(&parts[1].0, &parts[1].1).unwrap();
         let mut got = Vec::new();
         cache
-            .backing_file(&node)
+            .backing_file(&node.file())
             .unwrap()
             .read_to_end(&mut got)
             .unwrap();
@@ -809,7 +826,7 @@ mod tests {
         std::fs::write(&files[0], b"torn").unwrap();
         got.clear();
         cache
-            .backing_file(&node)
+            .backing_file(&node.file())
             .unwrap()
             .read_to_end(&mut got)
             .unwrap();
@@ -818,15 +835,15 @@ mod tests {
         let single = file_node(&parts[1..2]);
         got.clear();
         cache
-            .backing_file(&single)
+            .backing_file(&single.file())
             .unwrap()
             .read_to_end(&mut got)
             .unwrap();
         assert_eq!(got, parts[1].1);
-        // The TOC's size must agree with the chunks.
+        // The file's size must agree with the chunks.
         let mut short = file_node(&parts);
-        short.entry.size -= 1;
-        assert!(cache.backing_file(&short).is_none());
+        short.size -= 1;
+        assert!(cache.backing_file(&short.file()).is_none());
     }
 
     #[test]
@@ -909,7 +926,7 @@ mod tests {
             for (d, b) in &parts {
                 cache.put(d, b).unwrap();
             }
-            assert!(cache.backing_file(&node).is_some());
+            assert!(cache.backing_file(&node.file()).is_some());
             assert_eq!(
                 cache.stats().bytes,
                 4000,
@@ -959,14 +976,14 @@ mod tests {
 
     /// A cache holding `parts` and the assembled copy of the file they make, written by a
     /// process that then ended; returns the file's node and bytes.
-    fn filled(dir: &Path, parts: &[(Digest, Vec<u8>)]) -> (strata_formats::estargz::Node, Vec<u8>) {
+    fn filled(dir: &Path, parts: &[(Digest, Vec<u8>)]) -> (TestFile, Vec<u8>) {
         let node = file_node(parts);
         let cache = ChunkCache::open(dir, 1 << 20).unwrap();
         for (d, b) in parts {
             cache.put(d, b).unwrap();
         }
         let whole: Vec<u8> = parts.iter().flat_map(|(_, b)| b.iter().copied()).collect();
-        assert_eq!(read_all(cache.backing_file(&node).unwrap()), whole);
+        assert_eq!(read_all(cache.backing_file(&node.file()).unwrap()), whole);
         (node, whole)
     }
 
@@ -986,7 +1003,7 @@ mod tests {
             if damage_after_open {
                 flip_middle(copy);
             }
-            let got = read_all(cache.backing_file(&node).unwrap());
+            let got = read_all(cache.backing_file(&node.file()).unwrap());
             assert_eq!(
                 got, whole,
                 "rebuilt from the chunks, never the damaged copy"
@@ -994,7 +1011,7 @@ mod tests {
             assert_eq!(cache.stats().corrupt, 1);
             assert_eq!(cache.stats().bytes, 16_000, "counted once, at its size");
             // Checked once per process: the next use opens the rebuilt copy as is.
-            assert_eq!(read_all(cache.backing_file(&node).unwrap()), whole);
+            assert_eq!(read_all(cache.backing_file(&node.file()).unwrap()), whole);
             assert_eq!(cache.stats().corrupt, 1);
         }
     }
@@ -1008,11 +1025,11 @@ mod tests {
         let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
         let before = inode(&copy);
         let cache = ChunkCache::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(read_all(cache.backing_file(&node).unwrap()), whole);
+        assert_eq!(read_all(cache.backing_file(&node.file()).unwrap()), whole);
         assert_eq!(inode(&copy), before, "reused, not rebuilt");
         assert_eq!(cache.stats().corrupt, 0);
         // The copy's descriptor is handed out at offset 0 after the check.
-        let f = cache.backing_file(&node).unwrap();
+        let f = cache.backing_file(&node.file()).unwrap();
         assert_eq!(io::Seek::stream_position(&mut &f).unwrap(), 0);
     }
 
@@ -1036,8 +1053,8 @@ mod tests {
             }
             // Each way to a cached byte: passthrough of a whole file (assembled, or the
             // chunk file itself for a one-chunk file), a range, a whole chunk.
-            assert!(cache.backing_file(&node).is_none());
-            assert!(cache.backing_file(&single).is_none());
+            assert!(cache.backing_file(&node.file()).is_none());
+            assert!(cache.backing_file(&single.file()).is_none());
             let mut out = Vec::new();
             assert!(!cache.read_range(&parts[0].0, 0..10, &mut out));
             assert!(out.is_empty());
@@ -1050,8 +1067,11 @@ mod tests {
                 cache.put(d, b).unwrap();
             }
             let whole: Vec<u8> = parts.iter().flat_map(|(_, b)| b.iter().copied()).collect();
-            assert_eq!(read_all(cache.backing_file(&node).unwrap()), whole);
-            assert_eq!(read_all(cache.backing_file(&single).unwrap()), parts[1].1);
+            assert_eq!(read_all(cache.backing_file(&node.file()).unwrap()), whole);
+            assert_eq!(
+                read_all(cache.backing_file(&single.file()).unwrap()),
+                parts[1].1
+            );
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::io;
 use std::sync::Arc;
 
-use strata_formats::estargz::Chunk;
+use strata_formats::layer_index::FileChunk;
 use strata_fuse::{ChunkSource, FileRef};
 
 use super::{ChunkCache, ChunkFlights};
@@ -37,7 +37,7 @@ impl CachedChunkSource {
         }
     }
 
-    fn fetch(&self, file: &FileRef<'_>, chunk: &Chunk) -> io::Result<Arc<[u8]>> {
+    fn fetch(&self, file: &FileRef<'_>, chunk: &FileChunk) -> io::Result<Arc<[u8]>> {
         let bytes = self.inner.chunk(file, chunk)?;
         if let Err(e) = self.cache.put(&chunk.digest, &bytes) {
             // The chunk is verified and served all the same; only caching failed.
@@ -49,10 +49,10 @@ impl CachedChunkSource {
 
 impl ChunkSource for CachedChunkSource {
     fn backing_file(&self, file: &FileRef<'_>) -> Option<std::fs::File> {
-        self.cache.backing_file(file.node)
+        self.cache.backing_file(file)
     }
 
-    fn chunk(&self, file: &FileRef<'_>, chunk: &Chunk) -> io::Result<Arc<[u8]>> {
+    fn chunk(&self, file: &FileRef<'_>, chunk: &FileChunk) -> io::Result<Arc<[u8]>> {
         if let Some(bytes) = self.cache.get_shared(&chunk.digest) {
             return Ok(bytes);
         }
@@ -68,7 +68,7 @@ impl ChunkSource for CachedChunkSource {
     fn read_chunk(
         &self,
         file: &FileRef<'_>,
-        chunk: &Chunk,
+        chunk: &FileChunk,
         range: std::ops::Range<usize>,
         out: &mut Vec<u8>,
     ) -> io::Result<()> {
@@ -91,12 +91,11 @@ impl ChunkSource for CachedChunkSource {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     use strata_formats::Digest;
-    use strata_formats::estargz::{Node, TocEntry};
+    use strata_formats::layer_index::{Encoding, Extent};
 
     use super::*;
 
@@ -108,7 +107,7 @@ mod tests {
     }
 
     impl ChunkSource for Slow {
-        fn chunk(&self, _: &FileRef<'_>, _: &Chunk) -> io::Result<Arc<[u8]>> {
+        fn chunk(&self, _: &FileRef<'_>, _: &FileChunk) -> io::Result<Arc<[u8]>> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(100));
             if self.fail {
@@ -118,24 +117,17 @@ mod tests {
         }
     }
 
-    fn file_and_chunk(bytes: &[u8]) -> (Node, Chunk) {
-        let node = Node {
-            path: "f".into(),
-            entry: TocEntry::default(),
-            chunks: Vec::new(),
-            file_digest: None,
-            children: BTreeMap::new(),
-            link_target: None,
-        };
-        let chunk = Chunk {
+    fn chunk_of(bytes: &[u8]) -> FileChunk {
+        FileChunk {
             offset: 0,
-            next_offset: 0,
-            chunk_offset: 0,
-            chunk_size: bytes.len() as u64,
-            inner_offset: 0,
+            size: bytes.len() as u64,
+            extent: Extent {
+                offset: 0,
+                len: bytes.len() as u64,
+                encoding: Encoding::Raw,
+            },
             digest: Digest::of(bytes),
-        };
-        (node, chunk)
+        }
     }
 
     /// Fetch count, each reader's result, and the cache.
@@ -144,7 +136,7 @@ mod tests {
     fn run(fail: bool) -> Outcome {
         let dir = tempfile::tempdir().unwrap();
         let bytes = b"chunk bytes".to_vec();
-        let (node, chunk) = file_and_chunk(&bytes);
+        let chunk = chunk_of(&bytes);
         let inner = Arc::new(Slow {
             bytes,
             calls: AtomicUsize::new(0),
@@ -156,7 +148,8 @@ mod tests {
             layer: "l",
             path: "f",
             ino: 2,
-            node: &node,
+            size: chunk.size,
+            chunks: std::slice::from_ref(&chunk),
         };
         let results = std::thread::scope(|s| {
             let handles: Vec<_> = (0..4)

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use strata_formats::estargz::{Chunk, EstargzReader, FooterKind, chunk_reader};
+use strata_formats::layer_index::FileChunk;
 use strata_fuse::{ChunkSource, FileRef};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
@@ -874,14 +875,15 @@ impl LayerFetch {
         Ok(Arc::from(out))
     }
 
-    /// The map's index of `chunk` (chunks are known by where they are in the blob).
-    fn index_for(&self, file: &FileRef<'_>, chunk: &Chunk) -> io::Result<u32> {
+    /// The map's index of `chunk`: chunks are known by where they are in the blob (the
+    /// neutral chunk's extent is its TOC member, and the map keeps the TOC's view of it).
+    fn index_for(&self, file: &FileRef<'_>, chunk: &FileChunk) -> io::Result<u32> {
         self.map
-            .find(chunk.offset, chunk.inner_offset)
+            .find(chunk.extent.offset, chunk.extent.inner_offset())
             .ok_or_else(|| {
                 io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    format!("{}: no such chunk at {}", file.path, chunk.offset),
+                    format!("{}: no such chunk at {}", file.path, chunk.extent.offset),
                 )
             })
     }
@@ -889,10 +891,10 @@ impl LayerFetch {
 
 impl ChunkSource for LayerFetch {
     fn backing_file(&self, file: &FileRef<'_>) -> Option<std::fs::File> {
-        self.cache.backing_file(file.node)
+        self.cache.backing_file(file)
     }
 
-    fn chunk(&self, file: &FileRef<'_>, chunk: &Chunk) -> io::Result<Arc<[u8]>> {
+    fn chunk(&self, file: &FileRef<'_>, chunk: &FileChunk) -> io::Result<Arc<[u8]>> {
         let c = self.index_for(file, chunk)?;
         for _ in 0..3 {
             self.read(c)?;
@@ -907,7 +909,7 @@ impl ChunkSource for LayerFetch {
     fn read_chunk(
         &self,
         file: &FileRef<'_>,
-        chunk: &Chunk,
+        chunk: &FileChunk,
         range: Range<usize>,
         out: &mut Vec<u8>,
     ) -> io::Result<()> {

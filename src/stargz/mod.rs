@@ -348,8 +348,8 @@ impl StargzLayers {
             tail.open(size, toc, Arc::clone(&fetcher), self.runtime.handle())?
                 .without_toc(),
         );
-        let tree = LayerTree::build(layer.to_owned(), estargz.shared_index())
-            .map_err(|e| e.to_string())?;
+        let index = estargz.index().layer_index().map_err(|e| e.to_string())?;
+        let tree = LayerTree::build(layer.to_owned(), index);
         let (source, fetch): (Arc<dyn ChunkSource>, _) = match &self.cache {
             Some(cache) => {
                 let fetch = LayerFetch::new(

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use futures_util::future::BoxFuture;
 use strata_formats::estargz::{WriteOptions, convert};
+use strata_formats::layer_index::chunk_at;
 use strata_fuse::FileRef;
 use strata_testdata::LayerSpec;
 
@@ -136,22 +137,25 @@ fn layer(spec: LayerSpec, opts: WriteOptions, blob: Blob, plan: PlanOptions) -> 
 impl Layer {
     /// Reads `len` bytes at `offset` of `path` as the FUSE server would.
     fn read(&self, path: &str, offset: u64, len: u64) -> io::Result<Vec<u8>> {
-        let node = self.fetch.reader().index().resolve(path).unwrap();
+        let index = self.fetch.reader().index().layer_index().unwrap();
+        let id = index.target(self.fetch.reader().index().lookup_id(path).unwrap());
+        let entry = &index.entries()[id];
         let file = FileRef {
             layer: "test",
             path,
             ino: 2,
-            node,
+            size: entry.size,
+            chunks: &entry.chunks,
         };
         let mut out = Vec::new();
         let mut pos = offset;
-        let end = (offset + len).min(u64::try_from(node.entry.size).unwrap());
+        let end = (offset + len).min(entry.size);
         while pos < end {
-            let chunk = node.chunk_for(pos).unwrap();
-            let from = (pos - chunk.chunk_offset) as usize;
-            let to = (end.min(chunk.chunk_offset + chunk.chunk_size) - chunk.chunk_offset) as usize;
+            let chunk = chunk_at(file.chunks, pos).unwrap();
+            let from = (pos - chunk.offset) as usize;
+            let to = (end.min(chunk.end()) - chunk.offset) as usize;
             self.fetch.read_chunk(&file, chunk, from..to, &mut out)?;
-            pos = chunk.chunk_offset + to as u64;
+            pos = chunk.offset + to as u64;
         }
         Ok(out)
     }
@@ -761,7 +765,8 @@ fn a_body_that_breaks_mid_chunk_is_fetched_again() {
         PlanOptions::default(),
         None,
     );
-    let node = fetch.reader().index().resolve("f").unwrap();
+    let index = fetch.reader().index().layer_index().unwrap();
+    let entry = &index.entries()[fetch.reader().index().lookup_id("f").unwrap()];
     let mut out = Vec::new();
     fetch
         .read_chunk(
@@ -769,9 +774,10 @@ fn a_body_that_breaks_mid_chunk_is_fetched_again() {
                 layer: "test",
                 path: "f",
                 ino: 2,
-                node,
+                size: entry.size,
+                chunks: &entry.chunks,
             },
-            &node.chunks[0],
+            &entry.chunks[0],
             0..data.len(),
             &mut out,
         )
