@@ -1,9 +1,9 @@
 //! The seam for file data: [`ChunkSource`] hands the filesystem the verified bytes of one
 //! chunk of one file, in the neutral shape of [`strata_formats::layer_index`] — whatever
 //! format the layer is. The hub's chunk cache implements it (cache on disk, range
-//! fetching); [`crate::EstargzChunkSource`] reads an eStargz blob through a
-//! [`strata_formats::ReadAt`] (a local file, or anything the hub wraps as one), for
-//! `strata mount --lazy` and the tests.
+//! fetching); [`crate::EstargzChunkSource`] reads an eStargz blob and
+//! [`crate::RawChunkSource`] a raw one, each through a [`strata_formats::ReadAt`] (a local
+//! file, or anything the hub wraps as one), for `strata mount --lazy` and the tests.
 //!
 //! Contract: a chunk is returned only whole and verified against its digest; any failure
 //! (fetch, decompression, digest) is an error, which the filesystem turns into `EIO` and a

@@ -10,7 +10,7 @@
 //!   (`RawBlobFile`);
 //! - a *chunk source* ([`ChunkSource`]): the bytes of a neutral chunk, fetched on demand
 //!   and verified against the chunk's digest before they are returned (the hub's chunk
-//!   cache; [`EstargzChunkSource`] reads a blob directly).
+//!   cache; [`EstargzChunkSource`] and [`RawChunkSource`] read a blob directly).
 //!
 //! Overlay whiteouts and opaque directories are presented as overlayfs expects, so a layer
 //! can be an overlay lower as it is.
@@ -27,6 +27,7 @@ pub mod fuzzing;
 pub mod layer;
 mod mount;
 mod ops;
+mod raw_source;
 mod recent;
 pub mod server;
 
@@ -34,4 +35,5 @@ pub use chunk_source::{ChunkSource, FileRef};
 pub use estargz_source::EstargzChunkSource;
 pub use layer::{Inode, InodeKind, LayerTree};
 pub use ops::LayerFs;
+pub use raw_source::RawChunkSource;
 pub use server::{FuseError, FuseServer, InitState, ServeOptions};
