@@ -12,7 +12,7 @@ use strata_testdata::registry::RegistryServer;
 mod serve_support;
 mod support;
 
-use serve_support::{KillHolders, StrataServe, UnmountOnDrop, plain_http_hosts, runnable_image};
+use serve_support::{KillHolders, UnmountOnDrop, estargz_and_daemon, runnable_image};
 use support::mounts::mounts_under;
 use support::{Env, STRATA};
 
@@ -302,16 +302,7 @@ fn a_container_runs_lazily_through_the_daemon() {
     let registry = RegistryServer::start().expect("start docker-registry");
     let reference = push_image(&registry);
     let esgz = format!("{}/run/app:1-esgz", registry.host());
-    env.strata_ok("conv", &["pull", "--plain-http", &reference]);
-    env.strata_ok(
-        "conv",
-        &["convert", "--plain-http", "--push", &reference, &esgz],
-    );
-    let hosts = plain_http_hosts(env.dir.path(), &registry.host());
-    let mut serve = StrataServe::start(
-        &env.path("serve"),
-        &format!("config_path = {:?}\n", hosts.to_string_lossy()),
-    );
+    let mut serve = estargz_and_daemon(&env, &registry.host(), &reference, &esgz);
     let socket = serve.socket.to_str().unwrap().to_owned();
     let out = run(
         &env,

@@ -12,7 +12,7 @@ use strata_testdata::{ImageSpec, LayerSpec, Platform};
 mod serve_support;
 mod support;
 
-use serve_support::{KillHolders, StrataServe, UnmountOnDrop, plain_http_hosts};
+use serve_support::{KillHolders, UnmountOnDrop, estargz_and_daemon};
 use support::Env;
 use support::mounts::mounts_under;
 
@@ -223,16 +223,7 @@ fn an_estargz_image_is_mounted_lazily_through_the_daemon_and_survives_its_restar
     let registry = RegistryServer::start().expect("start docker-registry");
     let reference = push_image(&registry);
     let esgz = format!("{}/volumes/models:1-esgz", registry.host());
-    env.strata_ok("conv", &["pull", "--plain-http", &reference]);
-    env.strata_ok(
-        "conv",
-        &["convert", "--plain-http", "--push", &reference, &esgz],
-    );
-    let hosts = plain_http_hosts(env.dir.path(), &registry.host());
-    let mut serve = StrataServe::start(
-        &env.path("serve"),
-        &format!("config_path = {:?}\n", hosts.to_string_lossy()),
-    );
+    let mut serve = estargz_and_daemon(&env, &registry.host(), &reference, &esgz);
     let socket = serve.socket.to_str().unwrap().to_owned();
 
     // The reference: the same image unpacked, as a plain volume.

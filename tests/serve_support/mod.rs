@@ -224,3 +224,24 @@ impl Drop for KillHolders {
         }
     }
 }
+
+/// For the lazy paths: `reference` converted to eStargz and pushed as `esgz` (through the
+/// Strata root `conv` of `env`), and `strata serve` started in `env`'s `serve/`, reaching
+/// `registry_host` over plain HTTP itself (it fetches the layers).
+pub(crate) fn estargz_and_daemon(
+    env: &crate::support::Env,
+    registry_host: &str,
+    reference: &str,
+    esgz: &str,
+) -> StrataServe {
+    env.strata_ok("conv", &["pull", "--plain-http", reference]);
+    env.strata_ok(
+        "conv",
+        &["convert", "--plain-http", "--push", reference, esgz],
+    );
+    let hosts = plain_http_hosts(env.dir.path(), registry_host);
+    StrataServe::start(
+        &env.path("serve"),
+        &format!("config_path = {:?}\n", hosts.to_string_lossy()),
+    )
+}
