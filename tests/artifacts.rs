@@ -3,7 +3,7 @@
 //! `strata index` (and `--check`), `strata pull` of an artifact, and refusals.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use strata_formats::Digest;
 use strata_formats::artifact::{
@@ -12,42 +12,12 @@ use strata_formats::artifact::{
 use strata_formats::chunk_index::{self, ChunkIndex};
 use strata_testdata::registry::RegistryServer;
 
-const STRATA: &str = env!("CARGO_BIN_EXE_strata");
+mod support;
+
+use support::Env;
+
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        // An empty docker config: never pick up the machine's credentials.
-        std::fs::write(dir.path().join("config.json"), "{}").unwrap();
-        Self { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn strata(&self, args: &[&str]) -> Output {
-        self.strata_in("root", args)
-    }
-
-    fn strata_in(&self, root: &str, args: &[&str]) -> Output {
-        Command::new(STRATA)
-            .arg("--root")
-            .arg(self.path(root))
-            .args(args)
-            .env("DOCKER_CONFIG", self.dir.path())
-            .env("STRATA_HOSTS_DIR", self.path("no-hosts"))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-}
 
 fn ok(out: Output) -> (String, String) {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -148,13 +118,16 @@ fn modelpack_push_has_its_layers_config_and_a_chunk_index_referrer() {
     let registry = RegistryServer::start().unwrap();
     let dir = model_dir(env.dir.path(), 6);
     let reference = format!("{}/models/tiny:1", registry.host());
-    let (out, stderr) = ok(env.strata(&[
-        "artifact",
-        "push",
-        "--plain-http",
-        dir.to_str().unwrap(),
-        &reference,
-    ]));
+    let (out, stderr) = ok(env.strata(
+        "root",
+        &[
+            "artifact",
+            "push",
+            "--plain-http",
+            dir.to_str().unwrap(),
+            &reference,
+        ],
+    ));
     let pushed: Digest = out.trim().parse().unwrap();
     assert!(stderr.contains("listed in the referrers tag"), "{stderr}");
 
@@ -222,11 +195,11 @@ fn modelpack_push_has_its_layers_config_and_a_chunk_index_referrer() {
     for (i, chunk) in weights.chunks(index.chunk_size as usize).enumerate() {
         index.verify_chunk(&w.digest, i as u64, chunk).unwrap();
     }
-    let (out, _) = ok(env.strata(&["index", "--check", "--plain-http", &reference]));
+    let (out, _) = ok(env.strata("root", &["index", "--check", "--plain-http", &reference]));
     assert_eq!(out.trim(), referrer.to_string());
 
     // Indexing again finds the same referrer; nothing new is listed.
-    let (out, stderr) = ok(env.strata(&["index", "--plain-http", &reference]));
+    let (out, stderr) = ok(env.strata("root", &["index", "--plain-http", &reference]));
     assert_eq!(out.trim(), referrer.to_string());
     assert!(stderr.contains("already in the registry"), "{stderr}");
     assert_eq!(
@@ -235,13 +208,16 @@ fn modelpack_push_has_its_layers_config_and_a_chunk_index_referrer() {
     );
 
     // Pushing the same directory again uploads nothing new and gives the same digests.
-    let (out, stderr) = ok(env.strata(&[
-        "artifact",
-        "push",
-        "--plain-http",
-        dir.to_str().unwrap(),
-        &reference,
-    ]));
+    let (out, stderr) = ok(env.strata(
+        "root",
+        &[
+            "artifact",
+            "push",
+            "--plain-http",
+            dir.to_str().unwrap(),
+            &reference,
+        ],
+    ));
     assert_eq!(out.trim(), digest.to_string());
     assert!(stderr.contains("already in the registry"), "{stderr}");
     assert_eq!(
@@ -258,15 +234,18 @@ fn oras_push_names_every_file_by_its_title() {
     std::fs::create_dir_all(dir.join("sub")).unwrap();
     std::fs::write(dir.join("sub/run.py"), "print('hi')\n").unwrap();
     let reference = format!("{}/files/tiny:oras", registry.host());
-    ok(env.strata(&[
-        "artifact",
-        "push",
-        "--type",
-        "oras",
-        "--plain-http",
-        dir.to_str().unwrap(),
-        &reference,
-    ]));
+    ok(env.strata(
+        "root",
+        &[
+            "artifact",
+            "push",
+            "--type",
+            "oras",
+            "--plain-http",
+            dir.to_str().unwrap(),
+            &reference,
+        ],
+    ));
     let (digest, m) = manifest(&registry, "files/tiny", "oras");
     assert_eq!(
         m.config.digest.to_string(),
@@ -333,10 +312,10 @@ fn index_adds_a_chunk_index_to_an_artifact_and_catches_a_corrupted_chunk() {
     let reference = format!("{}/data/set:v1", registry.host());
 
     // No index yet: --check says so.
-    let e = err(env.strata(&["index", "--check", "--plain-http", &reference]));
+    let e = err(env.strata("root", &["index", "--check", "--plain-http", &reference]));
     assert!(e.contains("has no chunk index"), "{e}");
 
-    let (out, stderr) = ok(env.strata(&["index", "--plain-http", &reference]));
+    let (out, stderr) = ok(env.strata("root", &["index", "--plain-http", &reference]));
     let referrer: Digest = out.trim().parse().unwrap();
     assert!(
         stderr.contains("oras artifact") && stderr.contains("1 blobs"),
@@ -350,9 +329,9 @@ fn index_adds_a_chunk_index_to_an_artifact_and_catches_a_corrupted_chunk() {
     assert_eq!(index.layers.len(), 1);
     assert_eq!(index.layers[0].digest, Digest::of(&data));
     assert_eq!(index.layers[0].chunks.len(), 2);
-    ok(env.strata(&["index", "--check", "--plain-http", &reference]));
+    ok(env.strata("root", &["index", "--check", "--plain-http", &reference]));
     // Idempotent.
-    let (again, _) = ok(env.strata(&["index", "--plain-http", &reference]));
+    let (again, _) = ok(env.strata("root", &["index", "--plain-http", &reference]));
     assert_eq!(again.trim(), referrer.to_string());
     assert_eq!(fallback_referrers(&registry, "data/set", &digest).len(), 1);
 
@@ -361,13 +340,13 @@ fn index_adds_a_chunk_index_to_an_artifact_and_catches_a_corrupted_chunk() {
     let mut stored = std::fs::read(&path).unwrap();
     stored[(4 << 20) + 1000] ^= 0xff;
     std::fs::write(&path, &stored).unwrap();
-    let e = err(env.strata(&["index", "--check", "--plain-http", &reference]));
+    let e = err(env.strata("root", &["index", "--check", "--plain-http", &reference]));
     assert!(
         e.contains(&format!("layer {}: chunk 1", index.layers[0].digest)),
         "{e}"
     );
     // The index computed from the corrupted blob fails too: its digest no longer matches.
-    let e = err(env.strata(&["index", "--plain-http", &reference]));
+    let e = err(env.strata("root", &["index", "--plain-http", &reference]));
     assert!(e.contains(&index.layers[0].digest.to_string()), "{e}");
 }
 
@@ -377,15 +356,18 @@ fn pull_stores_an_artifact_without_unpacking_and_lists_it() {
     let registry = RegistryServer::start().unwrap();
     let dir = model_dir(env.dir.path(), 2);
     let reference = format!("{}/models/pulled:1", registry.host());
-    let (out, _) = ok(env.strata(&[
-        "artifact",
-        "push",
-        "--plain-http",
-        dir.to_str().unwrap(),
-        &reference,
-    ]));
+    let (out, _) = ok(env.strata(
+        "root",
+        &[
+            "artifact",
+            "push",
+            "--plain-http",
+            dir.to_str().unwrap(),
+            &reference,
+        ],
+    ));
     let digest: Digest = out.trim().parse().unwrap();
-    let (out, stderr) = ok(env.strata(&["pull", "--plain-http", &reference]));
+    let (out, stderr) = ok(env.strata("root", &["pull", "--plain-http", &reference]));
     assert_eq!(out.trim(), digest.to_string());
     assert!(
         stderr.contains("an artifact (application/vnd.cncf.model.manifest.v1+json)")
@@ -401,10 +383,10 @@ fn pull_stores_an_artifact_without_unpacking_and_lists_it() {
         let bytes = std::fs::read(blobs.join(d.encoded())).unwrap();
         assert_eq!(Digest::of(&bytes), *d);
     }
-    let (ls, _) = ok(env.strata(&["image", "ls"]));
+    let (ls, _) = ok(env.strata("root", &["image", "ls"]));
     assert!(ls.contains(&reference), "{ls}");
     // Nothing was unpacked.
-    let (snaps, _) = ok(env.strata(&["snapshot", "ls"]));
+    let (snaps, _) = ok(env.strata("root", &["snapshot", "ls"]));
     assert_eq!(
         snaps.lines().filter(|l| l.starts_with("sha256:")).count(),
         0,
@@ -417,7 +399,7 @@ fn pull_stores_an_artifact_without_unpacking_and_lists_it() {
     let mut stored = std::fs::read(&path).unwrap();
     stored[100] ^= 0xff;
     std::fs::write(&path, &stored).unwrap();
-    let e = err(env.strata_in("fresh", &["pull", "--plain-http", &reference]));
+    let e = err(env.strata("fresh", &["pull", "--plain-http", &reference]));
     assert!(e.contains(&weights.to_string()), "{e}");
     assert!(
         !env.path("fresh/content/blobs/sha256")
@@ -452,7 +434,7 @@ fn a_path_escaping_annotation_is_refused() {
         )
         .unwrap();
     let reference = format!("{}/{repo}:1", registry.host());
-    let e = err(env.strata(&["index", "--plain-http", &reference]));
+    let e = err(env.strata("root", &["index", "--plain-http", &reference]));
     assert!(
         e.contains(&weights.digest)
             && e.contains("org.cncf.model.filepath")
