@@ -371,9 +371,18 @@ fn a_model_artifact_is_mounted_as_its_files_read_only() {
         let dir = env.path(&format!("mnt-{kind}"));
         std::fs::create_dir_all(&dir).unwrap();
         let dir_s = dir.to_str().unwrap();
+        // The push added a chunk index, so the default is lazy (tests/volume_lazy_artifact.rs
+        // checks that path); --whole downloads every blob first.
         env.strata_ok(
             "root",
-            &["volume", "mount", "--plain-http", &reference, dir_s],
+            &[
+                "volume",
+                "mount",
+                "--whole",
+                "--plain-http",
+                &reference,
+                dir_s,
+            ],
         );
         assert_eq!(files(&dir), expected, "{kind}");
         assert!(read_only(&dir), "{kind}");

@@ -281,6 +281,12 @@ impl FuseServer {
         self.connection
     }
 
+    /// Whether every worker has ended: the kernel ended the connection (the last mount of
+    /// it is gone, or it was aborted).
+    pub fn finished(&self) -> bool {
+        self.workers.iter().all(JoinHandle::is_finished)
+    }
+
     /// Stops the worker threads (each finishes the request it is answering) and returns the
     /// device: the connection stays up, requests wait until someone resumes serving it.
     pub fn stop(mut self) -> Result<OwnedFd, FuseError> {

@@ -206,6 +206,48 @@ async fn read_blob(
     Ok(())
 }
 
+/// Downloads blob `blob` of `reference`'s repository into the new file `path`, checking
+/// its size and digest on the way; a blob that fails either leaves no file.
+pub async fn download_blob(
+    client: &RegistryClient,
+    reference: &Reference,
+    blob: &Descriptor,
+    path: &std::path::Path,
+) -> Result<(), ArtifactError> {
+    use std::io::Write as _;
+    let io = |e| ArtifactError::Io {
+        what: format!("write blob {} to {}", blob.digest, path.display()),
+        source: e,
+    };
+    let mut file = std::fs::File::create(path).map_err(io)?;
+    let mut digester = strata_formats::Digester::new();
+    let mut len = 0u64;
+    let result = read_blob(client, reference, blob, None, |data| {
+        digester.update(data);
+        len += data.len() as u64;
+        file.write_all(data).map_err(io)
+    })
+    .await
+    .and_then(|()| {
+        let actual = digester.digest();
+        if len != blob.size || actual != blob.digest {
+            return Err(ArtifactError::registry(
+                reference,
+                RegistryError::DigestMismatch {
+                    what: format!("blob {} ({len} bytes of {})", blob.digest, blob.size),
+                    expected: blob.digest.clone(),
+                    actual,
+                },
+            ));
+        }
+        Ok(())
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
 /// The chunk index referrer of the manifest `reference` names, if any: its digest and
 /// the index (fetched, verified against its descriptor, parsed with bounds).
 pub async fn fetch_chunk_index(

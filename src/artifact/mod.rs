@@ -15,6 +15,8 @@ pub mod plan;
 pub mod push;
 
 pub use error::ArtifactError;
-pub use index::{IndexPush, check_blobs, fetch_chunk_index, index_reference, push_chunk_index};
+pub use index::{
+    IndexPush, check_blobs, download_blob, fetch_chunk_index, index_reference, push_chunk_index,
+};
 pub use plan::{ArtifactFormat, FileKind, LARGE_FILE};
 pub use push::{ArtifactEvent, ArtifactPushOptions, PushedArtifact, push_dir};

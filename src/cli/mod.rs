@@ -6,6 +6,7 @@ mod content;
 mod convert;
 mod format;
 mod image;
+mod lazy_volume;
 mod progress;
 mod run;
 mod serve;

@@ -367,6 +367,9 @@ fn volumes(
             subpath: None,
             platform: args.platform.clone(),
             skip_unknown: false,
+            whole: false,
+            cache_size: 20480,
+            passthrough: false,
             registry: args.registry.clone(),
             snapshotter: args.snapshotter.clone(),
         };

@@ -39,6 +39,21 @@ impl RegistryArgs {
         self.client_with(None)
     }
 
+    /// The flags that give another strata process this registry access.
+    pub(crate) fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        if self.plain_http {
+            args.push("--plain-http".into());
+        }
+        args.push("--hosts-dir".into());
+        args.push(self.hosts_dir.clone().into());
+        if let Some(config) = &self.docker_config {
+            args.push("--docker-config".into());
+            args.push(config.clone().into());
+        }
+        args
+    }
+
     fn client_with(&self, push_chunk_size: Option<u64>) -> anyhow::Result<RegistryClient> {
         let opts = ClientOptions {
             push_chunk_size,

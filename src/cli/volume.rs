@@ -24,6 +24,9 @@ pub(crate) enum VolumeCommand {
     /// Unmount a volume and remove its snapshot.
     #[command(after_help = "Example:\n  strata volume umount /mnt/models")]
     Umount(VolumeUmountArgs),
+    /// Serve a lazy artifact volume's filesystems (started by `volume mount`).
+    #[command(hide = true)]
+    ServeArtifact(super::lazy_volume::ServeArtifactArgs),
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +61,18 @@ pub(crate) struct VolumeMountArgs {
     /// error naming them).
     #[arg(long)]
     pub(crate) skip_unknown: bool,
+    /// Download and verify every blob of an artifact before mounting it, even when it has
+    /// a chunk index (default: such an artifact is mounted lazily).
+    #[arg(long)]
+    pub(crate) whole: bool,
+    /// The bound of the chunk cache lazy artifact volumes share (`<root>/volumes/cache`),
+    /// MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 20480)]
+    pub(crate) cache_size: u64,
+    /// Serve files of a lazy artifact volume whose chunks are all cached with FUSE
+    /// passthrough (the kernel reads the cached copy directly).
+    #[arg(long)]
+    pub(crate) passthrough: bool,
     #[command(flatten)]
     pub(crate) registry: RegistryArgs,
     #[command(flatten)]
@@ -77,6 +92,7 @@ pub(crate) fn run(root: &Path, command: &VolumeCommand) -> anyhow::Result<()> {
         VolumeCommand::Mount(args) => mount(root, args),
         VolumeCommand::Ls => list(root),
         VolumeCommand::Umount(args) => umount(root, args),
+        VolumeCommand::ServeArtifact(args) => super::lazy_volume::serve(root, args),
     }
 }
 
@@ -114,6 +130,13 @@ pub(crate) fn mount_with(
     let image = match strata::image::find_image(&store, &args.reference) {
         Ok(image) => image,
         Err(e) if e.kind() == strata_formats::ErrorKind::NotFound => {
+            if !args.whole
+                && let Some(planned) = super::lazy_volume::plan(args).with_context(context)?
+            {
+                drop(store);
+                return super::lazy_volume::mount(root, args, &target, &volumes, planned)
+                    .with_context(context);
+            }
             eprintln!("{}: not in the store; pulling it", args.reference);
             drop(store);
             super::transfer::pull_reference(root, &args.reference, &args.registry)
@@ -200,6 +223,7 @@ fn mount_artifact(
         subpath: args.subpath.clone(),
         mode: strata::volume::MODE_WHOLE_BLOBS.to_owned(),
         mounted_at: now(),
+        server_pid: None,
     };
     if let Err(e) = volumes.put(&record) {
         let _ = mount::unmount_all(target, false);
@@ -261,6 +285,7 @@ fn mount_lazily(
         subpath: args.subpath.clone(),
         mode: "lazy".to_owned(),
         mounted_at: now(),
+        server_pid: None,
     };
     if let Err(e) = volumes.put(&record) {
         let _ = unmount_volume(&sn, target);
@@ -280,7 +305,7 @@ fn mount_lazily(
     Ok(())
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -364,6 +389,7 @@ fn unpack_and_mount(
         subpath: args.subpath.clone(),
         mode: "snapshot".to_owned(),
         mounted_at: now(),
+        server_pid: None,
     };
     if let Err(e) = volumes.put(&record) {
         let _ = unmount_volume(sn, target);
@@ -390,7 +416,12 @@ fn list(root: &Path) -> anyhow::Result<()> {
             r.snapshotter.clone(),
             r.mode.clone(),
             if mount::is_mounted(&r.target) {
-                "mounted".to_owned()
+                match r.server_pid {
+                    Some(pid) if !super::lazy_volume::serving(pid) => {
+                        "mounted, server gone (umount it)".to_owned()
+                    }
+                    _ => "mounted".to_owned(),
+                }
             } else {
                 // After a reboot: the record stays until `volume umount`.
                 "not mounted".to_owned()
@@ -422,6 +453,11 @@ fn umount(root: &Path, args: &VolumeUmountArgs) -> anyhow::Result<()> {
     let Some(record) = volumes.get(&target)? else {
         return Err(strata::volume::VolumeError::NotAVolume(target)).context("volume umount");
     };
+    if record.server_pid.is_some() {
+        super::lazy_volume::umount(&volumes, &record)?;
+        eprintln!("unmounted {} ({})", target.display(), record.reference);
+        return Ok(());
+    }
     if record.mode == strata::volume::MODE_WHOLE_BLOBS {
         if mount::is_mounted(&target) {
             mount::unmount_all(&target, false)

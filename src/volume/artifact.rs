@@ -72,12 +72,7 @@ pub fn build_tree(
     tree: &Path,
 ) -> Result<TreeReport, VolumeError> {
     std::fs::create_dir_all(tree).map_err(io(format!("create {}", tree.display())))?;
-    let root = rustix::fs::open(
-        tree,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| io(format!("open {}", tree.display()))(e.into()))?;
+    let root = open_tree(tree)?;
     let mut report = TreeReport::default();
     for entry in &layout.entries {
         let d = entry.descriptor();
@@ -103,20 +98,50 @@ pub fn build_tree(
                 report.files += 1;
             }
             Entry::Tar { path_prefix, .. } => {
-                let dir = make_dirs(&root, path_prefix)?;
                 let reader = store
                     .content()
                     .reader_at(&d.digest)
                     .map_err(|e| VolumeError::Remote(format!("layer {}: {e}", d.digest)))?;
-                let target = format!("/proc/self/fd/{}", dir.as_raw_fd());
-                let options = ApplyOptions::new(d.digest.to_string(), WhiteoutMode::Delete);
-                apply_layer(ReadAtCursor::new(reader), Path::new(&target), &options)
-                    .map_err(|e| VolumeError::Remote(format!("layer {}: {e}", d.digest)))?;
+                apply_tar(&root, path_prefix, &d.digest, ReadAtCursor::new(reader))?;
                 report.tars += 1;
             }
         }
     }
     Ok(report)
+}
+
+/// Opens the tree `tree` (a directory) for [`apply_tar`].
+///
+/// # Errors
+///
+/// It cannot be opened.
+pub fn open_tree(tree: &Path) -> Result<OwnedFd, VolumeError> {
+    rustix::fs::open(
+        tree,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io(format!("open {}", tree.display()))(e.into()))
+}
+
+/// Applies the tar layer `digest` (its verified bytes from `reader`, compressed or not)
+/// into the directory `path_prefix` of the tree `root`, with the confined applier.
+///
+/// # Errors
+///
+/// The directory is blocked by a file or symlink, or the applier refuses the layer.
+pub fn apply_tar(
+    root: &OwnedFd,
+    path_prefix: &str,
+    digest: &strata_formats::Digest,
+    reader: impl std::io::Read + Send,
+) -> Result<(), VolumeError> {
+    let dir = make_dirs(root, path_prefix)?;
+    let target = format!("/proc/self/fd/{}", dir.as_raw_fd());
+    let options = ApplyOptions::new(digest.to_string(), WhiteoutMode::Delete);
+    apply_layer(reader, Path::new(&target), &options)
+        .map_err(|e| VolumeError::Remote(format!("layer {digest}: {e}")))?;
+    Ok(())
 }
 
 /// Hard-links `blob` as `name` in `dir` (a copy across filesystems).

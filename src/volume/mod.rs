@@ -11,12 +11,18 @@
 //! - a model artifact (ModelPack, ORAS, …) is a tree of its blobs instead ([`artifact`]);
 //! - for an eStargz image on the `stargz` snapshotter, the layers are mounted lazily by
 //!   `strata serve` instead of unpacked ([`lazy`]);
+//! - an artifact with a chunk index is mounted lazily too: its raw layers are read by
+//!   range and verified chunk by chunk, by a serving process of its own
+//!   ([`lazy_artifact`]);
 //! - a [`VolumeRecord`] in `<root>/volumes/` remembers what is mounted where, so that
 //!   `volume ls` and `volume umount` work from any later process: the mount itself is
 //!   the kernel's and survives Strata's restarts.
 
 pub mod artifact;
 pub mod lazy;
+pub mod lazy_artifact;
+pub mod range_source;
+pub mod readahead;
 mod record;
 mod subpath;
 
@@ -77,6 +83,10 @@ impl VolumeError {
 
 /// The mode of an artifact volume whose blobs were all downloaded and verified first.
 pub const MODE_WHOLE_BLOBS: &str = "whole-blobs";
+
+/// The mode of a volume whose bytes are fetched on first read: an eStargz image through
+/// `strata serve`, or an artifact with a chunk index through its own serving process.
+pub const MODE_LAZY: &str = "lazy";
 
 /// The snapshot key of the volume on `target` (absolute).
 pub fn snapshot_key(target: &Path) -> String {

@@ -31,6 +31,9 @@ pub struct VolumeRecord {
     pub mode: String,
     /// When it was mounted, seconds since the epoch.
     pub mounted_at: u64,
+    /// The process serving a lazy artifact volume's filesystems.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_pid: Option<u32>,
 }
 
 /// The records under `<root>/volumes`.
@@ -56,6 +59,18 @@ impl VolumeStore {
     /// The tree of an artifact volume on `target`.
     pub fn tree(&self, target: &Path) -> PathBuf {
         self.path(target).with_extension("tree")
+    }
+
+    /// The directories of a lazy artifact volume on `target`.
+    pub fn lazy_dirs(&self, target: &Path) -> super::lazy_artifact::LazyDirs {
+        super::lazy_artifact::LazyDirs {
+            root: self.path(target).with_extension("lazy"),
+        }
+    }
+
+    /// The volumes' chunk cache (lazy artifact volumes share it).
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.join("cache")
     }
 
     /// A private scratch directory for staging the mount on `target`.
@@ -152,6 +167,7 @@ mod tests {
             subpath: Some("models".into()),
             mode: "snapshot".into(),
             mounted_at: 1,
+            server_pid: None,
         };
         assert_eq!(store.get(Path::new("/mnt/a")).unwrap(), None);
         store.put(&record("/mnt/b")).unwrap();
