@@ -228,6 +228,72 @@ fn signals_reach_the_container_and_a_killed_strata_run_is_cleaned_up_after() {
         text(&out.stderr)
     );
     assert_gone(&env, "orphan");
+
+    // Detached: `run -d` returns once it runs; ps, logs; stop sends TERM (the trap
+    // decides the status), then the stopped container stays until rm.
+    let out = run(
+        &env,
+        &[
+            "-d",
+            "--name",
+            "web",
+            &reference,
+            "sh",
+            "-c",
+            "echo started; trap 'echo stopping; exit 7' TERM; while :; do :; done",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "web\n");
+    let ps = env.strata_ok("root", &["ps"]);
+    assert!(
+        ps.lines()
+            .any(|l| l.starts_with("web ") && l.contains("running")),
+        "{ps}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !env.strata_ok("root", &["logs", "web"]).contains("started") {
+        assert!(Instant::now() < deadline, "no output in the log");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    env.strata_ok("root", &["stop", "web"]);
+    let ps = env.strata_ok("root", &["ps"]);
+    assert!(
+        ps.lines()
+            .any(|l| l.starts_with("web ") && l.contains("exited (7)")),
+        "{ps}"
+    );
+    assert_eq!(
+        env.strata_ok("root", &["logs", "web"]),
+        "started\nstopping\n"
+    );
+    env.strata_ok("root", &["rm", "web"]);
+    assert_gone(&env, "web");
+    // A container that ignores TERM is killed after --time.
+    let out = run(
+        &env,
+        &[
+            "-d",
+            "--rm",
+            "--name",
+            "stubborn",
+            &reference,
+            "sh",
+            "-c",
+            "trap '' TERM; while :; do :; done",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let start = Instant::now();
+    let out = env.strata("root", &["stop", "--time", "1", "stubborn"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("SIGKILL"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(start.elapsed() < Duration::from_secs(8));
+    assert_gone(&env, "stubborn");
 }
 
 #[test]

@@ -98,6 +98,10 @@ enum Command {
     Run(run::RunArgs),
     /// List the containers `strata run` made.
     Ps(run::PsArgs),
+    /// Stop running containers: SIGTERM, then SIGKILL after a grace period.
+    Stop(run::StopArgs),
+    /// Print the output of a container started with `strata run -d`.
+    Logs(run::LogsArgs),
     /// Remove stopped containers (their snapshots and bundles).
     Rm(run::RmArgs),
     /// Image volumes: an image, or a directory of it, mounted read-only (as Kubernetes
@@ -188,6 +192,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Volume(c) => volume::run(root, c),
         Command::Run(a) => run::run(root, a),
         Command::Ps(a) => run::ps(root, a),
+        Command::Stop(a) => run::stop(root, a),
+        Command::Logs(a) => run::logs(root, a),
         Command::Rm(a) => run::rm(root, a),
         Command::Serve(a) => serve::run(given_root.as_deref(), given_level.as_deref(), a),
         Command::Config(c) => config::run(c),

@@ -31,7 +31,8 @@ use super::transfer::RegistryArgs;
     strata run --rm --plain-http 127.0.0.1:5000/app:1 echo hello\n  \
     strata run --rm -e GREETING=hi -w /tmp --user nobody alpine:3.20 sh -c 'echo $GREETING'\n  \
     strata run --rm --snapshotter erofs -v 127.0.0.1:5000/models:1:/models python:3 python3 load.py\n  \
-    strata run --rm -v /srv/data:/data:ro debian:12 ls /data"
+    strata run --rm -v /srv/data:/data:ro debian:12 ls /data\n  \
+    strata run -d --name web --plain-http 127.0.0.1:5000/app:1 && strata logs web && strata stop web"
 )]
 pub(crate) struct RunArgs {
     /// The image: a local one (`strata image ls`) or a registry reference to pull.
@@ -42,6 +43,10 @@ pub(crate) struct RunArgs {
     /// Remove the container's snapshot and bundle when it exits.
     #[arg(long)]
     rm: bool,
+    /// Run in the background: print the container's id once it runs and return; its
+    /// output goes to `strata logs ID`, `strata stop ID` stops it.
+    #[arg(short = 'd', long)]
+    detach: bool,
     /// The container's id (default: `strata-` and 12 random hex digits).
     #[arg(long)]
     name: Option<String>,
@@ -71,6 +76,28 @@ pub(crate) struct RunArgs {
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  strata ps")]
 pub(crate) struct PsArgs {}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Sends SIGTERM to each container's process; one still running after --time \
+    seconds gets SIGKILL. The `strata run` that owns it then records the exit status and cleans \
+    up (everything, with --rm).\n\nExamples:\n  strata stop web\n  strata stop --time 0 web db"
+)]
+pub(crate) struct StopArgs {
+    /// The containers (`strata ps`).
+    #[arg(required = true)]
+    ids: Vec<String>,
+    /// Seconds to wait after SIGTERM before SIGKILL.
+    #[arg(long, short, default_value_t = 10)]
+    time: u64,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  strata logs web")]
+pub(crate) struct LogsArgs {
+    /// The container (`strata ps`), started with `strata run -d`.
+    id: String,
+}
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  strata rm strata-0123456789ab\n  strata rm --force web")]
@@ -162,11 +189,69 @@ fn reap(root: &Path, runc: &Runc, arg: &SnapshotterArg) {
     }
 }
 
+/// The environment variable that makes `strata run -d`'s background copy of itself run
+/// in the foreground as the container `id` it names.
+const DETACHED_ID: &str = "STRATA_RUN_DETACHED_ID";
+
+/// `strata run -d`: the same command in the background, in its own session, with its
+/// output in the container's log; returns once the container runs (or fails to start).
+fn detach(containers: &ContainerStore, runc: &Runc, id: &str) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    let bundle = containers.bundle(id);
+    std::fs::create_dir_all(&bundle)?;
+    let log_path = bundle.join("log");
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("run -d: create {}", log_path.display()))?;
+    let mut argv = std::env::args_os();
+    argv.next();
+    let mut command = std::process::Command::new(
+        std::env::current_exe().context("run -d: find the strata binary")?,
+    );
+    command
+        .args(argv)
+        .env(DETACHED_ID, id)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; its own session keeps the container out of
+    // this terminal's signals.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().context("run -d: start strata run")?;
+    loop {
+        if runc.status(id).as_deref() == Some("running") {
+            println!("{id}");
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            if status.success() {
+                // It ran and exited before we saw it running.
+                println!("{id}");
+                return Ok(());
+            }
+            bail!(
+                "run -d: container {id} did not start ({status}): {}",
+                tail.join(" / ")
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// `strata run`: never returns on success (exits with the container's status).
 pub(crate) fn run(root: &Path, args: &RunArgs) -> anyhow::Result<()> {
     let runc = Runc::find(&root.join("runc"))?;
     reap(root, &runc, &args.snapshotter);
-    let id = match &args.name {
+    // The detached child runs this same command line with the id chosen here.
+    let child_id = std::env::var(DETACHED_ID).ok();
+    let id = match child_id.as_ref().or(args.name.as_ref()) {
         Some(n) => {
             let valid = !n.is_empty()
                 && n.len() <= 64
@@ -189,6 +274,9 @@ pub(crate) fn run(root: &Path, args: &RunArgs) -> anyhow::Result<()> {
     let containers = ContainerStore::new(root);
     if containers.get(&id).is_ok() {
         bail!("run: container {id} exists (`strata rm {id}`)");
+    }
+    if args.detach && child_id.is_none() {
+        return detach(&containers, &runc, &id);
     }
     let context = || format!("run {}", args.image);
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
@@ -431,5 +519,54 @@ pub(crate) fn rm(root: &Path, args: &RmArgs) -> anyhow::Result<()> {
         result.with_context(|| format!("rm {id}"))?;
         println!("{id}");
     }
+    Ok(())
+}
+
+pub(crate) fn stop(root: &Path, args: &StopArgs) -> anyhow::Result<()> {
+    let store = ContainerStore::new(root);
+    let runc = Runc::find(&root.join("runc"))?;
+    for id in &args.ids {
+        let record = store
+            .get(id)
+            .map_err(|e| anyhow::anyhow!("stop {id}: no such container ({e})"))?;
+        if runc.status(id).as_deref() != Some("running") {
+            println!("{id}");
+            continue;
+        }
+        runc.kill(id, "TERM")
+            .with_context(|| format!("stop {id}"))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.time);
+        let stopped = || runc.status(id).as_deref() != Some("running");
+        while !stopped() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if !stopped() {
+            eprintln!("{id}: still running after {} s: SIGKILL", args.time);
+            runc.kill(id, "KILL")
+                .with_context(|| format!("stop {id}"))?;
+        }
+        // Its `strata run` records the exit and cleans up; wait for that.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while strata::run::record::alive(record.owner_pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        println!("{id}");
+    }
+    Ok(())
+}
+
+pub(crate) fn logs(root: &Path, args: &LogsArgs) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let store = ContainerStore::new(root);
+    let path = store.bundle(&args.id).join("log");
+    let mut file = std::fs::File::open(&path).with_context(|| {
+        format!(
+            "logs {}: no log (only containers started with `strata run -d` have one)",
+            args.id
+        )
+    })?;
+    let mut out = std::io::stdout().lock();
+    std::io::copy(&mut file, &mut out)?;
+    out.flush()?;
     Ok(())
 }

@@ -125,8 +125,15 @@ impl ContainerStore {
 
 /// Whether process `pid` is alive.
 pub fn alive(pid: u32) -> bool {
-    i32::try_from(pid).is_ok_and(|pid| {
+    let exists = i32::try_from(pid).is_ok_and(|pid| {
         rustix::process::Pid::from_raw(pid)
             .is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
-    })
+    });
+    // A zombie (exited, not yet reaped: `strata run -d`'s process once its parent is
+    // gone, until init reaps it) is not alive.
+    exists
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+            stat.rsplit_once(')')
+                .is_none_or(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
 }

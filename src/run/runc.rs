@@ -90,6 +90,27 @@ impl Runc {
         )))
     }
 
+    /// Sends `signal` (a name: `TERM`, `KILL`…) to the init process of `id`.
+    ///
+    /// # Errors
+    ///
+    /// runc cannot be started or refuses (no such container, not running).
+    pub fn kill(&self, id: &str, signal: &str) -> Result<(), RunError> {
+        let out = self
+            .command()
+            .args(["kill", id, signal])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| RunError::Runc(format!("start {}: {e}", self.binary.display())))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(RunError::Runc(format!(
+            "runc kill {id} {signal}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+
     /// runc's status of `id` (`created`, `running`, `stopped`…), or `None` if it does not
     /// know it.
     pub fn status(&self, id: &str) -> Option<String> {
