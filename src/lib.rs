@@ -23,6 +23,7 @@
 //! - [`store`]: a Strata root on disk, opening all of the above together;
 //! - [`volume`]: image volumes, an image (or a directory of it) mounted read-only.
 
+pub mod alloc;
 pub mod artifact;
 pub mod cache;
 pub mod content;

@@ -18,7 +18,9 @@
 //! Nothing on disk is trusted because it is there: a power cut, a bit flip or another
 //! writer can leave a file of the right size with the wrong bytes.
 //!
-//! - **Chunk files** (`sha256/`): hashed while written (a mismatch is not stored). A file
+//! - **Chunk files** (`sha256/`): hashed while written (a mismatch is not stored), or
+//!   written as a chunk source returned them, which it did only after hashing them against
+//!   their digest ([`ChunkCache::put_verified`], what [`CachedChunkSource`] uses). A file
 //!   this process did not write is hashed whole, size and digest, at its first use by the
 //!   process — [`ChunkCache::read_range`], [`ChunkCache::get`] (which hashes every time),
 //!   an assembly, or a one-chunk file's passthrough — and only then remembered as checked.
@@ -528,6 +530,56 @@ impl ChunkCache {
     ///
     /// A short or long stream or a digest mismatch (nothing stored), or the file's I/O.
     pub fn put_from(&self, digest: &Digest, size: u64, bytes: &mut dyn io::Read) -> io::Result<()> {
+        self.store(digest, size, &mut |file| {
+            let mut digester = strata_formats::Digester::new();
+            let mut buf = vec![0; 64 << 10];
+            let mut limited = io::Read::take(&mut *bytes, size + 1);
+            loop {
+                let n = match io::Read::read(&mut limited, &mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                digester.update(&buf[..n]);
+                io::Write::write_all(file, &buf[..n])?;
+            }
+            let actual = digester.digest();
+            if digester.len() != size || actual != *digest {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "chunk cache: chunk {digest}: {} bytes hashing to {actual}, expected {size}; not stored",
+                        digester.len()
+                    ),
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    /// Stores `bytes` as chunk `digest` **without hashing them again**: for a chunk source's
+    /// output, which the [`strata_fuse::ChunkSource`] contract says was just verified
+    /// against `digest` (hashing 4 MiB twice was 40 % of a lazy volume's CPU).
+    ///
+    /// # Errors
+    ///
+    /// I/O errors writing the file (nothing stored).
+    pub fn put_verified(&self, digest: &Digest, bytes: &[u8]) -> io::Result<()> {
+        self.store(digest, bytes.len() as u64, &mut |file| {
+            io::Write::write_all(file, bytes)
+        })
+    }
+
+    /// Writes a chunk of `size` bytes with `fill` into a temporary file, renames it into
+    /// place, records it and evicts beyond the bound. `fill` fails (InvalidData) for bytes
+    /// that are not the chunk: nothing is stored. Already stored: nothing is written.
+    fn store(
+        &self,
+        digest: &Digest,
+        size: u64,
+        fill: &mut dyn FnMut(&mut std::fs::File) -> io::Result<()>,
+    ) -> io::Result<()> {
         if self.lock().verified.contains(digest) && self.path(digest).exists() {
             self.lock().touch(digest);
             return Ok(());
@@ -544,29 +596,7 @@ impl ChunkCache {
         ));
         let written = (|| -> io::Result<()> {
             let mut file = std::fs::File::create(&temp)?;
-            let mut digester = strata_formats::Digester::new();
-            let mut buf = vec![0; 64 << 10];
-            let mut limited = io::Read::take(bytes, size + 1);
-            loop {
-                let n = match io::Read::read(&mut limited, &mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                };
-                digester.update(&buf[..n]);
-                io::Write::write_all(&mut file, &buf[..n])?;
-            }
-            let actual = digester.digest();
-            if digester.len() != size || actual != *digest {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "chunk cache: chunk {digest}: {} bytes hashing to {actual}, expected {size}; not stored",
-                        digester.len()
-                    ),
-                ));
-            }
+            fill(&mut file)?;
             // No fsync: a chunk a crash tore is hashed and dropped before a later process
             // uses it, and the fsync would cost every miss (see the module docs).
             std::fs::rename(&temp, &path)

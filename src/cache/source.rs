@@ -39,7 +39,8 @@ impl CachedChunkSource {
 
     fn fetch(&self, file: &FileRef<'_>, chunk: &FileChunk) -> io::Result<Arc<[u8]>> {
         let bytes = self.inner.chunk(file, chunk)?;
-        if let Err(e) = self.cache.put(&chunk.digest, &bytes) {
+        // The inner source verified them (the ChunkSource contract): not hashed again.
+        if let Err(e) = self.cache.put_verified(&chunk.digest, &bytes) {
             // The chunk is verified and served all the same; only caching failed.
             tracing::warn!(layer = file.layer, file = file.path, error = %e, "caching a chunk");
         }

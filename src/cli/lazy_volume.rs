@@ -251,6 +251,7 @@ fn start_server(
 /// `volume serve-artifact`: mounts the spec's filesystems, says `ready` on stdout, and
 /// serves them until the volume is unmounted.
 pub(crate) fn serve(root: &Path, args: &ServeArtifactArgs) -> anyhow::Result<()> {
+    strata::alloc::tune_for_daemon();
     let spec = read_spec(&args.spec).with_context(|| format!("read {}", args.spec.display()))?;
     let dirs = LazyDirs {
         root: args

@@ -96,16 +96,7 @@ pub enum ServeError {
 /// [`ServeError`] when the socket, a snapshotter or the runtime cannot be set up, or the
 /// server fails.
 pub fn run(config: &Config) -> Result<(), ServeError> {
-    // Many threads (gRPC, FUSE, fetches) each get a glibc malloc arena by default, and
-    // each arena keeps freed chunk buffers (chunks are up to megabytes): two arenas, and
-    // large buffers always mapped and unmapped (no dynamic threshold), keep the daemon's
-    // footprint to what it uses.
-    // SAFETY: mallopt only tunes the allocator; called before the daemon's threads start.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 20);
-    }
+    crate::alloc::tune_for_daemon();
     let names = config.resolved_snapshotters().map_err(ServeError::Config)?;
     let metrics_address = metrics_address(config)?;
     // Refuse a live socket before touching any snapshotter state; bind only once the
