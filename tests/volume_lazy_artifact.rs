@@ -205,7 +205,8 @@ fn an_indexed_artifact_is_mounted_lazily_and_every_read_is_verified() {
     assert_eq!(fetched.len(), 6, "a chunk fetched twice");
 
     // From the chunk cache once the page cache is gone; and a second model version with
-    // the same weights (another serving process) fetches none of them either.
+    // the same weights (another serving process, with passthrough: the cached file is
+    // then read by the kernel) fetches none of them either.
     proxy.clear_requests();
     drop_page_cache();
     assert!(std::fs::read(&weights_path).unwrap() == blob);
@@ -218,10 +219,13 @@ fn an_indexed_artifact_is_mounted_lazily_and_every_read_is_verified() {
             "volume",
             "mount",
             "--plain-http",
+            "--passthrough",
             &v2,
             dir2.to_str().unwrap(),
         ],
     );
+    assert!(std::fs::read(dir2.join("model.safetensors")).unwrap() == blob);
+    drop_page_cache();
     assert!(std::fs::read(dir2.join("model.safetensors")).unwrap() == blob);
     assert!(
         std::fs::read_to_string(dir2.join("config.json"))
