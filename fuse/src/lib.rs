@@ -35,5 +35,5 @@ pub use chunk_source::{ChunkSource, FileRef};
 pub use estargz_source::EstargzChunkSource;
 pub use layer::{Inode, InodeKind, LayerTree};
 pub use ops::LayerFs;
-pub use raw_source::RawChunkSource;
+pub use raw_source::{RawChunkSource, raw_extent};
 pub use server::{FuseError, FuseServer, InitState, ServeOptions};

@@ -30,20 +30,31 @@ impl<R: ReadAt> RawChunkSource<R> {
     }
 }
 
+/// Checks that `chunk` of `file` is stored as it is (raw, its extent as long as the chunk):
+/// what a source reading raw blobs can serve.
+///
+/// # Errors
+///
+/// InvalidInput naming the file and the chunk otherwise.
+pub fn raw_extent(file: &FileRef<'_>, chunk: &FileChunk) -> io::Result<()> {
+    if chunk.extent.encoding != Encoding::Raw || chunk.extent.len != chunk.size {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{}: chunk at {} is not a raw extent of its size",
+                file.path, chunk.offset
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl<R: ReadAt> ChunkSource for RawChunkSource<R> {
     fn chunk(&self, file: &FileRef<'_>, chunk: &FileChunk) -> io::Result<Arc<[u8]>> {
         if let Some(data) = self.recent.get(&chunk.digest) {
             return Ok(data);
         }
-        if chunk.extent.encoding != Encoding::Raw || chunk.extent.len != chunk.size {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "{}: chunk at {} is not a raw extent of its size",
-                    file.path, chunk.offset
-                ),
-            ));
-        }
+        raw_extent(file, chunk)?;
         // The index bounds chunk sizes (MAX_CHUNK_SIZE), so this allocation is bounded.
         let len = usize::try_from(chunk.size)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "chunk too large"))?;

@@ -17,9 +17,7 @@ use strata::volume::lazy_artifact::{
 };
 use strata::volume::{VolumeRecord, VolumeStore};
 use strata_formats::Digest;
-use strata_formats::artifact::{
-    ArtifactLayout, Entry, LayoutOptions, Manifest, ManifestKind, classify,
-};
+use strata_formats::artifact::Entry;
 use strata_snapshotters::mount;
 
 use super::transfer::RegistryArgs;
@@ -61,16 +59,9 @@ pub(crate) fn plan(args: &VolumeMountArgs) -> anyhow::Result<Option<Planned>> {
     if strata::image::media::is_index(desc.media_type().as_ref()) {
         return Ok(None);
     }
-    let manifest = Manifest::parse(&bytes)?;
-    if classify(&manifest) == ManifestKind::Image {
+    let Some(layout) = super::volume::layout_of_manifest(&bytes, args.skip_unknown)? else {
         return Ok(None);
-    }
-    let layout = ArtifactLayout::from_manifest(
-        &manifest,
-        LayoutOptions {
-            skip_unknown: args.skip_unknown,
-        },
-    )?;
+    };
     let pinned = reference.with_digest(Digest::of(&bytes));
     let Some((index_digest, index)) =
         runtime.block_on(strata::artifact::fetch_chunk_index(&client, &pinned))?
@@ -82,12 +73,7 @@ pub(crate) fn plan(args: &VolumeMountArgs) -> anyhow::Result<Option<Planned>> {
     };
     match LazyArtifact::plan(&pinned, &layout, &index) {
         Ok((mut spec, tars)) => {
-            for d in &layout.skipped {
-                eprintln!(
-                    "layer {}: media type {} is not a file or tar this artifact convention defines: skipped",
-                    d.digest, d.media_type
-                );
-            }
+            super::volume::report_skipped(&layout);
             spec.cache_size = args.cache_size.saturating_mul(1 << 20);
             spec.passthrough = args.passthrough;
             eprintln!(

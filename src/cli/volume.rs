@@ -158,9 +158,6 @@ fn artifact_layout(
     image: &strata::metadata::ImageRecord,
     args: &VolumeMountArgs,
 ) -> anyhow::Result<Option<strata_formats::artifact::ArtifactLayout>> {
-    use strata_formats::artifact::{
-        ArtifactLayout, LayoutOptions, Manifest, ManifestKind, classify,
-    };
     if strata::image::media::is_index(image.target.media_type().as_ref()) {
         return Ok(None);
     }
@@ -168,23 +165,39 @@ fn artifact_layout(
     let bytes = store
         .content()
         .read_all(&digest, strata::image::MAX_MANIFEST_SIZE)?;
-    let manifest = Manifest::parse(&bytes)?;
+    let layout = layout_of_manifest(&bytes, args.skip_unknown)?;
+    if let Some(layout) = &layout {
+        report_skipped(layout);
+    }
+    Ok(layout)
+}
+
+/// The artifact layout of the manifest `bytes`, or `None` for a container image.
+pub(crate) fn layout_of_manifest(
+    bytes: &[u8],
+    skip_unknown: bool,
+) -> anyhow::Result<Option<strata_formats::artifact::ArtifactLayout>> {
+    use strata_formats::artifact::{
+        ArtifactLayout, LayoutOptions, Manifest, ManifestKind, classify,
+    };
+    let manifest = Manifest::parse(bytes)?;
     if classify(&manifest) == ManifestKind::Image {
         return Ok(None);
     }
-    let layout = ArtifactLayout::from_manifest(
+    Ok(Some(ArtifactLayout::from_manifest(
         &manifest,
-        LayoutOptions {
-            skip_unknown: args.skip_unknown,
-        },
-    )?;
+        LayoutOptions { skip_unknown },
+    )?))
+}
+
+/// Says which layers `--skip-unknown` left out.
+pub(crate) fn report_skipped(layout: &strata_formats::artifact::ArtifactLayout) {
     for d in &layout.skipped {
         eprintln!(
             "layer {}: media type {} is not a file or tar this artifact convention defines: skipped",
             d.digest, d.media_type
         );
     }
-    Ok(Some(layout))
 }
 
 /// A model artifact: its blobs (in the store, verified) placed as a tree, bound read-only.

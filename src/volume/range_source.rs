@@ -9,7 +9,7 @@ use std::io;
 use std::sync::Arc;
 
 use strata_formats::Digest;
-use strata_formats::layer_index::{Encoding, FileChunk};
+use strata_formats::layer_index::FileChunk;
 use strata_fuse::{ChunkSource, FileRef};
 use tokio::runtime::Handle;
 
@@ -32,15 +32,7 @@ impl RangeChunkSource {
 
 impl ChunkSource for RangeChunkSource {
     fn chunk(&self, file: &FileRef<'_>, chunk: &FileChunk) -> io::Result<Arc<[u8]>> {
-        if chunk.extent.encoding != Encoding::Raw || chunk.extent.len != chunk.size {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "{}: chunk at {} is not a raw extent of its size",
-                    file.path, chunk.offset
-                ),
-            ));
-        }
+        strata_fuse::raw_extent(file, chunk)?;
         let range = chunk.extent.offset..chunk.extent.offset + chunk.extent.len;
         let mut got = self
             .runtime
