@@ -76,6 +76,21 @@ fn blob_requests(proxy: &FaultProxy, digest: &Digest) -> Vec<RequestRecord> {
         .collect()
 }
 
+/// The serving process of the volume on `target`, from its record.
+fn server_pid(root: &Path, target: &Path) -> u32 {
+    for e in std::fs::read_dir(root.join("volumes")).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "json") {
+            let record: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            if record["target"] == target.to_str().unwrap() {
+                return record["server_pid"].as_u64().unwrap() as u32;
+            }
+        }
+    }
+    panic!("no record of {}", target.display())
+}
+
 fn drop_page_cache() {
     std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
 }
@@ -233,6 +248,28 @@ fn an_indexed_artifact_is_mounted_lazily_and_every_read_is_verified() {
             .contains("\"v\":2")
     );
     assert!(blob_requests(&proxy, &layer).is_empty());
+
+    // The serving process dies: a reader waits in the kernel (the fd holder keeps the
+    // connection), the next `strata volume` command starts a new process that resumes
+    // it, and the reader gets its bytes.
+    let pid = server_pid(&env.path("root"), &dir);
+    // SAFETY: kill(2) of the serving process this test's volume started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop_page_cache();
+    let reader = {
+        let path = weights_path.clone();
+        std::thread::spawn(move || std::fs::read(path).unwrap())
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!reader.is_finished(), "a read with no server did not wait");
+    let out = env.strata("root", &["volume", "ls"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("serves it again"), "{stderr}");
+    assert!(reader.join().unwrap() == blob);
+    assert_ne!(server_pid(&env.path("root"), &dir), pid);
 
     // Unmount: nothing left, the serving processes end.
     for d in [&dir, &dir2] {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use strata::fdstore::FdStore;
 use strata::registry::{Reference, RegistryClient};
 use strata::volume::lazy_artifact::{
     LazyArtifact, LazyDirs, ServedArtifact, read_spec, write_spec,
@@ -28,6 +29,10 @@ use super::volume::VolumeMountArgs;
 pub(crate) struct ServeArtifactArgs {
     /// The volume's spec (`<root>/volumes/<id>.lazy/spec.json`).
     spec: PathBuf,
+    /// Take over the volume's live connections from its fd holder (its serving process
+    /// died) instead of mounting.
+    #[arg(long)]
+    resume: bool,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -76,6 +81,12 @@ pub(crate) fn plan(args: &VolumeMountArgs) -> anyhow::Result<Option<Planned>> {
             super::volume::report_skipped(&layout);
             spec.cache_size = args.cache_size.saturating_mul(1 << 20);
             spec.passthrough = args.passthrough;
+            spec.registry_args = args
+                .registry
+                .to_args()
+                .into_iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
             eprintln!(
                 "{reference}: chunk index {}: {} files served lazily",
                 index_digest.short(),
@@ -140,7 +151,7 @@ pub(crate) fn mount(
         }
         write_spec(&dirs.spec(), &planned.spec)
             .with_context(|| format!("write {}", dirs.spec().display()))?;
-        let child = server.insert(start_server(root, args, &dirs)?);
+        let child = server.insert(start_server(root, &planned.spec, &dirs, false)?);
         let dir =
             strata::volume::open_subpath(&dirs.merged(), args.subpath.as_deref().unwrap_or("."))?;
         strata::volume::bind_read_only(&dir, target)
@@ -188,11 +199,13 @@ pub(crate) fn mount(
     Ok(())
 }
 
-/// Starts the serving process of `dirs` and waits until its filesystems are mounted.
+/// Starts the serving process of `dirs` (resuming its connections from its fd holder, or
+/// mounting) and waits until it serves.
 fn start_server(
     root: &Path,
-    args: &VolumeMountArgs,
+    spec: &LazyArtifact,
     dirs: &LazyDirs,
+    resume: bool,
 ) -> anyhow::Result<std::process::Child> {
     let log = std::fs::File::options()
         .create(true)
@@ -205,10 +218,13 @@ fn start_server(
         .arg(root)
         .args(["volume", "serve-artifact"])
         .arg(dirs.spec())
-        .args(args.registry.to_args())
+        .args(&spec.registry_args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log);
+    if resume {
+        command.arg("--resume");
+    }
     // SAFETY: setsid is async-signal-safe; its own session keeps the process out of the
     // terminal's signals (a Ctrl-C meant for this command).
     unsafe {
@@ -234,6 +250,42 @@ fn start_server(
     bail!("the volume's serving process failed: {}", last.join(" / "))
 }
 
+/// Starts a new serving process for every lazy artifact volume that is still mounted but
+/// whose process died: it resumes the connections the volume's fd holder kept (readers
+/// waited meanwhile). Said on stderr; a failure is a warning.
+pub(crate) fn revive(root: &Path, volumes: &VolumeStore) {
+    let (records, _) = volumes.list();
+    for mut record in records {
+        let Some(pid) = record.server_pid else {
+            continue;
+        };
+        if serving(pid) || !mount::is_mounted(&record.target) {
+            continue;
+        }
+        let dirs = volumes.lazy_dirs(&record.target);
+        let started = read_spec(&dirs.spec())
+            .map_err(anyhow::Error::from)
+            .and_then(|spec| start_server(root, &spec, &dirs, true));
+        match started {
+            Ok(child) => {
+                record.server_pid = Some(child.id());
+                let _ = volumes.put(&record);
+                eprintln!(
+                    "volume {}: its serving process {pid} had died; process {} serves it again",
+                    record.target.display(),
+                    child.id()
+                );
+            }
+            Err(e) => eprintln!(
+                "strata: warning: volume {}: its serving process {pid} died and could not be \
+                 restarted: {}",
+                record.target.display(),
+                super::error_line(&e)
+            ),
+        }
+    }
+}
+
 /// `volume serve-artifact`: mounts the spec's filesystems, says `ready` on stdout, and
 /// serves them until the volume is unmounted.
 pub(crate) fn serve(root: &Path, args: &ServeArtifactArgs) -> anyhow::Result<()> {
@@ -256,8 +308,50 @@ pub(crate) fn serve(root: &Path, args: &ServeArtifactArgs) -> anyhow::Result<()>
         strata::cache::ChunkCache::open(&cache_dir, spec.cache_size)
             .with_context(|| format!("open the chunk cache {}", cache_dir.display()))?,
     );
-    let served = ServedArtifact::mount(&spec, &client, runtime.handle(), &dirs, &cache)
-        .with_context(|| format!("serve {}", spec.reference))?;
+    let socket = dirs.holder_socket();
+    let (served, holder) = if args.resume {
+        let holder = FdStore::connect(&socket).with_context(|| {
+            format!(
+                "the volume's fd holder {} is gone (its connections died with the serving process)",
+                socket.display()
+            )
+        })?;
+        let mut held = holder.take_all().context("take the connections back")?;
+        held.sort_by_key(|h| {
+            h.key
+                .strip_prefix("layer/")
+                .and_then(|i| i.parse::<usize>().ok())
+        });
+        let held = held
+            .into_iter()
+            .map(|h| {
+                let state = serde_json::from_slice(&h.meta)
+                    .with_context(|| format!("the INIT state of connection {}", h.key))?;
+                Ok((h.fd, state))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let served = ServedArtifact::resume(&spec, &client, runtime.handle(), &cache, held)
+            .with_context(|| format!("resume {}", spec.reference))?;
+        (served, Some(holder))
+    } else {
+        let served = ServedArtifact::mount(&spec, &client, runtime.handle(), &dirs, &cache)
+            .with_context(|| format!("serve {}", spec.reference))?;
+        let exe = std::env::current_exe().context("find the strata binary")?;
+        let holder = FdStore::connect_or_spawn(&socket, &exe).and_then(|holder| {
+            for (i, (dev, state)) in served.connections().into_iter().enumerate() {
+                let meta = serde_json::to_vec(&state).map_err(std::io::Error::other)?;
+                holder.put(&format!("layer/{i}"), dev, &meta)?;
+            }
+            Ok(holder)
+        });
+        match holder {
+            Ok(holder) => (served, Some(holder)),
+            Err(e) => {
+                tracing::warn!(error = %e, "no fd holder: the volume will not survive this process");
+                (served, None)
+            }
+        }
+    };
     println!("ready");
     // Nothing reads stdout any more: later writes must not fail.
     if let Ok(null) = std::fs::File::options().write(true).open("/dev/null") {
@@ -267,6 +361,7 @@ pub(crate) fn serve(root: &Path, args: &ServeArtifactArgs) -> anyhow::Result<()>
     }
     tracing::info!(artifact = %spec.reference, files = spec.files.len(), "serving");
     served.wait();
+    drop(holder);
     tracing::info!(artifact = %spec.reference, "unmounted: done");
     Ok(())
 }

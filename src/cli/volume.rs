@@ -88,6 +88,9 @@ pub(crate) struct VolumeUmountArgs {
 }
 
 pub(crate) fn run(root: &Path, command: &VolumeCommand) -> anyhow::Result<()> {
+    if !matches!(command, VolumeCommand::ServeArtifact(_)) {
+        super::lazy_volume::revive(root, &VolumeStore::new(root));
+    }
     match command {
         VolumeCommand::Mount(args) => mount(root, args),
         VolumeCommand::Ls => list(root),

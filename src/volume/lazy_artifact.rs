@@ -10,7 +10,11 @@
 //! The filesystems are served by a process of their own (`strata volume serve-artifact`,
 //! started by `volume mount`, detached from the terminal), so the volume does not depend
 //! on `strata serve` or on the command that mounted it; it ends when the last mount of
-//! its filesystems is gone (`volume umount`).
+//! its filesystems is gone (`volume umount`). Like the daemon's lazy layers, each
+//! connection's `/dev/fuse` descriptor is also handed to an fd holder (one per volume):
+//! if the serving process dies, readers wait in the kernel instead of failing, and the
+//! next `strata volume` command starts a new one that resumes the same connections
+//! ([`ServedArtifact::resume`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,7 +25,7 @@ use strata_formats::Digest;
 use strata_formats::artifact::{ArtifactLayout, Entry};
 use strata_formats::chunk_index::ChunkIndex;
 use strata_formats::layer_index::raw::RawBlobFile;
-use strata_fuse::{ChunkSource, FuseServer, LayerFs, LayerTree, ServeOptions};
+use strata_fuse::{ChunkSource, FuseServer, InitState, LayerFs, LayerTree, ServeOptions};
 use strata_snapshotters::{Mount, mount};
 use tokio::runtime::Handle;
 
@@ -58,6 +62,10 @@ pub struct LazyArtifact {
     pub cache_size: u64,
     /// Serve cached files with FUSE passthrough.
     pub passthrough: bool,
+    /// The registry flags the serving process is started with (`--plain-http`, …), so
+    /// that a later command can start it again.
+    #[serde(default)]
+    pub registry_args: Vec<String>,
 }
 
 impl LazyArtifact {
@@ -106,6 +114,7 @@ impl LazyArtifact {
                 files,
                 cache_size: 0,
                 passthrough: false,
+                registry_args: Vec::new(),
             },
             tars,
         ))
@@ -140,6 +149,10 @@ impl LazyDirs {
     pub fn log(&self) -> PathBuf {
         self.root.join("server.log")
     }
+    /// The socket of the volume's fd holder.
+    pub fn holder_socket(&self) -> PathBuf {
+        self.root.join("fd-holder.sock")
+    }
     /// Detaches the staging mounts (the target's bind keeps the filesystems alive).
     pub fn detach_staging(&self) {
         let _ = mount::unmount_all(&self.merged(), true);
@@ -158,6 +171,70 @@ pub struct ServedArtifact {
     fetchers: Vec<Arc<HttpRangeFetcher>>,
 }
 
+/// One raw layer's filesystem, ready to mount or resume.
+struct LayerFilesystem {
+    name: String,
+    fs: Arc<LayerFs>,
+    fetcher: Arc<HttpRangeFetcher>,
+}
+
+/// The filesystems of `spec`'s raw layers: built the same way for a mount and for a
+/// resume, so inode numbers the kernel holds mean the same files.
+fn filesystems(
+    spec: &LazyArtifact,
+    client: &RegistryClient,
+    runtime: &Handle,
+    cache: &Arc<ChunkCache>,
+) -> Result<Vec<LayerFilesystem>, VolumeError> {
+    let reference: Reference = spec
+        .reference
+        .parse()
+        .map_err(|e| VolumeError::Remote(format!("reference {}: {e}", spec.reference)))?;
+    let pool = ReadaheadPool::new(ReadaheadOptions::default());
+    let mut layers = Vec::new();
+    for file in &spec.files {
+        let name = file.digest.to_string();
+        let index = RawBlobFile {
+            path: file.path.clone(),
+            size: file.size,
+            chunk_size: spec.chunk_size,
+            digests: file.chunks.clone(),
+            mode: 0o444,
+            mtime: 0,
+        }
+        .layer_index()
+        .map_err(|e| VolumeError::Remote(format!("layer {name}: {e}")))?;
+        let fetcher = Arc::new(HttpRangeFetcher::new(
+            client.clone(),
+            reference.clone(),
+            file.digest.clone(),
+            file.size,
+            RangeOptions::default(),
+        ));
+        let direct: Arc<dyn ChunkSource> = Arc::new(RangeChunkSource::new(
+            fetcher.clone() as Arc<dyn RangeFetcher>,
+            runtime.clone(),
+        ));
+        let cached: Arc<dyn ChunkSource> =
+            Arc::new(CachedChunkSource::new(direct, Arc::clone(cache)));
+        let source = pool.source(&name, cached, Arc::clone(cache));
+        let fs = LayerFs::new(LayerTree::build(name.clone(), index), Arc::new(source));
+        layers.push(LayerFilesystem {
+            name,
+            fs: Arc::new(fs),
+            fetcher,
+        });
+    }
+    Ok(layers)
+}
+
+fn serve_options(spec: &LazyArtifact) -> ServeOptions {
+    ServeOptions {
+        passthrough: spec.passthrough,
+        ..ServeOptions::default()
+    }
+}
+
 impl ServedArtifact {
     /// Mounts a FUSE filesystem per raw layer of `spec` and the overlay of them over the
     /// tree on `dirs.merged()`. Blocks on `runtime` only when files are read (not from
@@ -173,53 +250,22 @@ impl ServedArtifact {
         dirs: &LazyDirs,
         cache: &Arc<ChunkCache>,
     ) -> Result<ServedArtifact, VolumeError> {
-        let reference: Reference = spec
-            .reference
-            .parse()
-            .map_err(|e| VolumeError::Remote(format!("reference {}: {e}", spec.reference)))?;
-        let pool = ReadaheadPool::new(ReadaheadOptions::default());
         let mut served = ServedArtifact {
             servers: Vec::new(),
             fetchers: Vec::new(),
         };
-        let options = ServeOptions {
-            passthrough: spec.passthrough,
-            ..ServeOptions::default()
-        };
-        for (i, file) in spec.files.iter().enumerate() {
-            let name = file.digest.to_string();
-            let index = RawBlobFile {
-                path: file.path.clone(),
-                size: file.size,
-                chunk_size: spec.chunk_size,
-                digests: file.chunks.clone(),
-                mode: 0o444,
-                mtime: 0,
-            }
-            .layer_index()
-            .map_err(|e| VolumeError::Remote(format!("layer {name}: {e}")))?;
-            let fetcher = Arc::new(HttpRangeFetcher::new(
-                client.clone(),
-                reference.clone(),
-                file.digest.clone(),
-                file.size,
-                RangeOptions::default(),
-            ));
-            let direct: Arc<dyn ChunkSource> = Arc::new(RangeChunkSource::new(
-                fetcher.clone() as Arc<dyn RangeFetcher>,
-                runtime.clone(),
-            ));
-            let cached: Arc<dyn ChunkSource> =
-                Arc::new(CachedChunkSource::new(direct, Arc::clone(cache)));
-            let source = pool.source(&name, cached, Arc::clone(cache));
-            let fs = LayerFs::new(LayerTree::build(name.clone(), index), Arc::new(source));
+        let options = serve_options(spec);
+        for (i, layer) in filesystems(spec, client, runtime, cache)?
+            .into_iter()
+            .enumerate()
+        {
             let at = dirs.layer(i);
             std::fs::create_dir_all(&at)
                 .map_err(VolumeError::io(format!("create {}", at.display())))?;
-            let server = FuseServer::mount(Arc::new(fs), &at, &options)
-                .map_err(|e| VolumeError::Remote(format!("mount layer {name}: {e}")))?;
+            let server = FuseServer::mount(layer.fs, &at, &options)
+                .map_err(|e| VolumeError::Remote(format!("mount layer {}: {e}", layer.name)))?;
             served.servers.push(server);
-            served.fetchers.push(fetcher);
+            served.fetchers.push(layer.fetcher);
         }
         let mut lower: Vec<String> = (0..spec.files.len())
             .map(|i| dirs.layer(i).display().to_string())
@@ -239,6 +285,53 @@ impl ServedArtifact {
             merged.display()
         )))?;
         Ok(served)
+    }
+
+    /// Serves `spec`'s filesystems again on the live connections `held` (one per raw
+    /// layer, in order, each with what its INIT negotiated), after the process that
+    /// served them died: readers waited in the kernel meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// Not one connection per layer, or a connection that cannot be resumed.
+    pub fn resume(
+        spec: &LazyArtifact,
+        client: &RegistryClient,
+        runtime: &Handle,
+        cache: &Arc<ChunkCache>,
+        held: Vec<(std::os::fd::OwnedFd, InitState)>,
+    ) -> Result<ServedArtifact, VolumeError> {
+        if held.len() != spec.files.len() {
+            return Err(VolumeError::Remote(format!(
+                "{} held connections for {} raw layers",
+                held.len(),
+                spec.files.len()
+            )));
+        }
+        let mut served = ServedArtifact {
+            servers: Vec::new(),
+            fetchers: Vec::new(),
+        };
+        let options = serve_options(spec);
+        for (layer, (dev, state)) in filesystems(spec, client, runtime, cache)?
+            .into_iter()
+            .zip(held)
+        {
+            let server = FuseServer::resume(layer.fs, dev, state, None, &options)
+                .map_err(|e| VolumeError::Remote(format!("resume layer {}: {e}", layer.name)))?;
+            served.servers.push(server);
+            served.fetchers.push(layer.fetcher);
+        }
+        Ok(served)
+    }
+
+    /// Each connection's device and negotiated state, in layer order: what a later
+    /// process needs to resume them.
+    pub fn connections(&self) -> Vec<(std::os::fd::BorrowedFd<'_>, InitState)> {
+        self.servers
+            .iter()
+            .map(|s| (s.device(), s.init_state()))
+            .collect()
     }
 
     /// Range requests and bytes fetched so far, all layers together.
