@@ -27,6 +27,7 @@ pub mod alloc;
 pub mod artifact;
 pub mod cache;
 pub mod content;
+mod direct_io;
 pub mod error_chain;
 pub mod fdstore;
 #[doc(hidden)]

@@ -142,6 +142,7 @@ pub struct ChunkCache {
     evictions: AtomicU64,
     corrupt: AtomicU64,
     temp_seq: AtomicU64,
+    staging: crate::direct_io::StagingBuffers,
 }
 
 impl ChunkCache {
@@ -220,6 +221,7 @@ impl ChunkCache {
             evictions: AtomicU64::new(0),
             corrupt: AtomicU64::new(0),
             temp_seq: AtomicU64::new(0),
+            staging: crate::direct_io::StagingBuffers::default(),
         };
         cache.evict();
         Ok(cache)
@@ -530,7 +532,8 @@ impl ChunkCache {
     ///
     /// A short or long stream or a digest mismatch (nothing stored), or the file's I/O.
     pub fn put_from(&self, digest: &Digest, size: u64, bytes: &mut dyn io::Read) -> io::Result<()> {
-        self.store(digest, size, &mut |file| {
+        self.store(digest, size, &mut |temp| {
+            let file = &mut std::fs::File::create(temp)?;
             let mut digester = strata_formats::Digester::new();
             let mut buf = vec![0; 64 << 10];
             let mut limited = io::Read::take(&mut *bytes, size + 1);
@@ -566,19 +569,22 @@ impl ChunkCache {
     ///
     /// I/O errors writing the file (nothing stored).
     pub fn put_verified(&self, digest: &Digest, bytes: &[u8]) -> io::Result<()> {
-        self.store(digest, bytes.len() as u64, &mut |file| {
-            io::Write::write_all(file, bytes)
+        // With O_DIRECT: a buffered write of fresh chunks was most of a lazy volume's
+        // time on the project's VMs (see `crate::direct_io`).
+        self.store(digest, bytes.len() as u64, &mut |temp| {
+            self.staging.write_new_file(temp, bytes)
         })
     }
 
-    /// Writes a chunk of `size` bytes with `fill` into a temporary file, renames it into
-    /// place, records it and evicts beyond the bound. `fill` fails (InvalidData) for bytes
-    /// that are not the chunk: nothing is stored. Already stored: nothing is written.
+    /// Writes a chunk of `size` bytes with `fill` into a new temporary file (the path it
+    /// is given), renames it into place, records it and evicts beyond the bound. `fill`
+    /// fails (InvalidData) for bytes that are not the chunk: nothing is stored. Already
+    /// stored: nothing is written.
     fn store(
         &self,
         digest: &Digest,
         size: u64,
-        fill: &mut dyn FnMut(&mut std::fs::File) -> io::Result<()>,
+        fill: &mut dyn FnMut(&Path) -> io::Result<()>,
     ) -> io::Result<()> {
         if self.lock().verified.contains(digest) && self.path(digest).exists() {
             self.lock().touch(digest);
@@ -595,8 +601,7 @@ impl ChunkCache {
             self.temp_seq.fetch_add(1, Ordering::Relaxed)
         ));
         let written = (|| -> io::Result<()> {
-            let mut file = std::fs::File::create(&temp)?;
-            fill(&mut file)?;
+            fill(&temp)?;
             // No fsync: a chunk a crash tore is hashed and dropped before a later process
             // uses it, and the fsync would cost every miss (see the module docs).
             std::fs::rename(&temp, &path)

@@ -289,7 +289,7 @@ pub(crate) fn revive(root: &Path, volumes: &VolumeStore) {
 /// `volume serve-artifact`: mounts the spec's filesystems, says `ready` on stdout, and
 /// serves them until the volume is unmounted.
 pub(crate) fn serve(root: &Path, args: &ServeArtifactArgs) -> anyhow::Result<()> {
-    strata::alloc::tune_for_daemon();
+    strata::alloc::tune_for_chunk_buffers();
     let spec = read_spec(&args.spec).with_context(|| format!("read {}", args.spec.display()))?;
     let dirs = LazyDirs {
         root: args

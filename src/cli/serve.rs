@@ -54,7 +54,10 @@ pub(crate) fn run(
     init_logging(&config.log_level, config.log_format);
     // A restarted daemon (systemd) also brings back the lazy artifact volumes whose
     // serving processes died, as it resumes its own lazy layers.
-    super::lazy_volume::revive(&config.root, &strata::volume::VolumeStore::new(&config.root));
+    super::lazy_volume::revive(
+        &config.root,
+        &strata::volume::VolumeStore::new(&config.root),
+    );
     strata::serve::run(&config).with_context(|| format!("serve {}", config.socket.display()))
 }
 

@@ -54,32 +54,7 @@ const COPY_BUF: usize = 4 << 20;
 const COPY_BUFS: usize = 4;
 /// Start write-back every this many bytes, so the fsync at commit has little left to do.
 const WRITEBACK_EVERY: u64 = 32 << 20;
-/// Offset and length alignment `O_DIRECT` needs (the largest logical block size in use).
-const DIRECT_ALIGN: u64 = 4096;
-
-/// A heap buffer whose start is aligned for `O_DIRECT`.
-struct AlignedBuf {
-    raw: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-impl AlignedBuf {
-    fn new(len: usize) -> Self {
-        let align = DIRECT_ALIGN as usize;
-        let raw = vec![0u8; len + align];
-        let start = raw.as_ptr().align_offset(align);
-        Self { raw, start, len }
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        &self.raw[self.start..self.start + self.len]
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.raw[self.start..self.start + self.len]
-    }
-}
+use crate::direct_io::{AlignedBuf, DIRECT_ALIGN};
 
 /// A writer holding the lock on one ingest ref. Dropping it without committing keeps the
 /// data for a later resume; [`LocalContentStore::abort`] discards it.

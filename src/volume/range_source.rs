@@ -8,7 +8,6 @@
 use std::io;
 use std::sync::Arc;
 
-use strata_formats::Digest;
 use strata_formats::layer_index::FileChunk;
 use strata_fuse::{ChunkSource, FileRef};
 use tokio::runtime::Handle;
@@ -34,24 +33,50 @@ impl ChunkSource for RangeChunkSource {
     fn chunk(&self, file: &FileRef<'_>, chunk: &FileChunk) -> io::Result<Arc<[u8]>> {
         strata_fuse::raw_extent(file, chunk)?;
         let range = chunk.extent.offset..chunk.extent.offset + chunk.extent.len;
-        let mut got = self
-            .runtime
-            .block_on(self.fetcher.fetch(std::slice::from_ref(&range)))
-            .map_err(|e| Arc::new(e).into_io())?;
-        let bytes = got.pop().unwrap_or_default();
-        if bytes.len() as u64 != chunk.size {
+        // The index bounds chunk sizes (MAX_CHUNK_SIZE), so this allocation is bounded.
+        let len = usize::try_from(chunk.size)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "chunk too large"))?;
+        // The body streams straight into the chunk's buffer and is hashed as it comes:
+        // one buffer per chunk in flight, and the hash overlaps the transfer.
+        let mut data = strata_formats::buffer::zeroed_shared(len);
+        let out = Arc::get_mut(&mut data).expect("invariant: a new buffer has one owner");
+        let (fetched, filled) = self.runtime.block_on(async {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
+            let fetch = self.fetcher.fetch_stream(range.clone(), tx);
+            let fill = async {
+                let mut digester = strata_formats::Digester::new();
+                let mut at = 0usize;
+                while let Some(piece) = rx.recv().await {
+                    let Some(dst) = out.get_mut(at..at + piece.len()) else {
+                        return Err(at + piece.len());
+                    };
+                    dst.copy_from_slice(&piece);
+                    digester.update(&piece);
+                    at += piece.len();
+                }
+                Ok((at, digester.digest()))
+            };
+            tokio::join!(fetch, fill)
+        });
+        fetched.map_err(|e| Arc::new(e).into_io())?;
+        let (got, actual) = filled.map_err(|too_many| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: {too_many} or more bytes for the chunk at {} of {} bytes",
+                    file.path, chunk.offset, chunk.size
+                ),
+            )
+        })?;
+        if got != len {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "{}: {} bytes for the chunk at {} of {} bytes",
-                    file.path,
-                    bytes.len(),
-                    chunk.offset,
-                    chunk.size
+                    "{}: {got} bytes for the chunk at {} of {} bytes",
+                    file.path, chunk.offset, chunk.size
                 ),
             ));
         }
-        let actual = Digest::of(&bytes);
         if actual != chunk.digest {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -65,7 +90,7 @@ impl ChunkSource for RangeChunkSource {
                 ),
             ));
         }
-        Ok(Arc::from(&bytes[..]))
+        Ok(data)
     }
 }
 
@@ -73,6 +98,7 @@ impl ChunkSource for RangeChunkSource {
 mod tests {
     use bytes::Bytes;
     use futures_util::future::BoxFuture;
+    use strata_formats::Digest;
     use strata_formats::layer_index::raw::RawBlobFile;
 
     use super::*;
