@@ -18,6 +18,7 @@ say() { echo "$me: $*" >&2; }
 #   stargz-snapshotter      ctr-remote, the eStargz reference
 #   umoci                   `umoci unpack`, the reference for a layer stack's file tree
 #   iproute2, python3, curl network namespaces (benches/slow-link.sh), the bench image builder, probes
+#   skopeo                  `skopeo copy` of a model artifact, a baseline of `strata-bench model`
 #   golang-go, golang-github-containerd-stargz-snapshotter-dev
 #                           Go + stargz-snapshotter's sources, to build the reference
 #                           daemon benches/reference/stargz-grpc (hello-bench,
@@ -27,7 +28,7 @@ say() { echo "$me: $*" >&2; }
 #                           proto/ (apt's protoc finds them only in libprotobuf-dev)
 APT_PACKAGES=(
     ca-certificates curl python3 iproute2 xz-utils protobuf-compiler libprotobuf-dev
-    containerd runc docker-registry erofs-utils fuse3 stargz-snapshotter umoci
+    containerd runc docker-registry erofs-utils fuse3 stargz-snapshotter umoci skopeo
     golang-go golang-github-containerd-stargz-snapshotter-dev golang-github-containerd-containerd-dev
 )
 
