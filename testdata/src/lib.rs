@@ -16,6 +16,8 @@
 //!   `docker save` archive.
 //! * [`sample_image`] / [`sample_multiplatform`] give a small realistic image.
 //! * [`random_file`] / [`RandomReader`] produce fast seeded pseudo-random data.
+//! * [`model::write_model_dir`] writes a sharded safetensors model checkout (real
+//!   headers, seeded tensor bytes, config and tokenizer files).
 //!
 //! Harnesses for the real components tests and benchmarks run against: a registry
 //! ([`registry`]), a private containerd ([`containerd`]), daemon processes ([`daemon`]),
@@ -42,6 +44,7 @@ pub mod host;
 pub mod image;
 pub mod layer;
 pub mod layout;
+pub mod model;
 pub mod random;
 pub mod registry;
 pub mod sample;
