@@ -9,6 +9,7 @@ mod convert;
 mod delay_proxy;
 mod erofs;
 mod ingest;
+mod model;
 mod pull;
 mod range;
 mod rootfs_reads;
@@ -96,6 +97,13 @@ enum Bench {
         after_help = "Example:\n  strata-bench run-overhead --strata target/release/strata --runs 20"
     )]
     RunOverhead(run_overhead::RunOverheadArgs),
+    /// Model artifacts (issue #18): a generated safetensors model pushed with `strata
+    /// artifact push`; time to first tensor and sequential reads through `strata volume
+    /// mount` vs a full `strata pull` and `skopeo copy`, cached reads vs the host disk.
+    #[command(
+        after_help = "Example:\n  strata-bench model --strata target/release/strata --files 4 --file-size 512MiB --runs 5\n  strata-bench model --slow-link --file-size 64MiB --runs 5"
+    )]
+    Model(model::ModelArgs),
     /// A TCP proxy holding every byte a fixed delay in each direction (the latency half of
     /// `benches/slow-link.sh`; tc's tbf does the rate). Runs until killed.
     #[command(
@@ -117,6 +125,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Socket(args) => socket::run(&args),
         Bench::ColdStart(args) => cold_start::run(&args),
         Bench::RunOverhead(args) => run_overhead::run(&args),
+        Bench::Model(args) => model::run(&args),
         Bench::DelayProxy(args) => delay_proxy::run(&args),
     }
 }
