@@ -87,7 +87,14 @@ pub(crate) struct ModelArgs {
     /// Directory for the model, roots and copies (default: a temp dir under /var/tmp).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Extra arguments for `strata volume mount` (repeatable), e.g.
+    /// `--volume-arg=--passthrough` or `--volume-arg=--cache-size=1024`.
+    #[arg(long = "volume-arg", allow_hyphen_values = true)]
+    volume_args: Vec<String>,
 }
+
+/// `strata volume mount`'s default `--cache-size` in MiB (docs/volumes.md).
+const DEFAULT_CACHE_MIB: u64 = 20480;
 
 /// One weight file as the registry holds it.
 #[derive(Debug, Clone)]
@@ -123,6 +130,8 @@ struct Samples {
     registry_get: Vec<Duration>,
     rss: Vec<Option<(u64, String)>>,
     root_bytes: Vec<u64>,
+    /// `<root>/volumes/cache` after the reads (lazy mode's chunk cache).
+    cache_bytes: Vec<u64>,
     modes: BTreeSet<String>,
 }
 
@@ -363,7 +372,9 @@ impl Bench<'_> {
                 let start = Instant::now();
                 run_timed(
                     self.strata(&root)
-                        .args(["volume", "mount", "--plain-http", &self.reference])
+                        .args(["volume", "mount", "--plain-http"])
+                        .args(&self.args.volume_args)
+                        .arg(&self.reference)
                         .arg(&target),
                 )
                 .context("strata volume mount")?;
@@ -427,7 +438,9 @@ impl Bench<'_> {
                 let start = Instant::now();
                 run_timed(
                     self.strata(&root)
-                        .args(["volume", "mount", "--plain-http", &self.reference])
+                        .args(["volume", "mount", "--plain-http"])
+                        .args(&self.args.volume_args)
+                        .arg(&self.reference)
                         .arg(&target),
                 )
                 .context("strata volume mount")?;
@@ -447,6 +460,10 @@ impl Bench<'_> {
                 s.lazy_warm.push(start.elapsed());
                 s.rss.push(server_rss(&root, &target, &before));
                 s.root_bytes.push(disk_usage(&root));
+                let cache = root.join("volumes/cache");
+                if cache.exists() {
+                    s.cache_bytes.push(disk_usage(&cache));
+                }
                 s.modes.insert(self.volume_mode(&root, &target)?);
                 self.umount(&root, &target)?;
             }
@@ -804,11 +821,16 @@ fn report(
     println!(
         "\nModel: {} × {} MiB safetensors ({:.0} MB of weights) + config/tokenizer files, \
          ModelPack with a chunk index, registry on {link}; {} runs, medians (min–max). \
-         Volume mode measured (`volume ls`): **{mode}**.\n",
+         Volume mode measured (`volume ls`): **{mode}**{}.\n",
         args.files,
         file_size >> 20,
         mb,
-        args.runs
+        args.runs,
+        if args.volume_args.is_empty() {
+            String::new()
+        } else {
+            format!(", `volume mount {}`", args.volume_args.join(" "))
+        }
     );
     println!("Time to first tensor (open, header, parse, one tensor at a seeded random index):\n");
     println!("| path | median | min–max | of which mount / pull / copy |");
@@ -937,9 +959,22 @@ fn report(
             names.into_iter().collect::<Vec<_>>().join(", ")
         );
     }
-    if let Some(max) = s.root_bytes.iter().max() {
+    if let Some(max) = s.cache_bytes.iter().max() {
+        let bound = cache_bound_mib(&args.volume_args);
         println!(
-            "- the volume's root on disk after both reads: max {:.0} MB ({:.2}× the weights; no cache bound exposed by the CLI)",
+            "- chunk cache (`<root>/volumes/cache`) after both reads: max {:.0} MB ({:.2}× the weights), \
+             bound `--cache-size` {bound} MiB: {}",
+            *max as f64 / 1e6,
+            *max as f64 / total as f64,
+            if *max <= bound << 20 {
+                "within"
+            } else {
+                "**over**"
+            }
+        );
+    } else if let Some(max) = s.root_bytes.iter().max() {
+        println!(
+            "- the volume's root on disk after both reads: max {:.0} MB ({:.2}× the weights; no chunk cache in this mode)",
             *max as f64 / 1e6,
             *max as f64 / total as f64
         );
@@ -948,6 +983,22 @@ fn report(
         "- SHA-256 on this CPU (the verification floor): {:.0} MB/s",
         sha256_rate()
     );
+}
+
+/// The `--cache-size` (MiB) among the extra `volume mount` arguments, else the default.
+fn cache_bound_mib(args: &[String]) -> u64 {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let v = match a.strip_prefix("--cache-size") {
+            Some("") => it.next().map(String::as_str),
+            Some(v) => v.strip_prefix('='),
+            None => None,
+        };
+        if let Some(n) = v.and_then(|v| v.parse().ok()) {
+            return n;
+        }
+    }
+    DEFAULT_CACHE_MIB
 }
 
 /// A tc rate (`100mbit`, `1gbit`, `512kibit`, `10mbps`) in bytes per second (tc's `mbit`
@@ -1148,6 +1199,17 @@ mod tests {
         );
         assert_eq!(parse_mode(out, "/tmp/b/mnt").as_deref(), Some("snapshot"));
         assert_eq!(parse_mode(out, "/tmp/c/mnt"), None);
+    }
+
+    #[test]
+    fn cache_bound() {
+        let v = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(cache_bound_mib(&v(&[])), DEFAULT_CACHE_MIB);
+        assert_eq!(
+            cache_bound_mib(&v(&["--passthrough", "--cache-size=512"])),
+            512
+        );
+        assert_eq!(cache_bound_mib(&v(&["--cache-size", "64"])), 64);
     }
 
     #[test]
