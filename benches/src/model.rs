@@ -156,9 +156,6 @@ struct Bench<'a> {
     /// The slow link's rate in bytes per second.
     link_rate: Option<f64>,
     weights: Vec<Weight>,
-    /// The registry's blobs were evicted from the page cache (by a drop): read them back
-    /// before a fetch, so every fetch finds the registry in the same state.
-    registry_cold: bool,
 }
 
 pub(crate) fn run(args: &ModelArgs) -> anyhow::Result<()> {
@@ -267,7 +264,6 @@ pub(crate) fn run(args: &ModelArgs) -> anyhow::Result<()> {
         registry_addr,
         link_rate: slow.as_ref().and_then(|s| tc_rate_bytes(&s.rate)),
         weights,
-        registry_cold: false,
     };
     let mut items = vec![Item::LazyTtft, Item::Pull];
     if skopeo {
@@ -342,14 +338,17 @@ impl Bench<'_> {
         cmd
     }
 
-    /// Reads the registry's blobs into the page cache after a drop.
-    fn warm_registry(&mut self) -> anyhow::Result<()> {
-        if self.registry_cold {
-            for w in &self.weights {
-                checksum_file(&w.registry_file)?;
-            }
-            self.registry_cold = false;
+    /// Before each fetch: the page cache dropped, then the registry's blobs read back in,
+    /// so every fetch finds the same state — the registry's bytes in memory, the rest of
+    /// memory free. (Without the drop, a fetch after another had to reclaim the page cache
+    /// the previous one filled, and reading freshly pulled blobs ran at a third of the
+    /// disk's rate on this VM.)
+    fn fresh_cache(&mut self) -> anyhow::Result<()> {
+        drop_caches()?;
+        for w in &self.weights {
+            checksum_file(&w.registry_file)?;
         }
+        sync();
         Ok(())
     }
 
@@ -364,11 +363,10 @@ impl Bench<'_> {
         fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         match item {
             Item::LazyTtft => {
-                self.warm_registry()?;
+                self.fresh_cache()?;
                 let root = dir.join("root");
                 let target = dir.join("mnt");
                 fs::create_dir(&target)?;
-                sync();
                 let start = Instant::now();
                 run_timed(
                     self.strata(&root)
@@ -387,9 +385,8 @@ impl Bench<'_> {
                 self.umount(&root, &target)?;
             }
             Item::Pull => {
-                self.warm_registry()?;
+                self.fresh_cache()?;
                 let root = dir.join("root");
-                sync();
                 let (pulled, _) =
                     run_timed(
                         self.strata(&root)
@@ -411,9 +408,8 @@ impl Bench<'_> {
                 remove(&root)?;
             }
             Item::Skopeo => {
-                self.warm_registry()?;
+                self.fresh_cache()?;
                 let dest = dir.join("copy");
-                sync();
                 let (copied, _) = run_timed(
                     Command::new(&self.args.skopeo)
                         .args(["copy", "--quiet", "--src-tls-verify=false"])
@@ -429,12 +425,11 @@ impl Bench<'_> {
                 remove(&dest)?;
             }
             Item::LazyFull => {
-                self.warm_registry()?;
+                self.fresh_cache()?;
                 let root = dir.join("root");
                 let target = dir.join("mnt");
                 fs::create_dir(&target)?;
                 let before = pids();
-                sync();
                 let start = Instant::now();
                 run_timed(
                     self.strata(&root)
@@ -452,7 +447,6 @@ impl Bench<'_> {
                 s.lazy_full_mount.push(mounted);
                 // The second read: Strata's cache (on disk), not the page cache.
                 drop_caches()?;
-                self.registry_cold = true;
                 let start = Instant::now();
                 for w in &self.weights {
                     check_sum(&target.join(&w.name), w)?;
@@ -469,7 +463,6 @@ impl Bench<'_> {
             }
             Item::HostDisk => {
                 drop_caches()?;
-                self.registry_cold = true;
                 let start = Instant::now();
                 for w in &self.weights {
                     check_sum(&w.registry_file, w)?;
@@ -477,7 +470,7 @@ impl Bench<'_> {
                 s.host_disk.push(start.elapsed());
             }
             Item::RegistryGet => {
-                self.warm_registry()?;
+                self.fresh_cache()?;
                 let mut client = RawClient::new(self.registry_addr);
                 let start = Instant::now();
                 for w in &self.weights {
