@@ -159,9 +159,10 @@ impl std::fmt::Debug for Readahead {
 
 impl Readahead {
     /// Notes a read of bytes `range` of chunk `chunk` of `file`; returns the chunks to
-    /// fetch ahead. Read-ahead starts once a run of contiguous reads has covered a whole
-    /// chunk and crosses into the next: the kernel reading around an mmap fault (a
-    /// megabyte about it) may cross a chunk boundary but never covers a chunk.
+    /// fetch ahead. Read-ahead starts once a run of contiguous reads longer than 2 MiB (or
+    /// a chunk, when chunks are smaller) crosses into the next chunk: the kernel reading
+    /// around an mmap fault (a megabyte about it) may cross a chunk boundary, but a reader
+    /// of a large tensor or file gets read-ahead from its second chunk on.
     fn track(&self, file: &FileRef<'_>, chunk: &FileChunk, range: Range<u64>) -> Range<usize> {
         let i = file.chunks.partition_point(|c| c.offset < chunk.offset);
         let (start, end) = (chunk.offset + range.start, chunk.offset + range.end);
@@ -186,7 +187,10 @@ impl Readahead {
             return 0..0;
         }
         s.end = s.end.max(end);
-        let crossed = i == s.last + 1 && s.run_start <= file.chunks[s.last].offset;
+        // More contiguous bytes than the kernel reads around an mmap fault (1 MiB): a
+        // reader streaming, not a page fault.
+        let run = (2 << 20).min(chunk.size.max(file.chunks[s.last].size));
+        let crossed = i == s.last + 1 && start.saturating_sub(s.run_start) >= run;
         s.last = s.last.max(i);
         if !crossed {
             return 0..0;
