@@ -1,4 +1,4 @@
-//! strata-proto: containerd's wire protocols, generated with tonic.
+//! strata-proto: containerd's and Kubernetes' wire protocols, generated with tonic.
 //!
 //! Role in Strata: the `containerd.services.snapshots.v1.Snapshots` gRPC service and the
 //! `containerd.types.Mount` message, so that `strata serve` can be loaded by containerd as a
@@ -10,12 +10,24 @@
 //! wire-compatible with containerd 1.6 through 2.x, including `CommitSnapshotRequest.parent`
 //! (field 5, containerd 2.2+). `build.rs` compiles them with the system `protoc`; the
 //! `google.protobuf` well-known types are those of `prost-types` (`Empty` maps to `()`).
+//!
+//! [`cri::v1`] is the Kubernetes Container Runtime Interface (`runtime.v1`: the
+//! `RuntimeService` and `ImageService` clients and their messages) that kubelet speaks to
+//! containerd's CRI plugin; Strata's tests and benchmarks drive containerd through it as
+//! kubelet does. Client only: Strata serves no CRI.
 
 mod generated {
     //! The code `tonic-prost-build` writes into `OUT_DIR`, nested by protobuf package.
     #![allow(unreachable_pub, missing_debug_implementations, rust_2018_idioms)]
     #![allow(clippy::all)]
     include!(concat!(env!("OUT_DIR"), "/containerd.rs"));
+}
+
+mod generated_cri {
+    //! The CRI client `tonic-prost-build` writes into `OUT_DIR`.
+    #![allow(unreachable_pub, missing_debug_implementations, rust_2018_idioms)]
+    #![allow(clippy::all, rustdoc::all)]
+    include!(concat!(env!("OUT_DIR"), "/cri.rs"));
 }
 
 /// `containerd.services.snapshots.*`
@@ -31,6 +43,16 @@ pub mod snapshots {
 /// `containerd.types`: [`types::Mount`].
 pub mod types {
     pub use crate::generated::containerd::types::*;
+}
+
+/// The Kubernetes Container Runtime Interface.
+pub mod cri {
+    /// `runtime.v1`: [`v1::runtime_service_client::RuntimeServiceClient`] (sandboxes,
+    /// containers, status), [`v1::image_service_client::ImageServiceClient`] (pull, status,
+    /// list, remove, filesystem info) and their messages.
+    pub mod v1 {
+        pub use crate::generated_cri::runtime::v1::*;
+    }
 }
 
 #[cfg(test)]
