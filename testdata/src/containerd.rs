@@ -1,5 +1,7 @@
 //! A private containerd for tests and benchmarks: root, state, sockets and opt dir under
-//! one directory, CRI off, never touching /run/containerd or /var/lib/containerd.
+//! one directory, never touching /run/containerd or /var/lib/containerd. CRI is off
+//! unless started with [`Containerd::start_with_cri`], whose config (see [`cri_config`])
+//! keeps the CRI plugin's directories, runc root and CNI paths under the same directory.
 //!
 //! ```no_run
 //! use strata_testdata::containerd::{CTR, Containerd};
@@ -62,12 +64,30 @@ impl Containerd {
         Self::start_binary(Path::new(CONTAINERD), dir, namespace, extra_config)
     }
 
+    /// Like [`start`](Self::start), with containerd's CRI plugin on (served on the same
+    /// socket, [`Containerd::socket`]): `extra_config` must hold its table, e.g. from
+    /// [`cri_config`]. [`command`](Self::command) clients use `namespace`, which for the
+    /// CRI's images and containers is `k8s.io`.
+    pub fn start_with_cri(dir: &Path, namespace: &str, extra_config: &str) -> Result<Self, Error> {
+        Self::start_inner(Path::new(CONTAINERD), dir, namespace, extra_config, true)
+    }
+
     /// Like [`start`](Self::start), with another containerd binary.
     pub fn start_binary(
         binary: &Path,
         dir: &Path,
         namespace: &str,
         extra_config: &str,
+    ) -> Result<Self, Error> {
+        Self::start_inner(binary, dir, namespace, extra_config, false)
+    }
+
+    fn start_inner(
+        binary: &Path,
+        dir: &Path,
+        namespace: &str,
+        extra_config: &str,
+        cri: bool,
     ) -> Result<Self, Error> {
         const NAME: &str = "containerd";
         if !binary.exists() {
@@ -86,11 +106,16 @@ impl Containerd {
         fs::write(
             &config,
             format!(
-                "version = 2\nroot = {}\nstate = {}\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\n\
+                "version = 2\nroot = {}\nstate = {}\n{}\n\
                  [grpc]\n  address = {}\n\n[ttrpc]\n  address = {}\n\n\
                  [plugins.\"io.containerd.internal.v1.opt\"]\n  path = {}\n\n{extra_config}",
                 q(&root),
                 q(&state),
+                if cri {
+                    ""
+                } else {
+                    "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n"
+                },
                 q(&socket),
                 q(&dir.join("c.sock.ttrpc")),
                 q(&dir.join("opt")),
@@ -223,6 +248,61 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         self.terminate();
     }
+}
+
+/// What [`cri_config`] sets up for containerd 1.6's CRI plugin.
+#[derive(Debug, Clone)]
+pub struct CriConfig<'a> {
+    /// The containerd directory ([`Containerd::start_with_cri`]'s `dir`): the runc root
+    /// and the (empty) CNI directories go under it.
+    pub dir: &'a Path,
+    /// The snapshotter for pods' images (`[…containerd] snapshotter`), e.g. a proxy
+    /// plugin's name.
+    pub snapshotter: &'a str,
+    /// The pod sandbox ("pause") image; present locally, it is never pulled.
+    pub sandbox_image: &'a str,
+    /// containerd's `config_path`: a `certs.d` directory of `<host>/hosts.toml` files.
+    pub registry_config_path: &'a Path,
+}
+
+/// The `[plugins."io.containerd.grpc.v1.cri"]` table (config version 2) for
+/// [`Containerd::start_with_cri`]: `snapshotter` and `disable_snapshot_annotations = false`
+/// (each layer's Prepare carries the CRI's image and layer labels, which remote
+/// snapshotters need), `sandbox_image`, registries from `config_path`, runc (v2 shim)
+/// with its root under `dir`, CNI directories under `dir` (none configured: pods use the
+/// host network), no AppArmor or SELinux, stats every second, and oom_score_adj kept
+/// no lower than containerd's own (`restrict_oom_score_adj`: a pod sandbox asks for -998,
+/// which a process without CAP_SYS_RESOURCE, as in some CI sandboxes, may not set).
+pub fn cri_config(c: &CriConfig<'_>) -> String {
+    let q = |p: &Path| format!("{:?}", p.to_string_lossy());
+    format!(
+        "[plugins.\"io.containerd.grpc.v1.cri\"]\n\
+         \x20 sandbox_image = {sandbox:?}\n\
+         \x20 stats_collect_period = 1\n\
+         \x20 disable_apparmor = true\n\
+         \x20 restrict_oom_score_adj = true\n\
+         \x20 enable_selinux = false\n\
+         \x20 [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n\
+         \x20   snapshotter = {snapshotter:?}\n\
+         \x20   disable_snapshot_annotations = false\n\
+         \x20   default_runtime_name = \"runc\"\n\
+         \x20   [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n\
+         \x20     runtime_type = \"io.containerd.runc.v2\"\n\
+         \x20     [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n\
+         \x20       Root = {runc}\n\
+         \x20       SystemdCgroup = false\n\
+         \x20 [plugins.\"io.containerd.grpc.v1.cri\".registry]\n\
+         \x20   config_path = {hosts}\n\
+         \x20 [plugins.\"io.containerd.grpc.v1.cri\".cni]\n\
+         \x20   bin_dir = {cni_bin}\n\
+         \x20   conf_dir = {cni_conf}\n",
+        sandbox = c.sandbox_image,
+        snapshotter = c.snapshotter,
+        runc = q(&c.dir.join("runc")),
+        hosts = q(c.registry_config_path),
+        cni_bin = q(&c.dir.join("cni/bin")),
+        cni_conf = q(&c.dir.join("cni/net.d")),
+    )
 }
 
 /// The target digest of `reference` in the output of `ctr image ls`.
