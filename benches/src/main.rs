@@ -6,6 +6,7 @@
 
 mod cold_start;
 mod convert;
+mod cri;
 mod delay_proxy;
 mod erofs;
 mod ingest;
@@ -110,6 +111,13 @@ enum Bench {
         after_help = "Example:\n  strata-bench delay-proxy 10.213.78.2:5000 127.0.0.1:5001 --delay-ms 20"
     )]
     DelayProxy(delay_proxy::DelayProxyArgs),
+    /// A lazy cold start (pull → python's exit) through Kubernetes' CRI vs through `ctr`,
+    /// both on Strata's stargz snapshotter behind containerd 1.6, side by side.
+    #[command(
+        after_help = "Example:\n  strata-bench cri --strata target/release/strata --runs 5\n  \
+        strata-bench cri --strata target/release/strata --registry \"$(benches/slow-link.sh up)\""
+    )]
+    Cri(cri::CriArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -127,5 +135,6 @@ fn main() -> anyhow::Result<()> {
         Bench::RunOverhead(args) => run_overhead::run(&args),
         Bench::Model(args) => model::run(&args),
         Bench::DelayProxy(args) => delay_proxy::run(&args),
+        Bench::Cri(args) => cri::run(&args),
     }
 }
