@@ -30,7 +30,7 @@ use strata_proto::cri::v1 as cri;
 use strata_proto::cri::v1::image_service_client::ImageServiceClient;
 use strata_proto::cri::v1::runtime_service_client::RuntimeServiceClient;
 use strata_testdata::containerd::{CTR, Containerd, CriConfig, cri_config};
-use strata_testdata::registry::RegistryServer;
+use strata_testdata::registry::{FaultProxy, RegistryServer};
 use strata_testdata::{ImageSpec, LayerSpec, Platform, write_oci_layout_tar};
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -94,11 +94,13 @@ impl Case {
     }
 }
 
-/// One timed run: the pull, then everything up to the container's exit.
+/// One timed run: the pull, then everything up to the container's exit, and the blob
+/// bytes the registry sent meanwhile (loopback registry only: counted by a proxy).
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     pull: Duration,
     start: Duration,
+    bytes: Option<u64>,
 }
 
 pub(crate) fn run(args: &CriArgs) -> anyhow::Result<()> {
@@ -137,7 +139,16 @@ pub(crate) fn run(args: &CriArgs) -> anyhow::Result<()> {
     registry.push_image("bench/debian", "1", &image)?;
     drop(image);
     let source = format!("{}/bench/debian:1", registry.host());
-    let host = args.registry.clone().unwrap_or_else(|| registry.host());
+    // On loopback, everything goes through a counting proxy (no faults set).
+    let counter = match args.registry {
+        None => Some(FaultProxy::start(registry.addr()).context("start the counting proxy")?),
+        Some(_) => None,
+    };
+    let host = match (&args.registry, &counter) {
+        (Some(host), _) => host.clone(),
+        (None, Some(proxy)) => proxy.host(),
+        (None, None) => registry.host(),
+    };
     let reference = format!("{host}/bench/debian:esgz");
     let conv = work.path().join("convert-root");
     for cmd in [
@@ -174,6 +185,7 @@ pub(crate) fn run(args: &CriArgs) -> anyhow::Result<()> {
         hosts: &hosts,
         pause: &pause,
         reference: &reference,
+        counter: counter.as_ref(),
     };
 
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); Case::ALL.len()];
@@ -212,16 +224,24 @@ pub(crate) fn run(args: &CriArgs) -> anyhow::Result<()> {
         args.runs,
         loadavg()
     );
-    println!("| case | pull median | start → exit median | pull → exit median (min–max) | / ctr |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| case | pull median | start → exit median | pull → exit median (min–max) | / ctr | blob bytes fetched (median) |"
+    );
+    println!("|---|---|---|---|---|---|");
     let total = |s: &[Sample]| s.iter().map(|s| s.pull + s.start).collect::<Vec<_>>();
     let reference_median = summarize(&total(&samples[0])).median;
     for (k, case) in Case::ALL.iter().enumerate() {
         let pull = summarize(&samples[k].iter().map(|s| s.pull).collect::<Vec<_>>());
         let start = summarize(&samples[k].iter().map(|s| s.start).collect::<Vec<_>>());
         let all = summarize(&total(&samples[k]));
+        let mut bytes: Vec<u64> = samples[k].iter().filter_map(|s| s.bytes).collect();
+        bytes.sort_unstable();
+        let bytes = bytes.get(bytes.len() / 2).map_or_else(
+            || "not counted".to_owned(),
+            |b| format!("{:.2} MiB", mib(*b)),
+        );
         println!(
-            "| {} | {:.3} s | {:.3} s | {:.3} s ({:.3}–{:.3}) | {:.2}× |",
+            "| {} | {:.3} s | {:.3} s | {:.3} s ({:.3}–{:.3}) | {:.2}× | {bytes} |",
             case.label(),
             pull.median.as_secs_f64(),
             start.median.as_secs_f64(),
@@ -241,6 +261,27 @@ struct Env<'a> {
     hosts: &'a Path,
     pause: &'a Path,
     reference: &'a str,
+    counter: Option<&'a FaultProxy>,
+}
+
+impl Env<'_> {
+    fn reset_count(&self) {
+        if let Some(proxy) = self.counter {
+            proxy.clear_requests();
+        }
+    }
+
+    /// Blob bytes sent since [`reset_count`](Self::reset_count).
+    fn blob_bytes(&self) -> Option<u64> {
+        self.counter.map(|proxy| {
+            proxy
+                .requests()
+                .iter()
+                .filter(|r| r.method == "GET" && r.path.contains("/blobs/"))
+                .map(|r| r.bytes_sent)
+                .sum()
+        })
+    }
 }
 
 /// One cold run of `case` in `dir`.
@@ -295,6 +336,7 @@ fn measure(env: &Env<'_>, case: Case, dir: &Path) -> anyhow::Result<Sample> {
     };
     let sample = match case {
         Case::Ctr => {
+            env.reset_count();
             drop_caches()?;
             let started = Instant::now();
             let mut rpull = containerd.command(env.ctr_remote);
@@ -318,7 +360,11 @@ fn measure(env: &Env<'_>, case: Case, dir: &Path) -> anyhow::Result<Sample> {
             if String::from_utf8_lossy(&out.stdout).trim() != EXPECTED {
                 bail!("{}", context("the container's output"));
             }
-            Sample { pull, start }
+            Sample {
+                pull,
+                start,
+                bytes: env.blob_bytes(),
+            }
         }
         Case::Cri => {
             let mut import = containerd.command(CTR);
@@ -332,7 +378,8 @@ fn measure(env: &Env<'_>, case: Case, dir: &Path) -> anyhow::Result<Sample> {
                 .build()?;
             let log_dir = dir.join("pods/bench");
             fs::create_dir_all(&log_dir)?;
-            let sample = rt
+            env.reset_count();
+            let mut sample = rt
                 .block_on(cri_cold_start(&containerd.socket, env.reference, &log_dir))
                 .map_err(|e| anyhow::anyhow!("{}", context(&format!("{e:#}"))))?;
             let log = fs::read_to_string(log_dir.join("python.log")).unwrap_or_default();
@@ -342,6 +389,7 @@ fn measure(env: &Env<'_>, case: Case, dir: &Path) -> anyhow::Result<Sample> {
             {
                 bail!("{}", context(&format!("the container's log:\n{log}")));
             }
+            sample.bytes = env.blob_bytes();
             sample
         }
     };
@@ -491,7 +539,11 @@ async fn cri_cold_start(socket: &Path, reference: &str, log_dir: &Path) -> anyho
         })
         .await
         .context("RemovePodSandbox")?;
-    Ok(Sample { pull, start })
+    Ok(Sample {
+        pull,
+        start,
+        bytes: None,
+    })
 }
 
 /// The pause image: the host's dash and `sleep` with their libraries, sleeping until
