@@ -229,6 +229,59 @@ fn concurrent_starts_end_with_one_holder() {
     assert_eq!(holders(&socket).len(), 1);
 }
 
+/// A holder that starts while another has the lock but is not listening yet (it is between
+/// bind and listen) waits for it instead of replacing its socket: replacing it would strand
+/// the clients that already reached the first holder, which then exits for its lost socket.
+#[test]
+fn a_late_holder_never_replaces_one_still_binding() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("holder.sock");
+    let _cleanup = Cleanup(socket.clone());
+    // "The first holder": the lock taken, the socket bound but not yet listening.
+    let lock = std::fs::File::create(dir.path().join("holder.sock.lock")).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    let first = rustix::net::socket(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::SEQPACKET,
+        None,
+    )
+    .unwrap();
+    rustix::net::bind(&first, &rustix::net::SocketAddrUnix::new(&socket).unwrap()).unwrap();
+    let inode = std::fs::metadata(&socket).unwrap().ino();
+
+    let mut late = Command::new(STRATA)
+        .args(["fd-holder", "--socket"])
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        late.try_wait().unwrap().is_none(),
+        "the late holder waits while the first has the lock"
+    );
+    assert_eq!(
+        std::fs::metadata(&socket).unwrap().ino(),
+        inode,
+        "the late holder left the first one's socket alone"
+    );
+    // The first holder listens: the late one sees it answer and leaves.
+    rustix::net::listen(&first, 8).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = late.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the late holder did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success());
+    assert_eq!(std::fs::metadata(&socket).unwrap().ino(), inode);
+    assert!(holders(&socket).is_empty());
+}
+
 /// The file in the test layer, 300 KiB, chunked at 64 KiB.
 const DATA_LEN: usize = 300 << 10;
 

@@ -134,7 +134,7 @@ enum Command {
     descriptors back over the socket and serves the same mounts again. `strata serve` starts it \
     on the first lazy mount (socket <root>/fd-holder.sock, mode 0600), in its own session; it \
     exits by itself when it holds nothing and no daemon is connected. A second holder on a live \
-    socket exits at once."
+    socket exits at once: a holder keeps an exclusive lock on <socket>.lock while it lives."
 )]
 pub(crate) struct FdHolderArgs {
     /// The unix socket to serve.

@@ -56,11 +56,14 @@ pub fn run(socket: &Path) -> io::Result<()> {
             .mode(0o700)
             .create(parent)?;
     }
+    // The lock is held for the holder's life: whoever has it owns the socket path, so a
+    // holder that starts while another is still binding cannot take its path (and strand
+    // the clients that already reached it).
+    let Some(_lock) = lock_or_defer(socket)? else {
+        tracing::info!(socket = %socket.display(), "another fd holder answers here; exiting");
+        return Ok(());
+    };
     if socket.exists() {
-        if protocol::connect(socket).is_ok() {
-            tracing::info!(socket = %socket.display(), "another fd holder answers here; exiting");
-            return Ok(());
-        }
         std::fs::remove_file(socket)?;
     }
     let listener = protocol::listen(socket)?;
@@ -160,6 +163,61 @@ pub fn run(socket: &Path) -> io::Result<()> {
             let _ = std::fs::remove_file(socket);
             return Ok(());
         }
+    }
+}
+
+/// How long a starting holder waits for one that holds the lock but does not answer
+/// (still binding, or exiting) before it gives up.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// The lock file beside `socket`: `holder.sock` → `holder.sock.lock`.
+fn lock_path(socket: &Path) -> std::path::PathBuf {
+    let mut name = socket.as_os_str().to_owned();
+    name.push(".lock");
+    name.into()
+}
+
+/// Takes the socket's lock; `None` when another holder has it and answers on the socket.
+/// A holder that has the lock but does not answer yet is starting (or exiting): wait.
+fn lock_or_defer(socket: &Path) -> io::Result<Option<OwnedFd>> {
+    let path = lock_path(socket);
+    let lock = rustix::fs::open(
+        &path,
+        rustix::fs::OFlags::CREATE | rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .map_err(|e| {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!("{}: {e}", path.display()),
+        )
+    })?;
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(Some(lock)),
+            Err(Errno::WOULDBLOCK) => {}
+            Err(e) => {
+                return Err(io::Error::new(
+                    io::Error::from(e).kind(),
+                    format!("{}: {e}", path.display()),
+                ));
+            }
+        }
+        if protocol::connect(socket).is_ok() {
+            return Ok(None);
+        }
+        if Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "{}: locked by a holder that does not answer on {} after {LOCK_WAIT:?}",
+                    path.display(),
+                    socket.display()
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -21,6 +21,11 @@
 //! is gone (the root was removed). While no daemon is connected it answers `STATFS` on the
 //! connections itself, so that `umount` of a layer does not wait for a daemon that may
 //! never come back; every other request waits for the next daemon.
+//!
+//! One holder per socket: a holder keeps an exclusive `flock` on `<socket>.lock` for its
+//! life and binds the socket only once it has the lock, so of several started at once
+//! exactly one serves, and a late starter cannot replace a holder that is still binding
+//! (which would strand the clients that already reached it).
 
 mod fuse;
 pub mod holder;
