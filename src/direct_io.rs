@@ -36,7 +36,7 @@ impl AlignedBuf {
 }
 
 /// Bytes staged through an aligned buffer per write.
-const STAGE: usize = 4 << 20;
+const STAGE: usize = 1 << 20;
 
 /// A few aligned staging buffers, reused (a fresh one would be faulted in every time).
 #[derive(Default)]

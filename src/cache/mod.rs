@@ -4,7 +4,8 @@
 //!
 //! - A chunk is stored only after its bytes hash to its digest, written to a temporary file
 //!   and renamed into place. Checked chunks are read in the ranges asked for
-//!   ([`ChunkCache::read_range`]), through the page cache, never held whole in memory.
+//!   ([`ChunkCache::read_range`]), through the page cache; a source can keep chunks it just
+//!   fetched in memory until they are read through ([`HotChunks`], bounded by bytes).
 //! - The total size is bounded (`max_size`): the least recently used chunks are evicted.
 //!   A reader that already opened an evicted chunk finishes with its descriptor.
 //! - Recency lives in memory; at open it is rebuilt from the files' modification times and
@@ -48,7 +49,9 @@
 //! whole blob matches its digest.
 
 mod flight;
+mod hot;
 mod source;
+mod writer;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
@@ -60,7 +63,9 @@ use strata_formats::Digest;
 use strata_formats::layer_index::FileChunk;
 
 pub use flight::ChunkFlights;
+pub use hot::HotChunks;
 pub use source::CachedChunkSource;
+pub use writer::ChunkWriter;
 
 /// Counters of a [`ChunkCache`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

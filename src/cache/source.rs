@@ -9,7 +9,7 @@ use std::sync::Arc;
 use strata_formats::layer_index::FileChunk;
 use strata_fuse::{ChunkSource, FileRef};
 
-use super::{ChunkCache, ChunkFlights};
+use super::{ChunkCache, ChunkFlights, ChunkWriter, HotChunks};
 
 /// Serves chunks from `cache`; on a miss asks `inner` (which returns only verified bytes)
 /// once, however many readers want the chunk, and stores the result.
@@ -17,6 +17,7 @@ pub struct CachedChunkSource {
     inner: Arc<dyn ChunkSource>,
     cache: Arc<ChunkCache>,
     flights: ChunkFlights,
+    memory: Option<(Arc<HotChunks>, Arc<ChunkWriter>)>,
 }
 
 impl std::fmt::Debug for CachedChunkSource {
@@ -34,13 +35,37 @@ impl CachedChunkSource {
             inner,
             cache,
             flights: ChunkFlights::default(),
+            memory: None,
         }
     }
 
+    /// Keeps fetched chunks in `hot` until read through, and serves reads from there
+    /// first (see [`HotChunks`]); their files are written by `writer`, off the reader's
+    /// path. Both may be shared by several sources.
+    #[must_use]
+    pub fn with_memory(mut self, hot: Arc<HotChunks>, writer: Arc<ChunkWriter>) -> Self {
+        self.memory = Some((hot, writer));
+        self
+    }
+
+    fn hot(&self) -> Option<&HotChunks> {
+        self.memory.as_ref().map(|(hot, _)| &**hot)
+    }
+
     fn fetch(&self, file: &FileRef<'_>, chunk: &FileChunk) -> io::Result<Arc<[u8]>> {
+        let started = std::time::Instant::now();
         let bytes = self.inner.chunk(file, chunk)?;
+        tracing::debug!(
+            layer = file.layer,
+            file = file.path,
+            offset = chunk.offset,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "chunk fetched"
+        );
         // The inner source verified them (the ChunkSource contract): not hashed again.
-        if let Err(e) = self.cache.put_verified(&chunk.digest, &bytes) {
+        if let Some((hot, writer)) = &self.memory {
+            writer.store(&self.cache, hot, &chunk.digest, &bytes);
+        } else if let Err(e) = self.cache.put_verified(&chunk.digest, &bytes) {
             // The chunk is verified and served all the same; only caching failed.
             tracing::warn!(layer = file.layer, file = file.path, error = %e, "caching a chunk");
         }
@@ -54,11 +79,17 @@ impl ChunkSource for CachedChunkSource {
     }
 
     fn chunk(&self, file: &FileRef<'_>, chunk: &FileChunk) -> io::Result<Arc<[u8]>> {
+        if let Some(bytes) = self.hot().and_then(|h| h.get(&chunk.digest)) {
+            return Ok(bytes);
+        }
         if let Some(bytes) = self.cache.get_shared(&chunk.digest) {
             return Ok(bytes);
         }
         self.flights.run(&chunk.digest, || {
-            // A fetch that finished between our cache miss and now has stored the chunk.
+            // A fetch that finished between our cache miss and now has kept the chunk.
+            if let Some(bytes) = self.hot().and_then(|h| h.get(&chunk.digest)) {
+                return Ok(bytes);
+            }
             match self.cache.get_shared(&chunk.digest) {
                 Some(bytes) => Ok(bytes),
                 None => self.fetch(file, chunk),
@@ -73,6 +104,11 @@ impl ChunkSource for CachedChunkSource {
         range: std::ops::Range<usize>,
         out: &mut Vec<u8>,
     ) -> io::Result<()> {
+        if let Some(hot) = self.hot()
+            && hot.read(&chunk.digest, range.clone(), out)
+        {
+            return Ok(());
+        }
         if self
             .cache
             .read_range(&chunk.digest, range.start as u64..range.end as u64, out)
@@ -86,6 +122,9 @@ impl ChunkSource for CachedChunkSource {
             io::Error::new(io::ErrorKind::InvalidInput, "range outside the chunk")
         })?;
         out.extend_from_slice(piece);
+        if let Some(hot) = self.hot() {
+            hot.served(&chunk.digest, piece.len());
+        }
         Ok(())
     }
 }

@@ -1,8 +1,9 @@
 //! Read-ahead for sequential readers of large files (a loader streaming a weight file, a
 //! copy): when a file's reads cross from one chunk into the next, the chunks after it are
 //! fetched into the cache by a small pool of threads, so several range requests are in
-//! flight and the link stays busy while the reader consumes. The window doubles with each
-//! chunk read in order (from 2 chunks up to [`ReadaheadOptions::max_window`]); a read
+//! flight and the link stays busy while the reader consumes. The window is half the chunks
+//! the run has read so far (from 2 chunks up to [`ReadaheadOptions::max_window`]), so a
+//! reader of one tensor gets few chunks it does not read; a read
 //! elsewhere in the file (a loader touching tensors of an mmapped file in arbitrary
 //! order) stops it, so random access fetches only what it reads.
 //!
@@ -195,7 +196,13 @@ impl Readahead {
         if !crossed {
             return 0..0;
         }
-        s.window = (s.window * 2).clamp(2, self.pool.opts.max_window);
+        // As far ahead as half the run read so far: a streaming reader soon has the whole
+        // window in flight, while the reader of one tensor of a few chunks gets only a few
+        // chunks it will not read.
+        let read = end.saturating_sub(s.run_start) / chunk.size.max(1);
+        s.window = usize::try_from(read / 2)
+            .unwrap_or(usize::MAX)
+            .clamp(2, self.pool.opts.max_window);
         let stop = (i + 1 + s.window).min(file.chunks.len());
         let from = s.next.max(i + 1);
         s.next = s.next.max(stop);
@@ -339,10 +346,15 @@ mod tests {
         // Chunk 1 read in order: 2 chunks ahead (2 and 3), besides 0 and 1.
         assert_eq!(settle(&inner, 4), 4);
         read(&source, &chunks, 2);
-        // The window doubles: up to chunk 2 + 4.
-        assert_eq!(settle(&inner, 7), 7);
+        // Half the run (3 chunks) is less than 2: still 2 ahead, up to chunk 4.
+        assert_eq!(settle(&inner, 5), 5);
+        for i in 3..8 {
+            read(&source, &chunks, i);
+        }
+        // 8 chunks read in order: 4 ahead, up to chunk 11.
+        assert_eq!(settle(&inner, 12), 12);
         // Every chunk is fetched once, however it was asked for.
-        for i in 3..64 {
+        for i in 8..64 {
             read(&source, &chunks, i);
         }
         assert_eq!(settle(&inner, 64), 64);
