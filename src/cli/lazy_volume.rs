@@ -334,10 +334,18 @@ pub(crate) fn serve(root: &Path, args: &ServeArtifactArgs) -> anyhow::Result<()>
             .with_context(|| format!("resume {}", spec.reference))?;
         (served, Some(holder))
     } else {
+        // The holder starts while the filesystems are mounted.
+        let exe = std::env::current_exe().context("find the strata binary")?;
+        let holder = std::thread::spawn({
+            let socket = socket.clone();
+            move || FdStore::connect_or_spawn(&socket, &exe)
+        });
         let served = ServedArtifact::mount(&spec, &client, runtime.handle(), &dirs, &cache)
             .with_context(|| format!("serve {}", spec.reference))?;
-        let exe = std::env::current_exe().context("find the strata binary")?;
-        let holder = FdStore::connect_or_spawn(&socket, &exe).and_then(|holder| {
+        let holder = holder
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("starting the fd holder panicked")));
+        let holder = holder.and_then(|holder| {
             for (i, (dev, state)) in served.connections().into_iter().enumerate() {
                 let meta = serde_json::to_vec(&state).map_err(std::io::Error::other)?;
                 holder.put(&format!("layer/{i}"), dev, &meta)?;
