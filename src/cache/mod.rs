@@ -450,6 +450,23 @@ impl ChunkCache {
         self.max_size
     }
 
+    /// Asks the kernel to read chunk `digest`'s file into the page cache in the background
+    /// (a sequential reader will want it next: its reads then find it in memory instead of
+    /// each waiting for the disk); false when it is not stored. Serves nothing: the reads
+    /// still go through [`Self::read_range`] and its checks.
+    pub fn prefetch(&self, digest: &Digest) -> bool {
+        if !self.contains(digest) {
+            return false;
+        }
+        match std::fs::File::open(self.path(digest)) {
+            Ok(file) => {
+                let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::WillNeed);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Whether chunk `digest` is stored (by the index; the file is checked on [`Self::get`]).
     pub fn contains(&self, digest: &Digest) -> bool {
         self.lock().entries.contains_key(digest)
@@ -720,6 +737,21 @@ mod tests {
         assert!(cache.get(&other).is_none());
         let s = cache.stats();
         assert_eq!((s.hits, s.misses, s.stored, s.bytes), (1, 2, 1, 1000));
+    }
+
+    #[test]
+    fn prefetch_is_for_stored_chunks_only_and_serves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ChunkCache::open(dir.path(), 1 << 20).unwrap();
+        let (d, b) = chunk(1, 1000);
+        assert!(!cache.prefetch(&d), "not stored");
+        cache.put(&d, &b).unwrap();
+        let before = cache.stats();
+        assert!(cache.prefetch(&d));
+        let after = cache.stats();
+        assert_eq!((before.hits, before.misses), (after.hits, after.misses));
+        std::fs::remove_file(cache.path(&d)).unwrap();
+        assert!(!cache.prefetch(&d), "its file is gone");
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!
 //! Chunks are fetched through the cached source the reads use, so a read of a chunk the
 //! read-ahead is fetching waits for that fetch instead of starting its own, and every
-//! chunk is verified before it is stored.
+//! chunk is verified before it is stored. Chunks already stored are read from the disk
+//! ahead instead ([`ChunkCache::prefetch`]: into the page cache, in the background).
 
 use std::collections::HashMap;
 use std::io;
@@ -211,7 +212,8 @@ impl Readahead {
 
     fn send(&self, file: &FileRef<'_>, ahead: Range<usize>) {
         for c in &file.chunks[ahead] {
-            if self.cache.contains(&c.digest) {
+            // Stored: only read from the disk ahead of the reader.
+            if self.cache.prefetch(&c.digest) {
                 continue;
             }
             let job = Job {
