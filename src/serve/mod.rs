@@ -126,6 +126,28 @@ pub fn run(config: &Config) -> Result<(), ServeError> {
         },
         &providers,
     )?;
+    // The runtime and the signal handlers come before the socket: a SIGTERM sent as soon
+    // as the socket is connectable must stop the daemon cleanly, not kill it by default.
+    let setup = |what| move |source| ServeError::Setup { what, source };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("strata-serve")
+        .build()
+        .map_err(setup("start the async runtime"))
+        .and_then(|runtime| {
+            let signals = {
+                let _entered = runtime.enter();
+                Signals::install()?
+            };
+            Ok((runtime, signals))
+        }) {
+        Ok(started) => started,
+        Err(e) => {
+            served.close();
+            return Err(e);
+        }
+    };
+    let (runtime, signals) = runtime;
     let listener = match socket::bind(&config.socket) {
         Ok(listener) => listener,
         Err(e) => {
@@ -143,15 +165,13 @@ pub fn run(config: &Config) -> Result<(), ServeError> {
         state = state.with_metrics(metrics);
     }
     let state = Arc::new(state);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("strata-serve")
-        .build()
-        .map_err(|source| ServeError::Setup {
-            what: "start the async runtime",
-            source,
-        })?;
-    let result = runtime.block_on(serve(config, listener, Arc::clone(&state), metrics_address));
+    let result = runtime.block_on(serve(
+        config,
+        listener,
+        Arc::clone(&state),
+        metrics_address,
+        signals,
+    ));
     // Calls still running on blocking threads finish (within the grace) before close.
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
     state.snapshotters().close();
@@ -160,17 +180,37 @@ pub fn run(config: &Config) -> Result<(), ServeError> {
     result
 }
 
+/// The daemon's shutdown signals, installed before its socket is bound.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the SIGTERM and SIGINT handlers (inside a runtime context).
+    fn install() -> Result<Signals, ServeError> {
+        let setup = |what| move |source| ServeError::Setup { what, source };
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate())
+                .map_err(setup("install the SIGTERM handler"))?,
+            interrupt: signal(SignalKind::interrupt())
+                .map_err(setup("install the SIGINT handler"))?,
+        })
+    }
+}
+
 async fn serve(
     config: &Config,
     listener: std::os::unix::net::UnixListener,
     state: Arc<ServiceState>,
     metrics_address: Option<SocketAddr>,
+    signals: Signals,
 ) -> Result<(), ServeError> {
     let setup = |what| move |source| ServeError::Setup { what, source };
-    let mut terminate =
-        signal(SignalKind::terminate()).map_err(setup("install the SIGTERM handler"))?;
-    let mut interrupt =
-        signal(SignalKind::interrupt()).map_err(setup("install the SIGINT handler"))?;
+    let Signals {
+        mut terminate,
+        mut interrupt,
+    } = signals;
     let listener =
         tokio::net::UnixListener::from_std(listener).map_err(setup("register the socket"))?;
     let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
