@@ -601,7 +601,7 @@ fn saved_tocs_and_cached_chunks_damaged_while_down_are_fetched_again_never_serve
         }
     }
     assert_eq!(tails, s.chain_len, "{}", s.context("saved TOCs"));
-    let chunks = flip_files(&s.serve.root.join("cache/stargz"), "");
+    let chunks = flip_files(&s.serve.root.join("cache/stargz/sha256"), "");
     assert!(chunks > FILES, "{}", s.context("cached chunks"));
     s.restart_serve();
     // The resumed mounts' page cache would answer without asking the daemon.

@@ -25,10 +25,15 @@ const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// A safetensors-shaped weights file of `len` bytes: header length, JSON header, data.
 fn weights(len: usize) -> Vec<u8> {
+    seeded_weights(len, 0x9e37_79b9_7f4a_7c15)
+}
+
+/// [`weights`] whose data (nonzero `seed`) shares no chunk with other seeds'.
+fn seeded_weights(len: usize, seed: u64) -> Vec<u8> {
     let header = r#"{"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#;
     let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
     bytes.extend_from_slice(header.as_bytes());
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut x = seed;
     while bytes.len() < len {
         x ^= x << 13;
         x ^= x >> 7;
@@ -325,4 +330,87 @@ fn an_indexed_artifact_is_mounted_lazily_and_every_read_is_verified() {
     std::thread::sleep(Duration::from_millis(100));
     env.strata_ok("root", &["volume", "umount", dir_s]);
     assert!(mounts_under(&dir).is_empty());
+}
+
+/// Bytes of the files under `dir`, recursively.
+fn bytes_under(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        total += if meta.is_dir() {
+            bytes_under(&entry.path())
+        } else {
+            meta.len()
+        };
+    }
+    total
+}
+
+#[test]
+#[ignore = "needs root (FUSE and overlay mounts) and docker-registry: make test runs it"]
+fn lazy_volumes_in_several_processes_share_one_cache_bound() {
+    strata_testdata::host::require_root("lazy volumes are FUSE mounts");
+    let env = Env::new();
+    let _unmount = UnmountOnDrop(env.dir.path().to_path_buf());
+    let registry = RegistryServer::start().expect("start docker-registry");
+    let host = registry.host();
+    // Two models sharing no chunk, 5 and a bit chunks each, under a 3-chunk bound.
+    let blobs = [
+        seeded_weights(5 * CHUNK + 1000, 1),
+        seeded_weights(5 * CHUNK + 2000, 2),
+    ];
+    let mut dirs = Vec::new();
+    for (i, blob) in blobs.iter().enumerate() {
+        let model = env.path(&format!("model{i}"));
+        model_dir(&model, blob, "{}");
+        let reference = format!("{host}/models/m{i}:v1");
+        env.strata_ok(
+            "push",
+            &[
+                "artifact",
+                "push",
+                "--plain-http",
+                model.to_str().unwrap(),
+                &reference,
+            ],
+        );
+        let dir = env.path(&format!("mnt{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        env.strata_ok(
+            "root",
+            &[
+                "volume",
+                "mount",
+                "--plain-http",
+                "--cache-size",
+                "12",
+                &reference,
+                dir.to_str().unwrap(),
+            ],
+        );
+        dirs.push(dir);
+    }
+    // Both serving processes read their whole model at once, twice (the second read
+    // fetches again what the bound evicted).
+    std::thread::scope(|s| {
+        for (dir, blob) in dirs.iter().zip(&blobs) {
+            s.spawn(move || {
+                for _ in 0..2 {
+                    assert!(std::fs::read(dir.join("model.safetensors")).unwrap() == *blob);
+                    drop_page_cache();
+                }
+            });
+        }
+    });
+    for dir in &dirs {
+        env.strata_ok("root", &["volume", "umount", dir.to_str().unwrap()]);
+    }
+    let cache = env.path("root/volumes/cache");
+    let held = bytes_under(&cache.join("sha256"));
+    assert!(
+        held <= 12 << 20,
+        "the shared cache holds {held} bytes, over its 12 MiB bound"
+    );
+    assert!(held >= 2 * CHUNK as u64, "the cache was used: {held} bytes");
 }

@@ -8,8 +8,15 @@
 //!   fetched in memory until they are read through ([`HotChunks`], bounded by bytes).
 //! - The total size is bounded (`max_size`): the least recently used chunks are evicted.
 //!   A reader that already opened an evicted chunk finishes with its descriptor.
-//! - Recency lives in memory; at open it is rebuilt from the files' modification times and
-//!   leftover temporary files are removed, so the cache survives a restart or a crash.
+//! - Several processes can share one directory (a lazy volume's serving process each, a
+//!   daemon) under one bound: a counter in `usage`, changed under a file lock by every
+//!   store and removal ([`usage`]), says what the directory holds; when it passes the
+//!   bound, the directory is rescanned and the least recently used files of all the
+//!   processes are evicted ([`rescan`]).
+//! - Recency lives in memory, and reaches the files' modification times (at most a second
+//!   late), which is how other processes and a restart see it; at open, recency is rebuilt
+//!   from them and temporary files of writers that are gone are removed, so the cache
+//!   survives a restart or a crash.
 //! - Whole files assembled from chunks for FUSE passthrough ([`ChunkCache::backing_file`])
 //!   live under `files/` and count in the same bound.
 //! - [`CachedChunkSource`] puts the cache in front of any [`strata_fuse::ChunkSource`].
@@ -36,8 +43,9 @@
 //!   the caller fetches again. Wrong bytes are never served; `EIO` only if the fetch fails.
 //! - Not covered: a file that changes *after* this process checked or wrote it (another
 //!   writer on the cache directory, a bit flip on disk later) is served as it then is —
-//!   re-hashing on every use would cost what the cache saves. The cache directory belongs
-//!   to the daemon alone.
+//!   re-hashing on every use would cost what the cache saves. The processes sharing a
+//!   directory are Strata's, each storing only what it verified; nothing else may write
+//!   there.
 //! - No fsync before the rename: a file a crash tore is caught by the first-use hash above,
 //!   so an fsync would buy nothing but a lost chunk's re-fetch, and it costs every miss
 //!   (about 4 ms per chunk on a virtual disk, against 0.02 ms for a 4 KiB chunk without).
@@ -50,10 +58,12 @@
 
 mod flight;
 mod hot;
+mod index;
+mod rescan;
 mod source;
+mod usage;
 mod writer;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,6 +76,9 @@ pub use flight::ChunkFlights;
 pub use hot::HotChunks;
 pub use source::CachedChunkSource;
 pub use writer::ChunkWriter;
+
+use index::Index;
+use usage::SharedUsage;
 
 /// Counters of a [`ChunkCache`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -84,57 +97,6 @@ pub struct CacheStats {
     pub bytes: u64,
 }
 
-#[derive(Debug, Default)]
-struct Index {
-    /// digest → (size, recency tick)
-    entries: HashMap<Digest, (u64, u64)>,
-    /// recency tick → digest, oldest first
-    order: BTreeMap<u64, Digest>,
-    /// Chunks whose file was written or checked by this process.
-    verified: HashSet<Digest>,
-    /// Entries that are whole files assembled for passthrough (under `files/`, named by a
-    /// digest of their chunks' digests), not chunks.
-    assembled: HashSet<Digest>,
-    total: u64,
-    tick: u64,
-}
-
-impl Index {
-    fn touch(&mut self, digest: &Digest) {
-        self.tick += 1;
-        let tick = self.tick;
-        if let Some(entry) = self.entries.get_mut(digest) {
-            self.order.remove(&entry.1);
-            entry.1 = tick;
-            self.order.insert(tick, digest.clone());
-        }
-    }
-
-    fn insert(&mut self, digest: Digest, size: u64) {
-        if self.entries.contains_key(&digest) {
-            self.touch(&digest);
-            return;
-        }
-        self.tick += 1;
-        self.entries.insert(digest.clone(), (size, self.tick));
-        self.order.insert(self.tick, digest);
-        self.total += size;
-    }
-
-    fn remove(&mut self, digest: &Digest) -> bool {
-        self.verified.remove(digest);
-        self.assembled.remove(digest);
-        match self.entries.remove(digest) {
-            Some((size, tick)) => {
-                self.order.remove(&tick);
-                self.total -= size;
-                true
-            }
-            None => false,
-        }
-    }
-}
-
 /// Decompressed chunks on disk by digest, bounded, least recently used evicted first.
 #[derive(Debug)]
 pub struct ChunkCache {
@@ -148,74 +110,30 @@ pub struct ChunkCache {
     corrupt: AtomicU64,
     temp_seq: AtomicU64,
     staging: crate::direct_io::StagingBuffers,
+    usage: SharedUsage,
 }
 
 impl ChunkCache {
     /// Opens (creating) the cache in `dir`, holding at most `max_size` bytes: removes
-    /// leftover temporary files and rebuilds recency from the chunks' modification times.
+    /// temporary files writers left behind, rebuilds recency from the files' modification
+    /// times and sets the directory's shared usage counter (see [`usage`]).
     pub fn open(dir: &Path, max_size: u64) -> io::Result<ChunkCache> {
-        let context = |what: &str, p: &Path, e: io::Error| {
+        let root = dir.join("sha256");
+        std::fs::create_dir_all(&root).map_err(|e| {
             io::Error::new(
                 e.kind(),
-                format!("chunk cache: {what} {}: {e}", p.display()),
+                format!("chunk cache: create {}: {e}", root.display()),
             )
+        })?;
+        let usage = SharedUsage::open(dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("chunk cache: {e}")))?;
+        let index = {
+            // Held through the scan: no other process adds or removes a file meanwhile.
+            let counter = usage.lock();
+            let index = Index::from_scan(rescan::scan(dir)?);
+            counter.write(index.total);
+            index
         };
-        let root = dir.join("sha256");
-        std::fs::create_dir_all(&root).map_err(|e| context("create", &root, e))?;
-        let mut found: Vec<(std::time::SystemTime, Digest, u64)> = Vec::new();
-        for fan in std::fs::read_dir(&root).map_err(|e| context("list", &root, e))? {
-            let fan = fan.map_err(|e| context("list", &root, e))?.path();
-            if !fan.is_dir() {
-                continue;
-            }
-            for entry in std::fs::read_dir(&fan).map_err(|e| context("list", &fan, e))? {
-                let entry = entry.map_err(|e| context("list", &fan, e))?;
-                let path = entry.path();
-                let name = entry.file_name().to_string_lossy().into_owned();
-                match format!("sha256:{name}").parse::<Digest>() {
-                    Ok(digest) => {
-                        let meta = entry.metadata().map_err(|e| context("stat", &path, e))?;
-                        found.push((
-                            meta.modified().unwrap_or(std::time::UNIX_EPOCH),
-                            digest,
-                            meta.len(),
-                        ));
-                    }
-                    // Temporary files of writes a crash interrupted.
-                    Err(_) => {
-                        let _ = std::fs::remove_file(&path);
-                    }
-                }
-            }
-        }
-        let files = dir.join("files");
-        let mut assembled = HashSet::new();
-        if files.is_dir() {
-            for entry in std::fs::read_dir(&files).map_err(|e| context("list", &files, e))? {
-                let entry = entry.map_err(|e| context("list", &files, e))?;
-                let path = entry.path();
-                match format!("sha256:{}", entry.file_name().to_string_lossy()).parse::<Digest>() {
-                    Ok(key) => {
-                        let meta = entry.metadata().map_err(|e| context("stat", &path, e))?;
-                        found.push((
-                            meta.modified().unwrap_or(std::time::UNIX_EPOCH),
-                            key.clone(),
-                            meta.len(),
-                        ));
-                        assembled.insert(key);
-                    }
-                    Err(_) => {
-                        let _ = std::fs::remove_file(&path);
-                    }
-                }
-            }
-        }
-        found.sort_by_key(|f| f.0);
-        let mut index = Index::default();
-        for (_, digest, size) in found {
-            index.insert(digest, size);
-        }
-        index.assembled = assembled;
         let cache = ChunkCache {
             dir: dir.to_path_buf(),
             max_size,
@@ -227,6 +145,7 @@ impl ChunkCache {
             corrupt: AtomicU64::new(0),
             temp_seq: AtomicU64::new(0),
             staging: crate::direct_io::StagingBuffers::default(),
+            usage,
         };
         cache.evict();
         Ok(cache)
@@ -280,19 +199,39 @@ impl ChunkCache {
         true
     }
 
+    /// Marks chunk `digest` used: its size, whether this process wrote or checked its file,
+    /// and whether to stamp the file's time ([`Index::touch`]). A chunk the index does not
+    /// hold but whose file is there (another process stored it since this one scanned the
+    /// directory) is taken in, not checked: its first use hashes it.
+    fn use_chunk(&self, digest: &Digest) -> Option<(u64, bool, bool)> {
+        {
+            let mut index = self.lock();
+            if let Some(size) = index.entries.get(digest).map(|e| e.size) {
+                let stamp = index.touch(digest);
+                return Some((size, index.verified.contains(digest), stamp));
+            }
+        }
+        let meta = std::fs::metadata(self.path(digest))
+            .ok()
+            .filter(std::fs::Metadata::is_file)?;
+        let mut index = self.lock();
+        index.adopt(
+            digest.clone(),
+            meta.len(),
+            meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+        );
+        let size = index.entries.get(digest)?.size;
+        let stamp = index.touch(digest);
+        Some((size, index.verified.contains(digest), stamp))
+    }
+
     /// The open file of chunk `digest`, if stored and known good: written by this process,
     /// or checked now (size and a streamed digest) and remembered as checked. A file that
     /// fails the check is removed; misses are counted.
     fn checked_file(&self, digest: &Digest) -> Option<std::fs::File> {
-        let (size, verified) = {
-            let mut index = self.lock();
-            let Some(size) = index.entries.get(digest).map(|e| e.0) else {
-                drop(index);
-                self.misses.fetch_add(1, Ordering::Relaxed);
-                return None;
-            };
-            index.touch(digest);
-            (size, index.verified.contains(digest))
+        let Some((size, verified, stamp)) = self.use_chunk(digest) else {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
         };
         let path = self.path(digest);
         let Ok(mut file) = std::fs::File::open(&path) else {
@@ -324,6 +263,9 @@ impl ChunkCache {
                 return None;
             }
             self.lock().verified.insert(digest.clone());
+        }
+        if stamp {
+            stamp_used(&file);
         }
         Some(file)
     }
@@ -384,7 +326,7 @@ impl ChunkCache {
             }
             // No fsync: a copy a crash tore is hashed and dropped before a later process
             // uses it, and the fsync would cost every passthrough open (see the module docs).
-            std::fs::rename(&temp, &path)
+            self.publish(&temp, &path)
         })();
         if let Err(e) = assembled {
             let _ = std::fs::remove_file(&temp);
@@ -416,7 +358,7 @@ impl ChunkCache {
     ) -> Option<std::fs::File> {
         let size = of.size;
         let file = std::fs::File::open(path).ok()?;
-        let verified = {
+        let (verified, stamp) = {
             let mut index = self.lock();
             if !index.entries.contains_key(key) {
                 // Left by a process that did not index it (or evicted meanwhile): checked
@@ -424,8 +366,7 @@ impl ChunkCache {
                 index.insert(key.clone(), size);
                 index.assembled.insert(key.clone());
             }
-            index.touch(key);
-            index.verified.contains(key)
+            (index.verified.contains(key), index.touch(key))
         };
         let intact = file.metadata().is_ok_and(|m| m.len() == size)
             && (verified || chunks_match(&file, of.chunks));
@@ -441,6 +382,9 @@ impl ChunkCache {
             if index.entries.contains_key(key) {
                 index.verified.insert(key.clone());
             }
+        }
+        if stamp {
+            stamp_used(&file);
         }
         Some(file)
     }
@@ -485,15 +429,7 @@ impl ChunkCache {
         alloc: impl FnOnce(usize) -> B,
         buf: impl FnOnce(&mut B) -> &mut [u8],
     ) -> Option<B> {
-        let expected = {
-            let mut index = self.lock();
-            let size = index.entries.get(digest).map(|e| e.0);
-            if size.is_some() {
-                index.touch(digest);
-            }
-            size
-        };
-        let Some(expected) = expected else {
+        let Some((expected, _, stamp)) = self.use_chunk(digest) else {
             self.misses.fetch_add(1, Ordering::Relaxed);
             return None;
         };
@@ -502,6 +438,9 @@ impl ChunkCache {
             let len = f.metadata()?.len();
             if len != expected {
                 return Ok(None);
+            }
+            if stamp {
+                stamp_used(&f);
             }
             let mut bytes = alloc(usize::try_from(len).map_err(io::Error::other)?);
             io::Read::read_exact(&mut f, buf(&mut bytes))?;
@@ -531,7 +470,33 @@ impl ChunkCache {
 
     fn forget(&self, digest: &Digest, path: &Path) {
         self.lock().remove(digest);
-        let _ = std::fs::remove_file(path);
+        self.remove_files(&[path.to_path_buf()]);
+    }
+
+    /// Renames the finished temporary file `temp` to `path`, counting it in the shared
+    /// usage (and taking off a file it replaces).
+    fn publish(&self, temp: &Path, path: &Path) -> io::Result<()> {
+        let usage = self.usage.lock();
+        let size = std::fs::metadata(temp)?.len();
+        let replaced = std::fs::metadata(path).map_or(0, |m| m.len());
+        std::fs::rename(temp, path)?;
+        usage.write(usage.read().saturating_sub(replaced).saturating_add(size));
+        Ok(())
+    }
+
+    /// Removes `paths`, taking each file this call removed off the shared usage.
+    fn remove_files(&self, paths: &[PathBuf]) {
+        let usage = self.usage.lock();
+        let mut freed = 0;
+        for path in paths {
+            let Ok(meta) = std::fs::metadata(path) else {
+                continue;
+            };
+            if std::fs::remove_file(path).is_ok() {
+                freed += meta.len();
+            }
+        }
+        usage.write(usage.read().saturating_sub(freed));
     }
 
     /// Stores `bytes` as chunk `digest` after checking they hash to it, then evicts the
@@ -626,7 +591,7 @@ impl ChunkCache {
             fill(&temp)?;
             // No fsync: a chunk a crash tore is hashed and dropped before a later process
             // uses it, and the fsync would cost every miss (see the module docs).
-            std::fs::rename(&temp, &path)
+            self.publish(&temp, &path)
         })();
         if let Err(e) = written {
             let _ = std::fs::remove_file(&temp);
@@ -648,28 +613,43 @@ impl ChunkCache {
         Ok(())
     }
 
-    /// Removes least recently used chunks until the total fits `max_size`.
+    /// Removes the least recently used files until this process's index fits
+    /// `max_size` — a file another process used later than this one knows (its
+    /// modification time) moves later instead — then rescans the directory if the files
+    /// of every process using it do not fit ([`Self::rescan_if_over`]).
     fn evict(&self) {
-        loop {
-            let victim = {
-                let mut index = self.lock();
-                if index.total <= self.max_size {
-                    return;
+        let victims: Vec<PathBuf> = {
+            let mut index = self.lock();
+            let mut victims = Vec::new();
+            while index.total > self.max_size {
+                let Some(digest) = index.oldest().cloned() else {
+                    break;
+                };
+                let path = self.entry_path(&index, &digest);
+                if let Ok(modified) = std::fs::metadata(&path).and_then(|m| m.modified())
+                    && index.used_elsewhere(&digest, modified)
+                {
+                    continue;
                 }
-                let Some((_, digest)) = index.order.iter().next().map(|(t, d)| (*t, d.clone()))
-                else {
-                    return;
-                };
-                let path = if index.assembled.contains(&digest) {
-                    self.assembled_path(&digest)
-                } else {
-                    self.path(&digest)
-                };
                 index.remove(&digest);
-                path
-            };
-            let _ = std::fs::remove_file(victim);
-            self.evictions.fetch_add(1, Ordering::Relaxed);
+                victims.push(path);
+            }
+            victims
+        };
+        if !victims.is_empty() {
+            self.evictions
+                .fetch_add(victims.len() as u64, Ordering::Relaxed);
+            self.remove_files(&victims);
+        }
+        self.rescan_if_over();
+    }
+
+    /// The file of index entry `digest`: a chunk, or an assembled copy.
+    fn entry_path(&self, index: &Index, digest: &Digest) -> PathBuf {
+        if index.assembled.contains(digest) {
+            self.assembled_path(digest)
+        } else {
+            self.path(digest)
         }
     }
 
@@ -684,6 +664,12 @@ impl ChunkCache {
             bytes: self.lock().total,
         }
     }
+}
+
+/// Sets `file`'s modification time to now: how a use reaches other processes' rescans
+/// ([`rescan`]). Best effort: a file that keeps an old time is evicted sooner.
+fn stamp_used(file: &std::fs::File) {
+    let _ = file.set_modified(std::time::SystemTime::now());
 }
 
 /// Whether `file` holds exactly `chunks`, in order, each hashing to its digest (read with

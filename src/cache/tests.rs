@@ -3,6 +3,14 @@
 
 use super::*;
 
+/// The name of a temporary file whose writer is gone (a process that has exited).
+fn abandoned_temp() -> String {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    format!(".tmp-{pid}-0")
+}
+
 fn chunk(n: u8, len: usize) -> (Digest, Vec<u8>) {
     let bytes = vec![n; len];
     (Digest::of(&bytes), bytes)
@@ -65,17 +73,18 @@ fn reopen_keeps_chunks_drops_temp_files_and_never_serves_a_torn_one() {
     let dir = tempfile::tempdir().unwrap();
     let (a, ab) = chunk(1, 4096);
     let (b, bb) = chunk(2, 4096);
+    let temp = abandoned_temp();
     {
         let cache = ChunkCache::open(dir.path(), 1 << 20).unwrap();
         cache.put(&a, &ab).unwrap();
         cache.put(&b, &bb).unwrap();
         // A crash mid-write leaves a temporary file; a power cut can tear a stored one.
         let fan = cache.path(&a).parent().unwrap().to_path_buf();
-        std::fs::write(fan.join(".tmp-1-0"), b"partial").unwrap();
+        std::fs::write(fan.join(&temp), b"partial").unwrap();
         std::fs::write(cache.path(&b), &bb[..100]).unwrap();
     }
     let cache = ChunkCache::open(dir.path(), 1 << 20).unwrap();
-    assert!(!cache.path(&a).parent().unwrap().join(".tmp-1-0").exists());
+    assert!(!cache.path(&a).parent().unwrap().join(&temp).exists());
     assert_eq!(cache.get(&a).as_deref(), Some(&ab[..]));
     assert!(cache.get(&b).is_none(), "a torn chunk is a miss");
     assert!(!cache.path(&b).exists(), "and is removed");
@@ -277,6 +286,7 @@ fn assembled_files_count_in_the_bound_and_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let parts = [chunk(1, 1000), chunk(2, 1000)];
     let node = file_node(&parts);
+    let temp = abandoned_temp();
     {
         let cache = ChunkCache::open(dir.path(), 10_000).unwrap();
         for (d, b) in &parts {
@@ -288,12 +298,12 @@ fn assembled_files_count_in_the_bound_and_survive_a_reopen() {
             4000,
             "two chunks and the assembled copy"
         );
-        std::fs::write(dir.path().join("files").join(".tmp-1-0"), b"partial").unwrap();
+        std::fs::write(dir.path().join("files").join(&temp), b"partial").unwrap();
     }
     let cache = ChunkCache::open(dir.path(), 10_000).unwrap();
     assert_eq!(cache.stats().bytes, 4000);
     assert!(
-        !dir.path().join("files").join(".tmp-1-0").exists(),
+        !dir.path().join("files").join(&temp).exists(),
         "a crash's temporary copy is removed"
     );
     // Newer chunks push the copy (least recently used) out, file and all.
@@ -429,4 +439,152 @@ fn same_size_flips_in_chunks_and_copy_after_a_restart_are_misses_never_bytes() {
             parts[1].1
         );
     }
+}
+
+/// Bytes of the chunks and assembled copies under cache directory `dir` (temporary files
+/// are not counted).
+fn stored_bytes(dir: &Path) -> u64 {
+    super::rescan::scan(dir)
+        .unwrap()
+        .iter()
+        .map(|f| f.size)
+        .sum()
+}
+
+fn usage_counter(dir: &Path) -> u64 {
+    u64::from_le_bytes(
+        std::fs::read(dir.join("usage")).unwrap()[..8]
+            .try_into()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn two_processes_on_one_directory_stay_under_one_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two opens of a directory know each other only through it, as two processes do.
+    let a = ChunkCache::open(dir.path(), 10_000).unwrap();
+    let b = ChunkCache::open(dir.path(), 10_000).unwrap();
+    let chunks: Vec<_> = (0..30u8).map(|n| chunk(n, 1000)).collect();
+    for (n, (d, bytes)) in chunks.iter().enumerate() {
+        let cache = if n % 2 == 0 { &a } else { &b };
+        cache.put(d, bytes).unwrap();
+        let held = stored_bytes(dir.path());
+        assert!(
+            held <= 10_000,
+            "after {} puts the directory holds {held}",
+            n + 1
+        );
+        assert_eq!(
+            usage_counter(dir.path()),
+            held,
+            "the shared counter is exact"
+        );
+    }
+    for (d, bytes) in &chunks {
+        for cache in [&a, &b] {
+            if let Some(got) = cache.get(d) {
+                assert_eq!(&got, bytes);
+            }
+        }
+    }
+    let (last, bytes) = &chunks[29];
+    assert_eq!(b.get(last).as_ref(), Some(bytes), "the newest chunk stays");
+    assert!(a.stats().evictions + b.stats().evictions >= 20);
+}
+
+#[test]
+fn a_rescan_finds_other_processes_chunks_and_evicts_the_oldest_of_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = ChunkCache::open(dir.path(), 10_000).unwrap();
+    let b = ChunkCache::open(dir.path(), 10_000).unwrap();
+    let theirs: Vec<_> = (0..10u8).map(|n| chunk(n, 1000)).collect();
+    for (d, bytes) in &theirs {
+        b.put(d, bytes).unwrap();
+    }
+    let (mine, bytes) = chunk(100, 1000);
+    // a's own index holds 1000 bytes: only the shared counter says the directory is full.
+    a.put(&mine, bytes.as_slice()).unwrap();
+    assert!(stored_bytes(dir.path()) <= 10_000);
+    assert!(a.contains(&mine));
+    assert!(
+        !b.path(&theirs[0].0).exists(),
+        "the oldest of all is evicted"
+    );
+    assert!(
+        a.contains(&theirs[9].0),
+        "the rescan showed a the others' chunks"
+    );
+    assert_eq!(a.get(&theirs[9].0).as_ref(), Some(&theirs[9].1));
+}
+
+#[test]
+fn a_chunk_another_process_uses_outlives_ones_nobody_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = ChunkCache::open(dir.path(), 6000).unwrap();
+    let chunks: Vec<_> = (0..7u8).map(|n| chunk(n, 1000)).collect();
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for (i, (d, bytes)) in chunks[..5].iter().enumerate() {
+        a.put(d, bytes).unwrap();
+        let file = std::fs::File::open(a.path(d)).unwrap();
+        file.set_modified(hour_ago + std::time::Duration::from_secs(i as u64))
+            .unwrap();
+    }
+    let b = ChunkCache::open(dir.path(), 6000).unwrap();
+    assert!(b.get(&chunks[0].0).is_some(), "b reads a's oldest chunk");
+    for (d, bytes) in &chunks[5..] {
+        a.put(d, bytes).unwrap();
+    }
+    assert!(a.path(&chunks[0].0).exists(), "used by b, so kept");
+    assert!(
+        !a.path(&chunks[1].0).exists(),
+        "used by nobody since, so evicted"
+    );
+    assert_eq!(stored_bytes(dir.path()), 6000);
+}
+
+#[test]
+fn a_live_writers_temporary_file_survives_another_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let fan = dir.path().join("sha256").join("ab");
+    std::fs::create_dir_all(&fan).unwrap();
+    let temp = fan.join(format!(".tmp-{}-0", writer.id()));
+    std::fs::write(&temp, b"a chunk being written").unwrap();
+    drop(ChunkCache::open(dir.path(), 1 << 20).unwrap());
+    assert!(temp.exists(), "its writer is alive");
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    drop(ChunkCache::open(dir.path(), 1 << 20).unwrap());
+    assert!(!temp.exists(), "its writer is gone");
+}
+
+#[test]
+fn a_chunk_another_process_stored_since_this_one_opened_is_used_once_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = ChunkCache::open(dir.path(), 1 << 20).unwrap();
+    let b = ChunkCache::open(dir.path(), 1 << 20).unwrap();
+    let (d, bytes) = chunk(1, 3000);
+    b.put(&d, &bytes).unwrap();
+    let mut out = Vec::new();
+    assert!(
+        a.read_range(&d, 100..200, &mut out),
+        "found on disk, not fetched again"
+    );
+    assert_eq!(out, bytes[100..200]);
+    assert!(a.contains(&d));
+    // A file of the right size and the wrong bytes put there behind a's back: hashed
+    // before its first use, never served.
+    let (e, ebytes) = chunk(2, 3000);
+    let path = a.path(&e);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(!a.read_range(&e, 0..10, &mut out));
+    assert!(a.get(&e).is_none());
+    assert_eq!(a.stats().corrupt, 1);
+    b.put(&e, &ebytes).unwrap();
+    assert_eq!(a.get(&e).as_ref(), Some(&ebytes));
 }
