@@ -544,3 +544,65 @@ async fn referrers_through_the_fallback_tag() {
         Some("application/vnd.example.sig")
     );
 }
+
+/// The referrers API path, against the manifests the real registry stored (distribution
+/// 2.8 has no API of its own: `ReferrersGateway` lists them by subject, and hides the
+/// fallback tags, so nothing is found but through the API).
+#[tokio::test]
+async fn chunk_indexes_are_found_through_the_referrers_api() {
+    use strata::registry::{ClientOptions, Reference, ReferrersSource, RegistryClient};
+    use strata_testdata::registry::ReferrersGateway;
+
+    let env = Env::new();
+    let registry = RegistryServer::start().unwrap();
+    let gateway = ReferrersGateway::start(&registry).unwrap();
+    let dir = model_dir(env.dir.path(), 6);
+    let reference = format!("{}/models/tiny:1", gateway.host());
+    let (out, _) = ok(env.strata(
+        "root",
+        &[
+            "artifact",
+            "push",
+            "--plain-http",
+            dir.to_str().unwrap(),
+            &reference,
+        ],
+    ));
+    let subject: Digest = out.trim().parse().unwrap();
+    gateway.hide_fallback_tags(true);
+
+    let client = RegistryClient::new(ClientOptions {
+        docker_config: Some(env.dir.path().join("no-config.json")),
+        plain_http: true,
+        ..ClientOptions::default()
+    })
+    .unwrap();
+    let r: Reference = reference.parse().unwrap();
+    let (found, source) = client
+        .referrers(&r, &subject, Some(chunk_index::ARTIFACT_TYPE))
+        .await
+        .unwrap();
+    assert_eq!(source, ReferrersSource::Api);
+    assert_eq!(found.len(), 1, "{found:?}");
+    let (none, source) = client
+        .referrers(&r, &subject, Some("application/vnd.example.none"))
+        .await
+        .unwrap();
+    assert_eq!((none.len(), source), (0, ReferrersSource::Api));
+
+    let pinned = r.with_digest(subject.clone());
+    let (index_digest, index) = strata::artifact::fetch_chunk_index(&client, &pinned)
+        .await
+        .unwrap()
+        .expect("the chunk index, through the API");
+    assert_eq!(index_digest, found[0].digest);
+    let weights = std::fs::read(dir.join("model.safetensors")).unwrap();
+    assert!(
+        index
+            .layers
+            .iter()
+            .any(|b| b.digest == Digest::of(&weights)),
+        "the index covers the weights"
+    );
+    assert!(gateway.answered() >= 3);
+}

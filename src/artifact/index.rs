@@ -255,8 +255,11 @@ pub async fn fetch_chunk_index(
     reference: &Reference,
 ) -> Result<Option<(Digest, ChunkIndex)>, ArtifactError> {
     let reg = |e| ArtifactError::registry(reference, e);
-    let (_, manifest) = client.get_manifest(reference).await.map_err(reg)?;
-    let subject = Digest::of(&manifest);
+    // A reference pinned by digest names its manifest: no round trip to learn it.
+    let subject = match reference.digest() {
+        Some(digest) => digest.clone(),
+        None => Digest::of(&client.get_manifest(reference).await.map_err(reg)?.1),
+    };
     let (referrers, _) = client
         .referrers(reference, &subject, Some(chunk_index::ARTIFACT_TYPE))
         .await

@@ -66,38 +66,44 @@ impl RegistryClient {
     ) -> Result<(Vec<Descriptor>, ReferrersSource), RegistryError> {
         let path = format!("{}/referrers/{subject}", r.repository());
         let what = format!("referrers of {subject}");
-        let resp = self
-            .send(
-                r,
-                Capability::Pull,
-                Scope::pull(r.repository()),
-                |http, base| {
-                    let mut url = api_url(base, &path);
-                    if let Some(t) = artifact_type {
-                        url.query_pairs_mut().append_pair("artifactType", t);
-                    }
-                    http.get(url).header(http::header::ACCEPT, OCI_INDEX)
-                },
-            )
-            .await?;
-        let (manifests, source) = match resp.status().as_u16() {
-            200 => {
-                let url = resp.url().clone();
-                let body = read_limited(resp, MAX_MANIFEST_SIZE as usize, &url).await?;
-                let index: Index = serde_json::from_slice(&body).map_err(|e| {
-                    RegistryError::invalid_response(&url, format!("referrers index: {e}"))
-                })?;
-                (index.manifests, ReferrersSource::Api)
+        let api = async {
+            let resp = self
+                .send(
+                    r,
+                    Capability::Pull,
+                    Scope::pull(r.repository()),
+                    |http, base| {
+                        let mut url = api_url(base, &path);
+                        if let Some(t) = artifact_type {
+                            url.query_pairs_mut().append_pair("artifactType", t);
+                        }
+                        http.get(url).header(http::header::ACCEPT, OCI_INDEX)
+                    },
+                )
+                .await?;
+            match resp.status().as_u16() {
+                200 => {
+                    let url = resp.url().clone();
+                    let body = read_limited(resp, MAX_MANIFEST_SIZE as usize, &url).await?;
+                    let index: Index = serde_json::from_slice(&body).map_err(|e| {
+                        RegistryError::invalid_response(&url, format!("referrers index: {e}"))
+                    })?;
+                    Ok(Some(index.manifests))
+                }
+                // 404 is the spec's "no referrers API"; some registries say 405.
+                404 | 405 => Ok(None),
+                _ => Err(status_error(resp, &Method::GET, r, &what).await),
             }
-            // 404 is the spec's "no referrers API"; some registries say 405.
-            404 | 405 => (
-                self.fallback_index(r, subject)
-                    .await?
-                    .map(|(_, m)| m)
-                    .unwrap_or_default(),
+        };
+        // Asked at once: a registry without the API (distribution 2.x) costs one round
+        // trip, not two; one with it, a small request whose answer is dropped.
+        let (api, fallback) = tokio::join!(api, self.fallback_index(r, subject));
+        let (manifests, source) = match api? {
+            Some(manifests) => (manifests, ReferrersSource::Api),
+            None => (
+                fallback?.map(|(_, m)| m).unwrap_or_default(),
                 ReferrersSource::FallbackTag,
             ),
-            _ => return Err(status_error(resp, &Method::GET, r, &what).await),
         };
         let manifests = manifests
             .into_iter()

@@ -121,6 +121,17 @@ pub(super) fn remove(path: &Path) -> anyhow::Result<()> {
 
 /// Bytes allocated on disk under `path` (like `du -s`; hard links counted once).
 pub(super) fn disk_usage(path: &Path) -> u64 {
+    walk(path, |meta| meta.blocks() * 512)
+}
+
+/// Bytes of the regular files under `path` (their lengths; hard links counted once): what
+/// a chunk cache's `--cache-size` bounds. Directories are left out.
+pub(super) fn file_bytes(path: &Path) -> u64 {
+    walk(path, |meta| if meta.is_file() { meta.len() } else { 0 })
+}
+
+/// The sum of `count` over everything under `path`, each inode once, not into mounts.
+fn walk(path: &Path, count: impl Fn(&fs::Metadata) -> u64) -> u64 {
     let mut seen = BTreeSet::new();
     let mut total = 0;
     let mut stack = vec![path.to_path_buf()];
@@ -131,7 +142,7 @@ pub(super) fn disk_usage(path: &Path) -> u64 {
         if !seen.insert((meta.dev(), meta.ino())) {
             continue;
         }
-        total += meta.blocks() * 512;
+        total += count(&meta);
         if meta.is_dir() {
             // Not into mounts (the volume's own target is outside the root anyway).
             if let Ok(entries) = fs::read_dir(&p) {

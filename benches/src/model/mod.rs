@@ -132,6 +132,8 @@ struct Samples {
     root_bytes: Vec<u64>,
     /// `<root>/volumes/cache` after the reads (lazy mode's chunk cache).
     cache_bytes: Vec<u64>,
+    /// The cache directory on disk (`du`), its directories included.
+    cache_disk: Vec<u64>,
     modes: BTreeSet<String>,
 }
 
@@ -456,7 +458,8 @@ impl Bench<'_> {
                 s.root_bytes.push(disk_usage(&root));
                 let cache = root.join("volumes/cache");
                 if cache.exists() {
-                    s.cache_bytes.push(disk_usage(&cache));
+                    s.cache_bytes.push(file_bytes(&cache));
+                    s.cache_disk.push(disk_usage(&cache));
                 }
                 s.modes.insert(self.volume_mode(&root, &target)?);
                 self.umount(&root, &target)?;

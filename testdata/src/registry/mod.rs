@@ -14,6 +14,8 @@
 //!   ([`FaultRule`]: error statuses, resets and truncation mid-body, flipped
 //!   bytes, slow or delayed responses, ignored `Range`), logging every
 //!   request ([`RequestRecord`]) so tests can count retries and refetches.
+//! * [`ReferrersGateway`] adds the OCI referrers API, which distribution 2.8
+//!   lacks, listing the manifests the registry stored by their `subject`.
 //! * [`RawClient`] is a minimal HTTP/1.1 client to look at the wire directly.
 //!
 //! A typical stack for a client test is client → `FaultProxy` →
@@ -46,6 +48,7 @@ mod gateway;
 mod http;
 mod proxy;
 mod push;
+mod referrers;
 mod server;
 
 #[cfg(test)]
@@ -58,6 +61,7 @@ use std::time::Duration;
 pub use client::{RawClient, RawResponse, basic_auth, origin_form};
 pub use fault::{Fault, FaultProxy, FaultRule, RequestRecord, Trigger};
 pub use gateway::{AnonymousAccess, GatewayConfig, TokenAuthGateway, TokenRequest};
+pub use referrers::ReferrersGateway;
 pub use server::{DOCKER_REGISTRY, RegistryServer};
 
 /// Errors of the registry harness.
