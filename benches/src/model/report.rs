@@ -162,9 +162,9 @@ pub(super) fn report(
     if let Some(max) = s.cache_bytes.iter().max() {
         let bound = cache_bound_mib(&args.volume_args);
         println!(
-            "- chunk cache (`<root>/volumes/cache`) after both reads: max {:.0} MB of files ({:.2}× the weights; \
+            "- chunk cache (`<root>/volumes/cache`) after both reads: max {} bytes of chunks and copies ({:.2}× the weights; \
              {:.0} MB on disk with its directories), bound `--cache-size` {bound} MiB: {}",
-            *max as f64 / 1e6,
+            max,
             *max as f64 / total as f64,
             s.cache_disk.iter().max().copied().unwrap_or(0) as f64 / 1e6,
             if *max <= bound << 20 {
