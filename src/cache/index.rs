@@ -56,15 +56,14 @@ impl Index {
         index
     }
 
-    /// Marks `digest` used now; true when its file's modification time should be set to
-    /// now (see [`STAMP_EVERY`]).
-    pub(super) fn touch(&mut self, digest: &Digest) -> bool {
+    /// Marks `digest` used now; the time to set its file's modification time to when
+    /// that is due (see [`STAMP_EVERY`]) — exactly the use's time, so that this process
+    /// does not take its own stamp for another's later use.
+    pub(super) fn touch(&mut self, digest: &Digest) -> Option<SystemTime> {
         let now = SystemTime::now();
         self.tick += 1;
         let tick = self.tick;
-        let Some(entry) = self.entries.get_mut(digest) else {
-            return false;
-        };
+        let entry = self.entries.get_mut(digest)?;
         self.order.remove(&(entry.used, entry.tick));
         entry.used = now;
         entry.tick = tick;
@@ -72,10 +71,11 @@ impl Index {
         let stale = now
             .duration_since(entry.stamped)
             .map_or(true, |since| since >= STAMP_EVERY);
-        if stale {
-            entry.stamped = now;
+        if !stale {
+            return None;
         }
-        stale
+        entry.stamped = now;
+        Some(now)
     }
 
     /// Records a file of `size` bytes just stored (or stored again: then a use).
@@ -209,10 +209,15 @@ mod tests {
     fn a_touch_asks_for_a_stamp_at_most_every_period() {
         let mut index = Index::from_scan(vec![found(1, 1, 100)]);
         let one = Digest::of(&[1]);
-        assert!(index.touch(&one), "stamped long ago");
-        assert!(!index.touch(&one), "stamped just now");
+        let when = index.touch(&one).expect("stamped long ago");
+        assert!(index.touch(&one).is_none(), "stamped just now");
         index.insert(Digest::of(&[2]), 1);
-        assert!(!index.touch(&Digest::of(&[2])), "just stored");
+        assert!(index.touch(&Digest::of(&[2])).is_none(), "just stored");
+        // The stamp is the use's own time: this process's stamp is no later use elsewhere.
+        let mut index = Index::from_scan(vec![found(1, 1, 100)]);
+        let when_here = index.touch(&one).unwrap();
+        assert!(when_here >= when);
+        assert!(!index.used_elsewhere(&one, when_here));
     }
 
     #[test]

@@ -203,7 +203,7 @@ impl ChunkCache {
     /// and whether to stamp the file's time ([`Index::touch`]). A chunk the index does not
     /// hold but whose file is there (another process stored it since this one scanned the
     /// directory) is taken in, not checked: its first use hashes it.
-    fn use_chunk(&self, digest: &Digest) -> Option<(u64, bool, bool)> {
+    fn use_chunk(&self, digest: &Digest) -> Option<(u64, bool, Option<std::time::SystemTime>)> {
         {
             let mut index = self.lock();
             if let Some(size) = index.entries.get(digest).map(|e| e.size) {
@@ -264,8 +264,8 @@ impl ChunkCache {
             }
             self.lock().verified.insert(digest.clone());
         }
-        if stamp {
-            stamp_used(&file);
+        if let Some(when) = stamp {
+            stamp_used(&file, when);
         }
         Some(file)
     }
@@ -383,8 +383,8 @@ impl ChunkCache {
                 index.verified.insert(key.clone());
             }
         }
-        if stamp {
-            stamp_used(&file);
+        if let Some(when) = stamp {
+            stamp_used(&file, when);
         }
         Some(file)
     }
@@ -439,8 +439,8 @@ impl ChunkCache {
             if len != expected {
                 return Ok(None);
             }
-            if stamp {
-                stamp_used(&f);
+            if let Some(when) = stamp {
+                stamp_used(&f, when);
             }
             let mut bytes = alloc(usize::try_from(len).map_err(io::Error::other)?);
             io::Read::read_exact(&mut f, buf(&mut bytes))?;
@@ -666,10 +666,10 @@ impl ChunkCache {
     }
 }
 
-/// Sets `file`'s modification time to now: how a use reaches other processes' rescans
+/// Sets `file`'s modification time to `when`, a use's time: how a use reaches other processes' rescans
 /// ([`rescan`]). Best effort: a file that keeps an old time is evicted sooner.
-fn stamp_used(file: &std::fs::File) {
-    let _ = file.set_modified(std::time::SystemTime::now());
+fn stamp_used(file: &std::fs::File, when: std::time::SystemTime) {
+    let _ = file.set_modified(when);
 }
 
 /// Whether `file` holds exactly `chunks`, in order, each hashing to its digest (read with
