@@ -34,6 +34,31 @@ fn err(out: Output) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
+/// `strata artifact push --plain-http DIR REFERENCE`, which must succeed: (stdout, stderr).
+fn push_dir(env: &Env, dir: &Path, reference: &str) -> (String, String) {
+    ok(env.strata(
+        "root",
+        &[
+            "artifact",
+            "push",
+            "--plain-http",
+            dir.to_str().unwrap(),
+            reference,
+        ],
+    ))
+}
+
+/// A registry client for plain-HTTP loopback registries, with no credentials (`dir` gets
+/// no file: the docker config it names does not exist).
+fn plain_client(dir: &Path) -> strata::registry::RegistryClient {
+    strata::registry::RegistryClient::new(strata::registry::ClientOptions {
+        docker_config: Some(dir.join("no-config.json")),
+        plain_http: true,
+        ..strata::registry::ClientOptions::default()
+    })
+    .unwrap()
+}
+
 /// A small model checkout: a safetensors-shaped weights file (8-byte little-endian header
 /// length, JSON header, then tensor bytes) of `weights_mib`, its config, tokenizer, README.
 fn model_dir(root: &Path, weights_mib: usize) -> PathBuf {
@@ -118,16 +143,7 @@ fn modelpack_push_has_its_layers_config_and_a_chunk_index_referrer() {
     let registry = RegistryServer::start().unwrap();
     let dir = model_dir(env.dir.path(), 6);
     let reference = format!("{}/models/tiny:1", registry.host());
-    let (out, stderr) = ok(env.strata(
-        "root",
-        &[
-            "artifact",
-            "push",
-            "--plain-http",
-            dir.to_str().unwrap(),
-            &reference,
-        ],
-    ));
+    let (out, stderr) = push_dir(&env, &dir, &reference);
     let pushed: Digest = out.trim().parse().unwrap();
     assert!(stderr.contains("listed in the referrers tag"), "{stderr}");
 
@@ -208,16 +224,7 @@ fn modelpack_push_has_its_layers_config_and_a_chunk_index_referrer() {
     );
 
     // Pushing the same directory again uploads nothing new and gives the same digests.
-    let (out, stderr) = ok(env.strata(
-        "root",
-        &[
-            "artifact",
-            "push",
-            "--plain-http",
-            dir.to_str().unwrap(),
-            &reference,
-        ],
-    ));
+    let (out, stderr) = push_dir(&env, &dir, &reference);
     assert_eq!(out.trim(), digest.to_string());
     assert!(stderr.contains("already in the registry"), "{stderr}");
     assert_eq!(
@@ -356,16 +363,7 @@ fn pull_stores_an_artifact_without_unpacking_and_lists_it() {
     let registry = RegistryServer::start().unwrap();
     let dir = model_dir(env.dir.path(), 2);
     let reference = format!("{}/models/pulled:1", registry.host());
-    let (out, _) = ok(env.strata(
-        "root",
-        &[
-            "artifact",
-            "push",
-            "--plain-http",
-            dir.to_str().unwrap(),
-            &reference,
-        ],
-    ));
+    let (out, _) = push_dir(&env, &dir, &reference);
     let digest: Digest = out.trim().parse().unwrap();
     let (out, stderr) = ok(env.strata("root", &["pull", "--plain-http", &reference]));
     assert_eq!(out.trim(), digest.to_string());
@@ -450,17 +448,12 @@ fn a_path_escaping_annotation_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn referrers_through_the_fallback_tag() {
     use std::collections::BTreeMap;
-    use strata::registry::{ClientOptions, Reference, ReferrersSource, RegistryClient};
+    use strata::registry::{Reference, ReferrersSource};
     use strata_formats::artifact::Descriptor;
 
     let dir = tempfile::tempdir().unwrap();
     let registry = RegistryServer::start().unwrap();
-    let client = RegistryClient::new(ClientOptions {
-        docker_config: Some(dir.path().join("no-config.json")),
-        plain_http: true,
-        ..ClientOptions::default()
-    })
-    .unwrap();
+    let client = plain_client(dir.path());
     let repo = "refs/subject";
     let (subject, _) = push_foreign_artifact(&registry, repo, "v1");
     let r: Reference = format!("{}/{repo}:v1", registry.host()).parse().unwrap();
@@ -550,7 +543,7 @@ async fn referrers_through_the_fallback_tag() {
 /// fallback tags, so nothing is found but through the API).
 #[tokio::test]
 async fn chunk_indexes_are_found_through_the_referrers_api() {
-    use strata::registry::{ClientOptions, Reference, ReferrersSource, RegistryClient};
+    use strata::registry::{Reference, ReferrersSource};
     use strata_testdata::registry::ReferrersGateway;
 
     let env = Env::new();
@@ -558,25 +551,11 @@ async fn chunk_indexes_are_found_through_the_referrers_api() {
     let gateway = ReferrersGateway::start(&registry).unwrap();
     let dir = model_dir(env.dir.path(), 6);
     let reference = format!("{}/models/tiny:1", gateway.host());
-    let (out, _) = ok(env.strata(
-        "root",
-        &[
-            "artifact",
-            "push",
-            "--plain-http",
-            dir.to_str().unwrap(),
-            &reference,
-        ],
-    ));
+    let (out, _) = push_dir(&env, &dir, &reference);
     let subject: Digest = out.trim().parse().unwrap();
     gateway.hide_fallback_tags(true);
 
-    let client = RegistryClient::new(ClientOptions {
-        docker_config: Some(env.dir.path().join("no-config.json")),
-        plain_http: true,
-        ..ClientOptions::default()
-    })
-    .unwrap();
+    let client = plain_client(env.dir.path());
     let r: Reference = reference.parse().unwrap();
     let (found, source) = client
         .referrers(&r, &subject, Some(chunk_index::ARTIFACT_TYPE))
